@@ -1,0 +1,339 @@
+//! The `Flow` model: one recorded exchange (or tunnel) that every other module shares.
+//!
+//! A flow is built by the proxy while an exchange is under way and published once it has
+//! completed or failed (see [`crate::events`]). Everything here is plain data: analysis,
+//! storage and display are functions of a `Flow`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+/// A flow's identifier, unique within one proxy run (and within one capture file).
+pub type FlowId = u64;
+
+/// What kind of exchange a flow records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowKind {
+    /// An HTTP request/response exchange (plain or decrypted HTTPS).
+    Http,
+    /// A blind TCP tunnel after CONNECT: bytes passed through without being understood.
+    Tunnel,
+}
+
+/// The HTTP version spoken on one leg of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum HttpVersion {
+    /// HTTP/1.0.
+    #[serde(rename = "HTTP/1.0")]
+    Http10,
+    /// HTTP/1.1.
+    #[serde(rename = "HTTP/1.1")]
+    Http11,
+    /// HTTP/2.
+    #[serde(rename = "HTTP/2")]
+    Http2,
+    /// Anything else hyper reports (HTTP/0.9, HTTP/3).
+    #[serde(rename = "other")]
+    Other,
+}
+
+impl HttpVersion {
+    /// The version as written on the wire / in HAR (`HTTP/1.1`, `HTTP/2`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpVersion::Http10 => "HTTP/1.0",
+            HttpVersion::Http11 => "HTTP/1.1",
+            HttpVersion::Http2 => "HTTP/2",
+            HttpVersion::Other => "other",
+        }
+    }
+}
+
+impl From<http::Version> for HttpVersion {
+    fn from(v: http::Version) -> Self {
+        match v {
+            http::Version::HTTP_10 => HttpVersion::Http10,
+            http::Version::HTTP_11 => HttpVersion::Http11,
+            http::Version::HTTP_2 => HttpVersion::Http2,
+            _ => HttpVersion::Other,
+        }
+    }
+}
+
+/// One header field, in the order it was received. Values are kept as raw bytes because
+/// HTTP allows values that are not UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderField {
+    /// The field name (lower case: HTTP/2 requires it and hyper normalises HTTP/1 names).
+    pub name: String,
+    /// The raw field value.
+    pub value: Bytes,
+}
+
+impl HeaderField {
+    /// The value as text, with any invalid UTF-8 replaced.
+    pub fn value_lossy(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.value)
+    }
+}
+
+/// An ordered list of header fields with case-insensitive lookup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(pub Vec<HeaderField>);
+
+impl Headers {
+    /// Copies a hyper header map, keeping its order.
+    pub fn from_map(map: &http::HeaderMap) -> Self {
+        Headers(
+            map.iter()
+                .map(|(name, value)| HeaderField {
+                    name: name.as_str().to_owned(),
+                    value: Bytes::copy_from_slice(value.as_bytes()),
+                })
+                .collect(),
+        )
+    }
+
+    /// The first value of `name` (compared case-insensitively), as text.
+    pub fn get(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        self.0
+            .iter()
+            .find(|f| f.name.eq_ignore_ascii_case(name))
+            .map(HeaderField::value_lossy)
+    }
+
+    /// Iterates over the fields in received order.
+    pub fn iter(&self) -> std::slice::Iter<'_, HeaderField> {
+        self.0.iter()
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when there are no fields.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The capture copy of a message body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CapturedBody {
+    /// The bytes kept, as they crossed the proxy (still content-encoded), at most
+    /// `--max-body` of them.
+    pub bytes: Bytes,
+    /// Every body byte that crossed the proxy, including those not kept.
+    pub wire_size: u64,
+    /// True when `bytes` holds only the first part of the body.
+    pub truncated: bool,
+    /// True when the body did not end normally (a peer aborted or reset mid-body).
+    pub incomplete: bool,
+}
+
+/// TLS parameters of one leg.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TlsInfo {
+    /// The server name (SNI) the client sent, or that we sent upstream.
+    pub sni: Option<String>,
+    /// The negotiated ALPN protocol (`h2`, `http/1.1`).
+    pub alpn: Option<String>,
+    /// The negotiated TLS version (`TLSv1.3`).
+    pub version: Option<String>,
+}
+
+/// HAR-style phase durations of an exchange. `None` means "does not apply" (HAR's -1),
+/// e.g. `dns`/`connect`/`ssl` on a reused upstream connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// Waiting for a free upstream connection.
+    pub blocked: Option<Duration>,
+    /// DNS resolution of the upstream host.
+    pub dns: Option<Duration>,
+    /// TCP connect to the upstream host, including `ssl`.
+    pub connect: Option<Duration>,
+    /// TLS handshake with the upstream host.
+    pub ssl: Option<Duration>,
+    /// Sending the request upstream.
+    pub send: Duration,
+    /// Waiting for the first byte of the response.
+    pub wait: Duration,
+    /// Receiving the response body.
+    pub receive: Duration,
+}
+
+impl Timings {
+    /// Total duration as HAR counts it: every phase except `ssl` (inside `connect`).
+    pub fn total(&self) -> Duration {
+        self.blocked.unwrap_or_default()
+            + self.dns.unwrap_or_default()
+            + self.connect.unwrap_or_default()
+            + self.send
+            + self.wait
+            + self.receive
+    }
+}
+
+/// What went wrong with a flow that did not complete normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowErrorKind {
+    /// The upstream host name did not resolve.
+    Dns,
+    /// The upstream refused or could not be reached.
+    Connect,
+    /// The upstream TLS handshake or certificate verification failed.
+    Tls,
+    /// The upstream did not answer in time.
+    Timeout,
+    /// The upstream broke the HTTP protocol or closed the connection.
+    Protocol,
+    /// The client went away before the exchange finished.
+    ClientAbort,
+    /// The client refused kinspect's certificate or broke off the TLS handshake.
+    ClientTls,
+    /// The request could not be proxied as sent (bad target, loop back into the proxy).
+    BadRequest,
+}
+
+impl FlowErrorKind {
+    /// A short stable name, as used in `X-Kinspect-Error` and the capture store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowErrorKind::Dns => "dns",
+            FlowErrorKind::Connect => "connect",
+            FlowErrorKind::Tls => "tls",
+            FlowErrorKind::Timeout => "timeout",
+            FlowErrorKind::Protocol => "protocol",
+            FlowErrorKind::ClientAbort => "client_abort",
+            FlowErrorKind::ClientTls => "client_tls",
+            FlowErrorKind::BadRequest => "bad_request",
+        }
+    }
+}
+
+/// The error a failed flow carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FlowError {
+    /// The category.
+    pub kind: FlowErrorKind,
+    /// What failed, on which host, and what to do about it.
+    pub message: String,
+}
+
+/// The request side of a flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// The method (`GET`, `CONNECT`, ...).
+    pub method: String,
+    /// The full URL (`https://host:port/path?query`); `host:port` for tunnels.
+    pub url: String,
+    /// The version the client spoke.
+    pub version: HttpVersion,
+    /// The headers as the client sent them.
+    pub headers: Headers,
+    /// The capture copy of the body.
+    pub body: CapturedBody,
+}
+
+/// The response side of a flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseRecord {
+    /// The status code.
+    pub status: u16,
+    /// The version the upstream spoke (or the client, for proxy-made responses).
+    pub version: HttpVersion,
+    /// The headers as the upstream sent them.
+    pub headers: Headers,
+    /// The capture copy of the body.
+    pub body: CapturedBody,
+    /// True when the proxy made this response itself (an error answer), not the server.
+    pub from_proxy: bool,
+}
+
+/// One recorded exchange.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flow {
+    /// Identifier, unique within a run.
+    pub id: FlowId,
+    /// HTTP exchange or blind tunnel.
+    pub kind: FlowKind,
+    /// The client's address.
+    pub client_addr: SocketAddr,
+    /// When the proxy received the request (or the CONNECT, for tunnels).
+    pub started_at: SystemTime,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// The target host.
+    pub host: String,
+    /// The target port.
+    pub port: u16,
+    /// The request.
+    pub request: RequestRecord,
+    /// The response, if one was received or made.
+    pub response: Option<ResponseRecord>,
+    /// Phase durations.
+    pub timings: Timings,
+    /// The upstream server's IP address, when a connection was made.
+    pub server_ip: Option<IpAddr>,
+    /// TLS between client and proxy, when intercepted.
+    pub client_tls: Option<TlsInfo>,
+    /// TLS between proxy and upstream.
+    pub server_tls: Option<TlsInfo>,
+    /// Why the flow failed, if it did.
+    pub error: Option<FlowError>,
+}
+
+impl Flow {
+    /// The response status, if there is a response.
+    pub fn status(&self) -> Option<u16> {
+        self.response.as_ref().map(|r| r.status)
+    }
+
+    /// The total duration of the exchange.
+    pub fn duration(&self) -> Duration {
+        self.timings.total()
+    }
+
+    /// The `Content-Encoding` of the response body, if any.
+    pub fn response_encoding(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.response
+            .as_ref()
+            .and_then(|r| r.headers.get("content-encoding"))
+    }
+
+    /// The response body with its `Content-Encoding` undone (gzip, deflate, br, zstd), or
+    /// `None` when there is no response or it could not be decoded.
+    pub fn decoded_response_body(&self) -> Option<Bytes> {
+        let response = self.response.as_ref()?;
+        crate::decode::decode_body(
+            &response.body.bytes,
+            response.headers.get("content-encoding").as_deref(),
+        )
+        .ok()
+    }
+
+    /// The request body with its `Content-Encoding` undone.
+    pub fn decoded_request_body(&self) -> Option<Bytes> {
+        crate::decode::decode_body(
+            &self.request.body.bytes,
+            self.request.headers.get("content-encoding").as_deref(),
+        )
+        .ok()
+    }
+}
+
+/// A UTC timestamp with milliseconds, as HAR and the headless output write it
+/// (`2026-11-24T23:17:10.123Z`).
+pub fn utc_timestamp(at: SystemTime) -> String {
+    const FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from(at)
+        .format(FORMAT)
+        .unwrap_or_else(|_| "invalid-time".into())
+}

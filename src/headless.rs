@@ -1,0 +1,146 @@
+//! `--headless` output: one line, or one JSON object, per flow.
+
+use std::io::Write;
+
+use serde_json::{json, Value};
+
+use crate::events::FlowStream;
+use crate::flow::{utc_timestamp, Flow, FlowKind, Headers};
+
+/// How each flow is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineFormat {
+    /// A line for people: time, client, method, URL, status, size, duration, error.
+    Text,
+    /// One JSON object per line (`--jsonl`).
+    JsonLines,
+}
+
+/// Formats a byte count as people read it (`512 B`, `1.5 KiB`, `3.2 MiB`).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// The one-line summary of a flow.
+pub fn text_line(flow: &Flow) -> String {
+    let status = match (&flow.response, flow.kind) {
+        (_, FlowKind::Tunnel) => "tunnel".to_owned(),
+        (Some(r), _) if r.from_proxy => format!("{} (kinspect)", r.status),
+        (Some(r), _) => r.status.to_string(),
+        (None, _) => "---".to_owned(),
+    };
+    let size = flow.response.as_ref().map_or(0, |r| r.body.wire_size);
+    let mut line = format!(
+        "{} {} {} {} {} {} {}ms",
+        utc_timestamp(flow.started_at),
+        flow.client_addr,
+        flow.request.method,
+        flow.request.url,
+        status,
+        human_size(size),
+        flow.duration().as_millis(),
+    );
+    if let Some(error) = &flow.error {
+        line.push_str(&format!(
+            " error[{}]: {}",
+            error.kind.as_str(),
+            error.message
+        ));
+    }
+    line
+}
+
+fn headers_json(headers: &Headers) -> Value {
+    Value::Array(
+        headers
+            .iter()
+            .map(|h| json!({"name": h.name, "value": h.value_lossy()}))
+            .collect(),
+    )
+}
+
+fn millis(d: Option<std::time::Duration>) -> Value {
+    d.map_or(json!(-1), |d| json!(d.as_secs_f64() * 1000.0))
+}
+
+/// The JSON object of a flow (`--jsonl`): everything but the bodies' bytes.
+pub fn json_object(flow: &Flow) -> Value {
+    let response = flow.response.as_ref().map(|r| {
+        json!({
+            "status": r.status,
+            "http_version": r.version.as_str(),
+            "headers": headers_json(&r.headers),
+            "body_size": r.body.wire_size,
+            "body_truncated": r.body.truncated,
+            "from_proxy": r.from_proxy,
+        })
+    });
+    let t = &flow.timings;
+    json!({
+        "id": flow.id,
+        "kind": flow.kind,
+        "started_at": utc_timestamp(flow.started_at),
+        "client": flow.client_addr.to_string(),
+        "method": flow.request.method,
+        "url": flow.request.url,
+        "host": flow.host,
+        "port": flow.port,
+        "http_version": flow.request.version.as_str(),
+        "request": {
+            "headers": headers_json(&flow.request.headers),
+            "body_size": flow.request.body.wire_size,
+            "body_truncated": flow.request.body.truncated,
+        },
+        "response": response,
+        "status": flow.status(),
+        "duration_ms": flow.duration().as_secs_f64() * 1000.0,
+        "timings": {
+            "blocked": millis(t.blocked), "dns": millis(t.dns), "connect": millis(t.connect),
+            "ssl": millis(t.ssl), "send": millis(Some(t.send)), "wait": millis(Some(t.wait)),
+            "receive": millis(Some(t.receive)),
+        },
+        "server_ip": flow.server_ip.map(|ip| ip.to_string()),
+        "client_tls": flow.client_tls,
+        "server_tls": flow.server_tls,
+        "error": flow.error,
+    })
+}
+
+/// Prints every flow of `stream` to `out` until the stream ends. Blocking: run it on its
+/// own thread.
+pub fn print_flows(mut stream: FlowStream, format: LineFormat, mut out: impl Write) {
+    while let Some(flow) = stream.blocking_recv() {
+        let line = match format {
+            LineFormat::Text => text_line(&flow),
+            LineFormat::JsonLines => json_object(&flow).to_string(),
+        };
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            // stdout closed (e.g. piped into `head`): keep draining so the proxy never waits.
+            while stream.blocking_recv().is_some() {}
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(100 * 1024 * 1024), "100.0 MiB");
+    }
+}

@@ -1,0 +1,15 @@
+//! kinspect — an intercepting HTTP(S) debugging proxy for the terminal that understands
+//! Kinvey's error bodies.
+//!
+//! Data flow: [`proxy`] accepts clients, terminates TLS with leaves minted by [`ca`],
+//! forwards to origins and tees bodies into [`flow::Flow`]s, which it publishes on the
+//! [`events`] stream for the recorder and viewers.
+
+pub mod ca;
+pub mod cli;
+pub mod decode;
+pub mod events;
+pub mod flow;
+pub mod headless;
+pub mod proxy;
+pub mod tls;

@@ -1,0 +1,404 @@
+//! Routing of what clients send to the proxy: absolute-form requests are forwarded;
+//! CONNECT opens a tunnel whose first bytes decide between TLS interception, plain HTTP
+//! and a blind tunnel.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::LazyConfigAcceptor;
+
+use super::forward::{empty_body, error_chain, forward, full_body, new_flow, ClientSide};
+use super::sniff::{sniff, Rewind, Sniffed};
+use super::upstream::{connect_tcp, tls_version_name};
+use super::{ProxyBody, ProxyFailure, Shared, Target};
+use crate::flow::{
+    CapturedBody, FlowError, FlowErrorKind, FlowKind, Headers, HttpVersion, RequestRecord,
+    ResponseRecord, TlsInfo,
+};
+
+/// The first handling of every request a client sends to the proxy.
+pub(crate) async fn route(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    if req.method() == Method::CONNECT {
+        return handle_connect(shared, peer, req);
+    }
+    let client = ClientSide {
+        addr: peer,
+        tls: None,
+    };
+    match absolute_target(req.uri()) {
+        Some(target) => forward(&shared, &client, &target, req).await,
+        None => not_a_proxy_request(&shared, &req),
+    }
+}
+
+fn absolute_target(uri: &http::Uri) -> Option<Target> {
+    let https = match uri.scheme_str()? {
+        "http" => false,
+        "https" => true,
+        _ => return None,
+    };
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    Some(Target {
+        https,
+        host: host.to_owned(),
+        port: uri.port_u16().unwrap_or(if https { 443 } else { 80 }),
+    })
+}
+
+/// An origin-form request sent to the proxy as if it were a web server.
+fn not_a_proxy_request(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
+    let text = format!(
+        "This is kinspect, an HTTP(S) debugging proxy listening on {addr}.\n\
+         Set it as your HTTP and HTTPS proxy (e.g. HTTPS_PROXY=http://{addr}) instead of \
+         sending requests to it directly.\n\
+         To intercept HTTPS, trust the kinspect CA: {ca}\n",
+        addr = shared.listen_addr,
+        ca = shared.ca.cert_pem_path().display(),
+    );
+    let status = if req.uri().path() == "/" {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    let mut response = Response::new(full_body(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn handle_connect(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let Some(authority) = req.uri().authority() else {
+        return plain_error(StatusCode::BAD_REQUEST, "CONNECT needs a host:port target");
+    };
+    let target = Target {
+        https: true,
+        host: authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port: authority.port_u16().unwrap_or(443),
+    };
+    if target.is_proxy_itself(shared.listen_addr) {
+        return plain_error(
+            StatusCode::BAD_REQUEST,
+            "CONNECT to kinspect itself would loop back into the proxy",
+        );
+    }
+    let started = (SystemTime::now(), Instant::now());
+    tokio::spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => {
+                intercept(shared, peer, target, TokioIo::new(upgraded), started).await;
+            }
+            Err(e) => tracing::debug!("CONNECT upgrade from {peer} failed: {e}"),
+        }
+    });
+    Response::new(empty_body())
+}
+
+fn plain_error(status: StatusCode, message: &'static str) -> Response<ProxyBody> {
+    let failure = ProxyFailure::new(FlowErrorKind::BadRequest, message);
+    let mut response = failure.response(full_body(failure.body()));
+    *response.status_mut() = status;
+    response
+}
+
+/// Decides what to do with a CONNECT tunnel and does it.
+async fn intercept<I>(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    target: Target,
+    mut io: I,
+    started: (SystemTime, Instant),
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ignored = shared
+        .config
+        .ignore_hosts
+        .as_ref()
+        .is_some_and(|re| re.is_match(&target.host));
+    if ignored {
+        return blind_tunnel(&shared, peer, &target, io, started).await;
+    }
+    let (verdict, prefix) = match sniff(&mut io, shared.config.sniff_timeout).await {
+        Ok(sniffed) => sniffed,
+        Err(e) => {
+            tracing::debug!("tunnel from {peer} to {}: {e}", target.authority());
+            return;
+        }
+    };
+    let io = Rewind::new(prefix.clone(), io);
+    match verdict {
+        Sniffed::Tls => terminate_tls(shared, peer, target, io, started).await,
+        Sniffed::Http => {
+            let plain = Target {
+                https: false,
+                ..target
+            };
+            let h2 = prefix.starts_with(b"PRI * HTTP/2.0");
+            let client = ClientSide {
+                addr: peer,
+                tls: None,
+            };
+            serve_http(shared, client, plain, io, h2).await;
+        }
+        Sniffed::Other | Sniffed::Silence => {
+            blind_tunnel(&shared, peer, &target, io, started).await
+        }
+        Sniffed::Closed => {}
+    }
+}
+
+async fn terminate_tls<I>(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    target: Target,
+    io: I,
+    started: (SystemTime, Instant),
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let handshake_timeout = shared.config.client_header_timeout;
+    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+    let start = match tokio::time::timeout(handshake_timeout, acceptor).await {
+        Ok(Ok(start)) => start,
+        Ok(Err(e)) => {
+            let message = format!(
+                "the client's TLS ClientHello for {} was invalid: {e}",
+                target.authority()
+            );
+            return record_tunnel_failure(
+                &shared,
+                peer,
+                &target,
+                started,
+                FlowErrorKind::ClientTls,
+                message,
+            )
+            .await;
+        }
+        Err(_) => return,
+    };
+    let sni = start.client_hello().server_name().map(str::to_owned);
+    // Apps that resolve names themselves CONNECT to an IP but still send the name.
+    let upstream = match &sni {
+        Some(name) if target.host.parse::<IpAddr>().is_ok() => Target {
+            host: name.clone(),
+            ..target.clone()
+        },
+        _ => target.clone(),
+    };
+    let cert_host = sni.clone().unwrap_or_else(|| target.host.clone());
+    let config = match shared.leaves.server_config(&cert_host) {
+        Ok(config) => config,
+        Err(e) => {
+            return record_tunnel_failure(
+                &shared,
+                peer,
+                &target,
+                started,
+                FlowErrorKind::ClientTls,
+                e.to_string(),
+            )
+            .await;
+        }
+    };
+    let tls = match tokio::time::timeout(handshake_timeout, start.into_stream(config)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            let message = format!(
+                "TLS handshake with the client for {cert_host} failed: {e}. If the client \
+                 rejected kinspect's certificate, trust the kinspect CA ({}) on that device, \
+                 or pass the host with --ignore-hosts if the app pins its certificates",
+                shared.ca.cert_pem_path().display()
+            );
+            return record_tunnel_failure(
+                &shared,
+                peer,
+                &target,
+                started,
+                FlowErrorKind::ClientTls,
+                message,
+            )
+            .await;
+        }
+        Err(_) => return,
+    };
+    let (_, session) = tls.get_ref();
+    let alpn = session
+        .alpn_protocol()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    let h2 = alpn.as_deref() == Some("h2");
+    let client = ClientSide {
+        addr: peer,
+        tls: Some(TlsInfo {
+            sni,
+            alpn,
+            version: session
+                .protocol_version()
+                .and_then(|v| v.as_str())
+                .map(tls_version_name),
+        }),
+    };
+    serve_http(shared, client, upstream, tls, h2).await;
+}
+
+/// Serves HTTP/1.1 or HTTP/2 from a client inside a tunnel, forwarding to `target`.
+async fn serve_http<I>(shared: Arc<Shared>, client: ClientSide, target: Target, io: I, h2: bool)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = client.addr;
+    let header_timeout = shared.config.client_header_timeout;
+    let service = service_fn(move |req| {
+        let shared = shared.clone();
+        let client = client.clone();
+        let target = target.clone();
+        async move { Ok::<_, Infallible>(forward(&shared, &client, &target, req).await) }
+    });
+    let io = TokioIo::new(io);
+    let result = if h2 {
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .serve_connection(io, service)
+            .await
+    } else {
+        hyper::server::conn::http1::Builder::new()
+            .preserve_header_case(true)
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(io, service)
+            .await
+    };
+    if let Err(e) = result {
+        tracing::debug!("intercepted connection from {peer}: {}", error_chain(&e));
+    }
+}
+
+/// The request record of a CONNECT.
+fn connect_request(target: &Target) -> RequestRecord {
+    RequestRecord {
+        method: "CONNECT".into(),
+        url: target.authority(),
+        version: HttpVersion::Http11,
+        headers: Headers::default(),
+        body: CapturedBody::default(),
+    }
+}
+
+/// Records a CONNECT that failed before any HTTP exchange inside it.
+async fn record_tunnel_failure(
+    shared: &Shared,
+    peer: SocketAddr,
+    target: &Target,
+    started: (SystemTime, Instant),
+    kind: FlowErrorKind,
+    message: String,
+) {
+    let slot = shared.publisher.reserve().await;
+    let client = ClientSide {
+        addr: peer,
+        tls: None,
+    };
+    let mut flow = new_flow(
+        &slot,
+        FlowKind::Http,
+        &client,
+        started.0,
+        target,
+        connect_request(target),
+    );
+    flow.timings.wait = started.1.elapsed();
+    flow.error = Some(FlowError { kind, message });
+    slot.publish(flow);
+}
+
+/// Passes bytes both ways without looking at them, and records the tunnel.
+async fn blind_tunnel<I>(
+    shared: &Shared,
+    peer: SocketAddr,
+    target: &Target,
+    mut client_io: I,
+    started: (SystemTime, Instant),
+) where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let slot = shared.publisher.reserve().await;
+    let client = ClientSide {
+        addr: peer,
+        tls: None,
+    };
+    let mut flow = new_flow(
+        &slot,
+        FlowKind::Tunnel,
+        &client,
+        started.0,
+        target,
+        connect_request(target),
+    );
+    let connect_started = Instant::now();
+    match connect_tcp(&target.host, target.port, shared.config.connect_timeout).await {
+        Ok((mut server, addr, dns)) => {
+            flow.server_ip = Some(addr.ip());
+            flow.timings.dns = dns;
+            flow.timings.connect = Some(connect_started.elapsed() - dns.unwrap_or_default());
+            let opened = Instant::now();
+            let result = tokio::io::copy_bidirectional(&mut client_io, &mut server).await;
+            let (up, down) = *result.as_ref().unwrap_or(&(0, 0));
+            flow.request.body = uncaptured(up);
+            flow.response = Some(ResponseRecord {
+                status: 200,
+                version: HttpVersion::Http11,
+                headers: Headers::default(),
+                body: uncaptured(down),
+                from_proxy: true,
+            });
+            flow.timings.receive = opened.elapsed();
+            if let Err(e) = result {
+                flow.error = Some(FlowError {
+                    kind: FlowErrorKind::Protocol,
+                    message: format!("tunnel to {} broke: {e}", target.authority()),
+                });
+            }
+        }
+        Err(e) => {
+            flow.timings.wait = connect_started.elapsed();
+            flow.error = Some(FlowError {
+                kind: e.kind,
+                message: e.message,
+            });
+        }
+    }
+    slot.publish(flow);
+}
+
+/// A body that passed through a blind tunnel: counted, not kept.
+fn uncaptured(bytes: u64) -> CapturedBody {
+    CapturedBody {
+        bytes: Bytes::new(),
+        wire_size: bytes,
+        truncated: bytes > 0,
+        incomplete: false,
+    }
+}

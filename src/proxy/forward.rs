@@ -1,0 +1,406 @@
+//! One HTTP exchange through the proxy, in phases: request head recorded, upstream
+//! request sent, response head recorded, response body streamed back; the flow is
+//! published when the response body ends (or the exchange fails).
+
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{Request, Response, Uri, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::{capture_connection, Connected};
+
+use super::errors::ProxyFailure;
+use super::headers::strip_hop_by_hop;
+use super::tee::{BodyCapture, BodyEnd, OnBodyEnd, SharedCapture, TeeBody};
+use super::upstream::{ConnectError, ConnectionInfo};
+use super::{BoxError, ProxyBody, Shared, Target};
+use crate::events::FlowSlot;
+use crate::flow::{
+    CapturedBody, Flow, FlowError, FlowErrorKind, FlowKind, Headers, RequestRecord, ResponseRecord,
+    Timings, TlsInfo,
+};
+
+/// The client end of an exchange.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientSide {
+    pub(crate) addr: SocketAddr,
+    pub(crate) tls: Option<TlsInfo>,
+}
+
+/// A flow with only its request side known yet.
+pub(crate) fn new_flow(
+    slot: &FlowSlot,
+    kind: FlowKind,
+    client: &ClientSide,
+    started_at: SystemTime,
+    target: &Target,
+    request: RequestRecord,
+) -> Flow {
+    Flow {
+        id: slot.id(),
+        kind,
+        client_addr: client.addr,
+        started_at,
+        scheme: target.scheme().to_owned(),
+        host: target.host.clone(),
+        port: target.port,
+        request,
+        response: None,
+        timings: Timings::default(),
+        server_ip: None,
+        client_tls: client.tls.clone(),
+        server_tls: None,
+        error: None,
+    }
+}
+
+/// Proxies one request to `target` and returns the response to send to the client.
+pub(crate) async fn forward(
+    shared: &Arc<Shared>,
+    client: &ClientSide,
+    target: &Target,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let t0 = Instant::now();
+    let started_at = SystemTime::now();
+    let slot = shared.publisher.reserve().await;
+    let (mut parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_owned();
+    let request = RequestRecord {
+        method: parts.method.as_str().to_owned(),
+        url: target.url(&path),
+        version: parts.version.into(),
+        headers: Headers::from_map(&parts.headers),
+        body: CapturedBody::default(),
+    };
+    let flow = new_flow(&slot, FlowKind::Http, client, started_at, target, request);
+    let failed = Failed { slot, flow, t0 };
+
+    if target.is_proxy_itself(shared.listen_addr) {
+        return failed.answer(
+            None,
+            None,
+            ProxyFailure::new(
+                FlowErrorKind::BadRequest,
+                format!(
+                    "{} is kinspect itself: the request would loop back into the proxy",
+                    target.authority()
+                ),
+            ),
+        );
+    }
+    let uri = match format!("{}://{}{}", target.scheme(), target.authority(), path).parse::<Uri>() {
+        Ok(uri) => uri,
+        Err(e) => {
+            return failed.answer(
+                None,
+                None,
+                ProxyFailure::new(
+                    FlowErrorKind::BadRequest,
+                    format!(
+                        "cannot build an upstream URL for {}: {e}",
+                        target.authority()
+                    ),
+                ),
+            )
+        }
+    };
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+
+    let max_body = shared.config.max_body;
+    let req_capture: SharedCapture = Arc::new(Mutex::new(BodyCapture::new(max_body)));
+    let mut upstream_req =
+        Request::from_parts(parts, TeeBody::new(body, req_capture.clone(), None));
+    let captured = capture_connection(&mut upstream_req);
+    let timeout = shared.config.upstream_timeout;
+    let outcome = tokio::time::timeout(timeout, shared.client.request(upstream_req)).await;
+    let response = match outcome {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
+            let conn = captured
+                .connection_metadata()
+                .as_ref()
+                .and_then(connection_info);
+            let failure = classify_client_error(&e, target, &req_capture);
+            return failed.answer(Some(&req_capture), conn, failure);
+        }
+        Err(_) => {
+            let conn = captured
+                .connection_metadata()
+                .as_ref()
+                .and_then(connection_info);
+            let failure = ProxyFailure::new(
+                FlowErrorKind::Timeout,
+                format!(
+                    "upstream {} sent no response headers within {timeout:?}; \
+                     if it is just slow, raise --upstream-timeout",
+                    target.authority()
+                ),
+            );
+            return failed.answer(Some(&req_capture), conn, failure);
+        }
+    };
+
+    let t_headers = Instant::now();
+    let Failed { slot, mut flow, .. } = failed;
+    let conn = response.extensions().get::<ConnectionInfo>().cloned();
+    let (mut rparts, rbody) = response.into_parts();
+    flow.response = Some(ResponseRecord {
+        status: rparts.status.as_u16(),
+        version: rparts.version.into(),
+        headers: Headers::from_map(&rparts.headers),
+        body: CapturedBody::default(),
+        from_proxy: false,
+    });
+    apply_connection(&mut flow, conn.as_ref());
+    strip_hop_by_hop(&mut rparts.headers);
+    rparts.version = Version::HTTP_11;
+
+    let end = ExchangeEnd {
+        slot,
+        flow,
+        req_capture,
+        t0,
+        t_headers,
+        fresh_conn: conn.filter(ConnectionInfo::take_fresh),
+    };
+    let capture = Arc::new(Mutex::new(BodyCapture::new(max_body)));
+    let body = TeeBody::new(rbody, capture, Some(Box::new(end)))
+        .map_err(BoxError::from)
+        .boxed_unsync();
+    Response::from_parts(rparts, body)
+}
+
+/// An exchange that is answered by the proxy itself.
+struct Failed {
+    slot: FlowSlot,
+    flow: Flow,
+    t0: Instant,
+}
+
+impl Failed {
+    /// Records the flow with `failure` and returns the proxy's JSON error response.
+    fn answer(
+        self,
+        req_capture: Option<&SharedCapture>,
+        conn: Option<ConnectionInfo>,
+        failure: ProxyFailure,
+    ) -> Response<ProxyBody> {
+        let Failed { slot, mut flow, t0 } = self;
+        let body = failure.body();
+        let response = failure.response(());
+        flow.response = Some(ResponseRecord {
+            status: failure.status.as_u16(),
+            version: flow.request.version,
+            headers: Headers::from_map(response.headers()),
+            body: CapturedBody {
+                bytes: body.clone(),
+                wire_size: body.len() as u64,
+                truncated: false,
+                incomplete: false,
+            },
+            from_proxy: true,
+        });
+        if let Some(capture) = req_capture {
+            flow.request.body = lock(capture).snapshot();
+        }
+        apply_connection(&mut flow, conn.as_ref());
+        flow.timings.wait = t0.elapsed();
+        flow.error = Some(failure.error);
+        slot.publish(flow);
+        response.map(|()| Full::new(body).map_err(BoxError::from).boxed_unsync())
+    }
+}
+
+/// Finishes the flow when the response body ends.
+struct ExchangeEnd {
+    slot: FlowSlot,
+    flow: Flow,
+    req_capture: SharedCapture,
+    t0: Instant,
+    t_headers: Instant,
+    fresh_conn: Option<ConnectionInfo>,
+}
+
+impl OnBodyEnd for ExchangeEnd {
+    fn body_ended(self: Box<Self>, capture: &SharedCapture, end: BodyEnd, error: Option<String>) {
+        let ExchangeEnd {
+            slot,
+            mut flow,
+            req_capture,
+            t0,
+            t_headers,
+            fresh_conn,
+        } = *self;
+        let (response_body, t_end) = {
+            let capture = lock(capture);
+            (
+                capture.snapshot(),
+                capture.ended_at().unwrap_or_else(Instant::now),
+            )
+        };
+        let (request_body, request_end) = {
+            let capture = lock(&req_capture);
+            (capture.snapshot(), capture.ended_at())
+        };
+        flow.request.body = request_body;
+        if let Some(response) = flow.response.as_mut() {
+            response.body = response_body;
+        }
+        flow.timings = exchange_timings(t0, request_end, t_headers, t_end, fresh_conn.as_ref());
+        flow.error = match end {
+            BodyEnd::Complete => None,
+            BodyEnd::SourceFailed => Some(FlowError {
+                kind: FlowErrorKind::Protocol,
+                message: format!(
+                    "upstream {}:{} broke off the response body: {}",
+                    flow.host,
+                    flow.port,
+                    error.unwrap_or_else(|| "connection closed".into())
+                ),
+            }),
+            BodyEnd::Abandoned => Some(FlowError {
+                kind: FlowErrorKind::ClientAbort,
+                message: "the client closed the connection before the response body ended".into(),
+            }),
+        };
+        slot.publish(flow);
+    }
+}
+
+fn lock(capture: &SharedCapture) -> std::sync::MutexGuard<'_, BodyCapture> {
+    capture.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// HAR phases from the instants the proxy saw. `conn` is the connection's set-up when
+/// this exchange opened it.
+fn exchange_timings(
+    t0: Instant,
+    request_end: Option<Instant>,
+    t_headers: Instant,
+    t_end: Instant,
+    conn: Option<&ConnectionInfo>,
+) -> Timings {
+    let dns = conn.and_then(|c| c.dns);
+    let connect = conn.map(|c| c.connect);
+    let ssl = conn.and_then(|c| c.ssl);
+    let setup = dns.unwrap_or_default() + connect.unwrap_or_default();
+    let sent_at = request_end.map_or(t_headers, |e| e.min(t_headers));
+    let send = sent_at.saturating_duration_since(t0).saturating_sub(setup);
+    let wait = t_headers
+        .saturating_duration_since(t0)
+        .saturating_sub(setup + send);
+    Timings {
+        blocked: None,
+        dns,
+        connect,
+        ssl,
+        send,
+        wait,
+        receive: t_end.saturating_duration_since(t_headers),
+    }
+}
+
+fn connection_info(connected: &Connected) -> Option<ConnectionInfo> {
+    let mut extensions = http::Extensions::new();
+    connected.get_extras(&mut extensions);
+    extensions.get::<ConnectionInfo>().cloned()
+}
+
+fn apply_connection(flow: &mut Flow, conn: Option<&ConnectionInfo>) {
+    if let Some(conn) = conn {
+        flow.server_ip = Some(conn.server_addr.ip());
+        flow.server_tls = conn.tls.clone();
+    }
+}
+
+fn classify_client_error(
+    error: &hyper_util::client::legacy::Error,
+    target: &Target,
+    req_capture: &SharedCapture,
+) -> ProxyFailure {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(connect) = e.downcast_ref::<ConnectError>() {
+            return ProxyFailure::new(connect.kind, connect.message.clone());
+        }
+        source = e.source();
+    }
+    if lock(req_capture).failed() {
+        return ProxyFailure::new(
+            FlowErrorKind::ClientAbort,
+            "the client stopped sending the request body before it was complete",
+        );
+    }
+    ProxyFailure::new(
+        FlowErrorKind::Protocol,
+        format!(
+            "upstream {} failed before sending a response: {}",
+            target.authority(),
+            error_chain(error)
+        ),
+    )
+}
+
+/// An error and its causes, joined with ": ".
+pub(crate) fn error_chain(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+/// An empty body.
+pub(crate) fn empty_body() -> ProxyBody {
+    Full::new(Bytes::new())
+        .map_err(BoxError::from)
+        .boxed_unsync()
+}
+
+/// A full body.
+pub(crate) fn full_body(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(BoxError::from)
+        .boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timings_split_the_exchange_without_overlap() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let info = ConnectionInfo::for_test(Some(ms(2)), ms(5), Some(ms(3)));
+        let t = exchange_timings(t0, Some(t0 + ms(10)), t0 + ms(30), t0 + ms(45), Some(&info));
+        assert_eq!(t.dns, Some(ms(2)));
+        assert_eq!(t.connect, Some(ms(5)));
+        assert_eq!(t.ssl, Some(ms(3)));
+        assert_eq!(t.send, ms(3));
+        assert_eq!(t.wait, ms(20));
+        assert_eq!(t.receive, ms(15));
+        assert_eq!(t.total(), ms(45));
+
+        let reused = exchange_timings(t0, None, t0 + ms(30), t0 + ms(31), None);
+        assert_eq!(reused.dns, None);
+        assert_eq!(reused.connect, None);
+        assert_eq!(reused.send + reused.wait, ms(30));
+    }
+}

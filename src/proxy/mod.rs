@@ -1,0 +1,353 @@
+//! The intercepting proxy: listener, CONNECT handling with protocol sniffing, TLS
+//! termination, the pooled upstream client, body tees and proxy-made errors.
+
+mod connect;
+mod errors;
+mod forward;
+mod headers;
+pub mod sniff;
+mod tee;
+mod upstream;
+
+pub use errors::{ProxyFailure, KINSPECT_ERROR_HEADER};
+pub use headers::strip_hop_by_hop;
+pub use tee::{BodyCapture, TeeBody};
+pub use upstream::{connect_tcp, ConnectError, ConnectionInfo, UpstreamConnector};
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use regex::Regex;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::ca::{CertificateAuthority, LeafCache, LeafError};
+use crate::events::FlowPublisher;
+use crate::tls::{upstream_client_config, TlsSetupError};
+
+/// Error type of bodies the proxy sends to clients.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body of every response the proxy sends to a client.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Default `--max-body`: bytes of each body kept in the capture.
+pub const DEFAULT_MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// Everything the proxy needs to know to run.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Address to listen on (`127.0.0.1:8080` by default).
+    pub listen: SocketAddr,
+    /// Extra PEM files of CAs trusted for origins (`--upstream-ca`).
+    pub upstream_ca: Vec<PathBuf>,
+    /// Turn off upstream certificate verification (`--insecure-upstream`).
+    pub insecure_upstream: bool,
+    /// Hosts passed through as blind tunnels without interception (`--ignore-hosts`).
+    pub ignore_hosts: Option<Regex>,
+    /// Bytes of each body kept in the capture (`--max-body`).
+    pub max_body: usize,
+    /// How long to wait for a client's first bytes after CONNECT before tunnelling.
+    pub sniff_timeout: Duration,
+    /// Limit on DNS + TCP connect + TLS handshake to an origin.
+    pub connect_timeout: Duration,
+    /// Limit on waiting for an origin's response headers (`--upstream-timeout`).
+    pub upstream_timeout: Duration,
+    /// Limit on reading a client's request headers.
+    pub client_header_timeout: Duration,
+    /// Hosts whose minted leaf is kept.
+    pub leaf_cache_size: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            upstream_ca: Vec::new(),
+            insecure_upstream: false,
+            ignore_hosts: None,
+            max_body: DEFAULT_MAX_BODY,
+            sniff_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(10),
+            upstream_timeout: Duration::from_secs(120),
+            client_header_timeout: Duration::from_secs(30),
+            leaf_cache_size: 1024,
+        }
+    }
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyStartError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}. Is another proxy already running there? Choose another address with --listen")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The upstream TLS configuration failed.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    /// The leaf cache could not be set up.
+    #[error(transparent)]
+    Leaf(#[from] LeafError),
+}
+
+/// State shared by every connection of one proxy.
+pub(crate) struct Shared {
+    pub(crate) config: ProxyConfig,
+    pub(crate) listen_addr: SocketAddr,
+    pub(crate) leaves: LeafCache,
+    pub(crate) client: Client<UpstreamConnector, TeeBody<Incoming>>,
+    pub(crate) publisher: FlowPublisher,
+    pub(crate) ca: Arc<CertificateAuthority>,
+}
+
+/// A bound proxy, ready to run.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+}
+
+impl Proxy {
+    /// Binds the listen address and prepares TLS; flows go to `publisher`.
+    pub async fn bind(
+        config: ProxyConfig,
+        ca: Arc<CertificateAuthority>,
+        publisher: FlowPublisher,
+    ) -> Result<Proxy, ProxyStartError> {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ProxyStartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let listen_addr = listener
+            .local_addr()
+            .map_err(|source| ProxyStartError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let tls = upstream_client_config(&config.upstream_ca, config.insecure_upstream)?;
+        let connector = UpstreamConnector::new(tls, config.connect_timeout);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .http1_preserve_header_case(true)
+            .build(connector);
+        let leaves = LeafCache::new(ca.clone(), config.leaf_cache_size)?;
+        Ok(Proxy {
+            shared: Arc::new(Shared {
+                config,
+                listen_addr,
+                leaves,
+                client,
+                publisher,
+                ca,
+            }),
+            listener,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.listen_addr
+    }
+
+    /// How many leaf certificates have been minted so far.
+    pub fn leaves_minted(&self) -> u64 {
+        self.shared.leaves.minted()
+    }
+
+    /// Accepts and serves clients until the task is cancelled.
+    pub async fn run(self) {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, peer)) => {
+                    let shared = self.shared.clone();
+                    tokio::spawn(serve_client(shared, stream, peer));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    /// Runs the proxy on the current runtime; dropping the handle stops accepting.
+    pub fn spawn(self) -> ProxyHandle {
+        let addr = self.local_addr();
+        let shared = self.shared.clone();
+        ProxyHandle {
+            addr,
+            shared,
+            task: tokio::spawn(self.run()),
+        }
+    }
+}
+
+/// A running proxy.
+pub struct ProxyHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl ProxyHandle {
+    /// The address the proxy listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// How many leaf certificates have been minted so far.
+    pub fn leaves_minted(&self) -> u64 {
+        self.shared.leaves.minted()
+    }
+
+    /// Waits until the proxy stops (it only stops when aborted).
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves one client connection: HTTP/1.1 proxy requests, with CONNECT upgrades.
+async fn serve_client(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let header_timeout = shared.config.client_header_timeout;
+    let service = service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(connect::route(shared, peer, req).await) }
+    });
+    let result = hyper::server::conn::http1::Builder::new()
+        .preserve_header_case(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await;
+    if let Err(e) = result {
+        tracing::debug!("client {peer}: {e}");
+    }
+}
+
+/// Where an exchange goes: scheme, host (without brackets) and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub(crate) https: bool,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+}
+
+impl Target {
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.https {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    fn default_port(&self) -> u16 {
+        if self.https {
+            443
+        } else {
+            80
+        }
+    }
+
+    /// `host:port`, with brackets around IPv6 literals.
+    pub(crate) fn authority(&self) -> String {
+        format!("{}:{}", self.host_for_url(), self.port)
+    }
+
+    fn host_for_url(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
+
+    /// The URL of `path_and_query` on this target (default port left out).
+    pub(crate) fn url(&self, path_and_query: &str) -> String {
+        let host = self.host_for_url();
+        if self.port == self.default_port() {
+            format!("{}://{}{}", self.scheme(), host, path_and_query)
+        } else {
+            format!(
+                "{}://{}:{}{}",
+                self.scheme(),
+                host,
+                self.port,
+                path_and_query
+            )
+        }
+    }
+
+    /// True when connecting here would reach this proxy itself.
+    pub(crate) fn is_proxy_itself(&self, listen: SocketAddr) -> bool {
+        if self.port != listen.port() {
+            return false;
+        }
+        match self.host.parse::<IpAddr>() {
+            Ok(ip) => ip == listen.ip() || ip.is_loopback() || ip.is_unspecified(),
+            Err(_) => self.host.eq_ignore_ascii_case("localhost"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_urls_leave_out_default_ports_and_bracket_ipv6() {
+        let t = Target {
+            https: true,
+            host: "api.kinvey.com".into(),
+            port: 443,
+        };
+        assert_eq!(t.url("/appdata/kid"), "https://api.kinvey.com/appdata/kid");
+        assert_eq!(t.authority(), "api.kinvey.com:443");
+        let v6 = Target {
+            https: false,
+            host: "::1".into(),
+            port: 8081,
+        };
+        assert_eq!(v6.url("/"), "http://[::1]:8081/");
+    }
+
+    #[test]
+    fn loops_back_into_the_proxy_are_recognised() {
+        let listen: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let t = |host: &str, port| Target {
+            https: false,
+            host: host.into(),
+            port,
+        };
+        assert!(t("127.0.0.1", 8080).is_proxy_itself(listen));
+        assert!(t("localhost", 8080).is_proxy_itself(listen));
+        assert!(!t("localhost", 8081).is_proxy_itself(listen));
+        assert!(!t("example.com", 8080).is_proxy_itself(listen));
+    }
+}

@@ -1,0 +1,255 @@
+//! The body tee: frames stream through untouched while a capture copy of at most
+//! `--max-body` bytes is kept; the full size is still counted.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+
+use crate::flow::CapturedBody;
+
+/// The capture copy of one body while it streams.
+#[derive(Debug)]
+pub struct BodyCapture {
+    max: usize,
+    frames: Vec<Bytes>,
+    kept: usize,
+    wire_size: u64,
+    truncated: bool,
+    ended_at: Option<Instant>,
+    failed: bool,
+}
+
+impl BodyCapture {
+    /// An empty capture keeping at most `max` bytes.
+    pub fn new(max: usize) -> Self {
+        BodyCapture {
+            max,
+            frames: Vec::new(),
+            kept: 0,
+            wire_size: 0,
+            truncated: false,
+            ended_at: None,
+            failed: false,
+        }
+    }
+
+    /// Records one data frame: counted in full, kept up to the limit (without copying).
+    pub fn push(&mut self, data: &Bytes) {
+        self.wire_size += data.len() as u64;
+        let room = self.max - self.kept;
+        if data.len() <= room {
+            if !data.is_empty() {
+                self.frames.push(data.clone());
+                self.kept += data.len();
+            }
+        } else {
+            if room > 0 {
+                self.frames.push(data.slice(..room));
+                self.kept = self.max;
+            }
+            self.truncated = true;
+        }
+    }
+
+    /// Marks the body as ended normally now.
+    pub fn end(&mut self) {
+        if self.ended_at.is_none() {
+            self.ended_at = Some(Instant::now());
+        }
+    }
+
+    /// Marks the body as broken off (peer error or abort) now.
+    pub fn fail(&mut self) {
+        self.failed = true;
+        self.end();
+    }
+
+    /// True when the body broke off instead of ending.
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// When the body ended, if it has.
+    pub fn ended_at(&self) -> Option<Instant> {
+        self.ended_at
+    }
+
+    /// The captured body so far; `incomplete` unless it ended normally.
+    pub fn snapshot(&self) -> CapturedBody {
+        let bytes = match self.frames.as_slice() {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            many => {
+                let mut all = BytesMut::with_capacity(self.kept);
+                for frame in many {
+                    all.extend_from_slice(frame);
+                }
+                all.freeze()
+            }
+        };
+        CapturedBody {
+            bytes,
+            wire_size: self.wire_size,
+            truncated: self.truncated,
+            incomplete: self.failed || self.ended_at.is_none(),
+        }
+    }
+}
+
+/// A capture shared between a tee and whoever reads it afterwards.
+pub type SharedCapture = Arc<Mutex<BodyCapture>>;
+
+/// How a teed body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEnd {
+    /// The last frame was passed on.
+    Complete,
+    /// The body's source failed mid-way (peer reset or protocol error).
+    SourceFailed,
+    /// The body was dropped before its end (the reader went away).
+    Abandoned,
+}
+
+/// Called once when a teed body ends, however it ends.
+pub trait OnBodyEnd: Send + 'static {
+    /// The body ended; `capture` holds its copy and `error` the source's error text.
+    fn body_ended(self: Box<Self>, capture: &SharedCapture, end: BodyEnd, error: Option<String>);
+}
+
+/// A body passed through unchanged while teed into a [`BodyCapture`].
+pub struct TeeBody<B: Body> {
+    inner: B,
+    capture: SharedCapture,
+    on_end: Option<Box<dyn OnBodyEnd>>,
+}
+
+impl<B: Body> TeeBody<B> {
+    /// Tees `inner` into `capture`, calling `on_end` (if any) when it ends.
+    pub fn new(inner: B, capture: SharedCapture, on_end: Option<Box<dyn OnBodyEnd>>) -> Self {
+        TeeBody {
+            inner,
+            capture,
+            on_end,
+        }
+    }
+
+    fn finish(&mut self, end: BodyEnd, error: Option<String>) {
+        {
+            let mut capture = self.capture.lock().unwrap_or_else(|e| e.into_inner());
+            match end {
+                BodyEnd::Complete => capture.end(),
+                BodyEnd::SourceFailed | BodyEnd::Abandoned => capture.fail(),
+            }
+        }
+        if let Some(on_end) = self.on_end.take() {
+            on_end.body_ended(&self.capture, end, error);
+        }
+    }
+}
+
+impl<B> Body for TeeBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.capture
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(data);
+                }
+                if this.inner.is_end_stream() {
+                    this.finish(BodyEnd::Complete, None);
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let text = e.to_string();
+                this.finish(BodyEnd::SourceFailed, Some(text));
+            }
+            Poll::Ready(None) => this.finish(BodyEnd::Complete, None),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: Body> Drop for TeeBody<B> {
+    fn drop(&mut self) {
+        let unfinished = self
+            .capture
+            .lock()
+            .map(|c| c.ended_at.is_none())
+            .unwrap_or(false);
+        if self.on_end.is_some() || unfinished {
+            // An empty body may never be polled: it ended, it was not abandoned.
+            let end = if self.inner.is_end_stream() {
+                BodyEnd::Complete
+            } else {
+                BodyEnd::Abandoned
+            };
+            self.finish(end, None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_up_to_the_limit_and_counts_everything() {
+        let mut capture = BodyCapture::new(10);
+        capture.push(&Bytes::from_static(b"hello"));
+        capture.push(&Bytes::from_static(b"world!!"));
+        capture.push(&Bytes::from_static(b"more"));
+        capture.end();
+        let body = capture.snapshot();
+        assert_eq!(&body.bytes[..], b"helloworld");
+        assert_eq!(body.wire_size, 16);
+        assert!(body.truncated);
+        assert!(!body.incomplete);
+    }
+
+    #[test]
+    fn a_body_without_an_end_is_incomplete() {
+        let mut capture = BodyCapture::new(10);
+        capture.push(&Bytes::from_static(b"abc"));
+        assert!(capture.snapshot().incomplete);
+        capture.fail();
+        assert!(capture.snapshot().incomplete);
+    }
+
+    #[test]
+    fn a_zero_limit_keeps_nothing() {
+        let mut capture = BodyCapture::new(0);
+        capture.push(&Bytes::from_static(b"abc"));
+        capture.end();
+        let body = capture.snapshot();
+        assert!(body.bytes.is_empty());
+        assert!(body.truncated);
+        assert_eq!(body.wire_size, 3);
+    }
+}

@@ -1,0 +1,369 @@
+//! Connections to origins: DNS, TCP and TLS with each phase timed, pooled by hyper's
+//! client, HTTP/2 when the origin offers it by ALPN.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::flow::{FlowErrorKind, TlsInfo};
+
+/// Why a connection to an origin could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ConnectError {
+    /// The category (dns, connect, tls, timeout).
+    pub kind: FlowErrorKind,
+    /// What failed, on which host, and what to do.
+    pub message: String,
+}
+
+impl ConnectError {
+    fn new(kind: FlowErrorKind, message: String) -> Self {
+        ConnectError { kind, message }
+    }
+}
+
+/// What is known about an upstream connection, attached to every response it carries.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// The address connected to.
+    pub server_addr: SocketAddr,
+    /// TLS parameters, for HTTPS.
+    pub tls: Option<TlsInfo>,
+    /// DNS resolution time (`None` for IP literals).
+    pub dns: Option<Duration>,
+    /// TCP connect time plus TLS handshake time.
+    pub connect: Duration,
+    /// TLS handshake time.
+    pub ssl: Option<Duration>,
+    fresh: Arc<AtomicBool>,
+}
+
+impl ConnectionInfo {
+    /// True exactly once: for the first exchange that uses this connection, which is the
+    /// one whose timings include DNS, connect and TLS.
+    pub fn take_fresh(&self) -> bool {
+        self.fresh.swap(false, Ordering::Relaxed)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        dns: Option<Duration>,
+        connect: Duration,
+        ssl: Option<Duration>,
+    ) -> Self {
+        ConnectionInfo {
+            server_addr: SocketAddr::from(([127, 0, 0, 1], 443)),
+            tls: None,
+            dns,
+            connect,
+            ssl,
+            fresh: Arc::new(AtomicBool::new(true)),
+        }
+    }
+}
+
+/// Resolves `host` and connects by TCP (with `TCP_NODELAY`), trying each address in
+/// turn within `timeout`. Returns the stream, the address and the DNS time.
+pub async fn connect_tcp(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<(TcpStream, SocketAddr, Option<Duration>), ConnectError> {
+    let deadline = Instant::now() + timeout;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let (addrs, dns) = match bare.parse::<IpAddr>() {
+        Ok(ip) => (vec![SocketAddr::new(ip, port)], None),
+        Err(_) => {
+            let started = Instant::now();
+            let lookup = tokio::time::timeout(timeout, tokio::net::lookup_host((bare, port)));
+            let addrs: Vec<SocketAddr> = match lookup.await {
+                Ok(Ok(addrs)) => addrs.collect(),
+                Ok(Err(e)) => {
+                    return Err(ConnectError::new(
+                        FlowErrorKind::Dns,
+                        format!("cannot resolve upstream host {bare}: {e}. Check the host name and this machine's DNS"),
+                    ))
+                }
+                Err(_) => {
+                    return Err(ConnectError::new(
+                        FlowErrorKind::Timeout,
+                        format!("resolving upstream host {bare} took longer than {timeout:?}"),
+                    ))
+                }
+            };
+            if addrs.is_empty() {
+                return Err(ConnectError::new(
+                    FlowErrorKind::Dns,
+                    format!("upstream host {bare} has no address"),
+                ));
+            }
+            (addrs, Some(started.elapsed()))
+        }
+    };
+    let mut last_error = None;
+    for addr in addrs {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok((stream, addr, dns));
+            }
+            Ok(Err(e)) => last_error = Some((addr, e)),
+            Err(_) => return Err(ConnectError::new(
+                FlowErrorKind::Timeout,
+                format!(
+                    "connecting to upstream {host}:{port} ({addr}) took longer than {timeout:?}"
+                ),
+            )),
+        }
+    }
+    let (addr, e) = last_error.expect("at least one address was tried");
+    let hint = if e.kind() == std::io::ErrorKind::ConnectionRefused {
+        "is the server running on that port?"
+    } else {
+        "check the address and the network"
+    };
+    Err(ConnectError::new(
+        FlowErrorKind::Connect,
+        format!("cannot connect to upstream {host}:{port} ({addr}): {e}; {hint}"),
+    ))
+}
+
+/// Connects to origins for hyper's pooled client.
+#[derive(Clone)]
+pub struct UpstreamConnector {
+    tls: TlsConnector,
+    connect_timeout: Duration,
+}
+
+impl UpstreamConnector {
+    /// A connector verifying origins with `tls_config`.
+    pub fn new(tls_config: rustls::ClientConfig, connect_timeout: Duration) -> Self {
+        UpstreamConnector {
+            tls: TlsConnector::from(Arc::new(tls_config)),
+            connect_timeout,
+        }
+    }
+
+    async fn connect(self, uri: Uri) -> Result<UpstreamConnection, ConnectError> {
+        let host = uri.host().unwrap_or_default().to_owned();
+        let https = uri.scheme_str() == Some("https");
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let started = Instant::now();
+        let (tcp, server_addr, dns) = connect_tcp(&host, port, self.connect_timeout).await?;
+        if !https {
+            let info = ConnectionInfo {
+                server_addr,
+                tls: None,
+                dns,
+                connect: started.elapsed() - dns.unwrap_or_default(),
+                ssl: None,
+                fresh: Arc::new(AtomicBool::new(true)),
+            };
+            return Ok(UpstreamConnection {
+                io: Stream::Plain(TokioIo::new(tcp)),
+                info,
+            });
+        }
+
+        let bare = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let server_name = ServerName::try_from(bare.clone()).map_err(|_| {
+            ConnectError::new(
+                FlowErrorKind::Tls,
+                format!("{bare:?} is not a valid TLS server name"),
+            )
+        })?;
+        let tls_started = Instant::now();
+        let handshake = self.tls.connect(server_name, tcp);
+        let remaining = self.connect_timeout.saturating_sub(started.elapsed());
+        let stream = match tokio::time::timeout(remaining, handshake).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(tls_failure(&host, port, &e)),
+            Err(_) => {
+                return Err(ConnectError::new(
+                    FlowErrorKind::Timeout,
+                    format!(
+                        "TLS handshake with upstream {host}:{port} took longer than {:?}",
+                        self.connect_timeout
+                    ),
+                ))
+            }
+        };
+        let ssl = tls_started.elapsed();
+        let (_, session) = stream.get_ref();
+        let tls = TlsInfo {
+            sni: Some(bare),
+            alpn: session
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            version: session
+                .protocol_version()
+                .and_then(|v| v.as_str())
+                .map(tls_version_name),
+        };
+        let info = ConnectionInfo {
+            server_addr,
+            tls: Some(tls),
+            dns,
+            connect: started.elapsed() - dns.unwrap_or_default(),
+            ssl: Some(ssl),
+            fresh: Arc::new(AtomicBool::new(true)),
+        };
+        Ok(UpstreamConnection {
+            io: Stream::Tls(Box::new(TokioIo::new(stream))),
+            info,
+        })
+    }
+}
+
+/// rustls names versions `TLSv1_3`; HAR and people write `TLSv1.3`.
+pub(crate) fn tls_version_name(name: &str) -> String {
+    name.replace('_', ".")
+}
+
+fn tls_failure(host: &str, port: u16, error: &std::io::Error) -> ConnectError {
+    let rustls_error = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>());
+    let message = match rustls_error {
+        Some(rustls::Error::InvalidCertificate(reason)) => format!(
+            "upstream {host}:{port} presented a certificate that failed verification: {}. \
+             If this is your own test server, pass --upstream-ca FILE with its CA \
+             (--insecure-upstream turns verification off)",
+            describe_certificate_error(reason)
+        ),
+        Some(other) => format!("TLS handshake with upstream {host}:{port} failed: {other}"),
+        None => format!("TLS handshake with upstream {host}:{port} failed: {error}"),
+    };
+    ConnectError::new(FlowErrorKind::Tls, message)
+}
+
+fn describe_certificate_error(error: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as E;
+    match error {
+        E::UnknownIssuer => "it is signed by an unknown authority (UnknownIssuer)".into(),
+        E::Expired | E::ExpiredContext { .. } => "it has expired (Expired)".into(),
+        E::NotValidYet | E::NotValidYetContext { .. } => "it is not valid yet (NotValidYet)".into(),
+        E::NotValidForName | E::NotValidForNameContext { .. } => {
+            "it is not valid for this host name (NotValidForName)".into()
+        }
+        E::Revoked => "it has been revoked (Revoked)".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+impl tower_service::Service<Uri> for UpstreamConnector {
+    type Response = UpstreamConnection;
+    type Error = ConnectError;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<UpstreamConnection, ConnectError>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        Box::pin(self.clone().connect(uri))
+    }
+}
+
+enum Stream {
+    Plain(TokioIo<TcpStream>),
+    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
+}
+
+/// One connection to an origin, carrying its [`ConnectionInfo`].
+pub struct UpstreamConnection {
+    io: Stream,
+    info: ConnectionInfo,
+}
+
+impl Connection for UpstreamConnection {
+    fn connected(&self) -> Connected {
+        let connected = Connected::new().extra(self.info.clone());
+        let h2 = self
+            .info
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.alpn.as_deref() == Some("h2"));
+        if h2 {
+            connected.negotiated_h2()
+        } else {
+            connected
+        }
+    }
+}
+
+impl hyper::rt::Read for UpstreamConnection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match &mut self.get_mut().io {
+            Stream::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Stream::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl hyper::rt::Write for UpstreamConnection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Stream::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            Stream::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Stream::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Stream::Tls(io) => Pin::new(io.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.io {
+            Stream::Plain(io) => io.is_write_vectored(),
+            Stream::Tls(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.get_mut().io {
+            Stream::Plain(io) => Pin::new(io).poll_flush(cx),
+            Stream::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.get_mut().io {
+            Stream::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            Stream::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The one rustls crypto provider (ring) and the upstream TLS client configuration.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+/// The crypto provider every TLS configuration in kinspect uses.
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+/// Installs ring as the process-wide default rustls provider. Safe to call repeatedly.
+pub fn install_crypto_provider() {
+    let _ = CryptoProvider::install_default((*crypto_provider()).clone());
+}
+
+/// Why the upstream TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// An `--upstream-ca` file could not be read.
+    #[error("cannot read --upstream-ca file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// An `--upstream-ca` file holds no usable certificate.
+    #[error("--upstream-ca file {path} holds no usable PEM certificate{detail}")]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+        /// Why, when known.
+        detail: String,
+    },
+    /// rustls refused the configuration.
+    #[error("cannot configure upstream TLS: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The TLS client configuration for connections to origins: verified against Mozilla's
+/// roots, the OS store and each `extra_roots` PEM file, unless `insecure` (an explicit
+/// opt-in) turns verification off. ALPN offers `h2` and `http/1.1`.
+pub fn upstream_client_config(
+    extra_roots: &[PathBuf],
+    insecure: bool,
+) -> Result<ClientConfig, TlsSetupError> {
+    let builder = ClientConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()?;
+    let mut config = if insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(crypto_provider())))
+            .with_no_client_auth()
+    } else {
+        let mut roots = RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let native = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(native.certs);
+        for path in extra_roots {
+            add_pem_roots(&mut roots, path)?;
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn add_pem_roots(roots: &mut RootCertStore, path: &Path) -> Result<(), TlsSetupError> {
+    let pem = std::fs::read(path).map_err(|source| TlsSetupError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsSetupError::NoCertificate {
+            path: path.to_owned(),
+            detail: format!(": {e}"),
+        })?;
+    let (added, _ignored) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(TlsSetupError::NoCertificate {
+            path: path.to_owned(),
+            detail: String::new(),
+        });
+    }
+    Ok(())
+}
+
+/// `--insecure-upstream`: any certificate is accepted, but handshake signatures are still
+/// checked so the connection is at least encrypted to the key that was presented.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
