@@ -1,0 +1,204 @@
+//! HTTPS interception: reqwest through kinspect, trusting only kinspect's CA.
+
+mod support;
+
+use kinspect::flow::{FlowKind, HttpVersion};
+use support::{Origin, OriginKind, TestProxy};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_http1_get_is_intercepted_and_recorded() {
+    let origin = Origin::start(OriginKind::Https).await;
+    let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
+    let client = proxy.client_builder().http1_only().build().unwrap();
+
+    let response = client.get(origin.url("/echo?q=1")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), http::Version::HTTP_11);
+    let echo: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(echo["method"], "GET");
+    // The origin offers h2, so kinspect speaks HTTP/2 upstream even for an HTTP/1.1 client.
+    assert_eq!(echo["version"], "HTTP/2.0");
+
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.kind, FlowKind::Http);
+    assert_eq!(flow.request.method, "GET");
+    assert_eq!(flow.request.url, origin.url("/echo?q=1"));
+    assert_eq!(flow.request.version, HttpVersion::Http11);
+    assert_eq!(flow.scheme, "https");
+    assert_eq!(flow.host, "localhost");
+    assert_eq!(flow.port, origin.addr.port());
+    let response = flow.response.as_ref().unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.version, HttpVersion::Http2);
+    assert!(!response.from_proxy);
+    assert_eq!(
+        response.headers.get("X-Kinvey-Request-Id").as_deref(),
+        Some("0123456789abcdef0123456789abcdef")
+    );
+    let body: serde_json::Value = serde_json::from_slice(&response.body.bytes).unwrap();
+    assert_eq!(body, echo);
+    assert_eq!(response.body.wire_size, response.body.bytes.len() as u64);
+    assert!(flow.error.is_none(), "{:?}", flow.error);
+
+    let client_tls = flow.client_tls.as_ref().unwrap();
+    assert_eq!(client_tls.sni.as_deref(), Some("localhost"));
+    assert_eq!(client_tls.alpn.as_deref(), Some("http/1.1"));
+    assert_eq!(client_tls.version.as_deref(), Some("TLSv1.3"));
+    let server_tls = flow.server_tls.as_ref().unwrap();
+    assert_eq!(server_tls.alpn.as_deref(), Some("h2"));
+    assert_eq!(flow.server_ip, Some("127.0.0.1".parse().unwrap()));
+    // The first exchange opened the upstream connection: its set-up is timed.
+    assert!(flow.timings.connect.is_some());
+    assert!(flow.timings.ssl.is_some());
+    assert!(flow.timings.ssl <= flow.timings.connect);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_http2_post_is_intercepted_and_the_connection_reused() {
+    let origin = Origin::start(OriginKind::Https).await;
+    let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
+    let client = proxy.client();
+
+    let payload = r#"{"username":"ada","password":"s3cret"}"#;
+    for i in 0..3 {
+        let response = client
+            .post(origin.url("/echo/login"))
+            .header("content-type", "application/json")
+            .header("X-Kinvey-API-Version", "5")
+            .body(payload)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2, "request {i}");
+        let echo: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(echo["body"], payload);
+        assert_eq!(echo["method"], "POST");
+    }
+    let flows = [
+        proxy.next_flow().await,
+        proxy.next_flow().await,
+        proxy.next_flow().await,
+    ];
+    for flow in &flows {
+        assert_eq!(flow.request.version, HttpVersion::Http2);
+        assert_eq!(flow.request.method, "POST");
+        assert_eq!(&flow.request.body.bytes[..], payload.as_bytes());
+        assert_eq!(flow.request.body.wire_size, payload.len() as u64);
+        assert!(!flow.request.body.truncated);
+        assert_eq!(
+            flow.request.headers.get("x-kinvey-api-version").as_deref(),
+            Some("5")
+        );
+        assert_eq!(flow.client_tls.as_ref().unwrap().alpn.as_deref(), Some("h2"));
+    }
+    // One upstream connection serves all three: only one flow carries its set-up time.
+    let with_setup = flows.iter().filter(|f| f.timings.connect.is_some()).count();
+    assert_eq!(with_setup, 1);
+    assert!(flows[0].id < flows[1].id && flows[1].id < flows[2].id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_client_to_http1_only_origin_is_translated() {
+    let origin = Origin::start(OriginKind::HttpsH1Only).await;
+    let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
+    let response = proxy.client().get(origin.url("/echo")).send().await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let echo: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(echo["version"], "HTTP/1.1");
+    let headers = echo["headers"].as_array().unwrap();
+    let host = headers.iter().find(|h| h[0] == "host").expect("a Host header upstream");
+    assert_eq!(host[1], format!("localhost:{}", origin.addr.port()));
+
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.request.version, HttpVersion::Http2);
+    assert_eq!(flow.response.unwrap().version, HttpVersion::Http11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_and_gzip_responses_pass_through_byte_exact() {
+    let origin = Origin::start(OriginKind::Https).await;
+    let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
+    let client = proxy.client_builder().http1_only().build().unwrap();
+
+    let gz = client.get(origin.url("/gzip")).send().await.unwrap();
+    assert_eq!(gz.headers()["content-encoding"], "gzip");
+    let raw = gz.bytes().await.unwrap();
+    assert_eq!(&raw[..], &support::gzip(support::GZIP_TEXT.as_bytes())[..]);
+    let flow = proxy.next_flow().await;
+    let response = flow.response.as_ref().unwrap();
+    assert_eq!(response.body.bytes, raw, "the capture keeps the encoded bytes");
+    assert_eq!(
+        &flow.decoded_response_body().unwrap()[..],
+        support::GZIP_TEXT.as_bytes()
+    );
+
+    let chunked = client.get(origin.url("/chunked")).send().await.unwrap();
+    assert!(chunked.headers().get("content-length").is_none());
+    assert_eq!(chunked.text().await.unwrap(), "alpha-beta-gamma");
+    let flow = proxy.next_flow().await;
+    assert_eq!(&flow.response.unwrap().body.bytes[..], b"alpha-beta-gamma");
+    assert!(flow.timings.receive >= std::time::Duration::from_millis(20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mib_body_streams_through_and_its_capture_stops_at_the_limit() {
+    const SIZE: u64 = 100 * 1024 * 1024;
+    const LIMIT: usize = 1024 * 1024;
+    let origin = Origin::start(OriginKind::Https).await;
+    let mut proxy = TestProxy::start(Some(&origin), |c| c.max_body = LIMIT).await;
+    let client = proxy.client();
+
+    let mut response = client
+        .get(origin.url(&format!("/bytes/{SIZE}")))
+        .send()
+        .await
+        .unwrap();
+    let mut received = 0u64;
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        for (i, b) in chunk.iter().enumerate() {
+            assert_eq!(*b, support::pattern_byte(received + i as u64));
+        }
+        received += chunk.len() as u64;
+    }
+    assert_eq!(received, SIZE);
+
+    let flow = proxy.next_flow().await;
+    let body = &flow.response.as_ref().unwrap().body;
+    assert_eq!(body.wire_size, SIZE);
+    assert_eq!(body.bytes.len(), LIMIT);
+    assert!(body.truncated);
+    assert!(!body.incomplete);
+    assert!(body.bytes.iter().enumerate().all(|(i, b)| *b == support::pattern_byte(i as u64)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_connections_to_one_host_mint_one_leaf() {
+    let origin = Origin::start(OriginKind::Https).await;
+    let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        // A client each, so every request makes its own TLS handshake with kinspect.
+        let client = proxy.client_builder().http1_only().build().unwrap();
+        let url = origin.url("/status/204");
+        tasks.push(tokio::spawn(async move { client.get(url).send().await.unwrap().status() }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 204);
+    }
+    for _ in 0..16 {
+        proxy.next_flow().await;
+    }
+    assert_eq!(proxy.handle.leaves_minted(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_hosts_are_intercepted_with_an_ip_certificate() {
+    let origin = Origin::start(OriginKind::Https).await;
+    let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
+    let url = format!("https://127.0.0.1:{}/echo", origin.addr.port());
+    let response = proxy.client().get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.host, "127.0.0.1");
+    assert_eq!(flow.client_tls.unwrap().sni, None, "clients send no SNI for IPs");
+}
