@@ -1,0 +1,102 @@
+//! Plain HTTP forward proxying (absolute-form requests).
+
+mod support;
+
+use kinspect::flow::HttpVersion;
+use support::{Origin, OriginKind, TestProxy};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_get_and_post_are_forwarded_and_recorded() {
+    let origin = Origin::start(OriginKind::Plain).await;
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    let client = proxy.client();
+
+    let response = client
+        .get(origin.url("/echo?collection=books"))
+        .header("X-Custom", "kept")
+        .header("Connection", "keep-alive, X-Hop")
+        .header("X-Hop", "dropped")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(echo["uri"], "/echo?collection=books", "origin-form upstream");
+    let names: Vec<&str> = echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h[0].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"x-custom"));
+    assert!(!names.contains(&"x-hop"), "headers named in Connection are hop-by-hop");
+    assert!(!names.contains(&"proxy-connection"));
+
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.scheme, "http");
+    assert_eq!(flow.request.url, origin.url("/echo?collection=books"));
+    assert_eq!(flow.request.version, HttpVersion::Http11);
+    assert!(flow.client_tls.is_none() && flow.server_tls.is_none());
+    // The recorded request is what the client sent, hop-by-hop fields included.
+    assert_eq!(flow.request.headers.get("x-hop").as_deref(), Some("dropped"));
+
+    let body = vec![b'k'; 200_000];
+    let response = client
+        .post(origin.url("/echo"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    let echo: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(echo["body_len"], 200_000);
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.request.method, "POST");
+    assert_eq!(&flow.request.body.bytes[..], &body[..]);
+    assert!(!flow.request.body.incomplete);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_beyond_the_limit_are_counted_not_kept() {
+    let origin = Origin::start(OriginKind::Plain).await;
+    let mut proxy = TestProxy::start(None, |c| c.max_body = 1000).await;
+    let response = proxy
+        .client()
+        .put(origin.url("/echo"))
+        .body(vec![7u8; 5000])
+        .send()
+        .await
+        .unwrap();
+    let echo: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(echo["body_len"], 5000, "the origin gets the whole body");
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.request.body.bytes.len(), 1000);
+    assert_eq!(flow.request.body.wire_size, 5000);
+    assert!(flow.request.body.truncated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_looping_back_into_the_proxy_is_refused() {
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    let url = format!("http://127.0.0.1:{}/anything", proxy.addr.port());
+    let response = proxy.client().get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "BadProxyRequest");
+    assert!(body["debug"].as_str().unwrap().contains("loop"));
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.error.unwrap().kind, kinspect::flow::FlowErrorKind::BadRequest);
+    // The proxy still serves.
+    let origin = Origin::start(OriginKind::Plain).await;
+    let ok = proxy.client().get(origin.url("/status/200")).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_sent_to_the_proxy_as_a_server_gets_directions() {
+    let proxy = TestProxy::start(None, |_| {}).await;
+    let response = reqwest::get(proxy.url()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("HTTPS_PROXY"), "{text}");
+    assert!(text.contains("kinspect-ca.pem"), "{text}");
+}

@@ -1,0 +1,123 @@
+//! Upstream failures answer 502/504 with a Kinvey-shaped JSON body and an
+//! `X-Kinspect-Error` header, and are recorded as flows carrying the error.
+
+mod support;
+
+use std::time::Duration;
+
+use kinspect::flow::FlowErrorKind;
+use support::{Origin, OriginKind, TestProxy};
+
+async fn error_body(response: reqwest::Response) -> serde_json::Value {
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json; charset=utf-8"
+    );
+    response.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_port_is_a_502_and_a_recorded_flow() {
+    // Bind and drop a listener to find a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    for url in [
+        format!("http://127.0.0.1:{port}/x"),
+        format!("https://127.0.0.1:{port}/x"),
+    ] {
+        let response = proxy.client().get(&url).send().await;
+        let flow = proxy.next_flow().await;
+        let error = flow.error.as_ref().expect("the flow carries the error");
+        if url.starts_with("http:") {
+            let response = response.unwrap();
+            assert_eq!(response.status(), 502);
+            assert_eq!(response.headers()["x-kinspect-error"], "connect");
+            let body = error_body(response).await;
+            assert_eq!(body["error"], "UpstreamConnectFailure");
+            assert!(body["description"].is_string());
+            assert!(body["debug"].as_str().unwrap().contains(&port.to_string()));
+            assert_eq!(error.kind, FlowErrorKind::Connect);
+            assert_eq!(flow.response.as_ref().unwrap().status, 502);
+            assert!(flow.response.as_ref().unwrap().from_proxy);
+        } else {
+            // After CONNECT the tunnel is intercepted first, so the client still gets
+            // its 502 inside TLS.
+            assert_eq!(response.unwrap().status(), 502);
+            assert_eq!(error.kind, FlowErrorKind::Connect);
+        }
+        assert!(error.message.contains("refused"), "{}", error.message);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_origin_certificate_is_a_502_saying_why() {
+    let origin = Origin::start(OriginKind::Https).await;
+    // No --upstream-ca: the origin's test CA is unknown to kinspect.
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    let response = proxy.client().get(origin.url("/echo")).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    assert_eq!(response.headers()["x-kinspect-error"], "tls");
+    let body = error_body(response).await;
+    assert_eq!(body["error"], "UpstreamTLSFailure");
+    let debug = body["debug"].as_str().unwrap();
+    assert!(debug.contains("UnknownIssuer"), "{debug}");
+    assert!(debug.contains("--upstream-ca"), "{debug}");
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.error.unwrap().kind, FlowErrorKind::Tls);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insecure_upstream_accepts_an_untrusted_origin() {
+    let origin = Origin::start(OriginKind::Https).await;
+    let mut proxy = TestProxy::start(None, |c| c.insecure_upstream = true).await;
+    let response = proxy.client().get(origin.url("/echo")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(proxy.next_flow().await.error.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_never_answers_is_a_504() {
+    let origin = Origin::start(OriginKind::Https).await;
+    let mut proxy = TestProxy::start(Some(&origin), |c| {
+        c.upstream_timeout = Duration::from_millis(500)
+    })
+    .await;
+    let response = proxy.client().get(origin.url("/hang")).send().await.unwrap();
+    assert_eq!(response.status(), 504);
+    assert_eq!(response.headers()["x-kinspect-error"], "timeout");
+    let body = error_body(response).await;
+    assert_eq!(body["error"], "UpstreamTimeout");
+    assert!(body["debug"].as_str().unwrap().contains("--upstream-timeout"));
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.error.as_ref().unwrap().kind, FlowErrorKind::Timeout);
+    assert_eq!(flow.status(), Some(504));
+    assert_eq!(flow.server_ip, Some("127.0.0.1".parse().unwrap()), "it did connect");
+    // The proxy keeps serving.
+    let ok = proxy.client().get(origin.url("/status/200")).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_abandons_a_download_is_recorded_as_aborted() {
+    let origin = Origin::start(OriginKind::Https).await;
+    let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
+    let client = proxy.client_builder().http1_only().build().unwrap();
+    let mut response = client
+        .get(origin.url("/bytes/1073741824"))
+        .send()
+        .await
+        .unwrap();
+    response.chunk().await.unwrap();
+    drop(response);
+    drop(client);
+    let flow = proxy.next_flow().await;
+    let error = flow.error.expect("an abandoned download is an error");
+    assert_eq!(error.kind, FlowErrorKind::ClientAbort);
+    let body = &flow.response.unwrap().body;
+    assert!(body.incomplete);
+    assert!(body.wire_size < 1073741824);
+}
