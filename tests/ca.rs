@@ -15,7 +15,11 @@ fn setup() -> (tempfile::TempDir, Arc<CertificateAuthority>, LeafCache) {
     (dir, ca, leaves)
 }
 
-fn verify(ca: &CertificateAuthority, chain: &[CertificateDer<'static>], name: &str) -> Result<(), webpki::Error> {
+fn verify(
+    ca: &CertificateAuthority,
+    chain: &[CertificateDer<'static>],
+    name: &str,
+) -> Result<(), webpki::Error> {
     let anchor = webpki::anchor_from_trusted_cert(ca.cert_der()).unwrap();
     let leaf = webpki::EndEntityCert::try_from(&chain[0]).unwrap();
     leaf.verify_for_usage(
@@ -49,7 +53,9 @@ fn ip_hosts_get_an_ip_san() {
     assert!(verify(&ca, &chain, "127.0.0.2").is_err());
     let (_, cert) = X509Certificate::from_der(&chain[0]).unwrap();
     let san = cert.subject_alternative_name().unwrap().unwrap();
-    assert!(matches!(san.value.general_names[0], GeneralName::IPAddress(ip) if ip == [127, 0, 0, 1]));
+    assert!(
+        matches!(san.value.general_names[0], GeneralName::IPAddress(ip) if ip == [127, 0, 0, 1])
+    );
 
     let v6 = leaves.certificate_chain("::1").unwrap();
     verify(&ca, &v6, "::1").unwrap();
@@ -65,9 +71,21 @@ fn leaves_follow_the_certificate_rules() {
     let (_, ca_cert) = X509Certificate::from_der(ca.cert_der()).unwrap();
 
     // CN is the host; EKU serverAuth; not a CA.
-    let cn = leaf.subject().iter_common_name().next().unwrap().as_str().unwrap();
+    let cn = leaf
+        .subject()
+        .iter_common_name()
+        .next()
+        .unwrap()
+        .as_str()
+        .unwrap();
     assert_eq!(cn, "a.example");
-    assert!(leaf.extended_key_usage().unwrap().unwrap().value.server_auth);
+    assert!(
+        leaf.extended_key_usage()
+            .unwrap()
+            .unwrap()
+            .value
+            .server_auth
+    );
     assert!(!leaf.is_ca());
 
     // Authority key id = the CA's subject key id.
@@ -120,7 +138,13 @@ fn the_ca_is_p256_ten_years_and_a_certificate_authority() {
     assert_eq!(alg.algorithm.to_id_string(), "1.2.840.10045.2.1");
     let curve = alg.parameters.as_ref().unwrap().as_oid().unwrap();
     assert_eq!(curve.to_id_string(), "1.2.840.10045.3.1.7");
-    let cn = cert.subject().iter_common_name().next().unwrap().as_str().unwrap();
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .unwrap()
+        .as_str()
+        .unwrap();
     assert!(cn.starts_with("kinspect CA "), "{cn}");
 }
 

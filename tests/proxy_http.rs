@@ -21,7 +21,10 @@ async fn plain_get_and_post_are_forwarded_and_recorded() {
         .unwrap();
     assert_eq!(response.status(), 200);
     let echo: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(echo["uri"], "/echo?collection=books", "origin-form upstream");
+    assert_eq!(
+        echo["uri"], "/echo?collection=books",
+        "origin-form upstream"
+    );
     let names: Vec<&str> = echo["headers"]
         .as_array()
         .unwrap()
@@ -29,7 +32,10 @@ async fn plain_get_and_post_are_forwarded_and_recorded() {
         .map(|h| h[0].as_str().unwrap())
         .collect();
     assert!(names.contains(&"x-custom"));
-    assert!(!names.contains(&"x-hop"), "headers named in Connection are hop-by-hop");
+    assert!(
+        !names.contains(&"x-hop"),
+        "headers named in Connection are hop-by-hop"
+    );
     assert!(!names.contains(&"proxy-connection"));
 
     let flow = proxy.next_flow().await;
@@ -38,7 +44,10 @@ async fn plain_get_and_post_are_forwarded_and_recorded() {
     assert_eq!(flow.request.version, HttpVersion::Http11);
     assert!(flow.client_tls.is_none() && flow.server_tls.is_none());
     // The recorded request is what the client sent, hop-by-hop fields included.
-    assert_eq!(flow.request.headers.get("x-hop").as_deref(), Some("dropped"));
+    assert_eq!(
+        flow.request.headers.get("x-hop").as_deref(),
+        Some("dropped")
+    );
 
     let body = vec![b'k'; 200_000];
     let response = client
@@ -84,10 +93,18 @@ async fn a_request_looping_back_into_the_proxy_is_refused() {
     assert_eq!(body["error"], "BadProxyRequest");
     assert!(body["debug"].as_str().unwrap().contains("loop"));
     let flow = proxy.next_flow().await;
-    assert_eq!(flow.error.unwrap().kind, kinspect::flow::FlowErrorKind::BadRequest);
+    assert_eq!(
+        flow.error.unwrap().kind,
+        kinspect::flow::FlowErrorKind::BadRequest
+    );
     // The proxy still serves.
     let origin = Origin::start(OriginKind::Plain).await;
-    let ok = proxy.client().get(origin.url("/status/200")).send().await.unwrap();
+    let ok = proxy
+        .client()
+        .get(origin.url("/status/200"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
 }
 

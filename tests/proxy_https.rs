@@ -89,7 +89,10 @@ async fn https_http2_post_is_intercepted_and_the_connection_reused() {
             flow.request.headers.get("x-kinvey-api-version").as_deref(),
             Some("5")
         );
-        assert_eq!(flow.client_tls.as_ref().unwrap().alpn.as_deref(), Some("h2"));
+        assert_eq!(
+            flow.client_tls.as_ref().unwrap().alpn.as_deref(),
+            Some("h2")
+        );
     }
     // One upstream connection serves all three: only one flow carries its set-up time.
     let with_setup = flows.iter().filter(|f| f.timings.connect.is_some()).count();
@@ -101,12 +104,20 @@ async fn https_http2_post_is_intercepted_and_the_connection_reused() {
 async fn http2_client_to_http1_only_origin_is_translated() {
     let origin = Origin::start(OriginKind::HttpsH1Only).await;
     let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
-    let response = proxy.client().get(origin.url("/echo")).send().await.unwrap();
+    let response = proxy
+        .client()
+        .get(origin.url("/echo"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.version(), http::Version::HTTP_2);
     let echo: serde_json::Value = response.json().await.unwrap();
     assert_eq!(echo["version"], "HTTP/1.1");
     let headers = echo["headers"].as_array().unwrap();
-    let host = headers.iter().find(|h| h[0] == "host").expect("a Host header upstream");
+    let host = headers
+        .iter()
+        .find(|h| h[0] == "host")
+        .expect("a Host header upstream");
     assert_eq!(host[1], format!("localhost:{}", origin.addr.port()));
 
     let flow = proxy.next_flow().await;
@@ -126,7 +137,10 @@ async fn chunked_and_gzip_responses_pass_through_byte_exact() {
     assert_eq!(&raw[..], &support::gzip(support::GZIP_TEXT.as_bytes())[..]);
     let flow = proxy.next_flow().await;
     let response = flow.response.as_ref().unwrap();
-    assert_eq!(response.body.bytes, raw, "the capture keeps the encoded bytes");
+    assert_eq!(
+        response.body.bytes, raw,
+        "the capture keeps the encoded bytes"
+    );
     assert_eq!(
         &flow.decoded_response_body().unwrap()[..],
         support::GZIP_TEXT.as_bytes()
@@ -168,7 +182,11 @@ async fn a_100_mib_body_streams_through_and_its_capture_stops_at_the_limit() {
     assert_eq!(body.bytes.len(), LIMIT);
     assert!(body.truncated);
     assert!(!body.incomplete);
-    assert!(body.bytes.iter().enumerate().all(|(i, b)| *b == support::pattern_byte(i as u64)));
+    assert!(body
+        .bytes
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == support::pattern_byte(i as u64)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,7 +198,9 @@ async fn concurrent_first_connections_to_one_host_mint_one_leaf() {
         // A client each, so every request makes its own TLS handshake with kinspect.
         let client = proxy.client_builder().http1_only().build().unwrap();
         let url = origin.url("/status/204");
-        tasks.push(tokio::spawn(async move { client.get(url).send().await.unwrap().status() }));
+        tasks.push(tokio::spawn(async move {
+            client.get(url).send().await.unwrap().status()
+        }));
     }
     for task in tasks {
         assert_eq!(task.await.unwrap(), 204);
@@ -200,5 +220,9 @@ async fn ip_hosts_are_intercepted_with_an_ip_certificate() {
     assert_eq!(response.status(), 200);
     let flow = proxy.next_flow().await;
     assert_eq!(flow.host, "127.0.0.1");
-    assert_eq!(flow.client_tls.unwrap().sni, None, "clients send no SNI for IPs");
+    assert_eq!(
+        flow.client_tls.unwrap().sni,
+        None,
+        "clients send no SNI for IPs"
+    );
 }

@@ -58,7 +58,12 @@ async fn an_untrusted_origin_certificate_is_a_502_saying_why() {
     let origin = Origin::start(OriginKind::Https).await;
     // No --upstream-ca: the origin's test CA is unknown to kinspect.
     let mut proxy = TestProxy::start(None, |_| {}).await;
-    let response = proxy.client().get(origin.url("/echo")).send().await.unwrap();
+    let response = proxy
+        .client()
+        .get(origin.url("/echo"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 502);
     assert_eq!(response.headers()["x-kinspect-error"], "tls");
     let body = error_body(response).await;
@@ -74,7 +79,12 @@ async fn an_untrusted_origin_certificate_is_a_502_saying_why() {
 async fn insecure_upstream_accepts_an_untrusted_origin() {
     let origin = Origin::start(OriginKind::Https).await;
     let mut proxy = TestProxy::start(None, |c| c.insecure_upstream = true).await;
-    let response = proxy.client().get(origin.url("/echo")).send().await.unwrap();
+    let response = proxy
+        .client()
+        .get(origin.url("/echo"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert!(proxy.next_flow().await.error.is_none());
 }
@@ -86,18 +96,35 @@ async fn an_origin_that_never_answers_is_a_504() {
         c.upstream_timeout = Duration::from_millis(500)
     })
     .await;
-    let response = proxy.client().get(origin.url("/hang")).send().await.unwrap();
+    let response = proxy
+        .client()
+        .get(origin.url("/hang"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 504);
     assert_eq!(response.headers()["x-kinspect-error"], "timeout");
     let body = error_body(response).await;
     assert_eq!(body["error"], "UpstreamTimeout");
-    assert!(body["debug"].as_str().unwrap().contains("--upstream-timeout"));
+    assert!(body["debug"]
+        .as_str()
+        .unwrap()
+        .contains("--upstream-timeout"));
     let flow = proxy.next_flow().await;
     assert_eq!(flow.error.as_ref().unwrap().kind, FlowErrorKind::Timeout);
     assert_eq!(flow.status(), Some(504));
-    assert_eq!(flow.server_ip, Some("127.0.0.1".parse().unwrap()), "it did connect");
+    assert_eq!(
+        flow.server_ip,
+        Some("127.0.0.1".parse().unwrap()),
+        "it did connect"
+    );
     // The proxy keeps serving.
-    let ok = proxy.client().get(origin.url("/status/200")).send().await.unwrap();
+    let ok = proxy
+        .client()
+        .get(origin.url("/status/200"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
 }
 

@@ -122,12 +122,14 @@ pub async fn connect_tcp(
                 return Ok((stream, addr, dns));
             }
             Ok(Err(e)) => last_error = Some((addr, e)),
-            Err(_) => return Err(ConnectError::new(
-                FlowErrorKind::Timeout,
-                format!(
+            Err(_) => {
+                return Err(ConnectError::new(
+                    FlowErrorKind::Timeout,
+                    format!(
                     "connecting to upstream {host}:{port} ({addr}) took longer than {timeout:?}"
                 ),
-            )),
+                ))
+            }
         }
     }
     let (addr, e) = last_error.expect("at least one address was tried");

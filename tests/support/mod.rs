@@ -66,19 +66,19 @@ impl TestCa {
     /// A TLS server config for `localhost` and `127.0.0.1` signed by this CA.
     pub fn server_config(&self, alpn: &[&[u8]]) -> rustls::ServerConfig {
         let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         params
             .subject_alt_names
             .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let mut config = rustls::ServerConfig::builder_with_provider(kinspect::tls::crypto_provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.der().clone()], der)
-            .unwrap();
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(kinspect::tls::crypto_provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert.der().clone()], der)
+                .unwrap();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         config
     }
@@ -122,12 +122,17 @@ impl Origin {
                     _ => &[b"http/1.1"],
                 };
                 let config = ca.server_config(alpn);
-                (Some(ca), Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+                (
+                    Some(ca),
+                    Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+                )
             }
         };
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let builder =
@@ -140,7 +145,9 @@ impl Origin {
                             }
                         }
                         None => {
-                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
                         }
                     }
                 });
@@ -306,7 +313,10 @@ pub struct TestProxy {
 
 impl TestProxy {
     /// Starts a proxy trusting `origin`'s CA (if any), adjusted by `configure`.
-    pub async fn start(origin: Option<&Origin>, configure: impl FnOnce(&mut ProxyConfig)) -> TestProxy {
+    pub async fn start(
+        origin: Option<&Origin>,
+        configure: impl FnOnce(&mut ProxyConfig),
+    ) -> TestProxy {
         kinspect::tls::install_crypto_provider();
         let ca_dir = tempfile::tempdir().unwrap();
         let ca = Arc::new(CertificateAuthority::load_or_create(ca_dir.path()).unwrap());
@@ -315,7 +325,10 @@ impl TestProxy {
             connect_timeout: Duration::from_secs(5),
             ..ProxyConfig::default()
         };
-        if let Some(path) = origin.and_then(|o| o.ca.as_ref()).map(|ca| ca.pem_path.clone()) {
+        if let Some(path) = origin
+            .and_then(|o| o.ca.as_ref())
+            .map(|ca| ca.pem_path.clone())
+        {
             config.upstream_ca.push(path);
         }
         configure(&mut config);
