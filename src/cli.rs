@@ -14,6 +14,15 @@ use crate::events;
 use crate::headless::{print_flows, LineFormat};
 use crate::proxy::{Proxy, ProxyConfig, DEFAULT_MAX_BODY};
 
+/// Writes a line on stderr. Unlike `eprintln!` it never panics: a closed stderr must not
+/// take the proxy down.
+macro_rules! notice {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// kinspect — an intercepting HTTP(S) debugging proxy that understands Kinvey.
 ///
 /// Point a device or program at it as its HTTP and HTTPS proxy, trust its CA once
@@ -125,24 +134,24 @@ async fn run_proxy(cli: Cli, ca: Arc<CertificateAuthority>) -> anyhow::Result<()
     let (publisher, stream) = events::channel(events::DEFAULT_CAPACITY);
     let proxy = Proxy::bind(cli.proxy_config(), ca.clone(), publisher).await?;
     let addr = proxy.local_addr();
-    eprintln!(
+    notice!(
         "kinspect {} listening on http://{addr}",
         env!("CARGO_PKG_VERSION")
     );
-    eprintln!(
+    notice!(
         "CA certificate: {} (SHA-256 {})",
         ca.cert_pem_path().display(),
         ca.sha256_fingerprint()
     );
     if ca.was_created() {
-        eprintln!("  new CA: trust it once on each device (see certs/README.md)");
+        notice!("  new CA: trust it once on each device (see certs/README.md)");
     }
-    eprintln!(
+    notice!(
         "try: curl -x http://{addr} --cacert {} https://example.com/",
         ca.cert_pem_path().display()
     );
     if !cli.headless {
-        eprintln!(
+        notice!(
             "(the terminal UI is not built yet: flows are printed as lines, as with --headless)"
         );
     }

@@ -119,7 +119,8 @@ pub fn json_object(flow: &Flow) -> Value {
 /// Prints every flow of `stream` to `out` until the stream ends. Blocking: run it on its
 /// own thread.
 pub fn print_flows(mut stream: FlowStream, format: LineFormat, mut out: impl Write) {
-    while let Some(flow) = stream.blocking_recv() {
+    while let Some(event) = stream.blocking_recv() {
+        let flow = event.flow;
         let line = match format {
             LineFormat::Text => text_line(&flow),
             LineFormat::JsonLines => json_object(&flow).to_string(),

@@ -15,6 +15,8 @@ struct KinspectProcess {
     addr: String,
     fingerprint: String,
     stdout: mpsc::Receiver<String>,
+    /// Kept open so kinspect's later stderr lines have a reader.
+    _stderr: mpsc::Receiver<String>,
 }
 
 impl Drop for KinspectProcess {
@@ -66,6 +68,7 @@ fn start(ca_dir: &std::path::Path, extra: &[&str]) -> KinspectProcess {
         addr: addr.unwrap(),
         fingerprint: fingerprint.unwrap(),
         stdout,
+        _stderr: stderr,
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{Request, Response, Uri, Version};
+use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{capture_connection, Connected};
@@ -18,7 +19,7 @@ use super::headers::strip_hop_by_hop;
 use super::tee::{BodyCapture, BodyEnd, OnBodyEnd, SharedCapture, TeeBody};
 use super::upstream::{ConnectError, ConnectionInfo};
 use super::{BoxError, ProxyBody, Shared, Target};
-use crate::events::FlowSlot;
+use crate::events::{FlowSlot, Stored};
 use crate::flow::{
     CapturedBody, Flow, FlowError, FlowErrorKind, FlowKind, Headers, RequestRecord, ResponseRecord,
     Timings, TlsInfo,
@@ -86,32 +87,23 @@ pub(crate) async fn forward(
     let failed = Failed { slot, flow, t0 };
 
     if target.is_proxy_itself(shared.listen_addr) {
-        return failed.answer(
-            None,
-            None,
-            ProxyFailure::new(
-                FlowErrorKind::BadRequest,
-                format!(
-                    "{} is kinspect itself: the request would loop back into the proxy",
-                    target.authority()
-                ),
+        let failure = ProxyFailure::new(
+            FlowErrorKind::BadRequest,
+            format!(
+                "{} is kinspect itself: the request would loop back into the proxy",
+                target.authority()
             ),
         );
+        return failed.answer(None, None, failure).await;
     }
     let uri = match format!("{}://{}{}", target.scheme(), target.authority(), path).parse::<Uri>() {
         Ok(uri) => uri,
         Err(e) => {
-            return failed.answer(
-                None,
-                None,
-                ProxyFailure::new(
-                    FlowErrorKind::BadRequest,
-                    format!(
-                        "cannot build an upstream URL for {}: {e}",
-                        target.authority()
-                    ),
-                ),
-            )
+            let failure = ProxyFailure::new(
+                FlowErrorKind::BadRequest,
+                format!("cannot build an upstream URL for {}: {e}", target.authority()),
+            );
+            return failed.answer(None, None, failure).await;
         }
     };
     parts.uri = uri;
@@ -133,7 +125,7 @@ pub(crate) async fn forward(
                 .as_ref()
                 .and_then(connection_info);
             let failure = classify_client_error(&e, target, &req_capture);
-            return failed.answer(Some(&req_capture), conn, failure);
+            return failed.answer(Some(&req_capture), conn, failure).await;
         }
         Err(_) => {
             let conn = captured
@@ -148,7 +140,7 @@ pub(crate) async fn forward(
                     target.authority()
                 ),
             );
-            return failed.answer(Some(&req_capture), conn, failure);
+            return failed.answer(Some(&req_capture), conn, failure).await;
         }
     };
 
@@ -176,6 +168,14 @@ pub(crate) async fn forward(
         fresh_conn: conn.filter(ConnectionInfo::take_fresh),
     };
     let capture = Arc::new(Mutex::new(BodyCapture::new(max_body)));
+    if rbody.is_end_stream() {
+        // An empty body is never polled, so there is no last frame to hold back: store
+        // the flow before the head goes out.
+        lock(&capture).end();
+        let (slot, flow) = end.into_flow(&capture, BodyEnd::Complete, None);
+        slot.publish_durable(flow).await;
+        return Response::from_parts(rparts, empty_body());
+    }
     let body = TeeBody::new(rbody, capture, Some(Box::new(end)))
         .map_err(BoxError::from)
         .boxed_unsync();
@@ -191,7 +191,7 @@ struct Failed {
 
 impl Failed {
     /// Records the flow with `failure` and returns the proxy's JSON error response.
-    fn answer(
+    async fn answer(
         self,
         req_capture: Option<&SharedCapture>,
         conn: Option<ConnectionInfo>,
@@ -218,8 +218,8 @@ impl Failed {
         apply_connection(&mut flow, conn.as_ref());
         flow.timings.wait = t0.elapsed();
         flow.error = Some(failure.error);
-        slot.publish(flow);
-        response.map(|()| Full::new(body).map_err(BoxError::from).boxed_unsync())
+        slot.publish_durable(flow).await;
+        response.map(|()| full_body(body))
     }
 }
 
@@ -233,8 +233,14 @@ struct ExchangeEnd {
     fresh_conn: Option<ConnectionInfo>,
 }
 
-impl OnBodyEnd for ExchangeEnd {
-    fn body_ended(self: Box<Self>, capture: &SharedCapture, end: BodyEnd, error: Option<String>) {
+impl ExchangeEnd {
+    /// The finished flow, given how the response body ended.
+    fn into_flow(
+        self,
+        capture: &SharedCapture,
+        end: BodyEnd,
+        error: Option<String>,
+    ) -> (FlowSlot, Flow) {
         let ExchangeEnd {
             slot,
             mut flow,
@@ -242,13 +248,10 @@ impl OnBodyEnd for ExchangeEnd {
             t0,
             t_headers,
             fresh_conn,
-        } = *self;
+        } = self;
         let (response_body, t_end) = {
             let capture = lock(capture);
-            (
-                capture.snapshot(),
-                capture.ended_at().unwrap_or_else(Instant::now),
-            )
+            (capture.snapshot(), capture.ended_at().unwrap_or_else(Instant::now))
         };
         let (request_body, request_end) = {
             let capture = lock(&req_capture);
@@ -272,10 +275,30 @@ impl OnBodyEnd for ExchangeEnd {
             }),
             BodyEnd::Abandoned => Some(FlowError {
                 kind: FlowErrorKind::ClientAbort,
-                message: "the client closed the connection before the response body ended".into(),
+                message: "the client closed the connection before the response body ended"
+                    .into(),
             }),
         };
-        slot.publish(flow);
+        (slot, flow)
+    }
+}
+
+impl OnBodyEnd for ExchangeEnd {
+    fn body_ended(
+        self: Box<Self>,
+        capture: &SharedCapture,
+        end: BodyEnd,
+        error: Option<String>,
+    ) -> Option<Stored> {
+        let (slot, flow) = self.into_flow(capture, end, error);
+        match end {
+            // The client is still receiving: hold its last bytes until the flow is stored.
+            BodyEnd::Complete => Some(slot.publish_durable(flow)),
+            BodyEnd::SourceFailed | BodyEnd::Abandoned => {
+                slot.publish(flow);
+                None
+            }
+        }
     }
 }
 

@@ -1,14 +1,16 @@
 //! The body tee: frames stream through untouched while a capture copy of at most
 //! `--max-body` bytes is kept; the full size is still counted.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 
+use crate::events::Stored;
 use crate::flow::CapturedBody;
 
 /// The capture copy of one body while it streams.
@@ -117,7 +119,20 @@ pub enum BodyEnd {
 /// Called once when a teed body ends, however it ends.
 pub trait OnBodyEnd: Send + 'static {
     /// The body ended; `capture` holds its copy and `error` the source's error text.
-    fn body_ended(self: Box<Self>, capture: &SharedCapture, end: BodyEnd, error: Option<String>);
+    /// When it returns a [`Stored`] future, the tee holds back the body's last frame (or
+    /// its end) until that future resolves.
+    fn body_ended(
+        self: Box<Self>,
+        capture: &SharedCapture,
+        end: BodyEnd,
+        error: Option<String>,
+    ) -> Option<Stored>;
+}
+
+/// What a tee holds back while its flow is being stored.
+enum Held {
+    Frame(Frame<Bytes>),
+    End,
 }
 
 /// A body passed through unchanged while teed into a [`BodyCapture`].
@@ -125,6 +140,7 @@ pub struct TeeBody<B: Body> {
     inner: B,
     capture: SharedCapture,
     on_end: Option<Box<dyn OnBodyEnd>>,
+    held: Option<(Held, Stored)>,
 }
 
 impl<B: Body> TeeBody<B> {
@@ -134,10 +150,11 @@ impl<B: Body> TeeBody<B> {
             inner,
             capture,
             on_end,
+            held: None,
         }
     }
 
-    fn finish(&mut self, end: BodyEnd, error: Option<String>) {
+    fn finish(&mut self, end: BodyEnd, error: Option<String>) -> Option<Stored> {
         {
             let mut capture = self.capture.lock().unwrap_or_else(|e| e.into_inner());
             match end {
@@ -145,9 +162,8 @@ impl<B: Body> TeeBody<B> {
                 BodyEnd::SourceFailed | BodyEnd::Abandoned => capture.fail(),
             }
         }
-        if let Some(on_end) = self.on_end.take() {
-            on_end.body_ended(&self.capture, end, error);
-        }
+        let on_end = self.on_end.take()?;
+        on_end.body_ended(&self.capture, end, error)
     }
 }
 
@@ -164,31 +180,49 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.capture
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(data);
+        loop {
+            if let Some((_, stored)) = this.held.as_mut() {
+                ready!(Pin::new(stored).poll(cx));
+                let (held, _) = this.held.take().expect("held is set");
+                return Poll::Ready(match held {
+                    Held::Frame(frame) => Some(Ok(frame)),
+                    Held::End => None,
+                });
+            }
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        this.capture
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(data);
+                    }
+                    if this.inner.is_end_stream() {
+                        if let Some(stored) = this.finish(BodyEnd::Complete, None) {
+                            this.held = Some((Held::Frame(frame), stored));
+                            continue;
+                        }
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
                 }
-                if this.inner.is_end_stream() {
-                    this.finish(BodyEnd::Complete, None);
+                Some(Err(e)) => {
+                    // Nobody waits for a broken body: it is published without holding it.
+                    drop(this.finish(BodyEnd::SourceFailed, Some(e.to_string())));
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => {
+                    if let Some(stored) = this.finish(BodyEnd::Complete, None) {
+                        this.held = Some((Held::End, stored));
+                        continue;
+                    }
+                    return Poll::Ready(None);
                 }
             }
-            Poll::Ready(Some(Err(e))) => {
-                let text = e.to_string();
-                this.finish(BodyEnd::SourceFailed, Some(text));
-            }
-            Poll::Ready(None) => this.finish(BodyEnd::Complete, None),
-            Poll::Pending => {}
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.held.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -210,7 +244,7 @@ impl<B: Body> Drop for TeeBody<B> {
             } else {
                 BodyEnd::Abandoned
             };
-            self.finish(end, None);
+            drop(self.finish(end, None));
         }
     }
 }

@@ -307,7 +307,8 @@ pub struct TestProxy {
     pub addr: SocketAddr,
     pub ca_pem: String,
     pub ca_dir: TempDir,
-    pub flows: FlowStream,
+    /// Every flow, in publication order (acknowledged as soon as it is taken).
+    pub flows: tokio::sync::mpsc::UnboundedReceiver<Flow>,
     pub handle: ProxyHandle,
 }
 
@@ -332,7 +333,8 @@ impl TestProxy {
             config.upstream_ca.push(path);
         }
         configure(&mut config);
-        let (publisher, flows) = events::channel(1024);
+        let (publisher, stream) = events::channel(1024);
+        let flows = forward_flows(stream);
         let proxy = Proxy::bind(config, ca.clone(), publisher).await.unwrap();
         TestProxy {
             addr: proxy.local_addr(),
@@ -371,6 +373,17 @@ impl TestProxy {
             .add_root_certificate(reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap())
             .timeout(STEP)
     }
+}
+
+/// Takes every event off `stream` as it comes (acknowledging it), and hands the flows on.
+fn forward_flows(mut stream: FlowStream) -> tokio::sync::mpsc::UnboundedReceiver<Flow> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(event) = stream.recv().await {
+            let _ = tx.send(event.flow);
+        }
+    });
+    rx
 }
 
 /// True when `program` can be run; prints why a test is skipped otherwise. In CI
