@@ -70,13 +70,16 @@ fn start_origin(tls: bool) -> (SocketAddr, String) {
                             &BODY,
                         ))))
                     });
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     if tls {
                         if let Ok(tls) = acceptor.accept(stream).await {
                             let _ = builder.serve_connection(TokioIo::new(tls), service).await;
                         }
                     } else {
-                        let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
                     }
                 });
             }
@@ -87,7 +90,10 @@ fn start_origin(tls: bool) -> (SocketAddr, String) {
 
 /// Starts kinspect on its own runtime (two worker threads, as the binary on this machine
 /// would use) with a recorder thread counting flows. Returns the address and CA PEM.
-fn start_kinspect(origin_ca: &std::path::Path, flows: Arc<AtomicU64>) -> (SocketAddr, String, tempfile::TempDir) {
+fn start_kinspect(
+    origin_ca: &std::path::Path,
+    flows: Arc<AtomicU64>,
+) -> (SocketAddr, String, tempfile::TempDir) {
     let ca_dir = tempfile::tempdir().unwrap();
     let ca = Arc::new(CertificateAuthority::load_or_create(ca_dir.path()).unwrap());
     let pem = ca.cert_pem().to_owned();
@@ -138,7 +144,12 @@ impl Outcome {
     }
 }
 
-async fn load(client: reqwest::Client, url: String, concurrency: u64, duration: Duration) -> Outcome {
+async fn load(
+    client: reqwest::Client,
+    url: String,
+    concurrency: u64,
+    duration: Duration,
+) -> Outcome {
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::new();
@@ -184,7 +195,8 @@ fn client(proxy: Option<SocketAddr>, roots: &[&str]) -> reqwest::Client {
         .pool_max_idle_per_host(1024)
         .no_proxy();
     for pem in roots {
-        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap());
+        builder =
+            builder.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap());
     }
     if let Some(addr) = proxy {
         builder = builder.proxy(reqwest::Proxy::all(format!("http://{addr}")).unwrap());
@@ -212,8 +224,14 @@ fn main() {
     println!("| path | requests/s | p50 | p99 | errors | through / direct |");
     println!("|---|---|---|---|---|---|");
     let scenarios = [
-        ("plain HTTP", format!("http://localhost:{}/", plain_origin.port())),
-        ("HTTPS (HTTP/1.1)", format!("https://localhost:{}/", tls_origin.port())),
+        (
+            "plain HTTP",
+            format!("http://localhost:{}/", plain_origin.port()),
+        ),
+        (
+            "HTTPS (HTTP/1.1)",
+            format!("https://localhost:{}/", tls_origin.port()),
+        ),
     ];
     for (name, url) in scenarios {
         let direct = client(None, &[&origin_pem]);
@@ -238,6 +256,9 @@ fn main() {
             t.errors,
             t.rate() / d.rate()
         );
-        println!("  flows recorded: {recorded} of {} requests", t.requests + t.errors);
+        println!(
+            "  flows recorded: {recorded} of {} requests",
+            t.requests + t.errors
+        );
     }
 }

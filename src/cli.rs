@@ -1,17 +1,18 @@
 //! Command-line interface: argument definitions and what each invocation runs.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use regex::Regex;
 
 use crate::ca::CertificateAuthority;
+use crate::capture::{default_capture_path, CaptureReader, CaptureWriter, Detail, Recorder};
 use crate::events;
-use crate::headless::{print_flows, LineFormat};
+use crate::headless::{LineFormat, LinePrinter};
 use crate::proxy::{Proxy, ProxyConfig, DEFAULT_MAX_BODY};
 
 /// Writes a line on stderr. Unlike `eprintln!` it never panics: a closed stderr must not
@@ -25,11 +26,42 @@ macro_rules! notice {
 
 /// kinspect — an intercepting HTTP(S) debugging proxy that understands Kinvey.
 ///
-/// Point a device or program at it as its HTTP and HTTPS proxy, trust its CA once
-/// (`kinspect-ca.pem` in the CA directory), and every request/response pair is recorded.
+/// Without a command it runs the proxy: point a device or program at it as its HTTP and
+/// HTTPS proxy, trust its CA once (`kinspect-ca.pem` in the CA directory), and every
+/// request/response pair is recorded in a capture file (SQLite).
 #[derive(Debug, Parser)]
 #[command(name = "kinspect", version, about, long_about)]
 pub struct Cli {
+    /// What to do; without one, run the proxy.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Proxy options.
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+}
+
+/// The commands besides running the proxy.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the flows of a capture file, one line each (or one JSON object each).
+    Ls {
+        /// The capture file (.db).
+        file: PathBuf,
+        /// One JSON object per line instead of a text line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open a capture file to browse it (prints its flows until the terminal UI lands).
+    Open {
+        /// The capture file (.db).
+        file: PathBuf,
+    },
+}
+
+/// Options of the proxy itself.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
     /// Address to listen on. Non-loopback addresses expose the proxy to your network.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -37,6 +69,11 @@ pub struct Cli {
     /// Directory of the CA (created on first run). Default: $KINSPECT_HOME or ~/.kinspect.
     #[arg(long, value_name = "DIR")]
     pub ca_dir: Option<PathBuf>,
+
+    /// Capture file to record into (appended to if it exists).
+    /// Default: a new file in ~/.kinspect/captures/ named after the start time.
+    #[arg(long, value_name = "FILE")]
+    pub capture: Option<PathBuf>,
 
     /// Also trust the CA certificates in this PEM file for origins (repeatable).
     #[arg(long, value_name = "FILE")]
@@ -101,7 +138,7 @@ pub fn kinspect_home() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(user_home).join(".kinspect"))
 }
 
-impl Cli {
+impl ProxyArgs {
     fn proxy_config(&self) -> ProxyConfig {
         ProxyConfig {
             listen: self.listen,
@@ -117,22 +154,53 @@ impl Cli {
 
 /// Runs the invocation described by `cli`.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Ls { file, json }) => list(&file, json),
+        Some(Command::Open { file }) => list(&file, false),
+        None => run_proxy(cli.proxy),
+    }
+}
+
+/// `kinspect ls`: every flow of a capture, as lines or JSON objects.
+fn list(file: &Path, json: bool) -> anyhow::Result<()> {
+    let reader = CaptureReader::open(file)?;
+    let (format, detail) = if json {
+        (LineFormat::JsonLines, Detail::Headers)
+    } else {
+        (LineFormat::Text, Detail::Summary)
+    };
+    let mut printer = LinePrinter::new(std::io::stdout().lock(), format);
+    reader.for_each(detail, |flow| printer.print(&flow))?;
+    Ok(())
+}
+
+fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     crate::tls::install_crypto_provider();
-    let ca_dir = match &cli.ca_dir {
+    let ca_dir = match &args.ca_dir {
         Some(dir) => dir.clone(),
         None => kinspect_home()?,
     };
     let ca = Arc::new(CertificateAuthority::load_or_create(&ca_dir)?);
+    let capture_path = match &args.capture {
+        Some(path) => path.clone(),
+        None => default_capture_path(&kinspect_home()?, SystemTime::now()),
+    };
+    let writer = CaptureWriter::open(&capture_path)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run_proxy(cli, ca))
+    runtime.block_on(serve(args, ca, writer))
 }
 
-async fn run_proxy(cli: Cli, ca: Arc<CertificateAuthority>) -> anyhow::Result<()> {
-    let (publisher, stream) = events::channel(events::DEFAULT_CAPACITY);
-    let proxy = Proxy::bind(cli.proxy_config(), ca.clone(), publisher).await?;
+async fn serve(
+    args: ProxyArgs,
+    ca: Arc<CertificateAuthority>,
+    writer: CaptureWriter,
+) -> anyhow::Result<()> {
+    let capture_path = writer.path().to_owned();
+    let (publisher, stream) = events::channel_from(events::DEFAULT_CAPACITY, writer.next_id()?);
+    let proxy = Proxy::bind(args.proxy_config(), ca.clone(), publisher).await?;
     let addr = proxy.local_addr();
     notice!(
         "kinspect {} listening on http://{addr}",
@@ -146,33 +214,31 @@ async fn run_proxy(cli: Cli, ca: Arc<CertificateAuthority>) -> anyhow::Result<()
     if ca.was_created() {
         notice!("  new CA: trust it once on each device (see certs/README.md)");
     }
+    notice!("capture: {}", capture_path.display());
     notice!(
         "try: curl -x http://{addr} --cacert {} https://example.com/",
         ca.cert_pem_path().display()
     );
-    if !cli.headless {
+    if !args.headless {
         notice!(
             "(the terminal UI is not built yet: flows are printed as lines, as with --headless)"
         );
     }
-    let format = if cli.jsonl {
+    let format = if args.jsonl {
         LineFormat::JsonLines
     } else {
         LineFormat::Text
     };
-    let printer = std::thread::Builder::new()
-        .name("kinspect-printer".into())
-        .spawn(move || print_flows(stream, format, std::io::stdout().lock()))
-        .context("cannot start the output thread")?;
+    let mut printer = LinePrinter::new(std::io::stdout(), format);
+    let _recorder = Recorder::start(writer, stream, move |flow| printer.print(&flow))
+        .context("cannot start the recorder thread")?;
     let handle = proxy.spawn();
     tokio::signal::ctrl_c()
         .await
         .context("cannot wait for Ctrl-C")?;
     drop(handle);
-    drop(printer);
     Ok(())
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +254,8 @@ mod tests {
 
     #[test]
     fn the_command_line_parses() {
+        let ls = Cli::try_parse_from(["kinspect", "ls", "x.db", "--json"]).unwrap();
+        assert!(matches!(ls.command, Some(Command::Ls { json: true, .. })));
         let cli = Cli::try_parse_from([
             "kinspect",
             "--listen",
@@ -200,8 +268,8 @@ mod tests {
             "pinned\\.example",
         ])
         .unwrap();
-        assert!(cli.headless && cli.jsonl);
-        assert_eq!(cli.max_body, 1 << 20);
+        assert!(cli.proxy.headless && cli.proxy.jsonl);
+        assert_eq!(cli.proxy.max_body, 1 << 20);
         assert!(Cli::try_parse_from(["kinspect", "--ignore-hosts", "("]).is_err());
     }
 }

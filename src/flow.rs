@@ -52,6 +52,21 @@ impl HttpVersion {
     }
 }
 
+impl std::str::FromStr for HttpVersion {
+    type Err = String;
+
+    /// Parses what [`HttpVersion::as_str`] writes.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "HTTP/1.0" => Ok(HttpVersion::Http10),
+            "HTTP/1.1" => Ok(HttpVersion::Http11),
+            "HTTP/2" => Ok(HttpVersion::Http2),
+            "other" => Ok(HttpVersion::Other),
+            _ => Err(format!("unknown HTTP version {s:?}")),
+        }
+    }
+}
+
 impl From<http::Version> for HttpVersion {
     fn from(v: http::Version) -> Self {
         match v {
@@ -212,6 +227,50 @@ impl FlowErrorKind {
             FlowErrorKind::ClientAbort => "client_abort",
             FlowErrorKind::ClientTls => "client_tls",
             FlowErrorKind::BadRequest => "bad_request",
+        }
+    }
+}
+
+impl std::str::FromStr for FlowErrorKind {
+    type Err = String;
+
+    /// Parses what [`FlowErrorKind::as_str`] writes.
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            FlowErrorKind::Dns,
+            FlowErrorKind::Connect,
+            FlowErrorKind::Tls,
+            FlowErrorKind::Timeout,
+            FlowErrorKind::Protocol,
+            FlowErrorKind::ClientAbort,
+            FlowErrorKind::ClientTls,
+            FlowErrorKind::BadRequest,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| format!("unknown error kind {s:?}"))
+    }
+}
+
+impl FlowKind {
+    /// `http` or `tunnel`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowKind::Http => "http",
+            FlowKind::Tunnel => "tunnel",
+        }
+    }
+}
+
+impl std::str::FromStr for FlowKind {
+    type Err = String;
+
+    /// Parses what [`FlowKind::as_str`] writes.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "http" => Ok(FlowKind::Http),
+            "tunnel" => Ok(FlowKind::Tunnel),
+            _ => Err(format!("unknown flow kind {s:?}")),
         }
     }
 }

@@ -4,7 +4,6 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 
-use crate::events::FlowStream;
 use crate::flow::{utc_timestamp, Flow, FlowKind, Headers};
 
 /// How each flow is printed.
@@ -116,19 +115,38 @@ pub fn json_object(flow: &Flow) -> Value {
     })
 }
 
-/// Prints every flow of `stream` to `out` until the stream ends. Blocking: run it on its
-/// own thread.
-pub fn print_flows(mut stream: FlowStream, format: LineFormat, mut out: impl Write) {
-    while let Some(event) = stream.blocking_recv() {
-        let flow = event.flow;
-        let line = match format {
-            LineFormat::Text => text_line(&flow),
-            LineFormat::JsonLines => json_object(&flow).to_string(),
-        };
-        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-            // stdout closed (e.g. piped into `head`): keep draining so the proxy never waits.
-            while stream.blocking_recv().is_some() {}
+/// Prints flows on a stream (stdout), one line or JSON object each.
+pub struct LinePrinter<W: Write> {
+    out: W,
+    format: LineFormat,
+    closed: bool,
+}
+
+impl<W: Write> LinePrinter<W> {
+    /// A printer writing `format` lines to `out`.
+    pub fn new(out: W, format: LineFormat) -> Self {
+        LinePrinter {
+            out,
+            format,
+            closed: false,
+        }
+    }
+
+    /// Prints one flow. Once the output is closed (e.g. piped into `head`) it prints
+    /// nothing more, and never fails: the proxy must not stop for its printer.
+    pub fn print(&mut self, flow: &Flow) {
+        if self.closed {
             return;
+        }
+        let line = match self.format {
+            LineFormat::Text => text_line(flow),
+            LineFormat::JsonLines => json_object(flow).to_string(),
+        };
+        if writeln!(self.out, "{line}")
+            .and_then(|()| self.out.flush())
+            .is_err()
+        {
+            self.closed = true;
         }
     }
 }

@@ -3,9 +3,10 @@
 //!
 //! Data flow: [`proxy`] accepts clients, terminates TLS with leaves minted by [`ca`],
 //! forwards to origins and tees bodies into [`flow::Flow`]s, which it publishes on the
-//! [`events`] stream for the recorder and viewers.
+//! [`events`] stream; the [`capture`] recorder stores each one and hands it to the viewers.
 
 pub mod ca;
+pub mod capture;
 pub mod cli;
 pub mod decode;
 pub mod events;

@@ -26,6 +26,14 @@ impl Drop for KinspectProcess {
     }
 }
 
+/// The kinspect binary with its home (and so its captures) inside `dir`, never the
+/// user's ~/.kinspect.
+fn kinspect(dir: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kinspect"));
+    command.env("KINSPECT_HOME", dir);
+    command
+}
+
 fn lines_of(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -40,7 +48,7 @@ fn lines_of(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Strin
 }
 
 fn start(ca_dir: &std::path::Path, extra: &[&str]) -> KinspectProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kinspect"))
+    let mut child = kinspect(ca_dir)
         .args(["--listen", "127.0.0.1:0", "--headless", "--ca-dir"])
         .arg(ca_dir)
         .args(extra)
@@ -158,7 +166,7 @@ fn a_corrupt_ca_is_a_clear_error_naming_the_file() {
     drop(start(ca_dir.path(), &[]));
     let cert = ca_dir.path().join("kinspect-ca.pem");
     std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nnope\n").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_kinspect"))
+    let output = kinspect(ca_dir.path())
         .args(["--listen", "127.0.0.1:0", "--headless", "--ca-dir"])
         .arg(ca_dir.path())
         .output()
@@ -178,7 +186,7 @@ fn a_busy_listen_address_is_a_clear_error() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
     let ca_dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_kinspect"))
+    let output = kinspect(ca_dir.path())
         .args(["--listen", &addr, "--headless", "--ca-dir"])
         .arg(ca_dir.path())
         .output()

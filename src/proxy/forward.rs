@@ -101,7 +101,10 @@ pub(crate) async fn forward(
         Err(e) => {
             let failure = ProxyFailure::new(
                 FlowErrorKind::BadRequest,
-                format!("cannot build an upstream URL for {}: {e}", target.authority()),
+                format!(
+                    "cannot build an upstream URL for {}: {e}",
+                    target.authority()
+                ),
             );
             return failed.answer(None, None, failure).await;
         }
@@ -251,7 +254,10 @@ impl ExchangeEnd {
         } = self;
         let (response_body, t_end) = {
             let capture = lock(capture);
-            (capture.snapshot(), capture.ended_at().unwrap_or_else(Instant::now))
+            (
+                capture.snapshot(),
+                capture.ended_at().unwrap_or_else(Instant::now),
+            )
         };
         let (request_body, request_end) = {
             let capture = lock(&req_capture);
@@ -275,8 +281,7 @@ impl ExchangeEnd {
             }),
             BodyEnd::Abandoned => Some(FlowError {
                 kind: FlowErrorKind::ClientAbort,
-                message: "the client closed the connection before the response body ended"
-                    .into(),
+                message: "the client closed the connection before the response body ended".into(),
             }),
         };
         (slot, flow)

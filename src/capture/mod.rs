@@ -1,0 +1,82 @@
+//! The capture store: every flow persisted to an SQLite file (WAL, batched transactions),
+//! readable by kinspect and by any SQLite tool while it is still being written.
+
+mod reader;
+mod recorder;
+mod schema;
+mod writer;
+
+pub use reader::{CaptureReader, Detail};
+pub use recorder::{Recorder, RecorderStats};
+pub use schema::{APPLICATION_ID, SCHEMA, SCHEMA_VERSION};
+pub use writer::CaptureWriter;
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// Why a capture could not be opened, read or written. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The file or its directory could not be accessed.
+    #[error("cannot open capture {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not a kinspect capture.
+    #[error("{path} is not a kinspect capture: {reason}")]
+    NotACapture {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead.
+        reason: String,
+    },
+    /// The file was written by a newer kinspect.
+    #[error("{path} was written by a newer kinspect (capture schema {found}; this kinspect reads schema {supported}): upgrade kinspect to open it")]
+    NewerSchema {
+        /// The file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The version this build reads.
+        supported: i64,
+    },
+    /// The file was written by an older kinspect whose schema cannot be read.
+    #[error("{path} was written by an older kinspect (capture schema {found}; this kinspect reads schema {supported}): open it with that version, or export it as HAR there")]
+    OlderSchema {
+        /// The file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The version this build reads.
+        supported: i64,
+    },
+    /// SQLite failed.
+    #[error("capture {path}: {source}")]
+    Sqlite {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+}
+
+/// The file a run captures to when `--capture` is not given:
+/// `<home>/captures/<UTC time>.db`, made unique if that name is taken.
+pub fn default_capture_path(home: &Path, now: SystemTime) -> PathBuf {
+    const FORMAT: &[time::format_description::FormatItem<'static>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]-[minute]-[second]Z");
+    let stamp = time::OffsetDateTime::from(now)
+        .format(FORMAT)
+        .unwrap_or_else(|_| "capture".into());
+    let dir = home.join("captures");
+    let mut path = dir.join(format!("{stamp}.db"));
+    let mut n = 2;
+    while path.exists() {
+        path = dir.join(format!("{stamp}-{n}.db"));
+        n += 1;
+    }
+    path
+}

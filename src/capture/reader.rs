@@ -1,0 +1,304 @@
+//! Reading flows back from a capture (also while it is still being written).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use rusqlite::types::{Type, ValueRef};
+use rusqlite::{params, Connection, Row};
+
+use super::schema::open_for_reading;
+use super::CaptureError;
+use crate::flow::{
+    CapturedBody, Flow, FlowError, FlowId, HeaderField, Headers, RequestRecord, ResponseRecord,
+    Timings, TlsInfo,
+};
+
+/// How much of each flow to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// The flow's row only: no headers, no body bytes (sizes are there).
+    Summary,
+    /// The row and the headers.
+    Headers,
+    /// Everything, bodies included.
+    Full,
+}
+
+/// Reads a capture file.
+pub struct CaptureReader {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for CaptureReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureReader")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+const SELECT_FLOWS: &str = "SELECT * FROM flows";
+
+impl CaptureReader {
+    /// Opens `path`, checking it is a capture of the schema this kinspect reads.
+    pub fn open(path: &Path) -> Result<CaptureReader, CaptureError> {
+        Ok(CaptureReader {
+            conn: open_for_reading(path)?,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The capture file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn error(&self, source: rusqlite::Error) -> CaptureError {
+        CaptureError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The number of flows stored.
+    pub fn count(&self) -> Result<u64, CaptureError> {
+        self.conn
+            .query_row("SELECT count(*) FROM flows", [], |row| row.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.error(e))
+    }
+
+    /// Calls `each` with every flow whose id is above `after`, in id order.
+    pub fn for_each_after(
+        &self,
+        after: FlowId,
+        detail: Detail,
+        mut each: impl FnMut(Flow),
+    ) -> Result<(), CaptureError> {
+        let sql = format!("{SELECT_FLOWS} WHERE id > ?1 ORDER BY id");
+        let mut statement = self.conn.prepare_cached(&sql).map_err(|e| self.error(e))?;
+        let mut rows = statement
+            .query(params![after as i64])
+            .map_err(|e| self.error(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.error(e))? {
+            let mut flow = flow_from_row(row).map_err(|e| self.error(e))?;
+            self.load_detail(&mut flow, detail)?;
+            each(flow);
+        }
+        Ok(())
+    }
+
+    /// Calls `each` with every flow, in id order.
+    pub fn for_each(&self, detail: Detail, each: impl FnMut(Flow)) -> Result<(), CaptureError> {
+        self.for_each_after(0, detail, each)
+    }
+
+    /// One flow with everything, if it exists.
+    pub fn flow(&self, id: FlowId) -> Result<Option<Flow>, CaptureError> {
+        let sql = format!("{SELECT_FLOWS} WHERE id = ?1");
+        let mut statement = self.conn.prepare_cached(&sql).map_err(|e| self.error(e))?;
+        let mut rows = statement
+            .query(params![id as i64])
+            .map_err(|e| self.error(e))?;
+        let Some(row) = rows.next().map_err(|e| self.error(e))? else {
+            return Ok(None);
+        };
+        let mut flow = flow_from_row(row).map_err(|e| self.error(e))?;
+        self.load_detail(&mut flow, Detail::Full)?;
+        Ok(Some(flow))
+    }
+
+    fn load_detail(&self, flow: &mut Flow, detail: Detail) -> Result<(), CaptureError> {
+        if detail == Detail::Summary {
+            return Ok(());
+        }
+        let id = flow.id as i64;
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT side, name, value FROM headers WHERE flow_id = ?1 ORDER BY side, position",
+            )
+            .map_err(|e| self.error(e))?;
+        let mut rows = statement.query(params![id]).map_err(|e| self.error(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.error(e))? {
+            let side: String = row.get(0).map_err(|e| self.error(e))?;
+            let name: String = row.get(1).map_err(|e| self.error(e))?;
+            let value = match row.get_ref(2).map_err(|e| self.error(e))? {
+                ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Bytes::copy_from_slice(bytes),
+                other => Bytes::from(format!("{other:?}")),
+            };
+            let field = HeaderField { name, value };
+            match (side.as_str(), flow.response.as_mut()) {
+                ("response", Some(response)) => response.headers.0.push(field),
+                _ => flow.request.headers.0.push(field),
+            }
+        }
+        if detail == Detail::Headers {
+            return Ok(());
+        }
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT side, data FROM bodies WHERE flow_id = ?1")
+            .map_err(|e| self.error(e))?;
+        let mut rows = statement.query(params![id]).map_err(|e| self.error(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.error(e))? {
+            let side: String = row.get(0).map_err(|e| self.error(e))?;
+            let data: Vec<u8> = row.get(1).map_err(|e| self.error(e))?;
+            match (side.as_str(), flow.response.as_mut()) {
+                ("response", Some(response)) => response.body.bytes = Bytes::from(data),
+                _ => flow.request.body.bytes = Bytes::from(data),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A column whose text kinspect cannot have written.
+#[derive(Debug)]
+struct BadColumn {
+    column: &'static str,
+    reason: String,
+}
+
+impl std::fmt::Display for BadColumn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "column {}: {}", self.column, self.reason)
+    }
+}
+
+impl std::error::Error for BadColumn {}
+
+fn parsed<T: FromStr<Err = String>>(row: &Row<'_>, column: &'static str) -> rusqlite::Result<T> {
+    let text: String = row.get(column)?;
+    text.parse().map_err(|reason| bad(row, column, reason))
+}
+
+fn parsed_opt<T: FromStr<Err = String>>(
+    row: &Row<'_>,
+    column: &'static str,
+) -> rusqlite::Result<Option<T>> {
+    let text: Option<String> = row.get(column)?;
+    text.map(|t| t.parse().map_err(|reason| bad(row, column, reason)))
+        .transpose()
+}
+
+fn bad(row: &Row<'_>, column: &'static str, reason: String) -> rusqlite::Error {
+    let index = row.as_ref().column_index(column).unwrap_or(0);
+    rusqlite::Error::FromSqlConversionFailure(
+        index,
+        Type::Text,
+        Box::new(BadColumn { column, reason }),
+    )
+}
+
+fn duration(ms: f64) -> Duration {
+    Duration::from_nanos((ms * 1e6).round().max(0.0) as u64)
+}
+
+fn opt_duration(row: &Row<'_>, column: &str) -> rusqlite::Result<Option<Duration>> {
+    Ok(row.get::<_, Option<f64>>(column)?.map(duration))
+}
+
+fn tls(row: &Row<'_>, prefix: &str) -> rusqlite::Result<Option<TlsInfo>> {
+    if !row.get::<_, bool>(prefix)? {
+        return Ok(None);
+    }
+    Ok(Some(TlsInfo {
+        sni: row.get(format!("{prefix}_sni").as_str())?,
+        alpn: row.get(format!("{prefix}_alpn").as_str())?,
+        version: row.get(format!("{prefix}_version").as_str())?,
+    }))
+}
+
+fn flow_from_row(row: &Row<'_>) -> rusqlite::Result<Flow> {
+    let started_at = system_time_from_nanos(row.get("started_at_ns")?);
+    let client_addr: SocketAddr = parsed_client(row)?;
+    let request = RequestRecord {
+        method: row.get("method")?,
+        url: row.get("url")?,
+        version: parsed(row, "request_http_version")?,
+        headers: Headers::default(),
+        body: CapturedBody {
+            bytes: Bytes::new(),
+            wire_size: row.get::<_, i64>("request_body_size")? as u64,
+            truncated: row.get("request_body_truncated")?,
+            incomplete: row.get("request_body_incomplete")?,
+        },
+    };
+    let response = match row.get::<_, Option<u16>>("status")? {
+        None => None,
+        Some(status) => Some(ResponseRecord {
+            status,
+            version: parsed(row, "response_http_version")?,
+            headers: Headers::default(),
+            body: CapturedBody {
+                bytes: Bytes::new(),
+                wire_size: row.get::<_, i64>("response_body_size")? as u64,
+                truncated: row.get("response_body_truncated")?,
+                incomplete: row.get("response_body_incomplete")?,
+            },
+            from_proxy: row.get("response_from_proxy")?,
+        }),
+    };
+    let error = match parsed_opt(row, "error_kind")? {
+        Some(kind) => Some(FlowError {
+            kind,
+            message: row
+                .get::<_, Option<String>>("error_message")?
+                .unwrap_or_default(),
+        }),
+        None => None,
+    };
+    Ok(Flow {
+        id: row.get::<_, i64>("id")? as FlowId,
+        kind: parsed(row, "kind")?,
+        client_addr,
+        started_at,
+        scheme: row.get("scheme")?,
+        host: row.get("host")?,
+        port: row.get("port")?,
+        request,
+        response,
+        timings: Timings {
+            blocked: opt_duration(row, "time_blocked_ms")?,
+            dns: opt_duration(row, "time_dns_ms")?,
+            connect: opt_duration(row, "time_connect_ms")?,
+            ssl: opt_duration(row, "time_ssl_ms")?,
+            send: duration(row.get("time_send_ms")?),
+            wait: duration(row.get("time_wait_ms")?),
+            receive: duration(row.get("time_receive_ms")?),
+        },
+        server_ip: parsed_opt_ip(row)?,
+        client_tls: tls(row, "client_tls")?,
+        server_tls: tls(row, "server_tls")?,
+        error,
+    })
+}
+
+fn parsed_client(row: &Row<'_>) -> rusqlite::Result<SocketAddr> {
+    let text: String = row.get("client_addr")?;
+    text.parse()
+        .map_err(|e: std::net::AddrParseError| bad(row, "client_addr", e.to_string()))
+}
+
+fn parsed_opt_ip(row: &Row<'_>) -> rusqlite::Result<Option<std::net::IpAddr>> {
+    let text: Option<String> = row.get("server_ip")?;
+    text.map(|t| {
+        t.parse()
+            .map_err(|e: std::net::AddrParseError| bad(row, "server_ip", e.to_string()))
+    })
+    .transpose()
+}
+
+/// The inverse of the writer's `epoch_nanos`.
+fn system_time_from_nanos(nanos: i64) -> SystemTime {
+    if nanos >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(nanos as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(nanos.unsigned_abs())
+    }
+}

@@ -1,0 +1,106 @@
+//! The recorder: the one consumer of the flow stream. It stores flows in batches, then
+//! acknowledges them (releasing the responses the proxy held back) and hands them on to
+//! the viewers (printer, UI).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::CaptureWriter;
+use crate::events::{FlowEvent, FlowStream};
+use crate::flow::Flow;
+
+/// Most flows stored per transaction.
+const MAX_BATCH: usize = 1024;
+
+/// Fault injection for tests: milliseconds to stall before each commit, as a slow disk
+/// would. Lets a test show that a client never sees the end of a response whose flow is
+/// not yet stored.
+const COMMIT_DELAY_ENV: &str = "KINSPECT_FAULT_COMMIT_DELAY_MS";
+
+/// Counters a recorder keeps while it runs.
+#[derive(Debug, Default)]
+pub struct RecorderStats {
+    /// Flows stored.
+    pub stored: AtomicU64,
+    /// Transactions committed.
+    pub batches: AtomicU64,
+    /// Flows that could not be stored (the error was reported on stderr).
+    pub failed: AtomicU64,
+}
+
+/// A running recorder thread.
+pub struct Recorder {
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<RecorderStats>,
+}
+
+impl Recorder {
+    /// Starts recording every flow of `stream` into `writer`, then calling `on_flow` with
+    /// it. Runs until the stream ends (every publisher dropped).
+    pub fn start(
+        mut writer: CaptureWriter,
+        mut stream: FlowStream,
+        mut on_flow: impl FnMut(Flow) + Send + 'static,
+    ) -> std::io::Result<Recorder> {
+        let stats = Arc::new(RecorderStats::default());
+        let counters = stats.clone();
+        let commit_delay = std::env::var(COMMIT_DELAY_ENV)
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map(std::time::Duration::from_millis);
+        let thread = std::thread::Builder::new()
+            .name("kinspect-recorder".into())
+            .spawn(move || {
+                let mut batch: Vec<FlowEvent> = Vec::with_capacity(MAX_BATCH);
+                while let Some(first) = stream.blocking_recv() {
+                    batch.push(first);
+                    while batch.len() < MAX_BATCH {
+                        match stream.try_recv() {
+                            Some(event) => batch.push(event),
+                            None => break,
+                        }
+                    }
+                    let n = batch.len() as u64;
+                    if let Some(delay) = commit_delay {
+                        std::thread::sleep(delay);
+                    }
+                    match writer.write_batch(batch.iter().map(|e| &e.flow)) {
+                        Ok(_) => {
+                            counters.stored.fetch_add(n, Ordering::Relaxed);
+                            counters.batches.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            counters.failed.fetch_add(n, Ordering::Relaxed);
+                            tracing::error!("{n} flows could not be stored: {e}");
+                        }
+                    }
+                    // Acknowledge the whole batch first: the proxy is waiting on them.
+                    let flows: Vec<Flow> = batch
+                        .drain(..)
+                        .map(|FlowEvent { flow, ack }| {
+                            ack.done();
+                            flow
+                        })
+                        .collect();
+                    flows.into_iter().for_each(&mut on_flow);
+                }
+            })?;
+        Ok(Recorder {
+            thread: Some(thread),
+            stats,
+        })
+    }
+
+    /// The recorder's counters.
+    pub fn stats(&self) -> &Arc<RecorderStats> {
+        &self.stats
+    }
+
+    /// Waits until the stream has ended and every flow is stored.
+    pub fn join(mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The capture file's schema, its version, and the checks that a file is a capture
+//! this kinspect can read.
+
+use std::path::Path;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use super::CaptureError;
+
+/// `PRAGMA application_id` of kinspect captures ("KINS").
+pub const APPLICATION_ID: i64 = 0x4B49_4E53;
+
+/// `PRAGMA user_version` of the schema this kinspect writes and reads.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The schema (documented for users in the README).
+pub const SCHEMA: &str = r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE flows (
+    id                        INTEGER PRIMARY KEY,
+    kind                      TEXT    NOT NULL,
+    started_at                TEXT    NOT NULL,
+    started_at_ns             INTEGER NOT NULL,
+    client_addr               TEXT    NOT NULL,
+    scheme                    TEXT    NOT NULL,
+    host                      TEXT    NOT NULL,
+    port                      INTEGER NOT NULL,
+    method                    TEXT    NOT NULL,
+    url                       TEXT    NOT NULL,
+    request_http_version      TEXT    NOT NULL,
+    request_body_size         INTEGER NOT NULL,
+    request_body_truncated    INTEGER NOT NULL,
+    request_body_incomplete   INTEGER NOT NULL,
+    status                    INTEGER,
+    response_http_version     TEXT,
+    response_from_proxy       INTEGER,
+    response_body_size        INTEGER,
+    response_body_truncated   INTEGER,
+    response_body_incomplete  INTEGER,
+    response_content_type     TEXT,
+    time_blocked_ms           REAL,
+    time_dns_ms               REAL,
+    time_connect_ms           REAL,
+    time_ssl_ms               REAL,
+    time_send_ms              REAL    NOT NULL,
+    time_wait_ms              REAL    NOT NULL,
+    time_receive_ms           REAL    NOT NULL,
+    duration_ms               REAL    NOT NULL,
+    server_ip                 TEXT,
+    client_tls                INTEGER NOT NULL,
+    client_tls_sni            TEXT,
+    client_tls_alpn           TEXT,
+    client_tls_version        TEXT,
+    server_tls                INTEGER NOT NULL,
+    server_tls_sni            TEXT,
+    server_tls_alpn           TEXT,
+    server_tls_version        TEXT,
+    error_kind                TEXT,
+    error_message             TEXT,
+    kinvey_request_id         TEXT,
+    kinvey_error              TEXT,
+    kinvey_class              TEXT
+);
+
+CREATE TABLE headers (
+    flow_id   INTEGER NOT NULL REFERENCES flows(id),
+    side      TEXT    NOT NULL CHECK (side IN ('request', 'response')),
+    position  INTEGER NOT NULL,
+    name      TEXT    NOT NULL,
+    value     BLOB    NOT NULL,  -- TEXT when the value is UTF-8, else a BLOB
+    PRIMARY KEY (flow_id, side, position)
+) WITHOUT ROWID;
+
+CREATE TABLE bodies (
+    flow_id  INTEGER NOT NULL REFERENCES flows(id),
+    side     TEXT    NOT NULL CHECK (side IN ('request', 'response')),
+    data     BLOB    NOT NULL,
+    PRIMARY KEY (flow_id, side)
+);
+
+CREATE INDEX flows_kinvey_request_id ON flows(kinvey_request_id);
+CREATE INDEX flows_host ON flows(host);
+CREATE INDEX flows_status ON flows(status);
+CREATE INDEX flows_started_at ON flows(started_at_ns);
+"#;
+
+/// What a database file turned out to hold.
+enum Contents {
+    /// Nothing yet: a new file.
+    Empty,
+    /// A kinspect capture of the current schema.
+    Capture,
+}
+
+fn sqlite_error(path: &Path, error: rusqlite::Error) -> CaptureError {
+    match &error {
+        rusqlite::Error::SqliteFailure(e, _) if e.code == ErrorCode::NotADatabase => {
+            CaptureError::NotACapture {
+                path: path.to_owned(),
+                reason: "it is not an SQLite database".into(),
+            }
+        }
+        _ => CaptureError::Sqlite {
+            path: path.to_owned(),
+            source: error,
+        },
+    }
+}
+
+fn inspect(conn: &Connection, path: &Path) -> Result<Contents, CaptureError> {
+    let pragma = |name: &str| -> Result<i64, CaptureError> {
+        conn.query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))
+            .map_err(|e| sqlite_error(path, e))
+    };
+    let application_id = pragma("application_id")?;
+    let version = pragma("user_version")?;
+    if application_id != APPLICATION_ID {
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))
+            .map_err(|e| sqlite_error(path, e))?;
+        if application_id == 0 && version == 0 && tables == 0 {
+            return Ok(Contents::Empty);
+        }
+        return Err(CaptureError::NotACapture {
+            path: path.to_owned(),
+            reason: "it is an SQLite database, but not one kinspect wrote".into(),
+        });
+    }
+    if version > SCHEMA_VERSION {
+        return Err(CaptureError::NewerSchema {
+            path: path.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version < SCHEMA_VERSION {
+        return Err(CaptureError::OlderSchema {
+            path: path.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(Contents::Capture)
+}
+
+/// Opens (creating if needed) a capture for writing: WAL mode, schema checked or created.
+pub(crate) fn open_for_writing(path: &Path) -> Result<Connection, CaptureError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| CaptureError::Io {
+            path: parent.to_owned(),
+            source,
+        })?;
+    }
+    let conn = Connection::open(path).map_err(|e| sqlite_error(path, e))?;
+    let contents = inspect(&conn, path)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA foreign_keys = OFF;",
+    )
+    .map_err(|e| sqlite_error(path, e))?;
+    if let Contents::Empty = contents {
+        let created = crate::flow::utc_timestamp(std::time::SystemTime::now());
+        let script = format!(
+            "BEGIN;
+             {SCHEMA}
+             INSERT INTO meta (key, value) VALUES ('created_at', '{created}');
+             INSERT INTO meta (key, value) VALUES ('kinspect_version', '{version}');
+             PRAGMA application_id = {APPLICATION_ID};
+             PRAGMA user_version = {SCHEMA_VERSION};
+             COMMIT;",
+            version = env!("CARGO_PKG_VERSION"),
+        );
+        conn.execute_batch(&script)
+            .map_err(|e| sqlite_error(path, e))?;
+    }
+    Ok(conn)
+}
+
+/// Opens an existing capture for reading only. Works while another process writes it.
+pub(crate) fn open_for_reading(path: &Path) -> Result<Connection, CaptureError> {
+    if !path.exists() {
+        return Err(CaptureError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        });
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| sqlite_error(path, e))?;
+    match inspect(&conn, path)? {
+        Contents::Capture => Ok(conn),
+        Contents::Empty => Err(CaptureError::NotACapture {
+            path: path.to_owned(),
+            reason: "it is empty".into(),
+        }),
+    }
+}

@@ -1,0 +1,221 @@
+//! Writing flows into a capture, many per transaction.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, ToSql};
+
+use super::schema::open_for_writing;
+use super::CaptureError;
+use crate::flow::{utc_timestamp, Flow, FlowId, Headers, TlsInfo};
+
+/// Appends flows to a capture file.
+pub struct CaptureWriter {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for CaptureWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureWriter")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+const INSERT_FLOW: &str = "INSERT INTO flows (
+    id, kind, started_at, started_at_ns, client_addr, scheme, host, port, method, url,
+    request_http_version, request_body_size, request_body_truncated, request_body_incomplete,
+    status, response_http_version, response_from_proxy, response_body_size,
+    response_body_truncated, response_body_incomplete, response_content_type,
+    time_blocked_ms, time_dns_ms, time_connect_ms, time_ssl_ms, time_send_ms, time_wait_ms,
+    time_receive_ms, duration_ms, server_ip,
+    client_tls, client_tls_sni, client_tls_alpn, client_tls_version,
+    server_tls, server_tls_sni, server_tls_alpn, server_tls_version,
+    error_kind, error_message, kinvey_request_id, kinvey_error, kinvey_class
+) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+          ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34,
+          ?35, ?36, ?37, ?38, ?39, ?40, ?41, ?42, ?43)";
+
+const INSERT_HEADER: &str =
+    "INSERT INTO headers (flow_id, side, position, name, value) VALUES (?1, ?2, ?3, ?4, ?5)";
+const INSERT_BODY: &str = "INSERT INTO bodies (flow_id, side, data) VALUES (?1, ?2, ?3)";
+
+/// Milliseconds as stored in the `time_*_ms` columns.
+pub(crate) fn millis(d: Duration) -> f64 {
+    d.as_nanos() as f64 / 1e6
+}
+
+/// Nanoseconds since the Unix epoch (negative before it).
+pub(crate) fn epoch_nanos(at: SystemTime) -> i64 {
+    match at.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i64,
+        Err(e) => -(e.duration().as_nanos() as i64),
+    }
+}
+
+impl CaptureWriter {
+    /// Opens `path` for appending, creating it (and its directory) if needed.
+    pub fn open(path: &Path) -> Result<CaptureWriter, CaptureError> {
+        let conn = open_for_writing(path)?;
+        Ok(CaptureWriter {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The capture file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The id the next flow must take: one past the highest stored.
+    pub fn next_id(&self) -> Result<FlowId, CaptureError> {
+        let max: Option<i64> = self
+            .conn
+            .query_row("SELECT max(id) FROM flows", [], |row| row.get(0))
+            .map_err(|e| self.error(e))?;
+        Ok(max.map_or(1, |m| m as FlowId + 1))
+    }
+
+    fn error(&self, source: rusqlite::Error) -> CaptureError {
+        CaptureError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Stores `flows` in one transaction.
+    pub fn write_batch<'a>(
+        &mut self,
+        flows: impl IntoIterator<Item = &'a Flow>,
+    ) -> Result<usize, CaptureError> {
+        write_in_transaction(&mut self.conn, flows).map_err(|e| self.error(e))
+    }
+}
+
+fn write_in_transaction<'a>(
+    conn: &mut Connection,
+    flows: impl IntoIterator<Item = &'a Flow>,
+) -> rusqlite::Result<usize> {
+    let tx = conn.transaction()?;
+    let mut written = 0;
+    {
+        let mut insert_flow = tx.prepare_cached(INSERT_FLOW)?;
+        let mut insert_header = tx.prepare_cached(INSERT_HEADER)?;
+        let mut insert_body = tx.prepare_cached(INSERT_BODY)?;
+        for flow in flows {
+            insert_one(flow, &mut insert_flow, &mut insert_header, &mut insert_body)?;
+            written += 1;
+        }
+    }
+    tx.commit()?;
+    Ok(written)
+}
+
+fn tls_columns(tls: &Option<TlsInfo>) -> (bool, Option<&str>, Option<&str>, Option<&str>) {
+    match tls {
+        Some(t) => (
+            true,
+            t.sni.as_deref(),
+            t.alpn.as_deref(),
+            t.version.as_deref(),
+        ),
+        None => (false, None, None, None),
+    }
+}
+
+fn insert_one(
+    flow: &Flow,
+    insert_flow: &mut rusqlite::CachedStatement<'_>,
+    insert_header: &mut rusqlite::CachedStatement<'_>,
+    insert_body: &mut rusqlite::CachedStatement<'_>,
+) -> rusqlite::Result<()> {
+    let id = flow.id as i64;
+    let request = &flow.request;
+    let response = flow.response.as_ref();
+    let t = &flow.timings;
+    let (c_tls, c_sni, c_alpn, c_version) = tls_columns(&flow.client_tls);
+    let (s_tls, s_sni, s_alpn, s_version) = tls_columns(&flow.server_tls);
+    let content_type = response.and_then(|r| r.headers.get("content-type"));
+    let request_id = response.and_then(|r| r.headers.get("x-kinvey-request-id"));
+    let values: [&dyn ToSql; 43] = [
+        &id,
+        &flow.kind.as_str(),
+        &utc_timestamp(flow.started_at),
+        &epoch_nanos(flow.started_at),
+        &flow.client_addr.to_string(),
+        &flow.scheme,
+        &flow.host,
+        &flow.port,
+        &request.method,
+        &request.url,
+        &request.version.as_str(),
+        &(request.body.wire_size as i64),
+        &request.body.truncated,
+        &request.body.incomplete,
+        &response.map(|r| r.status),
+        &response.map(|r| r.version.as_str()),
+        &response.map(|r| r.from_proxy),
+        &response.map(|r| r.body.wire_size as i64),
+        &response.map(|r| r.body.truncated),
+        &response.map(|r| r.body.incomplete),
+        &content_type.as_deref(),
+        &t.blocked.map(millis),
+        &t.dns.map(millis),
+        &t.connect.map(millis),
+        &t.ssl.map(millis),
+        &millis(t.send),
+        &millis(t.wait),
+        &millis(t.receive),
+        &millis(t.total()),
+        &flow.server_ip.map(|ip| ip.to_string()),
+        &c_tls,
+        &c_sni,
+        &c_alpn,
+        &c_version,
+        &s_tls,
+        &s_sni,
+        &s_alpn,
+        &s_version,
+        &flow.error.as_ref().map(|e| e.kind.as_str()),
+        &flow.error.as_ref().map(|e| e.message.as_str()),
+        &request_id.as_deref(),
+        &None::<String>,
+        &None::<String>,
+    ];
+    insert_flow.execute(&values[..])?;
+    insert_headers(insert_header, id, "request", &request.headers)?;
+    if !request.body.bytes.is_empty() {
+        insert_body.execute(params![id, "request", &request.body.bytes[..]])?;
+    }
+    if let Some(response) = response {
+        insert_headers(insert_header, id, "response", &response.headers)?;
+        if !response.body.bytes.is_empty() {
+            insert_body.execute(params![id, "response", &response.body.bytes[..]])?;
+        }
+    }
+    Ok(())
+}
+
+fn insert_headers(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    id: i64,
+    side: &str,
+    headers: &Headers,
+) -> rusqlite::Result<()> {
+    for (position, field) in headers.iter().enumerate() {
+        // Text when the value is UTF-8 (so `value = '...'` works in SQL), a BLOB otherwise.
+        match std::str::from_utf8(&field.value) {
+            Ok(text) => insert.execute(params![id, side, position as i64, field.name, text])?,
+            Err(_) => insert.execute(params![
+                id,
+                side,
+                position as i64,
+                field.name,
+                &field.value[..]
+            ])?,
+        };
+    }
+    Ok(())
+}

@@ -1,0 +1,415 @@
+//! The capture store: every Flow field round-trips, bad files are clear errors, a
+//! killed proxy loses no flow, and a growing capture can be read.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use kinspect::capture::{CaptureError, CaptureReader, CaptureWriter, Detail};
+use kinspect::flow::{
+    CapturedBody, Flow, FlowError, FlowErrorKind, FlowKind, HeaderField, Headers, HttpVersion,
+    RequestRecord, ResponseRecord, Timings, TlsInfo,
+};
+use support::{Origin, OriginKind, STEP};
+
+fn header(name: &str, value: &[u8]) -> HeaderField {
+    HeaderField {
+        name: name.into(),
+        value: Bytes::copy_from_slice(value),
+    }
+}
+
+fn full_flow(id: u64) -> Flow {
+    let binary: Vec<u8> = (0..=255u8).cycle().take(300).collect();
+    Flow {
+        id,
+        kind: FlowKind::Http,
+        client_addr: "[::1]:51234".parse().unwrap(),
+        started_at: UNIX_EPOCH + Duration::new(1_764_000_000, 123_456_789),
+        scheme: "https".into(),
+        host: "baas.kinvey.com".into(),
+        port: 443,
+        request: RequestRecord {
+            method: "POST".into(),
+            url: "https://baas.kinvey.com/blob/kid_x?tls=true".into(),
+            version: HttpVersion::Http2,
+            headers: Headers(vec![
+                header("authorization", b"Kinvey secret-token"),
+                header("x-kinvey-api-version", b"5"),
+                header("x-odd", &[0xff, 0xfe, b'a']),
+                header("x-kinvey-api-version", b"duplicate kept in order"),
+            ]),
+            body: CapturedBody {
+                bytes: Bytes::from(binary.clone()),
+                wire_size: 9000,
+                truncated: true,
+                incomplete: false,
+            },
+        },
+        response: Some(ResponseRecord {
+            status: 500,
+            version: HttpVersion::Http11,
+            headers: Headers(vec![
+                header("content-type", b"application/json"),
+                header("X-Kinvey-Request-ID", b"abc123"),
+            ]),
+            body: CapturedBody {
+                bytes: Bytes::from_static(br#"{"error":"KinveyInternalErrorRetry"}"#),
+                wire_size: 36,
+                truncated: false,
+                incomplete: true,
+            },
+            from_proxy: false,
+        }),
+        timings: Timings {
+            blocked: None,
+            dns: Some(Duration::from_nanos(1_234_567)),
+            connect: Some(Duration::from_nanos(9_876_543)),
+            ssl: Some(Duration::from_nanos(5_000_001)),
+            send: Duration::from_nanos(17),
+            wait: Duration::from_millis(250),
+            receive: Duration::from_nanos(3_333_333_333),
+        },
+        server_ip: Some("2001:db8::7".parse().unwrap()),
+        client_tls: Some(TlsInfo {
+            sni: Some("baas.kinvey.com".into()),
+            alpn: Some("h2".into()),
+            version: Some("TLSv1.3".into()),
+        }),
+        server_tls: Some(TlsInfo {
+            sni: Some("baas.kinvey.com".into()),
+            alpn: None,
+            version: Some("TLSv1.2".into()),
+        }),
+        error: Some(FlowError {
+            kind: FlowErrorKind::Protocol,
+            message: "upstream broke off the response body".into(),
+        }),
+    }
+}
+
+fn tunnel_flow(id: u64) -> Flow {
+    Flow {
+        id,
+        kind: FlowKind::Tunnel,
+        client_addr: SocketAddr::from(([127, 0, 0, 1], 40000)),
+        started_at: UNIX_EPOCH + Duration::from_secs(1_764_000_100),
+        scheme: "https".into(),
+        host: "pinned.example".into(),
+        port: 443,
+        request: RequestRecord {
+            method: "CONNECT".into(),
+            url: "pinned.example:443".into(),
+            version: HttpVersion::Http11,
+            headers: Headers::default(),
+            body: CapturedBody::default(),
+        },
+        response: None,
+        timings: Timings::default(),
+        server_ip: None,
+        client_tls: None,
+        server_tls: None,
+        error: None,
+    }
+}
+
+#[test]
+fn every_flow_field_round_trips_through_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("round-trip.db");
+    let mut writer = CaptureWriter::open(&path).unwrap();
+    assert_eq!(writer.next_id().unwrap(), 1);
+    let flows = [full_flow(1), tunnel_flow(2)];
+    writer.write_batch(&flows).unwrap();
+    assert_eq!(writer.next_id().unwrap(), 3);
+
+    let reader = CaptureReader::open(&path).unwrap();
+    assert_eq!(reader.count().unwrap(), 2);
+    assert_eq!(reader.flow(1).unwrap().unwrap(), flows[0]);
+    assert_eq!(reader.flow(2).unwrap().unwrap(), flows[1]);
+    assert!(reader.flow(3).unwrap().is_none());
+
+    let mut summaries = Vec::new();
+    reader
+        .for_each(Detail::Summary, |f| summaries.push(f))
+        .unwrap();
+    assert_eq!(summaries.len(), 2);
+    assert!(
+        summaries[0].request.headers.is_empty(),
+        "summaries skip headers"
+    );
+    assert_eq!(summaries[0].request.body.wire_size, 9000);
+    assert_eq!(summaries[0].status(), Some(500));
+
+    // SQL users see the values they expect.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let (rid, wait, url): (String, f64, String) = conn
+        .query_row(
+            "SELECT kinvey_request_id, time_wait_ms, url FROM flows WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(rid, "abc123");
+    assert_eq!(wait, 250.0);
+    assert!(url.ends_with("?tls=true"));
+    let api: String = conn
+        .query_row(
+            "SELECT value FROM headers WHERE flow_id = 1 AND side = 'request' AND name = 'x-kinvey-api-version' ORDER BY position LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(api, "5");
+}
+
+#[test]
+fn newer_unrelated_and_non_sqlite_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let newer = dir.path().join("newer.db");
+    CaptureWriter::open(&newer).unwrap();
+    rusqlite::Connection::open(&newer)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
+    let err = CaptureReader::open(&newer).unwrap_err();
+    assert!(
+        matches!(err, CaptureError::NewerSchema { found: 99, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("newer.db") && err.to_string().contains("upgrade"));
+    assert!(CaptureWriter::open(&newer).is_err(), "never written over");
+
+    let random = dir.path().join("random.db");
+    let noise: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&random, &noise).unwrap();
+    let err = CaptureReader::open(&random).unwrap_err();
+    assert!(matches!(err, CaptureError::NotACapture { .. }), "{err}");
+    assert!(err.to_string().contains("random.db"), "{err}");
+    assert!(CaptureWriter::open(&random).is_err());
+    assert_eq!(std::fs::read(&random).unwrap(), noise, "left untouched");
+
+    let unrelated = dir.path().join("unrelated.db");
+    rusqlite::Connection::open(&unrelated)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x)")
+        .unwrap();
+    let err = CaptureReader::open(&unrelated).unwrap_err();
+    assert!(err.to_string().contains("not one kinspect wrote"), "{err}");
+
+    let missing = dir.path().join("missing.db");
+    let err = CaptureReader::open(&missing).unwrap_err();
+    assert!(err.to_string().contains("missing.db"), "{err}");
+    assert!(!missing.exists(), "reading never creates a file");
+
+    // The CLI says the same and exits non-zero.
+    let output = Command::new(env!("CARGO_BIN_EXE_kinspect"))
+        .arg("ls")
+        .arg(&random)
+        .env("KINSPECT_HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("random.db") && stderr.contains("not a kinspect capture"),
+        "{stderr}"
+    );
+}
+
+/// A kinspect process capturing into `capture`; killed when dropped.
+struct Running {
+    child: std::process::Child,
+    addr: String,
+    _stderr: std::thread::JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_capturing(home: &Path, capture: &Path, origin: &Origin) -> Running {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kinspect"));
+    // A slow disk: every commit stalls, so a flow not yet stored is easy to lose.
+    command.env("KINSPECT_FAULT_COMMIT_DELAY_MS", "30");
+    command
+        .args(["--listen", "127.0.0.1:0", "--headless", "--capture"])
+        .arg(capture);
+    if origin.ca.is_some() {
+        command.arg("--upstream-ca").arg(origin.ca_path());
+    }
+    let mut child = command
+        .env("KINSPECT_HOME", home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let _ = tx.send(rest.trim().to_owned());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(STEP).expect("kinspect starts");
+    Running {
+        child,
+        addr,
+        _stderr: reader,
+    }
+}
+
+fn client(home: &Path, addr: &str) -> reqwest::Client {
+    let pem = std::fs::read(home.join("kinspect-ca.pem")).unwrap();
+    reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(format!("http://{addr}")).unwrap())
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .timeout(STEP)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_right_after_the_last_response_loses_no_flow() {
+    const N: usize = 300;
+    let origin = Origin::start(OriginKind::Https).await;
+    let home = tempfile::tempdir().unwrap();
+    let capture = home.path().join("killed.db");
+    let mut running = start_capturing(home.path(), &capture, &origin);
+    let client = client(home.path(), &running.addr);
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let client = client.clone();
+        let origin_url = origin.url("");
+        tasks.push(tokio::spawn(async move {
+            for i in (worker..N).step_by(8) {
+                let url = format!("{origin_url}/echo/{i}");
+                let response = client
+                    .post(&url)
+                    .body(format!("body {i}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+                response.bytes().await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // Every response has been received in full: kill at once, without any grace.
+    running.child.kill().unwrap();
+    running.child.wait().unwrap();
+
+    let reader = CaptureReader::open(&capture).unwrap();
+    assert_eq!(reader.count().unwrap(), N as u64);
+    let mut seen = vec![false; N];
+    reader
+        .for_each(Detail::Full, |flow| {
+            let i: usize = flow
+                .request
+                .url
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(&flow.request.body.bytes[..], format!("body {i}").as_bytes());
+            assert_eq!(flow.status(), Some(200));
+            seen[i] = true;
+        })
+        .unwrap();
+    assert!(seen.iter().all(|s| *s));
+    let conn = rusqlite::Connection::open(&capture).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    drop(conn);
+
+    // The killed capture reopens for appending: ids continue.
+    let writer = CaptureWriter::open(&capture).unwrap();
+    assert_eq!(writer.next_id().unwrap(), N as u64 + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_growing_capture_can_be_listed_while_the_proxy_writes() {
+    let origin = Origin::start(OriginKind::Plain).await;
+    let home = tempfile::tempdir().unwrap();
+    let capture = home.path().join("live.db");
+    let running = start_capturing(home.path(), &capture, &origin);
+    let client = client(home.path(), &running.addr);
+    let ls = |capture: &Path| {
+        let output = Command::new(env!("CARGO_BIN_EXE_kinspect"))
+            .arg("ls")
+            .arg(capture)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+
+    for i in 0..5 {
+        let response = client
+            .get(origin.url(&format!("/status/20{i}")))
+            .send()
+            .await
+            .unwrap();
+        response.bytes().await.unwrap();
+    }
+    let listing = ls(&capture);
+    assert_eq!(listing.lines().count(), 5, "{listing}");
+    assert!(listing.contains("/status/203 203"), "{listing}");
+
+    // A reader holding the file open does not block the writer.
+    let reader = CaptureReader::open(&capture).unwrap();
+    let mut first = Vec::new();
+    reader.for_each(Detail::Full, |f| first.push(f)).unwrap();
+    for i in 5..10 {
+        let response = client
+            .get(origin.url(&format!("/status/20{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+        // A response read in full is a stored flow.
+        response.bytes().await.unwrap();
+    }
+    assert_eq!(reader.count().unwrap(), 10);
+    let json = Command::new(env!("CARGO_BIN_EXE_kinspect"))
+        .args(["ls", "--json"])
+        .arg(&capture)
+        .output()
+        .unwrap();
+    let objects: Vec<serde_json::Value> = String::from_utf8(json.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(objects.len(), 10);
+    assert_eq!(objects[9]["id"], 10);
+    assert!(!objects[0]["response"]["headers"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    drop(running);
+}
