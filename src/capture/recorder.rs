@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use super::writer::Checkpointer;
 use super::CaptureWriter;
 use crate::events::{FlowEvent, FlowStream};
 use crate::flow::Flow;
@@ -43,6 +44,8 @@ impl Recorder {
         mut stream: FlowStream,
         mut on_flow: impl FnMut(Flow) + Send + 'static,
     ) -> std::io::Result<Recorder> {
+        let checkpointer =
+            Checkpointer::start(writer.path()).map_err(|e| std::io::Error::other(e.to_string()))?;
         let stats = Arc::new(RecorderStats::default());
         let counters = stats.clone();
         let commit_delay = std::env::var(COMMIT_DELAY_ENV)
@@ -52,6 +55,7 @@ impl Recorder {
         let thread = std::thread::Builder::new()
             .name("kinspect-recorder".into())
             .spawn(move || {
+                let _checkpointer = checkpointer;
                 let mut batch: Vec<FlowEvent> = Vec::with_capacity(MAX_BATCH);
                 while let Some(first) = stream.blocking_recv() {
                     batch.push(first);

@@ -148,6 +148,8 @@ fn inspect(conn: &Connection, path: &Path) -> Result<Contents, CaptureError> {
 }
 
 /// Opens (creating if needed) a capture for writing: WAL mode, schema checked or created.
+/// Commits never checkpoint (which fsyncs): a [`super::writer::Checkpointer`] does that
+/// on its own connection, so the writer's commits stay short.
 pub(crate) fn open_for_writing(path: &Path) -> Result<Connection, CaptureError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|source| CaptureError::Io {
@@ -160,7 +162,8 @@ pub(crate) fn open_for_writing(path: &Path) -> Result<Connection, CaptureError> 
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
-         PRAGMA foreign_keys = OFF;",
+         PRAGMA foreign_keys = OFF;
+         PRAGMA wal_autocheckpoint = 0;",
     )
     .map_err(|e| sqlite_error(path, e))?;
     if let Contents::Empty = contents {

@@ -58,6 +58,12 @@ impl CaptureWriter {
     /// Opens `path` for appending, creating it (and its directory) if needed.
     pub fn open(path: &Path) -> Result<CaptureWriter, CaptureError> {
         let conn = open_for_writing(path)?;
+        // The checkpointer may hold the write lock for a moment.
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(|source| CaptureError::Sqlite {
+                path: path.to_owned(),
+                source,
+            })?;
         Ok(CaptureWriter {
             conn,
             path: path.to_owned(),
@@ -111,6 +117,63 @@ fn write_in_transaction<'a>(
     }
     tx.commit()?;
     Ok(written)
+}
+
+/// Copies the WAL back into the database file in the background (SQLite's passive
+/// checkpoint), on its own connection so that the writer never waits for it.
+pub(crate) struct Checkpointer {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How often the checkpointer runs.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Past this size the WAL is truncated: passive checkpoints alone never let it shrink
+/// while flows keep coming.
+const WAL_LIMIT: u64 = 64 * 1024 * 1024;
+
+impl Checkpointer {
+    /// Starts checkpointing `path` every [`CHECKPOINT_INTERVAL`] until dropped.
+    pub(crate) fn start(path: &Path) -> Result<Checkpointer, CaptureError> {
+        let conn = Connection::open(path).map_err(|source| CaptureError::Sqlite {
+            path: path.to_owned(),
+            source,
+        })?;
+        let _ = conn.busy_timeout(Duration::from_secs(1));
+        let wal = PathBuf::from(format!("{}-wal", path.display()));
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("kinspect-checkpoint".into())
+            .spawn(move || loop {
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                if std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_LIMIT) {
+                    // Most frames are already copied, so the writer waits only briefly.
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                }
+                match stopped.recv_timeout(CHECKPOINT_INTERVAL) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                    _ => break,
+                }
+            })
+            .map_err(|source| CaptureError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Checkpointer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 fn tls_columns(tls: &Option<TlsInfo>) -> (bool, Option<&str>, Option<&str>, Option<&str>) {
