@@ -12,5 +12,7 @@ pub mod decode;
 pub mod events;
 pub mod flow;
 pub mod headless;
+pub mod kinvey;
 pub mod proxy;
+pub mod redact;
 pub mod tls;

@@ -1,0 +1,413 @@
+//! Finding and classifying Kinvey errors in a flow's response.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde_json::{Map, Value};
+
+use super::{lookup, Anomaly, ErrorClass, KinveyAnalysis, KinveyError};
+use crate::flow::Flow;
+
+/// Analyses one flow: request id, errors (batch elements included), their classes and
+/// every anomaly. Bodies are decoded (gzip, br, deflate, zstd) first.
+pub fn analyze(flow: &Flow) -> KinveyAnalysis {
+    let mut analysis = KinveyAnalysis {
+        request_id: None,
+        api_version: flow
+            .request
+            .headers
+            .get("x-kinvey-api-version")
+            .map(|v| v.into_owned()),
+        errors: Vec::new(),
+        anomalies: Vec::new(),
+    };
+    let Some(response) = flow.response.as_ref().filter(|r| !r.from_proxy) else {
+        return analysis;
+    };
+    analysis.request_id = response
+        .headers
+        .get("x-kinvey-request-id")
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty());
+    let content_type = response.headers.get("content-type").map(|c| c.into_owned());
+
+    if let Some(body) = flow.decoded_response_body() {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(object)) => {
+                let before = analysis.errors.len();
+                read_object(&object, response.status, &mut analysis);
+                let found = analysis.errors.len() > before;
+                let is_json = content_type
+                    .as_deref()
+                    .is_some_and(|c| c.to_ascii_lowercase().contains("json"));
+                if found && !is_json {
+                    analysis.anomalies.push(Anomaly::NonJsonContentType {
+                        content_type: content_type.clone().unwrap_or_else(|| "(none)".into()),
+                    });
+                }
+            }
+            Ok(_) => {}
+            Err(e) if response.status >= 400 && !response.body.truncated => {
+                let text = String::from_utf8_lossy(&body);
+                if let Some(name) = kinvey_looking_name(&text) {
+                    analysis.anomalies.push(Anomaly::UnparseableBody {
+                        reason: e.to_string(),
+                    });
+                    push_error(&mut analysis, name, response.status, None, None, None);
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    if analysis.is_kinvey() && analysis.api_version.is_none() {
+        analysis.anomalies.push(Anomaly::MissingApiVersion);
+    }
+    analysis
+}
+
+/// Reads a JSON object body: a wrapper, a batch, or a plain error.
+fn read_object(object: &Map<String, Value>, http_status: u16, analysis: &mut KinveyAnalysis) {
+    if object.contains_key("result") && object.contains_key("headers") {
+        analysis.anomalies.push(Anomaly::WrappedBody);
+        let status = object
+            .get("statusCode")
+            .and_then(Value::as_u64)
+            .and_then(|s| u16::try_from(s).ok())
+            .unwrap_or(http_status);
+        if let Some(Value::Object(inner)) = object.get("result") {
+            read_object(inner, status, analysis);
+        }
+        return;
+    }
+    if let Some(Value::Array(errors)) = object.get("errors") {
+        let before = analysis.errors.len();
+        for element in errors.iter().filter_map(Value::as_object) {
+            let index = element.get("index").and_then(Value::as_u64);
+            read_error(element, http_status, index, analysis);
+        }
+        let count = analysis.errors.len() - before;
+        if count > 0 {
+            analysis.anomalies.push(Anomaly::BatchErrors { count });
+        }
+        return;
+    }
+    if http_status >= 400 {
+        read_error(object, http_status, None, analysis);
+    }
+}
+
+/// Reads one `{error, description, debug}` (or `{name, message}`) object.
+fn read_error(
+    object: &Map<String, Value>,
+    status: u16,
+    index: Option<u64>,
+    analysis: &mut KinveyAnalysis,
+) {
+    let (name, description) = match (object.get("error"), object.get("name")) {
+        (Some(Value::String(name)), _) => (name, object.get("description")),
+        (_, Some(Value::String(name))) => {
+            analysis.anomalies.push(Anomaly::NameMessageVariant);
+            (name, object.get("message").or(object.get("description")))
+        }
+        _ => return,
+    };
+    let debug = match object.get("debug") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => Some(text.clone()),
+        Some(other) => {
+            if other.is_object() || other.is_array() {
+                analysis.anomalies.push(Anomaly::DebugIsObject);
+            }
+            Some(other.to_string())
+        }
+    };
+    let description = description.map(|d| match d {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    });
+    push_error(analysis, name.clone(), status, description, debug, index);
+}
+
+/// Classifies a found error and flags what is odd about its name and status.
+fn push_error(
+    analysis: &mut KinveyAnalysis,
+    name: String,
+    status: u16,
+    description: Option<String>,
+    debug: Option<String>,
+    index: Option<u64>,
+) {
+    if name.trim() != name {
+        analysis
+            .anomalies
+            .push(Anomaly::StrayWhitespace { name: name.clone() });
+    }
+    let (class, known) = match lookup(&name) {
+        Some(entry) => {
+            // Batch elements carry no status of their own.
+            if index.is_none() && !entry.statuses.contains(&status) {
+                analysis.anomalies.push(Anomaly::StatusMismatch {
+                    name: entry.name.into(),
+                    status,
+                    expected: entry.statuses.to_vec(),
+                });
+            }
+            (entry.class, true)
+        }
+        None => {
+            analysis.anomalies.push(Anomaly::UnknownName {
+                name: name.trim().to_owned(),
+            });
+            (ErrorClass::for_unknown_status(status), false)
+        }
+    };
+    analysis.errors.push(KinveyError {
+        name,
+        status,
+        description,
+        debug,
+        class,
+        known,
+        index,
+    });
+}
+
+/// The error name of a body that looks like a Kinvey error without being JSON (curly
+/// quotes, missing commas — as on Kinvey's own troubleshooting page).
+fn kinvey_looking_name(text: &str) -> Option<String> {
+    static ERROR_FIELD: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r#"["“”']error["“”']\s*:\s*["“”']([^"“”'\n]+)["“”']"#)
+            .expect("the pattern is valid")
+    });
+    ERROR_FIELD.captures(text).map(|c| c[1].to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{
+        CapturedBody, FlowKind, HeaderField, Headers, HttpVersion, RequestRecord, ResponseRecord,
+        Timings,
+    };
+    use bytes::Bytes;
+
+    fn headers(pairs: &[(&str, &str)]) -> Headers {
+        Headers(
+            pairs
+                .iter()
+                .map(|(n, v)| HeaderField {
+                    name: n.to_string(),
+                    value: Bytes::copy_from_slice(v.as_bytes()),
+                })
+                .collect(),
+        )
+    }
+
+    fn flow(status: u16, response_headers: &[(&str, &str)], body: &str) -> Flow {
+        Flow {
+            id: 1,
+            kind: FlowKind::Http,
+            client_addr: "127.0.0.1:5000".parse().unwrap(),
+            started_at: std::time::UNIX_EPOCH,
+            scheme: "https".into(),
+            host: "baas.kinvey.com".into(),
+            port: 443,
+            request: RequestRecord {
+                method: "GET".into(),
+                url: "https://baas.kinvey.com/appdata/kid_x/books".into(),
+                version: HttpVersion::Http11,
+                headers: headers(&[("X-Kinvey-API-Version", "5")]),
+                body: CapturedBody::default(),
+            },
+            response: Some(ResponseRecord {
+                status,
+                version: HttpVersion::Http11,
+                headers: headers(response_headers),
+                body: CapturedBody {
+                    bytes: Bytes::copy_from_slice(body.as_bytes()),
+                    wire_size: body.len() as u64,
+                    truncated: false,
+                    incomplete: false,
+                },
+                from_proxy: false,
+            }),
+            timings: Timings::default(),
+            server_ip: None,
+            client_tls: None,
+            server_tls: None,
+            error: None,
+        }
+    }
+
+    const JSON: (&str, &str) = ("Content-Type", "application/json");
+
+    fn codes(a: &KinveyAnalysis) -> Vec<&'static str> {
+        a.anomalies.iter().map(Anomaly::code).collect()
+    }
+
+    #[test]
+    fn a_plain_error_is_classified_from_the_dictionary() {
+        let f = flow(
+            500,
+            &[JSON, ("X-Kinvey-Request-ID", "abc")],
+            r#"{"error":"KinveyInternalErrorRetry","description":"retry","debug":"d"}"#,
+        );
+        let a = analyze(&f);
+        assert_eq!(a.request_id.as_deref(), Some("abc"));
+        let e = a.primary().unwrap();
+        assert_eq!(
+            (e.class, e.known, e.badge().as_str()),
+            (ErrorClass::Retry, true, "RETRY")
+        );
+        assert_eq!(e.debug.as_deref(), Some("d"));
+        assert!(a.anomalies.is_empty(), "{:?}", a.anomalies);
+    }
+
+    #[test]
+    fn a_success_with_a_request_id_is_kinvey_without_errors() {
+        let a = analyze(&flow(200, &[JSON, ("x-kinvey-request-id", "r1")], "[]"));
+        assert!(a.is_kinvey());
+        assert!(a.errors.is_empty() && a.anomalies.is_empty());
+        let plain = analyze(&flow(200, &[JSON], r#"{"error":"x"}"#));
+        assert!(
+            !plain.is_kinvey(),
+            "an error field on a 200 is not an error"
+        );
+    }
+
+    #[test]
+    fn unknown_names_are_classed_by_status_and_flagged() {
+        let a = analyze(&flow(
+            429,
+            &[JSON],
+            r#"{"error":"QuotaExceeded","description":"x"}"#,
+        ));
+        let e = a.primary().unwrap();
+        assert_eq!(
+            (e.class, e.known, e.badge().as_str()),
+            (ErrorClass::Retry, false, "?RETRY")
+        );
+        assert_eq!(codes(&a), ["unknown_name"]);
+    }
+
+    #[test]
+    fn status_mismatch_and_whitespace_are_flagged() {
+        let a = analyze(&flow(
+            400,
+            &[JSON],
+            r#"{"error":"EntityNotFound","description":"x"}"#,
+        ));
+        assert_eq!(codes(&a), ["status_mismatch"]);
+        assert_eq!(a.primary().unwrap().class, ErrorClass::Fix);
+        let a = analyze(&flow(
+            550,
+            &[JSON],
+            r#"{"error":"BLTimeoutError ","description":"x"}"#,
+        ));
+        assert_eq!(codes(&a), ["stray_whitespace"]);
+        assert!(a.primary().unwrap().known);
+        assert_eq!(a.primary().unwrap().trimmed_name(), "BLTimeoutError");
+        // Both statuses of APIVersionNotAvailable are right.
+        for status in [400, 501] {
+            let a = analyze(&flow(
+                status,
+                &[JSON],
+                r#"{"error":"APIVersionNotAvailable"}"#,
+            ));
+            assert!(a.anomalies.is_empty(), "{status}");
+        }
+    }
+
+    #[test]
+    fn the_pages_own_broken_example_is_unparseable_but_understood() {
+        let body =
+            "{\n    “error”: “InsufficientCredentials”\n    “description”: “The credentials…”\n}";
+        let a = analyze(&flow(401, &[JSON], body));
+        assert_eq!(codes(&a), ["unparseable_body"]);
+        let e = a.primary().unwrap();
+        assert_eq!(e.name, "InsufficientCredentials");
+        assert_eq!(e.class, ErrorClass::Fix);
+        let not_kinvey = analyze(&flow(
+            502,
+            &[("content-type", "text/html")],
+            "<h1>Bad gateway</h1>",
+        ));
+        assert!(not_kinvey.errors.is_empty() && not_kinvey.anomalies.is_empty());
+    }
+
+    #[test]
+    fn variants_wrappers_batches_and_content_types_are_flagged() {
+        let a = analyze(&flow(
+            500,
+            &[("content-type", "text/html")],
+            r#"{"error":"KinveyInternalErrorStop"}"#,
+        ));
+        assert_eq!(codes(&a), ["non_json_content_type"]);
+        assert_eq!(a.primary().unwrap().class, ErrorClass::Stop);
+
+        let a = analyze(&flow(
+            404,
+            &[JSON],
+            r#"{"name":"EntityNotFound","message":"gone"}"#,
+        ));
+        assert_eq!(codes(&a), ["name_message_variant"]);
+        assert_eq!(a.primary().unwrap().description.as_deref(), Some("gone"));
+
+        let a = analyze(&flow(
+            400,
+            &[JSON],
+            r#"{"error":"JSONParseError","debug":{"line":3}}"#,
+        ));
+        assert_eq!(codes(&a), ["debug_is_object"]);
+        assert_eq!(a.primary().unwrap().debug.as_deref(), Some(r#"{"line":3}"#));
+
+        let wrapped = r#"{"result":{"error":"EntityNotFound","description":"x"},"headers":{},"statusCode":404}"#;
+        let a = analyze(&flow(
+            200,
+            &[JSON, ("X-Kinvey-ResponseWrapper", "true")],
+            wrapped,
+        ));
+        assert_eq!(codes(&a), ["wrapped_body"]);
+        assert_eq!(a.primary().unwrap().status, 404);
+
+        let batch = r#"{"entities":[{}],"errors":[{"index":1,"error":"KinveyInternalErrorRetry"},{"index":2,"error":"ParameterValueOutOfRange"}]}"#;
+        let a = analyze(&flow(207, &[JSON], batch));
+        assert_eq!(codes(&a), ["batch_errors"]);
+        assert_eq!(a.errors.len(), 2);
+        assert_eq!(a.errors[1].index, Some(2));
+        assert_eq!(a.errors[1].class, ErrorClass::Fix);
+    }
+
+    #[test]
+    fn a_kinvey_request_without_an_api_version_is_flagged() {
+        let mut f = flow(200, &[JSON, ("X-Kinvey-Request-ID", "r")], "{}");
+        f.request.headers = Headers::default();
+        assert_eq!(codes(&analyze(&f)), ["missing_api_version"]);
+        let mut other = flow(200, &[JSON], "{}");
+        other.request.headers = Headers::default();
+        assert!(
+            analyze(&other).anomalies.is_empty(),
+            "not a Kinvey exchange"
+        );
+    }
+
+    #[test]
+    fn gzip_bodies_are_decoded_first() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(br#"{"error":"BLInternalError","description":"x"}"#)
+            .unwrap();
+        let mut f = flow(550, &[JSON, ("Content-Encoding", "gzip")], "");
+        f.response.as_mut().unwrap().body.bytes = Bytes::from(gz.finish().unwrap());
+        assert_eq!(analyze(&f).primary().unwrap().class, ErrorClass::Stop);
+    }
+
+    #[test]
+    fn proxy_made_errors_are_not_kinvey_errors() {
+        let mut f = flow(502, &[JSON], r#"{"error":"UpstreamConnectFailure"}"#);
+        f.response.as_mut().unwrap().from_proxy = true;
+        let a = analyze(&f);
+        assert!(a.errors.is_empty() && !a.is_kinvey());
+    }
+}

@@ -1,0 +1,259 @@
+//! The Kinvey domain: error dictionary, detection and classification of error bodies,
+//! anomalies, client-behaviour checks across flows, the request-ID index and the
+//! support report. Everything here is a pure function of flows.
+
+pub mod behaviour;
+mod detect;
+pub mod dictionary;
+pub mod index;
+pub mod report;
+
+pub use behaviour::{BehaviourTracker, BehaviourWarning};
+pub use detect::analyze;
+pub use dictionary::{lookup, DictionaryEntry, ErrorClass, DICTIONARY};
+pub use index::RequestIdIndex;
+
+use serde::{Deserialize, Serialize};
+
+/// One Kinvey error found in a response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KinveyError {
+    /// The name exactly as sent (stray whitespace included).
+    pub name: String,
+    /// The status it came with (the HTTP status, or the wrapped `statusCode`).
+    pub status: u16,
+    /// The `description` (or `message`) field.
+    pub description: Option<String>,
+    /// The `debug` field, as text (an object is rendered as compact JSON).
+    pub debug: Option<String>,
+    /// What to do about it.
+    pub class: ErrorClass,
+    /// True when the name is in the dictionary.
+    pub known: bool,
+    /// The element's index, for errors inside a 207 batch response.
+    pub index: Option<u64>,
+}
+
+impl KinveyError {
+    /// The name without stray whitespace.
+    pub fn trimmed_name(&self) -> &str {
+        self.name.trim()
+    }
+
+    /// The dictionary entry, when the name is known.
+    pub fn entry(&self) -> Option<&'static DictionaryEntry> {
+        lookup(&self.name)
+    }
+
+    /// `RETRY`, `FIX`, `STOP`, or `?` and the class for names not in the dictionary.
+    pub fn badge(&self) -> String {
+        badge(self.class, self.known)
+    }
+
+    /// One line: what the developer should do next.
+    pub fn next_step(&self) -> &'static str {
+        match self.entry() {
+            Some(entry) => entry.next_step,
+            None => match self.class {
+                ErrorClass::Retry => "Unknown error name; its status is transient: re-send with backoff.",
+                ErrorClass::Fix => "Unknown error name; its status says the request is wrong: check it against the API reference.",
+                ErrorClass::Stop => "Unknown error name; its status is a server fault: do not re-send, contact support with the request ID.",
+            },
+        }
+    }
+}
+
+/// The badge of a class: `RETRY`, or `?RETRY` for an unknown name.
+pub fn badge(class: ErrorClass, known: bool) -> String {
+    if known {
+        class.badge().to_owned()
+    } else {
+        format!("?{}", class.badge())
+    }
+}
+
+/// Something about a Kinvey exchange that breaks Kinvey's own rules, or that an SDK
+/// would trip over. Flagged, never hidden.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Anomaly {
+    /// A known name sent with a status the dictionary does not give it.
+    StatusMismatch {
+        /// The name.
+        name: String,
+        /// The status it came with.
+        status: u16,
+        /// The statuses the dictionary gives it.
+        expected: Vec<u16>,
+    },
+    /// A name that is not in the dictionary.
+    UnknownName {
+        /// The name.
+        name: String,
+    },
+    /// A name with leading or trailing whitespace.
+    StrayWhitespace {
+        /// The name as sent.
+        name: String,
+    },
+    /// A body that looks like a Kinvey error but is not valid JSON.
+    UnparseableBody {
+        /// The JSON parser's complaint.
+        reason: String,
+    },
+    /// A JSON error body sent with a content type that is not JSON.
+    NonJsonContentType {
+        /// The content type sent.
+        content_type: String,
+    },
+    /// `name`/`message` used instead of `error`/`description`.
+    NameMessageVariant,
+    /// A `debug` that is an object instead of a string.
+    DebugIsObject,
+    /// A body wrapped as `{result, headers}` (`X-Kinvey-ResponseWrapper`).
+    WrappedBody,
+    /// A 207 batch response carrying errors in `errors[]`.
+    BatchErrors {
+        /// How many elements failed.
+        count: usize,
+    },
+    /// A request to Kinvey without `X-Kinvey-API-Version` (no structured errors).
+    MissingApiVersion,
+}
+
+impl Anomaly {
+    /// A short stable code (`status_mismatch`, ...).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Anomaly::StatusMismatch { .. } => "status_mismatch",
+            Anomaly::UnknownName { .. } => "unknown_name",
+            Anomaly::StrayWhitespace { .. } => "stray_whitespace",
+            Anomaly::UnparseableBody { .. } => "unparseable_body",
+            Anomaly::NonJsonContentType { .. } => "non_json_content_type",
+            Anomaly::NameMessageVariant => "name_message_variant",
+            Anomaly::DebugIsObject => "debug_is_object",
+            Anomaly::WrappedBody => "wrapped_body",
+            Anomaly::BatchErrors { .. } => "batch_errors",
+            Anomaly::MissingApiVersion => "missing_api_version",
+        }
+    }
+
+    /// What is wrong, in a sentence.
+    pub fn message(&self) -> String {
+        match self {
+            Anomaly::StatusMismatch { name, status, expected } => format!(
+                "{name} came with status {status}; Kinvey sends it with {}",
+                expected.iter().map(u16::to_string).collect::<Vec<_>>().join(" or ")
+            ),
+            Anomaly::UnknownName { name } => format!(
+                "{name:?} is not in Kinvey's error dictionary: classified by its status"
+            ),
+            Anomaly::StrayWhitespace { name } => {
+                format!("the error name {name:?} has stray whitespace; code comparing names exactly will miss it")
+            }
+            Anomaly::UnparseableBody { reason } => format!(
+                "the body looks like a Kinvey error but is not valid JSON ({reason}); SDKs cannot parse it"
+            ),
+            Anomaly::NonJsonContentType { content_type } => format!(
+                "a JSON error body was sent as {content_type:?}; SDKs that trust the content type will not parse it"
+            ),
+            Anomaly::NameMessageVariant => {
+                "the body uses name/message instead of error/description".into()
+            }
+            Anomaly::DebugIsObject => "debug is an object, not a string".into(),
+            Anomaly::WrappedBody => {
+                "the body is wrapped as {result, headers} (X-Kinvey-ResponseWrapper); the real status is inside".into()
+            }
+            Anomaly::BatchErrors { count } => {
+                format!("the 207 batch response carries {count} failed element(s) in errors[]")
+            }
+            Anomaly::MissingApiVersion => {
+                "the request has no X-Kinvey-API-Version header: Kinvey only sends structured errors from API version 1 on".into()
+            }
+        }
+    }
+}
+
+/// What kinspect found in one flow.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct KinveyAnalysis {
+    /// The response's `X-Kinvey-Request-ID`.
+    pub request_id: Option<String>,
+    /// The request's `X-Kinvey-API-Version`.
+    pub api_version: Option<String>,
+    /// The errors found, the main one first (several for batch responses).
+    pub errors: Vec<KinveyError>,
+    /// Everything flagged.
+    pub anomalies: Vec<Anomaly>,
+}
+
+impl KinveyAnalysis {
+    /// True when the flow is a Kinvey exchange (a request id or a Kinvey error body).
+    pub fn is_kinvey(&self) -> bool {
+        self.request_id.is_some() || !self.errors.is_empty()
+    }
+
+    /// The main error.
+    pub fn primary(&self) -> Option<&KinveyError> {
+        self.errors.first()
+    }
+}
+
+/// A finding kept with a flow in the capture: a code and its sentence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    /// A short stable code.
+    pub code: String,
+    /// The sentence shown to people.
+    pub message: String,
+}
+
+/// The Kinvey results stored with each flow (what lists, filters and indexes need).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct KinveySummary {
+    /// The response's `X-Kinvey-Request-ID`.
+    pub request_id: Option<String>,
+    /// The main error's name, trimmed.
+    pub error: Option<String>,
+    /// The main error's class.
+    pub class: Option<ErrorClass>,
+    /// False when the main error's name is not in the dictionary.
+    pub known: bool,
+    /// Every anomaly.
+    pub anomalies: Vec<Finding>,
+    /// Client-behaviour warnings (across flows).
+    pub warnings: Vec<Finding>,
+}
+
+impl KinveySummary {
+    /// The summary of an analysis and the warnings raised for the flow.
+    pub fn new(analysis: &KinveyAnalysis, warnings: &[BehaviourWarning]) -> Self {
+        let primary = analysis.primary();
+        KinveySummary {
+            request_id: analysis.request_id.clone(),
+            error: primary.map(|e| e.trimmed_name().to_owned()),
+            class: primary.map(|e| e.class),
+            known: primary.is_none_or(|e| e.known),
+            anomalies: analysis
+                .anomalies
+                .iter()
+                .map(|a| Finding {
+                    code: a.code().into(),
+                    message: a.message(),
+                })
+                .collect(),
+            warnings: warnings
+                .iter()
+                .map(|w| Finding {
+                    code: w.code().into(),
+                    message: w.message(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The flow's badge (`RETRY`, `FIX`, `STOP`, `?FIX`...), when it carries an error.
+    pub fn badge(&self) -> Option<String> {
+        self.class.map(|c| badge(c, self.known))
+    }
+}

@@ -1,0 +1,100 @@
+//! The support report: a short, redacted text about one exchange that a developer can
+//! paste into a message to Kinvey support.
+
+use std::fmt::Write;
+
+use super::{Finding, KinveyAnalysis};
+use crate::flow::{utc_timestamp, Flow};
+use crate::redact::{redact_url, Secrets};
+
+/// The report for `flow`, given its analysis and the behaviour warnings stored with it.
+/// No credential, token, cookie or app secret of the flow appears in it.
+pub fn support_report(flow: &Flow, analysis: &KinveyAnalysis, warnings: &[Finding]) -> String {
+    let secrets = Secrets::of(flow);
+    let mut out = String::new();
+    let mut line = |label: &str, value: &str| {
+        let _ = writeln!(out, "{label:<13}{}", secrets.scrub(value));
+    };
+    line(
+        "Request ID:",
+        analysis
+            .request_id
+            .as_deref()
+            .unwrap_or("(none: the response carried no X-Kinvey-Request-ID)"),
+    );
+    line("Time (UTC):", &utc_timestamp(flow.started_at));
+    line(
+        "Request:",
+        &format!("{} {}", flow.request.method, redact_url(&flow.request.url)),
+    );
+    let status = flow
+        .status()
+        .map_or_else(|| "(no response)".to_owned(), |s| s.to_string());
+    line("Status:", &status);
+    match analysis.primary() {
+        Some(error) => {
+            line("Error:", error.trimmed_name());
+            line(
+                "Class:",
+                &format!("{} - {}", error.badge(), error.next_step()),
+            );
+            line(
+                "Description:",
+                error.description.as_deref().unwrap_or("(none)"),
+            );
+            line("Debug:", error.debug.as_deref().unwrap_or("(none)"));
+            for more in &analysis.errors[1..] {
+                let at = more
+                    .index
+                    .map(|i| format!(" (element {i})"))
+                    .unwrap_or_default();
+                line(
+                    "Also:",
+                    &format!(
+                        "{}{at}: {}",
+                        more.trimmed_name(),
+                        more.description.as_deref().unwrap_or("")
+                    ),
+                );
+            }
+        }
+        None => line("Error:", "(none)"),
+    }
+    if let Some(error) = &flow.error {
+        line("Proxy error:", &error.message);
+    }
+    line(
+        "API version:",
+        analysis.api_version.as_deref().unwrap_or("(not sent)"),
+    );
+    line("Client app:", &client_app(flow));
+    for anomaly in &analysis.anomalies {
+        line("Anomaly:", &anomaly.message());
+    }
+    for warning in warnings {
+        line("Client:", &warning.message);
+    }
+    let _ = writeln!(
+        out,
+        "(captured by kinspect; credentials, tokens, cookies and secrets are redacted)"
+    );
+    out
+}
+
+/// The client's app and SDK as its headers describe them.
+fn client_app(flow: &Flow) -> String {
+    let headers = &flow.request.headers;
+    let parts: Vec<String> = [
+        "x-kinvey-client-app-version",
+        "x-kinvey-device-information",
+        "user-agent",
+    ]
+    .iter()
+    .filter_map(|name| headers.get(name).map(|v| v.into_owned()))
+    .collect();
+    if parts.is_empty() {
+        "(unknown)".into()
+    } else {
+        parts.join("; ")
+    }
+}

@@ -1,0 +1,169 @@
+//! Redaction of secrets (credentials, tokens, cookies, app secrets) from what kinspect
+//! hands to other people: support reports and HAR exports.
+
+use base64::Engine;
+
+use crate::flow::Flow;
+
+/// What replaces a secret.
+pub const REDACTED: &str = "[redacted]";
+
+/// True for headers whose values are secrets.
+pub fn is_secret_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    matches!(
+        name.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+    ) || (name.starts_with("x-kinvey-")
+        && (name.contains("auth") || name.contains("secret") || name.contains("token")))
+}
+
+/// True for query parameters whose values are secrets.
+pub fn is_secret_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "signature",
+        "session",
+        "credential",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
+        || matches!(
+            name.as_str(),
+            "auth" | "sig" | "api_key" | "apikey" | "code"
+        )
+}
+
+/// `url` with the values of secret query parameters replaced.
+pub fn redact_url(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let (query, fragment) = match query.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (query, None),
+    };
+    let query = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if is_secret_param(name) => format!("{name}={REDACTED}"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    match fragment {
+        Some(f) => format!("{base}?{query}#{f}"),
+        None => format!("{base}?{query}"),
+    }
+}
+
+/// The secret strings of one flow, to scrub from any text derived from it.
+#[derive(Debug, Default)]
+pub struct Secrets {
+    values: Vec<String>,
+}
+
+/// Secrets shorter than this are not scrubbed from free text (too many false hits).
+const MIN_SECRET_LEN: usize = 4;
+
+impl Secrets {
+    /// Collects the flow's secrets: secret header values, their credential parts (the
+    /// token after `Kinvey`/`Bearer`, the user and password or app key and app secret
+    /// inside `Basic`), cookie values, and secret query parameter values.
+    pub fn of(flow: &Flow) -> Secrets {
+        let mut secrets = Secrets::default();
+        let response_headers = flow.response.iter().flat_map(|r| r.headers.iter());
+        for field in flow.request.headers.iter().chain(response_headers) {
+            if !is_secret_header(&field.name) {
+                continue;
+            }
+            let value = field.value_lossy().trim().to_owned();
+            if let Some((scheme, credentials)) = value.split_once(' ') {
+                let credentials = credentials.trim();
+                if scheme.eq_ignore_ascii_case("basic") {
+                    if let Ok(decoded) =
+                        base64::engine::general_purpose::STANDARD.decode(credentials)
+                    {
+                        let decoded = String::from_utf8_lossy(&decoded).into_owned();
+                        if let Some((_, secret)) = decoded.split_once(':') {
+                            secrets.add(secret);
+                        }
+                        secrets.add(&decoded);
+                    }
+                }
+                secrets.add(credentials);
+            }
+            for cookie in value.split(';') {
+                if let Some((_, v)) = cookie.split_once('=') {
+                    secrets.add(v.trim());
+                }
+            }
+            secrets.add(&value);
+        }
+        if let Some((_, query)) = flow.request.url.split_once('?') {
+            for pair in query.split('&') {
+                if let Some((name, v)) = pair.split_once('=') {
+                    if is_secret_param(name) {
+                        secrets.add(v);
+                    }
+                }
+            }
+        }
+        // Longest first, so a value is scrubbed whole before its parts.
+        secrets.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        secrets
+    }
+
+    fn add(&mut self, value: &str) {
+        if value.len() >= MIN_SECRET_LEN && !self.values.iter().any(|v| v == value) {
+            self.values.push(value.to_owned());
+        }
+    }
+
+    /// `text` with every secret replaced.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for secret in &self.values {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), REDACTED);
+            }
+        }
+        text
+    }
+
+    /// True when no secret was found.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_headers_and_params_are_recognised() {
+        for h in [
+            "Authorization",
+            "cookie",
+            "Set-Cookie",
+            "X-Kinvey-Auth-Token",
+        ] {
+            assert!(is_secret_header(h), "{h}");
+        }
+        assert!(!is_secret_header("X-Kinvey-API-Version"));
+        for p in ["access_token", "appSecret", "password", "sig", "sessionid"] {
+            assert!(is_secret_param(p), "{p}");
+        }
+        assert!(!is_secret_param("query"));
+        assert_eq!(
+            redact_url("https://h/p?query=%7B%7D&access_token=abc&x=1#top"),
+            "https://h/p?query=%7B%7D&access_token=[redacted]&x=1#top"
+        );
+        assert_eq!(redact_url("https://h/p"), "https://h/p");
+    }
+}
