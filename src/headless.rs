@@ -4,7 +4,8 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 
-use crate::flow::{utc_timestamp, Flow, FlowKind, Headers};
+use crate::capture::StoredFlow;
+use crate::flow::{utc_timestamp, FlowKind, Headers};
 
 /// How each flow is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +32,8 @@ pub fn human_size(bytes: u64) -> String {
 }
 
 /// The one-line summary of a flow.
-pub fn text_line(flow: &Flow) -> String {
+pub fn text_line(stored: &StoredFlow) -> String {
+    let StoredFlow { flow, kinvey } = stored;
     let status = match (&flow.response, flow.kind) {
         (_, FlowKind::Tunnel) => "tunnel".to_owned(),
         (Some(r), _) if r.from_proxy => format!("{} (kinspect)", r.status),
@@ -39,8 +41,12 @@ pub fn text_line(flow: &Flow) -> String {
         (None, _) => "---".to_owned(),
     };
     let size = flow.response.as_ref().map_or(0, |r| r.body.wire_size);
+    let kinvey_error = match (kinvey.badge(), &kinvey.error) {
+        (Some(badge), Some(name)) => format!(" {badge} {name}"),
+        _ => String::new(),
+    };
     let mut line = format!(
-        "{} {} {} {} {} {} {}ms",
+        "{} {} {} {} {}{kinvey_error} {} {}ms",
         utc_timestamp(flow.started_at),
         flow.client_addr,
         flow.request.method,
@@ -49,6 +55,13 @@ pub fn text_line(flow: &Flow) -> String {
         human_size(size),
         flow.duration().as_millis(),
     );
+    for warning in &kinvey.warnings {
+        line.push_str(&format!(" warning[{}]", warning.code));
+    }
+    if !kinvey.anomalies.is_empty() {
+        let codes: Vec<&str> = kinvey.anomalies.iter().map(|a| a.code.as_str()).collect();
+        line.push_str(&format!(" anomalies[{}]", codes.join(",")));
+    }
     if let Some(error) = &flow.error {
         line.push_str(&format!(
             " error[{}]: {}",
@@ -73,7 +86,8 @@ fn millis(d: Option<std::time::Duration>) -> Value {
 }
 
 /// The JSON object of a flow (`--jsonl`): everything but the bodies' bytes.
-pub fn json_object(flow: &Flow) -> Value {
+pub fn json_object(stored: &StoredFlow) -> Value {
+    let StoredFlow { flow, kinvey } = stored;
     let response = flow.response.as_ref().map(|r| {
         json!({
             "status": r.status,
@@ -112,6 +126,7 @@ pub fn json_object(flow: &Flow) -> Value {
         "client_tls": flow.client_tls,
         "server_tls": flow.server_tls,
         "error": flow.error,
+        "kinvey": kinvey,
     })
 }
 
@@ -134,7 +149,7 @@ impl<W: Write> LinePrinter<W> {
 
     /// Prints one flow. Once the output is closed (e.g. piped into `head`) it prints
     /// nothing more, and never fails: the proxy must not stop for its printer.
-    pub fn print(&mut self, flow: &Flow) {
+    pub fn print(&mut self, flow: &StoredFlow) {
         if self.closed {
             return;
         }

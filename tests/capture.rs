@@ -10,11 +10,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
-use kinspect::capture::{CaptureError, CaptureReader, CaptureWriter, Detail};
+use kinspect::capture::{CaptureError, CaptureReader, CaptureWriter, Detail, StoredFlow};
 use kinspect::flow::{
     CapturedBody, Flow, FlowError, FlowErrorKind, FlowKind, HeaderField, Headers, HttpVersion,
     RequestRecord, ResponseRecord, Timings, TlsInfo,
 };
+use kinspect::kinvey::{ErrorClass, Finding, KinveySummary};
 use support::{Origin, OriginKind, STEP};
 
 fn header(name: &str, value: &[u8]) -> HeaderField {
@@ -124,7 +125,33 @@ fn every_flow_field_round_trips_through_the_store() {
     let path = dir.path().join("round-trip.db");
     let mut writer = CaptureWriter::open(&path).unwrap();
     assert_eq!(writer.next_id().unwrap(), 1);
-    let flows = [full_flow(1), tunnel_flow(2)];
+    let kinvey = KinveySummary {
+        request_id: Some("abc123".into()),
+        error: Some("KinveyInternalErrorRetry".into()),
+        class: Some(ErrorClass::Retry),
+        known: true,
+        anomalies: vec![Finding {
+            code: "missing_api_version".into(),
+            message: "no version".into(),
+        }],
+        warnings: vec![Finding {
+            code: "retry_without_backoff".into(),
+            message: "retried 3 ms after".into(),
+        }],
+    };
+    let flows = [
+        StoredFlow {
+            flow: full_flow(1),
+            kinvey,
+        },
+        StoredFlow {
+            flow: tunnel_flow(2),
+            kinvey: KinveySummary {
+                known: true,
+                ..KinveySummary::default()
+            },
+        },
+    ];
     writer.write_batch(&flows).unwrap();
     assert_eq!(writer.next_id().unwrap(), 3);
 
@@ -133,10 +160,14 @@ fn every_flow_field_round_trips_through_the_store() {
     assert_eq!(reader.flow(1).unwrap().unwrap(), flows[0]);
     assert_eq!(reader.flow(2).unwrap().unwrap(), flows[1]);
     assert!(reader.flow(3).unwrap().is_none());
+    let hit = vec![("abc123".to_string(), 1)];
+    assert_eq!(reader.find_request_id("abc123").unwrap(), hit);
+    assert_eq!(reader.find_request_id("abc").unwrap(), hit, "by prefix");
+    assert!(reader.find_request_id("abd").unwrap().is_empty());
 
     let mut summaries = Vec::new();
     reader
-        .for_each(Detail::Summary, |f| summaries.push(f))
+        .for_each(Detail::Summary, |f| summaries.push(f.flow))
         .unwrap();
     assert_eq!(summaries.len(), 2);
     assert!(
@@ -320,7 +351,8 @@ async fn sigkill_right_after_the_last_response_loses_no_flow() {
     assert_eq!(reader.count().unwrap(), N as u64);
     let mut seen = vec![false; N];
     reader
-        .for_each(Detail::Full, |flow| {
+        .for_each(Detail::Full, |stored| {
+            let flow = stored.flow;
             let i: usize = flow
                 .request
                 .url
@@ -383,7 +415,9 @@ async fn a_growing_capture_can_be_listed_while_the_proxy_writes() {
     // A reader holding the file open does not block the writer.
     let reader = CaptureReader::open(&capture).unwrap();
     let mut first = Vec::new();
-    reader.for_each(Detail::Full, |f| first.push(f)).unwrap();
+    reader
+        .for_each(Detail::Full, |f| first.push(f.flow))
+        .unwrap();
     for i in 5..10 {
         let response = client
             .get(origin.url(&format!("/status/20{i}")))

@@ -14,6 +14,18 @@ pub use writer::CaptureWriter;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::flow::Flow;
+use crate::kinvey::KinveySummary;
+
+/// A flow as the capture holds it: the flow and its Kinvey results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredFlow {
+    /// The flow.
+    pub flow: Flow,
+    /// What the Kinvey analysis and the behaviour checks found.
+    pub kinvey: KinveySummary,
+}
+
 /// Why a capture could not be opened, read or written. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {

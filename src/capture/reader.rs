@@ -10,11 +10,12 @@ use rusqlite::types::{Type, ValueRef};
 use rusqlite::{params, Connection, Row};
 
 use super::schema::open_for_reading;
-use super::CaptureError;
+use super::{CaptureError, StoredFlow};
 use crate::flow::{
     CapturedBody, Flow, FlowError, FlowId, HeaderField, Headers, RequestRecord, ResponseRecord,
     Timings, TlsInfo,
 };
+use crate::kinvey::{Finding, KinveySummary};
 
 /// How much of each flow to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +78,7 @@ impl CaptureReader {
         &self,
         after: FlowId,
         detail: Detail,
-        mut each: impl FnMut(Flow),
+        mut each: impl FnMut(StoredFlow),
     ) -> Result<(), CaptureError> {
         let sql = format!("{SELECT_FLOWS} WHERE id > ?1 ORDER BY id");
         let mut statement = self.conn.prepare_cached(&sql).map_err(|e| self.error(e))?;
@@ -85,20 +86,57 @@ impl CaptureReader {
             .query(params![after as i64])
             .map_err(|e| self.error(e))?;
         while let Some(row) = rows.next().map_err(|e| self.error(e))? {
-            let mut flow = flow_from_row(row).map_err(|e| self.error(e))?;
-            self.load_detail(&mut flow, detail)?;
-            each(flow);
+            let mut stored = stored_from_row(row).map_err(|e| self.error(e))?;
+            self.load_detail(&mut stored.flow, detail)?;
+            each(stored);
         }
         Ok(())
     }
 
     /// Calls `each` with every flow, in id order.
-    pub fn for_each(&self, detail: Detail, each: impl FnMut(Flow)) -> Result<(), CaptureError> {
+    pub fn for_each(
+        &self,
+        detail: Detail,
+        each: impl FnMut(StoredFlow),
+    ) -> Result<(), CaptureError> {
         self.for_each_after(0, detail, each)
     }
 
+    /// The flows whose `X-Kinvey-Request-ID` is `query`, or, when none is, starts with
+    /// it: (request id, flow id) pairs in request-id order.
+    pub fn find_request_id(&self, query: &str) -> Result<Vec<(String, FlowId)>, CaptureError> {
+        let query = query.trim();
+        let run = |sql: &str,
+                   args: &[&dyn rusqlite::ToSql]|
+         -> Result<Vec<(String, FlowId)>, CaptureError> {
+            let mut statement = self.conn.prepare_cached(sql).map_err(|e| self.error(e))?;
+            let rows = statement
+                .query_map(args, |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as FlowId))
+                })
+                .map_err(|e| self.error(e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| self.error(e))
+        };
+        let exact = run(
+            "SELECT kinvey_request_id, id FROM flows WHERE kinvey_request_id = ?1 ORDER BY id",
+            &[&query],
+        )?;
+        if !exact.is_empty() || query.is_empty() {
+            return Ok(exact);
+        }
+        // A range on the index: every string that starts with the prefix sorts below
+        // the prefix followed by the highest code point.
+        let upper = format!("{query}\u{10FFFF}");
+        run(
+            "SELECT kinvey_request_id, id FROM flows
+             WHERE kinvey_request_id >= ?1 AND kinvey_request_id < ?2
+             ORDER BY kinvey_request_id, id",
+            &[&query, &upper],
+        )
+    }
+
     /// One flow with everything, if it exists.
-    pub fn flow(&self, id: FlowId) -> Result<Option<Flow>, CaptureError> {
+    pub fn flow(&self, id: FlowId) -> Result<Option<StoredFlow>, CaptureError> {
         let sql = format!("{SELECT_FLOWS} WHERE id = ?1");
         let mut statement = self.conn.prepare_cached(&sql).map_err(|e| self.error(e))?;
         let mut rows = statement
@@ -107,9 +145,9 @@ impl CaptureReader {
         let Some(row) = rows.next().map_err(|e| self.error(e))? else {
             return Ok(None);
         };
-        let mut flow = flow_from_row(row).map_err(|e| self.error(e))?;
-        self.load_detail(&mut flow, Detail::Full)?;
-        Ok(Some(flow))
+        let mut stored = stored_from_row(row).map_err(|e| self.error(e))?;
+        self.load_detail(&mut stored.flow, Detail::Full)?;
+        Ok(Some(stored))
     }
 
     fn load_detail(&self, flow: &mut Flow, detail: Detail) -> Result<(), CaptureError> {
@@ -212,6 +250,28 @@ fn tls(row: &Row<'_>, prefix: &str) -> rusqlite::Result<Option<TlsInfo>> {
         alpn: row.get(format!("{prefix}_alpn").as_str())?,
         version: row.get(format!("{prefix}_version").as_str())?,
     }))
+}
+
+fn findings(row: &Row<'_>, column: &'static str) -> rusqlite::Result<Vec<Finding>> {
+    match row.get::<_, Option<String>>(column)? {
+        None => Ok(Vec::new()),
+        Some(json) => serde_json::from_str(&json).map_err(|e| bad(row, column, e.to_string())),
+    }
+}
+
+fn stored_from_row(row: &Row<'_>) -> rusqlite::Result<StoredFlow> {
+    let kinvey = KinveySummary {
+        request_id: row.get("kinvey_request_id")?,
+        error: row.get("kinvey_error")?,
+        class: parsed_opt(row, "kinvey_class")?,
+        known: row.get::<_, Option<bool>>("kinvey_known")?.unwrap_or(true),
+        anomalies: findings(row, "kinvey_anomalies")?,
+        warnings: findings(row, "kinvey_warnings")?,
+    };
+    Ok(StoredFlow {
+        flow: flow_from_row(row)?,
+        kinvey,
+    })
 }
 
 fn flow_from_row(row: &Row<'_>) -> rusqlite::Result<Flow> {

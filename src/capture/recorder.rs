@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::writer::Checkpointer;
-use super::CaptureWriter;
-use crate::events::{FlowEvent, FlowStream};
-use crate::flow::Flow;
+use super::{CaptureWriter, StoredFlow};
+use crate::events::{Acknowledgement, FlowEvent, FlowStream};
+use crate::kinvey::{self, BehaviourTracker, KinveySummary};
 
 /// Most flows stored per transaction.
 const MAX_BATCH: usize = 1024;
@@ -37,12 +37,13 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Starts recording every flow of `stream` into `writer`, then calling `on_flow` with
-    /// it. Runs until the stream ends (every publisher dropped).
+    /// Starts recording every flow of `stream` into `writer` with its Kinvey analysis and
+    /// behaviour warnings, then calling `on_flow` with it. Runs until the stream ends
+    /// (every publisher dropped).
     pub fn start(
         mut writer: CaptureWriter,
         mut stream: FlowStream,
-        mut on_flow: impl FnMut(Flow) + Send + 'static,
+        mut on_flow: impl FnMut(StoredFlow) + Send + 'static,
     ) -> std::io::Result<Recorder> {
         let checkpointer =
             Checkpointer::start(writer.path()).map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -56,12 +57,23 @@ impl Recorder {
             .name("kinspect-recorder".into())
             .spawn(move || {
                 let _checkpointer = checkpointer;
-                let mut batch: Vec<FlowEvent> = Vec::with_capacity(MAX_BATCH);
+                let mut behaviour = BehaviourTracker::new();
+                let mut batch: Vec<StoredFlow> = Vec::with_capacity(MAX_BATCH);
+                let mut acks: Vec<Acknowledgement> = Vec::with_capacity(MAX_BATCH);
+                let mut take =
+                    |event: FlowEvent, batch: &mut Vec<StoredFlow>, acks: &mut Vec<_>| {
+                        let FlowEvent { flow, ack } = event;
+                        let analysis = kinvey::analyze(&flow);
+                        let warnings = behaviour.observe(&flow, &analysis);
+                        let kinvey = KinveySummary::new(&analysis, &warnings);
+                        batch.push(StoredFlow { flow, kinvey });
+                        acks.push(ack);
+                    };
                 while let Some(first) = stream.blocking_recv() {
-                    batch.push(first);
+                    take(first, &mut batch, &mut acks);
                     while batch.len() < MAX_BATCH {
                         match stream.try_recv() {
-                            Some(event) => batch.push(event),
+                            Some(event) => take(event, &mut batch, &mut acks),
                             None => break,
                         }
                     }
@@ -69,7 +81,7 @@ impl Recorder {
                     if let Some(delay) = commit_delay {
                         std::thread::sleep(delay);
                     }
-                    match writer.write_batch(batch.iter().map(|e| &e.flow)) {
+                    match writer.write_batch(&batch) {
                         Ok(_) => {
                             counters.stored.fetch_add(n, Ordering::Relaxed);
                             counters.batches.fetch_add(1, Ordering::Relaxed);
@@ -80,14 +92,8 @@ impl Recorder {
                         }
                     }
                     // Acknowledge the whole batch first: the proxy is waiting on them.
-                    let flows: Vec<Flow> = batch
-                        .drain(..)
-                        .map(|FlowEvent { flow, ack }| {
-                            ack.done();
-                            flow
-                        })
-                        .collect();
-                    flows.into_iter().for_each(&mut on_flow);
+                    acks.clear();
+                    batch.drain(..).for_each(&mut on_flow);
                 }
             })?;
         Ok(Recorder {

@@ -63,7 +63,10 @@ CREATE TABLE flows (
     error_message             TEXT,
     kinvey_request_id         TEXT,
     kinvey_error              TEXT,
-    kinvey_class              TEXT
+    kinvey_class              TEXT,
+    kinvey_known              INTEGER,
+    kinvey_anomalies          TEXT,
+    kinvey_warnings           TEXT
 );
 
 CREATE TABLE headers (
@@ -85,6 +88,7 @@ CREATE TABLE bodies (
 CREATE INDEX flows_kinvey_request_id ON flows(kinvey_request_id);
 CREATE INDEX flows_host ON flows(host);
 CREATE INDEX flows_status ON flows(status);
+CREATE INDEX flows_kinvey_error ON flows(kinvey_error);
 CREATE INDEX flows_started_at ON flows(started_at_ns);
 "#;
 

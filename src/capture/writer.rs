@@ -6,8 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, ToSql};
 
 use super::schema::open_for_writing;
-use super::CaptureError;
-use crate::flow::{utc_timestamp, Flow, FlowId, Headers, TlsInfo};
+use super::{CaptureError, StoredFlow};
+use crate::flow::{utc_timestamp, FlowId, Headers, TlsInfo};
+use crate::kinvey::Finding;
 
 /// Appends flows to a capture file.
 pub struct CaptureWriter {
@@ -32,10 +33,11 @@ const INSERT_FLOW: &str = "INSERT INTO flows (
     time_receive_ms, duration_ms, server_ip,
     client_tls, client_tls_sni, client_tls_alpn, client_tls_version,
     server_tls, server_tls_sni, server_tls_alpn, server_tls_version,
-    error_kind, error_message, kinvey_request_id, kinvey_error, kinvey_class
+    error_kind, error_message, kinvey_request_id, kinvey_error, kinvey_class, kinvey_known,
+    kinvey_anomalies, kinvey_warnings
 ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
           ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34,
-          ?35, ?36, ?37, ?38, ?39, ?40, ?41, ?42, ?43)";
+          ?35, ?36, ?37, ?38, ?39, ?40, ?41, ?42, ?43, ?44, ?45, ?46)";
 
 const INSERT_HEADER: &str =
     "INSERT INTO headers (flow_id, side, position, name, value) VALUES (?1, ?2, ?3, ?4, ?5)";
@@ -94,7 +96,7 @@ impl CaptureWriter {
     /// Stores `flows` in one transaction.
     pub fn write_batch<'a>(
         &mut self,
-        flows: impl IntoIterator<Item = &'a Flow>,
+        flows: impl IntoIterator<Item = &'a StoredFlow>,
     ) -> Result<usize, CaptureError> {
         write_in_transaction(&mut self.conn, flows).map_err(|e| self.error(e))
     }
@@ -102,7 +104,7 @@ impl CaptureWriter {
 
 fn write_in_transaction<'a>(
     conn: &mut Connection,
-    flows: impl IntoIterator<Item = &'a Flow>,
+    flows: impl IntoIterator<Item = &'a StoredFlow>,
 ) -> rusqlite::Result<usize> {
     let tx = conn.transaction()?;
     let mut written = 0;
@@ -189,11 +191,12 @@ fn tls_columns(tls: &Option<TlsInfo>) -> (bool, Option<&str>, Option<&str>, Opti
 }
 
 fn insert_one(
-    flow: &Flow,
+    stored: &StoredFlow,
     insert_flow: &mut rusqlite::CachedStatement<'_>,
     insert_header: &mut rusqlite::CachedStatement<'_>,
     insert_body: &mut rusqlite::CachedStatement<'_>,
 ) -> rusqlite::Result<()> {
+    let StoredFlow { flow, kinvey } = stored;
     let id = flow.id as i64;
     let request = &flow.request;
     let response = flow.response.as_ref();
@@ -201,8 +204,10 @@ fn insert_one(
     let (c_tls, c_sni, c_alpn, c_version) = tls_columns(&flow.client_tls);
     let (s_tls, s_sni, s_alpn, s_version) = tls_columns(&flow.server_tls);
     let content_type = response.and_then(|r| r.headers.get("content-type"));
-    let request_id = response.and_then(|r| r.headers.get("x-kinvey-request-id"));
-    let values: [&dyn ToSql; 43] = [
+    let findings_json = |findings: &[Finding]| {
+        (!findings.is_empty()).then(|| serde_json::to_string(findings).unwrap_or_default())
+    };
+    let values: [&dyn ToSql; 46] = [
         &id,
         &flow.kind.as_str(),
         &utc_timestamp(flow.started_at),
@@ -243,9 +248,12 @@ fn insert_one(
         &s_version,
         &flow.error.as_ref().map(|e| e.kind.as_str()),
         &flow.error.as_ref().map(|e| e.message.as_str()),
-        &request_id.as_deref(),
-        &None::<String>,
-        &None::<String>,
+        &kinvey.request_id,
+        &kinvey.error,
+        &kinvey.class.map(|c| c.as_str()),
+        &kinvey.class.map(|_| kinvey.known),
+        &findings_json(&kinvey.anomalies),
+        &findings_json(&kinvey.warnings),
     ];
     insert_flow.execute(&values[..])?;
     insert_headers(insert_header, id, "request", &request.headers)?;
