@@ -9,6 +9,7 @@ pub mod ca;
 pub mod capture;
 pub mod cli;
 pub mod decode;
+pub mod demo;
 pub mod events;
 pub mod flow;
 pub mod headless;
