@@ -1,7 +1,9 @@
 //! Command-line interface: argument definitions and what each invocation runs.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -11,9 +13,12 @@ use regex::Regex;
 
 use crate::ca::CertificateAuthority;
 use crate::capture::{default_capture_path, CaptureReader, CaptureWriter, Detail, Recorder};
+use crate::demo::script::{self, ScriptOptions};
+use crate::demo::simulator::Simulator;
 use crate::events;
 use crate::headless::{LineFormat, LinePrinter};
-use crate::proxy::{Proxy, ProxyConfig, DEFAULT_MAX_BODY};
+use crate::kinvey::{self, report::support_report};
+use crate::proxy::{HostOverrides, Proxy, ProxyConfig, DEFAULT_MAX_BODY};
 
 /// Writes a line on stderr. Unlike `eprintln!` it never panics: a closed stderr must not
 /// take the proxy down.
@@ -57,50 +62,63 @@ pub enum Command {
         /// The capture file (.db).
         file: PathBuf,
     },
+    /// Print the Kinvey support report of one exchange, found by its X-Kinvey-Request-ID
+    /// (exact, or a unique prefix). Credentials, tokens and secrets are redacted.
+    Report {
+        /// The capture file (.db).
+        file: PathBuf,
+        /// The request id, or the first characters of it.
+        #[arg(long, value_name = "ID")]
+        request_id: String,
+    },
+    /// Run a Kinvey backend simulator and a scripted app through the proxy: realistic
+    /// traffic with every kind of Kinvey error, no account needed.
+    Demo,
 }
 
 /// Options of the proxy itself.
 #[derive(Debug, Args)]
 pub struct ProxyArgs {
-    /// Address to listen on. Non-loopback addresses expose the proxy to your network.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    /// Address to listen on [default: 127.0.0.1:8080; for the demo, a free port].
+    /// Non-loopback addresses expose the proxy to your network.
+    #[arg(long, value_name = "ADDR", global = true)]
+    pub listen: Option<SocketAddr>,
 
     /// Directory of the CA (created on first run). Default: $KINSPECT_HOME or ~/.kinspect.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     pub ca_dir: Option<PathBuf>,
 
     /// Capture file to record into (appended to if it exists).
     /// Default: a new file in ~/.kinspect/captures/ named after the start time.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub capture: Option<PathBuf>,
 
     /// Also trust the CA certificates in this PEM file for origins (repeatable).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub upstream_ca: Vec<PathBuf>,
 
     /// Do not verify origins' certificates (explicit opt-in; for broken test servers).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub insecure_upstream: bool,
 
     /// Pass hosts matching this regex through untouched (certificate-pinned apps).
-    #[arg(long, value_name = "REGEX")]
+    #[arg(long, value_name = "REGEX", global = true)]
     pub ignore_hosts: Option<Regex>,
 
     /// Bytes of each body kept in the capture (suffixes K, M, G); the rest is counted.
-    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value_t = DEFAULT_MAX_BODY)]
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value_t = DEFAULT_MAX_BODY, global = true)]
     pub max_body: usize,
 
     /// Seconds to wait for an origin's response headers before answering 504.
-    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    #[arg(long, value_name = "SECS", default_value_t = 120, global = true)]
     pub upstream_timeout: u64,
 
-    /// No UI: print one line per flow on stdout.
-    #[arg(long)]
+    /// No UI: print one line per flow on stdout (the demo exits when its script ends).
+    #[arg(long, global = true)]
     pub headless: bool,
 
     /// With --headless: print one JSON object per flow instead of a line.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub jsonl: bool,
 }
 
@@ -138,16 +156,27 @@ pub fn kinspect_home() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(user_home).join(".kinspect"))
 }
 
+/// The default listen address of the proxy.
+const DEFAULT_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 8080);
+
 impl ProxyArgs {
-    fn proxy_config(&self) -> ProxyConfig {
+    fn proxy_config(&self, default_listen: SocketAddr) -> ProxyConfig {
         ProxyConfig {
-            listen: self.listen,
+            listen: self.listen.unwrap_or(default_listen),
             upstream_ca: self.upstream_ca.clone(),
             insecure_upstream: self.insecure_upstream,
             ignore_hosts: self.ignore_hosts.clone(),
             max_body: self.max_body,
             upstream_timeout: Duration::from_secs(self.upstream_timeout),
             ..ProxyConfig::default()
+        }
+    }
+
+    fn line_format(&self) -> LineFormat {
+        if self.jsonl {
+            LineFormat::JsonLines
+        } else {
+            LineFormat::Text
         }
     }
 }
@@ -157,7 +186,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Ls { file, json }) => list(&file, json),
         Some(Command::Open { file }) => list(&file, false),
-        None => run_proxy(cli.proxy),
+        Some(Command::Report { file, request_id }) => report(&file, &request_id),
+        Some(Command::Demo) => run_session(cli.proxy, Mode::Demo),
+        None => run_session(cli.proxy, Mode::Proxy),
     }
 }
 
@@ -174,7 +205,54 @@ fn list(file: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
+/// `kinspect report`: the support report of the flow(s) with a request id.
+fn report(file: &Path, request_id: &str) -> anyhow::Result<()> {
+    let reader = CaptureReader::open(file)?;
+    let found = reader.find_request_id(request_id)?;
+    let mut ids: Vec<&str> = found.iter().map(|(id, _)| id.as_str()).collect();
+    ids.dedup();
+    match ids.len() {
+        0 => anyhow::bail!(
+            "no flow in {} has a request id equal to or starting with {request_id:?}; \
+             `kinspect ls {}` lists the flows",
+            file.display(),
+            file.display()
+        ),
+        1 => {}
+        n => anyhow::bail!(
+            "{request_id:?} starts {n} request ids in {} ({}); give more characters",
+            file.display(),
+            ids.iter().take(5).copied().collect::<Vec<_>>().join(", ")
+        ),
+    }
+    let mut out = std::io::stdout().lock();
+    for (i, (_, flow_id)) in found.iter().enumerate() {
+        let Some(stored) = reader.flow(*flow_id)? else {
+            continue;
+        };
+        let analysis = kinvey::analyze(&stored.flow);
+        if i > 0 {
+            writeln!(out)?;
+        }
+        write!(
+            out,
+            "{}",
+            support_report(&stored.flow, &analysis, &stored.kinvey.warnings)
+        )?;
+    }
+    Ok(())
+}
+
+/// What a proxy session runs besides the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Just the proxy, until Ctrl-C.
+    Proxy,
+    /// The Kinvey simulator and the scripted app too.
+    Demo,
+}
+
+fn run_session(args: ProxyArgs, mode: Mode) -> anyhow::Result<()> {
     crate::tls::install_crypto_provider();
     let ca_dir = match &args.ca_dir {
         Some(dir) => dir.clone(),
@@ -190,17 +268,35 @@ fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(args, ca, writer))
+    runtime.block_on(serve(args, mode, ca, writer))
 }
+
+/// The host name the demo's app uses for the simulated Kinvey backend.
+const DEMO_HOST: &str = "baas.kinvey.test";
 
 async fn serve(
     args: ProxyArgs,
+    mode: Mode,
     ca: Arc<CertificateAuthority>,
     writer: CaptureWriter,
 ) -> anyhow::Result<()> {
     let capture_path = writer.path().to_owned();
+    let (default_listen, simulator) = match mode {
+        Mode::Proxy => (SocketAddr::from(DEFAULT_LISTEN), None),
+        Mode::Demo => {
+            let simulator = Simulator::start(&[DEMO_HOST])
+                .await
+                .context("cannot start the Kinvey simulator")?;
+            (SocketAddr::from(([127, 0, 0, 1], 0)), Some(simulator))
+        }
+    };
+    let mut config = args.proxy_config(default_listen);
+    if let Some(simulator) = &simulator {
+        config.upstream_roots.push(simulator.ca_der().clone());
+        config.hosts = HostOverrides::new([(DEMO_HOST.to_owned(), simulator.addr().ip())]);
+    }
     let (publisher, stream) = events::channel_from(events::DEFAULT_CAPACITY, writer.next_id()?);
-    let proxy = Proxy::bind(args.proxy_config(), ca.clone(), publisher).await?;
+    let proxy = Proxy::bind(config, ca.clone(), publisher).await?;
     let addr = proxy.local_addr();
     notice!(
         "kinspect {} listening on http://{addr}",
@@ -215,30 +311,68 @@ async fn serve(
         notice!("  new CA: trust it once on each device (see certs/README.md)");
     }
     notice!("capture: {}", capture_path.display());
-    notice!(
-        "try: curl -x http://{addr} --cacert {} https://example.com/",
-        ca.cert_pem_path().display()
-    );
+    if mode == Mode::Proxy {
+        notice!(
+            "try: curl -x http://{addr} --cacert {} https://example.com/",
+            ca.cert_pem_path().display()
+        );
+    }
     if !args.headless {
         notice!(
             "(the terminal UI is not built yet: flows are printed as lines, as with --headless)"
         );
     }
-    let format = if args.jsonl {
-        LineFormat::JsonLines
-    } else {
-        LineFormat::Text
-    };
-    let mut printer = LinePrinter::new(std::io::stdout(), format);
-    let _recorder = Recorder::start(writer, stream, move |flow| printer.print(&flow))
+    let mut printer = LinePrinter::new(std::io::stdout(), args.line_format());
+    let recorder = Recorder::start(writer, stream, move |flow| printer.print(&flow))
         .context("cannot start the recorder thread")?;
     let handle = proxy.spawn();
+
+    if let Some(simulator) = &simulator {
+        notice!(
+            "demo: a scripted Kinvey app is calling https://{DEMO_HOST}:{} (a local simulator) through kinspect",
+            simulator.addr().port()
+        );
+        let options = ScriptOptions {
+            proxy: addr,
+            proxy_ca_pem: ca.cert_pem().to_owned(),
+            base_url: format!("https://{DEMO_HOST}:{}", simulator.addr().port()),
+            pace: if args.headless {
+                Duration::from_millis(5)
+            } else {
+                Duration::from_millis(150)
+            },
+            dictionary_tour: true,
+            client_tag: format!("{}", std::process::id()),
+        };
+        let done = script::run(options).await?;
+        wait_until_delivered(&recorder, done.requests as u64).await;
+        notice!(
+            "demo: {} requests sent, all recorded in {}",
+            done.requests,
+            capture_path.display()
+        );
+        if args.headless {
+            return Ok(());
+        }
+        notice!("demo: the proxy keeps running on http://{addr}; Ctrl-C to quit");
+    }
     tokio::signal::ctrl_c()
         .await
         .context("cannot wait for Ctrl-C")?;
     drop(handle);
     Ok(())
 }
+
+/// Waits (at most 10 s) until the recorder has stored and printed `count` flows.
+async fn wait_until_delivered(recorder: &Recorder, count: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while recorder.stats().delivered.load(Ordering::Relaxed) < count
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,10 +47,12 @@ pub enum TlsSetupError {
 }
 
 /// The TLS client configuration for connections to origins: verified against Mozilla's
-/// roots, the OS store and each `extra_roots` PEM file, unless `insecure` (an explicit
-/// opt-in) turns verification off. ALPN offers `h2` and `http/1.1`.
+/// roots, the OS store, each `root_files` PEM file and each of `roots`, unless
+/// `insecure` (an explicit opt-in) turns verification off. ALPN offers `h2` and
+/// `http/1.1`.
 pub fn upstream_client_config(
-    extra_roots: &[PathBuf],
+    root_files: &[PathBuf],
+    roots: &[CertificateDer<'static>],
     insecure: bool,
 ) -> Result<ClientConfig, TlsSetupError> {
     let builder = ClientConfig::builder_with_provider(crypto_provider())
@@ -61,14 +63,15 @@ pub fn upstream_client_config(
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(crypto_provider())))
             .with_no_client_auth()
     } else {
-        let mut roots = RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let mut store = RootCertStore::empty();
+        store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         let native = rustls_native_certs::load_native_certs();
-        roots.add_parsable_certificates(native.certs);
-        for path in extra_roots {
-            add_pem_roots(&mut roots, path)?;
+        store.add_parsable_certificates(native.certs);
+        for path in root_files {
+            add_pem_roots(&mut store, path)?;
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        store.add_parsable_certificates(roots.iter().cloned());
+        builder.with_root_certificates(store).with_no_client_auth()
     };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)

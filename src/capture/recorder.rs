@@ -28,6 +28,8 @@ pub struct RecorderStats {
     pub batches: AtomicU64,
     /// Flows that could not be stored (the error was reported on stderr).
     pub failed: AtomicU64,
+    /// Flows handed on to the viewer after storing (or failing to store) them.
+    pub delivered: AtomicU64,
 }
 
 /// A running recorder thread.
@@ -93,7 +95,10 @@ impl Recorder {
                     }
                     // Acknowledge the whole batch first: the proxy is waiting on them.
                     acks.clear();
-                    batch.drain(..).for_each(&mut on_flow);
+                    for stored in batch.drain(..) {
+                        on_flow(stored);
+                        counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             })?;
         Ok(Recorder {

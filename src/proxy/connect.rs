@@ -358,7 +358,15 @@ async fn blind_tunnel<I>(
         connect_request(target),
     );
     let connect_started = Instant::now();
-    match connect_tcp(&target.host, target.port, shared.config.connect_timeout).await {
+    let config = &shared.config;
+    match connect_tcp(
+        &target.host,
+        target.port,
+        config.connect_timeout,
+        &config.hosts,
+    )
+    .await
+    {
         Ok((mut server, addr, dns)) => {
             flow.server_ip = Some(addr.ip());
             flow.timings.dns = dns;

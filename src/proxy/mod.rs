@@ -12,7 +12,7 @@ mod upstream;
 pub use errors::{ProxyFailure, KINSPECT_ERROR_HEADER};
 pub use headers::strip_hop_by_hop;
 pub use tee::{BodyCapture, TeeBody};
-pub use upstream::{connect_tcp, ConnectError, ConnectionInfo, UpstreamConnector};
+pub use upstream::{connect_tcp, ConnectError, ConnectionInfo, HostOverrides, UpstreamConnector};
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -27,6 +27,7 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use regex::Regex;
+use rustls_pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -49,6 +50,10 @@ pub struct ProxyConfig {
     pub listen: SocketAddr,
     /// Extra PEM files of CAs trusted for origins (`--upstream-ca`).
     pub upstream_ca: Vec<PathBuf>,
+    /// Extra CA certificates trusted for origins, in memory (the demo's simulator).
+    pub upstream_roots: Vec<CertificateDer<'static>>,
+    /// Host names resolved to fixed addresses instead of by DNS, like `/etc/hosts`.
+    pub hosts: HostOverrides,
     /// Turn off upstream certificate verification (`--insecure-upstream`).
     pub insecure_upstream: bool,
     /// Hosts passed through as blind tunnels without interception (`--ignore-hosts`).
@@ -72,6 +77,8 @@ impl Default for ProxyConfig {
         ProxyConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             upstream_ca: Vec::new(),
+            upstream_roots: Vec::new(),
+            hosts: HostOverrides::default(),
             insecure_upstream: false,
             ignore_hosts: None,
             max_body: DEFAULT_MAX_BODY,
@@ -139,8 +146,12 @@ impl Proxy {
                 addr: config.listen,
                 source,
             })?;
-        let tls = upstream_client_config(&config.upstream_ca, config.insecure_upstream)?;
-        let connector = UpstreamConnector::new(tls, config.connect_timeout);
+        let tls = upstream_client_config(
+            &config.upstream_ca,
+            &config.upstream_roots,
+            config.insecure_upstream,
+        )?;
+        let connector = UpstreamConnector::new(tls, config.connect_timeout, config.hosts.clone());
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())

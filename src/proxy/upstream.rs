@@ -75,18 +75,41 @@ impl ConnectionInfo {
     }
 }
 
-/// Resolves `host` and connects by TCP (with `TCP_NODELAY`), trying each address in
-/// turn within `timeout`. Returns the stream, the address and the DNS time.
+/// Host names that resolve to fixed addresses instead of through DNS.
+#[derive(Debug, Clone, Default)]
+pub struct HostOverrides(Arc<std::collections::HashMap<String, IpAddr>>);
+
+impl HostOverrides {
+    /// Overrides from (host name, address) pairs; names compare case-insensitively.
+    pub fn new(pairs: impl IntoIterator<Item = (String, IpAddr)>) -> Self {
+        HostOverrides(Arc::new(
+            pairs
+                .into_iter()
+                .map(|(name, ip)| (name.to_ascii_lowercase(), ip))
+                .collect(),
+        ))
+    }
+
+    fn get(&self, host: &str) -> Option<IpAddr> {
+        self.0.get(&host.to_ascii_lowercase()).copied()
+    }
+}
+
+/// Resolves `host` (through `hosts` first, then DNS) and connects by TCP (with
+/// `TCP_NODELAY`), trying each address in turn within `timeout`. Returns the stream,
+/// the address and the DNS time.
 pub async fn connect_tcp(
     host: &str,
     port: u16,
     timeout: Duration,
+    hosts: &HostOverrides,
 ) -> Result<(TcpStream, SocketAddr, Option<Duration>), ConnectError> {
     let deadline = Instant::now() + timeout;
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let (addrs, dns) = match bare.parse::<IpAddr>() {
-        Ok(ip) => (vec![SocketAddr::new(ip, port)], None),
-        Err(_) => {
+    let fixed = bare.parse::<IpAddr>().ok().or_else(|| hosts.get(bare));
+    let (addrs, dns) = match fixed {
+        Some(ip) => (vec![SocketAddr::new(ip, port)], None),
+        None => {
             let started = Instant::now();
             let lookup = tokio::time::timeout(timeout, tokio::net::lookup_host((bare, port)));
             let addrs: Vec<SocketAddr> = match lookup.await {
@@ -149,14 +172,20 @@ pub async fn connect_tcp(
 pub struct UpstreamConnector {
     tls: TlsConnector,
     connect_timeout: Duration,
+    hosts: HostOverrides,
 }
 
 impl UpstreamConnector {
-    /// A connector verifying origins with `tls_config`.
-    pub fn new(tls_config: rustls::ClientConfig, connect_timeout: Duration) -> Self {
+    /// A connector verifying origins with `tls_config`, resolving through `hosts` first.
+    pub fn new(
+        tls_config: rustls::ClientConfig,
+        connect_timeout: Duration,
+        hosts: HostOverrides,
+    ) -> Self {
         UpstreamConnector {
             tls: TlsConnector::from(Arc::new(tls_config)),
             connect_timeout,
+            hosts,
         }
     }
 
@@ -165,7 +194,8 @@ impl UpstreamConnector {
         let https = uri.scheme_str() == Some("https");
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let started = Instant::now();
-        let (tcp, server_addr, dns) = connect_tcp(&host, port, self.connect_timeout).await?;
+        let (tcp, server_addr, dns) =
+            connect_tcp(&host, port, self.connect_timeout, &self.hosts).await?;
         if !https {
             let info = ConnectionInfo {
                 server_addr,
