@@ -16,6 +16,10 @@ use crate::flow::{Flow, FlowId};
 /// Re-sending a transient error sooner than this is not backing off.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
+/// A retry gap counts as growing only when it is at least this much longer than the
+/// previous one: a constant backoff measured with a little timer noise is not growing.
+pub const MIN_GROWTH: f64 = 1.2;
+
 /// Request series remembered at most (oldest forgotten first).
 const TRACKED_SERIES: usize = 16 * 1024;
 
@@ -45,7 +49,7 @@ pub enum BehaviourWarning {
         /// Milliseconds between the end of the earlier attempt and this one.
         gap_ms: u64,
     },
-    /// Retries whose gaps do not grow (no exponential backoff).
+    /// Retries whose gaps do not grow by at least [`MIN_GROWTH`] (no exponential backoff).
     RetryBackoffNotGrowing {
         /// The earlier flow.
         previous: FlowId,
@@ -172,7 +176,10 @@ impl BehaviourTracker {
                             previous: previous.id,
                             gap_ms: gap.as_millis() as u64,
                         });
-                    } else if let Some(previous_gap) = previous.retry_gap.filter(|p| gap <= *p) {
+                    } else if let Some(previous_gap) = previous
+                        .retry_gap
+                        .filter(|p| gap.as_secs_f64() < p.as_secs_f64() * MIN_GROWTH)
+                    {
                         warnings.push(BehaviourWarning::RetryBackoffNotGrowing {
                             previous: previous.id,
                             gap_ms: gap.as_millis() as u64,

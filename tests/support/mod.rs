@@ -18,7 +18,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use kinspect::ca::CertificateAuthority;
-use kinspect::events::{self, FlowStream};
+use kinspect::capture::{CaptureWriter, Recorder, StoredFlow};
+use kinspect::events;
 use kinspect::flow::Flow;
 use kinspect::proxy::{Proxy, ProxyConfig, ProxyHandle};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
@@ -302,13 +303,14 @@ async fn origin_service(req: Request<Incoming>) -> Result<Response<TestBody>, In
     Ok(response)
 }
 
-/// A kinspect proxy running in this test's runtime, with its own CA in a temp dir.
+/// A kinspect proxy running in this test's runtime, with its own CA in a temp dir and
+/// a real recorder writing a real capture file there.
 pub struct TestProxy {
     pub addr: SocketAddr,
     pub ca_pem: String,
     pub ca_dir: TempDir,
-    /// Every flow, in publication order (acknowledged as soon as it is taken).
-    pub flows: tokio::sync::mpsc::UnboundedReceiver<Flow>,
+    /// Every flow, in the order the recorder stored it.
+    pub flows: tokio::sync::mpsc::UnboundedReceiver<StoredFlow>,
     pub handle: ProxyHandle,
 }
 
@@ -334,7 +336,14 @@ impl TestProxy {
         }
         configure(&mut config);
         let (publisher, stream) = events::channel(1024);
-        let flows = forward_flows(stream);
+        let writer = CaptureWriter::open(&ca_dir.path().join("capture.db")).unwrap();
+        let (tx, flows) = tokio::sync::mpsc::unbounded_channel();
+        // The recorder thread ends with the stream, when the proxy is dropped.
+        let recorder = Recorder::start(writer, stream, move |stored| {
+            let _ = tx.send(stored);
+        })
+        .unwrap();
+        drop(recorder);
         let proxy = Proxy::bind(config, ca.clone(), publisher).await.unwrap();
         TestProxy {
             addr: proxy.local_addr(),
@@ -355,10 +364,20 @@ impl TestProxy {
 
     /// The next recorded flow; panics if none comes within [`STEP`].
     pub async fn next_flow(&mut self) -> Flow {
+        self.next_stored().await.flow
+    }
+
+    /// The next recorded flow with its Kinvey results.
+    pub async fn next_stored(&mut self) -> StoredFlow {
         tokio::time::timeout(STEP, self.flows.recv())
             .await
             .expect("a flow is recorded in time")
             .expect("the flow stream is open")
+    }
+
+    /// The capture file the proxy records into.
+    pub fn capture_path(&self) -> PathBuf {
+        self.ca_dir.path().join("capture.db")
     }
 
     /// A client using this proxy and trusting only its CA.
@@ -373,17 +392,6 @@ impl TestProxy {
             .add_root_certificate(reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap())
             .timeout(STEP)
     }
-}
-
-/// Takes every event off `stream` as it comes (acknowledging it), and hands the flows on.
-fn forward_flows(mut stream: FlowStream) -> tokio::sync::mpsc::UnboundedReceiver<Flow> {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(event) = stream.recv().await {
-            let _ = tx.send(event.flow);
-        }
-    });
-    rx
 }
 
 /// True when `program` can be run; prints why a test is skipped otherwise. In CI

@@ -1,0 +1,69 @@
+//! `kinspect demo --headless`: the simulator and the scripted app run through the proxy,
+//! print their flows, record them all, and exit.
+
+use std::collections::HashSet;
+use std::process::Command;
+
+use kinspect::capture::{CaptureReader, Detail};
+use kinspect::kinvey::DICTIONARY;
+
+#[test]
+fn the_headless_demo_records_realistic_kinvey_traffic_and_exits() {
+    let home = tempfile::tempdir().unwrap();
+    let capture = home.path().join("demo.db");
+    let output = Command::new(env!("CARGO_BIN_EXE_kinspect"))
+        .args(["demo", "--headless", "--capture"])
+        .arg(&capture)
+        .env("KINSPECT_HOME", home.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+
+    let sent: usize = stderr
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("demo: ")?
+                .split(" requests sent")
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("the demo says how many requests it sent");
+    assert_eq!(stdout.lines().count(), sent, "one line per flow");
+    for badge in [" RETRY ", " FIX ", " STOP ", " ?RETRY "] {
+        assert!(stdout.contains(badge), "no {badge} in:\n{stdout}");
+    }
+    for warning in [
+        "stop_resent",
+        "fix_resent_unchanged",
+        "retry_without_backoff",
+    ] {
+        assert!(stdout.contains(warning), "no {warning}");
+    }
+
+    let reader = CaptureReader::open(&capture).unwrap();
+    assert_eq!(reader.count().unwrap(), sent as u64);
+    let mut errors = HashSet::new();
+    let mut anomalies = HashSet::new();
+    reader
+        .for_each(Detail::Summary, |stored| {
+            assert!(stored.flow.error.is_none(), "{:?}", stored.flow.error);
+            assert!(
+                stored.kinvey.request_id.is_some(),
+                "every answer has a request id"
+            );
+            errors.extend(stored.kinvey.error);
+            anomalies.extend(stored.kinvey.anomalies.into_iter().map(|a| a.code));
+        })
+        .unwrap();
+    for entry in DICTIONARY {
+        assert!(
+            errors.contains(entry.name),
+            "{} missing from the demo",
+            entry.name
+        );
+    }
+    assert!(anomalies.len() >= 9, "{anomalies:?}");
+}
