@@ -16,9 +16,11 @@ use crate::capture::{default_capture_path, CaptureReader, CaptureWriter, Detail,
 use crate::demo::script::{self, ScriptOptions};
 use crate::demo::simulator::Simulator;
 use crate::events;
+use crate::filter::Filter;
 use crate::headless::{LineFormat, LinePrinter};
 use crate::kinvey::{self, report::support_report};
 use crate::proxy::{HostOverrides, Proxy, ProxyConfig, DEFAULT_MAX_BODY};
+use crate::tui::{self, state::SourceInfo, Feed};
 
 /// Writes a line on stderr. Unlike `eprintln!` it never panics: a closed stderr must not
 /// take the proxy down.
@@ -57,7 +59,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Open a capture file to browse it (prints its flows until the terminal UI lands).
+    /// Browse a capture file in the terminal UI (it may still be growing).
     Open {
         /// The capture file (.db).
         file: PathBuf,
@@ -120,6 +122,11 @@ pub struct ProxyArgs {
     /// With --headless: print one JSON object per flow instead of a line.
     #[arg(long, global = true)]
     pub jsonl: bool,
+
+    /// Show only flows matching this filter expression (everything is still captured).
+    /// See `?` in the UI or the README for the language, e.g. `~k & ~c 5xx`.
+    #[arg(long, value_name = "EXPR", global = true)]
+    pub filter: Option<String>,
 }
 
 /// Parses `16M`, `512K`, `1G` or a plain byte count.
@@ -172,6 +179,10 @@ impl ProxyArgs {
         }
     }
 
+    fn parsed_filter(&self) -> anyhow::Result<Option<Filter>> {
+        self.filter.as_deref().map(parse_filter).transpose()
+    }
+
     fn line_format(&self) -> LineFormat {
         if self.jsonl {
             LineFormat::JsonLines
@@ -181,28 +192,63 @@ impl ProxyArgs {
     }
 }
 
+/// Parses a filter for the command line: an error shows the expression and a caret
+/// under the column at fault.
+fn parse_filter(text: &str) -> anyhow::Result<Filter> {
+    Filter::parse(text).map_err(|e| anyhow::anyhow!("bad --filter {e}\n{}", e.pointer(text)))
+}
+
 /// Runs the invocation described by `cli`.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let filter = cli.proxy.filter.clone();
     match cli.command {
-        Some(Command::Ls { file, json }) => list(&file, json),
-        Some(Command::Open { file }) => list(&file, false),
+        Some(Command::Ls { file, json }) => list(&file, json, filter.as_deref()),
+        Some(Command::Open { file }) => open(file),
         Some(Command::Report { file, request_id }) => report(&file, &request_id),
         Some(Command::Demo) => run_session(cli.proxy, Mode::Demo),
         None => run_session(cli.proxy, Mode::Proxy),
     }
 }
 
-/// `kinspect ls`: every flow of a capture, as lines or JSON objects.
-fn list(file: &Path, json: bool) -> anyhow::Result<()> {
+/// `kinspect ls`: the flows of a capture (those matching `filter`), as lines or JSON
+/// objects.
+fn list(file: &Path, json: bool, filter: Option<&str>) -> anyhow::Result<()> {
+    let filter = filter.map(parse_filter).transpose()?;
     let reader = CaptureReader::open(file)?;
-    let (format, detail) = if json {
+    let needs = |check: fn(&Filter) -> bool| filter.as_ref().is_some_and(check);
+    let (format, mut detail) = if json {
         (LineFormat::JsonLines, Detail::Headers)
     } else {
         (LineFormat::Text, Detail::Summary)
     };
+    if needs(Filter::needs_bodies) {
+        detail = Detail::Full;
+    } else if needs(Filter::needs_headers) && detail == Detail::Summary {
+        detail = Detail::Headers;
+    }
     let mut printer = LinePrinter::new(std::io::stdout().lock(), format);
-    reader.for_each(detail, |flow| printer.print(&flow))?;
+    reader.for_each(detail, |stored| {
+        if filter.as_ref().is_none_or(|f| f.matches(&stored)) {
+            printer.print(&stored);
+        }
+    })?;
     Ok(())
+}
+
+/// `kinspect open`: the UI on a capture file (which may still be growing).
+fn open(file: PathBuf) -> anyhow::Result<()> {
+    let reader = CaptureReader::open(&file)?;
+    let mut flows = Vec::new();
+    reader.for_each(Detail::Headers, |stored| {
+        flows.push(tui::summary_of(stored))
+    })?;
+    drop(reader);
+    let source = SourceInfo {
+        listen: None,
+        capture: file,
+        ca: None,
+    };
+    tui::run(source, flows, Feed::File)
 }
 
 /// `kinspect report`: the support report of the flow(s) with a request id.
@@ -317,21 +363,33 @@ async fn serve(
             ca.cert_pem_path().display()
         );
     }
-    if !args.headless {
-        notice!(
-            "(the terminal UI is not built yet: flows are printed as lines, as with --headless)"
-        );
-    }
-    let mut printer = LinePrinter::new(std::io::stdout(), args.line_format());
-    let recorder = Recorder::start(writer, stream, move |flow| printer.print(&flow))
-        .context("cannot start the recorder thread")?;
+    let filter = args.parsed_filter()?;
+    let (recorder, tui_feed) = if args.headless {
+        let mut printer = LinePrinter::new(std::io::stdout(), args.line_format());
+        let recorder = Recorder::start(writer, stream, move |stored| {
+            if filter.as_ref().is_none_or(|f| f.matches(&stored)) {
+                printer.print(&stored);
+            }
+        });
+        (recorder, None)
+    } else {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let recorder = Recorder::start(writer, stream, move |stored| {
+            // The UI evaluates its filter on the whole flow, then keeps a summary.
+            let _ = tx.send(stored);
+        });
+        (recorder, Some(rx))
+    };
+    let recorder = recorder.context("cannot start the recorder thread")?;
     let handle = proxy.spawn();
 
-    if let Some(simulator) = &simulator {
-        notice!(
-            "demo: a scripted Kinvey app is calling https://{DEMO_HOST}:{} (a local simulator) through kinspect",
-            simulator.addr().port()
-        );
+    let script = simulator.as_ref().map(|simulator| {
+        if args.headless {
+            notice!(
+                "demo: a scripted Kinvey app is calling https://{DEMO_HOST}:{} (a local simulator) through kinspect",
+                simulator.addr().port()
+            );
+        }
         let options = ScriptOptions {
             proxy: addr,
             proxy_ca_pem: ca.cert_pem().to_owned(),
@@ -344,17 +402,34 @@ async fn serve(
             dictionary_tour: true,
             client_tag: format!("{}", std::process::id()),
         };
-        let done = script::run(options).await?;
+        tokio::spawn(script::run(options))
+    });
+
+    if let Some(feed) = tui_feed {
+        let source = SourceInfo {
+            listen: Some(addr),
+            capture: capture_path,
+            ca: Some(ca.cert_pem_path()),
+        };
+        let ui =
+            tokio::task::spawn_blocking(move || tui::run(source, Vec::new(), Feed::Live(feed)));
+        ui.await.context("the terminal UI failed")??;
+        if let Some(script) = script {
+            script.abort();
+        }
+        drop(handle);
+        return Ok(());
+    }
+
+    if let Some(script) = script {
+        let done = script.await.context("the demo script failed")??;
         wait_until_delivered(&recorder, done.requests as u64).await;
         notice!(
             "demo: {} requests sent, all recorded in {}",
             done.requests,
             capture_path.display()
         );
-        if args.headless {
-            return Ok(());
-        }
-        notice!("demo: the proxy keeps running on http://{addr}; Ctrl-C to quit");
+        return Ok(());
     }
     tokio::signal::ctrl_c()
         .await

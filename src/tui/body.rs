@@ -1,0 +1,147 @@
+//! Rendering a captured body as lines of text: content-encoding undone, JSON
+//! pretty-printed, text as is, binary as a hex dump; long bodies cut at a line limit.
+
+use crate::decode::decode_body;
+use crate::flow::{CapturedBody, Headers};
+
+/// Most lines rendered for one body; the rest is summarised in a last line.
+pub const MAX_BODY_LINES: usize = 20_000;
+
+/// The lines showing `body` (sent with `headers`).
+pub fn body_lines(body: &CapturedBody, headers: &Headers) -> Vec<String> {
+    if body.wire_size == 0 {
+        return vec!["(no body)".into()];
+    }
+    let mut lines = Vec::new();
+    let encoding = headers.get("content-encoding");
+    let decoded = match decode_body(&body.bytes, encoding.as_deref()) {
+        Ok(decoded) => {
+            if let Some(encoding) = encoding.as_deref().filter(|e| !e.trim().is_empty()) {
+                lines.push(format!(
+                    "({encoding}: {} bytes on the wire, {} decoded)",
+                    body.bytes.len(),
+                    decoded.len()
+                ));
+            }
+            decoded
+        }
+        Err(e) => {
+            lines.push(format!(
+                "(cannot undo the content-encoding: {e}; raw bytes below)"
+            ));
+            body.bytes.clone()
+        }
+    };
+    if body.truncated {
+        lines.push(format!(
+            "(only the first {} of {} bytes were captured: raise --max-body to keep more)",
+            body.bytes.len(),
+            body.wire_size
+        ));
+    }
+    match std::str::from_utf8(&decoded) {
+        Ok(text) => {
+            let pretty = serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .and_then(|v| serde_json::to_string_pretty(&v).ok());
+            let text = pretty.as_deref().unwrap_or(text);
+            lines.extend(text.lines().map(str::to_owned));
+        }
+        Err(_) => lines.extend(hex_dump(&decoded)),
+    }
+    if lines.len() > MAX_BODY_LINES {
+        let hidden = lines.len() - MAX_BODY_LINES;
+        lines.truncate(MAX_BODY_LINES);
+        lines.push(format!("({hidden} more lines not shown)"));
+    }
+    lines
+}
+
+/// 16 bytes per line: offset, hex, and the printable ASCII.
+pub fn hex_dump(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .chunks(16)
+        .enumerate()
+        .take(MAX_BODY_LINES + 1)
+        .map(|(i, chunk)| {
+            let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+            let ascii: String = chunk
+                .iter()
+                .map(|&b| {
+                    if b.is_ascii_graphic() || b == b' ' {
+                        b as char
+                    } else {
+                        '.'
+                    }
+                })
+                .collect();
+            format!("{:08x}  {:<47}  {ascii}", i * 16, hex.join(" "))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::HeaderField;
+    use bytes::Bytes;
+
+    fn body(bytes: &'static [u8]) -> CapturedBody {
+        CapturedBody {
+            bytes: Bytes::from_static(bytes),
+            wire_size: bytes.len() as u64,
+            truncated: false,
+            incomplete: false,
+        }
+    }
+
+    #[test]
+    fn json_is_pretty_printed_and_text_kept() {
+        let lines = body_lines(&body(br#"{"a":1,"b":[true]}"#), &Headers::default());
+        assert_eq!(
+            lines,
+            ["{", "  \"a\": 1,", "  \"b\": [", "    true", "  ]", "}"]
+        );
+        assert_eq!(
+            body_lines(&body(b"plain\ntext"), &Headers::default()),
+            ["plain", "text"]
+        );
+        assert_eq!(
+            body_lines(&CapturedBody::default(), &Headers::default()),
+            ["(no body)"]
+        );
+    }
+
+    #[test]
+    fn binary_is_a_hex_dump_and_truncation_is_said() {
+        let mut b = body(&[0u8, 1, 2, 0xff, b'A']);
+        b.wire_size = 100;
+        b.truncated = true;
+        let lines = body_lines(&b, &Headers::default());
+        assert!(lines[0].contains("only the first 5 of 100 bytes"));
+        assert_eq!(
+            lines[1],
+            format!("00000000  {:<47}  ...\u{2e}A", "00 01 02 ff 41")
+        );
+    }
+
+    #[test]
+    fn gzip_is_decoded_first() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"{\"ok\":true}").unwrap();
+        let data = gz.finish().unwrap();
+        let b = CapturedBody {
+            wire_size: data.len() as u64,
+            bytes: Bytes::from(data),
+            ..CapturedBody::default()
+        };
+        let headers = Headers(vec![HeaderField {
+            name: "content-encoding".into(),
+            value: Bytes::from_static(b"gzip"),
+        }]);
+        let lines = body_lines(&b, &headers);
+        assert!(lines[0].starts_with("(gzip:"));
+        assert_eq!(&lines[1..], ["{", "  \"ok\": true", "}"]);
+    }
+}

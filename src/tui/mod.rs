@@ -1,0 +1,183 @@
+//! The terminal UI: a flow list that follows live traffic or a saved capture, flow
+//! details, the filter bar, request-id jumps, the Kinvey summary and support reports.
+//!
+//! State and update are pure ([`state`], [`update`]); drawing is a pure function of the
+//! state ([`view`]); this module is the runtime that feeds events in and carries
+//! effects out. The proxy never waits for it: flows arrive on a channel and redraws
+//! are coalesced.
+
+pub mod body;
+pub mod state;
+pub mod update;
+pub mod view;
+
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::{Duration, Instant};
+
+use crossterm::event::{self as terminal_event, Event as TerminalEvent, KeyEventKind};
+
+use crate::capture::{CaptureReader, Detail as LoadDetail, StoredFlow};
+use crate::flow::FlowId;
+use crate::kinvey::{self, report::support_report};
+use state::{App, SourceInfo};
+use update::{update, Effect, Event};
+
+/// Longest time between two redraws while flows keep arriving.
+const FRAME: Duration = Duration::from_millis(50);
+
+/// How often a capture opened from a file is checked for new flows.
+const FILE_POLL: Duration = Duration::from_secs(1);
+
+/// Where new flows come from.
+pub enum Feed {
+    /// Live flows from the recorder.
+    Live(Receiver<StoredFlow>),
+    /// A capture file that may still be growing: polled for flows after the last one.
+    File,
+}
+
+pub use state::summary_of;
+
+/// Runs the UI until the user quits. `initial` flows are shown first.
+pub fn run(source: SourceInfo, initial: Vec<StoredFlow>, feed: Feed) -> anyhow::Result<()> {
+    let mut app = App::new(source);
+    for stored in initial {
+        app.push(stored);
+    }
+    let mut terminal = ratatui::init();
+    let result = event_loop(&mut terminal, &mut app, feed);
+    ratatui::restore();
+    result
+}
+
+fn event_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    app: &mut App,
+    feed: Feed,
+) -> anyhow::Result<()> {
+    let mut reader: Option<CaptureReader> = None;
+    let mut last_poll = Instant::now();
+    let mut dirty = true;
+    loop {
+        if dirty {
+            terminal.draw(|frame| {
+                app.page = view::list_page(frame.area());
+                view::draw(frame, app);
+            })?;
+            dirty = false;
+        }
+        if terminal_event::poll(FRAME)? {
+            if let TerminalEvent::Key(key) = terminal_event::read()? {
+                if key.kind != KeyEventKind::Release {
+                    let effects = update(app, Event::Key(key));
+                    if run_effects(app, effects, &mut reader)? {
+                        return Ok(());
+                    }
+                }
+            }
+            dirty = true;
+        }
+        match &feed {
+            Feed::Live(flows) => loop {
+                match flows.try_recv() {
+                    Ok(stored) => {
+                        update(app, Event::Flow(Box::new(stored)));
+                        dirty = true;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    // The proxy stopped: keep browsing what was captured.
+                    Err(TryRecvError::Disconnected) => break,
+                }
+            },
+            Feed::File if last_poll.elapsed() >= FILE_POLL => {
+                last_poll = Instant::now();
+                let after = app.flows.last().map_or(0, |f| f.flow.id);
+                let detail = needed_detail(app);
+                let reader = open_reader(app, &mut reader)?;
+                let mut new = Vec::new();
+                reader.for_each_after(after, detail, |f| new.push(f))?;
+                dirty |= !new.is_empty();
+                for stored in new {
+                    update(app, Event::Flow(Box::new(stored)));
+                }
+            }
+            Feed::File => {}
+        }
+    }
+}
+
+/// How much of each flow the active filter needs.
+fn needed_detail(app: &App) -> LoadDetail {
+    match &app.filter {
+        Some(f) if f.needs_bodies() => LoadDetail::Full,
+        _ => LoadDetail::Headers,
+    }
+}
+
+fn open_reader<'a>(
+    app: &App,
+    reader: &'a mut Option<CaptureReader>,
+) -> anyhow::Result<&'a CaptureReader> {
+    if reader.is_none() {
+        *reader = Some(CaptureReader::open(&app.source.capture)?);
+    }
+    Ok(reader.as_ref().expect("just opened"))
+}
+
+/// Carries out effects; true when the UI must quit.
+fn run_effects(
+    app: &mut App,
+    effects: Vec<Effect>,
+    reader: &mut Option<CaptureReader>,
+) -> anyhow::Result<bool> {
+    for effect in effects {
+        match effect {
+            Effect::Quit => return Ok(true),
+            Effect::LoadFlow(id) => {
+                let event = match load(app, reader, id) {
+                    Ok(stored) => Event::Loaded(Box::new(stored)),
+                    Err(message) => Event::LoadFailed(message),
+                };
+                update(app, event);
+            }
+            Effect::FilterFromCapture => {
+                let detail = needed_detail(app);
+                let after = app
+                    .flows
+                    .get(app.cleared)
+                    .map_or(0, |f| f.flow.id.saturating_sub(1));
+                let reader = open_reader(app, reader)?;
+                let mut ids = std::collections::HashSet::new();
+                if let Some(filter) = &app.filter {
+                    reader.for_each_after(after, detail, |stored| {
+                        if filter.matches(&stored) {
+                            ids.insert(stored.flow.id);
+                        }
+                    })?;
+                }
+                update(app, Event::Filtered(ids));
+            }
+            Effect::MakeReport(id) => {
+                let event = match load(app, reader, id) {
+                    Ok(stored) => {
+                        let analysis = kinvey::analyze(&stored.flow);
+                        let text = support_report(&stored.flow, &analysis, &stored.kinvey.warnings);
+                        Event::Report(id, text)
+                    }
+                    Err(message) => Event::LoadFailed(message),
+                };
+                update(app, event);
+            }
+        }
+    }
+    Ok(false)
+}
+
+fn load(app: &App, reader: &mut Option<CaptureReader>, id: FlowId) -> Result<StoredFlow, String> {
+    let reader = open_reader(app, reader).map_err(|e| format!("{e:#}"))?;
+    match reader.flow(id) {
+        Ok(Some(stored)) => Ok(stored),
+        Ok(None) => Err(format!("flow {id} is not in the capture yet")),
+        Err(e) => Err(e.to_string()),
+    }
+}

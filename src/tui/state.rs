@@ -1,0 +1,293 @@
+//! The UI's state. Changed only by [`super::update::update`]; drawn by
+//! [`super::view::draw`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::capture::StoredFlow;
+use crate::filter::Filter;
+use crate::flow::FlowId;
+use crate::kinvey::RequestIdIndex;
+
+/// The flow as the list keeps it: no body bytes and only the content type among the
+/// headers, so 100k flows stay small. Details are loaded from the capture on demand.
+pub fn summary_of(mut stored: StoredFlow) -> StoredFlow {
+    stored.flow.request.body.bytes = Default::default();
+    stored.flow.request.headers.0.clear();
+    if let Some(response) = stored.flow.response.as_mut() {
+        response.body.bytes = Default::default();
+        response
+            .headers
+            .0
+            .retain(|h| h.name.eq_ignore_ascii_case("content-type"));
+    }
+    stored
+}
+
+/// Where the flows come from, for the status bar.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceInfo {
+    /// The proxy's address, when live.
+    pub listen: Option<SocketAddr>,
+    /// The capture file.
+    pub capture: PathBuf,
+    /// The CA certificate, when live.
+    pub ca: Option<PathBuf>,
+}
+
+/// The tabs of the flow detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tab {
+    /// Request line, headers, body.
+    Request,
+    /// Status line, headers, body.
+    Response,
+    /// Kinvey error, class, what to do, anomalies, warnings, request id.
+    Kinvey,
+    /// Phase timings, addresses, TLS of both legs.
+    Timing,
+}
+
+impl Tab {
+    /// Every tab, in display order.
+    pub const ALL: [Tab; 4] = [Tab::Request, Tab::Response, Tab::Kinvey, Tab::Timing];
+
+    /// The tab's title.
+    pub fn title(self) -> &'static str {
+        match self {
+            Tab::Request => "Request",
+            Tab::Response => "Response",
+            Tab::Kinvey => "Kinvey",
+            Tab::Timing => "Timing & TLS",
+        }
+    }
+
+    fn index(self) -> usize {
+        Tab::ALL.iter().position(|t| *t == self).unwrap_or(0)
+    }
+
+    /// The next tab (wrapping).
+    pub fn next(self) -> Tab {
+        Tab::ALL[(self.index() + 1) % Tab::ALL.len()]
+    }
+
+    /// The previous tab (wrapping).
+    pub fn previous(self) -> Tab {
+        Tab::ALL[(self.index() + Tab::ALL.len() - 1) % Tab::ALL.len()]
+    }
+}
+
+/// The flow detail screen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detail {
+    /// The flow shown.
+    pub id: FlowId,
+    /// The flow with everything, once loaded from the capture.
+    pub flow: Option<Box<StoredFlow>>,
+    /// The current tab.
+    pub tab: Tab,
+    /// The first line shown.
+    pub scroll: usize,
+    /// The body search term (`/`), if any.
+    pub search: Option<String>,
+}
+
+/// One row of the Kinvey summary: an error name, its class and how often it came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SummaryRow {
+    /// The error name.
+    pub error: String,
+    /// Its badge (`RETRY`, `?FIX`, ...).
+    pub badge: String,
+    /// Flows in the view carrying it.
+    pub count: usize,
+}
+
+/// What fills the screen above the status bar.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Screen {
+    /// The flow list.
+    List,
+    /// One flow's detail.
+    Detail(Detail),
+    /// Keys and the filter language.
+    Help {
+        /// The first line shown.
+        scroll: usize,
+    },
+    /// Counts by Kinvey error name and class.
+    KinveySummary {
+        /// The rows.
+        rows: Vec<SummaryRow>,
+        /// The selected row.
+        selected: usize,
+    },
+    /// A support report.
+    Report {
+        /// The flow it is about.
+        id: FlowId,
+        /// The report, once made.
+        text: Option<String>,
+        /// The first line shown.
+        scroll: usize,
+    },
+}
+
+/// What the one-line prompt is asking for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptKind {
+    /// A filter expression (`f`).
+    Filter,
+    /// A request id or prefix (`i`).
+    RequestId,
+    /// A search term inside the detail (`/`).
+    Search,
+}
+
+/// The one-line prompt at the bottom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    /// What it asks for.
+    pub kind: PromptKind,
+    /// The text typed so far.
+    pub input: String,
+    /// Why the last input was refused (a filter error with its column).
+    pub error: Option<String>,
+}
+
+/// The whole UI state.
+#[derive(Debug)]
+pub struct App {
+    /// Where the flows come from.
+    pub source: SourceInfo,
+    /// Every flow received, in order (summaries: no bodies).
+    pub flows: Vec<StoredFlow>,
+    /// Flows before this index were cleared from the view (`z`).
+    pub cleared: usize,
+    /// Indexes into `flows` of the flows shown (passing the filter).
+    pub view: Vec<usize>,
+    /// The active filter.
+    pub filter: Option<Filter>,
+    /// The selected position in `view`.
+    pub selected: usize,
+    /// Keep the selection on the newest flow.
+    pub follow: bool,
+    /// The screen shown.
+    pub screen: Screen,
+    /// The prompt, while one is open.
+    pub prompt: Option<Prompt>,
+    /// A one-line message (errors, confirmations) until the next key.
+    pub message: Option<String>,
+    /// Rows the flow list shows at once (set by the view from the terminal size).
+    pub page: usize,
+    /// Flows by request id, for `i`.
+    pub request_ids: RequestIdIndex,
+}
+
+impl App {
+    /// An empty UI for `source`, following new flows.
+    pub fn new(source: SourceInfo) -> App {
+        App {
+            source,
+            flows: Vec::new(),
+            cleared: 0,
+            view: Vec::new(),
+            filter: None,
+            selected: 0,
+            follow: true,
+            screen: Screen::List,
+            prompt: None,
+            message: None,
+            page: 20,
+            request_ids: RequestIdIndex::new(),
+        }
+    }
+
+    /// The flow under the selection, if any.
+    pub fn selected_flow(&self) -> Option<&StoredFlow> {
+        self.view.get(self.selected).map(|&i| &self.flows[i])
+    }
+
+    /// Adds a flow: the filter is evaluated on it whole, then only its summary is kept
+    /// (its bodies stay in the capture).
+    pub fn push(&mut self, stored: StoredFlow) {
+        if let Some(id) = &stored.kinvey.request_id {
+            self.request_ids.insert(id, stored.flow.id);
+        }
+        let index = self.flows.len();
+        let shown = self.filter.as_ref().is_none_or(|f| f.matches(&stored));
+        self.flows.push(summary_of(stored));
+        if shown {
+            self.view.push(index);
+            if self.follow {
+                self.selected = self.view.len() - 1;
+            }
+        }
+    }
+
+    /// True when the filter needs what summaries lack (headers, bodies): the view must
+    /// then be recomputed from the capture.
+    pub fn filter_needs_capture(&self) -> bool {
+        self.filter
+            .as_ref()
+            .is_some_and(|f| f.needs_headers() || f.needs_bodies())
+    }
+
+    /// Recomputes the view from the summaries after the filter or the cleared mark
+    /// changed, keeping the selected flow selected when it is still shown.
+    pub fn refilter(&mut self) {
+        let filter = self.filter.as_ref();
+        let view = (self.cleared..self.flows.len())
+            .filter(|&i| filter.is_none_or(|f| f.matches(&self.flows[i])))
+            .collect();
+        self.set_view(view);
+    }
+
+    /// Shows the flows with these ids (a filter evaluated on the capture).
+    pub fn show_ids(&mut self, ids: &std::collections::HashSet<FlowId>) {
+        let view = (self.cleared..self.flows.len())
+            .filter(|&i| ids.contains(&self.flows[i].flow.id))
+            .collect();
+        self.set_view(view);
+    }
+
+    fn set_view(&mut self, view: Vec<usize>) {
+        let keep = self.selected_flow().map(|f| f.flow.id);
+        self.view = view;
+        self.selected = keep
+            .and_then(|id| self.view.iter().position(|&i| self.flows[i].flow.id == id))
+            .unwrap_or_else(|| self.view.len().saturating_sub(1));
+        if self.follow {
+            self.selected = self.view.len().saturating_sub(1);
+        }
+    }
+
+    /// The position in `view` of flow `id`, if shown.
+    pub fn position_of(&self, id: FlowId) -> Option<usize> {
+        self.view.iter().position(|&i| self.flows[i].flow.id == id)
+    }
+
+    /// Counts by Kinvey error name of the flows in the view, most frequent first.
+    pub fn kinvey_summary(&self) -> Vec<SummaryRow> {
+        let mut rows: Vec<SummaryRow> = Vec::new();
+        for &i in &self.view {
+            let kinvey = &self.flows[i].kinvey;
+            let (Some(error), Some(badge)) = (&kinvey.error, kinvey.badge()) else {
+                continue;
+            };
+            match rows
+                .iter_mut()
+                .find(|r| &r.error == error && r.badge == badge)
+            {
+                Some(row) => row.count += 1,
+                None => rows.push(SummaryRow {
+                    error: error.clone(),
+                    badge,
+                    count: 1,
+                }),
+            }
+        }
+        rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.error.cmp(&b.error)));
+        rows
+    }
+}

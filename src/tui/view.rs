@@ -1,0 +1,542 @@
+//! Drawing: a pure function of the [`App`] state.
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Tabs, Wrap};
+use ratatui::Frame;
+
+use super::body::body_lines;
+use super::state::{App, PromptKind, Screen, Tab};
+use crate::capture::StoredFlow;
+use crate::flow::Flow;
+use crate::headless::human_size;
+use crate::kinvey::{self, ErrorClass};
+
+/// Rows of flows the list shows in a terminal area of this size.
+pub fn list_page(area: Rect) -> usize {
+    // Status bar, prompt line and the table's header row.
+    usize::from(area.height.saturating_sub(3)).max(1)
+}
+
+/// Draws the whole UI.
+pub fn draw(frame: &mut Frame<'_>, app: &App) {
+    let prompt_error = app
+        .prompt
+        .as_ref()
+        .and_then(|p| p.error.as_ref())
+        .map_or(0, |e| e.lines().count() as u16);
+    let [main, status, bottom] = Layout::vertical([
+        Constraint::Min(1),
+        Constraint::Length(1),
+        Constraint::Length(1 + prompt_error),
+    ])
+    .areas(frame.area());
+    match &app.screen {
+        Screen::List => draw_list(frame, main, app),
+        Screen::Detail(detail) => {
+            let [tabs, body] =
+                Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(main);
+            let titles: Vec<String> = Tab::ALL
+                .iter()
+                .enumerate()
+                .map(|(i, t)| format!("{} {}", i + 1, t.title()))
+                .collect();
+            let selected = Tab::ALL.iter().position(|t| *t == detail.tab);
+            frame.render_widget(
+                Tabs::new(titles)
+                    .select(selected)
+                    .highlight_style(Style::new().add_modifier(Modifier::REVERSED)),
+                tabs,
+            );
+            let lines = match &detail.flow {
+                Some(flow) => detail_lines(flow, detail.tab),
+                None => vec![format!("loading flow {} ...", detail.id)],
+            };
+            let term = detail.search.as_deref().map(str::to_lowercase);
+            draw_text(frame, body, &lines, detail.scroll, term.as_deref());
+        }
+        Screen::Help { scroll } => draw_text(frame, main, &help_lines(), *scroll, None),
+        Screen::KinveySummary { rows, selected } => {
+            let header = Row::new(["COUNT", "CLASS", "ERROR"])
+                .style(Style::new().add_modifier(Modifier::BOLD));
+            let table_rows = rows.iter().enumerate().map(|(i, row)| {
+                let style = if i == *selected {
+                    Style::new().add_modifier(Modifier::REVERSED)
+                } else {
+                    Style::new()
+                };
+                Row::new(vec![
+                    Cell::from(row.count.to_string()),
+                    Cell::from(Span::styled(row.badge.clone(), badge_style(&row.badge))),
+                    Cell::from(row.error.clone()),
+                ])
+                .style(style)
+            });
+            let title = if rows.is_empty() {
+                " Kinvey errors: none in the view ".to_owned()
+            } else {
+                " Kinvey errors in the view — Enter lists those flows, q goes back ".to_owned()
+            };
+            frame.render_widget(
+                Table::new(
+                    table_rows,
+                    [
+                        Constraint::Length(6),
+                        Constraint::Length(7),
+                        Constraint::Fill(1),
+                    ],
+                )
+                .header(header)
+                .block(Block::new().borders(Borders::TOP).title(title)),
+                main,
+            );
+        }
+        Screen::Report { id, text, scroll } => {
+            let lines: Vec<String> = match text {
+                Some(text) => text.lines().map(str::to_owned).collect(),
+                None => vec![format!("making the support report of flow {id} ...")],
+            };
+            let [title, body] =
+                Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(main);
+            frame.render_widget(
+                Paragraph::new(format!(
+                    "Support report of flow {id} (redacted; select and copy it) — q goes back"
+                ))
+                .style(Style::new().add_modifier(Modifier::BOLD)),
+                title,
+            );
+            draw_text(frame, body, &lines, *scroll, None);
+        }
+    }
+    frame.render_widget(
+        Paragraph::new(status_line(app)).style(Style::new().bg(Color::Blue).fg(Color::White)),
+        status,
+    );
+    frame.render_widget(Paragraph::new(bottom_text(app)), bottom);
+}
+
+fn status_line(app: &App) -> String {
+    let mut parts = vec!["kinspect".to_owned()];
+    if let Some(listen) = app.source.listen {
+        parts.push(format!("http://{listen}"));
+    }
+    parts.push(format!("capture {}", app.source.capture.display()));
+    if let Some(ca) = &app.source.ca {
+        parts.push(format!("CA {}", ca.display()));
+    }
+    let shown = app.view.len();
+    parts.push(format!("flows {shown}/{}", app.flows.len()));
+    if let Some(filter) = &app.filter {
+        parts.push(format!("filter {}", filter.text()));
+    }
+    if app.follow {
+        parts.push("follow".into());
+    }
+    parts.push("? help".into());
+    format!(" {}", parts.join(" │ "))
+}
+
+fn bottom_text(app: &App) -> Vec<Line<'static>> {
+    if let Some(prompt) = &app.prompt {
+        let label = match prompt.kind {
+            PromptKind::Filter => "filter",
+            PromptKind::RequestId => "request id",
+            PromptKind::Search => "search",
+        };
+        let mut lines = vec![Line::from(format!("{label}: {}▏", prompt.input))];
+        if let Some(error) = &prompt.error {
+            lines.extend(
+                error
+                    .lines()
+                    .map(|l| Line::styled(l.to_owned(), Style::new().fg(Color::Red))),
+            );
+        }
+        return lines;
+    }
+    match &app.message {
+        Some(message) => vec![Line::from(message.clone())],
+        None => vec![Line::styled(
+            match app.screen {
+                Screen::List => "Enter details  f filter  i request id  K Kinvey errors  r report  F follow  z clear  q quit",
+                Screen::Detail(_) => "Tab/←→ tabs  j/k scroll  / search  n/N next/prev match  r report  q back",
+                _ => "j/k scroll  q back",
+            },
+            Style::new().fg(Color::DarkGray),
+        )],
+    }
+}
+
+/// Scrolls `lines` into `area`, highlighting lines containing `term`.
+fn draw_text(
+    frame: &mut Frame<'_>,
+    area: Rect,
+    lines: &[String],
+    scroll: usize,
+    term: Option<&str>,
+) {
+    let height = usize::from(area.height);
+    let start = scroll.min(lines.len().saturating_sub(height.min(lines.len()).max(1)));
+    let shown: Vec<Line<'_>> = lines
+        .iter()
+        .skip(start)
+        .take(height)
+        .map(|line| match term {
+            Some(term) if !term.is_empty() && line.to_lowercase().contains(term) => Line::styled(
+                line.as_str(),
+                Style::new().bg(Color::Yellow).fg(Color::Black),
+            ),
+            _ => Line::raw(line.as_str()),
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(shown).wrap(Wrap { trim: false }), area);
+}
+
+fn status_style(flow: &Flow) -> Style {
+    match (flow.status(), &flow.error) {
+        (_, Some(_)) => Style::new().fg(Color::Magenta),
+        (Some(s), None) if s >= 500 => Style::new().fg(Color::Red),
+        (Some(s), None) if s >= 400 => Style::new().fg(Color::Yellow),
+        (Some(s), None) if s >= 300 => Style::new().fg(Color::Cyan),
+        (Some(_), None) => Style::new().fg(Color::Green),
+        (None, None) => Style::new().fg(Color::DarkGray),
+    }
+}
+
+fn class_color(class: ErrorClass) -> Color {
+    match class {
+        ErrorClass::Retry => Color::Yellow,
+        ErrorClass::Fix => Color::LightBlue,
+        ErrorClass::Stop => Color::Red,
+    }
+}
+
+fn badge_style(badge: &str) -> Style {
+    let class = match badge.trim_start_matches('?') {
+        "RETRY" => ErrorClass::Retry,
+        "STOP" => ErrorClass::Stop,
+        _ => ErrorClass::Fix,
+    };
+    let style = Style::new()
+        .fg(class_color(class))
+        .add_modifier(Modifier::BOLD);
+    if badge.starts_with('?') {
+        style.add_modifier(Modifier::ITALIC)
+    } else {
+        style
+    }
+}
+
+fn clock(flow: &Flow) -> String {
+    const FORMAT: &[time::format_description::FormatItem<'static>] =
+        time::macros::format_description!("[hour]:[minute]:[second].[subsecond digits:3]");
+    time::OffsetDateTime::from(flow.started_at)
+        .format(FORMAT)
+        .unwrap_or_default()
+}
+
+fn path_of(flow: &Flow) -> &str {
+    let url = flow.request.url.as_str();
+    match url.find("://") {
+        Some(i) => url[i + 3..].find('/').map_or("/", |p| &url[i + 3 + p..]),
+        None => url,
+    }
+}
+
+fn short_type(flow: &Flow) -> String {
+    let content_type = flow
+        .response
+        .as_ref()
+        .and_then(|r| r.headers.get("content-type"))
+        .unwrap_or_default();
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.rsplit('/').next().unwrap_or("").to_owned()
+}
+
+fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
+    let page = usize::from(area.height.saturating_sub(1)).max(1);
+    let offset = if app.selected >= page {
+        app.selected + 1 - page
+    } else {
+        0
+    };
+    let header = Row::new([
+        "ID", "TIME", "METHOD", "HOST", "PATH", "STATUS", "TYPE", "SIZE", "TIME", "KINVEY",
+    ])
+    .style(Style::new().add_modifier(Modifier::BOLD));
+    let rows = app
+        .view
+        .iter()
+        .enumerate()
+        .skip(offset)
+        .take(page)
+        .map(|(position, &index)| {
+            let StoredFlow { flow, kinvey } = &app.flows[index];
+            let status = match (&flow.response, &flow.error) {
+                (Some(r), Some(_)) if !r.from_proxy => r.status.to_string(),
+                (_, Some(e)) => e.kind.as_str().to_owned(),
+                (Some(r), None) => r.status.to_string(),
+                (None, None) => "...".to_owned(),
+            };
+            let kinvey_cell = match (kinvey.badge(), &kinvey.error) {
+                (Some(badge), Some(error)) => Line::from(vec![
+                    Span::styled(format!("{badge:<6} "), badge_style(&badge)),
+                    Span::raw(error.clone()),
+                ]),
+                _ if !kinvey.anomalies.is_empty() => Line::styled(
+                    format!("⚑ {}", kinvey.anomalies[0].code),
+                    Style::new().fg(Color::DarkGray),
+                ),
+                _ => Line::raw(""),
+            };
+            let size = flow.response.as_ref().map_or(0, |r| r.body.wire_size);
+            let style = if position == app.selected {
+                status_style(flow).add_modifier(Modifier::REVERSED)
+            } else {
+                status_style(flow)
+            };
+            Row::new(vec![
+                Cell::from(flow.id.to_string()),
+                Cell::from(clock(flow)),
+                Cell::from(flow.request.method.clone()),
+                Cell::from(flow.host.clone()),
+                Cell::from(path_of(flow).to_owned()),
+                Cell::from(status),
+                Cell::from(short_type(flow)),
+                Cell::from(human_size(size)),
+                Cell::from(format!("{}ms", flow.duration().as_millis())),
+                Cell::from(kinvey_cell),
+            ])
+            .style(style)
+        });
+    let widths = [
+        Constraint::Length(5),
+        Constraint::Length(12),
+        Constraint::Length(7),
+        Constraint::Length(20),
+        Constraint::Fill(1),
+        Constraint::Length(7),
+        Constraint::Length(8),
+        Constraint::Length(9),
+        Constraint::Length(7),
+        Constraint::Length(32),
+    ];
+    frame.render_widget(Table::new(rows, widths).header(header), area);
+}
+
+fn header_lines(lines: &mut Vec<String>, headers: &crate::flow::Headers) {
+    lines.extend(
+        headers
+            .iter()
+            .map(|h| format!("{}: {}", h.name, h.value_lossy())),
+    );
+}
+
+fn millis(d: Option<std::time::Duration>) -> String {
+    d.map_or_else(
+        || "-".to_owned(),
+        |d| format!("{:.3} ms", d.as_secs_f64() * 1000.0),
+    )
+}
+
+/// The text of one detail tab of a fully loaded flow.
+pub fn detail_lines(stored: &StoredFlow, tab: Tab) -> Vec<String> {
+    let flow = &stored.flow;
+    let mut lines = Vec::new();
+    match tab {
+        Tab::Request => {
+            let request = &flow.request;
+            lines.push(format!(
+                "{} {} {}",
+                request.method,
+                request.url,
+                request.version.as_str()
+            ));
+            header_lines(&mut lines, &request.headers);
+            lines.push(String::new());
+            lines.extend(body_lines(&request.body, &request.headers));
+        }
+        Tab::Response => match &flow.response {
+            Some(response) => {
+                let by = if response.from_proxy {
+                    "  (made by kinspect)"
+                } else {
+                    ""
+                };
+                lines.push(format!(
+                    "{} {}{by}",
+                    response.version.as_str(),
+                    response.status
+                ));
+                header_lines(&mut lines, &response.headers);
+                lines.push(String::new());
+                lines.extend(body_lines(&response.body, &response.headers));
+            }
+            None => lines.push("(no response)".into()),
+        },
+        Tab::Kinvey => {
+            let analysis = kinvey::analyze(flow);
+            lines.push(format!(
+                "Request ID   {}",
+                analysis.request_id.as_deref().unwrap_or("(none)")
+            ));
+            lines.push(format!(
+                "API version  {}",
+                analysis.api_version.as_deref().unwrap_or("(not sent)")
+            ));
+            if !analysis.is_kinvey() {
+                lines.push(String::new());
+                lines.push(
+                    "Not a Kinvey exchange: no X-Kinvey-Request-ID and no Kinvey error body."
+                        .into(),
+                );
+            }
+            for (i, error) in analysis.errors.iter().enumerate() {
+                lines.push(String::new());
+                let at = error
+                    .index
+                    .map(|i| format!(" (batch element {i})"))
+                    .unwrap_or_default();
+                let heading = if i == 0 { "Error" } else { "Also" };
+                lines.push(format!(
+                    "{heading:<12} {} {}{at}",
+                    error.badge(),
+                    error.trimmed_name()
+                ));
+                lines.push(format!("Status       {}", error.status));
+                lines.push(format!(
+                    "Description  {}",
+                    error.description.as_deref().unwrap_or("(none)")
+                ));
+                lines.push(format!(
+                    "Debug        {}",
+                    error.debug.as_deref().unwrap_or("(none)")
+                ));
+                lines.push(format!("What to do   {}", error.next_step()));
+            }
+            if !analysis.anomalies.is_empty() {
+                lines.push(String::new());
+                lines.push("Anomalies".into());
+                lines.extend(
+                    analysis
+                        .anomalies
+                        .iter()
+                        .map(|a| format!("  ⚑ {}", a.message())),
+                );
+            }
+            if !stored.kinvey.warnings.is_empty() {
+                lines.push(String::new());
+                lines.push("Client behaviour".into());
+                lines.extend(
+                    stored
+                        .kinvey
+                        .warnings
+                        .iter()
+                        .map(|w| format!("  ⚠ {}", w.message)),
+                );
+            }
+        }
+        Tab::Timing => {
+            let t = &flow.timings;
+            lines.push(format!(
+                "Started      {}",
+                crate::flow::utc_timestamp(flow.started_at)
+            ));
+            lines.push(format!("Blocked      {}", millis(t.blocked)));
+            lines.push(format!("DNS          {}", millis(t.dns)));
+            lines.push(format!("Connect      {}", millis(t.connect)));
+            lines.push(format!("  of it TLS  {}", millis(t.ssl)));
+            lines.push(format!("Send         {}", millis(Some(t.send))));
+            lines.push(format!("Wait         {}", millis(Some(t.wait))));
+            lines.push(format!("Receive      {}", millis(Some(t.receive))));
+            lines.push(format!("Total        {}", millis(Some(t.total()))));
+            lines.push(String::new());
+            lines.push(format!("Client       {}", flow.client_addr));
+            lines.push(format!(
+                "Server       {}:{}{}",
+                flow.host,
+                flow.port,
+                flow.server_ip
+                    .map(|ip| format!(" ({ip})"))
+                    .unwrap_or_default()
+            ));
+            for (label, tls) in [
+                ("Client TLS", &flow.client_tls),
+                ("Server TLS", &flow.server_tls),
+            ] {
+                lines.push(match tls {
+                    Some(tls) => format!(
+                        "{label:<12} {} ALPN {} SNI {}",
+                        tls.version.as_deref().unwrap_or("?"),
+                        tls.alpn.as_deref().unwrap_or("-"),
+                        tls.sni.as_deref().unwrap_or("-")
+                    ),
+                    None => format!("{label:<12} (none)"),
+                });
+            }
+            if let Some(error) = &flow.error {
+                lines.push(String::new());
+                lines.push(format!(
+                    "Error        [{}] {}",
+                    error.kind.as_str(),
+                    error.message
+                ));
+            }
+        }
+    }
+    lines
+}
+
+fn help_lines() -> Vec<String> {
+    let keys: [(&str, &str); 22] = [
+        ("j k ↓ ↑", "move / scroll"),
+        ("g G", "first / last"),
+        ("PgUp PgDn", "a page up / down"),
+        ("Enter", "open the flow's detail"),
+        (
+            "Tab ← → 1-4",
+            "detail tabs: Request, Response, Kinvey, Timing & TLS",
+        ),
+        ("/ n N", "search in the detail, next / previous match"),
+        ("f", "filter the list (empty to clear)"),
+        ("F", "follow new flows on / off"),
+        ("i", "jump to a request id (whole or a prefix)"),
+        (
+            "K",
+            "Kinvey errors in the view, by name and class; Enter lists them",
+        ),
+        ("r", "support report of the flow (redacted)"),
+        ("z", "clear the view (the capture keeps everything)"),
+        ("?", "this help"),
+        ("q Esc", "back; in the list: quit"),
+        ("Q Ctrl-C", "quit"),
+        ("", ""),
+        ("Badges", ""),
+        ("RETRY", "transient: re-send with backoff"),
+        (
+            "FIX",
+            "change the request (or config / Business Logic), then re-send",
+        ),
+        (
+            "STOP",
+            "permanent: do not re-send; contact support with the request ID",
+        ),
+        (
+            "?RETRY ?FIX ?STOP",
+            "name not in Kinvey's dictionary; classed by status",
+        ),
+        ("⚑", "Kinvey anomaly"),
+    ];
+    let mut lines = vec!["Keys".to_owned()];
+    lines.extend(keys.iter().map(|(k, v)| format!("  {k:<20} {v}")));
+    lines.push(String::new());
+    lines.push(
+        "Filter expressions (mitmproxy's syntax; ! before &, & before |; a bare word is ~u)".into(),
+    );
+    lines.extend(
+        crate::filter::OPERATORS
+            .iter()
+            .map(|(syntax, meaning)| format!("  {syntax:<20} {meaning}")),
+    );
+    lines
+}
