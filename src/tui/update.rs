@@ -414,3 +414,310 @@ fn jump_to_request_id(app: &mut App, query: &str) -> Vec<Effect> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{
+        CapturedBody, Flow, FlowKind, Headers, HttpVersion, RequestRecord, ResponseRecord,
+        Timings,
+    };
+    use crate::kinvey::{ErrorClass, KinveySummary};
+    use crate::tui::state::SourceInfo;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn stored(id: FlowId, status: u16, error: Option<(&str, ErrorClass)>) -> StoredFlow {
+        StoredFlow {
+            flow: Flow {
+                id,
+                kind: FlowKind::Http,
+                client_addr: "127.0.0.1:5000".parse().unwrap(),
+                started_at: UNIX_EPOCH + Duration::from_secs(id),
+                scheme: "https".into(),
+                host: "baas.kinvey.com".into(),
+                port: 443,
+                request: RequestRecord {
+                    method: "GET".into(),
+                    url: format!("https://baas.kinvey.com/appdata/kid_x/books/{id}"),
+                    version: HttpVersion::Http11,
+                    headers: Headers::default(),
+                    body: CapturedBody::default(),
+                },
+                response: Some(ResponseRecord {
+                    status,
+                    version: HttpVersion::Http11,
+                    headers: Headers::default(),
+                    body: CapturedBody::default(),
+                    from_proxy: false,
+                }),
+                timings: Timings::default(),
+                server_ip: None,
+                client_tls: None,
+                server_tls: None,
+                error: None,
+            },
+            kinvey: KinveySummary {
+                request_id: Some(format!("rid{id:04}")),
+                error: error.map(|(name, _)| name.to_owned()),
+                class: error.map(|(_, class)| class),
+                known: true,
+                anomalies: Vec::new(),
+                warnings: Vec::new(),
+            },
+        }
+    }
+
+    fn app(n: u64) -> App {
+        let mut app = App::new(SourceInfo::default());
+        app.page = 3;
+        for id in 1..=n {
+            let error = (id % 3 == 0).then_some(("EntityNotFound", ErrorClass::Fix));
+            let status = if error.is_some() { 404 } else { 200 };
+            update(&mut app, Event::Flow(Box::new(stored(id, status, error))));
+        }
+        app
+    }
+
+    fn press(app: &mut App, code: KeyCode) -> Vec<Effect> {
+        update(app, Event::Key(key(code)))
+    }
+
+    fn typed(app: &mut App, text: &str) {
+        for c in text.chars() {
+            press(app, KeyCode::Char(c));
+        }
+    }
+
+    #[test]
+    fn new_flows_are_followed_until_the_user_moves() {
+        let mut a = app(5);
+        assert_eq!(a.selected, 4);
+        press(&mut a, KeyCode::Char('k'));
+        assert_eq!(a.selected, 3);
+        assert!(!a.follow);
+        update(&mut a, Event::Flow(Box::new(stored(6, 200, None))));
+        assert_eq!(a.selected, 3, "not following: the selection stays");
+        press(&mut a, KeyCode::Char('F'));
+        assert!(a.follow);
+        assert_eq!(a.selected, 5);
+        assert_eq!(a.message.as_deref(), Some("follow on"));
+    }
+
+    #[test]
+    fn movement_keys() {
+        let mut a = app(10);
+        press(&mut a, KeyCode::Char('g'));
+        assert_eq!(a.selected, 0);
+        press(&mut a, KeyCode::Char('j'));
+        press(&mut a, KeyCode::Down);
+        assert_eq!(a.selected, 2);
+        press(&mut a, KeyCode::Up);
+        assert_eq!(a.selected, 1);
+        press(&mut a, KeyCode::PageDown);
+        assert_eq!(a.selected, 4, "a page is 3 rows");
+        press(&mut a, KeyCode::PageUp);
+        assert_eq!(a.selected, 1);
+        press(&mut a, KeyCode::Char('G'));
+        assert_eq!(a.selected, 9);
+        press(&mut a, KeyCode::Char('j'));
+        assert_eq!(a.selected, 9, "clamped at the end");
+        press(&mut a, KeyCode::Home);
+        press(&mut a, KeyCode::End);
+        assert_eq!(a.selected, 9);
+    }
+
+    #[test]
+    fn enter_opens_the_detail_and_asks_for_the_flow() {
+        let mut a = app(3);
+        press(&mut a, KeyCode::Char('g'));
+        assert_eq!(press(&mut a, KeyCode::Enter), [Effect::LoadFlow(1)]);
+        let Screen::Detail(detail) = &a.screen else { panic!() };
+        assert_eq!((detail.id, detail.tab), (1, Tab::Request));
+        update(&mut a, Event::Loaded(Box::new(stored(1, 200, None))));
+        let Screen::Detail(detail) = &a.screen else { panic!() };
+        assert!(detail.flow.is_some());
+        // A late answer for another flow is ignored.
+        update(&mut a, Event::Loaded(Box::new(stored(2, 200, None))));
+        let Screen::Detail(detail) = &a.screen else { panic!() };
+        assert_eq!(detail.flow.as_ref().unwrap().flow.id, 1);
+    }
+
+    #[test]
+    fn detail_tabs_scrolling_and_back() {
+        let mut a = app(3);
+        press(&mut a, KeyCode::Enter);
+        let tab = |a: &App| match &a.screen {
+            Screen::Detail(d) => (d.tab, d.scroll),
+            _ => panic!("not in the detail"),
+        };
+        press(&mut a, KeyCode::Tab);
+        assert_eq!(tab(&a), (Tab::Response, 0));
+        press(&mut a, KeyCode::Char('l'));
+        press(&mut a, KeyCode::Right);
+        assert_eq!(tab(&a).0, Tab::Timing);
+        press(&mut a, KeyCode::Tab);
+        assert_eq!(tab(&a).0, Tab::Request, "wraps");
+        press(&mut a, KeyCode::BackTab);
+        press(&mut a, KeyCode::Char('h'));
+        press(&mut a, KeyCode::Left);
+        assert_eq!(tab(&a).0, Tab::Response);
+        press(&mut a, KeyCode::Char('3'));
+        assert_eq!(tab(&a).0, Tab::Kinvey);
+        press(&mut a, KeyCode::Char('j'));
+        press(&mut a, KeyCode::PageDown);
+        assert_eq!(tab(&a).1, 4);
+        press(&mut a, KeyCode::Char('k'));
+        assert_eq!(tab(&a).1, 3);
+        press(&mut a, KeyCode::Char('g'));
+        assert_eq!(tab(&a).1, 0);
+        press(&mut a, KeyCode::Esc);
+        assert_eq!(a.screen, Screen::List);
+        press(&mut a, KeyCode::Enter);
+        press(&mut a, KeyCode::Char('q'));
+        assert_eq!(a.screen, Screen::List);
+    }
+
+    #[test]
+    fn search_in_the_detail_jumps_between_matches() {
+        let mut a = app(3);
+        press(&mut a, KeyCode::Enter);
+        let mut full = stored(3, 404, Some(("EntityNotFound", ErrorClass::Fix)));
+        full.flow.response.as_mut().unwrap().body = CapturedBody {
+            bytes: bytes::Bytes::from_static(b"alpha\nneedle one\nbeta\nNEEDLE two\ngamma"),
+            wire_size: 38,
+            ..CapturedBody::default()
+        };
+        update(&mut a, Event::Loaded(Box::new(full)));
+        press(&mut a, KeyCode::Char('2'));
+        press(&mut a, KeyCode::Char('n'));
+        assert_eq!(a.message.as_deref(), Some("no search: press / to search"));
+        press(&mut a, KeyCode::Char('/'));
+        typed(&mut a, "needle");
+        press(&mut a, KeyCode::Enter);
+        let scroll = |a: &App| match &a.screen {
+            Screen::Detail(d) => d.scroll,
+            _ => panic!(),
+        };
+        let first = scroll(&a);
+        press(&mut a, KeyCode::Char('n'));
+        let second = scroll(&a);
+        assert!(second > first, "{first} then {second}");
+        press(&mut a, KeyCode::Char('n'));
+        assert_eq!(scroll(&a), first, "wraps around");
+        press(&mut a, KeyCode::Char('N'));
+        assert_eq!(scroll(&a), second);
+    }
+
+    #[test]
+    fn the_filter_prompt_filters_shows_errors_and_clears() {
+        let mut a = app(9);
+        press(&mut a, KeyCode::Char('f'));
+        typed(&mut a, "~k");
+        press(&mut a, KeyCode::Enter);
+        assert!(a.prompt.is_none());
+        assert_eq!(a.view.len(), 3);
+        assert_eq!(a.filter.as_ref().unwrap().text(), "~k");
+
+        press(&mut a, KeyCode::Char('f'));
+        assert_eq!(a.prompt.as_ref().unwrap().input, "~k", "prefilled");
+        press(&mut a, KeyCode::Backspace);
+        press(&mut a, KeyCode::Backspace);
+        typed(&mut a, "~c (");
+        press(&mut a, KeyCode::Enter);
+        let error = a.prompt.as_ref().unwrap().error.clone().unwrap();
+        assert!(error.starts_with("column"), "{error}");
+        assert!(error.contains('^'), "a caret under the column");
+        assert_eq!(a.view.len(), 3, "the old filter stays");
+        press(&mut a, KeyCode::Esc);
+        assert!(a.prompt.is_none());
+
+        press(&mut a, KeyCode::Char('f'));
+        press(&mut a, KeyCode::Backspace);
+        press(&mut a, KeyCode::Backspace);
+        press(&mut a, KeyCode::Enter);
+        assert!(a.filter.is_none());
+        assert_eq!(a.view.len(), 9);
+    }
+
+    #[test]
+    fn filters_needing_headers_or_bodies_are_evaluated_on_the_capture() {
+        let mut a = app(4);
+        press(&mut a, KeyCode::Char('f'));
+        typed(&mut a, "~b needle");
+        assert_eq!(press(&mut a, KeyCode::Enter), [Effect::FilterFromCapture]);
+        update(&mut a, Event::Filtered([2, 4].into_iter().collect()));
+        let ids: Vec<FlowId> = a.view.iter().map(|&i| a.flows[i].flow.id).collect();
+        assert_eq!(ids, [2, 4]);
+    }
+
+    #[test]
+    fn request_ids_jump_by_exact_id_or_unique_prefix() {
+        let mut a = app(12);
+        press(&mut a, KeyCode::Char('i'));
+        typed(&mut a, "rid0007");
+        assert_eq!(press(&mut a, KeyCode::Enter), [Effect::LoadFlow(7)]);
+        press(&mut a, KeyCode::Char('q'));
+        press(&mut a, KeyCode::Char('i'));
+        typed(&mut a, "rid001");
+        press(&mut a, KeyCode::Enter);
+        assert!(a.message.as_deref().unwrap().contains("starts 3 request ids"));
+        press(&mut a, KeyCode::Char('i'));
+        typed(&mut a, "nope");
+        press(&mut a, KeyCode::Enter);
+        assert!(a.message.as_deref().unwrap().contains("no flow"));
+    }
+
+    #[test]
+    fn the_kinvey_summary_lists_errors_and_enter_filters_them() {
+        let mut a = app(9);
+        update(
+            &mut a,
+            Event::Flow(Box::new(stored(10, 500, Some(("KinveyInternalErrorRetry", ErrorClass::Retry))))),
+        );
+        press(&mut a, KeyCode::Char('K'));
+        let Screen::KinveySummary { rows, .. } = &a.screen else { panic!() };
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].error.as_str(), rows[0].count), ("EntityNotFound", 3));
+        press(&mut a, KeyCode::Char('j'));
+        press(&mut a, KeyCode::Enter);
+        assert_eq!(a.screen, Screen::List);
+        assert_eq!(a.view.len(), 1);
+        assert_eq!(a.filter.as_ref().unwrap().text(), "~kerr '^KinveyInternalErrorRetry$'");
+        press(&mut a, KeyCode::Char('K'));
+        press(&mut a, KeyCode::Char('q'));
+        assert_eq!(a.screen, Screen::List);
+    }
+
+    #[test]
+    fn report_help_clear_and_quit() {
+        let mut a = app(3);
+        assert_eq!(press(&mut a, KeyCode::Char('r')), [Effect::MakeReport(3)]);
+        update(&mut a, Event::Report(3, "Request ID: rid0003".into()));
+        let Screen::Report { text, .. } = &a.screen else { panic!() };
+        assert_eq!(text.as_deref(), Some("Request ID: rid0003"));
+        press(&mut a, KeyCode::Char('j'));
+        press(&mut a, KeyCode::Esc);
+        assert_eq!(a.screen, Screen::List);
+
+        press(&mut a, KeyCode::Char('?'));
+        assert_eq!(a.screen, Screen::Help { scroll: 0 });
+        press(&mut a, KeyCode::Char('j'));
+        assert_eq!(a.screen, Screen::Help { scroll: 1 });
+        press(&mut a, KeyCode::Char('?'));
+        assert_eq!(a.screen, Screen::List);
+
+        press(&mut a, KeyCode::Char('z'));
+        assert!(a.view.is_empty());
+        update(&mut a, Event::Flow(Box::new(stored(4, 200, None))));
+        assert_eq!(a.view.len(), 1, "new flows still arrive after z");
+        assert_eq!(a.flows.len(), 4, "nothing is forgotten");
+
+        update(&mut a, Event::LoadFailed("gone".into()));
+        assert_eq!(a.message.as_deref(), Some("gone"));
+        assert_eq!(press(&mut a, KeyCode::Char('q')), [Effect::Quit]);
+        press(&mut a, KeyCode::Enter);
+        assert_eq!(press(&mut a, KeyCode::Char('Q')), [Effect::Quit]);
+        let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+        assert_eq!(update(&mut a, Event::Key(ctrl_c)), [Effect::Quit]);
+    }
+}

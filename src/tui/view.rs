@@ -116,25 +116,24 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
     frame.render_widget(Paragraph::new(bottom_text(app)), bottom);
 }
 
+/// The status bar: what changes first (counts, filter), then where things are.
 fn status_line(app: &App) -> String {
-    let mut parts = vec!["kinspect".to_owned()];
-    if let Some(listen) = app.source.listen {
-        parts.push(format!("http://{listen}"));
-    }
-    parts.push(format!("capture {}", app.source.capture.display()));
-    if let Some(ca) = &app.source.ca {
-        parts.push(format!("CA {}", ca.display()));
-    }
-    let shown = app.view.len();
-    parts.push(format!("flows {shown}/{}", app.flows.len()));
+    let mut parts = vec![format!("flows {}/{}", app.view.len(), app.flows.len())];
     if let Some(filter) = &app.filter {
         parts.push(format!("filter {}", filter.text()));
     }
     if app.follow {
         parts.push("follow".into());
     }
+    if let Some(listen) = app.source.listen {
+        parts.push(format!("proxy http://{listen}"));
+    }
+    parts.push(format!("capture {}", app.source.capture.display()));
+    if let Some(ca) = &app.source.ca {
+        parts.push(format!("CA {}", ca.display()));
+    }
     parts.push("? help".into());
-    format!(" {}", parts.join(" │ "))
+    format!(" kinspect │ {}", parts.join(" │ "))
 }
 
 fn bottom_text(app: &App) -> Vec<Line<'static>> {
@@ -279,10 +278,16 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
                 (None, None) => "...".to_owned(),
             };
             let kinvey_cell = match (kinvey.badge(), &kinvey.error) {
-                (Some(badge), Some(error)) => Line::from(vec![
-                    Span::styled(format!("{badge:<6} "), badge_style(&badge)),
-                    Span::raw(error.clone()),
-                ]),
+                (Some(badge), Some(error)) => {
+                    let mut spans = vec![
+                        Span::styled(format!("{badge:<6} "), badge_style(&badge)),
+                        Span::raw(error.clone()),
+                    ];
+                    if !kinvey.warnings.is_empty() {
+                        spans.push(Span::styled(" ⚠", Style::new().fg(Color::Red)));
+                    }
+                    Line::from(spans)
+                }
                 _ if !kinvey.anomalies.is_empty() => Line::styled(
                     format!("⚑ {}", kinvey.anomalies[0].code),
                     Style::new().fg(Color::DarkGray),
@@ -525,7 +530,7 @@ fn help_lines() -> Vec<String> {
             "?RETRY ?FIX ?STOP",
             "name not in Kinvey's dictionary; classed by status",
         ),
-        ("⚑", "Kinvey anomaly"),
+        ("⚑ ⚠", "Kinvey anomaly; client-behaviour warning"),
     ];
     let mut lines = vec!["Keys".to_owned()];
     lines.extend(keys.iter().map(|(k, v)| format!("  {k:<20} {v}")));
