@@ -419,8 +419,7 @@ fn jump_to_request_id(app: &mut App, query: &str) -> Vec<Effect> {
 mod tests {
     use super::*;
     use crate::flow::{
-        CapturedBody, Flow, FlowKind, Headers, HttpVersion, RequestRecord, ResponseRecord,
-        Timings,
+        CapturedBody, Flow, FlowKind, Headers, HttpVersion, RequestRecord, ResponseRecord, Timings,
     };
     use crate::kinvey::{ErrorClass, KinveySummary};
     use crate::tui::state::SourceInfo;
@@ -531,14 +530,20 @@ mod tests {
         let mut a = app(3);
         press(&mut a, KeyCode::Char('g'));
         assert_eq!(press(&mut a, KeyCode::Enter), [Effect::LoadFlow(1)]);
-        let Screen::Detail(detail) = &a.screen else { panic!() };
+        let Screen::Detail(detail) = &a.screen else {
+            panic!()
+        };
         assert_eq!((detail.id, detail.tab), (1, Tab::Request));
         update(&mut a, Event::Loaded(Box::new(stored(1, 200, None))));
-        let Screen::Detail(detail) = &a.screen else { panic!() };
+        let Screen::Detail(detail) = &a.screen else {
+            panic!()
+        };
         assert!(detail.flow.is_some());
         // A late answer for another flow is ignored.
         update(&mut a, Event::Loaded(Box::new(stored(2, 200, None))));
-        let Screen::Detail(detail) = &a.screen else { panic!() };
+        let Screen::Detail(detail) = &a.screen else {
+            panic!()
+        };
         assert_eq!(detail.flow.as_ref().unwrap().flow.id, 1);
     }
 
@@ -660,7 +665,11 @@ mod tests {
         press(&mut a, KeyCode::Char('i'));
         typed(&mut a, "rid001");
         press(&mut a, KeyCode::Enter);
-        assert!(a.message.as_deref().unwrap().contains("starts 3 request ids"));
+        assert!(a
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("starts 3 request ids"));
         press(&mut a, KeyCode::Char('i'));
         typed(&mut a, "nope");
         press(&mut a, KeyCode::Enter);
@@ -672,17 +681,29 @@ mod tests {
         let mut a = app(9);
         update(
             &mut a,
-            Event::Flow(Box::new(stored(10, 500, Some(("KinveyInternalErrorRetry", ErrorClass::Retry))))),
+            Event::Flow(Box::new(stored(
+                10,
+                500,
+                Some(("KinveyInternalErrorRetry", ErrorClass::Retry)),
+            ))),
         );
         press(&mut a, KeyCode::Char('K'));
-        let Screen::KinveySummary { rows, .. } = &a.screen else { panic!() };
+        let Screen::KinveySummary { rows, .. } = &a.screen else {
+            panic!()
+        };
         assert_eq!(rows.len(), 2);
-        assert_eq!((rows[0].error.as_str(), rows[0].count), ("EntityNotFound", 3));
+        assert_eq!(
+            (rows[0].error.as_str(), rows[0].count),
+            ("EntityNotFound", 3)
+        );
         press(&mut a, KeyCode::Char('j'));
         press(&mut a, KeyCode::Enter);
         assert_eq!(a.screen, Screen::List);
         assert_eq!(a.view.len(), 1);
-        assert_eq!(a.filter.as_ref().unwrap().text(), "~kerr '^KinveyInternalErrorRetry$'");
+        assert_eq!(
+            a.filter.as_ref().unwrap().text(),
+            "~kerr '^KinveyInternalErrorRetry$'"
+        );
         press(&mut a, KeyCode::Char('K'));
         press(&mut a, KeyCode::Char('q'));
         assert_eq!(a.screen, Screen::List);
@@ -693,7 +714,9 @@ mod tests {
         let mut a = app(3);
         assert_eq!(press(&mut a, KeyCode::Char('r')), [Effect::MakeReport(3)]);
         update(&mut a, Event::Report(3, "Request ID: rid0003".into()));
-        let Screen::Report { text, .. } = &a.screen else { panic!() };
+        let Screen::Report { text, .. } = &a.screen else {
+            panic!()
+        };
         assert_eq!(text.as_deref(), Some("Request ID: rid0003"));
         press(&mut a, KeyCode::Char('j'));
         press(&mut a, KeyCode::Esc);

@@ -279,14 +279,16 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
             };
             let kinvey_cell = match (kinvey.badge(), &kinvey.error) {
                 (Some(badge), Some(error)) => {
-                    let mut spans = vec![
+                    let warned = if kinvey.warnings.is_empty() {
+                        "  "
+                    } else {
+                        "⚠ "
+                    };
+                    Line::from(vec![
                         Span::styled(format!("{badge:<6} "), badge_style(&badge)),
+                        Span::styled(warned, Style::new().fg(Color::Red)),
                         Span::raw(error.clone()),
-                    ];
-                    if !kinvey.warnings.is_empty() {
-                        spans.push(Span::styled(" ⚠", Style::new().fg(Color::Red)));
-                    }
-                    Line::from(spans)
+                    ])
                 }
                 _ if !kinvey.anomalies.is_empty() => Line::styled(
                     format!("⚑ {}", kinvey.anomalies[0].code),
@@ -324,7 +326,7 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
         Constraint::Length(8),
         Constraint::Length(9),
         Constraint::Length(7),
-        Constraint::Length(32),
+        Constraint::Length(34),
     ];
     frame.render_widget(Table::new(rows, widths).header(header), area);
 }

@@ -1,0 +1,120 @@
+//! End to end: the `kinspect demo` UI in a real terminal (tmux), driven by keys and read
+//! back from the screen. CI installs tmux; locally a missing tmux skips with a reason.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::tool_available;
+
+/// A tmux server of this test's own, killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let output = Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("tmux runs");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "kinspect"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "kinspect"])
+    }
+
+    /// Waits until the screen satisfies `ready`; panics with the screen otherwise.
+    fn wait_for(&self, what: &str, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let screen = self.screen();
+            if ready(&screen) {
+                return screen;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; the screen shows:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+#[test]
+fn the_demo_ui_filters_opens_details_and_quits() {
+    if !tool_available("tmux") {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let tmux = Tmux {
+        socket: format!("kinspect-test-{}", std::process::id()),
+    };
+    let command = format!(
+        "KINSPECT_HOME={} {} demo",
+        home.path().display(),
+        env!("CARGO_BIN_EXE_kinspect")
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "kinspect",
+        "-x",
+        "160",
+        "-y",
+        "45",
+        &command,
+    ]);
+
+    // The scripted app's traffic arrives live; the dictionary tour ends with BLInternalError.
+    tmux.wait_for("the demo's flows", |s| {
+        s.contains("STOP") && s.contains("BLInternalError")
+    });
+
+    tmux.keys(&["f"]);
+    tmux.keys(&["-l", "~kc stop"]);
+    tmux.keys(&["Enter"]);
+    let filtered = tmux.wait_for("the filter to apply", |s| s.contains("filter ~kc stop"));
+    let rows: Vec<&str> = filtered
+        .lines()
+        .filter(|l| l.contains("baas.kinvey.test"))
+        .collect();
+    assert!(!rows.is_empty(), "{filtered}");
+    assert!(
+        rows.iter().all(|r| r.contains("STOP")),
+        "only STOP flows:\n{filtered}"
+    );
+
+    tmux.keys(&["g", "Enter", "3"]);
+    let kinvey_tab = tmux.wait_for("the Kinvey tab", |s| s.contains("What to do"));
+    assert!(
+        kinvey_tab.contains("contact Kinvey support"),
+        "{kinvey_tab}"
+    );
+
+    tmux.keys(&["q", "?"]);
+    tmux.wait_for("the help", |s| s.contains("Filter expressions"));
+    tmux.keys(&["q", "Q"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tmux.run(&["list-sessions"]).contains("kinspect") {
+        assert!(Instant::now() < deadline, "kinspect did not quit on Q");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
