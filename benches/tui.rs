@@ -1,0 +1,117 @@
+//! Does the terminal UI slow the proxy? (`cargo bench --bench tui`, needs tmux.)
+//!
+//! The same load — C keep-alive clients for D seconds against a local origin, 1 KiB
+//! responses, plain HTTP — through the kinspect binary twice in one run: once with the
+//! UI drawing in a real terminal (tmux), once `--headless` with its lines going to
+//! /dev/null. Reports requests/s of each and the ratio.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::{client, env_number, load, start_origin, Until};
+
+fn run_load(addr: SocketAddr, url: &str, concurrency: u64, duration: Duration) -> f64 {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = rt.block_on(load(
+        client(Some(addr), &[]),
+        url.to_owned(),
+        concurrency,
+        Until::Elapsed(duration),
+    ));
+    assert_eq!(outcome.errors, 0, "no request may fail");
+    outcome.rate()
+}
+
+fn headless(home: &std::path::Path, url: &str, concurrency: u64, duration: Duration) -> f64 {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kinspect"))
+        .args(["--listen", "127.0.0.1:0", "--headless"])
+        .env("KINSPECT_HOME", home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.trim().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let rate = run_load(addr, url, concurrency, duration);
+    let _ = child.kill();
+    let _ = child.wait();
+    rate
+}
+
+fn with_ui(home: &std::path::Path, url: &str, concurrency: u64, duration: Duration) -> f64 {
+    let socket = format!("kinspect-bench-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .args(["-L", &socket])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let command = format!(
+        "KINSPECT_HOME={} {} --listen 127.0.0.1:{port}",
+        home.display(),
+        env!("CARGO_BIN_EXE_kinspect")
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "ui",
+        "-x",
+        "200",
+        "-y",
+        "50",
+        &command,
+    ]);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    while std::net::TcpStream::connect(addr).is_err() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rate = run_load(addr, url, concurrency, duration);
+    let screen =
+        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", "ui"]).stdout).into_owned();
+    tmux(&["kill-server"]);
+    assert!(screen.contains("flows "), "the UI was drawing:\n{screen}");
+    rate
+}
+
+fn main() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        println!("SKIPPED: tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    let concurrency = env_number("KINSPECT_BENCH_CONCURRENCY", 32);
+    let duration = Duration::from_secs(env_number("KINSPECT_BENCH_SECS", 5));
+    let (origin, _) = start_origin(false, 1024);
+    let url = format!("http://localhost:{}/", origin.port());
+    let home = tempfile::tempdir().unwrap();
+    let headless_rate = headless(home.path(), &url, concurrency, duration);
+    let ui_rate = with_ui(home.path(), &url, concurrency, duration);
+    println!("kinspect with the UI vs --headless: {concurrency} keep-alive clients, {duration:?} each, 1 KiB responses, plain HTTP");
+    println!("| mode | requests/s | vs headless |");
+    println!("|---|---|---|");
+    println!("| --headless | {headless_rate:.0} | 1 |");
+    println!(
+        "| terminal UI (tmux) | {ui_rate:.0} | {:.2} |",
+        ui_rate / headless_rate
+    );
+}
