@@ -260,7 +260,7 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
         0
     };
     let header = Row::new([
-        "ID", "TIME", "METHOD", "HOST", "PATH", "STATUS", "TYPE", "SIZE", "TIME", "KINVEY",
+        "ID", "TIME", "METHOD", "HOST", "PATH", "STATUS", "TYPE", "SIZE", "DUR", "KINVEY",
     ])
     .style(Style::new().add_modifier(Modifier::BOLD));
     let rows = app
@@ -316,17 +316,18 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
             ])
             .style(style)
         });
+    // The path takes what the fixed columns leave, and never less than 14 columns.
     let widths = [
-        Constraint::Length(5),
+        Constraint::Length(4),
         Constraint::Length(12),
+        Constraint::Length(6),
+        Constraint::Length(16),
+        Constraint::Min(14),
         Constraint::Length(7),
-        Constraint::Length(20),
-        Constraint::Fill(1),
-        Constraint::Length(7),
+        Constraint::Length(4),
         Constraint::Length(8),
-        Constraint::Length(9),
-        Constraint::Length(7),
-        Constraint::Length(34),
+        Constraint::Length(6),
+        Constraint::Length(33),
     ];
     frame.render_widget(Table::new(rows, widths).header(header), area);
 }
