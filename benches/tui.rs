@@ -94,7 +94,80 @@ fn with_ui(home: &std::path::Path, url: &str, concurrency: u64, duration: Durati
     rate
 }
 
+/// 100k flows in the UI's state: how long a filter over all of them and a frame take.
+fn hundred_thousand_flows() {
+    use kinspect::capture::StoredFlow;
+    use kinspect::filter::Filter;
+    use kinspect::flow::*;
+    use kinspect::kinvey::{ErrorClass, KinveySummary};
+    use kinspect::tui::state::{App, SourceInfo};
+    use ratatui::backend::TestBackend;
+    use std::time::{Instant, UNIX_EPOCH};
+
+    let mut app = App::new(SourceInfo::default());
+    for id in 1..=100_000u64 {
+        let status = [200, 200, 404, 500, 200][id as usize % 5];
+        let class = match status {
+            404 => Some(ErrorClass::Fix),
+            500 => Some(ErrorClass::Retry),
+            _ => None,
+        };
+        app.push(StoredFlow {
+            flow: Flow {
+                id,
+                kind: FlowKind::Http,
+                client_addr: "127.0.0.1:5000".parse().unwrap(),
+                started_at: UNIX_EPOCH + Duration::from_millis(id),
+                scheme: "https".into(),
+                host: "baas.kinvey.com".into(),
+                port: 443,
+                request: RequestRecord {
+                    method: "GET".into(),
+                    url: format!("https://baas.kinvey.com/appdata/kid_x/books/{id}"),
+                    version: HttpVersion::Http11,
+                    headers: Headers::default(),
+                    body: CapturedBody::default(),
+                },
+                response: Some(ResponseRecord {
+                    status,
+                    version: HttpVersion::Http11,
+                    headers: Headers::default(),
+                    body: CapturedBody::default(),
+                    from_proxy: false,
+                }),
+                timings: Timings::default(),
+                server_ip: None,
+                client_tls: None,
+                server_tls: None,
+                error: None,
+            },
+            kinvey: KinveySummary {
+                request_id: Some(format!("{id:032x}")),
+                error: class.map(|_| "SomeError".to_owned()),
+                class,
+                known: true,
+                ..KinveySummary::default()
+            },
+        });
+    }
+    let started = Instant::now();
+    app.filter = Some(Filter::parse("~kc retry | ~c 404 & ~u books").unwrap());
+    app.refilter();
+    let filtered = started.elapsed();
+    let shown = app.view.len();
+    let mut terminal = ratatui::Terminal::new(TestBackend::new(160, 50)).unwrap();
+    let started = Instant::now();
+    for _ in 0..20 {
+        terminal
+            .draw(|frame| kinspect::tui::view::draw(frame, &app))
+            .unwrap();
+    }
+    let frame = started.elapsed() / 20;
+    println!("100,000 flows in the UI: a filter over all of them took {filtered:.2?} ({shown} shown); a frame takes {frame:.2?}");
+}
+
 fn main() {
+    hundred_thousand_flows();
     if Command::new("tmux").arg("-V").output().is_err() {
         println!("SKIPPED: tmux is not installed (apt-get install tmux)");
         return;
