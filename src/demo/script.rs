@@ -75,6 +75,7 @@ struct Call<'a> {
     auth: Auth,
     api_version: bool,
     client: Option<&'a str>,
+    pause: bool,
 }
 
 impl<'a> Call<'a> {
@@ -86,7 +87,14 @@ impl<'a> Call<'a> {
             auth: Auth::User,
             api_version: true,
             client: None,
+            pause: true,
         }
+    }
+
+    /// Sends the next request at once, as an impatient client would.
+    fn hasty(mut self) -> Self {
+        self.pause = false;
+        self
     }
 
     fn body(mut self, body: &'a str) -> Self {
@@ -155,7 +163,9 @@ impl DemoClient {
         let status = response.status().as_u16();
         let bytes = response.bytes().await.map_err(failed)?;
         self.sent += 1;
-        tokio::time::sleep(self.options.pace).await;
+        if call.pause {
+            tokio::time::sleep(self.options.pace).await;
+        }
         Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
     }
 }
