@@ -276,7 +276,8 @@ async fn retries(c: &mut DemoClient) -> Result<(), ScriptError> {
             .send(
                 Call::new(Method::POST, &flaky)
                     .body("{}")
-                    .client("impatient"),
+                    .client("impatient")
+                    .hasty(),
             )
             .await?;
         if status < 500 {

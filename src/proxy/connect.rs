@@ -179,26 +179,46 @@ async fn terminate_tls<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    match accept_tls(&shared, &target, io).await {
+        Ok(Some((tls, client_tls, upstream))) => {
+            let h2 = client_tls.alpn.as_deref() == Some("h2");
+            let client = ClientSide {
+                addr: peer,
+                tls: Some(client_tls),
+            };
+            serve_http(shared, client, upstream, tls, h2).await;
+        }
+        // The client went quiet mid-handshake: nothing to record.
+        Ok(None) => {}
+        Err(message) => {
+            let kind = FlowErrorKind::ClientTls;
+            record_tunnel_failure(&shared, peer, &target, started, kind, message).await;
+        }
+    }
+}
+
+/// A TLS handshake with the client, presenting a leaf for its SNI name (else the CONNECT
+/// host): the stream, the client's TLS parameters and where to forward to. `Ok(None)`
+/// when the client timed out; `Err` says why the handshake failed.
+async fn accept_tls<I>(
+    shared: &Shared,
+    target: &Target,
+    io: I,
+) -> Result<Option<(tokio_rustls::server::TlsStream<I>, TlsInfo, Target)>, String>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
     let handshake_timeout = shared.config.client_header_timeout;
     let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
     let start = match tokio::time::timeout(handshake_timeout, acceptor).await {
         Ok(Ok(start)) => start,
         Ok(Err(e)) => {
-            let message = format!(
+            return Err(format!(
                 "the client's TLS ClientHello for {} was invalid: {e}",
                 target.authority()
-            );
-            return record_tunnel_failure(
-                &shared,
-                peer,
-                &target,
-                started,
-                FlowErrorKind::ClientTls,
-                message,
-            )
-            .await;
+            ))
         }
-        Err(_) => return,
+        Err(_) => return Ok(None),
     };
     let sni = start.client_hello().server_name().map(str::to_owned);
     // Apps that resolve names themselves CONNECT to an IP but still send the name.
@@ -210,58 +230,34 @@ async fn terminate_tls<I>(
         _ => target.clone(),
     };
     let cert_host = sni.clone().unwrap_or_else(|| target.host.clone());
-    let config = match shared.leaves.server_config(&cert_host) {
-        Ok(config) => config,
-        Err(e) => {
-            return record_tunnel_failure(
-                &shared,
-                peer,
-                &target,
-                started,
-                FlowErrorKind::ClientTls,
-                e.to_string(),
-            )
-            .await;
-        }
-    };
+    let config = shared
+        .leaves
+        .server_config(&cert_host)
+        .map_err(|e| e.to_string())?;
     let tls = match tokio::time::timeout(handshake_timeout, start.into_stream(config)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            let message = format!(
+            return Err(format!(
                 "TLS handshake with the client for {cert_host} failed: {e}. If the client \
                  rejected kinspect's certificate, trust the kinspect CA ({}) on that device, \
                  or pass the host with --ignore-hosts if the app pins its certificates",
                 shared.ca.cert_pem_path().display()
-            );
-            return record_tunnel_failure(
-                &shared,
-                peer,
-                &target,
-                started,
-                FlowErrorKind::ClientTls,
-                message,
-            )
-            .await;
+            ))
         }
-        Err(_) => return,
+        Err(_) => return Ok(None),
     };
     let (_, session) = tls.get_ref();
-    let alpn = session
-        .alpn_protocol()
-        .map(|p| String::from_utf8_lossy(p).into_owned());
-    let h2 = alpn.as_deref() == Some("h2");
-    let client = ClientSide {
-        addr: peer,
-        tls: Some(TlsInfo {
-            sni,
-            alpn,
-            version: session
-                .protocol_version()
-                .and_then(|v| v.as_str())
-                .map(tls_version_name),
-        }),
+    let client_tls = TlsInfo {
+        sni,
+        alpn: session
+            .alpn_protocol()
+            .map(|p| String::from_utf8_lossy(p).into_owned()),
+        version: session
+            .protocol_version()
+            .and_then(|v| v.as_str())
+            .map(tls_version_name),
     };
-    serve_http(shared, client, upstream, tls, h2).await;
+    Ok(Some((tls, client_tls, upstream)))
 }
 
 /// Serves HTTP/1.1 or HTTP/2 from a client inside a tunnel, forwarding to `target`.
