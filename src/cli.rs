@@ -17,6 +17,7 @@ use crate::demo::script::{self, ScriptOptions};
 use crate::demo::simulator::Simulator;
 use crate::events;
 use crate::filter::Filter;
+use crate::har::{self, ExportOptions, HarWriter};
 use crate::headless::{LineFormat, LinePrinter};
 use crate::kinvey::{self, report::support_report};
 use crate::proxy::{HostOverrides, Proxy, ProxyConfig, DEFAULT_MAX_BODY};
@@ -51,23 +52,23 @@ pub struct Cli {
 /// The commands besides running the proxy.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List the flows of a capture file, one line each (or one JSON object each).
+    /// List the flows of a capture file or a HAR, one line each (or one JSON object each).
     Ls {
-        /// The capture file (.db).
+        /// The capture file (.db) or a HAR file (Chrome, Firefox, mitmproxy, Charles, kinspect).
         file: PathBuf,
         /// One JSON object per line instead of a text line.
         #[arg(long)]
         json: bool,
     },
-    /// Browse a capture file in the terminal UI (it may still be growing).
+    /// Browse a capture file (it may still be growing) or a HAR in the terminal UI.
     Open {
-        /// The capture file (.db).
+        /// The capture file (.db) or a HAR file.
         file: PathBuf,
     },
     /// Print the Kinvey support report of one exchange, found by its X-Kinvey-Request-ID
     /// (exact, or a unique prefix). Credentials, tokens and secrets are redacted.
     Report {
-        /// The capture file (.db).
+        /// The capture file (.db) or a HAR file.
         file: PathBuf,
         /// The request id, or the first characters of it.
         #[arg(long, value_name = "ID")]
@@ -76,6 +77,18 @@ pub enum Command {
     /// Run a Kinvey backend simulator and a scripted app through the proxy: realistic
     /// traffic with every kind of Kinvey error, no account needed.
     Demo,
+    /// Export a capture (or the flows matching --filter) as a HAR 1.2 file, with
+    /// credentials, cookies, tokens and secrets redacted unless --no-redact.
+    Har {
+        /// The capture file (.db) or a HAR to re-export.
+        file: PathBuf,
+        /// Where to write the HAR.
+        #[arg(short = 'o', long = "output", value_name = "OUT.har")]
+        output: PathBuf,
+        /// Keep credentials, cookies, tokens and secrets in the export (explicit opt-in).
+        #[arg(long)]
+        no_redact: bool,
+    },
 }
 
 /// Options of the proxy itself.
@@ -206,6 +219,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Open { file }) => open(file),
         Some(Command::Report { file, request_id }) => report(&file, &request_id),
         Some(Command::Demo) => run_session(cli.proxy, Mode::Demo),
+        Some(Command::Har {
+            file,
+            output,
+            no_redact,
+        }) => export_har(&file, &output, filter.as_deref(), !no_redact),
         None => run_session(cli.proxy, Mode::Proxy),
     }
 }
@@ -214,7 +232,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// objects.
 fn list(file: &Path, json: bool, filter: Option<&str>) -> anyhow::Result<()> {
     let filter = filter.map(parse_filter).transpose()?;
-    let reader = CaptureReader::open(file)?;
+    let (_import, file) = readable(file)?;
+    let reader = CaptureReader::open(&file)?;
     let needs = |check: fn(&Filter) -> bool| filter.as_ref().is_some_and(check);
     let (format, mut detail) = if json {
         (LineFormat::JsonLines, Detail::Headers)
@@ -235,8 +254,95 @@ fn list(file: &Path, json: bool, filter: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A capture to read `file` from: the file itself, or, for a HAR, a capture it was
+/// imported into (kept as long as the returned guard).
+fn readable(file: &Path) -> anyhow::Result<(Option<tempfile::TempDir>, PathBuf)> {
+    if !is_har(file) {
+        return Ok((None, file.to_owned()));
+    }
+    let (guard, capture) = har::import_to_capture(file)?;
+    Ok((Some(guard), capture))
+}
+
+/// True for a JSON file (a HAR); captures are SQLite files.
+fn is_har(file: &Path) -> bool {
+    use std::io::Read;
+    let mut start = [0u8; 64];
+    let n = std::fs::File::open(file)
+        .and_then(|mut f| f.read(&mut start))
+        .unwrap_or(0);
+    start[..n]
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{')
+}
+
+/// `kinspect har`: a capture as a HAR file, streamed, with progress on a terminal.
+fn export_har(
+    file: &Path,
+    output: &Path,
+    filter: Option<&str>,
+    redact: bool,
+) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let filter = filter.map(parse_filter).transpose()?;
+    let (_import, capture) = readable(file)?;
+    let reader = CaptureReader::open(&capture)?;
+    let progress = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(reader.count()?);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("exporting {bar:40} {pos}/{len} flows {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let out = std::fs::File::create(output)
+        .with_context(|| format!("cannot create {}", output.display()))?;
+    let title = file
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let mut writer = HarWriter::new(
+        std::io::BufWriter::new(out),
+        &title,
+        ExportOptions { redact },
+    );
+    let mut failure = None;
+    reader.for_each(Detail::Full, |stored| {
+        progress.inc(1);
+        if failure.is_none() && filter.as_ref().is_none_or(|f| f.matches(&stored)) {
+            failure = writer.push(&stored).err();
+        }
+    })?;
+    if let Some(e) = failure {
+        return Err(e).with_context(|| format!("cannot write {}", output.display()));
+    }
+    let stats = writer
+        .finish()
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    progress.finish_and_clear();
+    let redacted = if redact {
+        format!("{} values redacted", stats.redactions)
+    } else {
+        "nothing redacted (--no-redact)".to_owned()
+    };
+    notice!(
+        "wrote {} entries to {} ({redacted}{})",
+        stats.entries,
+        output.display(),
+        if stats.tunnels_skipped > 0 {
+            format!("; {} blind tunnels left out", stats.tunnels_skipped)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
 /// `kinspect open`: the UI on a capture file (which may still be growing).
 fn open(file: PathBuf) -> anyhow::Result<()> {
+    let (_import, file) = readable(&file)?;
     let reader = CaptureReader::open(&file)?;
     let mut flows = Vec::new();
     reader.for_each(Detail::Headers, |stored| {
@@ -253,7 +359,8 @@ fn open(file: PathBuf) -> anyhow::Result<()> {
 
 /// `kinspect report`: the support report of the flow(s) with a request id.
 fn report(file: &Path, request_id: &str) -> anyhow::Result<()> {
-    let reader = CaptureReader::open(file)?;
+    let (_import, capture) = readable(file)?;
+    let reader = CaptureReader::open(&capture)?;
     let found = reader.find_request_id(request_id)?;
     let mut ids: Vec<&str> = found.iter().map(|(id, _)| id.as_str()).collect();
     ids.dedup();

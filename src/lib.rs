@@ -13,6 +13,7 @@ pub mod demo;
 pub mod events;
 pub mod filter;
 pub mod flow;
+pub mod har;
 pub mod headless;
 pub mod kinvey;
 pub mod proxy;

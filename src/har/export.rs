@@ -1,0 +1,444 @@
+//! Writing flows as HAR 1.2, streamed entry by entry so that a 100k-flow capture exports
+//! with flat memory.
+
+use std::io::Write;
+
+use base64::Engine;
+use serde_json::{json, Map, Value};
+
+use super::har_version;
+use crate::capture::StoredFlow;
+use crate::flow::{utc_timestamp, CapturedBody, Flow, FlowKind, Headers};
+use crate::redact::{is_secret_header, is_secret_param, redact_url, Secrets, REDACTED};
+
+/// How to export.
+#[derive(Debug, Clone, Copy)]
+pub struct ExportOptions {
+    /// Replace credentials, cookies, tokens and secrets (the default).
+    pub redact: bool,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions { redact: true }
+    }
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExportStats {
+    /// Entries written.
+    pub entries: u64,
+    /// Values replaced by `[redacted]`.
+    pub redactions: u64,
+    /// Blind tunnels left out (they hold no HTTP exchange).
+    pub tunnels_skipped: u64,
+}
+
+/// Writes a HAR document one entry at a time: memory stays flat however many flows.
+pub struct HarWriter<W: Write> {
+    out: W,
+    title: String,
+    options: ExportOptions,
+    stats: ExportStats,
+    opened: bool,
+}
+
+impl<W: Write> HarWriter<W> {
+    /// A writer to `out`; `title` names the page (the capture file).
+    pub fn new(out: W, title: &str, options: ExportOptions) -> Self {
+        HarWriter {
+            out,
+            title: title.to_owned(),
+            options,
+            stats: ExportStats::default(),
+            opened: false,
+        }
+    }
+
+    /// Writes the log's head (its page starts with the first flow).
+    fn open(&mut self, started: std::time::SystemTime) -> std::io::Result<()> {
+        let head = json!({
+            "version": "1.2",
+            "creator": {"name": "kinspect", "version": env!("CARGO_PKG_VERSION")},
+            "pages": [{
+                "startedDateTime": utc_timestamp(started),
+                "id": "page_1",
+                "title": self.title,
+                "pageTimings": {"onContentLoad": -1, "onLoad": -1},
+            }],
+        });
+        let head = serde_json::to_string(&head)?;
+        // The head without its closing brace, then the entries array.
+        write!(
+            self.out,
+            "{{\"log\":{},\"entries\":[",
+            &head[..head.len() - 1]
+        )?;
+        self.opened = true;
+        Ok(())
+    }
+
+    /// Writes one flow (blind tunnels are left out: they hold no HTTP exchange).
+    pub fn push(&mut self, stored: &StoredFlow) -> std::io::Result<()> {
+        if !self.opened {
+            self.open(stored.flow.started_at)?;
+        }
+        if stored.flow.kind == FlowKind::Tunnel {
+            self.stats.tunnels_skipped += 1;
+            return Ok(());
+        }
+        let entry = har_entry(stored, self.options, &mut self.stats.redactions);
+        if self.stats.entries > 0 {
+            self.out.write_all(b",")?;
+        }
+        self.out.write_all(b"\n")?;
+        serde_json::to_writer(&mut self.out, &entry)?;
+        self.stats.entries += 1;
+        Ok(())
+    }
+
+    /// Closes the document and returns what was written.
+    pub fn finish(mut self) -> std::io::Result<ExportStats> {
+        if !self.opened {
+            self.open(std::time::SystemTime::now())?;
+        }
+        self.out.write_all(b"\n]}}\n")?;
+        self.out.flush()?;
+        Ok(self.stats)
+    }
+}
+
+/// Writes a HAR document holding `flows` to `out`.
+pub fn export<W: Write>(
+    out: W,
+    title: &str,
+    flows: impl IntoIterator<Item = StoredFlow>,
+    options: ExportOptions,
+) -> std::io::Result<ExportStats> {
+    let mut writer = HarWriter::new(out, title, options);
+    for stored in flows {
+        writer.push(&stored)?;
+    }
+    writer.finish()
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
+}
+
+fn optional_ms(d: Option<std::time::Duration>) -> f64 {
+    d.map_or(-1.0, ms)
+}
+
+/// Redacts as it goes and counts what it replaced.
+struct Redactor<'a> {
+    on: bool,
+    secrets: Secrets,
+    count: &'a mut u64,
+}
+
+impl Redactor<'_> {
+    fn header_value(&mut self, name: &str, value: &str) -> String {
+        if self.on && is_secret_header(name) {
+            *self.count += 1;
+            return REDACTED.to_owned();
+        }
+        self.text(value)
+    }
+
+    fn param(&mut self, name: &str, value: &str) -> String {
+        if self.on && is_secret_param(name) {
+            *self.count += 1;
+            return REDACTED.to_owned();
+        }
+        value.to_owned()
+    }
+
+    fn cookie(&mut self, value: &str) -> String {
+        if self.on {
+            *self.count += 1;
+            return REDACTED.to_owned();
+        }
+        value.to_owned()
+    }
+
+    fn url(&mut self, url: &str) -> String {
+        if !self.on {
+            return url.to_owned();
+        }
+        let redacted = redact_url(url);
+        if redacted != url {
+            *self.count += 1;
+        }
+        redacted
+    }
+
+    /// Free text: every secret of the flow scrubbed; in JSON, secret-named fields too.
+    fn text(&mut self, text: &str) -> String {
+        if !self.on {
+            return text.to_owned();
+        }
+        let mut text = text.to_owned();
+        if let Ok(mut json) = serde_json::from_str::<Value>(&text) {
+            if self.json(&mut json) {
+                text = json.to_string();
+            }
+        }
+        let scrubbed = self.secrets.scrub(&text);
+        if scrubbed != text {
+            *self.count += 1;
+        }
+        scrubbed
+    }
+
+    fn json(&mut self, value: &mut Value) -> bool {
+        let mut changed = false;
+        match value {
+            Value::Object(map) => {
+                for (key, value) in map.iter_mut() {
+                    if is_secret_param(key) && (value.is_string() || value.is_number()) {
+                        *value = Value::String(REDACTED.into());
+                        *self.count += 1;
+                        changed = true;
+                    } else {
+                        changed |= self.json(value);
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for item in items {
+                    changed |= self.json(item);
+                }
+            }
+            _ => {}
+        }
+        changed
+    }
+}
+
+fn headers_json(headers: &Headers, redactor: &mut Redactor<'_>) -> Value {
+    Value::Array(
+        headers
+            .iter()
+            .map(|h| {
+                let value = redactor.header_value(&h.name, &h.value_lossy());
+                json!({"name": h.name, "value": value})
+            })
+            .collect(),
+    )
+}
+
+fn cookies_json(headers: &Headers, header: &str, redactor: &mut Redactor<'_>) -> Value {
+    let mut cookies = Vec::new();
+    for field in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case(header))
+    {
+        let value = field.value_lossy();
+        // A Cookie header holds many pairs; a Set-Cookie one pair and its attributes.
+        let pairs: Vec<&str> = if header == "cookie" {
+            value.split(';').collect()
+        } else {
+            value.split(';').take(1).collect()
+        };
+        for pair in pairs {
+            if let Some((name, v)) = pair.split_once('=') {
+                let v = redactor.cookie(v.trim());
+                cookies.push(json!({"name": name.trim(), "value": v}));
+            }
+        }
+    }
+    Value::Array(cookies)
+}
+
+fn query_json(url: &str, redactor: &mut Redactor<'_>) -> Value {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split('#').next().unwrap_or("");
+    Value::Array(
+        query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|pair| {
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                let decode = |s: &str| {
+                    percent_encoding::percent_decode_str(&s.replace('+', " "))
+                        .decode_utf8_lossy()
+                        .into_owned()
+                };
+                let name = decode(name);
+                let value = redactor.param(&name, &decode(value));
+                json!({"name": name, "value": value})
+            })
+            .collect(),
+    )
+}
+
+/// A body as HAR text: decoded, UTF-8 as is, anything else base64.
+fn body_content(
+    body: &CapturedBody,
+    headers: &Headers,
+    redactor: &mut Redactor<'_>,
+) -> (u64, Option<(String, bool)>) {
+    if body.bytes.is_empty() {
+        return (0, None);
+    }
+    let decoded =
+        crate::decode::decode_body(&body.bytes, headers.get("content-encoding").as_deref())
+            .unwrap_or_else(|_| body.bytes.clone());
+    let size = decoded.len() as u64;
+    match std::str::from_utf8(&decoded) {
+        Ok(text) => (size, Some((redactor.text(text), false))),
+        Err(_) => (
+            size,
+            Some((
+                base64::engine::general_purpose::STANDARD.encode(&decoded),
+                true,
+            )),
+        ),
+    }
+}
+
+/// One flow as a HAR entry (with `_kinvey` results and `_error` for failed flows).
+pub fn har_entry(stored: &StoredFlow, options: ExportOptions, redactions: &mut u64) -> Value {
+    let StoredFlow { flow, kinvey } = stored;
+    let mut redactor = Redactor {
+        on: options.redact,
+        secrets: if options.redact {
+            Secrets::of(flow)
+        } else {
+            Secrets::default()
+        },
+        count: redactions,
+    };
+    let request = &flow.request;
+    let mut request_json = json!({
+        "method": request.method,
+        "url": redactor.url(&request.url),
+        "httpVersion": har_version(request.version),
+        "cookies": cookies_json(&request.headers, "cookie", &mut redactor),
+        "headers": headers_json(&request.headers, &mut redactor),
+        "queryString": query_json(&request.url, &mut redactor),
+        "headersSize": -1,
+        "bodySize": request.body.wire_size,
+    });
+    if let (_, Some((text, base64))) = body_content(&request.body, &request.headers, &mut redactor)
+    {
+        let mime = request
+            .headers
+            .get("content-type")
+            .unwrap_or_default()
+            .into_owned();
+        let mut post = json!({"mimeType": mime, "params": [], "text": text});
+        if base64 {
+            post["_encoding"] = json!("base64");
+        }
+        request_json["postData"] = post;
+    }
+
+    // A response kinspect made because the server could not be reached is no response.
+    let server_response = flow.response.as_ref().filter(|r| !r.from_proxy);
+    let response_json = match server_response {
+        Some(response) => {
+            let (size, text) = body_content(&response.body, &response.headers, &mut redactor);
+            let mut content = json!({
+                "size": size,
+                "mimeType": response.headers.get("content-type").unwrap_or_default(),
+            });
+            if response.body.bytes.len() as u64 == response.body.wire_size {
+                // compression = bytes saved on the wire (only known for a whole body).
+                content["compression"] = json!(size as i64 - response.body.wire_size as i64);
+            }
+            if let Some((text, base64)) = text {
+                content["text"] = json!(text);
+                if base64 {
+                    content["encoding"] = json!("base64");
+                }
+            }
+            if response.body.truncated {
+                content["_truncated"] = json!(true);
+            }
+            let reason = http::StatusCode::from_u16(response.status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("");
+            json!({
+                "status": response.status,
+                "statusText": reason,
+                "httpVersion": har_version(response.version),
+                "cookies": cookies_json(&response.headers, "set-cookie", &mut redactor),
+                "headers": headers_json(&response.headers, &mut redactor),
+                "content": content,
+                "redirectURL": response.headers.get("location").map(|l| redactor.url(&l)).unwrap_or_default(),
+                "headersSize": -1,
+                "bodySize": response.body.wire_size,
+            })
+        }
+        None => json!({
+            "status": 0,
+            "statusText": "",
+            "httpVersion": har_version(request.version),
+            "cookies": [],
+            "headers": [],
+            "content": {"size": 0, "mimeType": "x-unknown"},
+            "redirectURL": "",
+            "headersSize": -1,
+            "bodySize": -1,
+        }),
+    };
+    let t = &flow.timings;
+    let mut entry = Map::new();
+    entry.insert("pageref".into(), json!("page_1"));
+    entry.insert(
+        "startedDateTime".into(),
+        json!(utc_timestamp(flow.started_at)),
+    );
+    entry.insert("time".into(), json!(ms(t.total())));
+    entry.insert("request".into(), request_json);
+    entry.insert("response".into(), response_json);
+    entry.insert("cache".into(), json!({}));
+    entry.insert(
+        "timings".into(),
+        json!({
+            "blocked": optional_ms(t.blocked),
+            "dns": optional_ms(t.dns),
+            "connect": optional_ms(t.connect),
+            "ssl": optional_ms(t.ssl),
+            "send": ms(t.send),
+            "wait": ms(t.wait),
+            "receive": ms(t.receive),
+        }),
+    );
+    if let Some(ip) = flow.server_ip {
+        entry.insert("serverIPAddress".into(), json!(ip.to_string()));
+    }
+    entry.insert("connection".into(), json!(flow.id.to_string()));
+    if let Some(error) = &flow.error {
+        entry.insert("_error".into(), json!(redactor.text(&error.message)));
+        entry.insert("_errorKind".into(), json!(error.kind.as_str()));
+    }
+    if kinvey.request_id.is_some() || kinvey.error.is_some() || !kinvey.anomalies.is_empty() {
+        entry.insert("_kinvey".into(), kinvey_json(flow, kinvey, &mut redactor));
+    }
+    Value::Object(entry)
+}
+
+fn kinvey_json(
+    flow: &Flow,
+    kinvey: &crate::kinvey::KinveySummary,
+    redactor: &mut Redactor<'_>,
+) -> Value {
+    let analysis = crate::kinvey::analyze(flow);
+    let primary = analysis.primary();
+    json!({
+        "requestId": kinvey.request_id,
+        "error": kinvey.error,
+        "description": primary.and_then(|e| e.description.clone()),
+        "debug": primary.and_then(|e| e.debug.as_deref().map(|d| redactor.text(d))),
+        "class": kinvey.class.map(|c| c.as_str()),
+        "known": kinvey.known,
+        "badge": kinvey.badge(),
+        "anomalies": kinvey.anomalies,
+        "warnings": kinvey.warnings,
+    })
+}

@@ -1,0 +1,410 @@
+//! Reading HARs written by Chrome, Firefox, mitmproxy, Charles and kinspect, tolerating
+//! their known quirks: no pages, -1 timings, base64 bodies, HTTP/2 pseudo-headers,
+//! `HTTP/2.0`, `http/2.0` or `h2` versions, missing optional fields.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::capture::{CaptureWriter, StoredFlow};
+use crate::flow::{
+    CapturedBody, Flow, FlowError, FlowErrorKind, FlowKind, HeaderField, Headers, HttpVersion,
+    RequestRecord, ResponseRecord, Timings,
+};
+use crate::kinvey::{self, BehaviourTracker, KinveySummary};
+
+/// Why a HAR could not be read. Every variant names the file, and entry errors the
+/// entry index and field.
+#[derive(Debug, thiserror::Error)]
+pub enum HarError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not JSON.
+    #[error("{path} is not a HAR file: not valid JSON ({source})")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        source: serde_json::Error,
+    },
+    /// A field of the HAR is missing or has the wrong type.
+    #[error("{path}: {field}: {problem}")]
+    Field {
+        /// The file.
+        path: PathBuf,
+        /// The field, as a JSON path (`log.entries[3].request.url`).
+        field: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The imported flows could not be stored.
+    #[error(transparent)]
+    Capture(#[from] crate::capture::CaptureError),
+}
+
+struct Reader<'a> {
+    path: &'a Path,
+}
+
+impl Reader<'_> {
+    fn error(&self, field: String, problem: impl Into<String>) -> HarError {
+        HarError::Field {
+            path: self.path.to_owned(),
+            field,
+            problem: problem.into(),
+        }
+    }
+
+    fn object<'v>(
+        &self,
+        value: &'v Value,
+        field: &str,
+    ) -> Result<&'v Map<String, Value>, HarError> {
+        value.as_object().ok_or_else(|| {
+            self.error(
+                field.into(),
+                format!("expected an object, found {}", kind(value)),
+            )
+        })
+    }
+
+    fn string<'v>(
+        &self,
+        object: &'v Map<String, Value>,
+        at: &str,
+        key: &str,
+    ) -> Result<&'v str, HarError> {
+        match object.get(key) {
+            Some(Value::String(s)) => Ok(s),
+            Some(other) => Err(self.error(
+                format!("{at}.{key}"),
+                format!("expected a string, found {}", kind(other)),
+            )),
+            None => Err(self.error(format!("{at}.{key}"), "missing")),
+        }
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Reads every entry of the HAR at `path` as a flow, with its Kinvey analysis and the
+/// behaviour checks run in the order the requests started.
+pub fn import(path: &Path) -> Result<Vec<StoredFlow>, HarError> {
+    let text = std::fs::read(path).map_err(|source| HarError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let har: Value = serde_json::from_slice(&text).map_err(|source| HarError::Json {
+        path: path.to_owned(),
+        source,
+    })?;
+    let r = Reader { path };
+    let log = r.object(har.get("log").unwrap_or(&Value::Null), "log")?;
+    let entries = match log.get("entries") {
+        Some(Value::Array(entries)) => entries,
+        Some(other) => {
+            return Err(r.error(
+                "log.entries".into(),
+                format!("expected an array, found {}", kind(other)),
+            ))
+        }
+        None => return Err(r.error("log.entries".into(), "missing")),
+    };
+    let mut flows = entries
+        .iter()
+        .enumerate()
+        .map(|(index, entry)| flow_from_entry(&r, index, entry))
+        .collect::<Result<Vec<Flow>, HarError>>()?;
+    flows.sort_by_key(|f| f.started_at);
+    let mut tracker = BehaviourTracker::new();
+    Ok(flows
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut flow)| {
+            flow.id = i as u64 + 1;
+            let analysis = kinvey::analyze(&flow);
+            let warnings = tracker.observe(&flow, &analysis);
+            StoredFlow {
+                kinvey: KinveySummary::new(&analysis, &warnings),
+                flow,
+            }
+        })
+        .collect())
+}
+
+/// Imports the HAR at `path` into a new capture file in a temporary directory, so that
+/// every command that reads captures reads it. The directory lives as long as the guard.
+pub fn import_to_capture(path: &Path) -> Result<(tempfile::TempDir, PathBuf), HarError> {
+    let flows = import(path)?;
+    let dir = tempfile::Builder::new()
+        .prefix("kinspect-har-")
+        .tempdir()
+        .map_err(|source| HarError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    let name = path
+        .file_stem()
+        .map_or_else(|| "import".into(), |s| s.to_string_lossy().into_owned());
+    let capture = dir.path().join(format!("{name}.db"));
+    let mut writer = CaptureWriter::open(&capture)?;
+    writer.write_batch(&flows)?;
+    Ok((dir, capture))
+}
+
+fn version(text: Option<&str>) -> HttpVersion {
+    match text.unwrap_or("").to_ascii_lowercase().as_str() {
+        "http/1.0" => HttpVersion::Http10,
+        "http/2" | "http/2.0" | "h2" | "h2c" => HttpVersion::Http2,
+        "http/1.1" | "" => HttpVersion::Http11,
+        _ => HttpVersion::Other,
+    }
+}
+
+fn headers(r: &Reader<'_>, object: &Map<String, Value>, at: &str) -> Result<Headers, HarError> {
+    let Some(list) = object.get("headers") else {
+        return Ok(Headers::default());
+    };
+    let list = list.as_array().ok_or_else(|| {
+        r.error(
+            format!("{at}.headers"),
+            format!("expected an array, found {}", kind(list)),
+        )
+    })?;
+    let mut fields = Vec::new();
+    for (i, header) in list.iter().enumerate() {
+        let at = format!("{at}.headers[{i}]");
+        let header = r.object(header, &at)?;
+        let name = r.string(header, &at, "name")?;
+        // HTTP/2 pseudo-headers (Chrome, Firefox) are not headers.
+        if name.starts_with(':') {
+            continue;
+        }
+        let value = match header.get("value") {
+            Some(Value::String(v)) => v.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        };
+        fields.push(HeaderField {
+            name: name.to_owned(),
+            value: Bytes::from(value),
+        });
+    }
+    Ok(Headers(fields))
+}
+
+/// Body bytes from a HAR text field, base64 when the encoding says so.
+fn body_bytes(r: &Reader<'_>, text: &str, base64: bool, at: &str) -> Result<Bytes, HarError> {
+    if !base64 {
+        return Ok(Bytes::copy_from_slice(text.as_bytes()));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map(Bytes::from)
+        .map_err(|e| r.error(format!("{at}.text"), format!("not valid base64: {e}")))
+}
+
+fn size(object: &Map<String, Value>, key: &str, fallback: usize) -> u64 {
+    object
+        .get(key)
+        .and_then(Value::as_i64)
+        .filter(|s| *s >= 0)
+        .map_or(fallback as u64, |s| s as u64)
+}
+
+fn timing(timings: Option<&Map<String, Value>>, key: &str) -> Option<Duration> {
+    let ms = timings?.get(key)?.as_f64()?;
+    (ms >= 0.0).then(|| Duration::from_secs_f64(ms / 1000.0))
+}
+
+fn started_at(
+    r: &Reader<'_>,
+    entry: &Map<String, Value>,
+    at: &str,
+) -> Result<SystemTime, HarError> {
+    let text = r.string(entry, at, "startedDateTime")?;
+    let parsed = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| {
+            r.error(
+                format!("{at}.startedDateTime"),
+                format!("not an ISO 8601 date ({e}): {text:?}"),
+            )
+        })?;
+    Ok(SystemTime::from(parsed))
+}
+
+fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, HarError> {
+    let at = format!("log.entries[{index}]");
+    let entry = r.object(entry, &at)?;
+    let started_at = started_at(r, entry, &at)?;
+    let request_at = format!("{at}.request");
+    let request = r.object(entry.get("request").unwrap_or(&Value::Null), &request_at)?;
+    let method = r.string(request, &request_at, "method")?.to_owned();
+    let url = r.string(request, &request_at, "url")?.to_owned();
+    let uri: http::Uri = url.parse().map_err(|e| {
+        r.error(
+            format!("{request_at}.url"),
+            format!("not a URL ({e}): {url:?}"),
+        )
+    })?;
+    let https = uri.scheme_str() == Some("https");
+    let request_headers = headers(r, request, &request_at)?;
+    let post = request.get("postData").and_then(Value::as_object);
+    let request_bytes = match post.and_then(|p| p.get("text")).and_then(Value::as_str) {
+        Some(text) => {
+            let base64 = post
+                .and_then(|p| p.get("_encoding").or(p.get("encoding")))
+                .and_then(Value::as_str)
+                == Some("base64");
+            body_bytes(r, text, base64, &format!("{request_at}.postData"))?
+        }
+        None => Bytes::new(),
+    };
+    let request_record = RequestRecord {
+        method,
+        url: url.clone(),
+        version: version(request.get("httpVersion").and_then(Value::as_str)),
+        headers: request_headers,
+        body: CapturedBody {
+            wire_size: size(request, "bodySize", request_bytes.len()),
+            bytes: request_bytes,
+            truncated: false,
+            incomplete: false,
+        },
+    };
+
+    let response_at = format!("{at}.response");
+    let response = r.object(entry.get("response").unwrap_or(&Value::Null), &response_at)?;
+    let status = match response.get("status") {
+        Some(Value::Number(n)) => {
+            n.as_u64()
+                .and_then(|s| u16::try_from(s).ok())
+                .ok_or_else(|| {
+                    r.error(
+                        format!("{response_at}.status"),
+                        format!("not a status code: {n}"),
+                    )
+                })?
+        }
+        Some(other) => {
+            return Err(r.error(
+                format!("{response_at}.status"),
+                format!("expected a number, found {}", kind(other)),
+            ))
+        }
+        None => return Err(r.error(format!("{response_at}.status"), "missing")),
+    };
+    let error_text = entry.get("_error").and_then(|e| match e {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    });
+    let response_record = if status == 0 {
+        None
+    } else {
+        let mut response_headers = headers(r, response, &response_at)?;
+        // HAR content is decoded: the encoding no longer applies to the bytes kept.
+        response_headers
+            .0
+            .retain(|h| !h.name.eq_ignore_ascii_case("content-encoding"));
+        let content = response.get("content").and_then(Value::as_object);
+        let bytes = match content.and_then(|c| c.get("text")).and_then(Value::as_str) {
+            Some(text) => {
+                let base64 = content
+                    .and_then(|c| c.get("encoding"))
+                    .and_then(Value::as_str)
+                    == Some("base64");
+                body_bytes(r, text, base64, &format!("{response_at}.content"))?
+            }
+            None => Bytes::new(),
+        };
+        Some(ResponseRecord {
+            status,
+            version: version(response.get("httpVersion").and_then(Value::as_str)),
+            headers: response_headers,
+            body: CapturedBody {
+                wire_size: size(response, "bodySize", bytes.len()),
+                truncated: content
+                    .and_then(|c| c.get("_truncated"))
+                    .and_then(Value::as_bool)
+                    == Some(true),
+                bytes,
+                incomplete: false,
+            },
+            from_proxy: false,
+        })
+    };
+    let error = match (&response_record, error_text) {
+        (_, Some(message)) => Some(FlowError {
+            kind: entry
+                .get("_errorKind")
+                .and_then(Value::as_str)
+                .and_then(|k| k.parse().ok())
+                .unwrap_or(FlowErrorKind::Protocol),
+            message,
+        }),
+        (None, None) => Some(FlowError {
+            kind: FlowErrorKind::Protocol,
+            message: "the HAR records no response (status 0)".into(),
+        }),
+        _ => None,
+    };
+    let timings = entry.get("timings").and_then(Value::as_object);
+    let server_ip = entry
+        .get("serverIPAddress")
+        .and_then(Value::as_str)
+        .and_then(|ip| {
+            ip.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .ok()
+        });
+    Ok(Flow {
+        id: index as u64 + 1,
+        kind: FlowKind::Http,
+        client_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        started_at,
+        scheme: if https { "https" } else { "http" }.into(),
+        host: uri
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port: uri.port_u16().unwrap_or(if https { 443 } else { 80 }),
+        request: request_record,
+        response: response_record,
+        timings: Timings {
+            blocked: timing(timings, "blocked"),
+            dns: timing(timings, "dns"),
+            connect: timing(timings, "connect"),
+            ssl: timing(timings, "ssl"),
+            send: timing(timings, "send").unwrap_or_default(),
+            wait: timing(timings, "wait").unwrap_or_default(),
+            receive: timing(timings, "receive").unwrap_or_default(),
+        },
+        server_ip,
+        client_tls: None,
+        server_tls: None,
+        error,
+    })
+}

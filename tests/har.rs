@@ -1,0 +1,486 @@
+//! HAR 1.2 export and import: exports validated by har-validator (Node), a round trip
+//! that keeps what matters, HARs in the shapes Chrome, Firefox and mitmproxy write, and
+//! redaction.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use kinspect::capture::{CaptureReader, Detail, StoredFlow};
+use kinspect::demo::simulator::{Simulator, APP_KEY, APP_SECRET};
+use kinspect::flow::{FlowErrorKind, HttpVersion};
+use kinspect::har;
+use support::{tool_available, Origin, OriginKind, TestProxy};
+
+fn harness_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/har")
+}
+
+/// Runs har-validator 5.1.5 on `files`; panics with its report when one is invalid.
+/// Skips (printing why) only outside CI when Node or the validator is not installed.
+fn validate(files: &[&Path]) {
+    if !tool_available("node") {
+        return;
+    }
+    if !harness_dir().join("node_modules/har-validator").exists() {
+        if std::env::var_os("CI").is_some() {
+            panic!("har-validator is not installed: .ci/run runs `npm ci --prefix tests/har`");
+        }
+        eprintln!("SKIPPED: har-validator is not installed; run `npm ci --prefix tests/har`");
+        return;
+    }
+    let output = Command::new("node")
+        .arg(harness_dir().join("validate.js"))
+        .args(files)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "har-validator refused:\n{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        said.lines().filter(|l| l.starts_with("ok ")).count(),
+        files.len(),
+        "{said}"
+    );
+}
+
+fn kinspect(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kinspect"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A capture of varied real traffic: Kinvey errors with credentials, gzip, HTTP/2 and
+/// HTTP/1.1, a binary upload, a refused port, a tunnel.
+async fn varied_capture() -> (TestProxy, Vec<StoredFlow>, Simulator, Origin) {
+    let simulator = Simulator::start(&["localhost"]).await.unwrap();
+    let origin = Origin::start(OriginKind::Https).await;
+    let root = simulator.ca_der().clone();
+    let mut proxy = TestProxy::start(Some(&origin), |c| c.upstream_roots.push(root)).await;
+    let client = proxy.client();
+    let sim = |path: &str| format!("https://localhost:{}{path}", simulator.addr().port());
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{APP_KEY}:{APP_SECRET}")
+        )
+    );
+
+    let mut sent = 0;
+    let login = client
+        .post(sim(&format!(
+            "/user/{APP_KEY}/login?access_token=query-secret-1"
+        )))
+        .header("Authorization", &basic)
+        .header("X-Kinvey-API-Version", "5")
+        .header("Cookie", "session=cookie-secret-2; theme=dark")
+        .body(r#"{"username":"ada","password":"lovelace"}"#)
+        .send()
+        .await
+        .unwrap();
+    login.bytes().await.unwrap();
+    sent += 1;
+    for path in ["/simulate/error/BLTimeoutError", "/simulate/anomaly/batch"] {
+        client
+            .get(sim(path))
+            .header("X-Kinvey-API-Version", "5")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        sent += 1;
+    }
+    let h1 = proxy.client_builder().http1_only().build().unwrap();
+    h1.get(origin.url("/gzip"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let binary: Vec<u8> = (0..=255u8).collect();
+    h1.put(origin.url("/echo/upload"))
+        .body(binary)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    sent += 2;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    client
+        .get(format!("http://127.0.0.1:{port}/down"))
+        .send()
+        .await
+        .unwrap();
+    sent += 1;
+    let mut flows = Vec::new();
+    for _ in 0..sent {
+        flows.push(proxy.next_stored().await);
+    }
+    (proxy, flows, simulator, origin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_validate_and_round_trip() {
+    let (proxy, flows, _simulator, _origin) = varied_capture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let redacted = dir.path().join("redacted.har");
+    let plain = dir.path().join("plain.har");
+    let capture = proxy.capture_path();
+    let capture = capture.to_str().unwrap();
+
+    let output = kinspect(&["har", capture, "-o", redacted.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains(&format!("wrote {} entries", flows.len())),
+        "{said}"
+    );
+    assert!(said.contains("values redacted"), "{said}");
+    let output = kinspect(&["har", capture, "-o", plain.to_str().unwrap(), "--no-redact"]);
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("nothing redacted"));
+    validate(&[&redacted, &plain]);
+
+    // The field rules of DESIGN §8.
+    let har: serde_json::Value = serde_json::from_slice(&std::fs::read(&plain).unwrap()).unwrap();
+    let entries = har["log"]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), flows.len());
+    assert_eq!(har["log"]["pages"][0]["id"], "page_1");
+    for entry in entries {
+        assert_eq!(entry["pageref"], "page_1");
+        assert!(entry["startedDateTime"].as_str().unwrap().ends_with('Z'));
+        for key in ["cookies", "headers", "queryString"] {
+            assert!(entry["request"][key].is_array(), "request.{key}");
+        }
+        assert_eq!(entry["response"]["redirectURL"], "");
+        assert_eq!(entry["cache"], serde_json::json!({}));
+        let t = &entry["timings"];
+        for key in ["send", "wait", "receive"] {
+            assert!(t[key].as_f64().unwrap() >= 0.0);
+        }
+        let sum: f64 = ["blocked", "dns", "connect", "send", "wait", "receive"]
+            .iter()
+            .map(|k| t[*k].as_f64().unwrap().max(0.0))
+            .sum();
+        assert!(
+            (entry["time"].as_f64().unwrap() - sum).abs() < 0.01,
+            "time = sum without ssl"
+        );
+    }
+    let by_url = |part: &str| {
+        entries
+            .iter()
+            .find(|e| e["request"]["url"].as_str().unwrap().contains(part))
+            .unwrap()
+    };
+    let gzip = by_url("/gzip");
+    assert_eq!(
+        gzip["response"]["content"]["size"],
+        support::GZIP_TEXT.len()
+    );
+    assert_eq!(
+        gzip["response"]["content"]["text"],
+        support::GZIP_TEXT,
+        "decoded text"
+    );
+    let wire = gzip["response"]["bodySize"].as_i64().unwrap();
+    assert_eq!(
+        gzip["response"]["content"]["compression"],
+        support::GZIP_TEXT.len() as i64 - wire
+    );
+    let upload = by_url("/echo/upload");
+    assert_eq!(upload["request"]["postData"]["_encoding"], "base64");
+    assert_eq!(upload["request"]["httpVersion"], "HTTP/1.1");
+    let login = by_url("/login");
+    assert_eq!(login["request"]["httpVersion"], "http/2.0");
+    assert_eq!(login["_kinvey"]["requestId"].as_str().unwrap().len(), 32);
+    let failed = by_url("/down");
+    assert_eq!(failed["response"]["status"], 0);
+    assert_eq!(failed["response"]["content"]["mimeType"], "x-unknown");
+    assert!(failed["_error"].as_str().unwrap().contains("refused"));
+    let batch = by_url("/anomaly/batch");
+    assert_eq!(batch["_kinvey"]["anomalies"][0]["code"], "batch_errors");
+    assert_eq!(by_url("BLTimeoutError")["_kinvey"]["class"], "fix");
+
+    // Round trip: the import keeps method, URL, status, headers, bodies and timings.
+    let imported = har::import(&plain).unwrap();
+    assert_eq!(imported.len(), flows.len());
+    for original in &flows {
+        let flow = &original.flow;
+        let back = imported
+            .iter()
+            .find(|i| {
+                i.flow.request.url == flow.request.url
+                    && i.flow.request.method == flow.request.method
+            })
+            .unwrap_or_else(|| panic!("{} not imported", flow.request.url));
+        let back_flow = &back.flow;
+        assert_eq!(back_flow.request.headers, flow.request.headers);
+        assert_eq!(
+            back_flow.request.body.bytes, flow.request.body.bytes,
+            "{}",
+            flow.request.url
+        );
+        assert_eq!(back_flow.request.version, flow.request.version);
+        assert_eq!(
+            back_flow.started_at,
+            flow.started_at
+                - Duration::from_nanos(
+                    flow.started_at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .subsec_nanos() as u64
+                        % 1_000_000
+                )
+        );
+        let close = |a: Duration, b: Duration| a.abs_diff(b) <= Duration::from_micros(1);
+        assert!(close(back_flow.timings.wait, flow.timings.wait));
+        assert!(close(back_flow.timings.send, flow.timings.send));
+        assert_eq!(back_flow.timings.dns.is_some(), flow.timings.dns.is_some());
+        match flow.response.as_ref().filter(|r| !r.from_proxy) {
+            Some(response) => {
+                let back_response = back_flow.response.as_ref().unwrap();
+                assert_eq!(back_response.status, response.status);
+                let without_encoding = |h: &kinspect::flow::Headers| {
+                    h.iter()
+                        .filter(|f| f.name != "content-encoding")
+                        .cloned()
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(
+                    without_encoding(&back_response.headers),
+                    without_encoding(&response.headers)
+                );
+                assert_eq!(
+                    Some(back_response.body.bytes.clone()),
+                    flow.decoded_response_body()
+                );
+            }
+            None => {
+                assert!(back_flow.response.is_none());
+                assert_eq!(
+                    back_flow.error.as_ref().unwrap().kind,
+                    FlowErrorKind::Connect
+                );
+            }
+        }
+        assert_eq!(
+            back.kinvey.error, original.kinvey.error,
+            "{}",
+            flow.request.url
+        );
+        assert_eq!(back.kinvey.class, original.kinvey.class);
+    }
+    drop(proxy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redaction_removes_every_secret_unless_asked_not_to() {
+    let (proxy, flows, _simulator, _origin) = varied_capture().await;
+    let token = flows
+        .iter()
+        .find_map(|f| {
+            let body = &f.flow.response.as_ref()?.body.bytes;
+            let json: serde_json::Value = serde_json::from_slice(body).ok()?;
+            json["_kmd"]["authtoken"].as_str().map(str::to_owned)
+        })
+        .expect("the login answered a session token");
+    let dir = tempfile::tempdir().unwrap();
+    let redacted = dir.path().join("r.har");
+    let plain = dir.path().join("p.har");
+    let capture = proxy.capture_path();
+    let capture = capture.to_str().unwrap();
+    assert!(
+        kinspect(&["har", capture, "-o", redacted.to_str().unwrap()])
+            .status
+            .success()
+    );
+    assert!(
+        kinspect(&["har", capture, "-o", plain.to_str().unwrap(), "--no-redact"])
+            .status
+            .success()
+    );
+    let redacted = std::fs::read_to_string(&redacted).unwrap();
+    let plain = std::fs::read_to_string(&plain).unwrap();
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{APP_KEY}:{APP_SECRET}"),
+    );
+    for secret in [
+        &basic[..],
+        APP_SECRET,
+        "query-secret-1",
+        "cookie-secret-2",
+        "lovelace",
+        &token,
+    ] {
+        assert!(
+            !redacted.contains(secret),
+            "{secret} survived the redaction"
+        );
+    }
+    // The app secret travels inside the Basic credentials.
+    for secret in [
+        &basic[..],
+        "query-secret-1",
+        "cookie-secret-2",
+        "lovelace",
+        &token,
+    ] {
+        assert!(plain.contains(secret), "--no-redact keeps {secret}");
+    }
+    assert!(redacted.contains("[redacted]"));
+}
+
+#[test]
+fn hars_from_chrome_firefox_and_mitmproxy_import() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    // Chrome writes IPv6 server addresses in brackets, which har-validator refuses:
+    // that fixture is checked by the import alone.
+    validate(&[
+        &fixtures.join("firefox.har"),
+        &fixtures.join("mitmproxy.har"),
+    ]);
+
+    let chrome = har::import(&fixtures.join("chrome.har")).unwrap();
+    assert_eq!(chrome.len(), 2);
+    let logo = &chrome[0].flow;
+    assert_eq!(
+        logo.request.url, "https://cdn.example/logo.png",
+        "sorted by start"
+    );
+    assert_eq!(logo.request.version, HttpVersion::Http2, "h2");
+    assert_eq!(
+        &logo.response.as_ref().unwrap().body.bytes[..],
+        b"\x89PNG\r\n\x1a\n",
+        "base64 body"
+    );
+    assert_eq!(logo.timings.blocked, None, "-1 is absent");
+    assert_eq!(logo.timings.connect, Some(Duration::from_millis(6)));
+    let checkout = &chrome[1];
+    assert!(
+        checkout
+            .flow
+            .request
+            .headers
+            .iter()
+            .all(|h| !h.name.starts_with(':')),
+        "no pseudo-headers"
+    );
+    assert_eq!(
+        checkout
+            .flow
+            .request
+            .headers
+            .get("x-kinvey-api-version")
+            .as_deref(),
+        Some("5")
+    );
+    assert_eq!(checkout.kinvey.error.as_deref(), Some("BLTimeoutError"));
+    assert_eq!(
+        checkout.kinvey.request_id.as_deref(),
+        Some("c0ffee00c0ffee00c0ffee00c0ffee00")
+    );
+    assert_eq!(
+        checkout.flow.server_ip,
+        Some("2600:1f18::1".parse().unwrap())
+    );
+    assert_eq!(checkout.flow.response.as_ref().unwrap().body.wire_size, 100);
+
+    let firefox = har::import(&fixtures.join("firefox.har")).unwrap();
+    let order = &firefox[0];
+    assert_eq!(order.flow.request.version, HttpVersion::Http2, "HTTP/2");
+    assert_eq!(order.kinvey.error.as_deref(), Some("EntityNotFound"));
+    let started = order
+        .flow
+        .started_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    assert_eq!(started.as_millis() % 1000, 431);
+    assert!(firefox[1].flow.response.is_none(), "status 0: no response");
+    assert!(firefox[1].flow.error.is_some());
+
+    let mitmproxy = har::import(&fixtures.join("mitmproxy.har")).unwrap();
+    let put = &mitmproxy[0];
+    assert_eq!(put.kinvey.error.as_deref(), Some("JSONParseError"));
+    assert_eq!(put.kinvey.anomalies[0].code, "non_json_content_type");
+    assert_eq!(put.flow.timings.dns, None, "missing timings are absent");
+    assert_eq!(put.flow.timings.wait, Duration::from_micros(36_500));
+
+    // Every command reads HARs like captures.
+    let report = kinspect(&[
+        "report",
+        fixtures.join("chrome.har").to_str().unwrap(),
+        "--request-id",
+        "c0ffee",
+    ]);
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    assert!(
+        text.contains("BLTimeoutError") && !text.contains("9f8e7d.session"),
+        "{text}"
+    );
+    let listed = kinspect(&[
+        "ls",
+        fixtures.join("firefox.har").to_str().unwrap(),
+        "--filter",
+        "~k",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 1);
+}
+
+#[test]
+fn a_broken_har_is_an_error_naming_the_entry_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.har");
+    std::fs::write(
+        &broken,
+        r#"{"log":{"version":"1.2","entries":[
+            {"startedDateTime":"2026-11-20T10:00:00Z","request":{"method":"GET","url":"https://a/"},"response":{"status":200}},
+            {"startedDateTime":"2026-11-20T10:00:01Z","request":{"method":"GET","url":42},"response":{"status":200}}
+        ]}}"#,
+    )
+    .unwrap();
+    let err = har::import(&broken).unwrap_err().to_string();
+    assert!(
+        err.contains("broken.har")
+            && err.contains("log.entries[1].request.url")
+            && err.contains("expected a string"),
+        "{err}"
+    );
+    let output = kinspect(&["ls", broken.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("log.entries[1].request.url"));
+
+    std::fs::write(&broken, "{ not json").unwrap();
+    assert!(har::import(&broken)
+        .unwrap_err()
+        .to_string()
+        .contains("not valid JSON"));
+
+    let reader_ok = CaptureReader::open(&broken).is_err();
+    assert!(reader_ok, "a HAR is not a capture");
+    let _ = Detail::Full;
+}
