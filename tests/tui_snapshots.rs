@@ -221,7 +221,7 @@ fn run_effects(app: &mut App, effects: Vec<Effect>) {
                 );
                 update(app, Event::Report(id, text));
             }
-            Effect::Quit | Effect::FilterFromCapture => {}
+            Effect::Quit | Effect::FilterFromCapture | Effect::ExportHar(_) => {}
         }
     }
 }

@@ -67,9 +67,9 @@ fn the_demo_ui_filters_opens_details_and_quits() {
         socket: format!("kinspect-test-{}", std::process::id()),
     };
     let command = format!(
-        "KINSPECT_HOME={} {} demo",
-        home.path().display(),
-        env!("CARGO_BIN_EXE_kinspect")
+        "cd {home} && KINSPECT_HOME={home} {} demo --capture {home}/demo.db",
+        env!("CARGO_BIN_EXE_kinspect"),
+        home = home.path().display(),
     );
     tmux.run(&[
         "new-session",

@@ -18,6 +18,7 @@ use crossterm::event::{self as terminal_event, Event as TerminalEvent, KeyEventK
 
 use crate::capture::{CaptureReader, Detail as LoadDetail, StoredFlow};
 use crate::flow::FlowId;
+use crate::har::{ExportOptions, HarWriter};
 use crate::kinvey::{self, report::support_report};
 use state::{App, SourceInfo};
 use update::{update, Effect, Event};
@@ -138,7 +139,7 @@ fn run_effects(
             Effect::LoadFlow(id) => {
                 let event = match load(app, reader, id) {
                     Ok(stored) => Event::Loaded(Box::new(stored)),
-                    Err(message) => Event::LoadFailed(message),
+                    Err(message) => Event::Message(message),
                 };
                 update(app, event);
             }
@@ -159,6 +160,13 @@ fn run_effects(
                 }
                 update(app, Event::Filtered(ids));
             }
+            Effect::ExportHar(ids) => {
+                let message = match export_view(app, reader, &ids) {
+                    Ok(message) => message,
+                    Err(e) => format!("HAR export failed: {e:#}"),
+                };
+                update(app, Event::Message(message));
+            }
             Effect::MakeReport(id) => {
                 let event = match load(app, reader, id) {
                     Ok(stored) => {
@@ -166,13 +174,47 @@ fn run_effects(
                         let text = support_report(&stored.flow, &analysis, &stored.kinvey.warnings);
                         Event::Report(id, text)
                     }
-                    Err(message) => Event::LoadFailed(message),
+                    Err(message) => Event::Message(message),
                 };
                 update(app, event);
             }
         }
     }
     Ok(false)
+}
+
+/// Writes the flows `ids` as a redacted HAR in the current directory.
+fn export_view(
+    app: &App,
+    reader: &mut Option<CaptureReader>,
+    ids: &[FlowId],
+) -> anyhow::Result<String> {
+    let stem = app
+        .source
+        .capture
+        .file_stem()
+        .map_or_else(|| "capture".into(), |s| s.to_string_lossy().into_owned());
+    let path = std::env::current_dir()?.join(format!("{stem}-{}-flows.har", ids.len()));
+    let file = std::fs::File::create(&path)?;
+    let title = app.source.capture.display().to_string();
+    let mut writer = HarWriter::new(
+        std::io::BufWriter::new(file),
+        &title,
+        ExportOptions::default(),
+    );
+    let reader = open_reader(app, reader)?;
+    for &id in ids {
+        if let Some(stored) = reader.flow(id)? {
+            writer.push(&stored)?;
+        }
+    }
+    let stats = writer.finish()?;
+    Ok(format!(
+        "exported {} flows to {} ({} values redacted)",
+        stats.entries,
+        path.display(),
+        stats.redactions
+    ))
 }
 
 fn load(app: &App, reader: &mut Option<CaptureReader>, id: FlowId) -> Result<StoredFlow, String> {

@@ -19,8 +19,8 @@ pub enum Event {
     Loaded(Box<StoredFlow>),
     /// A report asked for with [`Effect::MakeReport`].
     Report(FlowId, String),
-    /// A flow could not be loaded.
-    LoadFailed(String),
+    /// A line to show (a failure, or what an effect did).
+    Message(String),
     /// The ids of the flows matching the filter, evaluated on the capture
     /// ([`Effect::FilterFromCapture`]).
     Filtered(std::collections::HashSet<FlowId>),
@@ -38,6 +38,9 @@ pub enum Effect {
     /// Evaluate the filter on the flows in the capture (it needs headers or bodies,
     /// which the list does not keep), then send [`Event::Filtered`].
     FilterFromCapture,
+    /// Export these flows (the view) as a redacted HAR file, then send a
+    /// [`Event::Message`] saying where.
+    ExportHar(Vec<FlowId>),
 }
 
 fn key(code: KeyCode) -> KeyEvent {
@@ -72,7 +75,7 @@ pub fn update(app: &mut App, event: Event) -> Vec<Effect> {
             }
             Vec::new()
         }
-        Event::LoadFailed(message) => {
+        Event::Message(message) => {
             app.message = Some(message);
             Vec::new()
         }
@@ -163,6 +166,14 @@ fn list_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
             };
         }
         KeyCode::Char('?') => app.screen = Screen::Help { scroll: 0 },
+        KeyCode::Char('E') => {
+            if app.view.is_empty() {
+                app.message = Some("nothing to export: the view is empty".into());
+            } else {
+                let ids = app.view.iter().map(|&i| app.flows[i].flow.id).collect();
+                return vec![Effect::ExportHar(ids)];
+            }
+        }
         KeyCode::Char('r') => {
             if let Some(id) = app.selected_flow().map(|f| f.flow.id) {
                 app.screen = Screen::Report {
@@ -735,7 +746,11 @@ mod tests {
         assert_eq!(a.view.len(), 1, "new flows still arrive after z");
         assert_eq!(a.flows.len(), 4, "nothing is forgotten");
 
-        update(&mut a, Event::LoadFailed("gone".into()));
+        assert_eq!(
+            press(&mut a, KeyCode::Char('E')),
+            [Effect::ExportHar(vec![4])]
+        );
+        update(&mut a, Event::Message("gone".into()));
         assert_eq!(a.message.as_deref(), Some("gone"));
         assert_eq!(press(&mut a, KeyCode::Char('q')), [Effect::Quit]);
         press(&mut a, KeyCode::Enter);

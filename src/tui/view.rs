@@ -157,7 +157,7 @@ fn bottom_text(app: &App) -> Vec<Line<'static>> {
         Some(message) => vec![Line::from(message.clone())],
         None => vec![Line::styled(
             match app.screen {
-                Screen::List => "Enter details  f filter  i request id  K Kinvey errors  r report  F follow  z clear  q quit",
+                Screen::List => "Enter details  f filter  i request id  K Kinvey errors  r report  E export HAR  F follow  z clear  q quit",
                 Screen::Detail(_) => "Tab/←→ tabs  j/k scroll  / search  n/N next/prev match  r report  q back",
                 _ => "j/k scroll  q back",
             },
@@ -496,7 +496,7 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab) -> Vec<String> {
 }
 
 fn help_lines() -> Vec<String> {
-    let keys: [(&str, &str); 22] = [
+    let keys: [(&str, &str); 23] = [
         ("j k ↓ ↑", "move / scroll"),
         ("g G", "first / last"),
         ("PgUp PgDn", "a page up / down"),
@@ -514,6 +514,10 @@ fn help_lines() -> Vec<String> {
             "Kinvey errors in the view, by name and class; Enter lists them",
         ),
         ("r", "support report of the flow (redacted)"),
+        (
+            "E",
+            "export the view as a redacted HAR file (current directory)",
+        ),
         ("z", "clear the view (the capture keeps everything)"),
         ("?", "this help"),
         ("q Esc", "back; in the list: quit"),
