@@ -63,6 +63,25 @@ fn main() {
     let _ = child.wait();
 
     let stored = CaptureReader::open(&capture).unwrap().count().unwrap();
+
+    // Export the whole capture as HAR; the exporter's memory must stay flat.
+    let har = home.path().join("bench.har");
+    let started = std::time::Instant::now();
+    let mut export = Command::new(env!("CARGO_BIN_EXE_kinspect"))
+        .arg("har")
+        .arg(&capture)
+        .arg("-o")
+        .arg(&har)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut export_rss = 0;
+    while export.try_wait().unwrap().is_none() {
+        export_rss = export_rss.max(peak_rss(export.id()).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let export_time = started.elapsed();
+    let har_size = std::fs::metadata(&har).map(|m| m.len()).unwrap_or(0);
     let size: u64 = ["", "-wal"]
         .iter()
         .filter_map(|suffix| std::fs::metadata(format!("{}{suffix}", capture.display())).ok())
@@ -92,5 +111,11 @@ fn main() {
         "| proxy peak RSS at start / after the run | {} / {} |",
         human_size(rss_before),
         rss.map_or("n/a".into(), human_size)
+    );
+    println!(
+        "| HAR export of the capture: time, file, exporter peak RSS | {:.1?}, {}, {} |",
+        export_time,
+        human_size(har_size),
+        human_size(export_rss)
     );
 }
