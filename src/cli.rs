@@ -21,6 +21,7 @@ use crate::har::{self, ExportOptions, HarWriter};
 use crate::headless::{LineFormat, LinePrinter};
 use crate::kinvey::{self, report::support_report};
 use crate::proxy::{HostOverrides, Proxy, ProxyConfig, DEFAULT_MAX_BODY};
+use crate::setup;
 use crate::tui::{self, state::SourceInfo, Feed};
 
 /// Writes a line on stderr. Unlike `eprintln!` it never panics: a closed stderr must not
@@ -77,6 +78,23 @@ pub enum Command {
     /// Run a Kinvey backend simulator and a scripted app through the proxy: realistic
     /// traffic with every kind of Kinvey error, no account needed.
     Demo,
+    /// Show the CA: its files, SHA-256 fingerprint, validity and how to install it.
+    Ca {
+        /// Also copy the certificate (PEM and DER) into this directory.
+        #[arg(long, value_name = "DIR")]
+        export: Option<PathBuf>,
+        /// With --export: copy the private key too (mode 0600). Anyone holding it can
+        /// impersonate any site to devices that trust the CA.
+        #[arg(long, requires = "export")]
+        with_key: bool,
+    },
+    /// Print shell exports that point programs at kinspect (proxy variables and CA
+    /// bundles for curl, Python, Node, OpenSSL): `eval "$(kinspect env)"`.
+    Env {
+        /// The shell syntax.
+        #[arg(long, value_enum, default_value = "sh")]
+        shell: ShellKind,
+    },
     /// Export a capture (or the flows matching --filter) as a HAR 1.2 file, with
     /// credentials, cookies, tokens and secrets redacted unless --no-redact.
     Har {
@@ -89,6 +107,15 @@ pub enum Command {
         #[arg(long)]
         no_redact: bool,
     },
+}
+
+/// Shell syntaxes `kinspect env` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShellKind {
+    /// `export NAME='value'` (sh, bash, zsh).
+    Sh,
+    /// `set -gx NAME 'value'`.
+    Fish,
 }
 
 /// Options of the proxy itself.
@@ -136,10 +163,28 @@ pub struct ProxyArgs {
     #[arg(long, global = true)]
     pub jsonl: bool,
 
+    /// Reverse-proxy mode: requests sent to kinspect itself go to this base URL (point an
+    /// SDK's base URL at kinspect; no CA needed).
+    #[arg(long, value_name = "URL", value_parser = parse_reverse, global = true)]
+    pub reverse: Option<http::Uri>,
+
     /// Show only flows matching this filter expression (everything is still captured).
     /// See `?` in the UI or the README for the language, e.g. `~k & ~c 5xx`.
     #[arg(long, value_name = "EXPR", global = true)]
     pub filter: Option<String>,
+}
+
+/// Parses a `--reverse` base URL: `http` or `https` with a host.
+pub fn parse_reverse(text: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(_)) => Ok(uri),
+        _ => Err(format!(
+            "{text:?} must be an http:// or https:// URL with a host, e.g. https://baas.kinvey.com"
+        )),
+    }
 }
 
 /// Parses `16M`, `512K`, `1G` or a plain byte count.
@@ -188,7 +233,15 @@ impl ProxyArgs {
             ignore_hosts: self.ignore_hosts.clone(),
             max_body: self.max_body,
             upstream_timeout: Duration::from_secs(self.upstream_timeout),
+            reverse: self.reverse.clone(),
             ..ProxyConfig::default()
+        }
+    }
+
+    fn ca_dir(&self) -> anyhow::Result<PathBuf> {
+        match &self.ca_dir {
+            Some(dir) => Ok(dir.clone()),
+            None => kinspect_home(),
         }
     }
 
@@ -224,6 +277,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             output,
             no_redact,
         }) => export_har(&file, &output, filter.as_deref(), !no_redact),
+        Some(Command::Ca { export, with_key }) => {
+            setup::show_ca(&cli.proxy.ca_dir()?, export.as_deref(), with_key)
+        }
+        Some(Command::Env { shell }) => {
+            let listen = cli.proxy.listen.unwrap_or(SocketAddr::from(DEFAULT_LISTEN));
+            setup::print_env(&cli.proxy.ca_dir()?, listen, shell)
+        }
         None => run_session(cli.proxy, Mode::Proxy),
     }
 }
@@ -407,11 +467,7 @@ enum Mode {
 
 fn run_session(args: ProxyArgs, mode: Mode) -> anyhow::Result<()> {
     crate::tls::install_crypto_provider();
-    let ca_dir = match &args.ca_dir {
-        Some(dir) => dir.clone(),
-        None => kinspect_home()?,
-    };
-    let ca = Arc::new(CertificateAuthority::load_or_create(&ca_dir)?);
+    let ca = Arc::new(CertificateAuthority::load_or_create(&args.ca_dir()?)?);
     let capture_path = match &args.capture {
         Some(path) => path.clone(),
         None => default_capture_path(&kinspect_home()?, SystemTime::now()),
@@ -464,6 +520,12 @@ async fn serve(
         notice!("  new CA: trust it once on each device (see certs/README.md)");
     }
     notice!("capture: {}", capture_path.display());
+    for lan in setup::lan_addresses(addr) {
+        notice!("on your network: set a phone's Wi-Fi proxy to {lan} (then open http://kinspect.ca on it)");
+    }
+    if let Some(reverse) = &args.reverse {
+        notice!("reverse proxy: requests to http://{addr}/ go to {reverse}");
+    }
     if mode == Mode::Proxy {
         notice!(
             "try: curl -x http://{addr} --cacert {} https://example.com/",

@@ -18,5 +18,6 @@ pub mod headless;
 pub mod kinvey;
 pub mod proxy;
 pub mod redact;
+pub mod setup;
 pub mod tls;
 pub mod tui;

@@ -109,11 +109,11 @@ async fn a_request_looping_back_into_the_proxy_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_sent_to_the_proxy_as_a_server_gets_directions() {
+async fn a_request_sent_to_the_proxy_as_a_server_gets_the_ca_page() {
     let proxy = TestProxy::start(None, |_| {}).await;
     let response = reqwest::get(proxy.url()).await.unwrap();
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
-    assert!(text.contains("HTTPS_PROXY"), "{text}");
+    assert!(text.contains("Trust the kinspect CA"), "{text}");
     assert!(text.contains("kinspect-ca.pem"), "{text}");
 }

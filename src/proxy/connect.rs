@@ -18,7 +18,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use super::forward::{empty_body, error_chain, forward, full_body, new_flow, ClientSide};
 use super::sniff::{sniff, Rewind, Sniffed};
 use super::upstream::{connect_tcp, tls_version_name};
-use super::{ProxyBody, ProxyFailure, Shared, Target};
+use super::{ca_page, ProxyBody, ProxyFailure, Shared, Target};
 use crate::flow::{
     CapturedBody, FlowError, FlowErrorKind, FlowKind, Headers, HttpVersion, RequestRecord,
     ResponseRecord, TlsInfo,
@@ -28,7 +28,7 @@ use crate::flow::{
 pub(crate) async fn route(
     shared: Arc<Shared>,
     peer: SocketAddr,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     if req.method() == Method::CONNECT {
         return handle_connect(shared, peer, req);
@@ -37,48 +37,31 @@ pub(crate) async fn route(
         addr: peer,
         tls: None,
     };
-    match absolute_target(req.uri()) {
-        Some(target) => forward(&shared, &client, &target, req).await,
-        None => not_a_proxy_request(&shared, &req),
+    if let Some(target) = Target::of_uri(req.uri()) {
+        return forward(&shared, &client, &target, req).await;
     }
-}
-
-fn absolute_target(uri: &http::Uri) -> Option<Target> {
-    let https = match uri.scheme_str()? {
-        "http" => false,
-        "https" => true,
-        _ => return None,
-    };
-    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
-    Some(Target {
-        https,
-        host: host.to_owned(),
-        port: uri.port_u16().unwrap_or(if https { 443 } else { 80 }),
-    })
-}
-
-/// An origin-form request sent to the proxy as if it were a web server.
-fn not_a_proxy_request(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
-    let text = format!(
-        "This is kinspect, an HTTP(S) debugging proxy listening on {addr}.\n\
-         Set it as your HTTP and HTTPS proxy (e.g. HTTPS_PROXY=http://{addr}) instead of \
-         sending requests to it directly.\n\
-         To intercept HTTPS, trust the kinspect CA: {ca}\n",
-        addr = shared.listen_addr,
-        ca = shared.ca.cert_pem_path().display(),
-    );
-    let status = if req.uri().path() == "/" {
-        StatusCode::OK
-    } else {
-        StatusCode::BAD_REQUEST
-    };
-    let mut response = Response::new(full_body(text));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+    // An origin-form request: addressed to kinspect itself.
+    match shared.config.reverse.as_ref().and_then(Target::of_uri) {
+        Some(target) => {
+            let base = shared
+                .config
+                .reverse
+                .as_ref()
+                .map_or("", |b| b.path().trim_end_matches('/'))
+                .to_owned();
+            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            match format!("{base}{path}").parse() {
+                Ok(uri) => *req.uri_mut() = uri,
+                Err(_) => return plain_error(StatusCode::BAD_REQUEST, "bad request path"),
+            }
+            // The origin expects its own name, not kinspect's address.
+            if let Ok(host) = http::HeaderValue::from_str(&target.host_header()) {
+                req.headers_mut().insert(http::header::HOST, host);
+            }
+            forward(&shared, &client, &target, req).await
+        }
+        None => ca_page::respond(&shared.ca, req.uri().path()).map(full_body),
+    }
 }
 
 fn handle_connect(

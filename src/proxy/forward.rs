@@ -66,6 +66,9 @@ pub(crate) async fn forward(
     target: &Target,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    if super::ca_page::is_ca_host(&target.host) {
+        return super::ca_page::respond(&shared.ca, req.uri().path()).map(full_body);
+    }
     let t0 = Instant::now();
     let started_at = SystemTime::now();
     let slot = shared.publisher.reserve().await;

@@ -1,6 +1,7 @@
 //! The intercepting proxy: listener, CONNECT handling with protocol sniffing, TLS
 //! termination, the pooled upstream client, body tees and proxy-made errors.
 
+mod ca_page;
 mod connect;
 mod errors;
 mod forward;
@@ -9,6 +10,7 @@ pub mod sniff;
 mod tee;
 mod upstream;
 
+pub use ca_page::CA_HOST;
 pub use errors::{ProxyFailure, KINSPECT_ERROR_HEADER};
 pub use headers::strip_hop_by_hop;
 pub use tee::{BodyCapture, TeeBody};
@@ -70,6 +72,9 @@ pub struct ProxyConfig {
     pub client_header_timeout: Duration,
     /// Hosts whose minted leaf is kept.
     pub leaf_cache_size: usize,
+    /// Reverse-proxy mode (`--reverse URL`): requests addressed to kinspect itself go
+    /// to this base URL.
+    pub reverse: Option<http::Uri>,
 }
 
 impl Default for ProxyConfig {
@@ -87,6 +92,7 @@ impl Default for ProxyConfig {
             upstream_timeout: Duration::from_secs(120),
             client_header_timeout: Duration::from_secs(30),
             leaf_cache_size: 1024,
+            reverse: None,
         }
     }
 }
@@ -270,6 +276,30 @@ pub(crate) struct Target {
 }
 
 impl Target {
+    /// The target of an absolute URL (`http`/`https` with a host), if it is one.
+    pub(crate) fn of_uri(uri: &http::Uri) -> Option<Target> {
+        let https = match uri.scheme_str()? {
+            "http" => false,
+            "https" => true,
+            _ => return None,
+        };
+        let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+        Some(Target {
+            https,
+            host: host.to_owned(),
+            port: uri.port_u16().unwrap_or(if https { 443 } else { 80 }),
+        })
+    }
+
+    /// The `Host` header value for this target (default port left out).
+    pub(crate) fn host_header(&self) -> String {
+        if self.port == self.default_port() {
+            self.host_for_url()
+        } else {
+            self.authority()
+        }
+    }
+
     pub(crate) fn scheme(&self) -> &'static str {
         if self.https {
             "https"

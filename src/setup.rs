@@ -1,0 +1,204 @@
+//! Pointing devices and programs at kinspect: the CA's description and export, the
+//! shell exports of `kinspect env`, and the LAN addresses a phone should enter.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use anyhow::Context;
+use base64::Engine;
+
+use crate::ca::{CertificateAuthority, CERT_DER_FILE, CERT_PEM_FILE, KEY_FILE};
+use crate::cli::ShellKind;
+use crate::proxy::CA_HOST;
+
+/// File name of the CA bundle `kinspect env` points OpenSSL, Python and curl at: the
+/// system's roots plus the kinspect CA, so that programs still reach other hosts.
+pub const BUNDLE_FILE: &str = "ca-bundle.pem";
+
+/// `kinspect ca`: where the CA is, what it is, how to install it; `--export` copies it.
+pub fn show_ca(dir: &Path, export: Option<&Path>, with_key: bool) -> anyhow::Result<()> {
+    let ca = CertificateAuthority::load_or_create(dir)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(ca.cert_der())
+        .map_err(|e| anyhow::anyhow!("cannot parse {}: {e}", ca.cert_pem_path().display()))?;
+    let mut out = String::new();
+    let _ = writeln!(out, "CA directory:  {}", ca.dir().display());
+    let _ = writeln!(out, "Certificate:   {} (PEM)", ca.cert_pem_path().display());
+    let _ = writeln!(
+        out,
+        "               {} (DER, for Windows, Android, iOS)",
+        ca.cert_der_path().display()
+    );
+    let _ = writeln!(
+        out,
+        "Private key:   {} (mode 0600; never share it)",
+        ca.key_path().display()
+    );
+    let _ = writeln!(out, "Subject:       {}", cert.subject());
+    let _ = writeln!(out, "SHA-256:       {}", ca.sha256_fingerprint());
+    let _ = writeln!(
+        out,
+        "Valid:         {} to {}",
+        cert.validity().not_before,
+        cert.validity().not_after
+    );
+    let _ = writeln!(
+        out,
+        "Install:       on a device using the proxy, open http://{CA_HOST}; elsewhere see certs/README.md"
+    );
+    if let Some(target) = export {
+        std::fs::create_dir_all(target)
+            .with_context(|| format!("cannot create {}", target.display()))?;
+        let copy = |name: &str| -> anyhow::Result<()> {
+            let to = target.join(name);
+            std::fs::copy(dir.join(name), &to)
+                .with_context(|| format!("cannot write {}", to.display()))?;
+            println!("exported {}", to.display());
+            Ok(())
+        };
+        print!("{out}");
+        copy(CERT_PEM_FILE)?;
+        copy(CERT_DER_FILE)?;
+        if with_key {
+            copy(KEY_FILE)?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let key = target.join(KEY_FILE);
+                std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("cannot make {} private", key.display()))?;
+            }
+        }
+        return Ok(());
+    }
+    print!("{out}");
+    Ok(())
+}
+
+/// Writes the bundle of the system's roots plus the kinspect CA into the CA directory.
+fn write_bundle(ca: &CertificateAuthority) -> anyhow::Result<std::path::PathBuf> {
+    let mut pem = String::new();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        let encoded = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+        for line in encoded.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    pem.push_str(ca.cert_pem());
+    let path = ca.dir().join(BUNDLE_FILE);
+    std::fs::write(&path, pem).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// The `kinspect env` exports for a proxy on `listen` with the CA in `dir`.
+pub fn env_exports(dir: &Path, listen: SocketAddr, shell: ShellKind) -> anyhow::Result<String> {
+    let ca = CertificateAuthority::load_or_create(dir)?;
+    let bundle = write_bundle(&ca)?;
+    let host = match listen.ip() {
+        ip if ip.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+        ip => ip,
+    };
+    let proxy = format!("http://{}", SocketAddr::new(host, listen.port()));
+    let bundle = bundle.display().to_string();
+    let ca_pem = ca.cert_pem_path().display().to_string();
+    let vars: [(&str, &str); 11] = [
+        ("HTTP_PROXY", &proxy),
+        ("HTTPS_PROXY", &proxy),
+        ("http_proxy", &proxy),
+        ("https_proxy", &proxy),
+        // Empty, so that no earlier list sends local servers around kinspect.
+        ("NO_PROXY", ""),
+        ("no_proxy", ""),
+        ("SSL_CERT_FILE", &bundle),
+        ("REQUESTS_CA_BUNDLE", &bundle),
+        ("CURL_CA_BUNDLE", &bundle),
+        ("NODE_EXTRA_CA_CERTS", &ca_pem),
+        ("KINSPECT_CA", &ca_pem),
+    ];
+    let quote = |v: &str| format!("'{}'", v.replace('\'', r"'\''"));
+    let mut out = format!(
+        "# kinspect on {proxy}: eval this in a shell to send its programs through kinspect\n"
+    );
+    for (name, value) in vars {
+        let _ = match shell {
+            ShellKind::Sh => writeln!(out, "export {name}={}", quote(value)),
+            ShellKind::Fish => writeln!(out, "set -gx {name} {}", quote(value)),
+        };
+    }
+    Ok(out)
+}
+
+/// `kinspect env`.
+pub fn print_env(dir: &Path, listen: SocketAddr, shell: ShellKind) -> anyhow::Result<()> {
+    print!("{}", env_exports(dir, listen, shell)?);
+    Ok(())
+}
+
+/// The addresses other devices on the network can use to reach a proxy bound to
+/// `listen`: none for a loopback listener; the machine's non-loopback addresses for an
+/// unspecified one (`0.0.0.0`); the address itself otherwise.
+pub fn lan_addresses(listen: SocketAddr) -> Vec<SocketAddr> {
+    let ip = listen.ip();
+    if ip.is_loopback() {
+        return Vec::new();
+    }
+    if !ip.is_unspecified() {
+        return vec![listen];
+    }
+    let mut addresses: Vec<SocketAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|interface| interface.ip())
+        .filter(|ip| !ip.is_loopback() && (ip.is_ipv4() || listen.is_ipv6()))
+        .filter(|ip| match ip {
+            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+            IpAddr::V4(_) => true,
+        })
+        .map(|ip| SocketAddr::new(ip, listen.port()))
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    addresses
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_listeners_have_no_lan_address_and_specific_ones_are_themselves() {
+        assert!(lan_addresses("127.0.0.1:8080".parse().unwrap()).is_empty());
+        let specific: SocketAddr = "192.0.2.7:8080".parse().unwrap();
+        assert_eq!(lan_addresses(specific), [specific]);
+        for address in lan_addresses("0.0.0.0:8080".parse().unwrap()) {
+            assert!(!address.ip().is_loopback() && address.port() == 8080);
+        }
+    }
+
+    #[test]
+    fn env_exports_in_both_syntaxes() {
+        let dir = tempfile::tempdir().unwrap();
+        let listen: SocketAddr = "0.0.0.0:9090".parse().unwrap();
+        let sh = env_exports(dir.path(), listen, ShellKind::Sh).unwrap();
+        assert!(
+            sh.contains("export HTTPS_PROXY='http://127.0.0.1:9090'"),
+            "{sh}"
+        );
+        assert!(sh.contains("export NO_PROXY=''"));
+        assert!(sh.contains(&format!(
+            "NODE_EXTRA_CA_CERTS='{}'",
+            dir.path().join(CERT_PEM_FILE).display()
+        )));
+        let fish = env_exports(dir.path(), listen, ShellKind::Fish).unwrap();
+        assert!(fish.contains("set -gx SSL_CERT_FILE '"), "{fish}");
+        let bundle = std::fs::read_to_string(dir.path().join(BUNDLE_FILE)).unwrap();
+        let ca = std::fs::read_to_string(dir.path().join(CERT_PEM_FILE)).unwrap();
+        assert!(
+            bundle.ends_with(&ca),
+            "the bundle ends with the kinspect CA"
+        );
+    }
+}

@@ -1,0 +1,280 @@
+//! Pointing real devices and programs at kinspect: the CA page and its downloads, curl,
+//! Python and Node configured only from `kinspect env`, reverse-proxy mode, and
+//! `kinspect ca`.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+use kinspect::demo::simulator::Simulator;
+use kinspect::kinvey::ErrorClass;
+use support::{tool_available, Origin, OriginKind, TestProxy};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ca_page_and_both_downloads() {
+    let proxy = TestProxy::start(None, |_| {}).await;
+    // Through the proxy, as a phone would: http://kinspect.ca.
+    let client = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
+        .build()
+        .unwrap();
+    let page = client.get("http://kinspect.ca/").send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/cert/pem") && html.contains("iOS") && html.contains("Android"));
+
+    let pem = client
+        .get("http://kinspect.ca/cert/pem")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pem.headers()["content-type"], "application/x-x509-ca-cert");
+    assert!(pem.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .contains("kinspect-ca.pem"));
+    assert_eq!(pem.text().await.unwrap(), proxy.ca_pem);
+    let der = client
+        .get("http://kinspect.ca/cert/cer")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(der.headers()["content-type"], "application/x-x509-ca-cert");
+    let der = der.bytes().await.unwrap();
+    assert_eq!(
+        der,
+        std::fs::read(proxy.ca_dir.path().join("kinspect-ca.cer")).unwrap()
+    );
+
+    // Over HTTPS too, once the CA is trusted; and at the proxy's own address.
+    let https = proxy
+        .client()
+        .get("https://kinspect.ca/cert/pem")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(https.text().await.unwrap(), proxy.ca_pem);
+    let direct = reqwest::get(format!("{}/cert/cer", proxy.url()))
+        .await
+        .unwrap();
+    assert_eq!(direct.bytes().await.unwrap(), der);
+}
+
+/// The variables `kinspect env` exports for `proxy`.
+fn kinspect_env(proxy: &TestProxy) -> HashMap<String, String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_kinspect"))
+        .args(["env", "--listen", &proxy.addr.to_string(), "--ca-dir"])
+        .arg(proxy.ca_dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.strip_prefix("export "))
+        .map(|assignment| {
+            let (name, value) = assignment.split_once('=').unwrap();
+            (name.to_owned(), value.trim_matches('\'').to_owned())
+        })
+        .collect()
+}
+
+/// `program` with the machine's own proxy and CA settings removed and `env` set.
+fn configured(program: &str, env: &HashMap<String, String>) -> Command {
+    let mut command = Command::new(program);
+    for name in [
+        "ALL_PROXY",
+        "all_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "NO_PROXY",
+        "no_proxy",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
+    ] {
+        command.env_remove(name);
+    }
+    command.envs(env);
+    command
+}
+
+async fn run(mut command: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_python_and_node_configured_by_kinspect_env_go_through_the_proxy() {
+    let origin = Origin::start(OriginKind::Https).await;
+    let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
+    let env = kinspect_env(&proxy);
+    assert_eq!(env["HTTPS_PROXY"], proxy.url());
+    assert_eq!(env["NO_PROXY"], "");
+    let clients = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    let mut expected = Vec::new();
+
+    if tool_available("curl") {
+        let mut curl = configured("curl", &env);
+        curl.args(["-sS", "--max-time", "20", &origin.url("/echo?from=curl")]);
+        let output = run(curl).await;
+        assert!(
+            output.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        expected.push("curl");
+    }
+    if tool_available("python3") {
+        let mut python = configured("python3", &env);
+        python
+            .arg(clients.join("urllib_get.py"))
+            .arg(origin.url("/echo?from=python"));
+        let output = run(python).await;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "python: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.starts_with("200"), "{stdout}");
+        expected.push("python");
+    }
+    if tool_available("node") {
+        let mut node = configured("node", &env);
+        node.arg(clients.join("https_via_proxy.js"))
+            .arg(origin.url("/echo?from=node"));
+        let output = run(node).await;
+        assert!(
+            output.status.success(),
+            "node: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        expected.push("node");
+    }
+    for client in expected {
+        let flow = proxy.next_flow().await;
+        assert!(
+            flow.request.url.ends_with(&format!("from={client}")),
+            "{}",
+            flow.request.url
+        );
+        assert_eq!(flow.status(), Some(200));
+        assert!(
+            flow.client_tls.is_some(),
+            "{client}'s HTTPS was intercepted"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reverse_mode_records_and_classifies_flows() {
+    kinspect::tls::install_crypto_provider();
+    let simulator = Simulator::start(&["localhost"]).await.unwrap();
+    let base: http::Uri = format!("https://localhost:{}", simulator.addr().port())
+        .parse()
+        .unwrap();
+    let root = simulator.ca_der().clone();
+    let mut proxy = TestProxy::start(None, |c| {
+        c.upstream_roots.push(root);
+        c.reverse = Some(base);
+    })
+    .await;
+    // An SDK whose base URL is kinspect: plain HTTP, no proxy settings, no CA.
+    let sdk = reqwest::Client::new();
+    let ping = sdk
+        .get(format!("{}/appdata/kid_demo", proxy.url()))
+        .header("X-Kinvey-API-Version", "5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ping.status(), 200);
+    assert!(ping.text().await.unwrap().contains("hello"));
+    let failing = sdk
+        .get(format!("{}/simulate/error/BLInternalError", proxy.url()))
+        .header("X-Kinvey-API-Version", "5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failing.status(), 550);
+    failing.bytes().await.unwrap();
+
+    let first = proxy.next_stored().await;
+    assert_eq!(first.flow.host, "localhost");
+    assert_eq!(first.flow.scheme, "https");
+    assert!(first.kinvey.request_id.is_some());
+    let second = proxy.next_stored().await;
+    assert_eq!(second.kinvey.error.as_deref(), Some("BLInternalError"));
+    assert_eq!(second.kinvey.class, Some(ErrorClass::Stop));
+    assert!(second
+        .flow
+        .request
+        .url
+        .ends_with("/simulate/error/BLInternalError"));
+}
+
+#[test]
+fn kinspect_ca_shows_and_exports_without_the_key_unless_asked() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let ca = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kinspect"))
+            .args(["ca", "--ca-dir"])
+            .arg(home.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let shown = ca(&[]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success());
+    assert!(
+        text.contains("SHA-256:") && text.contains("Valid:") && text.contains("kinspect.ca"),
+        "{text}"
+    );
+
+    let exported = ca(&["--export", out.path().to_str().unwrap()]);
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    assert!(out.path().join("kinspect-ca.pem").exists());
+    assert!(out.path().join("kinspect-ca.cer").exists());
+    assert!(
+        !out.path().join("kinspect-ca-key.pem").exists(),
+        "never the key unless asked"
+    );
+
+    assert!(
+        ca(&["--export", out.path().to_str().unwrap(), "--with-key"])
+            .status
+            .success()
+    );
+    let key = out.path().join("kinspect-ca-key.pem");
+    assert!(key.exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}
