@@ -18,6 +18,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -70,18 +71,44 @@ impl Drop for Acknowledgement {
     }
 }
 
-/// Resolves once the consumer has stored (or dropped) a durably published flow.
+/// Longest a response is held back for its flow to be stored. Past it the response is
+/// released with a warning: a stalled disk must not hang every client.
+pub const STORE_WAIT_LIMIT: Duration = Duration::from_secs(10);
+
+/// Resolves once the consumer has stored (or dropped) a durably published flow, or
+/// after [`STORE_WAIT_LIMIT`].
 #[derive(Debug)]
-pub struct Stored(Option<oneshot::Receiver<()>>);
+pub struct Stored {
+    rx: Option<oneshot::Receiver<()>>,
+    limit: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Stored {
+    fn new(rx: Option<oneshot::Receiver<()>>) -> Self {
+        Stored { rx, limit: None }
+    }
+}
 
 impl Future for Stored {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        match self.0.as_mut() {
-            Some(rx) => Pin::new(rx).poll(cx).map(|_| ()),
-            None => Poll::Ready(()),
+        let Some(rx) = self.rx.as_mut() else {
+            return Poll::Ready(());
+        };
+        if Pin::new(rx).poll(cx).is_ready() {
+            return Poll::Ready(());
         }
+        let limit = self
+            .limit
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(STORE_WAIT_LIMIT)));
+        if limit.as_mut().poll(cx).is_ready() {
+            tracing::warn!(
+                "a flow waited more than {STORE_WAIT_LIMIT:?} to be stored; releasing its response"
+            );
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 }
 
@@ -130,11 +157,11 @@ impl FlowSlot {
     /// Publishes the flow; the returned future resolves once the consumer has stored it.
     pub fn publish_durable(self, flow: Flow) -> Stored {
         if self.permit.is_none() {
-            return Stored(None);
+            return Stored::new(None);
         }
         let (tx, rx) = oneshot::channel();
         self.send(flow, Acknowledgement(Some(tx)));
-        Stored(Some(rx))
+        Stored::new(Some(rx))
     }
 
     fn send(self, flow: Flow, ack: Acknowledgement) {

@@ -148,3 +148,45 @@ async fn a_client_that_abandons_a_download_is_recorded_as_aborted() {
     assert!(body.incomplete);
     assert!(body.wire_size < 1073741824);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_gives_up_before_the_response_headers_is_still_recorded() {
+    let origin = Origin::start(OriginKind::Https).await;
+    let mut proxy = TestProxy::start(Some(&origin), |c| {
+        c.upstream_timeout = Duration::from_secs(60)
+    })
+    .await;
+    // HTTP/2: the client's own timeout resets the stream.
+    let impatient = proxy
+        .client_builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    assert!(impatient.get(origin.url("/hang")).send().await.is_err());
+    let flow = proxy.next_flow().await;
+    let error = flow.error.expect("the abandoned exchange is recorded");
+    assert_eq!(error.kind, FlowErrorKind::ClientAbort);
+    assert!(
+        error.message.contains("before the response headers"),
+        "{}",
+        error.message
+    );
+    assert!(flow.response.is_none());
+    assert!(flow.timings.wait >= Duration::from_millis(250));
+
+    // HTTP/1.1 in plain HTTP: the client closes its connection.
+    let plain = Origin::start(OriginKind::Plain).await;
+    let mut socket = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        plain.url("/hang")
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut socket, request.as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(socket);
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.error.unwrap().kind, FlowErrorKind::ClientAbort);
+    assert_eq!(flow.request.url, plain.url("/hang"));
+}

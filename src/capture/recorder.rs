@@ -2,6 +2,7 @@
 //! acknowledges them (releasing the responses the proxy held back) and hands them on to
 //! the viewers (printer, UI).
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -96,7 +97,10 @@ impl Recorder {
                     // Acknowledge the whole batch first: the proxy is waiting on them.
                     acks.clear();
                     for stored in batch.drain(..) {
-                        on_flow(stored);
+                        let id = stored.flow.id;
+                        if catch_unwind(AssertUnwindSafe(|| on_flow(stored))).is_err() {
+                            tracing::error!("showing flow {id} failed (it is stored)");
+                        }
                         counters.delivered.fetch_add(1, Ordering::Relaxed);
                     }
                 }

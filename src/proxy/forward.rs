@@ -87,7 +87,11 @@ pub(crate) async fn forward(
         body: CapturedBody::default(),
     };
     let flow = new_flow(&slot, FlowKind::Http, client, started_at, target, request);
-    let failed = Failed { slot, flow, t0 };
+    let mut pending = Pending {
+        parts: Some((slot, flow)),
+        t0,
+        req_capture: None,
+    };
 
     if target.is_proxy_itself(shared.listen_addr) {
         let failure = ProxyFailure::new(
@@ -97,9 +101,11 @@ pub(crate) async fn forward(
                 target.authority()
             ),
         );
-        return failed.answer(None, None, failure).await;
+        return pending.answer(None, failure).await;
     }
-    let uri = match format!("{}://{}{}", target.scheme(), target.authority(), path).parse::<Uri>() {
+    // Default ports left out: an HTTP/2 origin takes the authority as its Host.
+    let uri = match format!("{}://{}{}", target.scheme(), target.host_header(), path).parse::<Uri>()
+    {
         Ok(uri) => uri,
         Err(e) => {
             let failure = ProxyFailure::new(
@@ -109,15 +115,19 @@ pub(crate) async fn forward(
                     target.authority()
                 ),
             );
-            return failed.answer(None, None, failure).await;
+            return pending.answer(None, failure).await;
         }
     };
     parts.uri = uri;
+    if parts.version == Version::HTTP_2 {
+        join_cookies(&mut parts.headers);
+    }
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
 
     let max_body = shared.config.max_body;
     let req_capture: SharedCapture = Arc::new(Mutex::new(BodyCapture::new(max_body)));
+    pending.req_capture = Some(req_capture.clone());
     let mut upstream_req =
         Request::from_parts(parts, TeeBody::new(body, req_capture.clone(), None));
     let captured = capture_connection(&mut upstream_req);
@@ -131,7 +141,7 @@ pub(crate) async fn forward(
                 .as_ref()
                 .and_then(connection_info);
             let failure = classify_client_error(&e, target, &req_capture);
-            return failed.answer(Some(&req_capture), conn, failure).await;
+            return pending.answer(conn, failure).await;
         }
         Err(_) => {
             let conn = captured
@@ -146,12 +156,12 @@ pub(crate) async fn forward(
                     target.authority()
                 ),
             );
-            return failed.answer(Some(&req_capture), conn, failure).await;
+            return pending.answer(conn, failure).await;
         }
     };
 
     let t_headers = Instant::now();
-    let Failed { slot, mut flow, .. } = failed;
+    let (slot, mut flow) = pending.take();
     let conn = response.extensions().get::<ConnectionInfo>().cloned();
     let (mut rparts, rbody) = response.into_parts();
     flow.response = Some(ResponseRecord {
@@ -188,22 +198,44 @@ pub(crate) async fn forward(
     Response::from_parts(rparts, body)
 }
 
-/// An exchange that is answered by the proxy itself.
-struct Failed {
-    slot: FlowSlot,
-    flow: Flow,
-    t0: Instant,
+/// HTTP/2 clients send each cookie as its own field; HTTP/1 origins expect one `Cookie`
+/// line (RFC 9113 §8.2.3).
+fn join_cookies(headers: &mut http::HeaderMap) {
+    let cookies: Vec<&[u8]> = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    if cookies.len() < 2 {
+        return;
+    }
+    let joined = cookies.join(&b"; "[..]);
+    if let Ok(value) = http::HeaderValue::from_bytes(&joined) {
+        headers.insert(http::header::COOKIE, value);
+    }
 }
 
-impl Failed {
+/// An exchange waiting for its answer. If it is dropped unanswered — the client went
+/// away before the response headers came — it still records its flow.
+struct Pending {
+    parts: Option<(FlowSlot, Flow)>,
+    t0: Instant,
+    req_capture: Option<SharedCapture>,
+}
+
+impl Pending {
+    /// The slot and flow, for the exchange that got its answer.
+    fn take(&mut self) -> (FlowSlot, Flow) {
+        self.parts.take().expect("an exchange is answered once")
+    }
+
     /// Records the flow with `failure` and returns the proxy's JSON error response.
     async fn answer(
-        self,
-        req_capture: Option<&SharedCapture>,
+        mut self,
         conn: Option<ConnectionInfo>,
         failure: ProxyFailure,
     ) -> Response<ProxyBody> {
-        let Failed { slot, mut flow, t0 } = self;
+        let (slot, mut flow) = self.take();
         let body = failure.body();
         let response = failure.response(());
         flow.response = Some(ResponseRecord {
@@ -218,14 +250,34 @@ impl Failed {
             },
             from_proxy: true,
         });
-        if let Some(capture) = req_capture {
+        if let Some(capture) = &self.req_capture {
             flow.request.body = lock(capture).snapshot();
         }
         apply_connection(&mut flow, conn.as_ref());
-        flow.timings.wait = t0.elapsed();
+        flow.timings.wait = self.t0.elapsed();
         flow.error = Some(failure.error);
         slot.publish_durable(flow).await;
         response.map(|()| full_body(body))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let Some((slot, mut flow)) = self.parts.take() else {
+            return;
+        };
+        if let Some(capture) = &self.req_capture {
+            flow.request.body = lock(capture).snapshot();
+        }
+        let waited = self.t0.elapsed();
+        flow.timings.wait = waited;
+        flow.error = Some(FlowError {
+            kind: FlowErrorKind::ClientAbort,
+            message: format!(
+                "the client went away after {waited:.1?}, before the response headers arrived"
+            ),
+        });
+        slot.publish(flow);
     }
 }
 

@@ -3,14 +3,14 @@
 use http::header::{self, HeaderMap, HeaderName};
 
 /// Fields that apply to one connection only (RFC 9110 §7.6.1) plus the proxy-specific
-/// ones; `te` is kept when it is exactly `trailers` (gRPC needs it).
-const HOP_BY_HOP: [&str; 8] = [
+/// ones; `te` is kept when it is exactly `trailers` (gRPC needs it). `Trailer` is
+/// end-to-end: hyper writes HTTP/1 trailers only when it names them.
+const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "proxy-authenticate",
     "proxy-authorization",
-    "trailer",
     "transfer-encoding",
     "upgrade",
 ];
