@@ -7,7 +7,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -15,7 +14,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::LazyConfigAcceptor;
 
-use super::forward::{empty_body, error_chain, forward, full_body, new_flow, ClientSide};
+use super::forward::{
+    empty_body, error_chain, forward, full_body, new_flow, uncaptured, ClientSide,
+};
 use super::sniff::{sniff, Rewind, Sniffed};
 use super::upstream::{connect_tcp, tls_version_name};
 use super::{ca_page, ProxyBody, ProxyFailure, Shared, Target};
@@ -268,6 +269,7 @@ where
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
             .serve_connection(io, service)
+            .with_upgrades()
             .await
     };
     if let Err(e) = result {
@@ -346,23 +348,22 @@ async fn blind_tunnel<I>(
     )
     .await
     {
-        Ok((mut server, addr, dns)) => {
+        Ok((server, addr, dns)) => {
             flow.server_ip = Some(addr.ip());
             flow.timings.dns = dns;
             flow.timings.connect = Some(connect_started.elapsed() - dns.unwrap_or_default());
             let opened = Instant::now();
-            let result = tokio::io::copy_bidirectional(&mut client_io, &mut server).await;
-            let (up, down) = *result.as_ref().unwrap_or(&(0, 0));
-            flow.request.body = uncaptured(up);
+            let relayed = super::relay::relay(&mut client_io, server).await;
+            flow.request.body = uncaptured(relayed.up);
             flow.response = Some(ResponseRecord {
                 status: 200,
                 version: HttpVersion::Http11,
                 headers: Headers::default(),
-                body: uncaptured(down),
+                body: uncaptured(relayed.down),
                 from_proxy: true,
             });
             flow.timings.receive = opened.elapsed();
-            if let Err(e) = result {
+            if let Some(e) = relayed.error {
                 flow.error = Some(FlowError {
                     kind: FlowErrorKind::Protocol,
                     message: format!("tunnel to {} broke: {e}", target.authority()),
@@ -378,14 +379,4 @@ async fn blind_tunnel<I>(
         }
     }
     slot.publish(flow);
-}
-
-/// A body that passed through a blind tunnel: counted, not kept.
-fn uncaptured(bytes: u64) -> CapturedBody {
-    CapturedBody {
-        bytes: Bytes::new(),
-        wire_size: bytes,
-        truncated: bytes > 0,
-        incomplete: false,
-    }
 }

@@ -64,7 +64,7 @@ pub(crate) async fn forward(
     shared: &Arc<Shared>,
     client: &ClientSide,
     target: &Target,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     if super::ca_page::is_ca_host(&target.host) {
         return super::ca_page::respond(&shared.ca, req.uri().path()).map(full_body);
@@ -72,6 +72,8 @@ pub(crate) async fn forward(
     let t0 = Instant::now();
     let started_at = SystemTime::now();
     let slot = shared.publisher.reserve().await;
+    let upgrade = upgrade_protocol(req.headers());
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let path = parts
         .uri
@@ -124,6 +126,9 @@ pub(crate) async fn forward(
     }
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = &upgrade {
+        keep_upgrade(&mut parts.headers, protocol);
+    }
 
     let max_body = shared.config.max_body;
     let req_capture: SharedCapture = Arc::new(Mutex::new(BodyCapture::new(max_body)));
@@ -132,8 +137,12 @@ pub(crate) async fn forward(
         Request::from_parts(parts, TeeBody::new(body, req_capture.clone(), None));
     let captured = capture_connection(&mut upstream_req);
     let timeout = shared.config.upstream_timeout;
-    let outcome = tokio::time::timeout(timeout, shared.client.request(upstream_req)).await;
-    let response = match outcome {
+    let http = match upgrade {
+        Some(_) => &shared.upgrade_client,
+        None => &shared.client,
+    };
+    let outcome = tokio::time::timeout(timeout, http.request(upstream_req)).await;
+    let mut response = match outcome {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
             let conn = captured
@@ -161,6 +170,23 @@ pub(crate) async fn forward(
     };
 
     let t_headers = Instant::now();
+    if let (Some(client_upgrade), http::StatusCode::SWITCHING_PROTOCOLS) =
+        (client_upgrade, response.status())
+    {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let (slot, flow) = pending.take();
+        return switch_protocols(
+            slot,
+            flow,
+            response,
+            Upgrades {
+                client: client_upgrade,
+                upstream: upstream_upgrade,
+            },
+            t0,
+            t_headers,
+        );
+    }
     let (slot, mut flow) = pending.take();
     let conn = response.extensions().get::<ConnectionInfo>().cloned();
     let (mut rparts, rbody) = response.into_parts();
@@ -196,6 +222,101 @@ pub(crate) async fn forward(
         .map_err(BoxError::from)
         .boxed_unsync();
     Response::from_parts(rparts, body)
+}
+
+/// The protocol a request asks to switch to (`Upgrade: websocket` with
+/// `Connection: upgrade`), if any.
+fn upgrade_protocol(headers: &http::HeaderMap) -> Option<http::HeaderValue> {
+    let asks = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(http::header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Puts back the hop-by-hop fields an upgrade needs on the next hop.
+fn keep_upgrade(headers: &mut http::HeaderMap, protocol: &http::HeaderValue) {
+    headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("upgrade"),
+    );
+    headers.insert(http::header::UPGRADE, protocol.clone());
+}
+
+/// Both ends of a switched connection, once hyper hands them over.
+struct Upgrades {
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+}
+
+/// Answers a 101 to the client and relays the switched connection (WebSocket) in both
+/// directions; the flow is recorded when it closes, with the bytes each way.
+fn switch_protocols(
+    slot: FlowSlot,
+    mut flow: Flow,
+    response: Response<Incoming>,
+    upgrades: Upgrades,
+    t0: Instant,
+    t_headers: Instant,
+) -> Response<ProxyBody> {
+    let conn = response.extensions().get::<ConnectionInfo>().cloned();
+    let (mut rparts, _) = response.into_parts();
+    flow.response = Some(ResponseRecord {
+        status: rparts.status.as_u16(),
+        version: rparts.version.into(),
+        headers: Headers::from_map(&rparts.headers),
+        body: CapturedBody::default(),
+        from_proxy: false,
+    });
+    apply_connection(&mut flow, conn.as_ref());
+    flow.timings.wait = t_headers.saturating_duration_since(t0);
+    let protocol = upgrade_protocol(&rparts.headers);
+    strip_hop_by_hop(&mut rparts.headers);
+    if let Some(protocol) = &protocol {
+        keep_upgrade(&mut rparts.headers, protocol);
+    }
+    tokio::spawn(async move {
+        let error = match tokio::try_join!(upgrades.client, upgrades.upstream) {
+            Ok((client, upstream)) => {
+                let relayed = super::relay::relay(
+                    hyper_util::rt::TokioIo::new(client),
+                    hyper_util::rt::TokioIo::new(upstream),
+                )
+                .await;
+                flow.request.body = uncaptured(relayed.up);
+                if let Some(response) = flow.response.as_mut() {
+                    response.body = uncaptured(relayed.down);
+                }
+                relayed.error.map(|e| e.to_string())
+            }
+            Err(e) => Some(e.to_string()),
+        };
+        flow.timings.receive = t_headers.elapsed();
+        if let Some(e) = error {
+            flow.error = Some(FlowError {
+                kind: FlowErrorKind::Protocol,
+                message: format!(
+                    "the switched connection to {}:{} broke: {e}",
+                    flow.host, flow.port
+                ),
+            });
+        }
+        slot.publish(flow);
+    });
+    Response::from_parts(rparts, empty_body())
+}
+
+/// A body that was relayed without being kept (tunnels, switched connections).
+pub(crate) fn uncaptured(bytes: u64) -> CapturedBody {
+    CapturedBody {
+        bytes: Bytes::new(),
+        wire_size: bytes,
+        truncated: bytes > 0,
+        incomplete: false,
+    }
 }
 
 /// HTTP/2 clients send each cookie as its own field; HTTP/1 origins expect one `Cookie`

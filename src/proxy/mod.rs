@@ -6,6 +6,7 @@ mod connect;
 mod errors;
 mod forward;
 mod headers;
+mod relay;
 pub mod sniff;
 mod tee;
 mod upstream;
@@ -122,6 +123,9 @@ pub(crate) struct Shared {
     pub(crate) listen_addr: SocketAddr,
     pub(crate) leaves: LeafCache,
     pub(crate) client: Client<UpstreamConnector, TeeBody<Incoming>>,
+    /// A client that offers origins only HTTP/1.1, for `Upgrade` requests (WebSocket):
+    /// upgrades do not exist in HTTP/2.
+    pub(crate) upgrade_client: Client<UpstreamConnector, TeeBody<Incoming>>,
     pub(crate) publisher: FlowPublisher,
     pub(crate) ca: Arc<CertificateAuthority>,
 }
@@ -157,13 +161,20 @@ impl Proxy {
             &config.upstream_roots,
             config.insecure_upstream,
         )?;
-        let connector = UpstreamConnector::new(tls, config.connect_timeout, config.hosts.clone());
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .http1_preserve_header_case(true)
-            .build(connector);
+        let mut http1_tls = tls.clone();
+        http1_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let pooled = |tls| {
+            let connector =
+                UpstreamConnector::new(tls, config.connect_timeout, config.hosts.clone());
+            Client::builder(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .http1_preserve_header_case(true)
+                .build(connector)
+        };
+        let client = pooled(tls);
+        let upgrade_client = pooled(http1_tls);
         let leaves = LeafCache::new(ca.clone(), config.leaf_cache_size)?;
         Ok(Proxy {
             shared: Arc::new(Shared {
@@ -171,6 +182,7 @@ impl Proxy {
                 listen_addr,
                 leaves,
                 client,
+                upgrade_client,
                 publisher,
                 ca,
             }),

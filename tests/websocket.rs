@@ -1,0 +1,215 @@
+//! WebSocket (and other `Upgrade`) connections are relayed through kinspect, over plain
+//! HTTP and inside intercepted TLS, and recorded with the bytes each way.
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use support::{TestCa, TestProxy, STEP};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+/// RFC 6455's example: the accept value for `KEY`.
+const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+fn accept_for(key: &str) -> String {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes(),
+    );
+    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+}
+
+/// Switches to "websocket" and echoes whatever bytes come after.
+async fn echo_upgrade(mut req: Request<Incoming>) -> Result<Response<Empty<Bytes>>, Infallible> {
+    let key = req
+        .headers()
+        .get("sec-websocket-key")
+        .and_then(|k| k.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = upgrade.await {
+            let mut io = TokioIo::new(upgraded);
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = io.read(&mut buf).await {
+                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let response = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", accept_for(&key))
+        .body(Empty::new())
+        .unwrap();
+    Ok(response)
+}
+
+/// A WebSocket echo origin, plain or over TLS (offering h2 too, as real servers do).
+async fn ws_origin(tls: Option<&TestCa>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tls.map(|ca| {
+        tokio_rustls::TlsAcceptor::from(Arc::new(ca.server_config(&[b"h2", b"http/1.1"])))
+    });
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let builder = hyper::server::conn::http1::Builder::new();
+                let service = service_fn(echo_upgrade);
+                match acceptor {
+                    Some(acceptor) => {
+                        if let Ok(tls) = acceptor.accept(stream).await {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(tls), service)
+                                .with_upgrades()
+                                .await;
+                        }
+                    }
+                    None => {
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .with_upgrades()
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(STEP, stream.read(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before the response head: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// The handshake and an echo over `stream`, addressed with `target` (a path or a URL).
+async fn handshake_and_echo<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    target: &str,
+    host: &str,
+) {
+    let request = format!(
+        "GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let head = read_head(stream).await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains(&format!(
+            "sec-websocket-accept: {}",
+            ACCEPT.to_ascii_lowercase()
+        )),
+        "{head}"
+    );
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    for message in [&b"hello"[..], b"kinvey live service"] {
+        stream.write_all(message).await.unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        tokio::time::timeout(STEP, stream.read_exact(&mut echoed))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(echoed, message);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_websockets_are_relayed_and_recorded() {
+    let origin = ws_origin(None).await;
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    handshake_and_echo(
+        &mut stream,
+        &format!("http://{origin}/live"),
+        &origin.to_string(),
+    )
+    .await;
+    drop(stream);
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.status(), Some(101));
+    assert_eq!(flow.request.url, format!("http://{origin}/live"));
+    assert_eq!(flow.request.body.wire_size, 24, "client to server bytes");
+    assert_eq!(flow.response.as_ref().unwrap().body.wire_size, 24);
+    assert!(flow.error.is_none(), "{:?}", flow.error);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_websockets_are_intercepted_relayed_and_recorded() {
+    let origin_ca = TestCa::new();
+    let origin = ws_origin(Some(&origin_ca)).await;
+    let ca_path = origin_ca.pem_path.clone();
+    let mut proxy = TestProxy::start(None, |c| c.upstream_ca.push(ca_path)).await;
+
+    let mut tunnel = TcpStream::connect(proxy.addr).await.unwrap();
+    let authority = format!("localhost:{}", origin.port());
+    tunnel
+        .write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert!(read_head(&mut tunnel).await.starts_with("HTTP/1.1 200"));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(
+        rustls_pki_types::CertificateDer::pem_slice_iter(proxy.ca_pem.as_bytes())
+            .map(|c| c.unwrap()),
+    );
+    let mut config = rustls::ClientConfig::builder_with_provider(kinspect::tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tunnel).await.unwrap();
+    handshake_and_echo(&mut tls, "/live", &authority).await;
+    drop(tls);
+
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.status(), Some(101));
+    assert_eq!(flow.request.url, format!("https://{authority}/live"));
+    assert_eq!(
+        flow.response.as_ref().unwrap().version,
+        kinspect::flow::HttpVersion::Http11
+    );
+    assert_eq!(
+        flow.server_tls.as_ref().unwrap().alpn.as_deref(),
+        Some("http/1.1"),
+        "upgrades need HTTP/1.1 upstream"
+    );
+    assert_eq!(flow.request.body.wire_size, 24);
+}
+
+use rustls_pki_types::pem::PemObject;
