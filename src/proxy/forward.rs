@@ -188,16 +188,7 @@ pub(crate) async fn forward(
         );
     }
     let (slot, mut flow) = pending.take();
-    let conn = response.extensions().get::<ConnectionInfo>().cloned();
-    let (mut rparts, rbody) = response.into_parts();
-    flow.response = Some(ResponseRecord {
-        status: rparts.status.as_u16(),
-        version: rparts.version.into(),
-        headers: Headers::from_map(&rparts.headers),
-        body: CapturedBody::default(),
-        from_proxy: false,
-    });
-    apply_connection(&mut flow, conn.as_ref());
+    let (mut rparts, rbody, conn) = record_response_head(&mut flow, response);
     strip_hop_by_hop(&mut rparts.headers);
     rparts.version = Version::HTTP_11;
 
@@ -222,6 +213,24 @@ pub(crate) async fn forward(
         .map_err(BoxError::from)
         .boxed_unsync();
     Response::from_parts(rparts, body)
+}
+
+/// Records the response head and the connection it came on; hands back its parts.
+fn record_response_head(
+    flow: &mut Flow,
+    response: Response<Incoming>,
+) -> (http::response::Parts, Incoming, Option<ConnectionInfo>) {
+    let conn = response.extensions().get::<ConnectionInfo>().cloned();
+    let (parts, body) = response.into_parts();
+    flow.response = Some(ResponseRecord {
+        status: parts.status.as_u16(),
+        version: parts.version.into(),
+        headers: Headers::from_map(&parts.headers),
+        body: CapturedBody::default(),
+        from_proxy: false,
+    });
+    apply_connection(flow, conn.as_ref());
+    (parts, body, conn)
 }
 
 /// The protocol a request asks to switch to (`Upgrade: websocket` with
@@ -262,16 +271,7 @@ fn switch_protocols(
     t0: Instant,
     t_headers: Instant,
 ) -> Response<ProxyBody> {
-    let conn = response.extensions().get::<ConnectionInfo>().cloned();
-    let (mut rparts, _) = response.into_parts();
-    flow.response = Some(ResponseRecord {
-        status: rparts.status.as_u16(),
-        version: rparts.version.into(),
-        headers: Headers::from_map(&rparts.headers),
-        body: CapturedBody::default(),
-        from_proxy: false,
-    });
-    apply_connection(&mut flow, conn.as_ref());
+    let (mut rparts, _, _) = record_response_head(&mut flow, response);
     flow.timings.wait = t_headers.saturating_duration_since(t0);
     let protocol = upgrade_protocol(&rparts.headers);
     strip_hop_by_hop(&mut rparts.headers);
