@@ -190,3 +190,37 @@ async fn a_client_that_gives_up_before_the_response_headers_is_still_recorded() 
     assert_eq!(flow.error.unwrap().kind, FlowErrorKind::ClientAbort);
     assert_eq!(flow.request.url, plain.url("/hang"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_is_not_an_upstream_timeout() {
+    let origin = Origin::start(OriginKind::Plain).await;
+    let mut proxy =
+        TestProxy::start(None, |c| c.upstream_timeout = Duration::from_millis(400)).await;
+    // Three chunks 300 ms apart: 900 ms of upload against a 400 ms limit.
+    let chunks = futures_util::stream::unfold(0u8, |i| async move {
+        if i == 3 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Some((
+            Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'u'; 1000])),
+            i + 1,
+        ))
+    });
+    let response = proxy
+        .client()
+        .post(origin.url("/echo"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "the origin answered once the upload ended"
+    );
+    let echo: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(echo["body_len"], 3000);
+    let flow = proxy.next_flow().await;
+    assert!(flow.error.is_none(), "{:?}", flow.error);
+}

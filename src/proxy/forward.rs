@@ -141,7 +141,7 @@ pub(crate) async fn forward(
         Some(_) => &shared.upgrade_client,
         None => &shared.client,
     };
-    let outcome = tokio::time::timeout(timeout, http.request(upstream_req)).await;
+    let outcome = headers_within(timeout, http.request(upstream_req), &req_capture).await;
     let mut response = match outcome {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
@@ -213,6 +213,38 @@ pub(crate) async fn forward(
         .map_err(BoxError::from)
         .boxed_unsync();
     Response::from_parts(rparts, body)
+}
+
+/// Awaits `response`, giving up when no response head came within `limit` of the
+/// request body's end: an upload, however slow, is not a silent origin, but one that
+/// made no progress for `limit` is.
+async fn headers_within<F: std::future::Future>(
+    limit: std::time::Duration,
+    response: F,
+    request_body: &SharedCapture,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut response = std::pin::pin!(response);
+    let mut uploaded = 0;
+    loop {
+        match tokio::time::timeout(limit, response.as_mut()).await {
+            Ok(output) => return Ok(output),
+            Err(elapsed) => {
+                let (sent_at, received) = {
+                    let body = lock(request_body);
+                    (body.ended_at(), body.received())
+                };
+                match sent_at {
+                    None if received > uploaded => uploaded = received,
+                    None => return Err(elapsed),
+                    Some(sent_at) if sent_at.elapsed() < limit => {
+                        let rest = limit - sent_at.elapsed();
+                        return tokio::time::timeout(rest, response.as_mut()).await;
+                    }
+                    Some(_) => return Err(elapsed),
+                }
+            }
+        }
+    }
 }
 
 /// Records the response head and the connection it came on; hands back its parts.

@@ -70,6 +70,11 @@ impl BodyCapture {
         self.end();
     }
 
+    /// Bytes received so far (kept or not).
+    pub fn received(&self) -> u64 {
+        self.wire_size
+    }
+
     /// True when the body broke off instead of ending.
     pub fn failed(&self) -> bool {
         self.failed
