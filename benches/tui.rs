@@ -112,35 +112,16 @@ fn hundred_thousand_flows() {
             500 => Some(ErrorClass::Retry),
             _ => None,
         };
+        let mut flow = Flow::exchange(
+            id,
+            "127.0.0.1:5000".parse().unwrap(),
+            "GET",
+            &format!("https://baas.kinvey.com/appdata/kid_x/books/{id}"),
+            Some(status),
+        );
+        flow.started_at = UNIX_EPOCH + Duration::from_millis(id);
         app.push(StoredFlow {
-            flow: Flow {
-                id,
-                kind: FlowKind::Http,
-                client_addr: "127.0.0.1:5000".parse().unwrap(),
-                started_at: UNIX_EPOCH + Duration::from_millis(id),
-                scheme: "https".into(),
-                host: "baas.kinvey.com".into(),
-                port: 443,
-                request: RequestRecord {
-                    method: "GET".into(),
-                    url: format!("https://baas.kinvey.com/appdata/kid_x/books/{id}"),
-                    version: HttpVersion::Http11,
-                    headers: Headers::default(),
-                    body: CapturedBody::default(),
-                },
-                response: Some(ResponseRecord {
-                    status,
-                    version: HttpVersion::Http11,
-                    headers: Headers::default(),
-                    body: CapturedBody::default(),
-                    from_proxy: false,
-                }),
-                timings: Timings::default(),
-                server_ip: None,
-                client_tls: None,
-                server_tls: None,
-                error: None,
-            },
+            flow,
             kinvey: KinveySummary {
                 request_id: Some(format!("{id:032x}")),
                 error: class.map(|_| "SomeError".to_owned()),

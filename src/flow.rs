@@ -348,6 +348,58 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// An HTTP/1.1 exchange of `method` on `url` from `client_addr`, started at the Unix
+    /// epoch, with no headers, bodies, timings or TLS, and a response of `status` if
+    /// given: the starting point for flows built by hand. Scheme, host and port come
+    /// from `url`.
+    pub fn exchange(
+        id: FlowId,
+        client_addr: SocketAddr,
+        method: &str,
+        url: &str,
+        status: Option<u16>,
+    ) -> Flow {
+        let uri: Option<http::Uri> = url.parse().ok();
+        let https = uri.as_ref().and_then(|u| u.scheme_str()) == Some("https");
+        Flow {
+            id,
+            kind: FlowKind::Http,
+            client_addr,
+            started_at: SystemTime::UNIX_EPOCH,
+            scheme: if https { "https" } else { "http" }.into(),
+            host: uri
+                .as_ref()
+                .and_then(|u| u.host())
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port: uri
+                .as_ref()
+                .and_then(|u| u.port_u16())
+                .unwrap_or(if https { 443 } else { 80 }),
+            request: RequestRecord {
+                method: method.to_owned(),
+                url: url.to_owned(),
+                version: HttpVersion::Http11,
+                headers: Headers::default(),
+                body: CapturedBody::default(),
+            },
+            response: status.map(|status| ResponseRecord {
+                status,
+                version: HttpVersion::Http11,
+                headers: Headers::default(),
+                body: CapturedBody::default(),
+                from_proxy: false,
+            }),
+            timings: Timings::default(),
+            server_ip: None,
+            client_tls: None,
+            server_tls: None,
+            error: None,
+        }
+    }
+
     /// The response status, if there is a response.
     pub fn status(&self) -> Option<u16> {
         self.response.as_ref().map(|r| r.status)

@@ -235,14 +235,13 @@ impl PartialEq for BytesPattern {
 #[cfg(test)]
 mod support {
     use std::net::SocketAddr;
-    use std::time::SystemTime;
 
     use bytes::Bytes;
 
     use crate::capture::StoredFlow;
     use crate::flow::{
-        CapturedBody, Flow, FlowError, FlowErrorKind, FlowKind, HeaderField, Headers, HttpVersion,
-        RequestRecord, ResponseRecord, Timings,
+        CapturedBody, Flow, FlowError, FlowErrorKind, HeaderField, Headers, HttpVersion,
+        ResponseRecord,
     };
     use crate::kinvey::{ErrorClass, Finding, KinveySummary};
 
@@ -252,28 +251,13 @@ mod support {
 
     pub(super) fn flow() -> FlowBuilder {
         FlowBuilder(StoredFlow {
-            flow: Flow {
-                id: 1,
-                kind: FlowKind::Http,
-                client_addr: "127.0.0.1:50000".parse().unwrap(),
-                started_at: SystemTime::UNIX_EPOCH,
-                scheme: "http".into(),
-                host: "example.com".into(),
-                port: 80,
-                request: RequestRecord {
-                    method: "GET".into(),
-                    url: "http://example.com/items".into(),
-                    version: HttpVersion::Http11,
-                    headers: Headers::default(),
-                    body: CapturedBody::default(),
-                },
-                response: None,
-                timings: Timings::default(),
-                server_ip: None,
-                client_tls: None,
-                server_tls: None,
-                error: None,
-            },
+            flow: Flow::exchange(
+                1,
+                "127.0.0.1:50000".parse().unwrap(),
+                "GET",
+                "http://example.com/items",
+                None,
+            ),
             kinvey: KinveySummary {
                 known: true,
                 ..KinveySummary::default()

@@ -210,49 +210,22 @@ impl BehaviourTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{
-        CapturedBody, FlowKind, Headers, HttpVersion, RequestRecord, ResponseRecord, Timings,
-    };
+    use crate::flow::CapturedBody;
     use crate::kinvey::KinveyError;
     use bytes::Bytes;
     use std::time::UNIX_EPOCH;
 
     fn attempt(id: FlowId, start_ms: u64, body: &'static str) -> Flow {
-        Flow {
-            id,
-            kind: FlowKind::Http,
-            client_addr: "10.0.0.2:4000".parse().unwrap(),
-            started_at: UNIX_EPOCH + Duration::from_millis(start_ms),
-            scheme: "https".into(),
-            host: "baas.kinvey.com".into(),
-            port: 443,
-            request: RequestRecord {
-                method: "POST".into(),
-                url: "https://baas.kinvey.com/rpc/kid_x/custom/op".into(),
-                version: HttpVersion::Http11,
-                headers: Headers::default(),
-                body: CapturedBody {
-                    bytes: Bytes::from_static(body.as_bytes()),
-                    wire_size: body.len() as u64,
-                    ..CapturedBody::default()
-                },
-            },
-            response: Some(ResponseRecord {
-                status: 500,
-                version: HttpVersion::Http11,
-                headers: Headers::default(),
-                body: CapturedBody::default(),
-                from_proxy: false,
-            }),
-            timings: Timings {
-                wait: Duration::from_millis(10),
-                ..Timings::default()
-            },
-            server_ip: None,
-            client_tls: None,
-            server_tls: None,
-            error: None,
-        }
+        let url = "https://baas.kinvey.com/rpc/kid_x/custom/op";
+        let mut flow = Flow::exchange(id, "10.0.0.2:4000".parse().unwrap(), "POST", url, Some(500));
+        flow.started_at = UNIX_EPOCH + Duration::from_millis(start_ms);
+        flow.request.body = CapturedBody {
+            bytes: Bytes::from_static(body.as_bytes()),
+            wire_size: body.len() as u64,
+            ..CapturedBody::default()
+        };
+        flow.timings.wait = Duration::from_millis(10);
+        flow
     }
 
     fn failed(name: &str, class: ErrorClass) -> KinveyAnalysis {

@@ -186,10 +186,7 @@ fn kinvey_looking_name(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{
-        CapturedBody, FlowKind, HeaderField, Headers, HttpVersion, RequestRecord, ResponseRecord,
-        Timings,
-    };
+    use crate::flow::{CapturedBody, HeaderField, Headers};
     use bytes::Bytes;
 
     fn headers(pairs: &[(&str, &str)]) -> Headers {
@@ -205,39 +202,24 @@ mod tests {
     }
 
     fn flow(status: u16, response_headers: &[(&str, &str)], body: &str) -> Flow {
-        Flow {
-            id: 1,
-            kind: FlowKind::Http,
-            client_addr: "127.0.0.1:5000".parse().unwrap(),
-            started_at: std::time::UNIX_EPOCH,
-            scheme: "https".into(),
-            host: "baas.kinvey.com".into(),
-            port: 443,
-            request: RequestRecord {
-                method: "GET".into(),
-                url: "https://baas.kinvey.com/appdata/kid_x/books".into(),
-                version: HttpVersion::Http11,
-                headers: headers(&[("X-Kinvey-API-Version", "5")]),
-                body: CapturedBody::default(),
-            },
-            response: Some(ResponseRecord {
-                status,
-                version: HttpVersion::Http11,
-                headers: headers(response_headers),
-                body: CapturedBody {
-                    bytes: Bytes::copy_from_slice(body.as_bytes()),
-                    wire_size: body.len() as u64,
-                    truncated: false,
-                    incomplete: false,
-                },
-                from_proxy: false,
-            }),
-            timings: Timings::default(),
-            server_ip: None,
-            client_tls: None,
-            server_tls: None,
-            error: None,
-        }
+        let url = "https://baas.kinvey.com/appdata/kid_x/books";
+        let mut flow = Flow::exchange(
+            1,
+            "127.0.0.1:5000".parse().unwrap(),
+            "GET",
+            url,
+            Some(status),
+        );
+        flow.request.headers = headers(&[("X-Kinvey-API-Version", "5")]);
+        let response = flow.response.as_mut().expect("a response");
+        response.headers = headers(response_headers);
+        response.body = CapturedBody {
+            bytes: Bytes::copy_from_slice(body.as_bytes()),
+            wire_size: body.len() as u64,
+            truncated: false,
+            incomplete: false,
+        };
+        flow
     }
 
     const JSON: (&str, &str) = ("Content-Type", "application/json");

@@ -429,43 +429,22 @@ fn jump_to_request_id(app: &mut App, query: &str) -> Vec<Effect> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{
-        CapturedBody, Flow, FlowKind, Headers, HttpVersion, RequestRecord, ResponseRecord, Timings,
-    };
+    use crate::flow::{CapturedBody, Flow};
     use crate::kinvey::{ErrorClass, KinveySummary};
     use crate::tui::state::SourceInfo;
     use std::time::{Duration, UNIX_EPOCH};
 
     fn stored(id: FlowId, status: u16, error: Option<(&str, ErrorClass)>) -> StoredFlow {
+        let mut flow = Flow::exchange(
+            id,
+            "127.0.0.1:5000".parse().unwrap(),
+            "GET",
+            &format!("https://baas.kinvey.com/appdata/kid_x/books/{id}"),
+            Some(status),
+        );
+        flow.started_at = UNIX_EPOCH + Duration::from_secs(id);
         StoredFlow {
-            flow: Flow {
-                id,
-                kind: FlowKind::Http,
-                client_addr: "127.0.0.1:5000".parse().unwrap(),
-                started_at: UNIX_EPOCH + Duration::from_secs(id),
-                scheme: "https".into(),
-                host: "baas.kinvey.com".into(),
-                port: 443,
-                request: RequestRecord {
-                    method: "GET".into(),
-                    url: format!("https://baas.kinvey.com/appdata/kid_x/books/{id}"),
-                    version: HttpVersion::Http11,
-                    headers: Headers::default(),
-                    body: CapturedBody::default(),
-                },
-                response: Some(ResponseRecord {
-                    status,
-                    version: HttpVersion::Http11,
-                    headers: Headers::default(),
-                    body: CapturedBody::default(),
-                    from_proxy: false,
-                }),
-                timings: Timings::default(),
-                server_ip: None,
-                client_tls: None,
-                server_tls: None,
-                error: None,
-            },
+            flow,
             kinvey: KinveySummary {
                 request_id: Some(format!("rid{id:04}")),
                 error: error.map(|(name, _)| name.to_owned()),
