@@ -20,7 +20,7 @@ use crate::filter::Filter;
 use crate::har::{self, ExportOptions, HarWriter};
 use crate::headless::{LineFormat, LinePrinter};
 use crate::kinvey::{self, report::support_report};
-use crate::proxy::{HostOverrides, Proxy, ProxyConfig, DEFAULT_MAX_BODY};
+use crate::proxy::{HostOverrides, Proxy, ProxyConfig, ProxyCredentials, DEFAULT_MAX_BODY};
 use crate::setup;
 use crate::tui::{self, state::SourceInfo, Feed};
 
@@ -155,6 +155,47 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "SECS", default_value_t = 120, global = true)]
     pub upstream_timeout: u64,
 
+    /// Seconds allowed to resolve, connect and finish TLS with an origin (then 504).
+    #[arg(long, value_name = "SECS", default_value_t = 10, global = true)]
+    pub connect_timeout: u64,
+
+    /// Seconds a client may take to send a request's headers or its TLS handshake; also
+    /// how long an idle HTTP/1 keep-alive connection is kept.
+    #[arg(long, value_name = "SECS", default_value_t = 30, global = true)]
+    pub client_timeout: u64,
+
+    /// Seconds an HTTP/2 client connection may sit with no bytes moving before it is
+    /// closed (requests in flight finish first).
+    #[arg(long, value_name = "SECS", default_value_t = 120, global = true)]
+    pub idle_timeout: u64,
+
+    /// Largest request head (request line and headers) accepted; larger gets 431.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "64K", global = true)]
+    pub max_header_bytes: usize,
+
+    /// Most header fields accepted in one request; more gets 431.
+    #[arg(long, value_name = "N", default_value_t = 100, global = true)]
+    pub max_headers: usize,
+
+    /// Most client connections served at once; more get a 503 and are closed.
+    #[arg(long, value_name = "N", default_value_t = 4096, global = true)]
+    pub max_connections: usize,
+
+    /// Accept clients from public IP ranges (by default only loopback and private
+    /// networks may use a proxy listening on a non-loopback address).
+    #[arg(long, global = true)]
+    pub allow_public: bool,
+
+    /// Require these proxy credentials (Basic) on every proxied request; others get 407.
+    #[arg(
+        long,
+        value_name = "USER:PASS",
+        env = "KINSPECT_PROXY_AUTH",
+        hide_env_values = true,
+        global = true
+    )]
+    pub proxy_auth: Option<ProxyCredentials>,
+
     /// No UI: print one line per flow on stdout (the demo exits when its script ends).
     #[arg(long, global = true)]
     pub headless: bool,
@@ -233,6 +274,14 @@ impl ProxyArgs {
             ignore_hosts: self.ignore_hosts.clone(),
             max_body: self.max_body,
             upstream_timeout: Duration::from_secs(self.upstream_timeout),
+            connect_timeout: Duration::from_secs(self.connect_timeout),
+            client_header_timeout: Duration::from_secs(self.client_timeout),
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+            max_header_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
+            max_connections: self.max_connections,
+            allow_public: self.allow_public,
+            proxy_auth: self.proxy_auth.clone(),
             reverse: self.reverse.clone(),
             ..ProxyConfig::default()
         }
@@ -483,6 +532,21 @@ fn run_session(args: ProxyArgs, mode: Mode) -> anyhow::Result<()> {
 /// The host name the demo's app uses for the simulated Kinvey backend.
 const DEMO_HOST: &str = "baas.kinvey.test";
 
+/// Each client connection can take two descriptors (client and origin): ask for enough,
+/// up to the hard limit, so a busy proxy is not stopped by a low default soft limit.
+fn raise_open_files_limit(max_connections: usize) {
+    let wanted = (max_connections as u64)
+        .saturating_mul(2)
+        .saturating_add(256);
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) if limit < wanted => notice!(
+            "  only {limit} open files are allowed (ulimit -n): fewer than {max_connections} connections may be served"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::debug!("cannot raise the open files limit: {e}"),
+    }
+}
+
 async fn serve(
     args: ProxyArgs,
     mode: Mode,
@@ -500,6 +564,7 @@ async fn serve(
         }
     };
     let mut config = args.proxy_config(default_listen);
+    raise_open_files_limit(config.max_connections);
     if let Some(simulator) = &simulator {
         config.upstream_roots.push(simulator.ca_der().clone());
         config.hosts = HostOverrides::new([(DEMO_HOST.to_owned(), simulator.addr().ip())]);
@@ -520,8 +585,15 @@ async fn serve(
         notice!("  new CA: trust it once on each device (see certs/README.md)");
     }
     notice!("capture: {}", capture_path.display());
-    for lan in setup::lan_addresses(addr) {
+    let lan_addresses = setup::lan_addresses(addr);
+    for lan in &lan_addresses {
         notice!("on your network: set a phone's Wi-Fi proxy to {lan} (then open http://kinspect.ca on it)");
+    }
+    if !lan_addresses.is_empty() && args.proxy_auth.is_none() {
+        notice!("  anyone on your network can use this proxy: consider --proxy-auth USER:PASS");
+    }
+    if args.allow_public && args.proxy_auth.is_none() {
+        notice!("  --allow-public without --proxy-auth makes this an open proxy for the internet");
     }
     if let Some(reverse) = &args.reverse {
         notice!("reverse proxy: requests to http://{addr}/ go to {reverse}");

@@ -14,12 +14,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::LazyConfigAcceptor;
 
+use super::access::authentication_required;
 use super::forward::{
     empty_body, error_chain, forward, full_body, new_flow, uncaptured, ClientSide,
 };
+use super::idle::IdleWatch;
 use super::sniff::{sniff, Rewind, Sniffed};
-use super::upstream::{connect_tcp, tls_version_name};
-use super::{ca_page, ProxyBody, ProxyFailure, Shared, Target};
+use super::upstream::tls_version_name;
+use super::{ca_page, http1_server, ConnectionPermit, ProxyBody, ProxyFailure, Shared, Target};
 use crate::flow::{
     CapturedBody, FlowError, FlowErrorKind, FlowKind, Headers, HttpVersion, RequestRecord,
     ResponseRecord, TlsInfo,
@@ -29,10 +31,21 @@ use crate::flow::{
 pub(crate) async fn route(
     shared: Arc<Shared>,
     peer: SocketAddr,
+    permit: ConnectionPermit,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    let to_kinspect_itself = req.method() != Method::CONNECT
+        && Target::of_uri(req.uri()).is_none()
+        && shared.config.reverse.is_none();
+    if let Some(credentials) = &shared.config.proxy_auth {
+        // The CA page stays open: it is public, and devices fetch it before setting up.
+        if !to_kinspect_itself && !credentials.admit(req.headers()) {
+            tracing::warn!("client {peer} sent no or wrong --proxy-auth credentials");
+            return authentication_required(full_body);
+        }
+    }
     if req.method() == Method::CONNECT {
-        return handle_connect(shared, peer, req);
+        return handle_connect(shared, peer, permit, req);
     }
     let client = ClientSide {
         addr: peer,
@@ -68,6 +81,7 @@ pub(crate) async fn route(
 fn handle_connect(
     shared: Arc<Shared>,
     peer: SocketAddr,
+    permit: ConnectionPermit,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let Some(authority) = req.uri().authority() else {
@@ -82,7 +96,7 @@ fn handle_connect(
             .to_owned(),
         port: authority.port_u16().unwrap_or(443),
     };
-    if target.is_proxy_itself(shared.listen_addr) {
+    if shared.itself.is_target(&target) {
         return plain_error(
             StatusCode::BAD_REQUEST,
             "CONNECT to kinspect itself would loop back into the proxy",
@@ -90,6 +104,8 @@ fn handle_connect(
     }
     let started = (SystemTime::now(), Instant::now());
     tokio::spawn(async move {
+        // The tunnel outlives the HTTP connection it came from: it keeps the permit.
+        let _permit = permit;
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 intercept(shared, peer, target, TokioIo::new(upgraded), started).await;
@@ -250,25 +266,27 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = client.addr;
-    let header_timeout = shared.config.client_header_timeout;
+    let config = shared.config.clone();
+    let service_shared = shared.clone();
     let service = service_fn(move |req| {
-        let shared = shared.clone();
+        let shared = service_shared.clone();
         let client = client.clone();
         let target = target.clone();
         async move { Ok::<_, Infallible>(forward(&shared, &client, &target, req).await) }
     });
-    let io = TokioIo::new(io);
     let result = if h2 {
-        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        let (io, activity) = IdleWatch::new(io);
+        let header_list = u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX);
+        let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .serve_connection(io, service)
+            .max_header_list_size(header_list)
+            .serve_connection(TokioIo::new(io), service);
+        activity
+            .close_when_idle(connection, config.idle_timeout, |c| c.graceful_shutdown())
             .await
     } else {
-        hyper::server::conn::http1::Builder::new()
-            .preserve_header_case(true)
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .serve_connection(io, service)
+        http1_server(&config)
+            .serve_connection(TokioIo::new(io), service)
             .with_upgrades()
             .await
     };
@@ -339,15 +357,7 @@ async fn blind_tunnel<I>(
         connect_request(target),
     );
     let connect_started = Instant::now();
-    let config = &shared.config;
-    match connect_tcp(
-        &target.host,
-        target.port,
-        config.connect_timeout,
-        &config.hosts,
-    )
-    .await
-    {
+    match shared.dialer.connect(&target.host, target.port).await {
         Ok((server, addr, dns)) => {
             flow.server_ip = Some(addr.ip());
             flow.timings.dns = dns;

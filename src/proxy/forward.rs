@@ -75,6 +75,8 @@ pub(crate) async fn forward(
     let upgrade = upgrade_protocol(req.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    // kinspect's own credential (`--proxy-auth`), not the app's: never recorded.
+    parts.headers.remove(http::header::PROXY_AUTHORIZATION);
     let path = parts
         .uri
         .path_and_query()
@@ -95,7 +97,7 @@ pub(crate) async fn forward(
         req_capture: None,
     };
 
-    if target.is_proxy_itself(shared.listen_addr) {
+    if shared.itself.is_target(target) {
         let failure = ProxyFailure::new(
             FlowErrorKind::BadRequest,
             format!(

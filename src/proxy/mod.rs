@@ -1,21 +1,24 @@
 //! The intercepting proxy: listener, CONNECT handling with protocol sniffing, TLS
 //! termination, the pooled upstream client, body tees and proxy-made errors.
 
+mod access;
 mod ca_page;
 mod connect;
 mod errors;
 mod forward;
 mod headers;
+mod idle;
 mod relay;
 pub mod sniff;
 mod tee;
 mod upstream;
 
+pub use access::{is_public, ProxyCredentials, Refusal};
 pub use ca_page::CA_HOST;
 pub use errors::{ProxyFailure, KINSPECT_ERROR_HEADER};
 pub use headers::strip_hop_by_hop;
 pub use tee::{BodyCapture, TeeBody};
-pub use upstream::{connect_tcp, ConnectError, ConnectionInfo, HostOverrides, UpstreamConnector};
+pub use upstream::{ConnectError, ConnectionInfo, Dialer, HostOverrides, UpstreamConnector};
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -32,6 +35,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use regex::Regex;
 use rustls_pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::ca::{CertificateAuthority, LeafCache, LeafError};
@@ -69,8 +73,21 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// Limit on waiting for an origin's response headers (`--upstream-timeout`).
     pub upstream_timeout: Duration,
-    /// Limit on reading a client's request headers.
+    /// Limit on reading a client's request headers (slowloris), on an idle HTTP/1
+    /// keep-alive connection, and on a client's TLS handshake.
     pub client_header_timeout: Duration,
+    /// Limit on an HTTP/2 client connection with no bytes moving and no open stream.
+    pub idle_timeout: Duration,
+    /// Largest request head accepted (start line and headers; HTTP/2 header list), bytes.
+    pub max_header_bytes: usize,
+    /// Most header fields accepted in an HTTP/1 request.
+    pub max_headers: usize,
+    /// Most client connections served at once (`--max-connections`); more get a 503.
+    pub max_connections: usize,
+    /// Serve clients from public IP ranges (`--allow-public`).
+    pub allow_public: bool,
+    /// Credentials every proxy request must carry (`--proxy-auth USER:PASS`).
+    pub proxy_auth: Option<ProxyCredentials>,
     /// Hosts whose minted leaf is kept.
     pub leaf_cache_size: usize,
     /// Reverse-proxy mode (`--reverse URL`): requests addressed to kinspect itself go
@@ -92,6 +109,12 @@ impl Default for ProxyConfig {
             connect_timeout: Duration::from_secs(10),
             upstream_timeout: Duration::from_secs(120),
             client_header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_connections: 4096,
+            allow_public: false,
+            proxy_auth: None,
             leaf_cache_size: 1024,
             reverse: None,
         }
@@ -121,6 +144,12 @@ pub enum ProxyStartError {
 pub(crate) struct Shared {
     pub(crate) config: ProxyConfig,
     pub(crate) listen_addr: SocketAddr,
+    /// Where the proxy can be reached, for refusing loops.
+    pub(crate) itself: ProxyAddress,
+    /// Opens upstream connections (blind tunnels use it directly).
+    pub(crate) dialer: Dialer,
+    /// One permit per client connection being served.
+    pub(crate) connections: Arc<Semaphore>,
     pub(crate) leaves: LeafCache,
     pub(crate) client: Client<UpstreamConnector, TeeBody<Incoming>>,
     /// A client that offers origins only HTTP/1.1, for `Upgrade` requests (WebSocket):
@@ -163,9 +192,14 @@ impl Proxy {
         )?;
         let mut http1_tls = tls.clone();
         http1_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let itself = ProxyAddress::of_listener(listen_addr);
+        let dialer = Dialer {
+            hosts: config.hosts.clone(),
+            timeout: config.connect_timeout,
+            itself: itself.clone(),
+        };
         let pooled = |tls| {
-            let connector =
-                UpstreamConnector::new(tls, config.connect_timeout, config.hosts.clone());
+            let connector = UpstreamConnector::new(tls, dialer.clone());
             Client::builder(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .pool_timer(TokioTimer::new())
@@ -178,8 +212,11 @@ impl Proxy {
         let leaves = LeafCache::new(ca.clone(), config.leaf_cache_size)?;
         Ok(Proxy {
             shared: Arc::new(Shared {
+                connections: Arc::new(Semaphore::new(config.max_connections)),
                 config,
                 listen_addr,
+                itself,
+                dialer,
                 leaves,
                 client,
                 upgrade_client,
@@ -206,7 +243,24 @@ impl Proxy {
             match self.listener.accept().await {
                 Ok((stream, peer)) => {
                     let shared = self.shared.clone();
-                    tokio::spawn(serve_client(shared, stream, peer));
+                    let admitted = if !shared.config.allow_public && is_public(peer.ip()) {
+                        Err(Refusal::PublicClient)
+                    } else {
+                        shared
+                            .connections
+                            .clone()
+                            .try_acquire_owned()
+                            .map_err(|_| Refusal::TooManyConnections)
+                    };
+                    match admitted {
+                        Ok(permit) => {
+                            tokio::spawn(serve_client(shared, stream, peer, Arc::new(permit)));
+                        }
+                        Err(refusal) => {
+                            tracing::warn!("refused client {peer}: {refusal:?}");
+                            tokio::spawn(refuse(shared, stream, refusal));
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
@@ -259,24 +313,62 @@ impl Drop for ProxyHandle {
     }
 }
 
+/// Held for as long as a client connection (or the tunnel it became) is served.
+pub(crate) type ConnectionPermit = Arc<OwnedSemaphorePermit>;
+
 /// Serves one client connection: HTTP/1.1 proxy requests, with CONNECT upgrades.
-async fn serve_client(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+async fn serve_client(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: ConnectionPermit,
+) {
     let _ = stream.set_nodelay(true);
-    let header_timeout = shared.config.client_header_timeout;
+    let builder = http1_server(&shared.config);
     let service = service_fn(move |req| {
         let shared = shared.clone();
-        async move { Ok::<_, Infallible>(connect::route(shared, peer, req).await) }
+        let permit = permit.clone();
+        async move { Ok::<_, Infallible>(connect::route(shared, peer, permit, req).await) }
     });
-    let result = hyper::server::conn::http1::Builder::new()
-        .preserve_header_case(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+    let result = builder
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades()
         .await;
     if let Err(e) = result {
         tracing::debug!("client {peer}: {e}");
     }
+}
+
+/// The HTTP/1 server settings for clients: header limits and the header read timeout.
+pub(crate) fn http1_server(config: &ProxyConfig) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .preserve_header_case(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.client_header_timeout)
+        .max_header_size(config.max_header_bytes)
+        .max_buf_size(config.max_header_bytes.max(DEFAULT_READ_BUFFER));
+    // hyper keeps the default count on the stack; a set one costs an allocation.
+    if config.max_headers != DEFAULT_MAX_HEADERS {
+        builder.max_headers(config.max_headers);
+    }
+    builder
+}
+
+/// hyper's default read buffer limit and header count.
+const DEFAULT_READ_BUFFER: usize = 8192 + 4096 * 100;
+const DEFAULT_MAX_HEADERS: usize = 100;
+
+/// Answers a refused connection's first request with the refusal, then closes.
+async fn refuse(shared: Arc<Shared>, stream: TcpStream, refusal: Refusal) {
+    let mut builder = http1_server(&shared.config);
+    builder.keep_alive(false);
+    let service =
+        service_fn(
+            move |_req| async move { Ok::<_, Infallible>(refusal.response(forward::full_body)) },
+        );
+    let serve = builder.serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(shared.config.client_header_timeout, serve).await;
 }
 
 /// Where an exchange goes: scheme, host (without brackets) and port.
@@ -356,16 +448,69 @@ impl Target {
             )
         }
     }
+}
 
-    /// True when connecting here would reach this proxy itself.
-    pub(crate) fn is_proxy_itself(&self, listen: SocketAddr) -> bool {
-        if self.port != listen.port() {
-            return false;
+/// Where this proxy can be reached: a request sent there would loop back into it.
+#[derive(Debug, Clone)]
+pub struct ProxyAddress {
+    port: u16,
+    ips: Arc<Vec<IpAddr>>,
+    answers_localhost: bool,
+}
+
+impl ProxyAddress {
+    /// The addresses of a listener bound to `listen`: that address, or every address of
+    /// this machine when it is unspecified (`0.0.0.0`, `::`).
+    pub fn of_listener(listen: SocketAddr) -> Self {
+        let ip = listen.ip();
+        let mut ips = vec![ip];
+        if ip.is_unspecified() {
+            ips.extend(
+                if_addrs::get_if_addrs()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|interface| interface.ip()),
+            );
+            ips.extend([
+                IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+                IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            ]);
         }
-        match self.host.parse::<IpAddr>() {
-            Ok(ip) => ip == listen.ip() || ip.is_loopback() || ip.is_unspecified(),
-            Err(_) => self.host.eq_ignore_ascii_case("localhost"),
+        ProxyAddress {
+            port: listen.port(),
+            ips: Arc::new(ips),
+            answers_localhost: ip.is_loopback() || ip.is_unspecified(),
         }
+    }
+
+    /// True when a connection to `addr` would reach this proxy.
+    pub fn is(&self, addr: SocketAddr) -> bool {
+        addr.port() == self.port
+            && (addr.ip().is_unspecified()
+                || self
+                    .ips
+                    .iter()
+                    .any(|ip| canonical(*ip) == canonical(addr.ip())))
+    }
+
+    /// True when `host:port`, named before any DNS lookup, is this proxy.
+    pub(crate) fn is_target(&self, target: &Target) -> bool {
+        match target.host.parse::<IpAddr>() {
+            Ok(ip) => self.is(SocketAddr::new(ip, target.port)),
+            Err(_) => {
+                self.answers_localhost
+                    && target.port == self.port
+                    && target.host.eq_ignore_ascii_case("localhost")
+            }
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses compare as their IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
     }
 }
 
@@ -392,15 +537,27 @@ mod tests {
 
     #[test]
     fn loops_back_into_the_proxy_are_recognised() {
-        let listen: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let itself = ProxyAddress::of_listener("127.0.0.1:8080".parse().unwrap());
         let t = |host: &str, port| Target {
             https: false,
             host: host.into(),
             port,
         };
-        assert!(t("127.0.0.1", 8080).is_proxy_itself(listen));
-        assert!(t("localhost", 8080).is_proxy_itself(listen));
-        assert!(!t("localhost", 8081).is_proxy_itself(listen));
-        assert!(!t("example.com", 8080).is_proxy_itself(listen));
+        assert!(itself.is_target(&t("127.0.0.1", 8080)));
+        assert!(itself.is_target(&t("localhost", 8080)));
+        assert!(itself.is_target(&t("::ffff:127.0.0.1", 8080)));
+        assert!(!itself.is_target(&t("localhost", 8081)));
+        assert!(!itself.is_target(&t("example.com", 8080)));
+        assert!(!itself.is_target(&t("127.0.0.2", 8080)));
+
+        let everywhere = ProxyAddress::of_listener("0.0.0.0:8080".parse().unwrap());
+        assert!(everywhere.is_target(&t("127.0.0.1", 8080)));
+        assert!(everywhere.is_target(&t("0.0.0.0", 8080)));
+        for interface in if_addrs::get_if_addrs().unwrap() {
+            assert!(everywhere.is(SocketAddr::new(interface.ip(), 8080)));
+        }
+        let lan = ProxyAddress::of_listener("192.0.2.7:8080".parse().unwrap());
+        assert!(!lan.is_target(&t("localhost", 8080)));
+        assert!(lan.is("192.0.2.7:8080".parse().unwrap()));
     }
 }

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use super::ProxyAddress;
 use crate::flow::{FlowErrorKind, TlsInfo};
 
 /// Why a connection to an origin could not be made.
@@ -95,54 +96,85 @@ impl HostOverrides {
     }
 }
 
-/// Resolves `host` (through `hosts` first, then DNS) and connects by TCP (with
-/// `TCP_NODELAY`), trying each address in turn within `timeout`. Returns the stream,
-/// the address and the DNS time.
-pub async fn connect_tcp(
-    host: &str,
-    port: u16,
-    timeout: Duration,
-    hosts: &HostOverrides,
-) -> Result<(TcpStream, SocketAddr, Option<Duration>), ConnectError> {
-    let deadline = Instant::now() + timeout;
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let fixed = bare.parse::<IpAddr>().ok().or_else(|| hosts.get(bare));
-    let (addrs, dns) = match fixed {
-        Some(ip) => (vec![SocketAddr::new(ip, port)], None),
-        None => {
-            let started = Instant::now();
-            let lookup = tokio::time::timeout(timeout, tokio::net::lookup_host((bare, port)));
-            let addrs: Vec<SocketAddr> = match lookup.await {
-                Ok(Ok(addrs)) => addrs.collect(),
-                Ok(Err(e)) => {
+/// Opens TCP connections to origins (with `TCP_NODELAY`): host overrides first, then
+/// DNS, each address in turn within the connect timeout, never back into the proxy.
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    /// Host names resolved to fixed addresses.
+    pub hosts: HostOverrides,
+    /// Limit on DNS + TCP connect (+ TLS, for the pooled client).
+    pub timeout: Duration,
+    /// The proxy's own addresses: connections there are refused as loops.
+    pub itself: ProxyAddress,
+}
+
+impl Dialer {
+    /// Resolves and connects; returns the stream, the address and the DNS time.
+    pub async fn connect(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<(TcpStream, SocketAddr, Option<Duration>), ConnectError> {
+        let timeout = self.timeout;
+        let deadline = Instant::now() + timeout;
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let fixed = bare.parse::<IpAddr>().ok().or_else(|| self.hosts.get(bare));
+        let (addrs, dns) = match fixed {
+            Some(ip) => (vec![SocketAddr::new(ip, port)], None),
+            None => {
+                let started = Instant::now();
+                let lookup = tokio::time::timeout(timeout, tokio::net::lookup_host((bare, port)));
+                let addrs: Vec<SocketAddr> = match lookup.await {
+                    Ok(Ok(addrs)) => addrs.collect(),
+                    Ok(Err(e)) => {
+                        return Err(ConnectError::new(
+                            FlowErrorKind::Dns,
+                            format!("cannot resolve upstream host {bare}: {e}. Check the host name and this machine's DNS"),
+                        ))
+                    }
+                    Err(_) => {
+                        return Err(ConnectError::new(
+                            FlowErrorKind::Timeout,
+                            format!("resolving upstream host {bare} took longer than {timeout:?}"),
+                        ))
+                    }
+                };
+                if addrs.is_empty() {
                     return Err(ConnectError::new(
                         FlowErrorKind::Dns,
-                        format!("cannot resolve upstream host {bare}: {e}. Check the host name and this machine's DNS"),
-                    ))
+                        format!("upstream host {bare} has no address"),
+                    ));
                 }
-                Err(_) => {
-                    return Err(ConnectError::new(
-                        FlowErrorKind::Timeout,
-                        format!("resolving upstream host {bare} took longer than {timeout:?}"),
-                    ))
-                }
-            };
-            if addrs.is_empty() {
-                return Err(ConnectError::new(
-                    FlowErrorKind::Dns,
-                    format!("upstream host {bare} has no address"),
-                ));
+                (addrs, Some(started.elapsed()))
             }
-            (addrs, Some(started.elapsed()))
+        };
+        if let Some(addr) = addrs.iter().find(|addr| self.itself.is(**addr)) {
+            return Err(ConnectError::new(
+                FlowErrorKind::BadRequest,
+                format!("{host}:{port} resolves to {addr}, which is kinspect itself: the request would loop back into the proxy"),
+            ));
         }
-    };
+        connect_first(host, port, addrs, deadline, timeout)
+            .await
+            .map(|(stream, addr)| (stream, addr, dns))
+    }
+}
+
+/// Connects to the first of `addrs` that accepts before `deadline`.
+async fn connect_first(
+    host: &str,
+    port: u16,
+    addrs: Vec<SocketAddr>,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<(TcpStream, SocketAddr), ConnectError> {
     let mut last_error = None;
     for addr in addrs {
         let remaining = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(remaining, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                return Ok((stream, addr, dns));
+                return Ok((stream, addr));
             }
             Ok(Err(e)) => last_error = Some((addr, e)),
             Err(_) => {
@@ -171,21 +203,15 @@ pub async fn connect_tcp(
 #[derive(Clone)]
 pub struct UpstreamConnector {
     tls: TlsConnector,
-    connect_timeout: Duration,
-    hosts: HostOverrides,
+    dialer: Dialer,
 }
 
 impl UpstreamConnector {
-    /// A connector verifying origins with `tls_config`, resolving through `hosts` first.
-    pub fn new(
-        tls_config: rustls::ClientConfig,
-        connect_timeout: Duration,
-        hosts: HostOverrides,
-    ) -> Self {
+    /// A connector verifying origins with `tls_config`, connecting through `dialer`.
+    pub fn new(tls_config: rustls::ClientConfig, dialer: Dialer) -> Self {
         UpstreamConnector {
             tls: TlsConnector::from(Arc::new(tls_config)),
-            connect_timeout,
-            hosts,
+            dialer,
         }
     }
 
@@ -194,8 +220,7 @@ impl UpstreamConnector {
         let https = uri.scheme_str() == Some("https");
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let started = Instant::now();
-        let (tcp, server_addr, dns) =
-            connect_tcp(&host, port, self.connect_timeout, &self.hosts).await?;
+        let (tcp, server_addr, dns) = self.dialer.connect(&host, port).await?;
         if !https {
             let info = ConnectionInfo {
                 server_addr,
@@ -223,7 +248,7 @@ impl UpstreamConnector {
         })?;
         let tls_started = Instant::now();
         let handshake = self.tls.connect(server_name, tcp);
-        let remaining = self.connect_timeout.saturating_sub(started.elapsed());
+        let remaining = self.dialer.timeout.saturating_sub(started.elapsed());
         let stream = match tokio::time::timeout(remaining, handshake).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(tls_failure(&host, port, &e)),
@@ -232,7 +257,7 @@ impl UpstreamConnector {
                     FlowErrorKind::Timeout,
                     format!(
                         "TLS handshake with upstream {host}:{port} took longer than {:?}",
-                        self.connect_timeout
+                        self.dialer.timeout
                     ),
                 ))
             }
