@@ -3,9 +3,11 @@
 #![allow(dead_code)]
 
 use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -22,10 +24,13 @@ use kinspect::capture::{CaptureWriter, Recorder, StoredFlow};
 use kinspect::events;
 use kinspect::flow::Flow;
 use kinspect::proxy::{Proxy, ProxyConfig, ProxyHandle};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
-use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tempfile::TempDir;
-use tokio::net::TcpListener;
+use time::OffsetDateTime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 /// Any test step that waits gives up after this long.
@@ -66,23 +71,98 @@ impl TestCa {
 
     /// A TLS server config for `localhost` and `127.0.0.1` signed by this CA.
     pub fn server_config(&self, alpn: &[&[u8]]) -> rustls::ServerConfig {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        params
-            .subject_alt_names
-            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let mut config =
-            rustls::ServerConfig::builder_with_provider(kinspect::tls::crypto_provider())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(vec![cert.der().clone()], der)
-                .unwrap();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        config
+        self.leaf_config(&["localhost", "127.0.0.1"], None, alpn)
     }
+
+    /// A leaf certificate signed by this CA for `names` (DNS names or IP addresses),
+    /// valid for `validity` (rcgen's default, 1975 to 4096, when `None`), and its key.
+    pub fn leaf(
+        &self,
+        names: &[&str],
+        validity: Option<Validity>,
+    ) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = leaf_params(names, validity);
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            names.first().copied().unwrap_or("leaf"),
+        );
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.der().clone(), private_key(&key))
+    }
+
+    /// A TLS server config presenting a fresh [`TestCa::leaf`] for `names`, valid for
+    /// `validity`.
+    pub fn leaf_config(
+        &self,
+        names: &[&str],
+        validity: Option<Validity>,
+        alpn: &[&[u8]],
+    ) -> rustls::ServerConfig {
+        let (cert, key) = self.leaf(names, validity);
+        tls_server_config(vec![cert], key, alpn)
+    }
+}
+
+/// When a minted test certificate is valid.
+#[derive(Debug, Clone, Copy)]
+pub struct Validity {
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+impl Validity {
+    /// Valid from `days_before` days ago until `days_after` days from now (negative:
+    /// in the past).
+    pub fn days(days_before: i64, days_after: i64) -> Validity {
+        let now = OffsetDateTime::now_utc();
+        Validity {
+            not_before: now - time::Duration::days(days_before),
+            not_after: now + time::Duration::days(days_after),
+        }
+    }
+
+    /// Expired yesterday, after a month of validity.
+    pub fn expired() -> Validity {
+        Validity::days(30, -1)
+    }
+}
+
+fn leaf_params(names: &[&str], validity: Option<Validity>) -> CertificateParams {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut params = CertificateParams::new(names).unwrap();
+    if let Some(validity) = validity {
+        params.not_before = validity.not_before;
+        params.not_after = validity.not_after;
+    }
+    params
+}
+
+fn private_key(key: &KeyPair) -> PrivateKeyDer<'static> {
+    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()))
+}
+
+/// A TLS server config presenting `chain` with `key`, offering `alpn`.
+pub fn tls_server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    alpn: &[&[u8]],
+) -> rustls::ServerConfig {
+    let mut config = rustls::ServerConfig::builder_with_provider(kinspect::tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+/// A TLS server config presenting a self-signed certificate for `names` (no CA).
+pub fn self_signed_config(names: &[&str], alpn: &[&[u8]]) -> rustls::ServerConfig {
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf_params(names, None).self_signed(&key).unwrap();
+    tls_server_config(vec![cert.der().clone()], private_key(&key), alpn)
 }
 
 /// How a test origin is served.
@@ -112,10 +192,8 @@ impl Drop for Origin {
 impl Origin {
     pub async fn start(kind: OriginKind) -> Origin {
         kinspect::tls::install_crypto_provider();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (ca, acceptor) = match kind {
-            OriginKind::Plain => (None, None),
+        match kind {
+            OriginKind::Plain => Origin::serve(None, None).await,
             OriginKind::Https | OriginKind::HttpsH1Only => {
                 let ca = TestCa::new();
                 let alpn: &[&[u8]] = match kind {
@@ -123,15 +201,28 @@ impl Origin {
                     _ => &[b"http/1.1"],
                 };
                 let config = ca.server_config(alpn);
-                (
-                    Some(ca),
-                    Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
-                )
+                Origin::serve(Some(ca), Some(config)).await
             }
-        };
+        }
+    }
+
+    /// An HTTPS origin serving the fixtures with `config` (any certificate, valid or
+    /// not); `ca` is the CA a proxy started with this origin trusts (`--upstream-ca`),
+    /// whether or not it signed the certificate.
+    pub async fn start_tls(config: rustls::ServerConfig, ca: TestCa) -> Origin {
+        kinspect::tls::install_crypto_provider();
+        Origin::serve(Some(ca), Some(config)).await
+    }
+
+    async fn serve(ca: Option<TestCa>, tls: Option<rustls::ServerConfig>) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tls.map(|config| tokio_rustls::TlsAcceptor::from(Arc::new(config)));
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
                 let acceptor = acceptor.clone();
@@ -252,7 +343,16 @@ async fn origin_service(req: Request<Incoming>) -> Result<Response<TestBody>, In
                 .iter()
                 .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
                 .collect();
-            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let body = match req.into_body().collect().await {
+                Ok(body) => body.to_bytes(),
+                // The upload broke off (a test of exactly that): nobody reads the answer.
+                Err(e) => {
+                    return Ok(Response::builder()
+                        .status(400)
+                        .body(full(format!("broken upload: {e}")))
+                        .unwrap())
+                }
+            };
             let json = serde_json::json!({
                 "method": method,
                 "version": version,
@@ -391,6 +491,139 @@ impl TestProxy {
             .tls_built_in_root_certs(false)
             .add_root_certificate(reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap())
             .timeout(STEP)
+    }
+}
+
+impl TestProxy {
+    /// Sends `CONNECT target` on a new connection and returns it after the proxy's 200
+    /// head, with nothing read beyond that head.
+    pub async fn open_tunnel(&self, target: &str) -> TcpStream {
+        let mut stream = TcpStream::connect(self.addr).await.unwrap();
+        let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let byte = tokio::time::timeout(STEP, stream.read_u8())
+                .await
+                .expect("the CONNECT answer in time")
+                .expect("the CONNECT answer");
+            head.push(byte);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        stream
+    }
+
+    /// A TLS connector trusting only this proxy's CA, offering `alpn`.
+    pub fn tls_connector(&self, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let mut config =
+            rustls::ClientConfig::builder_with_provider(kinspect::tls::crypto_provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+
+    /// Asserts that the proxy still serves a normal request to `origin` and that the
+    /// next recorded flow is that request (so nothing else was recorded in between).
+    pub async fn assert_serves(&mut self, origin: &Origin) {
+        let url = origin.url("/status/200");
+        let response = self.client().get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 200, "the proxy still serves");
+        assert_eq!(&response.bytes().await.unwrap()[..], b"{\"status\":200}");
+        let flow = self.next_flow().await;
+        assert_eq!(flow.request.url, url, "the next flow is the normal request");
+        assert_eq!(flow.status(), Some(200));
+        assert!(flow.error.is_none(), "{:?}", flow.error);
+    }
+}
+
+/// The real `kinspect` binary running `--headless` as a child process, with its CA and
+/// home in a directory of the test's; killed (SIGKILL) when dropped.
+pub struct KinspectProcess {
+    pub child: Child,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Its CA certificate (PEM).
+    pub ca_pem: String,
+    /// Its stderr lines so far, for diagnostics.
+    pub stderr: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl KinspectProcess {
+    /// Starts `kinspect --headless --listen 127.0.0.1:0 --ca-dir HOME --capture CAPTURE`
+    /// with `KINSPECT_HOME=HOME`, its stdout discarded; `configure` adds arguments and
+    /// environment. Returns once it announces its address.
+    pub fn start(home: &Path, capture: &Path, configure: impl FnOnce(&mut Command)) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kinspect"));
+        command
+            .env("KINSPECT_HOME", home)
+            .args(["--headless", "--listen", "127.0.0.1:0"])
+            .arg("--ca-dir")
+            .arg(home)
+            .arg("--capture")
+            .arg(capture)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        configure(&mut command);
+        let mut child = command.spawn().unwrap();
+        let stderr = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let kept = stderr.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(rest.trim().to_owned());
+                }
+                kept.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(STEP) {
+            Ok(addr) => addr.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("kinspect did not start: {:?}", stderr.lock().unwrap());
+            }
+        };
+        let ca_pem = std::fs::read_to_string(home.join("kinspect-ca.pem")).unwrap();
+        KinspectProcess {
+            child,
+            addr,
+            ca_pem,
+            stderr,
+        }
+    }
+
+    /// Kills it at once (SIGKILL on Unix), without any grace, and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A client using this proxy and trusting only its CA.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(format!("http://{}", self.addr)).unwrap())
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap())
+            .timeout(STEP)
+            .build()
+            .unwrap()
+    }
+}
+
+impl Drop for KinspectProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
