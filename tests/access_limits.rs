@@ -262,6 +262,14 @@ async fn a_stalled_tls_handshake_and_an_idle_http2_connection_are_closed() {
         .unwrap();
     let waited = closed_after(&mut stalled).await;
     assert!(waited < limit * 4, "stalled handshake kept {waited:?}");
+    let flow = proxy.next_flow().await;
+    let error = flow.error.expect("the stalled handshake is recorded");
+    assert_eq!(error.kind, FlowErrorKind::ClientTls);
+    assert!(
+        error.message.contains("did not finish its TLS handshake"),
+        "{}",
+        error.message
+    );
 
     // HTTP/2 inside the tunnel: one request, then silence until the proxy closes.
     let stream = tunnel(proxy.addr, &target).await;

@@ -232,9 +232,6 @@ async fn an_oversized_http2_header_list_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: a malformed chunked request body is reported as a 502 ClientError / client_abort \
-            'the client stopped sending the request body' (forward.rs classify_client_error \
-            drops the body's own error)"]
 async fn invalid_chunked_encoding_in_a_request_body_is_a_400_and_recorded() {
     let origin = Origin::start(OriginKind::Plain).await;
     let mut proxy = TestProxy::start(None, |_| {}).await;

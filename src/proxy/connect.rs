@@ -180,7 +180,7 @@ async fn terminate_tls<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     match accept_tls(&shared, &target, io).await {
-        Ok(Some((tls, client_tls, upstream))) => {
+        Ok((tls, client_tls, upstream)) => {
             let h2 = client_tls.alpn.as_deref() == Some("h2");
             let client = ClientSide {
                 addr: peer,
@@ -188,8 +188,6 @@ async fn terminate_tls<I>(
             };
             serve_http(shared, client, upstream, tls, h2).await;
         }
-        // The client went quiet mid-handshake: nothing to record.
-        Ok(None) => {}
         Err(message) => {
             let kind = FlowErrorKind::ClientTls;
             record_tunnel_failure(&shared, peer, &target, started, kind, message).await;
@@ -198,13 +196,13 @@ async fn terminate_tls<I>(
 }
 
 /// A TLS handshake with the client, presenting a leaf for its SNI name (else the CONNECT
-/// host): the stream, the client's TLS parameters and where to forward to. `Ok(None)`
-/// when the client timed out; `Err` says why the handshake failed.
+/// host): the stream, the client's TLS parameters and where to forward to; `Err` says
+/// why the handshake failed or that it stalled.
 async fn accept_tls<I>(
     shared: &Shared,
     target: &Target,
     io: I,
-) -> Result<Option<(tokio_rustls::server::TlsStream<I>, TlsInfo, Target)>, String>
+) -> Result<(tokio_rustls::server::TlsStream<I>, TlsInfo, Target), String>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
@@ -218,7 +216,7 @@ where
                 target.authority()
             ))
         }
-        Err(_) => return Ok(None),
+        Err(_) => return Err(handshake_stalled(target, handshake_timeout)),
     };
     let sni = start.client_hello().server_name().map(str::to_owned);
     // Apps that resolve names themselves CONNECT to an IP but still send the name.
@@ -244,7 +242,7 @@ where
                 shared.ca.cert_pem_path().display()
             ))
         }
-        Err(_) => return Ok(None),
+        Err(_) => return Err(handshake_stalled(target, handshake_timeout)),
     };
     let (_, session) = tls.get_ref();
     let client_tls = TlsInfo {
@@ -257,7 +255,14 @@ where
             .and_then(|v| v.as_str())
             .map(tls_version_name),
     };
-    Ok(Some((tls, client_tls, upstream)))
+    Ok((tls, client_tls, upstream))
+}
+
+fn handshake_stalled(target: &Target, limit: std::time::Duration) -> String {
+    format!(
+        "the client did not finish its TLS handshake for {} within {limit:?} (--client-timeout)",
+        target.authority()
+    )
 }
 
 /// Serves HTTP/1.1 or HTTP/2 from a client inside a tunnel, forwarding to `target`.

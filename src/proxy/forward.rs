@@ -575,7 +575,17 @@ fn classify_client_error(
         }
         source = e.source();
     }
-    if lock(req_capture).failed() {
+    let capture = lock(req_capture);
+    if let Some(failure) = capture.failure().filter(|f| f.malformed) {
+        return ProxyFailure::new(
+            FlowErrorKind::BadRequest,
+            format!(
+                "the client's request body was malformed: {}",
+                failure.message
+            ),
+        );
+    }
+    if capture.failed() {
         return ProxyFailure::new(
             FlowErrorKind::ClientAbort,
             "the client stopped sending the request body before it was complete",

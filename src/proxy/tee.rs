@@ -23,6 +23,39 @@ pub struct BodyCapture {
     truncated: bool,
     ended_at: Option<Instant>,
     failed: bool,
+    failure: Option<BodyFailure>,
+}
+
+/// Why a body's source failed.
+#[derive(Debug, Clone)]
+pub struct BodyFailure {
+    /// The error and its causes.
+    pub message: String,
+    /// The peer sent bytes that do not parse (a bad chunk size, say), rather than
+    /// stopping or resetting.
+    pub malformed: bool,
+}
+
+impl BodyFailure {
+    /// Describes `error`; an `InvalidInput`/`InvalidData` I/O error anywhere in its chain
+    /// (how hyper reports unparseable chunked framing) makes it malformed.
+    pub fn of(error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut malformed = false;
+        let mut source = Some(error);
+        while let Some(e) = source {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                malformed |= matches!(
+                    io.kind(),
+                    std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+                );
+            }
+            source = e.source();
+        }
+        BodyFailure {
+            message: super::forward::error_chain(error),
+            malformed,
+        }
+    }
 }
 
 impl BodyCapture {
@@ -36,6 +69,7 @@ impl BodyCapture {
             truncated: false,
             ended_at: None,
             failed: false,
+            failure: None,
         }
     }
 
@@ -64,10 +98,16 @@ impl BodyCapture {
         }
     }
 
-    /// Marks the body as broken off (peer error or abort) now.
-    pub fn fail(&mut self) {
+    /// Marks the body as broken off now: by its source (`failure`) or abandoned.
+    pub fn fail(&mut self, failure: Option<BodyFailure>) {
         self.failed = true;
+        self.failure = self.failure.take().or(failure);
         self.end();
+    }
+
+    /// Why the body's source failed, when it did.
+    pub fn failure(&self) -> Option<&BodyFailure> {
+        self.failure.as_ref()
     }
 
     /// Bytes received so far (kept or not).
@@ -159,12 +199,13 @@ impl<B: Body> TeeBody<B> {
         }
     }
 
-    fn finish(&mut self, end: BodyEnd, error: Option<String>) -> Option<Stored> {
+    fn finish(&mut self, end: BodyEnd, failure: Option<BodyFailure>) -> Option<Stored> {
+        let error = failure.as_ref().map(|f| f.message.clone());
         {
             let mut capture = self.capture.lock().unwrap_or_else(|e| e.into_inner());
             match end {
                 BodyEnd::Complete => capture.end(),
-                BodyEnd::SourceFailed | BodyEnd::Abandoned => capture.fail(),
+                BodyEnd::SourceFailed | BodyEnd::Abandoned => capture.fail(failure),
             }
         }
         let on_end = self.on_end.take()?;
@@ -175,7 +216,7 @@ impl<B: Body> TeeBody<B> {
 impl<B> Body for TeeBody<B>
 where
     B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
+    B::Error: std::error::Error + 'static,
 {
     type Data = Bytes;
     type Error = B::Error;
@@ -212,7 +253,7 @@ where
                 }
                 Some(Err(e)) => {
                     // Nobody waits for a broken body: it is published without holding it.
-                    drop(this.finish(BodyEnd::SourceFailed, Some(e.to_string())));
+                    drop(this.finish(BodyEnd::SourceFailed, Some(BodyFailure::of(&e))));
                     return Poll::Ready(Some(Err(e)));
                 }
                 None => {
@@ -277,7 +318,7 @@ mod tests {
         let mut capture = BodyCapture::new(10);
         capture.push(&Bytes::from_static(b"abc"));
         assert!(capture.snapshot().incomplete);
-        capture.fail();
+        capture.fail(None);
         assert!(capture.snapshot().incomplete);
     }
 
