@@ -20,7 +20,7 @@ use super::forward::{
 };
 use super::idle::IdleWatch;
 use super::sniff::{sniff, Rewind, Sniffed};
-use super::upstream::tls_version_name;
+use super::upstream::session_info;
 use super::{ca_page, http1_server, ConnectionPermit, ProxyBody, ProxyFailure, Shared, Target};
 use crate::flow::{
     CapturedBody, FlowError, FlowErrorKind, FlowKind, Headers, HttpVersion, RequestRecord,
@@ -244,17 +244,7 @@ where
         }
         Err(_) => return Err(handshake_stalled(target, handshake_timeout)),
     };
-    let (_, session) = tls.get_ref();
-    let client_tls = TlsInfo {
-        sni,
-        alpn: session
-            .alpn_protocol()
-            .map(|p| String::from_utf8_lossy(p).into_owned()),
-        version: session
-            .protocol_version()
-            .and_then(|v| v.as_str())
-            .map(tls_version_name),
-    };
+    let client_tls = session_info(sni, tls.get_ref().1);
     Ok((tls, client_tls, upstream))
 }
 
@@ -300,15 +290,26 @@ where
     }
 }
 
-/// The request record of a CONNECT.
-fn connect_request(target: &Target) -> RequestRecord {
-    RequestRecord {
+/// A new flow of `kind` for a CONNECT to `target` from `peer`.
+fn connect_flow(
+    slot: &crate::events::FlowSlot,
+    kind: FlowKind,
+    peer: SocketAddr,
+    target: &Target,
+    started: SystemTime,
+) -> crate::flow::Flow {
+    let client = ClientSide {
+        addr: peer,
+        tls: None,
+    };
+    let request = RequestRecord {
         method: "CONNECT".into(),
         url: target.authority(),
         version: HttpVersion::Http11,
         headers: Headers::default(),
         body: CapturedBody::default(),
-    }
+    };
+    new_flow(slot, kind, &client, started, target, request)
 }
 
 /// Records a CONNECT that failed before any HTTP exchange inside it.
@@ -321,18 +322,7 @@ async fn record_tunnel_failure(
     message: String,
 ) {
     let slot = shared.publisher.reserve().await;
-    let client = ClientSide {
-        addr: peer,
-        tls: None,
-    };
-    let mut flow = new_flow(
-        &slot,
-        FlowKind::Http,
-        &client,
-        started.0,
-        target,
-        connect_request(target),
-    );
+    let mut flow = connect_flow(&slot, FlowKind::Http, peer, target, started.0);
     flow.timings.wait = started.1.elapsed();
     flow.error = Some(FlowError { kind, message });
     slot.publish(flow);
@@ -349,18 +339,7 @@ async fn blind_tunnel<I>(
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let slot = shared.publisher.reserve().await;
-    let client = ClientSide {
-        addr: peer,
-        tls: None,
-    };
-    let mut flow = new_flow(
-        &slot,
-        FlowKind::Tunnel,
-        &client,
-        started.0,
-        target,
-        connect_request(target),
-    );
+    let mut flow = connect_flow(&slot, FlowKind::Tunnel, peer, target, started.0);
     let connect_started = Instant::now();
     match shared.dialer.connect(&target.host, target.port).await {
         Ok((server, addr, dns)) => {

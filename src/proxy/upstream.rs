@@ -263,17 +263,7 @@ impl UpstreamConnector {
             }
         };
         let ssl = tls_started.elapsed();
-        let (_, session) = stream.get_ref();
-        let tls = TlsInfo {
-            sni: Some(bare),
-            alpn: session
-                .alpn_protocol()
-                .map(|p| String::from_utf8_lossy(p).into_owned()),
-            version: session
-                .protocol_version()
-                .and_then(|v| v.as_str())
-                .map(tls_version_name),
-        };
+        let tls = session_info(Some(bare), stream.get_ref().1);
         let info = ConnectionInfo {
             server_addr,
             tls: Some(tls),
@@ -289,9 +279,19 @@ impl UpstreamConnector {
     }
 }
 
-/// rustls names versions `TLSv1_3`; HAR and people write `TLSv1.3`.
-pub(crate) fn tls_version_name(name: &str) -> String {
-    name.replace('_', ".")
+/// The negotiated parameters of a TLS session (either side), with the SNI name seen.
+pub(crate) fn session_info(sni: Option<String>, session: &rustls::CommonState) -> TlsInfo {
+    TlsInfo {
+        sni,
+        alpn: session
+            .alpn_protocol()
+            .map(|p| String::from_utf8_lossy(p).into_owned()),
+        // rustls names versions `TLSv1_3`; HAR and people write `TLSv1.3`.
+        version: session
+            .protocol_version()
+            .and_then(|v| v.as_str())
+            .map(|name| name.replace('_', ".")),
+    }
 }
 
 fn tls_failure(host: &str, port: u16, error: &std::io::Error) -> ConnectError {
