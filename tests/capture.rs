@@ -3,10 +3,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -16,7 +15,7 @@ use kinspect::flow::{
     RequestRecord, ResponseRecord, Timings, TlsInfo,
 };
 use kinspect::kinvey::{ErrorClass, Finding, KinveySummary};
-use support::{Origin, OriginKind, STEP};
+use support::{KinspectProcess, Origin, OriginKind};
 
 fn header(name: &str, value: &[u8]) -> HeaderField {
     HeaderField {
@@ -256,62 +255,15 @@ fn newer_unrelated_and_non_sqlite_files_are_clear_errors() {
     );
 }
 
-/// A kinspect process capturing into `capture`; killed when dropped.
-struct Running {
-    child: std::process::Child,
-    addr: String,
-    _stderr: std::thread::JoinHandle<()>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_capturing(home: &Path, capture: &Path, origin: &Origin) -> Running {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kinspect"));
-    // A slow disk: every commit stalls, so a flow not yet stored is easy to lose.
-    command.env("KINSPECT_FAULT_COMMIT_DELAY_MS", "30");
-    command
-        .args(["--listen", "127.0.0.1:0", "--headless", "--capture"])
-        .arg(capture);
-    if origin.ca.is_some() {
-        command.arg("--upstream-ca").arg(origin.ca_path());
-    }
-    let mut child = command
-        .env("KINSPECT_HOME", home)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let _ = tx.send(rest.trim().to_owned());
-            }
+/// kinspect capturing into `capture`, trusting `origin`'s CA, on a slow disk: every
+/// commit stalls, so a flow not yet stored is easy to lose.
+fn start_capturing(home: &Path, capture: &Path, origin: &Origin) -> KinspectProcess {
+    KinspectProcess::start(home, capture, |command| {
+        command.env("KINSPECT_FAULT_COMMIT_DELAY_MS", "30");
+        if origin.ca.is_some() {
+            command.arg("--upstream-ca").arg(origin.ca_path());
         }
-    });
-    let addr = rx.recv_timeout(STEP).expect("kinspect starts");
-    Running {
-        child,
-        addr,
-        _stderr: reader,
-    }
-}
-
-fn client(home: &Path, addr: &str) -> reqwest::Client {
-    let pem = std::fs::read(home.join("kinspect-ca.pem")).unwrap();
-    reqwest::Client::builder()
-        .proxy(reqwest::Proxy::all(format!("http://{addr}")).unwrap())
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
-        .timeout(STEP)
-        .build()
-        .unwrap()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,7 +273,7 @@ async fn sigkill_right_after_the_last_response_loses_no_flow() {
     let home = tempfile::tempdir().unwrap();
     let capture = home.path().join("killed.db");
     let mut running = start_capturing(home.path(), &capture, &origin);
-    let client = client(home.path(), &running.addr);
+    let client = running.client();
     let mut tasks = Vec::new();
     for worker in 0..8 {
         let client = client.clone();
@@ -344,8 +296,7 @@ async fn sigkill_right_after_the_last_response_loses_no_flow() {
         task.await.unwrap();
     }
     // Every response has been received in full: kill at once, without any grace.
-    running.child.kill().unwrap();
-    running.child.wait().unwrap();
+    running.kill();
 
     let reader = CaptureReader::open(&capture).unwrap();
     assert_eq!(reader.count().unwrap(), N as u64);
@@ -385,7 +336,7 @@ async fn a_growing_capture_can_be_listed_while_the_proxy_writes() {
     let home = tempfile::tempdir().unwrap();
     let capture = home.path().join("live.db");
     let running = start_capturing(home.path(), &capture, &origin);
-    let client = client(home.path(), &running.addr);
+    let client = running.client();
     let ls = |capture: &Path| {
         let output = Command::new(env!("CARGO_BIN_EXE_kinspect"))
             .arg("ls")
