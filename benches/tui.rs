@@ -2,54 +2,36 @@
 //!
 //! The same load — C keep-alive clients for D seconds against a local origin, 1 KiB
 //! responses, plain HTTP — through the kinspect binary twice in one run: once with the
-//! UI drawing in a real terminal (tmux), once `--headless` with its lines going to
-//! /dev/null. Reports requests/s of each and the ratio.
+//! UI drawing in a real terminal (tmux), once `--headless` with its lines read (and
+//! counted) by the bench. Reports requests/s of each and the ratio. Scenario `tui`.
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
-use support::{client, env_number, load, start_origin, Until};
+use support::{
+    client, env_number, load, runtime, selected, KinspectProcess, Origin, OriginKind, Until,
+};
 
 fn run_load(addr: SocketAddr, url: &str, concurrency: u64, duration: Duration) -> f64 {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let outcome = rt.block_on(load(
+    let url = url.to_owned();
+    let outcome = runtime().block_on(load(
         client(Some(addr), &[]),
-        url.to_owned(),
+        move |_| url.clone(),
         concurrency,
         Until::Elapsed(duration),
+        Arc::default(),
     ));
-    assert_eq!(outcome.errors, 0, "no request may fail");
+    outcome.assert_no_errors("tui bench");
     outcome.rate()
 }
 
-fn headless(home: &std::path::Path, url: &str, concurrency: u64, duration: Duration) -> f64 {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kinspect"))
-        .args(["--listen", "127.0.0.1:0", "--headless"])
-        .env("KINSPECT_HOME", home)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().unwrap().unwrap();
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.trim().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let rate = run_load(addr, url, concurrency, duration);
-    let _ = child.kill();
-    let _ = child.wait();
-    rate
+fn headless(url: &str, concurrency: u64, duration: Duration) -> f64 {
+    let kinspect = KinspectProcess::start(None, &[]);
+    run_load(kinspect.addr, url, concurrency, duration)
 }
 
 fn with_ui(home: &std::path::Path, url: &str, concurrency: u64, duration: Duration) -> f64 {
@@ -148,6 +130,9 @@ fn hundred_thousand_flows() {
 }
 
 fn main() {
+    if !selected("tui") {
+        return;
+    }
     hundred_thousand_flows();
     if Command::new("tmux").arg("-V").output().is_err() {
         println!("SKIPPED: tmux is not installed (apt-get install tmux)");
@@ -155,10 +140,10 @@ fn main() {
     }
     let concurrency = env_number("KINSPECT_BENCH_CONCURRENCY", 32);
     let duration = Duration::from_secs(env_number("KINSPECT_BENCH_SECS", 5));
-    let (origin, _) = start_origin(false, 1024);
-    let url = format!("http://localhost:{}/", origin.port());
+    let origin = Origin::start(OriginKind::Plain, 1024);
+    let url = format!("http://localhost:{}/", origin.addr.port());
     let home = tempfile::tempdir().unwrap();
-    let headless_rate = headless(home.path(), &url, concurrency, duration);
+    let headless_rate = headless(&url, concurrency, duration);
     let ui_rate = with_ui(home.path(), &url, concurrency, duration);
     println!("kinspect with the UI vs --headless: {concurrency} keep-alive clients, {duration:?} each, 1 KiB responses, plain HTTP");
     println!("| mode | requests/s | vs headless |");

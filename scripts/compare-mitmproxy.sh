@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# kinspect vs mitmdump vs direct: the same oha load (keep-alive, -c CONCURRENCY for
+# DURATION) against the same local origin, for plain HTTP and for HTTPS interception,
+# side by side; prints a markdown table.
+#
+#   scripts/compare-mitmproxy.sh
+#
+# Installs what it needs: mitmproxy into a venv under
+# ${XDG_CACHE_HOME:-~/.cache}/kinspect-bench/venv (pip), oha with `cargo install oha
+# --locked` if it is not on PATH; builds kinspect --release. The origin is nginx if it
+# is installed (ORIGIN=bench forces the benches' own origin, examples/bench_origin.rs).
+# kinspect runs --headless with its lines to /dev/null, recording every flow into a
+# capture file, as a user would run it; mitmdump runs -q with --ssl-insecure.
+#
+# Knobs (environment): DURATION (10s), CONCURRENCY (32), BODY_BYTES (1024),
+# ORIGIN (nginx|bench), CARGO_TARGET_DIR.
+#
+# Everything runs on 127.0.0.1. The load generator, the proxy and the origin share the
+# machine's cores: compare within one run, not across machines.
+set -euo pipefail
+
+duration=${DURATION:-10s}
+concurrency=${CONCURRENCY:-32}
+body_bytes=${BODY_BYTES:-1024}
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+target=${CARGO_TARGET_DIR:-$repo/target}
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/kinspect-bench
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/kinspect-compare.XXXXXX")
+pids=()
+cleanup() {
+    local pid
+    for pid in ${pids[@]+"${pids[@]}"}; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in ${pids[@]+"${pids[@]}"}; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits until something accepts connections on 127.0.0.1:$1 (at most ~30 s).
+wait_port() {
+    for _ in $(seq 300); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "nothing listens on 127.0.0.1:$1 (${2:-}); see its log in $work"
+}
+
+# --- tools -------------------------------------------------------------------------
+command -v python3 >/dev/null || die "python3 is needed (for the mitmproxy venv)"
+if [[ ! -x $cache/venv/bin/mitmdump ]]; then
+    say "installing mitmproxy into $cache/venv"
+    python3 -m venv "$cache/venv"
+    "$cache/venv/bin/pip" install --quiet --upgrade pip
+    "$cache/venv/bin/pip" install --quiet mitmproxy
+fi
+mitmdump=$cache/venv/bin/mitmdump
+
+oha=$(command -v oha || true)
+if [[ -z $oha && -x $HOME/.cargo/bin/oha ]]; then
+    oha=$HOME/.cargo/bin/oha
+fi
+if [[ -z $oha ]]; then
+    say "installing oha (cargo install oha --locked)"
+    cargo install oha --locked
+    oha=$HOME/.cargo/bin/oha
+fi
+
+origin_kind=${ORIGIN:-}
+if [[ -z $origin_kind ]]; then
+    if command -v nginx >/dev/null; then origin_kind=nginx; else origin_kind=bench; fi
+fi
+
+say "building kinspect --release"
+(cd "$repo" && cargo build --quiet --release --bin kinspect)
+kinspect=$target/release/kinspect
+if [[ $origin_kind == bench ]]; then
+    (cd "$repo" && cargo build --quiet --release --example bench_origin)
+fi
+
+# --- origin ------------------------------------------------------------------------
+origin_pem=$work/origin.pem
+if [[ $origin_kind == nginx ]]; then
+    command -v openssl >/dev/null || die "openssl is needed to make nginx's certificate"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$work/origin-key.pem" -out "$origin_pem" -days 2 -subj /CN=localhost \
+        -addext subjectAltName=DNS:localhost 2>/dev/null
+    mkdir -p "$work/www" "$work/nginx-temp"
+    # nginx workers run as an unprivileged user: let them read the body.
+    chmod 755 "$work" "$work/www"
+    head -c "$body_bytes" /dev/zero | tr '\0' k >"$work/www/body"
+    http_port=$(free_port)
+    https_port=$(free_port)
+    cat >"$work/nginx.conf" <<EOF
+worker_processes auto;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx-temp;
+    proxy_temp_path $work/nginx-temp;
+    fastcgi_temp_path $work/nginx-temp;
+    uwsgi_temp_path $work/nginx-temp;
+    scgi_temp_path $work/nginx-temp;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$http_port;
+        listen 127.0.0.1:$https_port ssl;
+        ssl_certificate $origin_pem;
+        ssl_certificate_key $work/origin-key.pem;
+        root $work/www;
+        location / { default_type application/octet-stream; try_files /body =404; }
+    }
+}
+EOF
+    nginx -c "$work/nginx.conf" -e "$work/nginx-error.log" &
+    pids+=($!)
+else
+    KINSPECT_BENCH_ORIGIN_THREADS=${KINSPECT_BENCH_ORIGIN_THREADS:-2} \
+        "$target/release/examples/bench_origin" "$origin_pem" "$body_bytes" >"$work/origin.out" &
+    pids+=($!)
+    for _ in $(seq 300); do
+        [[ -s $work/origin.out ]] && break
+        sleep 0.1
+    done
+    read -r http_addr https_addr <"$work/origin.out" || die "the bench origin did not start"
+    http_port=${http_addr##*:}
+    https_port=${https_addr##*:}
+fi
+wait_port "$http_port" "origin (HTTP)"
+wait_port "$https_port" "origin (HTTPS)"
+
+# --- proxies -----------------------------------------------------------------------
+kinspect_port=$(free_port)
+KINSPECT_HOME=$work/kinspect "$kinspect" --headless --listen "127.0.0.1:$kinspect_port" \
+    --ca-dir "$work/kinspect" --capture "$work/kinspect/capture.db" \
+    --upstream-ca "$origin_pem" >/dev/null 2>"$work/kinspect.log" &
+pids+=($!)
+wait_port "$kinspect_port" "kinspect"
+
+mitm_port=$(free_port)
+"$mitmdump" -q --listen-host 127.0.0.1 --listen-port "$mitm_port" --ssl-insecure \
+    --set confdir="$work/mitmproxy" >"$work/mitmdump.log" 2>&1 &
+pids+=($!)
+wait_port "$mitm_port" "mitmdump"
+
+# --- load --------------------------------------------------------------------------
+# run NAME URL [oha options...]: one oha run; its JSON summary goes to $work/NAME.json.
+run() {
+    local name=$1 url=$2
+    shift 2
+    # A short warm-up: connections, leaves, mitmproxy's certificate for the host.
+    "$oha" --no-tui -n 200 -c 8 "$@" "$url" >/dev/null 2>&1 || true
+    say "  $name: oha -w -z $duration -c $concurrency $* $url"
+    "$oha" --no-tui --output-format json -w -z "$duration" -c "$concurrency" "$@" "$url" \
+        >"$work/$name.json" || die "oha failed for $name"
+}
+
+http_url=http://localhost:$http_port/
+https_url=https://localhost:$https_port/
+say "origin: $origin_kind; load: oha -z $duration -c $concurrency, ${body_bytes}-byte responses"
+run http-direct "$http_url"
+run http-kinspect "$http_url" -x "http://127.0.0.1:$kinspect_port"
+run http-mitmdump "$http_url" -x "http://127.0.0.1:$mitm_port"
+run https-direct "$https_url" --cacert "$origin_pem"
+run https-kinspect "$https_url" -x "http://127.0.0.1:$kinspect_port" \
+    --cacert "$work/kinspect/kinspect-ca.pem"
+run https-mitmdump "$https_url" -x "http://127.0.0.1:$mitm_port" \
+    --cacert "$work/mitmproxy/mitmproxy-ca-cert.pem"
+
+# --- table -------------------------------------------------------------------------
+python3 - "$work" "$duration" "$concurrency" "$body_bytes" "$origin_kind" <<'EOF'
+import json, sys
+
+work, duration, concurrency, body, origin = sys.argv[1:]
+
+def load(name):
+    with open(f"{work}/{name}.json") as f:
+        report = json.load(f)
+    summary = report["summary"]
+    pct = report.get("latencyPercentiles", {})
+    codes = report.get("statusCodeDistribution", {})
+    ok = sum(n for code, n in codes.items() if code.startswith("2"))
+    total = sum(codes.values()) + sum(report.get("errorDistribution", {}).values())
+    return {
+        "rps": summary.get("requestsPerSec") or 0.0,
+        "p50": (pct.get("p50") or 0.0) * 1000,
+        "p99": (pct.get("p99") or 0.0) * 1000,
+        "ok": ok,
+        "total": total,
+    }
+
+print(f"oha -w -z {duration} -c {concurrency}, {body}-byte responses, origin: {origin}, all on 127.0.0.1")
+print()
+print("| scheme | path | requests/s | p50 | p99 | 2xx / all | vs direct | kinspect / mitmdump |")
+print("|---|---|---|---|---|---|---|---|")
+for scheme in ("http", "https"):
+    runs = {path: load(f"{scheme}-{path}") for path in ("direct", "kinspect", "mitmdump")}
+    direct = runs["direct"]["rps"] or float("nan")
+    mitm = runs["mitmdump"]["rps"] or float("nan")
+    label = "plain HTTP" if scheme == "http" else "HTTPS (intercepted)"
+    for path, r in runs.items():
+        versus = "" if path != "kinspect" else f"{r['rps'] / mitm:.1f}x"
+        print(
+            f"| {label} | {path} | {r['rps']:,.0f} | {r['p50']:.2f} ms | {r['p99']:.2f} ms "
+            f"| {r['ok']} / {r['total']} | {r['rps'] / direct:.3f} | {versus} |"
+        )
+EOF
