@@ -4,6 +4,16 @@ use std::io::Read;
 
 use bytes::Bytes;
 
+/// The most bytes undoing one content-encoding may produce. Captured bodies are at most
+/// `--max-body` (1 MiB by default) and real text inflates some 5 to 20 times; a
+/// decompression bomb (2 KB of brotli that inflate to 3 GiB) is refused here instead of
+/// exhausting memory.
+pub const MAX_DECODED: usize = 64 << 20;
+
+/// The largest zstd window accepted: 8 MiB, the limit RFC 9659 sets for zstd as an HTTP
+/// content-encoding. The decoder allocates the window a frame asks for up front.
+const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+
 /// A body that could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -18,11 +28,29 @@ pub enum DecodeError {
         /// The decoder's error.
         source: std::io::Error,
     },
+    /// Undoing the encoding would produce more than the limit (a decompression bomb?).
+    #[error("{encoding} body inflates to more than {} MiB: not decoded", limit >> 20)]
+    TooLarge {
+        /// The encoding whose output was too large.
+        encoding: String,
+        /// The limit, in bytes.
+        limit: usize,
+    },
 }
 
 /// Decodes `body` according to a `Content-Encoding` header value. Several encodings
 /// (`gzip, br`) are undone in reverse order; `None`/`identity` return the body as is.
+/// No step may produce more than [`MAX_DECODED`] bytes.
 pub fn decode_body(body: &Bytes, content_encoding: Option<&str>) -> Result<Bytes, DecodeError> {
+    decode_within(body, content_encoding, MAX_DECODED)
+}
+
+/// [`decode_body`] with the output of each step limited to `limit` bytes.
+fn decode_within(
+    body: &Bytes,
+    content_encoding: Option<&str>,
+    limit: usize,
+) -> Result<Bytes, DecodeError> {
     let Some(header) = content_encoding else {
         return Ok(body.clone());
     };
@@ -31,31 +59,46 @@ pub fn decode_body(body: &Bytes, content_encoding: Option<&str>) -> Result<Bytes
         if encoding.is_empty() || encoding == "identity" {
             continue;
         }
-        let mut out = Vec::with_capacity(data.len() * 4);
+        let mut out = Vec::with_capacity(data.len().saturating_mul(4).min(limit));
         let result = match encoding.as_str() {
-            "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(&data[..]).read_to_end(&mut out),
-            "deflate" => decode_deflate(&data, &mut out),
-            "br" => brotli::Decompressor::new(&data[..], 4096).read_to_end(&mut out),
-            "zstd" => zstd::stream::read::Decoder::new(&data[..])
-                .and_then(|mut d| d.read_to_end(&mut out)),
+            "gzip" | "x-gzip" => read_within(
+                flate2::read::MultiGzDecoder::new(&data[..]),
+                limit,
+                &mut out,
+            ),
+            "deflate" => decode_deflate(&data, limit, &mut out),
+            "br" => read_within(brotli::Decompressor::new(&data[..], 4096), limit, &mut out),
+            "zstd" => zstd::stream::read::Decoder::new(&data[..]).and_then(|mut d| {
+                d.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+                read_within(d, limit, &mut out)
+            }),
             _ => return Err(DecodeError::Unsupported(encoding)),
         };
         result.map_err(|source| DecodeError::Corrupt {
             encoding: encoding.clone(),
             source,
         })?;
+        if out.len() > limit {
+            return Err(DecodeError::TooLarge { encoding, limit });
+        }
         data = Bytes::from(out);
     }
     Ok(data)
 }
 
+/// Reads `reader` to its end into `out`, stopping one byte past `limit`.
+fn read_within(reader: impl Read, limit: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    reader.take(cap).read_to_end(out).map(drop)
+}
+
 /// HTTP's "deflate" is meant to be zlib-wrapped, but many servers send raw deflate.
-fn decode_deflate(data: &[u8], out: &mut Vec<u8>) -> std::io::Result<usize> {
-    match flate2::read::ZlibDecoder::new(data).read_to_end(out) {
-        Ok(n) => Ok(n),
+fn decode_deflate(data: &[u8], limit: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+    match read_within(flate2::read::ZlibDecoder::new(data), limit, out) {
+        Ok(()) => Ok(()),
         Err(_) => {
             out.clear();
-            flate2::read::DeflateDecoder::new(data).read_to_end(out)
+            read_within(flate2::read::DeflateDecoder::new(data), limit, out)
         }
     }
 }
@@ -112,6 +155,88 @@ mod tests {
         let text = b"stacked";
         let twice = gzip(&gzip(text));
         assert_eq!(&decode_body(&twice, Some("gzip, gzip")).unwrap()[..], text);
+    }
+
+    fn brotli(data: &[u8]) -> Bytes {
+        let mut out = Vec::new();
+        brotli::CompressorWriter::new(&mut out, 4096, 5, 22)
+            .write_all(data)
+            .unwrap();
+        Bytes::from(out)
+    }
+
+    #[test]
+    fn output_up_to_the_limit_decodes() {
+        let text = vec![b'a'; 1000];
+        assert_eq!(
+            &decode_within(&gzip(&text), Some("gzip"), 1000).unwrap()[..],
+            &text[..]
+        );
+        assert_eq!(
+            &decode_within(&brotli(&text), Some("br"), 1000).unwrap()[..],
+            &text[..]
+        );
+    }
+
+    #[test]
+    fn output_past_the_limit_is_too_large_for_every_encoding() {
+        let text = vec![0u8; 1001];
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        zlib.write_all(&text).unwrap();
+        let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        raw.write_all(&text).unwrap();
+        for (body, encoding) in [
+            (gzip(&text), "gzip"),
+            (brotli(&text), "br"),
+            (Bytes::from(zstd::encode_all(&text[..], 3).unwrap()), "zstd"),
+            (Bytes::from(zlib.finish().unwrap()), "deflate"),
+            (Bytes::from(raw.finish().unwrap()), "deflate"),
+        ] {
+            match decode_within(&body, Some(encoding), 1000) {
+                Err(DecodeError::TooLarge { encoding: e, limit }) => {
+                    assert_eq!((e.as_str(), limit), (encoding, 1000));
+                }
+                other => panic!("{encoding}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn each_stacked_step_is_limited() {
+        // The outer step's output (the inner gzip) fits; the inner step's does not.
+        let inner = gzip(&[0u8; 1001]);
+        let twice = gzip(&inner);
+        assert!(inner.len() <= 1000);
+        assert!(matches!(
+            decode_within(&twice, Some("gzip, gzip"), 1000),
+            Err(DecodeError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn too_large_names_the_encoding_and_the_limit() {
+        let error = DecodeError::TooLarge {
+            encoding: "br".into(),
+            limit: MAX_DECODED,
+        };
+        assert_eq!(
+            error.to_string(),
+            "br body inflates to more than 64 MiB: not decoded"
+        );
+    }
+
+    #[test]
+    fn zstd_windows_over_8_mib_are_refused() {
+        let text = b"window".repeat(100);
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        encoder.window_log(24).unwrap();
+        encoder.include_contentsize(false).unwrap();
+        encoder.write_all(&text).unwrap();
+        let big_window = Bytes::from(encoder.finish().unwrap());
+        assert!(matches!(
+            decode_body(&big_window, Some("zstd")),
+            Err(DecodeError::Corrupt { .. })
+        ));
     }
 
     #[test]

@@ -109,11 +109,17 @@ fn kind(value: &Value) -> &'static str {
 /// Reads every entry of the HAR at `path` as a flow, with its Kinvey analysis and the
 /// behaviour checks run in the order the requests started.
 pub fn import(path: &Path) -> Result<Vec<StoredFlow>, HarError> {
-    let text = std::fs::read(path).map_err(|source| HarError::Io {
+    let bytes = std::fs::read(path).map_err(|source| HarError::Io {
         path: path.to_owned(),
         source,
     })?;
-    let har: Value = serde_json::from_slice(&text).map_err(|source| HarError::Json {
+    import_bytes(&bytes, path)
+}
+
+/// Reads the HAR held in `bytes` as [`import`] reads a file; errors name `path` as the
+/// file the bytes came from.
+pub fn import_bytes(bytes: &[u8], path: &Path) -> Result<Vec<StoredFlow>, HarError> {
+    let har: Value = serde_json::from_slice(bytes).map_err(|source| HarError::Json {
         path: path.to_owned(),
         source,
     })?;
@@ -231,9 +237,34 @@ fn size(object: &Map<String, Value>, key: &str, fallback: usize) -> u64 {
         .map_or(fallback as u64, |s| s as u64)
 }
 
-fn timing(timings: Option<&Map<String, Value>>, key: &str) -> Option<Duration> {
-    let ms = timings?.get(key)?.as_f64()?;
-    (ms >= 0.0).then(|| Duration::from_secs_f64(ms / 1000.0))
+/// The longest phase a HAR timing may give: longer than any exchange a HAR records, and
+/// short enough that a flow's phases added to its start stay representable.
+const MAX_TIMING: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// `timings.<key>` (milliseconds): `None` when absent, not a number, or negative (HAR's
+/// -1, "does not apply"); an error when longer than [`MAX_TIMING`].
+fn timing(
+    r: &Reader<'_>,
+    timings: Option<&Map<String, Value>>,
+    at: &str,
+    key: &str,
+) -> Result<Option<Duration>, HarError> {
+    let Some(ms) = timings.and_then(|t| t.get(key)).and_then(Value::as_f64) else {
+        return Ok(None);
+    };
+    if ms < 0.0 {
+        return Ok(None);
+    }
+    Duration::try_from_secs_f64(ms / 1000.0)
+        .ok()
+        .filter(|d| *d <= MAX_TIMING)
+        .map(Some)
+        .ok_or_else(|| {
+            r.error(
+                format!("{at}.timings.{key}"),
+                format!("{ms} ms is longer than a year: not a phase of an exchange"),
+            )
+        })
 }
 
 fn started_at(
@@ -394,13 +425,13 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
         request: request_record,
         response: response_record,
         timings: Timings {
-            blocked: timing(timings, "blocked"),
-            dns: timing(timings, "dns"),
-            connect: timing(timings, "connect"),
-            ssl: timing(timings, "ssl"),
-            send: timing(timings, "send").unwrap_or_default(),
-            wait: timing(timings, "wait").unwrap_or_default(),
-            receive: timing(timings, "receive").unwrap_or_default(),
+            blocked: timing(r, timings, &at, "blocked")?,
+            dns: timing(r, timings, &at, "dns")?,
+            connect: timing(r, timings, &at, "connect")?,
+            ssl: timing(r, timings, &at, "ssl")?,
+            send: timing(r, timings, &at, "send")?.unwrap_or_default(),
+            wait: timing(r, timings, &at, "wait")?.unwrap_or_default(),
+            receive: timing(r, timings, &at, "receive")?.unwrap_or_default(),
         },
         server_ip,
         client_tls: None,
