@@ -86,10 +86,6 @@ CREATE TABLE bodies (
 );
 
 CREATE INDEX flows_kinvey_request_id ON flows(kinvey_request_id);
-CREATE INDEX flows_host ON flows(host);
-CREATE INDEX flows_status ON flows(status);
-CREATE INDEX flows_kinvey_error ON flows(kinvey_error);
-CREATE INDEX flows_started_at ON flows(started_at_ns);
 "#;
 
 /// What a database file turned out to hold.

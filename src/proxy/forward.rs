@@ -9,8 +9,8 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{Request, Response, Uri, Version};
-use http_body::Body as _;
-use http_body_util::{BodyExt, Full};
+use http_body::{Body as _, Frame};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{capture_connection, Connected};
 
@@ -211,10 +211,32 @@ pub(crate) async fn forward(
         slot.publish_durable(flow).await;
         return Response::from_parts(rparts, empty_body());
     }
-    let body = TeeBody::new(rbody, capture, Some(Box::new(end)))
-        .map_err(BoxError::from)
-        .boxed_unsync();
-    Response::from_parts(rparts, body)
+    let small = rbody
+        .size_hint()
+        .exact()
+        .is_some_and(|length| length <= WHOLE_BODY_LIMIT);
+    let tee = TeeBody::new(rbody, capture, Some(Box::new(end)));
+    if small {
+        // Held back until stored anyway: send head and body in one write, not two.
+        return match tee.collect().await {
+            Ok(whole) => {
+                Response::from_parts(rparts, whole.map_err(|never| match never {}).boxed_unsync())
+            }
+            // Already recorded by the tee: the client sees the head, then the break.
+            Err(e) => Response::from_parts(rparts, broken_body(e.into())),
+        };
+    }
+    Response::from_parts(rparts, tee.map_err(BoxError::from).boxed_unsync())
+}
+
+/// Responses with a declared length up to this are read whole before their head goes
+/// out: the last frame waits for the store in any case.
+const WHOLE_BODY_LIMIT: u64 = 64 * 1024;
+
+/// A body that fails at once with `error`.
+fn broken_body(error: BoxError) -> ProxyBody {
+    let frames = futures_util::stream::once(async move { Err::<Frame<Bytes>, _>(error) });
+    StreamBody::new(frames).boxed_unsync()
 }
 
 /// Awaits `response`, giving up when no response head came within `limit` of the

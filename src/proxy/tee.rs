@@ -17,8 +17,11 @@ use crate::flow::CapturedBody;
 #[derive(Debug)]
 pub struct BodyCapture {
     max: usize,
-    frames: Vec<Bytes>,
-    kept: usize,
+    /// The kept bytes while the body streams: copied, so the peer's read buffers are
+    /// reused instead of pinned by slices for as long as the flow lives.
+    kept: BytesMut,
+    /// The kept bytes once the body has ended (snapshots are then free).
+    frozen: Option<Bytes>,
     wire_size: u64,
     truncated: bool,
     ended_at: Option<Instant>,
@@ -63,8 +66,8 @@ impl BodyCapture {
     pub fn new(max: usize) -> Self {
         BodyCapture {
             max,
-            frames: Vec::new(),
-            kept: 0,
+            kept: BytesMut::new(),
+            frozen: None,
             wire_size: 0,
             truncated: false,
             ended_at: None,
@@ -73,21 +76,16 @@ impl BodyCapture {
         }
     }
 
-    /// Records one data frame: counted in full, kept up to the limit (without copying).
+    /// Records one data frame: counted in full, kept up to the limit.
     pub fn push(&mut self, data: &Bytes) {
         self.wire_size += data.len() as u64;
-        let room = self.max - self.kept;
-        if data.len() <= room {
-            if !data.is_empty() {
-                self.frames.push(data.clone());
-                self.kept += data.len();
-            }
-        } else {
-            if room > 0 {
-                self.frames.push(data.slice(..room));
-                self.kept = self.max;
-            }
+        let room = self.max.saturating_sub(self.kept.len());
+        if data.len() > room {
             self.truncated = true;
+        }
+        let keep = &data[..data.len().min(room)];
+        if !keep.is_empty() && self.frozen.is_none() {
+            self.kept.extend_from_slice(keep);
         }
     }
 
@@ -95,6 +93,7 @@ impl BodyCapture {
     pub fn end(&mut self) {
         if self.ended_at.is_none() {
             self.ended_at = Some(Instant::now());
+            self.frozen = Some(std::mem::take(&mut self.kept).freeze());
         }
     }
 
@@ -127,16 +126,9 @@ impl BodyCapture {
 
     /// The captured body so far; `incomplete` unless it ended normally.
     pub fn snapshot(&self) -> CapturedBody {
-        let bytes = match self.frames.as_slice() {
-            [] => Bytes::new(),
-            [one] => one.clone(),
-            many => {
-                let mut all = BytesMut::with_capacity(self.kept);
-                for frame in many {
-                    all.extend_from_slice(frame);
-                }
-                all.freeze()
-            }
+        let bytes = match &self.frozen {
+            Some(bytes) => bytes.clone(),
+            None => Bytes::copy_from_slice(&self.kept),
         };
         CapturedBody {
             bytes,
