@@ -29,51 +29,60 @@ fn run_load(addr: SocketAddr, url: &str, concurrency: u64, duration: Duration) -
     outcome.rate()
 }
 
-fn headless(url: &str, concurrency: u64, duration: Duration) -> f64 {
-    let kinspect = KinspectProcess::start(None, &[]);
-    run_load(kinspect.addr, url, concurrency, duration)
+/// kinspect with its UI drawing in a detached tmux session of 200x50; stopped on drop.
+struct UiSession {
+    socket: String,
+    addr: SocketAddr,
 }
 
-fn with_ui(home: &std::path::Path, url: &str, concurrency: u64, duration: Duration) -> f64 {
-    let socket = format!("kinspect-bench-{}", std::process::id());
-    let tmux = |args: &[&str]| {
-        Command::new("tmux")
-            .args(["-L", &socket])
+impl UiSession {
+    fn start(home: &std::path::Path) -> UiSession {
+        let socket = format!("kinspect-bench-{}", std::process::id());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let command = format!(
+            "KINSPECT_HOME={} {} --listen 127.0.0.1:{port}",
+            home.display(),
+            env!("CARGO_BIN_EXE_kinspect")
+        );
+        let session = UiSession {
+            socket,
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        };
+        session.tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            "ui",
+            "-x",
+            "200",
+            "-y",
+            "50",
+            &command,
+        ]);
+        while std::net::TcpStream::connect(session.addr).is_err() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        session
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let output = Command::new("tmux")
+            .args(["-L", &self.socket])
             .args(args)
             .output()
-            .unwrap()
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let command = format!(
-        "KINSPECT_HOME={} {} --listen 127.0.0.1:{port}",
-        home.display(),
-        env!("CARGO_BIN_EXE_kinspect")
-    );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        "ui",
-        "-x",
-        "200",
-        "-y",
-        "50",
-        &command,
-    ]);
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    while std::net::TcpStream::connect(addr).is_err() {
-        std::thread::sleep(Duration::from_millis(50));
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
-    let rate = run_load(addr, url, concurrency, duration);
-    let screen =
-        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", "ui"]).stdout).into_owned();
-    tmux(&["kill-server"]);
-    assert!(screen.contains("flows "), "the UI was drawing:\n{screen}");
-    rate
+}
+
+impl Drop for UiSession {
+    fn drop(&mut self) {
+        self.tmux(&["kill-server"]);
+    }
 }
 
 /// 100k flows in the UI's state: how long a filter over all of them and a frame take.
@@ -142,15 +151,32 @@ fn main() {
     let duration = Duration::from_secs(env_number("KINSPECT_BENCH_SECS", 5));
     let origin = Origin::start(OriginKind::Plain, 1024);
     let url = format!("http://localhost:{}/", origin.addr.port());
+    let rounds = env_number("KINSPECT_BENCH_ROUNDS", 5);
     let home = tempfile::tempdir().unwrap();
-    let headless_rate = headless(&url, concurrency, duration);
-    let ui_rate = with_ui(home.path(), &url, concurrency, duration);
-    println!("kinspect with the UI vs --headless: {concurrency} keep-alive clients, {duration:?} each, 1 KiB responses, plain HTTP");
-    println!("| mode | requests/s | vs headless |");
-    println!("|---|---|---|");
-    println!("| --headless | {headless_rate:.0} | 1 |");
+    // Both run for the whole bench and take turns under the same load, so that the
+    // machine's drift (other processes, thermal) falls on both alike.
+    let headless = KinspectProcess::start(None, &[]);
+    let ui = UiSession::start(home.path());
+    let mut ratios = Vec::new();
+    let (mut headless_total, mut ui_total) = (0.0, 0.0);
+    println!("kinspect with the UI vs --headless: {concurrency} keep-alive clients, {rounds} alternating rounds of {duration:?}, 1 KiB responses, plain HTTP");
+    println!("| round | --headless req/s | terminal UI (tmux) req/s | UI / headless |");
+    println!("|---|---|---|---|");
+    for round in 1..=rounds {
+        let headless_rate = run_load(headless.addr, &url, concurrency, duration);
+        let ui_rate = run_load(ui.addr, &url, concurrency, duration);
+        let ratio = ui_rate / headless_rate;
+        println!("| {round} | {headless_rate:.0} | {ui_rate:.0} | {ratio:.2} |");
+        ratios.push(ratio);
+        headless_total += headless_rate;
+        ui_total += ui_rate;
+    }
+    let screen = ui.tmux(&["capture-pane", "-p", "-t", "ui"]);
+    assert!(screen.contains("flows "), "the UI was drawing:\n{screen}");
+    ratios.sort_by(f64::total_cmp);
     println!(
-        "| terminal UI (tmux) | {ui_rate:.0} | {:.2} |",
-        ui_rate / headless_rate
+        "UI / headless: median of rounds {:.2}, all requests {:.2}",
+        ratios[ratios.len() / 2],
+        ui_total / headless_total
     );
 }
