@@ -184,12 +184,16 @@ pub struct Timings {
 impl Timings {
     /// Total duration as HAR counts it: every phase except `ssl` (inside `connect`).
     pub fn total(&self) -> Duration {
-        self.blocked.unwrap_or_default()
-            + self.dns.unwrap_or_default()
-            + self.connect.unwrap_or_default()
-            + self.send
-            + self.wait
-            + self.receive
+        [
+            self.blocked.unwrap_or_default(),
+            self.dns.unwrap_or_default(),
+            self.connect.unwrap_or_default(),
+            self.send,
+            self.wait,
+            self.receive,
+        ]
+        .into_iter()
+        .fold(Duration::ZERO, Duration::saturating_add)
     }
 }
 
@@ -447,4 +451,19 @@ pub fn utc_timestamp(at: SystemTime) -> String {
     time::OffsetDateTime::from(at)
         .format(FORMAT)
         .unwrap_or_else(|_| "invalid-time".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn total_time_saturates_instead_of_overflowing() {
+        let timings = Timings {
+            wait: Duration::MAX,
+            receive: Duration::from_secs(1),
+            ..Timings::default()
+        };
+        assert_eq!(timings.total(), Duration::MAX);
+    }
 }

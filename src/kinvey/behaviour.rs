@@ -197,7 +197,11 @@ impl BehaviourTracker {
             key,
             LastAttempt {
                 id: flow.id,
-                ended_at: flow.started_at + flow.duration(),
+                // Saturating: an imported flow may carry any duration.
+                ended_at: flow
+                    .started_at
+                    .checked_add(flow.duration())
+                    .unwrap_or(flow.started_at),
                 error,
                 body_digest: digest,
                 retry_gap,
