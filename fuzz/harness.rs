@@ -33,12 +33,7 @@ fn headers(pairs: &[(&str, &[u8])]) -> Headers {
 }
 
 fn body(bytes: &[u8]) -> CapturedBody {
-    CapturedBody {
-        bytes: Bytes::copy_from_slice(bytes),
-        wire_size: bytes.len() as u64,
-        truncated: false,
-        incomplete: false,
-    }
+    CapturedBody::whole(Bytes::copy_from_slice(bytes))
 }
 
 fn stored(flow: Flow) -> StoredFlow {

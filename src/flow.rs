@@ -150,6 +150,19 @@ pub struct CapturedBody {
     pub incomplete: bool,
 }
 
+impl CapturedBody {
+    /// A body captured whole: every byte kept, ended normally.
+    pub fn whole(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        CapturedBody {
+            wire_size: bytes.len() as u64,
+            bytes,
+            truncated: false,
+            incomplete: false,
+        }
+    }
+}
+
 /// TLS parameters of one leg.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TlsInfo {

@@ -40,18 +40,6 @@ fn json_body(response: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"))
 }
 
-/// Asserts the proxy still forwards a normal request to `origin`.
-async fn still_serves(proxy: &mut TestProxy, origin: &Origin) {
-    let response = proxy
-        .client()
-        .get(origin.url("/echo"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    proxy.next_flow().await;
-}
-
 /// Waits until the peer closes `stream`; returns how long that took.
 async fn closed_after(stream: &mut TcpStream) -> Duration {
     let started = Instant::now();
@@ -158,7 +146,7 @@ async fn connections_beyond_the_limit_get_a_503_and_the_next_one_after_a_close_i
     drop(first);
     drop(second);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    still_serves(&mut proxy, &origin).await;
+    proxy.assert_serves(&origin).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,7 +172,7 @@ async fn requests_that_would_loop_back_into_the_proxy_are_refused() {
     );
     let answer = exchange_raw(proxy.addr, connect.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
-    still_serves(&mut proxy, &origin).await;
+    proxy.assert_serves(&origin).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,7 +213,7 @@ async fn slow_headers_and_idle_keep_alive_connections_are_closed() {
     let waited = closed_after(&mut idle).await;
     assert!(waited < limit * 4, "idle connection kept {waited:?}");
 
-    still_serves(&mut proxy, &origin).await;
+    proxy.assert_serves(&origin).await;
 }
 
 /// Opens a CONNECT tunnel and returns the stream after the proxy's 200.
@@ -308,7 +296,7 @@ async fn a_stalled_tls_handshake_and_an_idle_http2_connection_are_closed() {
     let waited = started.elapsed();
     assert!(waited < limit * 4, "idle HTTP/2 connection kept {waited:?}");
 
-    still_serves(&mut proxy, &origin).await;
+    proxy.assert_serves(&origin).await;
 }
 
 /// A listener whose accept queue is full, so new connections to it hang in SYN_SENT.
@@ -372,5 +360,5 @@ async fn origins_that_do_not_connect_or_do_not_finish_tls_are_504s() {
         FlowErrorKind::Timeout
     );
 
-    still_serves(&mut proxy, &origin).await;
+    proxy.assert_serves(&origin).await;
 }

@@ -31,12 +31,7 @@ fn headers(pairs: &[(&str, &str)]) -> Headers {
 }
 
 fn body(text: &str) -> CapturedBody {
-    CapturedBody {
-        bytes: Bytes::copy_from_slice(text.as_bytes()),
-        wire_size: text.len() as u64,
-        truncated: false,
-        incomplete: false,
-    }
+    CapturedBody::whole(Bytes::copy_from_slice(text.as_bytes()))
 }
 
 /// A Kinvey exchange as kinspect would record it.

@@ -266,12 +266,7 @@ mod support {
     }
 
     fn body(bytes: &[u8]) -> CapturedBody {
-        CapturedBody {
-            bytes: Bytes::copy_from_slice(bytes),
-            wire_size: bytes.len() as u64,
-            truncated: false,
-            incomplete: false,
-        }
+        CapturedBody::whole(Bytes::copy_from_slice(bytes))
     }
 
     fn field(name: &str, value: &[u8]) -> HeaderField {

@@ -216,18 +216,13 @@ mod tests {
     use super::*;
     use crate::flow::CapturedBody;
     use crate::kinvey::KinveyError;
-    use bytes::Bytes;
     use std::time::UNIX_EPOCH;
 
     fn attempt(id: FlowId, start_ms: u64, body: &'static str) -> Flow {
         let url = "https://baas.kinvey.com/rpc/kid_x/custom/op";
         let mut flow = Flow::exchange(id, "10.0.0.2:4000".parse().unwrap(), "POST", url, Some(500));
         flow.started_at = UNIX_EPOCH + Duration::from_millis(start_ms);
-        flow.request.body = CapturedBody {
-            bytes: Bytes::from_static(body.as_bytes()),
-            wire_size: body.len() as u64,
-            ..CapturedBody::default()
-        };
+        flow.request.body = CapturedBody::whole(body.as_bytes());
         flow.timings.wait = Duration::from_millis(10);
         flow
     }

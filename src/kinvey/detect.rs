@@ -213,12 +213,7 @@ mod tests {
         flow.request.headers = headers(&[("X-Kinvey-API-Version", "5")]);
         let response = flow.response.as_mut().expect("a response");
         response.headers = headers(response_headers);
-        response.body = CapturedBody {
-            bytes: Bytes::copy_from_slice(body.as_bytes()),
-            wire_size: body.len() as u64,
-            truncated: false,
-            incomplete: false,
-        };
+        response.body = CapturedBody::whole(Bytes::copy_from_slice(body.as_bytes()));
         flow
     }
 

@@ -87,12 +87,7 @@ mod tests {
     use bytes::Bytes;
 
     fn body(bytes: &'static [u8]) -> CapturedBody {
-        CapturedBody {
-            bytes: Bytes::from_static(bytes),
-            wire_size: bytes.len() as u64,
-            truncated: false,
-            incomplete: false,
-        }
+        CapturedBody::whole(bytes)
     }
 
     #[test]

@@ -577,11 +577,8 @@ mod tests {
         let mut a = app(3);
         press(&mut a, KeyCode::Enter);
         let mut full = stored(3, 404, Some(("EntityNotFound", ErrorClass::Fix)));
-        full.flow.response.as_mut().unwrap().body = CapturedBody {
-            bytes: bytes::Bytes::from_static(b"alpha\nneedle one\nbeta\nNEEDLE two\ngamma"),
-            wire_size: 38,
-            ..CapturedBody::default()
-        };
+        full.flow.response.as_mut().unwrap().body =
+            CapturedBody::whole(&b"alpha\nneedle one\nbeta\nNEEDLE two\ngamma"[..]);
         update(&mut a, Event::Loaded(Box::new(full)));
         press(&mut a, KeyCode::Char('2'));
         press(&mut a, KeyCode::Char('n'));
