@@ -642,6 +642,7 @@ async fn serve(
             },
             dictionary_tour: true,
             client_tag: format!("{}", std::process::id()),
+            proxy_authorization: args.proxy_auth.as_ref().map(ProxyCredentials::header_value),
         };
         tokio::spawn(script::run(options))
     });

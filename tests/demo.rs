@@ -67,3 +67,41 @@ fn the_headless_demo_records_realistic_kinvey_traffic_and_exits() {
     }
     assert!(anomalies.len() >= 9, "{anomalies:?}");
 }
+
+#[test]
+fn the_demo_app_sends_the_proxy_credentials_when_asked_for_them() {
+    let home = tempfile::tempdir().unwrap();
+    let capture = home.path().join("demo.db");
+    let output = Command::new(env!("CARGO_BIN_EXE_kinspect"))
+        .args([
+            "demo",
+            "--headless",
+            "--proxy-auth",
+            "dev:s3cret",
+            "--capture",
+        ])
+        .arg(&capture)
+        .env("KINSPECT_HOME", home.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let reader = CaptureReader::open(&capture).unwrap();
+    let mut flows = 0;
+    reader
+        .for_each(Detail::Headers, |stored| {
+            flows += 1;
+            assert_ne!(stored.flow.status(), Some(407));
+            assert!(stored
+                .flow
+                .request
+                .headers
+                .get("proxy-authorization")
+                .is_none());
+        })
+        .unwrap();
+    assert!(
+        flows > 50,
+        "the script ran through the proxy: {flows} flows"
+    );
+}

@@ -45,6 +45,8 @@ pub struct ScriptOptions {
     pub dictionary_tour: bool,
     /// Distinguishes this run's clients in the simulator's retry counters.
     pub client_tag: String,
+    /// The `Proxy-Authorization` value to send, when the proxy asks for credentials.
+    pub proxy_authorization: Option<http::HeaderValue>,
 }
 
 /// What the script did.
@@ -172,8 +174,11 @@ impl DemoClient {
 
 /// Runs the whole script through the proxy.
 pub async fn run(options: ScriptOptions) -> Result<ScriptReport, ScriptError> {
-    let proxy =
+    let mut proxy =
         reqwest::Proxy::all(format!("http://{}", options.proxy)).map_err(ScriptError::Client)?;
+    if let Some(value) = options.proxy_authorization.clone() {
+        proxy = proxy.custom_http_auth(value);
+    }
     let ca = reqwest::Certificate::from_pem(options.proxy_ca_pem.as_bytes())
         .map_err(ScriptError::Client)?;
     let http = reqwest::Client::builder()

@@ -45,6 +45,11 @@ impl std::str::FromStr for ProxyCredentials {
 }
 
 impl ProxyCredentials {
+    /// The `Proxy-Authorization` value that carries these credentials.
+    pub fn header_value(&self) -> HeaderValue {
+        HeaderValue::from_bytes(&self.expected).expect("base64 is a valid header value")
+    }
+
     /// True when `headers` carry these credentials in `Proxy-Authorization`.
     pub fn admit(&self, headers: &HeaderMap) -> bool {
         headers
