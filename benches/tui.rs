@@ -1,9 +1,10 @@
 //! Does the terminal UI slow the proxy? (`cargo bench --bench tui`, needs tmux.)
 //!
 //! The same load — C keep-alive clients for D seconds against a local origin, 1 KiB
-//! responses, plain HTTP — through the kinspect binary twice in one run: once with the
-//! UI drawing in a real terminal (tmux), once `--headless` with its lines read (and
-//! counted) by the bench. Reports requests/s of each and the ratio. Scenario `tui`.
+//! responses, plain HTTP — through two kinspect binaries running side by side for the
+//! whole bench, each in tmux: one with the UI drawing, one `--headless` (lines to
+//! /dev/null). They take turns in alternating rounds; the bench reports requests/s of
+//! each round, the median ratio and the overall ratio. Scenario `tui`.
 
 mod support;
 
@@ -12,9 +13,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{
-    client, env_number, load, runtime, selected, KinspectProcess, Origin, OriginKind, Until,
-};
+use support::{client, env_number, load, runtime, selected, Origin, OriginKind, Until};
 
 fn run_load(addr: SocketAddr, url: &str, concurrency: u64, duration: Duration) -> f64 {
     let url = url.to_owned();
@@ -29,22 +28,27 @@ fn run_load(addr: SocketAddr, url: &str, concurrency: u64, duration: Duration) -
     outcome.rate()
 }
 
-/// kinspect with its UI drawing in a detached tmux session of 200x50; stopped on drop.
+/// kinspect running in its own session of a detached tmux server (200x50), stopped on
+/// drop. Both modes run this way: each tmux pane is a new login session, and Linux's
+/// scheduler (autogroup) shares the CPU fairly between sessions, so a kinspect started
+/// from the bench's own session would get a different share of the cores than one in
+/// tmux, whatever its UI costs.
 struct UiSession {
     socket: String,
     addr: SocketAddr,
 }
 
 impl UiSession {
-    fn start(home: &std::path::Path) -> UiSession {
-        let socket = format!("kinspect-bench-{}", std::process::id());
+    /// `kinspect --listen … {args}` (a shell command line) with its home in `home`.
+    fn start(home: &std::path::Path, name: &str, args: &str) -> UiSession {
+        let socket = format!("kinspect-bench-{}-{name}", std::process::id());
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let command = format!(
-            "KINSPECT_HOME={} {} --listen 127.0.0.1:{port}",
+            "KINSPECT_HOME={} {} --listen 127.0.0.1:{port} {args}",
             home.display(),
             env!("CARGO_BIN_EXE_kinspect")
         );
@@ -155,16 +159,31 @@ fn main() {
     let home = tempfile::tempdir().unwrap();
     // Both run for the whole bench and take turns under the same load, so that the
     // machine's drift (other processes, thermal) falls on both alike.
-    let headless = KinspectProcess::start(None, &[]);
-    let ui = UiSession::start(home.path());
+    let headless_home = tempfile::tempdir().unwrap();
+    // The headless lines go to /dev/null: the UI is measured against the proxy's work.
+    let headless = UiSession::start(headless_home.path(), "headless", "--headless >/dev/null");
+    let ui = UiSession::start(home.path(), "ui", "");
     let mut ratios = Vec::new();
     let (mut headless_total, mut ui_total) = (0.0, 0.0);
     println!("kinspect with the UI vs --headless: {concurrency} keep-alive clients, {rounds} alternating rounds of {duration:?}, 1 KiB responses, plain HTTP");
     println!("| round | --headless req/s | terminal UI (tmux) req/s | UI / headless |");
     println!("|---|---|---|---|");
     for round in 1..=rounds {
-        let headless_rate = run_load(headless.addr, &url, concurrency, duration);
-        let ui_rate = run_load(ui.addr, &url, concurrency, duration);
+        // Each goes first in every other round, so that neither always runs on a
+        // machine the other has just warmed (or heated).
+        let (headless_rate, ui_rate) = if round % 2 == 1 {
+            let headless_rate = run_load(headless.addr, &url, concurrency, duration);
+            (
+                headless_rate,
+                run_load(ui.addr, &url, concurrency, duration),
+            )
+        } else {
+            let ui_rate = run_load(ui.addr, &url, concurrency, duration);
+            (
+                run_load(headless.addr, &url, concurrency, duration),
+                ui_rate,
+            )
+        };
         let ratio = ui_rate / headless_rate;
         println!("| {round} | {headless_rate:.0} | {ui_rate:.0} | {ratio:.2} |");
         ratios.push(ratio);
