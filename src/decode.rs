@@ -5,7 +5,7 @@ use std::io::Read;
 use bytes::Bytes;
 
 /// The most bytes undoing one content-encoding may produce. Captured bodies are at most
-/// `--max-body` (1 MiB by default) and real text inflates some 5 to 20 times; a
+/// `--max-body` (16 MiB by default) and real text inflates some 5 to 20 times; a
 /// decompression bomb (2 KB of brotli that inflate to 3 GiB) is refused here instead of
 /// exhausting memory.
 pub const MAX_DECODED: usize = 64 << 20;
