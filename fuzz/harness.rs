@@ -14,22 +14,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use kinspect::capture::StoredFlow;
 use kinspect::filter::Filter;
-use kinspect::flow::{CapturedBody, Flow, FlowError, FlowErrorKind, HeaderField, Headers};
+use kinspect::flow::{CapturedBody, Flow, FlowError, FlowErrorKind, Headers};
 use kinspect::har::HarError;
 use kinspect::kinvey::{self, BehaviourTracker, KinveySummary};
 use kinspect::proxy::sniff::{self, Rewind, Sniffed};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 fn headers(pairs: &[(&str, &[u8])]) -> Headers {
-    Headers(
-        pairs
-            .iter()
-            .map(|(name, value)| HeaderField {
-                name: name.to_ascii_lowercase(),
-                value: Bytes::copy_from_slice(value),
-            })
-            .collect(),
-    )
+    pairs
+        .iter()
+        .map(|(name, value)| (name.to_ascii_lowercase(), *value))
+        .collect()
 }
 
 fn body(bytes: &[u8]) -> CapturedBody {

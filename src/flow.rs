@@ -99,6 +99,21 @@ impl HeaderField {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers(pub Vec<HeaderField>);
 
+impl<N: AsRef<str>, V: AsRef<[u8]>> FromIterator<(N, V)> for Headers {
+    /// Fields from (name, value) pairs, names kept as given.
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(pairs: I) -> Self {
+        Headers(
+            pairs
+                .into_iter()
+                .map(|(name, value)| HeaderField {
+                    name: name.as_ref().to_owned(),
+                    value: Bytes::copy_from_slice(value.as_ref()),
+                })
+                .collect(),
+        )
+    }
+}
+
 impl Headers {
     /// Copies a hyper header map, keeping its order.
     pub fn from_map(map: &http::HeaderMap) -> Self {

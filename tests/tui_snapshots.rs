@@ -7,8 +7,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::Bytes;
 use kinspect::capture::StoredFlow;
 use kinspect::flow::{
-    CapturedBody, Flow, FlowError, FlowErrorKind, FlowKind, HeaderField, Headers, HttpVersion,
-    RequestRecord, ResponseRecord, Timings, TlsInfo,
+    CapturedBody, Flow, FlowError, FlowErrorKind, FlowKind, Headers, HttpVersion, RequestRecord,
+    ResponseRecord, Timings, TlsInfo,
 };
 use kinspect::kinvey::{self, BehaviourTracker, KinveySummary};
 use kinspect::tui::state::{App, SourceInfo};
@@ -19,15 +19,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 
 fn headers(pairs: &[(&str, &str)]) -> Headers {
-    Headers(
-        pairs
-            .iter()
-            .map(|(n, v)| HeaderField {
-                name: n.to_string(),
-                value: Bytes::copy_from_slice(v.as_bytes()),
-            })
-            .collect(),
-    )
+    pairs.iter().copied().collect()
 }
 
 fn body(text: &str) -> CapturedBody {

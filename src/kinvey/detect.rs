@@ -186,19 +186,11 @@ fn kinvey_looking_name(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{CapturedBody, HeaderField, Headers};
+    use crate::flow::{CapturedBody, Headers};
     use bytes::Bytes;
 
     fn headers(pairs: &[(&str, &str)]) -> Headers {
-        Headers(
-            pairs
-                .iter()
-                .map(|(n, v)| HeaderField {
-                    name: n.to_string(),
-                    value: Bytes::copy_from_slice(v.as_bytes()),
-                })
-                .collect(),
-        )
+        pairs.iter().copied().collect()
     }
 
     fn flow(status: u16, response_headers: &[(&str, &str)], body: &str) -> Flow {

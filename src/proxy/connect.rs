@@ -34,12 +34,12 @@ pub(crate) async fn route(
     permit: ConnectionPermit,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let to_kinspect_itself = req.method() != Method::CONNECT
-        && Target::of_uri(req.uri()).is_none()
-        && shared.config.reverse.is_none();
     if let Some(credentials) = &shared.config.proxy_auth {
         // The CA page stays open: it is public, and devices fetch it before setting up.
-        if !to_kinspect_itself && !credentials.admit(req.headers()) {
+        let ca_page = req.method() != Method::CONNECT
+            && Target::of_uri(req.uri()).is_none()
+            && shared.config.reverse.is_none();
+        if !ca_page && !credentials.admit(req.headers()) {
             tracing::warn!("client {peer} sent no or wrong --proxy-auth credentials");
             return authentication_required(full_body);
         }
