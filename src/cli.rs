@@ -18,7 +18,7 @@ use crate::demo::simulator::Simulator;
 use crate::events;
 use crate::filter::Filter;
 use crate::har::{self, ExportOptions, HarWriter};
-use crate::headless::{LineFormat, LinePrinter};
+use crate::headless::{HeadlessViewer, LineFormat, LinePrinter};
 use crate::kinvey::{self, report::support_report};
 use crate::proxy::{HostOverrides, Proxy, ProxyConfig, ProxyCredentials, DEFAULT_MAX_BODY};
 use crate::setup;
@@ -360,6 +360,7 @@ fn list(file: &Path, json: bool, filter: Option<&str>) -> anyhow::Result<()> {
             printer.print(&stored);
         }
     })?;
+    printer.flush();
     Ok(())
 }
 
@@ -606,12 +607,8 @@ async fn serve(
     }
     let filter = args.parsed_filter()?;
     let (recorder, tui_feed) = if args.headless {
-        let mut printer = LinePrinter::new(std::io::stdout(), args.line_format());
-        let recorder = Recorder::start(writer, stream, move |stored| {
-            if filter.as_ref().is_none_or(|f| f.matches(&stored)) {
-                printer.print(&stored);
-            }
-        });
+        let viewer = HeadlessViewer::new(args.line_format(), filter);
+        let recorder = Recorder::start(writer, stream, viewer);
         (recorder, None)
     } else {
         let (tx, rx) = std::sync::mpsc::channel();

@@ -4,7 +4,8 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 
-use crate::capture::StoredFlow;
+use crate::capture::{FlowViewer, StoredFlow};
+use crate::filter::Filter;
 use crate::flow::{utc_timestamp, FlowKind, Headers};
 
 /// How each flow is printed.
@@ -148,21 +149,60 @@ impl<W: Write> LinePrinter<W> {
     }
 
     /// Prints one flow. Once the output is closed (e.g. piped into `head`) it prints
-    /// nothing more, and never fails: the proxy must not stop for its printer.
+    /// nothing more, and never fails: the proxy must not stop for its printer. Output
+    /// may stay buffered until [`LinePrinter::flush`].
     pub fn print(&mut self, flow: &StoredFlow) {
         if self.closed {
             return;
         }
-        let line = match self.format {
-            LineFormat::Text => text_line(flow),
-            LineFormat::JsonLines => json_object(flow).to_string(),
+        let written = match self.format {
+            LineFormat::Text => writeln!(self.out, "{}", text_line(flow)),
+            LineFormat::JsonLines => serde_json::to_writer(&mut self.out, &json_object(flow))
+                .map_err(std::io::Error::from)
+                .and_then(|()| self.out.write_all(b"\n")),
         };
-        if writeln!(self.out, "{line}")
-            .and_then(|()| self.out.flush())
-            .is_err()
-        {
+        if written.is_err() {
             self.closed = true;
         }
+    }
+
+    /// Writes out what is buffered.
+    pub fn flush(&mut self) {
+        if !self.closed && self.out.flush().is_err() {
+            self.closed = true;
+        }
+    }
+}
+
+/// `--headless`: each stored flow that passes the filter printed on stdout, one write
+/// per recorder batch.
+pub struct HeadlessViewer {
+    printer: LinePrinter<std::io::BufWriter<std::io::Stdout>>,
+    filter: Option<Filter>,
+}
+
+impl HeadlessViewer {
+    /// Prints flows matching `filter` (all without one) in `format` on stdout.
+    pub fn new(format: LineFormat, filter: Option<Filter>) -> Self {
+        HeadlessViewer {
+            printer: LinePrinter::new(
+                std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()),
+                format,
+            ),
+            filter,
+        }
+    }
+}
+
+impl FlowViewer for HeadlessViewer {
+    fn show(&mut self, flow: StoredFlow) {
+        if self.filter.as_ref().is_none_or(|f| f.matches(&flow)) {
+            self.printer.print(&flow);
+        }
+    }
+
+    fn batch_shown(&mut self) {
+        self.printer.flush();
     }
 }
 

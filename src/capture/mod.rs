@@ -7,7 +7,7 @@ mod schema;
 mod writer;
 
 pub use reader::{CaptureReader, Detail};
-pub use recorder::{Recorder, RecorderStats};
+pub use recorder::{FlowViewer, Recorder, RecorderStats};
 pub use schema::{APPLICATION_ID, SCHEMA, SCHEMA_VERSION};
 pub use writer::CaptureWriter;
 

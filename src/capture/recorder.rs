@@ -33,6 +33,23 @@ pub struct RecorderStats {
     pub delivered: AtomicU64,
 }
 
+/// What the recorder hands each stored flow to: a printer, the UI. Any
+/// `FnMut(StoredFlow)` closure is one.
+pub trait FlowViewer: Send + 'static {
+    /// Shows one flow, already stored (or that failed to store).
+    fn show(&mut self, flow: StoredFlow);
+
+    /// Called after each batch of flows has been shown: the moment to flush buffered
+    /// output, so it costs one write per batch rather than one per flow.
+    fn batch_shown(&mut self) {}
+}
+
+impl<F: FnMut(StoredFlow) + Send + 'static> FlowViewer for F {
+    fn show(&mut self, flow: StoredFlow) {
+        self(flow)
+    }
+}
+
 /// A running recorder thread.
 pub struct Recorder {
     thread: Option<JoinHandle<()>>,
@@ -41,12 +58,12 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts recording every flow of `stream` into `writer` with its Kinvey analysis and
-    /// behaviour warnings, then calling `on_flow` with it. Runs until the stream ends
+    /// behaviour warnings, then showing it to `viewer`. Runs until the stream ends
     /// (every publisher dropped).
     pub fn start(
         mut writer: CaptureWriter,
         mut stream: FlowStream,
-        mut on_flow: impl FnMut(StoredFlow) + Send + 'static,
+        mut viewer: impl FlowViewer,
     ) -> std::io::Result<Recorder> {
         let checkpointer =
             Checkpointer::start(writer.path()).map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -98,10 +115,13 @@ impl Recorder {
                     acks.clear();
                     for stored in batch.drain(..) {
                         let id = stored.flow.id;
-                        if catch_unwind(AssertUnwindSafe(|| on_flow(stored))).is_err() {
+                        if catch_unwind(AssertUnwindSafe(|| viewer.show(stored))).is_err() {
                             tracing::error!("showing flow {id} failed (it is stored)");
                         }
                         counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if catch_unwind(AssertUnwindSafe(|| viewer.batch_shown())).is_err() {
+                        tracing::error!("flushing the viewer failed (the flows are stored)");
                     }
                 }
             })?;
