@@ -44,6 +44,15 @@ impl std::fmt::Debug for CaptureReader {
 
 const SELECT_FLOWS: &str = "SELECT * FROM flows";
 
+/// Flows with one request id (an exact lookup on the request-id index).
+pub(crate) const FIND_REQUEST_ID: &str =
+    "SELECT kinvey_request_id, id FROM flows WHERE kinvey_request_id = ?1 ORDER BY id";
+
+/// Flows with a request id in `[?1, ?2)` (a prefix lookup on the request-id index).
+pub(crate) const FIND_REQUEST_ID_RANGE: &str = "SELECT kinvey_request_id, id FROM flows
+     WHERE kinvey_request_id >= ?1 AND kinvey_request_id < ?2
+     ORDER BY kinvey_request_id, id";
+
 impl CaptureReader {
     /// Opens `path`, checking it is a capture of the schema this kinspect reads.
     pub fn open(path: &Path) -> Result<CaptureReader, CaptureError> {
@@ -117,22 +126,14 @@ impl CaptureReader {
                 .map_err(|e| self.error(e))?;
             rows.collect::<Result<_, _>>().map_err(|e| self.error(e))
         };
-        let exact = run(
-            "SELECT kinvey_request_id, id FROM flows WHERE kinvey_request_id = ?1 ORDER BY id",
-            &[&query],
-        )?;
+        let exact = run(FIND_REQUEST_ID, &[&query])?;
         if !exact.is_empty() || query.is_empty() {
             return Ok(exact);
         }
         // A range on the index: every string that starts with the prefix sorts below
         // the prefix followed by the highest code point.
         let upper = format!("{query}\u{10FFFF}");
-        run(
-            "SELECT kinvey_request_id, id FROM flows
-             WHERE kinvey_request_id >= ?1 AND kinvey_request_id < ?2
-             ORDER BY kinvey_request_id, id",
-            &[&query, &upper],
-        )
+        run(FIND_REQUEST_ID_RANGE, &[&query, &upper])
     }
 
     /// One flow with everything, if it exists.

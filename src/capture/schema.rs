@@ -85,7 +85,9 @@ CREATE TABLE bodies (
     PRIMARY KEY (flow_id, side)
 );
 
-CREATE INDEX flows_kinvey_request_id ON flows(kinvey_request_id);
+-- Partial: flows without a request id (most non-Kinvey traffic) cost no index entry.
+CREATE INDEX flows_kinvey_request_id ON flows(kinvey_request_id)
+    WHERE kinvey_request_id IS NOT NULL;
 "#;
 
 /// What a database file turned out to hold.
@@ -203,5 +205,34 @@ pub(crate) fn open_for_reading(path: &Path) -> Result<Connection, CaptureError> 
             path: path.to_owned(),
             reason: "it is empty".into(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::reader::{FIND_REQUEST_ID, FIND_REQUEST_ID_RANGE};
+
+    /// The request-id index is partial: the reader's lookups must still be able to use
+    /// it (their comparisons imply `IS NOT NULL`), or every lookup scans the capture.
+    #[test]
+    fn request_id_lookups_use_the_partial_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_for_writing(&dir.path().join("capture.db")).unwrap();
+        for (sql, args) in [(FIND_REQUEST_ID, 1), (FIND_REQUEST_ID_RANGE, 2)] {
+            let explain = format!("EXPLAIN QUERY PLAN {sql}");
+            let mut statement = conn.prepare(&explain).unwrap();
+            let params: Vec<&dyn rusqlite::ToSql> = vec![&"abc"; args];
+            let plan: Vec<String> = statement
+                .query_map(&params[..], |row| row.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(
+                plan.iter()
+                    .any(|step| step.contains("INDEX flows_kinvey_request_id")),
+                "{sql}: {plan:?}"
+            );
+        }
     }
 }
