@@ -1,10 +1,5 @@
 use clap::Parser;
 
-// glibc's malloc took about a fifth of the proxy's CPU under load (many small
-// allocations freed on other threads); mimalloc handles that pattern far better.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("KINSPECT_LOG"))

@@ -133,7 +133,7 @@ pub(crate) async fn forward(
     }
 
     let max_body = shared.config.max_body;
-    let req_capture: SharedCapture = Arc::new(Mutex::new(BodyCapture::new(max_body)));
+    let req_capture: SharedCapture = Arc::new(Mutex::new(expecting(max_body, &body)));
     pending.req_capture = Some(req_capture.clone());
     let mut upstream_req =
         Request::from_parts(parts, TeeBody::new(body, req_capture.clone(), None));
@@ -202,7 +202,7 @@ pub(crate) async fn forward(
         t_headers,
         fresh_conn: conn.filter(ConnectionInfo::take_fresh),
     };
-    let capture = Arc::new(Mutex::new(BodyCapture::new(max_body)));
+    let capture = Arc::new(Mutex::new(expecting(max_body, &rbody)));
     if rbody.is_end_stream() {
         // An empty body is never polled, so there is no last frame to hold back: store
         // the flow before the head goes out.
@@ -227,6 +227,15 @@ pub(crate) async fn forward(
         };
     }
     Response::from_parts(rparts, tee.map_err(BoxError::from).boxed_unsync())
+}
+
+/// A capture keeping at most `max_body` bytes, with room made for `body`'s declared length.
+fn expecting(max_body: usize, body: &Incoming) -> BodyCapture {
+    let mut capture = BodyCapture::new(max_body);
+    if let Some(length) = body.size_hint().exact() {
+        capture.expect(length);
+    }
+    capture
 }
 
 /// Responses with a declared length up to this are read whole before their head goes

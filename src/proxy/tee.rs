@@ -76,6 +76,13 @@ impl BodyCapture {
         }
     }
 
+    /// Makes room up front for a body of declared `length` (up to the limit), so a large
+    /// body is kept in one allocation instead of a chain of doubling copies.
+    pub fn expect(&mut self, length: u64) {
+        let keep = usize::try_from(length).unwrap_or(usize::MAX).min(self.max);
+        self.kept.reserve(keep.saturating_sub(self.kept.len()));
+    }
+
     /// Records one data frame: counted in full, kept up to the limit.
     pub fn push(&mut self, data: &Bytes) {
         self.wire_size += data.len() as u64;
@@ -312,6 +319,19 @@ mod tests {
         assert!(capture.snapshot().incomplete);
         capture.fail(None);
         assert!(capture.snapshot().incomplete);
+    }
+
+    #[test]
+    fn a_declared_length_is_kept_in_one_allocation() {
+        let mut capture = BodyCapture::new(10);
+        capture.expect(1 << 40);
+        assert!(capture.kept.capacity() >= 10 && capture.kept.capacity() < 1 << 20);
+        let reserved = capture.kept.as_ptr();
+        capture.push(&Bytes::from_static(b"hello"));
+        capture.push(&Bytes::from_static(b"world!!"));
+        assert_eq!(capture.kept.as_ptr(), reserved);
+        capture.end();
+        assert_eq!(&capture.snapshot().bytes[..], b"helloworld");
     }
 
     #[test]
