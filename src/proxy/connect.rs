@@ -263,11 +263,15 @@ where
     let peer = client.addr;
     let config = shared.config.clone();
     let service_shared = shared.clone();
+    // Shared by every request of the connection instead of cloned for each.
+    let ends = Arc::new((client, target));
     let service = service_fn(move |req| {
         let shared = service_shared.clone();
-        let client = client.clone();
-        let target = target.clone();
-        async move { Ok::<_, Infallible>(forward(&shared, &client, &target, req).await) }
+        let ends = ends.clone();
+        async move {
+            let (client, target) = &*ends;
+            Ok::<_, Infallible>(forward(&shared, client, target, req).await)
+        }
     });
     let result = if h2 {
         let (io, activity) = IdleWatch::new(io);

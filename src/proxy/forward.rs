@@ -283,9 +283,9 @@ async fn headers_within<F: std::future::Future>(
 /// Records the response head and the connection it came on; hands back its parts.
 fn record_response_head(
     flow: &mut Flow,
-    response: Response<Incoming>,
+    mut response: Response<Incoming>,
 ) -> (http::response::Parts, Incoming, Option<ConnectionInfo>) {
-    let conn = response.extensions().get::<ConnectionInfo>().cloned();
+    let conn = response.extensions_mut().remove::<ConnectionInfo>();
     let (parts, body) = response.into_parts();
     flow.response = Some(ResponseRecord {
         status: parts.status.as_u16(),
