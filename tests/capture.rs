@@ -398,3 +398,112 @@ async fn a_growing_capture_can_be_listed_while_the_proxy_writes() {
         .is_empty());
     drop(running);
 }
+
+#[test]
+fn captures_of_schema_1_are_still_read_and_never_appended_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(include_str!("support/capture_schema_1.sql"))
+        .unwrap();
+    conn.execute_batch(&format!(
+        "PRAGMA application_id = {};
+         PRAGMA user_version = 1;
+         INSERT INTO flows (id, kind, started_at, started_at_ns, client_addr, scheme, host,
+             port, method, url, request_http_version, request_body_size,
+             request_body_truncated, request_body_incomplete, status, response_http_version,
+             response_from_proxy, response_body_size, response_body_truncated,
+             response_body_incomplete, time_send_ms, time_wait_ms, time_receive_ms,
+             duration_ms, client_tls, server_tls)
+         VALUES (1, 'http', '2026-11-29T20:00:00.000Z', 1795723200000000000,
+             '127.0.0.1:40000', 'http', 'example.test', 80, 'GET', 'http://example.test/',
+             'HTTP/1.1', 0, 0, 0, 200, 'HTTP/1.1', 0, 2, 0, 0, 0.1, 1.0, 0.1, 1.2, 0, 0);
+         INSERT INTO headers VALUES (1, 'request', 0, 'host', 'example.test');
+         INSERT INTO headers VALUES (1, 'request', 1, 'x-kinvey-api-version', '5');
+         INSERT INTO headers VALUES (1, 'response', 0, 'x-raw', X'ff00');
+         INSERT INTO bodies VALUES (1, 'response', X'6f6b');",
+        kinspect::capture::APPLICATION_ID
+    ))
+    .unwrap();
+    drop(conn);
+
+    let reader = CaptureReader::open(&path).unwrap();
+    let mut flows = Vec::new();
+    reader
+        .for_each_after(0, Detail::Full, |f| flows.push(f))
+        .unwrap();
+    assert_eq!(flows.len(), 1);
+    let flow = &flows[0].flow;
+    assert_eq!(
+        flow.request.headers.get("x-kinvey-api-version").as_deref(),
+        Some("5")
+    );
+    let response = flow.response.as_ref().unwrap();
+    assert_eq!(
+        &response.headers.iter().next().unwrap().value[..],
+        b"\xff\x00"
+    );
+    assert_eq!(&response.body.bytes[..], b"ok");
+
+    let err = CaptureWriter::open(&path).unwrap_err();
+    assert!(
+        matches!(err, CaptureError::AppendToOlder { found: 1, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("v1.db") && err.to_string().contains("new --capture"));
+}
+
+#[test]
+fn header_values_that_are_not_utf8_survive_the_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("capture.db");
+    let mut writer = CaptureWriter::open(&path).unwrap();
+    let mut flow = Flow::exchange(
+        1,
+        "127.0.0.1:40000".parse().unwrap(),
+        "GET",
+        "http://example.test/",
+        Some(200),
+    );
+    flow.request.headers = [
+        ("x-raw", &b"\xff\xfeok"[..]),
+        ("x-text", &b"caf\xc3\xa9"[..]),
+    ]
+    .into_iter()
+    .collect();
+    writer
+        .write_batch(&[StoredFlow {
+            flow,
+            kinvey: KinveySummary::default(),
+        }])
+        .unwrap();
+    let mut flows = Vec::new();
+    CaptureReader::open(&path)
+        .unwrap()
+        .for_each_after(0, Detail::Headers, |f| flows.push(f))
+        .unwrap();
+    let fields: Vec<(&str, &[u8])> = flows[0]
+        .flow
+        .request
+        .headers
+        .iter()
+        .map(|f| (f.name.as_str(), &f.value[..]))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("x-raw", &b"\xff\xfeok"[..]),
+            ("x-text", &b"caf\xc3\xa9"[..])
+        ]
+    );
+    // SQL sees every field through the `headers` view, text as text.
+    let text: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT value FROM headers WHERE flow_id = 1 AND name = 'x-text'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(text, "café");
+}

@@ -8,7 +8,7 @@ mod writer;
 
 pub use reader::{CaptureReader, Detail};
 pub use recorder::{FlowViewer, Recorder, RecorderStats};
-pub use schema::{APPLICATION_ID, SCHEMA, SCHEMA_VERSION};
+pub use schema::{APPLICATION_ID, OLDEST_READABLE_SCHEMA, SCHEMA, SCHEMA_VERSION};
 pub use writer::CaptureWriter;
 
 use std::path::{Path, PathBuf};
@@ -64,6 +64,14 @@ pub enum CaptureError {
         found: i64,
         /// The version this build reads.
         supported: i64,
+    },
+    /// The file was written by an older kinspect: it can be read, not appended to.
+    #[error("cannot record into {path}: it was written by an older kinspect (capture schema {found}); record into a new --capture file (this kinspect still reads the old one)")]
+    AppendToOlder {
+        /// The file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
     },
     /// SQLite failed.
     #[error("capture {path}: {source}")]

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use rusqlite::types::{Type, ValueRef};
 use rusqlite::{params, Connection, Row};
 
-use super::schema::open_for_reading;
+use super::schema::{headers_from_json, open_for_reading};
 use super::{CaptureError, StoredFlow};
 use crate::flow::{
     CapturedBody, Flow, FlowError, FlowId, HeaderField, Headers, RequestRecord, ResponseRecord,
@@ -32,6 +32,8 @@ pub enum Detail {
 pub struct CaptureReader {
     conn: Connection,
     path: PathBuf,
+    /// The file's schema version: from 2 on, headers are columns of `flows`.
+    schema: i64,
 }
 
 impl std::fmt::Debug for CaptureReader {
@@ -56,9 +58,11 @@ pub(crate) const FIND_REQUEST_ID_RANGE: &str = "SELECT kinvey_request_id, id FRO
 impl CaptureReader {
     /// Opens `path`, checking it is a capture of the schema this kinspect reads.
     pub fn open(path: &Path) -> Result<CaptureReader, CaptureError> {
+        let (conn, schema) = open_for_reading(path)?;
         Ok(CaptureReader {
-            conn: open_for_reading(path)?,
+            conn,
             path: path.to_owned(),
+            schema,
         })
     }
 
@@ -96,7 +100,7 @@ impl CaptureReader {
             .map_err(|e| self.error(e))?;
         while let Some(row) = rows.next().map_err(|e| self.error(e))? {
             let mut stored = stored_from_row(row).map_err(|e| self.error(e))?;
-            self.load_detail(&mut stored.flow, detail)?;
+            self.load_detail(row, &mut stored.flow, detail)?;
             each(stored);
         }
         Ok(())
@@ -147,38 +151,28 @@ impl CaptureReader {
             return Ok(None);
         };
         let mut stored = stored_from_row(row).map_err(|e| self.error(e))?;
-        self.load_detail(&mut stored.flow, Detail::Full)?;
+        self.load_detail(row, &mut stored.flow, Detail::Full)?;
         Ok(Some(stored))
     }
 
-    fn load_detail(&self, flow: &mut Flow, detail: Detail) -> Result<(), CaptureError> {
+    fn load_detail(
+        &self,
+        row: &Row<'_>,
+        flow: &mut Flow,
+        detail: Detail,
+    ) -> Result<(), CaptureError> {
         if detail == Detail::Summary {
             return Ok(());
         }
-        let id = flow.id as i64;
-        let mut statement = self
-            .conn
-            .prepare_cached(
-                "SELECT side, name, value FROM headers WHERE flow_id = ?1 ORDER BY side, position",
-            )
-            .map_err(|e| self.error(e))?;
-        let mut rows = statement.query(params![id]).map_err(|e| self.error(e))?;
-        while let Some(row) = rows.next().map_err(|e| self.error(e))? {
-            let side: String = row.get(0).map_err(|e| self.error(e))?;
-            let name: String = row.get(1).map_err(|e| self.error(e))?;
-            let value = match row.get_ref(2).map_err(|e| self.error(e))? {
-                ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Bytes::copy_from_slice(bytes),
-                other => Bytes::from(format!("{other:?}")),
-            };
-            let field = HeaderField { name, value };
-            match (side.as_str(), flow.response.as_mut()) {
-                ("response", Some(response)) => response.headers.0.push(field),
-                _ => flow.request.headers.0.push(field),
-            }
+        if self.schema >= 2 {
+            headers_from_row(row, flow).map_err(|e| self.error(e))?;
+        } else {
+            self.headers_from_table(flow)?;
         }
         if detail == Detail::Headers {
             return Ok(());
         }
+        let id = flow.id as i64;
         let mut statement = self
             .conn
             .prepare_cached("SELECT side, data FROM bodies WHERE flow_id = ?1")
@@ -194,6 +188,49 @@ impl CaptureReader {
         }
         Ok(())
     }
+}
+
+impl CaptureReader {
+    /// Schema 1 kept a row per header field in a `headers` table.
+    fn headers_from_table(&self, flow: &mut Flow) -> Result<(), CaptureError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT side, name, value FROM headers WHERE flow_id = ?1 ORDER BY side, position",
+            )
+            .map_err(|e| self.error(e))?;
+        let mut rows = statement
+            .query(params![flow.id as i64])
+            .map_err(|e| self.error(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.error(e))? {
+            let side: String = row.get(0).map_err(|e| self.error(e))?;
+            let name: String = row.get(1).map_err(|e| self.error(e))?;
+            let value = match row.get_ref(2).map_err(|e| self.error(e))? {
+                ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Bytes::copy_from_slice(bytes),
+                other => Bytes::from(format!("{other:?}")),
+            };
+            let field = HeaderField { name, value };
+            match (side.as_str(), flow.response.as_mut()) {
+                ("response", Some(response)) => response.headers.0.push(field),
+                _ => flow.request.headers.0.push(field),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The header columns of a flow's row (schema 2 on).
+fn headers_from_row(row: &Row<'_>, flow: &mut Flow) -> rusqlite::Result<()> {
+    let decode = |column: &'static str, json: &str| {
+        headers_from_json(json).map_err(|reason| bad(row, column, reason))
+    };
+    let request: String = row.get("request_headers")?;
+    flow.request.headers = decode("request_headers", &request)?;
+    let response: Option<String> = row.get("response_headers")?;
+    if let (Some(record), Some(json)) = (flow.response.as_mut(), response) {
+        record.headers = decode("response_headers", &json)?;
+    }
+    Ok(())
 }
 
 /// A column whose text kinspect cannot have written.

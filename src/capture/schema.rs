@@ -5,13 +5,19 @@ use std::path::Path;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
+use bytes::Bytes;
+
 use super::CaptureError;
+use crate::flow::Headers;
 
 /// `PRAGMA application_id` of kinspect captures ("KINS").
 pub const APPLICATION_ID: i64 = 0x4B49_4E53;
 
 /// `PRAGMA user_version` of the schema this kinspect writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// The oldest schema this kinspect still reads (it appends only to its own).
+pub const OLDEST_READABLE_SCHEMA: i64 = 1;
 
 /// The schema (documented for users in the README).
 pub const SCHEMA: &str = r#"
@@ -66,17 +72,23 @@ CREATE TABLE flows (
     kinvey_class              TEXT,
     kinvey_known              INTEGER,
     kinvey_anomalies          TEXT,
-    kinvey_warnings           TEXT
+    kinvey_warnings           TEXT,
+    -- JSON arrays of [name, value] in received order; a value that is not UTF-8 is an
+    -- array of its bytes. One column instead of a row per field: a row per field was
+    -- a third of the recorder's time.
+    request_headers           TEXT    NOT NULL,
+    response_headers          TEXT
 );
 
-CREATE TABLE headers (
-    flow_id   INTEGER NOT NULL REFERENCES flows(id),
-    side      TEXT    NOT NULL CHECK (side IN ('request', 'response')),
-    position  INTEGER NOT NULL,
-    name      TEXT    NOT NULL,
-    value     BLOB    NOT NULL,  -- TEXT when the value is UTF-8, else a BLOB
-    PRIMARY KEY (flow_id, side, position)
-) WITHOUT ROWID;
+-- Every header as a row, for SQL (`SELECT ... FROM headers WHERE name = ...`).
+CREATE VIEW headers (flow_id, side, position, name, value) AS
+    SELECT flows.id, 'request', field.key, json_extract(field.value, '$[0]'),
+           json_extract(field.value, '$[1]')
+    FROM flows, json_each(flows.request_headers) AS field
+    UNION ALL
+    SELECT flows.id, 'response', field.key, json_extract(field.value, '$[0]'),
+           json_extract(field.value, '$[1]')
+    FROM flows, json_each(flows.response_headers) AS field;
 
 CREATE TABLE bodies (
     flow_id  INTEGER NOT NULL REFERENCES flows(id),
@@ -90,12 +102,55 @@ CREATE INDEX flows_kinvey_request_id ON flows(kinvey_request_id)
     WHERE kinvey_request_id IS NOT NULL;
 "#;
 
+/// A side's header fields as the capture stores them: a JSON array of `[name, value]`,
+/// a value that is not UTF-8 as an array of its bytes.
+pub(crate) fn headers_to_json(headers: &Headers) -> String {
+    let fields: Vec<(&str, StoredValue<'_>)> = headers
+        .iter()
+        .map(|field| {
+            let value = match std::str::from_utf8(&field.value) {
+                Ok(text) => StoredValue::Text(text),
+                Err(_) => StoredValue::Bytes(&field.value),
+            };
+            (field.name.as_str(), value)
+        })
+        .collect();
+    serde_json::to_string(&fields).unwrap_or_else(|_| "[]".into())
+}
+
+/// The header fields [`headers_to_json`] stored.
+pub(crate) fn headers_from_json(json: &str) -> Result<Headers, String> {
+    let fields: Vec<(String, OwnedValue)> =
+        serde_json::from_str(json).map_err(|e| format!("not a list of header fields: {e}"))?;
+    Ok(fields
+        .into_iter()
+        .map(|(name, value)| match value {
+            OwnedValue::Text(text) => (name, Bytes::from(text)),
+            OwnedValue::Bytes(bytes) => (name, Bytes::from(bytes)),
+        })
+        .collect())
+}
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum StoredValue<'a> {
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum OwnedValue {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
 /// What a database file turned out to hold.
 enum Contents {
     /// Nothing yet: a new file.
     Empty,
-    /// A kinspect capture of the current schema.
-    Capture,
+    /// A kinspect capture of a schema this kinspect reads, with its version.
+    Capture(i64),
 }
 
 fn sqlite_error(path: &Path, error: rusqlite::Error) -> CaptureError {
@@ -139,14 +194,14 @@ fn inspect(conn: &Connection, path: &Path) -> Result<Contents, CaptureError> {
             supported: SCHEMA_VERSION,
         });
     }
-    if version < SCHEMA_VERSION {
+    if version < OLDEST_READABLE_SCHEMA {
         return Err(CaptureError::OlderSchema {
             path: path.to_owned(),
             found: version,
             supported: SCHEMA_VERSION,
         });
     }
-    Ok(Contents::Capture)
+    Ok(Contents::Capture(version))
 }
 
 /// Opens (creating if needed) a capture for writing: WAL mode, schema checked or created.
@@ -161,6 +216,14 @@ pub(crate) fn open_for_writing(path: &Path) -> Result<Connection, CaptureError> 
     }
     let conn = Connection::open(path).map_err(|e| sqlite_error(path, e))?;
     let contents = inspect(&conn, path)?;
+    if let Contents::Capture(found) = contents {
+        if found != SCHEMA_VERSION {
+            return Err(CaptureError::AppendToOlder {
+                path: path.to_owned(),
+                found,
+            });
+        }
+    }
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
@@ -186,8 +249,9 @@ pub(crate) fn open_for_writing(path: &Path) -> Result<Connection, CaptureError> 
     Ok(conn)
 }
 
-/// Opens an existing capture for reading only. Works while another process writes it.
-pub(crate) fn open_for_reading(path: &Path) -> Result<Connection, CaptureError> {
+/// Opens an existing capture for reading only (works while another process writes it);
+/// returns it with its schema version.
+pub(crate) fn open_for_reading(path: &Path) -> Result<(Connection, i64), CaptureError> {
     if !path.exists() {
         return Err(CaptureError::Io {
             path: path.to_owned(),
@@ -200,7 +264,7 @@ pub(crate) fn open_for_reading(path: &Path) -> Result<Connection, CaptureError> 
     )
     .map_err(|e| sqlite_error(path, e))?;
     match inspect(&conn, path)? {
-        Contents::Capture => Ok(conn),
+        Contents::Capture(version) => Ok((conn, version)),
         Contents::Empty => Err(CaptureError::NotACapture {
             path: path.to_owned(),
             reason: "it is empty".into(),

@@ -5,9 +5,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, ToSql};
 
-use super::schema::open_for_writing;
+use super::schema::{headers_to_json, open_for_writing};
 use super::{CaptureError, StoredFlow};
-use crate::flow::{utc_timestamp, FlowId, Headers, TlsInfo};
+use crate::flow::{utc_timestamp, FlowId, TlsInfo};
 use crate::kinvey::Finding;
 
 /// Appends flows to a capture file.
@@ -34,13 +34,10 @@ const INSERT_FLOW: &str = "INSERT INTO flows (
     client_tls, client_tls_sni, client_tls_alpn, client_tls_version,
     server_tls, server_tls_sni, server_tls_alpn, server_tls_version,
     error_kind, error_message, kinvey_request_id, kinvey_error, kinvey_class, kinvey_known,
-    kinvey_anomalies, kinvey_warnings
+    kinvey_anomalies, kinvey_warnings, request_headers, response_headers
 ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
           ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34,
-          ?35, ?36, ?37, ?38, ?39, ?40, ?41, ?42, ?43, ?44, ?45, ?46)";
-
-const INSERT_HEADER: &str =
-    "INSERT INTO headers (flow_id, side, position, name, value) VALUES (?1, ?2, ?3, ?4, ?5)";
+          ?35, ?36, ?37, ?38, ?39, ?40, ?41, ?42, ?43, ?44, ?45, ?46, ?47, ?48)";
 const INSERT_BODY: &str = "INSERT INTO bodies (flow_id, side, data) VALUES (?1, ?2, ?3)";
 
 /// Milliseconds as stored in the `time_*_ms` columns.
@@ -110,10 +107,9 @@ fn write_in_transaction<'a>(
     let mut written = 0;
     {
         let mut insert_flow = tx.prepare_cached(INSERT_FLOW)?;
-        let mut insert_header = tx.prepare_cached(INSERT_HEADER)?;
         let mut insert_body = tx.prepare_cached(INSERT_BODY)?;
         for flow in flows {
-            insert_one(flow, &mut insert_flow, &mut insert_header, &mut insert_body)?;
+            insert_one(flow, &mut insert_flow, &mut insert_body)?;
             written += 1;
         }
     }
@@ -193,7 +189,6 @@ fn tls_columns(tls: &Option<TlsInfo>) -> (bool, Option<&str>, Option<&str>, Opti
 fn insert_one(
     stored: &StoredFlow,
     insert_flow: &mut rusqlite::CachedStatement<'_>,
-    insert_header: &mut rusqlite::CachedStatement<'_>,
     insert_body: &mut rusqlite::CachedStatement<'_>,
 ) -> rusqlite::Result<()> {
     let StoredFlow { flow, kinvey } = stored;
@@ -207,7 +202,9 @@ fn insert_one(
     let findings_json = |findings: &[Finding]| {
         (!findings.is_empty()).then(|| serde_json::to_string(findings).unwrap_or_default())
     };
-    let values: [&dyn ToSql; 46] = [
+    let request_headers = headers_to_json(&request.headers);
+    let response_headers = response.map(|r| headers_to_json(&r.headers));
+    let values: [&dyn ToSql; 48] = [
         &id,
         &flow.kind.as_str(),
         &utc_timestamp(flow.started_at),
@@ -254,39 +251,15 @@ fn insert_one(
         &kinvey.class.map(|_| kinvey.known),
         &findings_json(&kinvey.anomalies),
         &findings_json(&kinvey.warnings),
+        &request_headers,
+        &response_headers,
     ];
     insert_flow.execute(&values[..])?;
-    insert_headers(insert_header, id, "request", &request.headers)?;
     if !request.body.bytes.is_empty() {
         insert_body.execute(params![id, "request", &request.body.bytes[..]])?;
     }
-    if let Some(response) = response {
-        insert_headers(insert_header, id, "response", &response.headers)?;
-        if !response.body.bytes.is_empty() {
-            insert_body.execute(params![id, "response", &response.body.bytes[..]])?;
-        }
-    }
-    Ok(())
-}
-
-fn insert_headers(
-    insert: &mut rusqlite::CachedStatement<'_>,
-    id: i64,
-    side: &str,
-    headers: &Headers,
-) -> rusqlite::Result<()> {
-    for (position, field) in headers.iter().enumerate() {
-        // Text when the value is UTF-8 (so `value = '...'` works in SQL), a BLOB otherwise.
-        match std::str::from_utf8(&field.value) {
-            Ok(text) => insert.execute(params![id, side, position as i64, field.name, text])?,
-            Err(_) => insert.execute(params![
-                id,
-                side,
-                position as i64,
-                field.name,
-                &field.value[..]
-            ])?,
-        };
+    if let Some(response) = response.filter(|r| !r.body.bytes.is_empty()) {
+        insert_body.execute(params![id, "response", &response.body.bytes[..]])?;
     }
     Ok(())
 }
