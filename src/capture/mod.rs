@@ -8,7 +8,7 @@ mod writer;
 
 pub use reader::{CaptureReader, Detail};
 pub use recorder::{FlowViewer, Recorder, RecorderStats};
-pub use schema::{APPLICATION_ID, OLDEST_READABLE_SCHEMA, SCHEMA, SCHEMA_VERSION};
+pub use schema::{APPLICATION_ID, SCHEMA, SCHEMA_VERSION};
 pub use writer::CaptureWriter;
 
 use std::path::{Path, PathBuf};

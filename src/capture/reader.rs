@@ -188,9 +188,7 @@ impl CaptureReader {
         }
         Ok(())
     }
-}
 
-impl CaptureReader {
     /// Schema 1 kept a row per header field in a `headers` table.
     fn headers_from_table(&self, flow: &mut Flow) -> Result<(), CaptureError> {
         let mut statement = self

@@ -8,7 +8,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use bytes::Bytes;
 
 use super::CaptureError;
-use crate::flow::Headers;
+use crate::flow::{HeaderField, Headers};
 
 /// `PRAGMA application_id` of kinspect captures ("KINS").
 pub const APPLICATION_ID: i64 = 0x4B49_4E53;
@@ -122,13 +122,18 @@ pub(crate) fn headers_to_json(headers: &Headers) -> String {
 pub(crate) fn headers_from_json(json: &str) -> Result<Headers, String> {
     let fields: Vec<(String, OwnedValue)> =
         serde_json::from_str(json).map_err(|e| format!("not a list of header fields: {e}"))?;
-    Ok(fields
-        .into_iter()
-        .map(|(name, value)| match value {
-            OwnedValue::Text(text) => (name, Bytes::from(text)),
-            OwnedValue::Bytes(bytes) => (name, Bytes::from(bytes)),
-        })
-        .collect())
+    Ok(Headers(
+        fields
+            .into_iter()
+            .map(|(name, value)| HeaderField {
+                name,
+                value: match value {
+                    OwnedValue::Text(text) => Bytes::from(text),
+                    OwnedValue::Bytes(bytes) => Bytes::from(bytes),
+                },
+            })
+            .collect(),
+    ))
 }
 
 #[derive(serde::Serialize)]
