@@ -95,9 +95,16 @@ fi
 origin_pem=$work/origin.pem
 if [[ $origin_kind == nginx ]]; then
     command -v openssl >/dev/null || die "openssl is needed to make nginx's certificate"
+    # A CA (what the clients and proxies trust) and nginx's leaf signed by it: rustls
+    # does not accept a self-signed leaf as its own trust anchor.
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-        -keyout "$work/origin-key.pem" -out "$origin_pem" -days 2 -subj /CN=localhost \
-        -addext subjectAltName=DNS:localhost 2>/dev/null
+        -keyout "$work/origin-ca-key.pem" -out "$origin_pem" -days 2 \
+        -subj "/CN=kinspect bench origin CA" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$work/origin-key.pem" -out "$work/origin.csr" -subj /CN=localhost 2>/dev/null
+    openssl x509 -req -in "$work/origin.csr" -CA "$origin_pem" -CAkey "$work/origin-ca-key.pem" \
+        -CAcreateserial -out "$work/origin-cert.pem" -days 2 \
+        -extfile <(printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n') 2>/dev/null
     mkdir -p "$work/www" "$work/nginx-temp"
     # nginx workers run as an unprivileged user: let them read the body.
     chmod 755 "$work" "$work/www"
@@ -121,7 +128,7 @@ http {
     server {
         listen 127.0.0.1:$http_port;
         listen 127.0.0.1:$https_port ssl;
-        ssl_certificate $origin_pem;
+        ssl_certificate $work/origin-cert.pem;
         ssl_certificate_key $work/origin-key.pem;
         root $work/www;
         location / { default_type application/octet-stream; try_files /body =404; }

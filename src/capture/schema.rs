@@ -229,12 +229,16 @@ pub(crate) fn open_for_writing(path: &Path) -> Result<Connection, CaptureError> 
             });
         }
     }
-    conn.execute_batch(
+    // The checkpointer restarts the WAL past WAL_LIMIT; a file that a burst grew past
+    // twice that is cut back when the writer wraps to its start.
+    conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
          PRAGMA foreign_keys = OFF;
-         PRAGMA wal_autocheckpoint = 0;",
-    )
+         PRAGMA wal_autocheckpoint = 0;
+         PRAGMA journal_size_limit = {};",
+        2 * super::writer::WAL_LIMIT
+    ))
     .map_err(|e| sqlite_error(path, e))?;
     if let Contents::Empty = contents {
         let created = crate::flow::utc_timestamp(std::time::SystemTime::now());
