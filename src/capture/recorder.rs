@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::writer::Checkpointer;
+use super::writer::{CheckpointPolicy, Checkpointer};
 use super::{CaptureWriter, StoredFlow};
 use crate::events::{Acknowledgement, FlowEvent, FlowStream};
 use crate::kinvey::{self, BehaviourTracker, KinveySummary};
@@ -65,8 +65,8 @@ impl Recorder {
         mut stream: FlowStream,
         mut viewer: impl FlowViewer,
     ) -> std::io::Result<Recorder> {
-        let checkpointer =
-            Checkpointer::start(writer.path()).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let checkpointer = Checkpointer::start(writer.path(), CheckpointPolicy::DEFAULT)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         let stats = Arc::new(RecorderStats::default());
         let counters = stats.clone();
         let commit_delay = std::env::var(COMMIT_DELAY_ENV)

@@ -127,19 +127,36 @@ pub(crate) struct Checkpointer {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// How often the checkpointer runs. Each checkpoint syncs the WAL and the database
-/// file; a sync stalls the writer's appends to the WAL meanwhile (measured: one every
-/// 250 ms cost 4-5% of HTTPS throughput), and commits are not synced in between, so this
-/// is also about how many seconds of flows a power cut may lose (never the file).
-const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// When the checkpointer copies the WAL back and when it restarts it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CheckpointPolicy {
+    /// How often it runs. Each checkpoint syncs the WAL and the database file; a sync
+    /// stalls the writer's appends to the WAL meanwhile (measured: one every 250 ms
+    /// cost 4-5% of HTTPS throughput), and commits are not synced in between, so this
+    /// is also how many seconds of flows a power cut may lose (never the file).
+    pub(crate) interval: Duration,
+    /// Past this much content the WAL is restarted: passive checkpoints alone never
+    /// let the writer wrap back to its start while flows keep coming.
+    pub(crate) wal_limit: u64,
+}
 
-/// Past this much unchecked content the WAL is restarted: passive checkpoints alone
-/// never let the writer wrap back to its start while flows keep coming.
+impl CheckpointPolicy {
+    /// What a running proxy uses.
+    pub(crate) const DEFAULT: CheckpointPolicy = CheckpointPolicy {
+        interval: Duration::from_secs(1),
+        wal_limit: WAL_LIMIT,
+    };
+}
+
+/// The default [`CheckpointPolicy::wal_limit`].
 pub(crate) const WAL_LIMIT: u64 = 64 * 1024 * 1024;
 
 impl Checkpointer {
-    /// Starts checkpointing `path` every [`CHECKPOINT_INTERVAL`] until dropped.
-    pub(crate) fn start(path: &Path) -> Result<Checkpointer, CaptureError> {
+    /// Starts checkpointing `path` as `policy` says until dropped.
+    pub(crate) fn start(
+        path: &Path,
+        policy: CheckpointPolicy,
+    ) -> Result<Checkpointer, CaptureError> {
         let sqlite_error = |source| CaptureError::Sqlite {
             path: path.to_owned(),
             source,
@@ -160,14 +177,14 @@ impl Checkpointer {
                         row.get::<_, i64>(1)
                     })
                     .unwrap_or(0);
-                if frames.unsigned_abs() * frame_bytes > WAL_LIMIT {
+                if frames.unsigned_abs() * frame_bytes > policy.wal_limit {
                     // RESTART, not TRUNCATE: the writer wraps to the start of the file and
                     // overwrites blocks it already has, where a truncated file would have
                     // to be allocated again (measured: 5% of HTTPS throughput). Most
                     // frames are already copied, so the writer waits only briefly.
                     let _ = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
                 }
-                match stopped.recv_timeout(CHECKPOINT_INTERVAL) {
+                match stopped.recv_timeout(policy.interval) {
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
                     _ => break,
                 }
@@ -280,4 +297,81 @@ fn insert_one(
         insert_body.execute(params![id, "response", &response.body.bytes[..]])?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{CapturedBody, Flow, FlowKind, Headers, HttpVersion, RequestRecord, Timings};
+    use crate::kinvey::KinveySummary;
+
+    fn flow_with_body(id: FlowId, body_bytes: usize) -> StoredFlow {
+        let flow = Flow {
+            id,
+            kind: FlowKind::Http,
+            client_addr: "127.0.0.1:40000".parse().unwrap(),
+            started_at: SystemTime::now(),
+            scheme: "http".into(),
+            host: "localhost".into(),
+            port: 80,
+            request: RequestRecord {
+                method: "POST".into(),
+                url: "http://localhost/upload".into(),
+                version: HttpVersion::Http11,
+                headers: Headers::default(),
+                body: CapturedBody {
+                    bytes: vec![b'x'; body_bytes].into(),
+                    wire_size: body_bytes as u64,
+                    truncated: false,
+                    incomplete: false,
+                },
+            },
+            response: None,
+            timings: Timings::default(),
+            server_ip: None,
+            client_tls: None,
+            server_tls: None,
+            error: None,
+        };
+        StoredFlow {
+            flow,
+            kinvey: KinveySummary::default(),
+        }
+    }
+
+    #[test]
+    fn the_wal_is_restarted_past_its_limit_while_flows_keep_coming() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("capture.db");
+        let mut writer = CaptureWriter::open(&path).unwrap();
+        let policy = CheckpointPolicy {
+            interval: Duration::from_millis(5),
+            wal_limit: 256 * 1024,
+        };
+        let checkpointer = Checkpointer::start(&path, policy).unwrap();
+        let (batches, per_batch, body_bytes) = (400, 5, 4096);
+        let mut id = 1;
+        for _ in 0..batches {
+            let batch: Vec<StoredFlow> = (0..per_batch)
+                .map(|_| {
+                    id += 1;
+                    flow_with_body(id - 1, body_bytes)
+                })
+                .collect();
+            writer.write_batch(&batch).unwrap();
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let wal = std::fs::metadata(dir.path().join("capture.db-wal"))
+            .unwrap()
+            .len();
+        drop(checkpointer);
+        let written = (batches * per_batch * body_bytes) as u64;
+        // Never restarted, the WAL would hold every page written: more than the bodies.
+        assert!(
+            wal < written / 4,
+            "the WAL grew to {wal} bytes for {written} bytes of bodies"
+        );
+        let reader = crate::capture::CaptureReader::open(&path).unwrap();
+        assert_eq!(reader.count().unwrap(), (batches * per_batch) as u64);
+    }
 }
