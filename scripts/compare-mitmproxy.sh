@@ -7,8 +7,9 @@
 #
 # Installs what it needs: mitmproxy into a venv under
 # ${XDG_CACHE_HOME:-~/.cache}/kinspect-bench/venv (pip), oha with `cargo install oha
-# --locked` if it is not on PATH; builds kinspect --release. The origin is nginx if it
-# is installed (ORIGIN=bench forces the benches' own origin, examples/bench_origin.rs).
+# --locked` if it is not on PATH; builds kinspect --release. The origin is nginx
+# (installed from Debian's packages when missing and run as root), else the benches' own
+# origin, examples/bench_origin.rs (ORIGIN=bench forces it).
 # kinspect runs --headless with its lines to /dev/null, recording every flow into a
 # capture file, as a user would run it; mitmdump runs -q with --ssl-insecure.
 #
@@ -79,6 +80,15 @@ if [[ -z $oha ]]; then
     oha=$HOME/.cargo/bin/oha
 fi
 
+# nginx, as in issue 9's reference figures: Debian's package when we may install it.
+if [[ ${ORIGIN:-nginx} == nginx ]] && ! command -v nginx >/dev/null \
+    && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    say "installing nginx (apt-get install nginx-light)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null 2>&1 \
+        || say "could not install nginx; using the benches' origin"
+    # The package starts a system nginx on port 80: not ours to keep running.
+    pkill -x nginx 2>/dev/null || true
+fi
 origin_kind=${ORIGIN:-}
 if [[ -z $origin_kind ]]; then
     if command -v nginx >/dev/null; then origin_kind=nginx; else origin_kind=bench; fi
