@@ -23,13 +23,16 @@ pub fn human_size(bytes: u64) -> String {
     if bytes < 1024 {
         return format!("{bytes} B");
     }
-    let mut value = bytes as f64 / 1024.0;
     let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
+    let mut scale: u128 = 1024;
+    while u128::from(bytes) / scale >= 1024 && unit < UNITS.len() - 1 {
+        scale *= 1024;
         unit += 1;
     }
-    format!("{value:.1} {}", UNITS[unit])
+    // Tenths in integers: formatting an f64 to one decimal took the slow exact path
+    // (a measurable share of the recorder thread, which prints every flow).
+    let tenths = (u128::from(bytes) * 10 + scale / 2) / scale;
+    format!("{}.{} {}", tenths / 10, tenths % 10, UNITS[unit])
 }
 
 /// The one-line summary of a flow.
@@ -209,6 +212,20 @@ impl FlowViewer for HeadlessViewer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn human_sizes_round_to_a_tenth() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(1024), "1.0 KiB");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(10 * 1024 + 51), "10.0 KiB");
+        assert_eq!(human_size(10 * 1024 + 52), "10.1 KiB");
+        assert_eq!(human_size(1024 * 1024 - 1), "1024.0 KiB");
+        assert_eq!(human_size(1024 * 1024), "1.0 MiB");
+        assert_eq!(human_size(1_288_490_189), "1.2 GiB");
+        assert_eq!(human_size(u64::MAX), "16777216.0 TiB");
+    }
 
     #[test]
     fn sizes_read_like_people_write_them() {
