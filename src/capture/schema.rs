@@ -105,17 +105,25 @@ CREATE INDEX flows_kinvey_request_id ON flows(kinvey_request_id)
 /// A side's header fields as the capture stores them: a JSON array of `[name, value]`,
 /// a value that is not UTF-8 as an array of its bytes.
 pub(crate) fn headers_to_json(headers: &Headers) -> String {
-    let fields: Vec<(&str, StoredValue<'_>)> = headers
+    // Sized up front (names, values, quotes and commas) rather than grown by doubling.
+    let capacity = headers
         .iter()
-        .map(|field| {
-            let value = match std::str::from_utf8(&field.value) {
-                Ok(text) => StoredValue::Text(text),
-                Err(_) => StoredValue::Bytes(&field.value),
-            };
-            (field.name.as_str(), value)
-        })
-        .collect();
-    serde_json::to_string(&fields).unwrap_or_else(|_| "[]".into())
+        .map(|f| f.name.len() + f.value.len() + 8)
+        .sum::<usize>()
+        + 2;
+    let mut json = serde_json::Serializer::new(Vec::with_capacity(capacity));
+    let stored = headers.iter().map(|field| {
+        let value = match std::str::from_utf8(&field.value) {
+            Ok(text) => StoredValue::Text(text),
+            Err(_) => StoredValue::Bytes(&field.value),
+        };
+        (field.name.as_str(), value)
+    });
+    match serde::Serializer::collect_seq(&mut json, stored) {
+        // serde_json writes only UTF-8.
+        Ok(()) => String::from_utf8(json.into_inner()).unwrap_or_else(|_| "[]".into()),
+        Err(_) => "[]".into(),
+    }
 }
 
 /// The header fields [`headers_to_json`] stored.
