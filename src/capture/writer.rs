@@ -302,37 +302,13 @@ fn insert_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{CapturedBody, Flow, FlowKind, Headers, HttpVersion, RequestRecord, Timings};
+    use crate::flow::{CapturedBody, Flow};
     use crate::kinvey::KinveySummary;
 
     fn flow_with_body(id: FlowId, body_bytes: usize) -> StoredFlow {
-        let flow = Flow {
-            id,
-            kind: FlowKind::Http,
-            client_addr: "127.0.0.1:40000".parse().unwrap(),
-            started_at: SystemTime::now(),
-            scheme: "http".into(),
-            host: "localhost".into(),
-            port: 80,
-            request: RequestRecord {
-                method: "POST".into(),
-                url: "http://localhost/upload".into(),
-                version: HttpVersion::Http11,
-                headers: Headers::default(),
-                body: CapturedBody {
-                    bytes: vec![b'x'; body_bytes].into(),
-                    wire_size: body_bytes as u64,
-                    truncated: false,
-                    incomplete: false,
-                },
-            },
-            response: None,
-            timings: Timings::default(),
-            server_ip: None,
-            client_tls: None,
-            server_tls: None,
-            error: None,
-        };
+        let client = "127.0.0.1:40000".parse().unwrap();
+        let mut flow = Flow::exchange(id, client, "POST", "http://localhost/upload", None);
+        flow.request.body = CapturedBody::whole(vec![b'x'; body_bytes]);
         StoredFlow {
             flow,
             kinvey: KinveySummary::default(),
