@@ -148,6 +148,9 @@ impl CheckpointPolicy {
     };
 }
 
+/// Longest the checkpointer waits for the writer's lock and for readers to move on.
+const RESTART_WAIT: Duration = Duration::from_millis(20);
+
 /// The default [`CheckpointPolicy::wal_limit`].
 pub(crate) const WAL_LIMIT: u64 = 64 * 1024 * 1024;
 
@@ -162,7 +165,10 @@ impl Checkpointer {
             source,
         };
         let conn = Connection::open(path).map_err(sqlite_error)?;
-        let _ = conn.busy_timeout(Duration::from_secs(1));
+        // A RESTART holds the writer's lock while it waits for readers of older snapshots
+        // (a HAR export of the live capture, say): it gives up soon rather than hold
+        // every response back.
+        let _ = conn.busy_timeout(RESTART_WAIT);
         let frame_bytes = conn
             .query_row("PRAGMA page_size", [], |row| row.get::<_, i64>(0))
             .map_err(sqlite_error)?
@@ -182,6 +188,8 @@ impl Checkpointer {
                     // overwrites blocks it already has, where a truncated file would have
                     // to be allocated again (measured: 5% of HTTPS throughput). Most
                     // frames are already copied, so the writer waits only briefly.
+                    // Readers of older snapshots make it fail (after RESTART_WAIT);
+                    // the next run tries again.
                     let _ = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
                 }
                 match stopped.recv_timeout(policy.interval) {
@@ -349,5 +357,38 @@ mod tests {
         );
         let reader = crate::capture::CaptureReader::open(&path).unwrap();
         assert_eq!(reader.count().unwrap(), (batches * per_batch) as u64);
+    }
+
+    #[test]
+    fn a_long_reader_does_not_stall_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("capture.db");
+        let mut writer = CaptureWriter::open(&path).unwrap();
+        writer.write_batch(&[flow_with_body(1, 4096)]).unwrap();
+        // A reader in the middle of a long read, as an export of the live capture is.
+        let reader = Connection::open(&path).unwrap();
+        reader
+            .execute_batch("BEGIN; SELECT count(*) FROM flows;")
+            .unwrap();
+        let policy = CheckpointPolicy {
+            interval: Duration::from_millis(50),
+            wal_limit: 64 * 1024,
+        };
+        let checkpointer = Checkpointer::start(&path, policy).unwrap();
+        let mut slowest = Duration::ZERO;
+        for id in 2..200 {
+            let started = std::time::Instant::now();
+            writer.write_batch(&[flow_with_body(id, 4096)]).unwrap();
+            slowest = slowest.max(started.elapsed());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(checkpointer);
+        reader.execute_batch("COMMIT").unwrap();
+        // The restarts keep failing on the reader; each may hold the writer up to
+        // RESTART_WAIT, never the old busy timeout of a second.
+        assert!(
+            slowest < Duration::from_millis(250),
+            "a write took {slowest:?}"
+        );
     }
 }
