@@ -214,24 +214,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn human_sizes_round_to_a_tenth() {
+    fn sizes_read_like_people_write_them() {
         assert_eq!(human_size(0), "0 B");
         assert_eq!(human_size(1023), "1023 B");
-        assert_eq!(human_size(1024), "1.0 KiB");
         assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(100 * 1024 * 1024), "100.0 MiB");
+    }
+
+    #[test]
+    fn sizes_round_to_the_nearest_tenth() {
+        assert_eq!(human_size(1024), "1.0 KiB");
         assert_eq!(human_size(10 * 1024 + 51), "10.0 KiB");
         assert_eq!(human_size(10 * 1024 + 52), "10.1 KiB");
         assert_eq!(human_size(1024 * 1024 - 1), "1024.0 KiB");
         assert_eq!(human_size(1024 * 1024), "1.0 MiB");
         assert_eq!(human_size(1_288_490_189), "1.2 GiB");
         assert_eq!(human_size(u64::MAX), "16777216.0 TiB");
-    }
-
-    #[test]
-    fn sizes_read_like_people_write_them() {
-        assert_eq!(human_size(0), "0 B");
-        assert_eq!(human_size(1023), "1023 B");
-        assert_eq!(human_size(1536), "1.5 KiB");
-        assert_eq!(human_size(100 * 1024 * 1024), "100.0 MiB");
     }
 }

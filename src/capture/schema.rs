@@ -166,7 +166,7 @@ enum Contents {
     Capture(i64),
 }
 
-fn sqlite_error(path: &Path, error: rusqlite::Error) -> CaptureError {
+pub(super) fn sqlite_error(path: &Path, error: rusqlite::Error) -> CaptureError {
     match &error {
         rusqlite::Error::SqliteFailure(e, _) if e.code == ErrorCode::NotADatabase => {
             CaptureError::NotACapture {

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, ToSql};
 
-use super::schema::{headers_to_json, open_for_writing};
+use super::schema::{headers_to_json, open_for_writing, sqlite_error};
 use super::{CaptureError, StoredFlow};
 use crate::flow::{utc_timestamp, FlowId, TlsInfo};
 use crate::kinvey::Finding;
@@ -160,18 +160,14 @@ impl Checkpointer {
         path: &Path,
         policy: CheckpointPolicy,
     ) -> Result<Checkpointer, CaptureError> {
-        let sqlite_error = |source| CaptureError::Sqlite {
-            path: path.to_owned(),
-            source,
-        };
-        let conn = Connection::open(path).map_err(sqlite_error)?;
+        let conn = Connection::open(path).map_err(|e| sqlite_error(path, e))?;
         // A RESTART holds the writer's lock while it waits for readers of older snapshots
         // (a HAR export of the live capture, say): it gives up soon rather than hold
         // every response back.
         let _ = conn.busy_timeout(RESTART_WAIT);
         let frame_bytes = conn
             .query_row("PRAGMA page_size", [], |row| row.get::<_, i64>(0))
-            .map_err(sqlite_error)?
+            .map_err(|e| sqlite_error(path, e))?
             .unsigned_abs()
             + WAL_FRAME_HEADER;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
@@ -334,13 +330,9 @@ mod tests {
         };
         let checkpointer = Checkpointer::start(&path, policy).unwrap();
         let (batches, per_batch, body_bytes) = (400, 5, 4096);
-        let mut id = 1;
-        for _ in 0..batches {
-            let batch: Vec<StoredFlow> = (0..per_batch)
-                .map(|_| {
-                    id += 1;
-                    flow_with_body(id - 1, body_bytes)
-                })
+        for first in (1..).step_by(per_batch).take(batches) {
+            let batch: Vec<StoredFlow> = (first..first + per_batch as FlowId)
+                .map(|id| flow_with_body(id, body_bytes))
                 .collect();
             writer.write_batch(&batch).unwrap();
             std::thread::sleep(Duration::from_micros(200));
