@@ -5,9 +5,11 @@
 //! storage and display are functions of a `Flow`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use compact_str::CompactString;
 use serde::Serialize;
 
 /// A flow's identifier, unique within one proxy run (and within one capture file).
@@ -83,7 +85,8 @@ impl From<http::Version> for HttpVersion {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderField {
     /// The field name (lower case: HTTP/2 requires it and hyper normalises HTTP/1 names).
-    pub name: String,
+    /// Names up to 24 bytes, nearly all of them, are stored inline, without an allocation.
+    pub name: CompactString,
     /// The raw field value.
     pub value: Bytes,
 }
@@ -102,26 +105,47 @@ pub struct Headers(pub Vec<HeaderField>);
 impl<N: AsRef<str>, V: AsRef<[u8]>> FromIterator<(N, V)> for Headers {
     /// Fields from (name, value) pairs, names kept as given.
     fn from_iter<I: IntoIterator<Item = (N, V)>>(pairs: I) -> Self {
-        Headers(
+        let pairs: Vec<(N, V)> = pairs.into_iter().collect();
+        Headers::packed(|| {
             pairs
-                .into_iter()
-                .map(|(name, value)| HeaderField {
-                    name: name.as_ref().to_owned(),
-                    value: Bytes::copy_from_slice(value.as_ref()),
-                })
-                .collect(),
-        )
+                .iter()
+                .map(|(name, value)| (name.as_ref(), value.as_ref()))
+        })
     }
 }
 
 impl Headers {
     /// Copies a hyper header map, keeping its order.
     pub fn from_map(map: &http::HeaderMap) -> Self {
-        Headers(
+        Headers::packed(|| {
             map.iter()
-                .map(|(name, value)| HeaderField {
-                    name: name.as_str().to_owned(),
-                    value: Bytes::copy_from_slice(value.as_bytes()),
+                .map(|(name, value)| (name.as_str(), value.as_bytes()))
+        })
+    }
+
+    /// Copies the fields with all their values in one buffer, each value a slice of it:
+    /// one allocation per message instead of one per field (the proxy copies every
+    /// header of every exchange).
+    fn packed<'a, I>(fields: impl Fn() -> I) -> Self
+    where
+        I: Iterator<Item = (&'a str, &'a [u8])>,
+    {
+        let mut values = BytesMut::with_capacity(fields().map(|(_, v)| v.len()).sum());
+        for (_, value) in fields() {
+            values.extend_from_slice(value);
+        }
+        let values = values.freeze();
+        let mut start = 0;
+        Headers(
+            fields()
+                .map(|(name, value)| {
+                    let end = start + value.len();
+                    let field = HeaderField {
+                        name: CompactString::from(name),
+                        value: values.slice(start..end),
+                    };
+                    start = end;
+                    field
                 })
                 .collect(),
         )
@@ -371,10 +395,11 @@ pub struct Flow {
     pub timings: Timings,
     /// The upstream server's IP address, when a connection was made.
     pub server_ip: Option<IpAddr>,
-    /// TLS between client and proxy, when intercepted.
-    pub client_tls: Option<TlsInfo>,
-    /// TLS between proxy and upstream.
-    pub server_tls: Option<TlsInfo>,
+    /// TLS between client and proxy, when intercepted (shared by the flows of one
+    /// connection).
+    pub client_tls: Option<Arc<TlsInfo>>,
+    /// TLS between proxy and upstream (shared by the flows of one connection).
+    pub server_tls: Option<Arc<TlsInfo>>,
     /// Why the flow failed, if it did.
     pub error: Option<FlowError>,
 }
@@ -493,5 +518,40 @@ mod tests {
             ..Timings::default()
         };
         assert_eq!(timings.total(), Duration::MAX);
+    }
+
+    #[test]
+    fn copied_headers_keep_order_and_values_in_one_buffer() {
+        let mut map = http::HeaderMap::new();
+        map.append("content-type", "application/json".parse().unwrap());
+        map.append("x-empty", http::HeaderValue::from_static(""));
+        map.append("set-cookie", "a=1".parse().unwrap());
+        map.append("set-cookie", "b=2".parse().unwrap());
+        map.append(
+            "x-kinvey-a-rather-long-custom-header-name",
+            "v".parse().unwrap(),
+        );
+        let headers = Headers::from_map(&map);
+        let pairs: Vec<(&str, &[u8])> = headers
+            .iter()
+            .map(|f| (f.name.as_str(), &f.value[..]))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("content-type", &b"application/json"[..]),
+                ("x-empty", b""),
+                ("set-cookie", b"a=1"),
+                ("set-cookie", b"b=2"),
+                ("x-kinvey-a-rather-long-custom-header-name", b"v"),
+            ]
+        );
+        // Each value starts where the one before it ends: one copy, not one per field.
+        let first = headers.0[0].value.as_ptr() as usize;
+        let cookie = headers.0[2].value.as_ptr() as usize;
+        let last = headers.0[4].value.as_ptr() as usize;
+        assert_eq!(cookie, first + "application/json".len());
+        assert_eq!(last, cookie + "a=1b=2".len());
+        assert_eq!(Headers::from_iter(pairs.iter().copied()), headers);
     }
 }

@@ -6,6 +6,7 @@ mod support;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -76,16 +77,16 @@ fn full_flow(id: u64) -> Flow {
             receive: Duration::from_nanos(3_333_333_333),
         },
         server_ip: Some("2001:db8::7".parse().unwrap()),
-        client_tls: Some(TlsInfo {
+        client_tls: Some(Arc::new(TlsInfo {
             sni: Some("baas.kinvey.com".into()),
             alpn: Some("h2".into()),
             version: Some("TLSv1.3".into()),
-        }),
-        server_tls: Some(TlsInfo {
+        })),
+        server_tls: Some(Arc::new(TlsInfo {
             sni: Some("baas.kinvey.com".into()),
             alpn: None,
             version: Some("TLSv1.2".into()),
-        }),
+        })),
         error: Some(FlowError {
             kind: FlowErrorKind::Protocol,
             message: "upstream broke off the response body".into(),

@@ -2,6 +2,7 @@
 //! each detail tab, a filter error, the help screen, the Kinvey summary and a report.
 //! Clock times are masked.
 
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -78,16 +79,16 @@ fn exchange(
             receive: Duration::from_micros(320),
         },
         server_ip: Some("10.20.30.40".parse().unwrap()),
-        client_tls: Some(TlsInfo {
+        client_tls: Some(Arc::new(TlsInfo {
             sni: Some("baas.kinvey.com".into()),
             alpn: Some("h2".into()),
             version: Some("TLSv1.3".into()),
-        }),
-        server_tls: Some(TlsInfo {
+        })),
+        server_tls: Some(Arc::new(TlsInfo {
             sni: Some("baas.kinvey.com".into()),
             alpn: Some("h2".into()),
             version: Some("TLSv1.3".into()),
-        }),
+        })),
         error: None,
     }
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -207,7 +208,10 @@ impl CaptureReader {
                 ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Bytes::copy_from_slice(bytes),
                 other => Bytes::from(format!("{other:?}")),
             };
-            let field = HeaderField { name, value };
+            let field = HeaderField {
+                name: name.into(),
+                value,
+            };
             match (side.as_str(), flow.response.as_mut()) {
                 ("response", Some(response)) => response.headers.0.push(field),
                 _ => flow.request.headers.0.push(field),
@@ -277,15 +281,15 @@ fn opt_duration(row: &Row<'_>, column: &str) -> rusqlite::Result<Option<Duration
     Ok(row.get::<_, Option<f64>>(column)?.map(duration))
 }
 
-fn tls(row: &Row<'_>, prefix: &str) -> rusqlite::Result<Option<TlsInfo>> {
+fn tls(row: &Row<'_>, prefix: &str) -> rusqlite::Result<Option<Arc<TlsInfo>>> {
     if !row.get::<_, bool>(prefix)? {
         return Ok(None);
     }
-    Ok(Some(TlsInfo {
+    Ok(Some(Arc::new(TlsInfo {
         sni: row.get(format!("{prefix}_sni").as_str())?,
         alpn: row.get(format!("{prefix}_alpn").as_str())?,
         version: row.get(format!("{prefix}_version").as_str())?,
-    }))
+    })))
 }
 
 fn findings(row: &Row<'_>, column: &'static str) -> rusqlite::Result<Vec<Finding>> {

@@ -6,6 +6,7 @@ use std::path::Path;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use bytes::Bytes;
+use compact_str::CompactString;
 
 use super::CaptureError;
 use crate::flow::{HeaderField, Headers};
@@ -128,7 +129,7 @@ pub(crate) fn headers_to_json(headers: &Headers) -> String {
 
 /// The header fields [`headers_to_json`] stored.
 pub(crate) fn headers_from_json(json: &str) -> Result<Headers, String> {
-    let fields: Vec<(String, OwnedValue)> =
+    let fields: Vec<(CompactString, OwnedValue)> =
         serde_json::from_str(json).map_err(|e| format!("not a list of header fields: {e}"))?;
     Ok(Headers(
         fields

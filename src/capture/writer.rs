@@ -213,7 +213,7 @@ impl Drop for Checkpointer {
     }
 }
 
-fn tls_columns(tls: &Option<TlsInfo>) -> (bool, Option<&str>, Option<&str>, Option<&str>) {
+fn tls_columns(tls: Option<&TlsInfo>) -> (bool, Option<&str>, Option<&str>, Option<&str>) {
     match tls {
         Some(t) => (
             true,
@@ -235,8 +235,8 @@ fn insert_one(
     let request = &flow.request;
     let response = flow.response.as_ref();
     let t = &flow.timings;
-    let (c_tls, c_sni, c_alpn, c_version) = tls_columns(&flow.client_tls);
-    let (s_tls, s_sni, s_alpn, s_version) = tls_columns(&flow.server_tls);
+    let (c_tls, c_sni, c_alpn, c_version) = tls_columns(flow.client_tls.as_deref());
+    let (s_tls, s_sni, s_alpn, s_version) = tls_columns(flow.server_tls.as_deref());
     let content_type = response.and_then(|r| r.headers.get("content-type"));
     let findings_json = |findings: &[Finding]| {
         (!findings.is_empty()).then(|| serde_json::to_string(findings).unwrap_or_default())

@@ -271,7 +271,7 @@ mod support {
 
     fn field(name: &str, value: &[u8]) -> HeaderField {
         HeaderField {
-            name: name.to_ascii_lowercase(),
+            name: name.to_ascii_lowercase().into(),
             value: Bytes::copy_from_slice(value),
         }
     }

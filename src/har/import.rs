@@ -211,7 +211,7 @@ fn headers(r: &Reader<'_>, object: &Map<String, Value>, at: &str) -> Result<Head
             None => String::new(),
         };
         fields.push(HeaderField {
-            name: name.to_owned(),
+            name: name.into(),
             value: Bytes::from(value),
         });
     }

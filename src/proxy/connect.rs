@@ -184,7 +184,7 @@ async fn terminate_tls<I>(
             let h2 = client_tls.alpn.as_deref() == Some("h2");
             let client = ClientSide {
                 addr: peer,
-                tls: Some(client_tls),
+                tls: Some(Arc::new(client_tls)),
             };
             serve_http(shared, client, upstream, tls, h2).await;
         }

@@ -29,7 +29,7 @@ use crate::flow::{
 #[derive(Debug, Clone)]
 pub(crate) struct ClientSide {
     pub(crate) addr: SocketAddr,
-    pub(crate) tls: Option<TlsInfo>,
+    pub(crate) tls: Option<Arc<TlsInfo>>,
 }
 
 /// A flow with only its request side known yet.
@@ -77,15 +77,13 @@ pub(crate) async fn forward(
     let (mut parts, body) = req.into_parts();
     // kinspect's own credential (`--proxy-auth`), not the app's: never recorded.
     parts.headers.remove(http::header::PROXY_AUTHORIZATION);
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_owned();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    // Default ports left out: an HTTP/2 origin takes the authority as its Host.
+    let url = target.url(path);
+    let upstream_uri = Uri::try_from(url.as_str());
     let request = RequestRecord {
         method: parts.method.as_str().to_owned(),
-        url: target.url(&path),
+        url,
         version: parts.version.into(),
         headers: Headers::from_map(&parts.headers),
         body: CapturedBody::default(),
@@ -107,9 +105,7 @@ pub(crate) async fn forward(
         );
         return pending.answer(None, failure).await;
     }
-    // Default ports left out: an HTTP/2 origin takes the authority as its Host.
-    let uri = match format!("{}://{}{}", target.scheme(), target.host_header(), path).parse::<Uri>()
-    {
+    let uri = match upstream_uri {
         Ok(uri) => uri,
         Err(e) => {
             let failure = ProxyFailure::new(

@@ -20,7 +20,9 @@ pub use headers::strip_hop_by_hop;
 pub use tee::{BodyCapture, TeeBody};
 pub use upstream::{ConnectError, ConnectionInfo, Dialer, HostOverrides, UpstreamConnector};
 
+use std::borrow::Cow;
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -397,10 +399,15 @@ impl Target {
 
     /// The `Host` header value for this target (default port left out).
     pub(crate) fn host_header(&self) -> String {
-        if self.port == self.default_port() {
-            self.host_for_url()
-        } else {
-            self.authority()
+        let mut host = String::new();
+        self.push_host_header(&mut host);
+        host
+    }
+
+    fn push_host_header(&self, out: &mut String) {
+        out.push_str(&self.host_for_url());
+        if self.port != self.default_port() {
+            let _ = write!(out, ":{}", self.port);
         }
     }
 
@@ -425,28 +432,26 @@ impl Target {
         format!("{}:{}", self.host_for_url(), self.port)
     }
 
-    fn host_for_url(&self) -> String {
+    fn host_for_url(&self) -> Cow<'_, str> {
         if self.host.contains(':') {
-            format!("[{}]", self.host)
+            Cow::Owned(format!("[{}]", self.host))
         } else {
-            self.host.clone()
+            Cow::Borrowed(&self.host)
         }
     }
 
     /// The URL of `path_and_query` on this target (default port left out).
     pub(crate) fn url(&self, path_and_query: &str) -> String {
-        let host = self.host_for_url();
-        if self.port == self.default_port() {
-            format!("{}://{}{}", self.scheme(), host, path_and_query)
-        } else {
-            format!(
-                "{}://{}:{}{}",
-                self.scheme(),
-                host,
-                self.port,
-                path_and_query
-            )
-        }
+        // Built in one buffer: it is made for every exchange.
+        let scheme = self.scheme();
+        let mut url = String::with_capacity(
+            scheme.len() + "://[]:65535".len() + self.host.len() + path_and_query.len(),
+        );
+        url.push_str(scheme);
+        url.push_str("://");
+        self.push_host_header(&mut url);
+        url.push_str(path_and_query);
+        url
     }
 }
 
@@ -533,6 +538,14 @@ mod tests {
             port: 8081,
         };
         assert_eq!(v6.url("/"), "http://[::1]:8081/");
+        assert_eq!(v6.host_header(), "[::1]:8081");
+        let plain = Target {
+            https: false,
+            host: "localhost".into(),
+            port: 80,
+        };
+        assert_eq!(plain.url("/x?y=1"), "http://localhost/x?y=1");
+        assert_eq!(plain.host_header(), "localhost");
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub struct ConnectionInfo {
     /// The address connected to.
     pub server_addr: SocketAddr,
     /// TLS parameters, for HTTPS.
-    pub tls: Option<TlsInfo>,
+    pub tls: Option<Arc<TlsInfo>>,
     /// DNS resolution time (`None` for IP literals).
     pub dns: Option<Duration>,
     /// TCP connect time plus TLS handshake time.
@@ -266,7 +266,7 @@ impl UpstreamConnector {
         let tls = session_info(Some(bare), stream.get_ref().1);
         let info = ConnectionInfo {
             server_addr,
-            tls: Some(tls),
+            tls: Some(Arc::new(tls)),
             dns,
             connect: started.elapsed() - dns.unwrap_or_default(),
             ssl: Some(ssl),
