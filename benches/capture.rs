@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kinspect::capture::CaptureReader;
-use kinspect::headless::human_size;
+use kinspect::headless::HumanSize;
 use support::{
     client, env_number, load, memory, print_table_header, rate_row, runtime, selected,
     KinspectProcess, Origin, OriginKind, Until,
@@ -151,12 +151,12 @@ fn main() {
         backlog.max_in(0.5, 0.75),
         backlog.max_in(0.75, 1.0)
     );
-    println!("| capture file (db + wal) | {} |", human_size(size));
+    println!("| capture file (db + wal) | {} |", HumanSize(size));
     println!(
         "| HAR export of the capture: time, file, exporter peak RSS | {:.1?}, {}, {} |",
         export_time,
-        human_size(har_size),
-        human_size(export_rss)
+        HumanSize(har_size),
+        HumanSize(export_rss)
     );
     println!();
     let keeps_up = backlog.max_in(0.75, 1.0) <= 2 * backlog.max_in(0.0, 0.25).max(concurrency);
@@ -164,7 +164,7 @@ fn main() {
     println!(
         "- {} proxy peak RSS {} ≤ 200 MB",
         verdict(after.peak <= MAX_RSS),
-        human_size(after.peak)
+        HumanSize(after.peak)
     );
     println!(
         "- {} the writer keeps up: started − stored stays bounded (last quarter {} vs first {}; {concurrency} clients)",

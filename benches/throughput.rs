@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use kinspect::ca::CertificateAuthority;
 use kinspect::capture::{CaptureWriter, Recorder};
 use kinspect::events;
-use kinspect::headless::human_size;
+use kinspect::headless::HumanSize;
 use kinspect::proxy::{HostOverrides, ProxyConfig, ProxyHandle};
 use support::{
     client, client_builder, env_number, load, ms, print_table_header, rate_row, rss_text, runtime,
@@ -318,7 +318,7 @@ fn download(rt: &Runtime, notes: &mut Notes) {
     let after = kinspect.memory();
     assert_eq!((d_bytes, t_bytes), (size, size), "whole downloads");
     let mib_s = |time: Duration| size as f64 / (1 << 20) as f64 / time.as_secs_f64();
-    let scenario = format!("{} download (HTTPS, HTTP/1.1)", human_size(size));
+    let scenario = format!("{} download (HTTPS, HTTP/1.1)", HumanSize(size));
     Row {
         scenario: &scenario,
         direct: format!("{:.0} MiB/s ({:.2} s)", mib_s(d_time), d_time.as_secs_f64()),
@@ -334,9 +334,9 @@ fn download(rt: &Runtime, notes: &mut Notes) {
         growth <= MAX_DOWNLOAD_GROWTH,
         format!(
             "download: {} streamed, proxy RSS growth {} ≤ {}",
-            human_size(size),
-            human_size(growth),
-            human_size(MAX_DOWNLOAD_GROWTH)
+            HumanSize(size),
+            HumanSize(growth),
+            HumanSize(MAX_DOWNLOAD_GROWTH)
         ),
     );
 }

@@ -498,12 +498,23 @@ impl Flow {
 /// A UTC timestamp with milliseconds, as HAR and the headless output write it
 /// (`2026-11-24T23:17:10.123Z`).
 pub fn utc_timestamp(at: SystemTime) -> String {
+    let mut text = Vec::with_capacity(24);
+    match write_utc_timestamp(&mut text, at) {
+        Ok(()) => String::from_utf8(text).unwrap_or_default(),
+        Err(_) => "invalid-time".into(),
+    }
+}
+
+/// Writes [`utc_timestamp`] into `out`, without building a string.
+pub fn write_utc_timestamp(out: &mut impl std::io::Write, at: SystemTime) -> std::io::Result<()> {
     const FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
-    time::OffsetDateTime::from(at)
-        .format(FORMAT)
-        .unwrap_or_else(|_| "invalid-time".into())
+    match time::OffsetDateTime::from(at).format_into(out, FORMAT) {
+        Ok(_) => Ok(()),
+        Err(time::error::Format::StdIo(e)) => Err(e),
+        Err(_) => out.write_all(b"invalid-time"),
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::capture::{FlowViewer, StoredFlow};
 use crate::filter::Filter;
-use crate::flow::{utc_timestamp, FlowKind, Headers};
+use crate::flow::{utc_timestamp, write_utc_timestamp, FlowKind, Headers};
 
 /// How each flow is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,63 +17,70 @@ pub enum LineFormat {
     JsonLines,
 }
 
-/// Formats a byte count as people read it (`512 B`, `1.5 KiB`, `3.2 MiB`).
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
+/// A byte count as people read it (`512 B`, `1.5 KiB`, `3.2 MiB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanSize(pub u64);
+
+impl std::fmt::Display for HumanSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+        let bytes = self.0;
+        if bytes < 1024 {
+            return write!(f, "{bytes} B");
+        }
+        let mut unit = 0;
+        let mut scale: u128 = 1024;
+        while u128::from(bytes) / scale >= 1024 && unit < UNITS.len() - 1 {
+            scale *= 1024;
+            unit += 1;
+        }
+        // Tenths in integers: formatting an f64 to one decimal took the slow exact path
+        // (a measurable share of the recorder thread, which prints every flow).
+        let tenths = (u128::from(bytes) * 10 + scale / 2) / scale;
+        write!(f, "{}.{} {}", tenths / 10, tenths % 10, UNITS[unit])
     }
-    let mut unit = 0;
-    let mut scale: u128 = 1024;
-    while u128::from(bytes) / scale >= 1024 && unit < UNITS.len() - 1 {
-        scale *= 1024;
-        unit += 1;
-    }
-    // Tenths in integers: formatting an f64 to one decimal took the slow exact path
-    // (a measurable share of the recorder thread, which prints every flow).
-    let tenths = (u128::from(bytes) * 10 + scale / 2) / scale;
-    format!("{}.{} {}", tenths / 10, tenths % 10, UNITS[unit])
 }
 
-/// The one-line summary of a flow.
-pub fn text_line(stored: &StoredFlow) -> String {
+/// Writes the one-line summary of a flow (without a newline) straight into `out`: it
+/// runs on the recorder thread for every flow, so it builds no strings of its own.
+pub fn write_text_line(out: &mut impl Write, stored: &StoredFlow) -> std::io::Result<()> {
     let StoredFlow { flow, kinvey } = stored;
-    let status = match (&flow.response, flow.kind) {
-        (_, FlowKind::Tunnel) => "tunnel".to_owned(),
-        (Some(r), _) if r.from_proxy => format!("{} (kinspect)", r.status),
-        (Some(r), _) => r.status.to_string(),
-        (None, _) => "---".to_owned(),
-    };
+    write_utc_timestamp(out, flow.started_at)?;
+    write!(
+        out,
+        " {} {} {} ",
+        flow.client_addr, flow.request.method, flow.request.url
+    )?;
+    match (&flow.response, flow.kind) {
+        (_, FlowKind::Tunnel) => out.write_all(b"tunnel")?,
+        (Some(r), _) if r.from_proxy => write!(out, "{} (kinspect)", r.status)?,
+        (Some(r), _) => write!(out, "{}", r.status)?,
+        (None, _) => out.write_all(b"---")?,
+    }
+    if let (Some(badge), Some(name)) = (kinvey.badge(), &kinvey.error) {
+        write!(out, " {badge} {name}")?;
+    }
     let size = flow.response.as_ref().map_or(0, |r| r.body.wire_size);
-    let kinvey_error = match (kinvey.badge(), &kinvey.error) {
-        (Some(badge), Some(name)) => format!(" {badge} {name}"),
-        _ => String::new(),
-    };
-    let mut line = format!(
-        "{} {} {} {} {}{kinvey_error} {} {}ms",
-        utc_timestamp(flow.started_at),
-        flow.client_addr,
-        flow.request.method,
-        flow.request.url,
-        status,
-        human_size(size),
-        flow.duration().as_millis(),
-    );
+    write!(
+        out,
+        " {} {}ms",
+        HumanSize(size),
+        flow.duration().as_millis()
+    )?;
     for warning in &kinvey.warnings {
-        line.push_str(&format!(" warning[{}]", warning.code));
+        write!(out, " warning[{}]", warning.code)?;
+    }
+    for (i, anomaly) in kinvey.anomalies.iter().enumerate() {
+        let before = if i == 0 { " anomalies[" } else { "," };
+        write!(out, "{before}{}", anomaly.code)?;
     }
     if !kinvey.anomalies.is_empty() {
-        let codes: Vec<&str> = kinvey.anomalies.iter().map(|a| a.code.as_str()).collect();
-        line.push_str(&format!(" anomalies[{}]", codes.join(",")));
+        out.write_all(b"]")?;
     }
     if let Some(error) = &flow.error {
-        line.push_str(&format!(
-            " error[{}]: {}",
-            error.kind.as_str(),
-            error.message
-        ));
+        write!(out, " error[{}]: {}", error.kind.as_str(), error.message)?;
     }
-    line
+    Ok(())
 }
 
 fn headers_json(headers: &Headers) -> Value {
@@ -159,7 +166,9 @@ impl<W: Write> LinePrinter<W> {
             return;
         }
         let written = match self.format {
-            LineFormat::Text => writeln!(self.out, "{}", text_line(flow)),
+            LineFormat::Text => {
+                write_text_line(&mut self.out, flow).and_then(|()| self.out.write_all(b"\n"))
+            }
             LineFormat::JsonLines => serde_json::to_writer(&mut self.out, &json_object(flow))
                 .map_err(std::io::Error::from)
                 .and_then(|()| self.out.write_all(b"\n")),
@@ -215,20 +224,61 @@ mod tests {
 
     #[test]
     fn sizes_read_like_people_write_them() {
-        assert_eq!(human_size(0), "0 B");
-        assert_eq!(human_size(1023), "1023 B");
-        assert_eq!(human_size(1536), "1.5 KiB");
-        assert_eq!(human_size(100 * 1024 * 1024), "100.0 MiB");
+        assert_eq!(HumanSize(0).to_string(), "0 B");
+        assert_eq!(HumanSize(1023).to_string(), "1023 B");
+        assert_eq!(HumanSize(1536).to_string(), "1.5 KiB");
+        assert_eq!(HumanSize(100 * 1024 * 1024).to_string(), "100.0 MiB");
+    }
+
+    #[test]
+    fn a_text_line_carries_the_kinvey_verdict_findings_and_error() {
+        use crate::flow::{CapturedBody, Flow, FlowError, FlowErrorKind};
+        use crate::kinvey::{ErrorClass, Finding, KinveySummary};
+        let finding = |code: &str| Finding {
+            code: code.into(),
+            message: String::new(),
+        };
+        let client = "127.0.0.1:40000".parse().unwrap();
+        let url = "https://baas.kinvey.com/appdata/kid_x/books";
+        let mut flow = Flow::exchange(7, client, "GET", url, Some(500));
+        if let Some(response) = flow.response.as_mut() {
+            response.body = CapturedBody::whole(vec![b'x'; 1536]);
+        }
+        flow.error = Some(FlowError {
+            kind: FlowErrorKind::Protocol,
+            message: "reset".into(),
+        });
+        let stored = StoredFlow {
+            flow,
+            kinvey: KinveySummary {
+                error: Some("KinveyInternalErrorRetry".into()),
+                class: Some(ErrorClass::Retry),
+                known: true,
+                anomalies: vec![finding("missing_api_version"), finding("wrapped_body")],
+                warnings: vec![finding("retry_storm")],
+                ..KinveySummary::default()
+            },
+        };
+        let mut line = Vec::new();
+        write_text_line(&mut line, &stored).unwrap();
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            format!(
+                "1970-01-01T00:00:00.000Z 127.0.0.1:40000 GET {url} 500 RETRY \
+                 KinveyInternalErrorRetry 1.5 KiB 0ms warning[retry_storm] \
+                 anomalies[missing_api_version,wrapped_body] error[protocol]: reset"
+            )
+        );
     }
 
     #[test]
     fn sizes_round_to_the_nearest_tenth() {
-        assert_eq!(human_size(1024), "1.0 KiB");
-        assert_eq!(human_size(10 * 1024 + 51), "10.0 KiB");
-        assert_eq!(human_size(10 * 1024 + 52), "10.1 KiB");
-        assert_eq!(human_size(1024 * 1024 - 1), "1024.0 KiB");
-        assert_eq!(human_size(1024 * 1024), "1.0 MiB");
-        assert_eq!(human_size(1_288_490_189), "1.2 GiB");
-        assert_eq!(human_size(u64::MAX), "16777216.0 TiB");
+        assert_eq!(HumanSize(1024).to_string(), "1.0 KiB");
+        assert_eq!(HumanSize(10 * 1024 + 51).to_string(), "10.0 KiB");
+        assert_eq!(HumanSize(10 * 1024 + 52).to_string(), "10.1 KiB");
+        assert_eq!(HumanSize(1024 * 1024 - 1).to_string(), "1024.0 KiB");
+        assert_eq!(HumanSize(1024 * 1024).to_string(), "1.0 MiB");
+        assert_eq!(HumanSize(1_288_490_189).to_string(), "1.2 GiB");
+        assert_eq!(HumanSize(u64::MAX).to_string(), "16777216.0 TiB");
     }
 }

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use kinspect::headless::human_size;
+use kinspect::headless::HumanSize;
 use rcgen::{CertificateParams, KeyPair};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
@@ -583,8 +583,8 @@ pub fn rate_row<'a>(
 pub fn rss_text(before: Memory, after: Memory) -> String {
     format!(
         "peak {} (was {} before; +{})",
-        human_size(after.peak),
-        human_size(before.now),
-        human_size(after.peak.saturating_sub(before.now))
+        HumanSize(after.peak),
+        HumanSize(before.now),
+        HumanSize(after.peak.saturating_sub(before.now))
     )
 }

@@ -10,7 +10,7 @@ use super::body::body_lines;
 use super::state::{App, PromptKind, Screen, Tab};
 use crate::capture::StoredFlow;
 use crate::flow::Flow;
-use crate::headless::human_size;
+use crate::headless::HumanSize;
 use crate::kinvey::{self, ErrorClass};
 
 /// Rows of flows the list shows in a terminal area of this size.
@@ -310,7 +310,7 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
                 Cell::from(path_of(flow).to_owned()),
                 Cell::from(status),
                 Cell::from(short_type(flow)),
-                Cell::from(human_size(size)),
+                Cell::from(HumanSize(size).to_string()),
                 Cell::from(format!("{}ms", flow.duration().as_millis())),
                 Cell::from(kinvey_cell),
             ])
