@@ -31,7 +31,10 @@ pub fn analyze(flow: &Flow) -> KinveyAnalysis {
         .filter(|v| !v.is_empty());
     let content_type = response.headers.get("content-type").map(|c| c.into_owned());
 
-    if let Some(body) = flow.decoded_response_body() {
+    if let Some(body) = flow
+        .decoded_response_body()
+        .filter(|body| response.status >= 400 || starts_an_object(body))
+    {
         match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(object)) => {
                 let before = analysis.errors.len();
@@ -64,6 +67,12 @@ pub fn analyze(flow: &Flow) -> KinveyAnalysis {
         analysis.anomalies.push(Anomaly::MissingApiVersion);
     }
     analysis
+}
+
+/// True when `body` could be a JSON object. Below 400 only objects are read, so other
+/// bodies (a list of a thousand entities, an image) are not parsed at all.
+fn starts_an_object(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// Reads a JSON object body: a wrapper, a batch, or a plain error.
@@ -346,6 +355,19 @@ mod tests {
         assert_eq!(a.errors.len(), 2);
         assert_eq!(a.errors[1].index, Some(2));
         assert_eq!(a.errors[1].class, ErrorClass::Fix);
+    }
+
+    #[test]
+    fn below_400_only_bodies_that_open_an_object_are_read() {
+        assert!(starts_an_object(b" \r\n\t{\"a\":1}"));
+        assert!(!starts_an_object(b"[{\"error\":\"EntityNotFound\"}]"));
+        assert!(!starts_an_object(b""));
+        let wrapped = "\n {\"result\":{\"error\":\"EntityNotFound\"},\"headers\":{}}";
+        let a = analyze(&flow(200, &[JSON], wrapped));
+        assert_eq!(codes(&a), ["wrapped_body"]);
+        // At 400 and above anything is read: a body that is not JSON may still name one.
+        let a = analyze(&flow(401, &[JSON], "“error”: “InvalidCredentials”"));
+        assert_eq!(codes(&a), ["unparseable_body"]);
     }
 
     #[test]
