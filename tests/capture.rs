@@ -455,6 +455,60 @@ fn captures_of_schema_1_are_still_read_and_never_appended_to() {
 }
 
 #[test]
+fn captures_of_schema_2_are_still_read_and_never_appended_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(include_str!("support/capture_schema_2.sql"))
+        .unwrap();
+    conn.execute_batch(&format!(
+        r#"PRAGMA application_id = {};
+         PRAGMA user_version = 2;
+         INSERT INTO flows (id, kind, started_at, started_at_ns, client_addr, scheme, host,
+             port, method, url, request_http_version, request_body_size,
+             request_body_truncated, request_body_incomplete, status, response_http_version,
+             response_from_proxy, response_body_size, response_body_truncated,
+             response_body_incomplete, time_send_ms, time_wait_ms, time_receive_ms,
+             duration_ms, client_tls, server_tls, request_headers, response_headers)
+         VALUES (1, 'http', '2026-11-29T20:00:00.000Z', 1795723200000000000,
+             '127.0.0.1:40000', 'http', 'example.test', 80, 'POST', 'http://example.test/',
+             'HTTP/1.1', 4, 0, 0, 201, 'HTTP/1.1', 0, 2, 0, 0, 0.1, 1.0, 0.1, 1.2, 0, 0,
+             '[["host","example.test"],["x-kinvey-api-version","5"]]',
+             '[["x-raw",[255,0]]]');
+         INSERT INTO bodies VALUES (1, 'request', X'7b7d0a0a');
+         INSERT INTO bodies VALUES (1, 'response', X'6f6b');"#,
+        kinspect::capture::APPLICATION_ID
+    ))
+    .unwrap();
+    drop(conn);
+
+    let reader = CaptureReader::open(&path).unwrap();
+    let mut flows = Vec::new();
+    reader
+        .for_each_after(0, Detail::Full, |f| flows.push(f))
+        .unwrap();
+    assert_eq!(flows.len(), 1);
+    let flow = &flows[0].flow;
+    assert_eq!(
+        flow.request.headers.get("x-kinvey-api-version").as_deref(),
+        Some("5")
+    );
+    assert_eq!(&flow.request.body.bytes[..], b"{}\n\n");
+    let response = flow.response.as_ref().unwrap();
+    assert_eq!(
+        &response.headers.iter().next().unwrap().value[..],
+        b"\xff\x00"
+    );
+    assert_eq!(&response.body.bytes[..], b"ok");
+
+    let err = CaptureWriter::open(&path).unwrap_err();
+    assert!(
+        matches!(err, CaptureError::AppendToOlder { found: 2, .. }),
+        "{err}"
+    );
+}
+
+#[test]
 fn header_values_that_are_not_utf8_survive_the_capture() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("capture.db");

@@ -33,7 +33,8 @@ pub enum Detail {
 pub struct CaptureReader {
     conn: Connection,
     path: PathBuf,
-    /// The file's schema version: from 2 on, headers are columns of `flows`.
+    /// The file's schema version: from 2 on, headers are columns of `flows`; from 3 on,
+    /// a flow's bodies are one row of `bodies`.
     schema: i64,
 }
 
@@ -173,19 +174,44 @@ impl CaptureReader {
         if detail == Detail::Headers {
             return Ok(());
         }
-        let id = flow.id as i64;
+        if self.schema >= 3 {
+            self.bodies_from_row(flow)
+        } else {
+            self.bodies_from_side_rows(flow)
+        }
+    }
+
+    /// Schema 3 on: one `bodies` row per flow, a column per side.
+    fn bodies_from_row(&self, flow: &mut Flow) -> Result<(), CaptureError> {
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT request, response FROM bodies WHERE flow_id = ?1")
+            .map_err(|e| self.error(e))?;
+        let mut rows = statement
+            .query(params![flow.id as i64])
+            .map_err(|e| self.error(e))?;
+        if let Some(row) = rows.next().map_err(|e| self.error(e))? {
+            let request: Option<Vec<u8>> = row.get(0).map_err(|e| self.error(e))?;
+            let response: Option<Vec<u8>> = row.get(1).map_err(|e| self.error(e))?;
+            set_body(flow, "request", request);
+            set_body(flow, "response", response);
+        }
+        Ok(())
+    }
+
+    /// Schemas 1 and 2 kept a `bodies` row per side.
+    fn bodies_from_side_rows(&self, flow: &mut Flow) -> Result<(), CaptureError> {
         let mut statement = self
             .conn
             .prepare_cached("SELECT side, data FROM bodies WHERE flow_id = ?1")
             .map_err(|e| self.error(e))?;
-        let mut rows = statement.query(params![id]).map_err(|e| self.error(e))?;
+        let mut rows = statement
+            .query(params![flow.id as i64])
+            .map_err(|e| self.error(e))?;
         while let Some(row) = rows.next().map_err(|e| self.error(e))? {
             let side: String = row.get(0).map_err(|e| self.error(e))?;
             let data: Vec<u8> = row.get(1).map_err(|e| self.error(e))?;
-            match (side.as_str(), flow.response.as_mut()) {
-                ("response", Some(response)) => response.body.bytes = Bytes::from(data),
-                _ => flow.request.body.bytes = Bytes::from(data),
-            }
+            set_body(flow, &side, Some(data));
         }
         Ok(())
     }
@@ -218,6 +244,17 @@ impl CaptureReader {
             }
         }
         Ok(())
+    }
+}
+
+/// Puts a stored body on its side of `flow` (a response body of a flow without a
+/// response, which only a hand-edited file holds, goes nowhere).
+fn set_body(flow: &mut Flow, side: &str, data: Option<Vec<u8>>) {
+    let Some(data) = data else { return };
+    match (side, flow.response.as_mut()) {
+        ("response", Some(response)) => response.body.bytes = Bytes::from(data),
+        ("response", None) => {}
+        _ => flow.request.body.bytes = Bytes::from(data),
     }
 }
 

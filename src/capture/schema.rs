@@ -15,7 +15,7 @@ use crate::flow::{HeaderField, Headers};
 pub const APPLICATION_ID: i64 = 0x4B49_4E53;
 
 /// `PRAGMA user_version` of the schema this kinspect writes and reads.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The oldest schema this kinspect still reads (it appends only to its own).
 pub const OLDEST_READABLE_SCHEMA: i64 = 1;
@@ -91,11 +91,12 @@ CREATE VIEW headers (flow_id, side, position, name, value) AS
            json_extract(field.value, '$[1]')
     FROM flows, json_each(flows.response_headers) AS field;
 
+-- One row per flow with a body, keyed by the flow's id. Schema 2 kept a row per side
+-- keyed by (flow_id, side): that key was a second b-tree to write on every commit.
 CREATE TABLE bodies (
-    flow_id  INTEGER NOT NULL REFERENCES flows(id),
-    side     TEXT    NOT NULL CHECK (side IN ('request', 'response')),
-    data     BLOB    NOT NULL,
-    PRIMARY KEY (flow_id, side)
+    flow_id   INTEGER PRIMARY KEY REFERENCES flows(id),
+    request   BLOB,
+    response  BLOB
 );
 
 -- Partial: flows without a request id (most non-Kinvey traffic) cost no index entry.

@@ -7,7 +7,7 @@ use rusqlite::{params, Connection, ToSql};
 
 use super::schema::{headers_to_json, open_for_writing, sqlite_error};
 use super::{CaptureError, StoredFlow};
-use crate::flow::{utc_timestamp, FlowId, TlsInfo};
+use crate::flow::{utc_timestamp, CapturedBody, FlowId, TlsInfo};
 use crate::kinvey::Finding;
 
 /// Appends flows to a capture file.
@@ -38,7 +38,7 @@ const INSERT_FLOW: &str = "INSERT INTO flows (
 ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
           ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34,
           ?35, ?36, ?37, ?38, ?39, ?40, ?41, ?42, ?43, ?44, ?45, ?46, ?47, ?48)";
-const INSERT_BODY: &str = "INSERT INTO bodies (flow_id, side, data) VALUES (?1, ?2, ?3)";
+const INSERT_BODIES: &str = "INSERT INTO bodies (flow_id, request, response) VALUES (?1, ?2, ?3)";
 
 /// Milliseconds as stored in the `time_*_ms` columns.
 pub(crate) fn millis(d: Duration) -> f64 {
@@ -107,9 +107,9 @@ fn write_in_transaction<'a>(
     let mut written = 0;
     {
         let mut insert_flow = tx.prepare_cached(INSERT_FLOW)?;
-        let mut insert_body = tx.prepare_cached(INSERT_BODY)?;
+        let mut insert_bodies = tx.prepare_cached(INSERT_BODIES)?;
         for flow in flows {
-            insert_one(flow, &mut insert_flow, &mut insert_body)?;
+            insert_one(flow, &mut insert_flow, &mut insert_bodies)?;
             written += 1;
         }
     }
@@ -225,10 +225,10 @@ fn tls_columns(tls: Option<&TlsInfo>) -> (bool, Option<&str>, Option<&str>, Opti
     }
 }
 
-fn insert_one(
-    stored: &StoredFlow,
+fn insert_one<'a>(
+    stored: &'a StoredFlow,
     insert_flow: &mut rusqlite::CachedStatement<'_>,
-    insert_body: &mut rusqlite::CachedStatement<'_>,
+    insert_bodies: &mut rusqlite::CachedStatement<'_>,
 ) -> rusqlite::Result<()> {
     let StoredFlow { flow, kinvey } = stored;
     let id = flow.id as i64;
@@ -294,11 +294,11 @@ fn insert_one(
         &response_headers,
     ];
     insert_flow.execute(&values[..])?;
-    if !request.body.bytes.is_empty() {
-        insert_body.execute(params![id, "request", &request.body.bytes[..]])?;
-    }
-    if let Some(response) = response.filter(|r| !r.body.bytes.is_empty()) {
-        insert_body.execute(params![id, "response", &response.body.bytes[..]])?;
+    let kept = |body: &'a CapturedBody| (!body.bytes.is_empty()).then_some(&body.bytes[..]);
+    let request_body = kept(&request.body);
+    let response_body = response.and_then(|r| kept(&r.body));
+    if request_body.is_some() || response_body.is_some() {
+        insert_bodies.execute(params![id, request_body, response_body])?;
     }
     Ok(())
 }
