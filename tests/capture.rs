@@ -400,83 +400,19 @@ async fn a_growing_capture_can_be_listed_while_the_proxy_writes() {
     drop(running);
 }
 
-#[test]
-fn captures_of_schema_1_are_still_read_and_never_appended_to() {
+/// Builds a capture of an older schema `version` from its frozen `schema` and `rows`
+/// (one flow: request headers `host` and `x-kinvey-api-version: 5`, a response header
+/// `x-raw` of the bytes ff 00, request body `{}\n\n`, response body `ok`), then checks
+/// that it reads back whole and that kinspect refuses to append to it.
+fn an_old_capture_is_read_and_never_appended_to(version: i64, schema: &str, rows: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v1.db");
+    let path = dir.path().join(format!("v{version}.db"));
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch(include_str!("support/capture_schema_1.sql"))
-        .unwrap();
+    conn.execute_batch(schema).unwrap();
     conn.execute_batch(&format!(
         "PRAGMA application_id = {};
-         PRAGMA user_version = 1;
-         INSERT INTO flows (id, kind, started_at, started_at_ns, client_addr, scheme, host,
-             port, method, url, request_http_version, request_body_size,
-             request_body_truncated, request_body_incomplete, status, response_http_version,
-             response_from_proxy, response_body_size, response_body_truncated,
-             response_body_incomplete, time_send_ms, time_wait_ms, time_receive_ms,
-             duration_ms, client_tls, server_tls)
-         VALUES (1, 'http', '2026-11-29T20:00:00.000Z', 1795723200000000000,
-             '127.0.0.1:40000', 'http', 'example.test', 80, 'GET', 'http://example.test/',
-             'HTTP/1.1', 0, 0, 0, 200, 'HTTP/1.1', 0, 2, 0, 0, 0.1, 1.0, 0.1, 1.2, 0, 0);
-         INSERT INTO headers VALUES (1, 'request', 0, 'host', 'example.test');
-         INSERT INTO headers VALUES (1, 'request', 1, 'x-kinvey-api-version', '5');
-         INSERT INTO headers VALUES (1, 'response', 0, 'x-raw', X'ff00');
-         INSERT INTO bodies VALUES (1, 'response', X'6f6b');",
-        kinspect::capture::APPLICATION_ID
-    ))
-    .unwrap();
-    drop(conn);
-
-    let reader = CaptureReader::open(&path).unwrap();
-    let mut flows = Vec::new();
-    reader
-        .for_each_after(0, Detail::Full, |f| flows.push(f))
-        .unwrap();
-    assert_eq!(flows.len(), 1);
-    let flow = &flows[0].flow;
-    assert_eq!(
-        flow.request.headers.get("x-kinvey-api-version").as_deref(),
-        Some("5")
-    );
-    let response = flow.response.as_ref().unwrap();
-    assert_eq!(
-        &response.headers.iter().next().unwrap().value[..],
-        b"\xff\x00"
-    );
-    assert_eq!(&response.body.bytes[..], b"ok");
-
-    let err = CaptureWriter::open(&path).unwrap_err();
-    assert!(
-        matches!(err, CaptureError::AppendToOlder { found: 1, .. }),
-        "{err}"
-    );
-    assert!(err.to_string().contains("v1.db") && err.to_string().contains("new --capture"));
-}
-
-#[test]
-fn captures_of_schema_2_are_still_read_and_never_appended_to() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v2.db");
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch(include_str!("support/capture_schema_2.sql"))
-        .unwrap();
-    conn.execute_batch(&format!(
-        r#"PRAGMA application_id = {};
-         PRAGMA user_version = 2;
-         INSERT INTO flows (id, kind, started_at, started_at_ns, client_addr, scheme, host,
-             port, method, url, request_http_version, request_body_size,
-             request_body_truncated, request_body_incomplete, status, response_http_version,
-             response_from_proxy, response_body_size, response_body_truncated,
-             response_body_incomplete, time_send_ms, time_wait_ms, time_receive_ms,
-             duration_ms, client_tls, server_tls, request_headers, response_headers)
-         VALUES (1, 'http', '2026-11-29T20:00:00.000Z', 1795723200000000000,
-             '127.0.0.1:40000', 'http', 'example.test', 80, 'POST', 'http://example.test/',
-             'HTTP/1.1', 4, 0, 0, 201, 'HTTP/1.1', 0, 2, 0, 0, 0.1, 1.0, 0.1, 1.2, 0, 0,
-             '[["host","example.test"],["x-kinvey-api-version","5"]]',
-             '[["x-raw",[255,0]]]');
-         INSERT INTO bodies VALUES (1, 'request', X'7b7d0a0a');
-         INSERT INTO bodies VALUES (1, 'response', X'6f6b');"#,
+         PRAGMA user_version = {version};
+         {rows}",
         kinspect::capture::APPLICATION_ID
     ))
     .unwrap();
@@ -503,8 +439,56 @@ fn captures_of_schema_2_are_still_read_and_never_appended_to() {
 
     let err = CaptureWriter::open(&path).unwrap_err();
     assert!(
-        matches!(err, CaptureError::AppendToOlder { found: 2, .. }),
+        matches!(err, CaptureError::AppendToOlder { found, .. } if found == version),
         "{err}"
+    );
+    let message = err.to_string();
+    assert!(message.contains(&format!("v{version}.db")) && message.contains("new --capture"));
+}
+
+/// The columns of `flows` that schema 1 already had, for the old-capture tests.
+const FLOW_COLUMNS_OF_SCHEMA_1: &str = "id, kind, started_at, started_at_ns, client_addr,
+    scheme, host, port, method, url, request_http_version, request_body_size,
+    request_body_truncated, request_body_incomplete, status, response_http_version,
+    response_from_proxy, response_body_size, response_body_truncated,
+    response_body_incomplete, time_send_ms, time_wait_ms, time_receive_ms, duration_ms,
+    client_tls, server_tls";
+
+/// Their values for the old-capture tests' flow.
+const FLOW_VALUES_OF_SCHEMA_1: &str = "1, 'http', '2026-11-29T20:00:00.000Z',
+    1795723200000000000, '127.0.0.1:40000', 'http', 'example.test', 80, 'POST',
+    'http://example.test/', 'HTTP/1.1', 4, 0, 0, 201, 'HTTP/1.1', 0, 2, 0, 0, 0.1, 1.0, 0.1,
+    1.2, 0, 0";
+
+#[test]
+fn captures_of_schema_1_are_still_read_and_never_appended_to() {
+    an_old_capture_is_read_and_never_appended_to(
+        1,
+        include_str!("support/capture_schema_1.sql"),
+        &format!(
+            "INSERT INTO flows ({FLOW_COLUMNS_OF_SCHEMA_1}) VALUES ({FLOW_VALUES_OF_SCHEMA_1});
+             INSERT INTO headers VALUES (1, 'request', 0, 'host', 'example.test');
+             INSERT INTO headers VALUES (1, 'request', 1, 'x-kinvey-api-version', '5');
+             INSERT INTO headers VALUES (1, 'response', 0, 'x-raw', X'ff00');
+             INSERT INTO bodies VALUES (1, 'request', X'7b7d0a0a');
+             INSERT INTO bodies VALUES (1, 'response', X'6f6b');"
+        ),
+    );
+}
+
+#[test]
+fn captures_of_schema_2_are_still_read_and_never_appended_to() {
+    an_old_capture_is_read_and_never_appended_to(
+        2,
+        include_str!("support/capture_schema_2.sql"),
+        &format!(
+            r#"INSERT INTO flows ({FLOW_COLUMNS_OF_SCHEMA_1}, request_headers, response_headers)
+               VALUES ({FLOW_VALUES_OF_SCHEMA_1},
+                   '[["host","example.test"],["x-kinvey-api-version","5"]]',
+                   '[["x-raw",[255,0]]]');
+               INSERT INTO bodies VALUES (1, 'request', X'7b7d0a0a');
+               INSERT INTO bodies VALUES (1, 'response', X'6f6b');"#
+        ),
     );
 }
 

@@ -174,44 +174,27 @@ impl CaptureReader {
         if detail == Detail::Headers {
             return Ok(());
         }
-        if self.schema >= 3 {
-            self.bodies_from_row(flow)
+        // Rows of (side, data) from either layout of `bodies`.
+        let sql = if self.schema >= 3 {
+            "SELECT 'request', request FROM bodies WHERE flow_id = ?1 AND request IS NOT NULL
+             UNION ALL
+             SELECT 'response', response FROM bodies WHERE flow_id = ?1 AND response IS NOT NULL"
         } else {
-            self.bodies_from_side_rows(flow)
-        }
-    }
-
-    /// Schema 3 on: one `bodies` row per flow, a column per side.
-    fn bodies_from_row(&self, flow: &mut Flow) -> Result<(), CaptureError> {
-        let mut statement = self
-            .conn
-            .prepare_cached("SELECT request, response FROM bodies WHERE flow_id = ?1")
-            .map_err(|e| self.error(e))?;
-        let mut rows = statement
-            .query(params![flow.id as i64])
-            .map_err(|e| self.error(e))?;
-        if let Some(row) = rows.next().map_err(|e| self.error(e))? {
-            let request: Option<Vec<u8>> = row.get(0).map_err(|e| self.error(e))?;
-            let response: Option<Vec<u8>> = row.get(1).map_err(|e| self.error(e))?;
-            set_body(flow, "request", request);
-            set_body(flow, "response", response);
-        }
-        Ok(())
-    }
-
-    /// Schemas 1 and 2 kept a `bodies` row per side.
-    fn bodies_from_side_rows(&self, flow: &mut Flow) -> Result<(), CaptureError> {
-        let mut statement = self
-            .conn
-            .prepare_cached("SELECT side, data FROM bodies WHERE flow_id = ?1")
-            .map_err(|e| self.error(e))?;
+            "SELECT side, data FROM bodies WHERE flow_id = ?1"
+        };
+        let mut statement = self.conn.prepare_cached(sql).map_err(|e| self.error(e))?;
         let mut rows = statement
             .query(params![flow.id as i64])
             .map_err(|e| self.error(e))?;
         while let Some(row) = rows.next().map_err(|e| self.error(e))? {
             let side: String = row.get(0).map_err(|e| self.error(e))?;
             let data: Vec<u8> = row.get(1).map_err(|e| self.error(e))?;
-            set_body(flow, &side, Some(data));
+            match (side.as_str(), flow.response.as_mut()) {
+                ("response", Some(response)) => response.body.bytes = Bytes::from(data),
+                // Only a hand-edited file has a response body without a response.
+                ("response", None) => {}
+                _ => flow.request.body.bytes = Bytes::from(data),
+            }
         }
         Ok(())
     }
@@ -244,17 +227,6 @@ impl CaptureReader {
             }
         }
         Ok(())
-    }
-}
-
-/// Puts a stored body on its side of `flow` (a response body of a flow without a
-/// response, which only a hand-edited file holds, goes nowhere).
-fn set_body(flow: &mut Flow, side: &str, data: Option<Vec<u8>>) {
-    let Some(data) = data else { return };
-    match (side, flow.response.as_mut()) {
-        ("response", Some(response)) => response.body.bytes = Bytes::from(data),
-        ("response", None) => {}
-        _ => flow.request.body.bytes = Bytes::from(data),
     }
 }
 
