@@ -14,7 +14,10 @@
 # capture file, as a user would run it; mitmdump runs -q with --ssl-insecure.
 #
 # Knobs (environment): DURATION (10s), CONCURRENCY (32), BODY_BYTES (1024),
-# ORIGIN (nginx|bench), CARGO_TARGET_DIR.
+# ORIGIN (nginx|bench), ROUNDS (1), CARGO_TARGET_DIR.
+#
+# ROUNDS=3 repeats the six runs three times and prints medians, with the ratio to
+# mitmdump of each round: on a shared machine one run's ratio moves by several percent.
 #
 # Everything runs on 127.0.0.1. The load generator, the proxy and the origin share the
 # machine's cores: compare within one run, not across machines.
@@ -23,6 +26,7 @@ set -euo pipefail
 duration=${DURATION:-10s}
 concurrency=${CONCURRENCY:-32}
 body_bytes=${BODY_BYTES:-1024}
+rounds=${ROUNDS:-1}
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$repo/target}
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/kinspect-bench
@@ -191,20 +195,24 @@ run() {
 http_url=http://localhost:$http_port/
 https_url=https://localhost:$https_port/
 say "origin: $origin_kind; load: oha -z $duration -c $concurrency, ${body_bytes}-byte responses"
-run http-direct "$http_url"
-run http-kinspect "$http_url" -x "http://127.0.0.1:$kinspect_port"
-run http-mitmdump "$http_url" -x "http://127.0.0.1:$mitm_port"
-run https-direct "$https_url" --cacert "$origin_pem"
-run https-kinspect "$https_url" -x "http://127.0.0.1:$kinspect_port" \
-    --cacert "$work/kinspect/kinspect-ca.pem"
-run https-mitmdump "$https_url" -x "http://127.0.0.1:$mitm_port" \
-    --cacert "$work/mitmproxy/mitmproxy-ca-cert.pem"
+for round in $(seq "$rounds"); do
+    (( rounds > 1 )) && say "round $round of $rounds"
+    run "http-direct-$round" "$http_url"
+    run "http-kinspect-$round" "$http_url" -x "http://127.0.0.1:$kinspect_port"
+    run "http-mitmdump-$round" "$http_url" -x "http://127.0.0.1:$mitm_port"
+    run "https-direct-$round" "$https_url" --cacert "$origin_pem"
+    run "https-kinspect-$round" "$https_url" -x "http://127.0.0.1:$kinspect_port" \
+        --cacert "$work/kinspect/kinspect-ca.pem"
+    run "https-mitmdump-$round" "$https_url" -x "http://127.0.0.1:$mitm_port" \
+        --cacert "$work/mitmproxy/mitmproxy-ca-cert.pem"
+done
 
 # --- table -------------------------------------------------------------------------
-python3 - "$work" "$duration" "$concurrency" "$body_bytes" "$origin_kind" <<'EOF'
-import json, sys
+python3 - "$work" "$duration" "$concurrency" "$body_bytes" "$origin_kind" "$rounds" <<'EOF'
+import json, statistics, sys
 
-work, duration, concurrency, body, origin = sys.argv[1:]
+work, duration, concurrency, body, origin, rounds = sys.argv[1:]
+rounds = int(rounds)
 
 def load(name):
     with open(f"{work}/{name}.json") as f:
@@ -222,19 +230,35 @@ def load(name):
         "total": total,
     }
 
-print(f"oha -w -z {duration} -c {concurrency}, {body}-byte responses, origin: {origin}, all on 127.0.0.1")
+def median(runs, key):
+    return statistics.median(r[key] for r in runs)
+
+shown = "" if rounds == 1 else f", medians of {rounds} rounds"
+print(f"oha -w -z {duration} -c {concurrency}, {body}-byte responses, origin: {origin}, "
+      f"all on 127.0.0.1{shown}")
 print()
 print("| scheme | path | requests/s | p50 | p99 | 2xx / all | vs direct | kinspect / mitmdump |")
 print("|---|---|---|---|---|---|---|---|")
 for scheme in ("http", "https"):
-    runs = {path: load(f"{scheme}-{path}") for path in ("direct", "kinspect", "mitmdump")}
-    direct = runs["direct"]["rps"] or float("nan")
-    mitm = runs["mitmdump"]["rps"] or float("nan")
+    paths = ("direct", "kinspect", "mitmdump")
+    runs = {p: [load(f"{scheme}-{p}-{n}") for n in range(1, rounds + 1)] for p in paths}
+    # Each round's ratios use that round's own runs: they ran minutes apart at most.
+    ratios = [k["rps"] / (m["rps"] or float("nan"))
+              for k, m in zip(runs["kinspect"], runs["mitmdump"])]
+    direct = median(runs["direct"], "rps") or float("nan")
     label = "plain HTTP" if scheme == "http" else "HTTPS (intercepted)"
-    for path, r in runs.items():
-        versus = "" if path != "kinspect" else f"{r['rps'] / mitm:.1f}x"
+    for path in paths:
+        rs = runs[path]
+        versus = ""
+        if path == "kinspect":
+            versus = f"{statistics.median(ratios):.1f}x"
+            if rounds > 1:
+                versus += " (" + " / ".join(f"{x:.1f}x" for x in ratios) + ")"
+        rps = median(rs, "rps")
+        ok = sum(r["ok"] for r in rs)
+        total = sum(r["total"] for r in rs)
         print(
-            f"| {label} | {path} | {r['rps']:,.0f} | {r['p50']:.2f} ms | {r['p99']:.2f} ms "
-            f"| {r['ok']} / {r['total']} | {r['rps'] / direct:.3f} | {versus} |"
+            f"| {label} | {path} | {rps:,.0f} | {median(rs, 'p50'):.2f} ms "
+            f"| {median(rs, 'p99'):.2f} ms | {ok} / {total} | {rps / direct:.3f} | {versus} |"
         )
 EOF
