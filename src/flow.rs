@@ -495,22 +495,22 @@ impl Flow {
     }
 }
 
+/// The format of [`utc_timestamp`].
+const UTC_TIMESTAMP: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+);
+
 /// A UTC timestamp with milliseconds, as HAR and the headless output write it
 /// (`2026-11-24T23:17:10.123Z`).
 pub fn utc_timestamp(at: SystemTime) -> String {
-    let mut text = Vec::with_capacity(24);
-    match write_utc_timestamp(&mut text, at) {
-        Ok(()) => String::from_utf8(text).unwrap_or_default(),
-        Err(_) => "invalid-time".into(),
-    }
+    time::OffsetDateTime::from(at)
+        .format(UTC_TIMESTAMP)
+        .unwrap_or_else(|_| "invalid-time".into())
 }
 
 /// Writes [`utc_timestamp`] into `out`, without building a string.
 pub fn write_utc_timestamp(out: &mut impl std::io::Write, at: SystemTime) -> std::io::Result<()> {
-    const FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    match time::OffsetDateTime::from(at).format_into(out, FORMAT) {
+    match time::OffsetDateTime::from(at).format_into(out, UTC_TIMESTAMP) {
         Ok(_) => Ok(()),
         Err(time::error::Format::StdIo(e)) => Err(e),
         Err(_) => out.write_all(b"invalid-time"),
