@@ -115,7 +115,7 @@ fn hundred_thousand_flows() {
             Some(status),
         );
         flow.started_at = UNIX_EPOCH + Duration::from_millis(id);
-        app.push(StoredFlow {
+        app.push(Box::new(StoredFlow {
             flow,
             kinvey: KinveySummary {
                 request_id: Some(format!("{id:032x}")),
@@ -124,7 +124,7 @@ fn hundred_thousand_flows() {
                 known: true,
                 ..KinveySummary::default()
             },
-        });
+        }));
     }
     let started = Instant::now();
     app.filter = Some(Filter::parse("~kc retry | ~c 404 & ~u books").unwrap());

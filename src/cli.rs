@@ -455,8 +455,9 @@ fn open(file: PathBuf) -> anyhow::Result<()> {
     let (_import, file) = readable(&file)?;
     let reader = CaptureReader::open(&file)?;
     let mut flows = Vec::new();
-    reader.for_each(Detail::Headers, |stored| {
-        flows.push(tui::summary_of(stored))
+    reader.for_each(Detail::Headers, |mut stored| {
+        tui::summarize(&mut stored);
+        flows.push(Box::new(stored))
     })?;
     drop(reader);
     let source = SourceInfo {

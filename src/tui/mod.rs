@@ -39,10 +39,10 @@ pub enum Feed {
     File,
 }
 
-pub use state::summary_of;
+pub use state::summarize;
 
 /// Runs the UI until the user quits. `initial` flows are shown first.
-pub fn run(source: SourceInfo, initial: Vec<StoredFlow>, feed: Feed) -> anyhow::Result<()> {
+pub fn run(source: SourceInfo, initial: Vec<Box<StoredFlow>>, feed: Feed) -> anyhow::Result<()> {
     let mut app = App::new(source);
     for stored in initial {
         app.push(stored);

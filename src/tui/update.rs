@@ -51,7 +51,7 @@ fn key(code: KeyCode) -> KeyEvent {
 pub fn update(app: &mut App, event: Event) -> Vec<Effect> {
     match event {
         Event::Flow(stored) => {
-            app.push(*stored);
+            app.push(stored);
             Vec::new()
         }
         Event::Loaded(stored) => {

@@ -270,7 +270,7 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
         .skip(offset)
         .take(page)
         .map(|(position, &index)| {
-            let StoredFlow { flow, kinvey } = &app.flows[index];
+            let StoredFlow { flow, kinvey } = &*app.flows[index];
             let status = match (&flow.response, &flow.error) {
                 (Some(r), Some(_)) if !r.from_proxy => r.status.to_string(),
                 (_, Some(e)) => e.kind.as_str().to_owned(),
