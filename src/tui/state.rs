@@ -4,9 +4,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use bytes::Bytes;
+
 use crate::capture::StoredFlow;
 use crate::filter::Filter;
-use crate::flow::{FlowId, Headers};
+use crate::flow::{FlowId, HeaderField, Headers};
 use crate::kinvey::RequestIdIndex;
 
 /// The flow as the list keeps it: no body bytes and only the content type among the
@@ -17,10 +19,15 @@ pub fn summarize(stored: &mut StoredFlow) {
     if let Some(response) = stored.flow.response.as_mut() {
         response.body.bytes = Default::default();
         // Copied: a kept value would hold on to the buffer of all the message's values.
-        let content_type = response.headers.get("content-type").map(|v| v.into_owned());
-        response.headers = content_type
-            .map(|value| Headers::from_iter([("content-type", value)]))
-            .unwrap_or_default();
+        let content_type = response
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-type"))
+            .map(|h| HeaderField {
+                name: h.name.clone(),
+                value: Bytes::copy_from_slice(&h.value),
+            });
+        response.headers = Headers(content_type.into_iter().collect());
     }
 }
 
