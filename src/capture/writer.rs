@@ -225,8 +225,13 @@ fn tls_columns(tls: Option<&TlsInfo>) -> (bool, Option<&str>, Option<&str>, Opti
     }
 }
 
-fn insert_one<'a>(
-    stored: &'a StoredFlow,
+/// The bytes of a body to store, `None` (NULL) when none were kept.
+fn kept(body: &CapturedBody) -> Option<&[u8]> {
+    (!body.bytes.is_empty()).then_some(&body.bytes[..])
+}
+
+fn insert_one(
+    stored: &StoredFlow,
     insert_flow: &mut rusqlite::CachedStatement<'_>,
     insert_bodies: &mut rusqlite::CachedStatement<'_>,
 ) -> rusqlite::Result<()> {
@@ -294,7 +299,6 @@ fn insert_one<'a>(
         &response_headers,
     ];
     insert_flow.execute(&values[..])?;
-    let kept = |body: &'a CapturedBody| (!body.bytes.is_empty()).then_some(&body.bytes[..]);
     let request_body = kept(&request.body);
     let response_body = response.and_then(|r| kept(&r.body));
     if request_body.is_some() || response_body.is_some() {
