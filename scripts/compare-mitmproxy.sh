@@ -13,6 +13,11 @@
 # kinspect runs --headless with its lines to /dev/null, recording every flow into a
 # capture file, as a user would run it; mitmdump runs -q with --ssl-insecure.
 #
+# With nginx as the origin, a second nginx runs as a reverse proxy in front of it
+# (TLS terminated and made again, keep-alive to the origin, nothing recorded): not an
+# intercepting proxy, but a reference for what the shared cores leave to any proxy,
+# so "vs direct" can be read against it.
+#
 # Knobs (environment): DURATION (10s), CONCURRENCY (32), BODY_BYTES (1024),
 # ORIGIN (nginx|bench), ROUNDS (1), CARGO_TARGET_DIR.
 #
@@ -151,6 +156,46 @@ http {
 EOF
     nginx -c "$work/nginx.conf" -e "$work/nginx-error.log" &
     pids+=($!)
+    # The reference reverse proxy: its own nginx, so its own worker processes.
+    proxy_http_port=$(free_port)
+    proxy_https_port=$(free_port)
+    cat >"$work/nginx-proxy.conf" <<EOF
+worker_processes auto;
+daemon off;
+pid $work/nginx-proxy.pid;
+error_log $work/nginx-proxy-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx-temp;
+    proxy_temp_path $work/nginx-temp;
+    fastcgi_temp_path $work/nginx-temp;
+    uwsgi_temp_path $work/nginx-temp;
+    scgi_temp_path $work/nginx-temp;
+    keepalive_requests 1000000;
+    upstream plain { server 127.0.0.1:$http_port; keepalive 64; keepalive_requests 1000000; }
+    upstream tls { server 127.0.0.1:$https_port; keepalive 64; keepalive_requests 1000000; }
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    server {
+        listen 127.0.0.1:$proxy_http_port;
+        location / { proxy_pass http://plain; }
+    }
+    server {
+        listen 127.0.0.1:$proxy_https_port ssl;
+        ssl_certificate $work/origin-cert.pem;
+        ssl_certificate_key $work/origin-key.pem;
+        location / {
+            proxy_pass https://tls;
+            proxy_ssl_server_name on;
+            proxy_ssl_name localhost;
+            proxy_ssl_session_reuse on;
+        }
+    }
+}
+EOF
+    nginx -c "$work/nginx-proxy.conf" -e "$work/nginx-proxy-error.log" &
+    pids+=($!)
 else
     KINSPECT_BENCH_ORIGIN_THREADS=${KINSPECT_BENCH_ORIGIN_THREADS:-2} \
         "$target/release/examples/bench_origin" "$origin_pem" "$body_bytes" >"$work/origin.out" &
@@ -165,6 +210,10 @@ else
 fi
 wait_port "$http_port" "origin (HTTP)"
 wait_port "$https_port" "origin (HTTPS)"
+if [[ $origin_kind == nginx ]]; then
+    wait_port "$proxy_http_port" "nginx reverse proxy (HTTP)"
+    wait_port "$proxy_https_port" "nginx reverse proxy (HTTPS)"
+fi
 
 # --- proxies -----------------------------------------------------------------------
 kinspect_port=$(free_port)
@@ -205,6 +254,11 @@ for round in $(seq "$rounds"); do
         --cacert "$work/kinspect/kinspect-ca.pem"
     run "https-mitmdump-$round" "$https_url" -x "http://127.0.0.1:$mitm_port" \
         --cacert "$work/mitmproxy/mitmproxy-ca-cert.pem"
+    if [[ $origin_kind == nginx ]]; then
+        run "http-nginx-proxy-$round" "http://localhost:$proxy_http_port/"
+        run "https-nginx-proxy-$round" "https://localhost:$proxy_https_port/" \
+            --cacert "$origin_pem"
+    fi
 done
 
 # --- table -------------------------------------------------------------------------
@@ -241,12 +295,15 @@ print("| scheme | path | requests/s | p50 | p99 | 2xx / all | vs direct | kinspe
 print("|---|---|---|---|---|---|---|---|")
 for scheme in ("http", "https"):
     paths = ("direct", "kinspect", "mitmdump")
+    if origin == "nginx":
+        paths += ("nginx-proxy",)
     runs = {p: [load(f"{scheme}-{p}-{n}") for n in range(1, rounds + 1)] for p in paths}
     # Each round's ratios use that round's own runs: they ran minutes apart at most.
     ratios = [k["rps"] / (m["rps"] or float("nan"))
               for k, m in zip(runs["kinspect"], runs["mitmdump"])]
     direct = median(runs["direct"], "rps") or float("nan")
     label = "plain HTTP" if scheme == "http" else "HTTPS (intercepted)"
+    names = {"nginx-proxy": "nginx reverse proxy (reference, records nothing)"}
     for path in paths:
         rs = runs[path]
         versus = ""
@@ -258,7 +315,7 @@ for scheme in ("http", "https"):
         ok = sum(r["ok"] for r in rs)
         total = sum(r["total"] for r in rs)
         print(
-            f"| {label} | {path} | {rps:,.0f} | {median(rs, 'p50'):.2f} ms "
+            f"| {label} | {names.get(path, path)} | {rps:,.0f} | {median(rs, 'p50'):.2f} ms "
             f"| {median(rs, 'p99'):.2f} ms | {ok} / {total} | {rps / direct:.3f} | {versus} |"
         )
 EOF
