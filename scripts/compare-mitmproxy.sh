@@ -130,11 +130,14 @@ if [[ $origin_kind == nginx ]]; then
     head -c "$body_bytes" /dev/zero | tr '\0' k >"$work/www/body"
     http_port=$(free_port)
     https_port=$(free_port)
-    cat >"$work/nginx.conf" <<EOF
+    # start_nginx NAME: runs an nginx of its own (own worker processes) with the
+    # `http` block's contents read from stdin.
+    start_nginx() {
+        cat >"$work/$1.conf" <<EOF
 worker_processes auto;
 daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
+pid $work/$1.pid;
+error_log $work/$1-error.log warn;
 events { worker_connections 4096; }
 http {
     access_log off;
@@ -144,6 +147,13 @@ http {
     uwsgi_temp_path $work/nginx-temp;
     scgi_temp_path $work/nginx-temp;
     keepalive_requests 1000000;
+$(cat)
+}
+EOF
+        nginx -c "$work/$1.conf" -e "$work/$1-error.log" &
+        pids+=($!)
+    }
+    start_nginx nginx <<EOF
     server {
         listen 127.0.0.1:$http_port;
         listen 127.0.0.1:$https_port ssl;
@@ -152,27 +162,11 @@ http {
         root $work/www;
         location / { default_type application/octet-stream; try_files /body =404; }
     }
-}
 EOF
-    nginx -c "$work/nginx.conf" -e "$work/nginx-error.log" &
-    pids+=($!)
-    # The reference reverse proxy: its own nginx, so its own worker processes.
+    # The reference reverse proxy in front of the origin.
     proxy_http_port=$(free_port)
     proxy_https_port=$(free_port)
-    cat >"$work/nginx-proxy.conf" <<EOF
-worker_processes auto;
-daemon off;
-pid $work/nginx-proxy.pid;
-error_log $work/nginx-proxy-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $work/nginx-temp;
-    proxy_temp_path $work/nginx-temp;
-    fastcgi_temp_path $work/nginx-temp;
-    uwsgi_temp_path $work/nginx-temp;
-    scgi_temp_path $work/nginx-temp;
-    keepalive_requests 1000000;
+    start_nginx nginx-proxy <<EOF
     upstream plain { server 127.0.0.1:$http_port; keepalive 64; keepalive_requests 1000000; }
     upstream tls { server 127.0.0.1:$https_port; keepalive 64; keepalive_requests 1000000; }
     proxy_http_version 1.1;
@@ -192,10 +186,7 @@ http {
             proxy_ssl_session_reuse on;
         }
     }
-}
 EOF
-    nginx -c "$work/nginx-proxy.conf" -e "$work/nginx-proxy-error.log" &
-    pids+=($!)
 else
     KINSPECT_BENCH_ORIGIN_THREADS=${KINSPECT_BENCH_ORIGIN_THREADS:-2} \
         "$target/release/examples/bench_origin" "$origin_pem" "$body_bytes" >"$work/origin.out" &
