@@ -374,6 +374,11 @@ fn readable(file: &Path) -> anyhow::Result<(Option<tempfile::TempDir>, PathBuf)>
     Ok((Some(guard), capture))
 }
 
+/// True when both paths name one existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
+}
+
 /// True for a JSON file (a HAR); captures are SQLite files.
 fn is_har(file: &Path) -> bool {
     use std::io::Read;
@@ -396,7 +401,14 @@ fn export_har(
 ) -> anyhow::Result<()> {
     use std::io::IsTerminal;
     let filter = filter.map(parse_filter).transpose()?;
-    let (_import, capture) = readable(file)?;
+    let (import, capture) = readable(file)?;
+    if import.is_none() && same_file(&capture, output) {
+        anyhow::bail!(
+            "{} is the capture being exported: writing the HAR over it would destroy it; \
+             name another file with -o",
+            output.display()
+        );
+    }
     let reader = CaptureReader::open(&capture)?;
     let progress = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(reader.count()?);
@@ -408,13 +420,19 @@ fn export_har(
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let out = std::fs::File::create(output)
+    // Written beside the output and renamed over it at the end: a failed export leaves
+    // no half-written file, and an existing file stays until the new one is whole.
+    let out_dir = match output.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let out = tempfile::NamedTempFile::new_in(out_dir)
         .with_context(|| format!("cannot create {}", output.display()))?;
     let title = file
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let mut writer = HarWriter::new(
-        std::io::BufWriter::new(out),
+        std::io::BufWriter::new(out.as_file()),
         &title,
         ExportOptions { redact },
     );
@@ -430,6 +448,8 @@ fn export_har(
     }
     let stats = writer
         .finish()
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    out.persist(output)
         .with_context(|| format!("cannot write {}", output.display()))?;
     progress.finish_and_clear();
     let redacted = if redact {

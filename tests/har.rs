@@ -484,3 +484,46 @@ fn a_broken_har_is_an_error_naming_the_entry_and_field() {
     assert!(reader_ok, "a HAR is not a capture");
     let _ = Detail::Full;
 }
+
+#[test]
+fn exporting_over_the_capture_itself_is_refused_and_the_capture_kept() {
+    use kinspect::capture::CaptureWriter;
+    use kinspect::flow::Flow;
+    use kinspect::kinvey::KinveySummary;
+
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("capture.db");
+    let mut writer = CaptureWriter::open(&capture).unwrap();
+    let client = "127.0.0.1:40000".parse().unwrap();
+    let flow = Flow::exchange(1, client, "GET", "https://kvy.example/", Some(200));
+    let stored = StoredFlow {
+        flow,
+        kinvey: KinveySummary::default(),
+    };
+    writer.write_batch([&stored]).unwrap();
+    drop(writer);
+
+    let capture_arg = capture.to_str().unwrap();
+    let same = dir.path().join(".").join("capture.db");
+    for output in [capture_arg, same.to_str().unwrap()] {
+        let refused = kinspect(&["har", capture_arg, "-o", output]);
+        assert!(!refused.status.success());
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(said.contains("is the capture being exported"), "{said}");
+        assert_eq!(CaptureReader::open(&capture).unwrap().count().unwrap(), 1);
+    }
+
+    // A real export replaces an existing file whole and leaves nothing else beside it.
+    let har_path = dir.path().join("out.har");
+    std::fs::write(&har_path, "old").unwrap();
+    let exported = kinspect(&["har", capture_arg, "-o", har_path.to_str().unwrap()]);
+    assert!(exported.status.success(), "{exported:?}");
+    assert_eq!(har::import(&har_path).unwrap().len(), 1);
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("capture.db"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["out.har"]);
+}
