@@ -546,3 +546,40 @@ fn header_values_that_are_not_utf8_survive_the_capture() {
         .unwrap();
     assert_eq!(text, "café");
 }
+
+#[test]
+fn a_second_kinspect_recording_into_the_same_capture_is_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let capture = home.path().join("shared.db");
+    let first = CaptureWriter::open(&capture).unwrap();
+    let err = CaptureWriter::open(&capture).unwrap_err();
+    assert!(matches!(err, CaptureError::InUse { .. }), "{err}");
+    let said = err.to_string();
+    assert!(
+        said.contains("shared.db") && said.contains("--capture"),
+        "{said}"
+    );
+    // Readers are not writers: listing the capture still works meanwhile.
+    assert_eq!(CaptureReader::open(&capture).unwrap().count().unwrap(), 0);
+    drop(first);
+    CaptureWriter::open(&capture).unwrap();
+
+    // Two proxies: the second stops at start-up with that message, the first goes on.
+    let running = KinspectProcess::start(home.path(), &capture, |_| {});
+    let second = Command::new(env!("CARGO_BIN_EXE_kinspect"))
+        .env("KINSPECT_HOME", home.path())
+        .args(["--headless", "--listen", "127.0.0.1:0", "--ca-dir"])
+        .arg(home.path())
+        .arg("--capture")
+        .arg(&capture)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        said.contains("another kinspect is recording into"),
+        "{said}"
+    );
+    drop(running);
+}

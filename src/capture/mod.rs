@@ -73,6 +73,12 @@ pub enum CaptureError {
         /// Its schema version.
         found: i64,
     },
+    /// Another kinspect is recording into the file.
+    #[error("another kinspect is recording into {path}: stop it, or record into another file with --capture")]
+    InUse {
+        /// The file.
+        path: PathBuf,
+    },
     /// SQLite failed.
     #[error("capture {path}: {source}")]
     Sqlite {

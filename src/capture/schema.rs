@@ -222,12 +222,37 @@ fn inspect(conn: &Connection, path: &Path) -> Result<Contents, CaptureError> {
 /// Opens (creating if needed) a capture for writing: WAL mode, schema checked or created.
 /// Commits never checkpoint (which fsyncs): a [`super::writer::Checkpointer`] does that
 /// on its own connection, so the writer's commits stay short.
-pub(crate) fn open_for_writing(path: &Path) -> Result<Connection, CaptureError> {
+///
+/// The returned file holds an exclusive advisory lock (`flock`; SQLite's own locks are
+/// `fcntl` ones, which it does not touch) for as long as it is kept: two writers would
+/// hand out the same flow ids, and the second one's flows would fail to store.
+pub(crate) fn open_for_writing(path: &Path) -> Result<(Connection, std::fs::File), CaptureError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|source| CaptureError::Io {
             path: parent.to_owned(),
             source,
         })?;
+    }
+    let io_error = |source| CaptureError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    // An empty file is what SQLite makes of a new database anyway.
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_error)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(CaptureError::InUse {
+                path: path.to_owned(),
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_error(e)),
     }
     let conn = Connection::open(path).map_err(|e| sqlite_error(path, e))?;
     let contents = inspect(&conn, path)?;
@@ -265,7 +290,7 @@ pub(crate) fn open_for_writing(path: &Path) -> Result<Connection, CaptureError> 
         conn.execute_batch(&script)
             .map_err(|e| sqlite_error(path, e))?;
     }
-    Ok(conn)
+    Ok((conn, lock))
 }
 
 /// Opens an existing capture for reading only (works while another process writes it);
@@ -301,7 +326,7 @@ mod tests {
     #[test]
     fn request_id_lookups_use_the_partial_index() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = open_for_writing(&dir.path().join("capture.db")).unwrap();
+        let (conn, _lock) = open_for_writing(&dir.path().join("capture.db")).unwrap();
         for (sql, args) in [(FIND_REQUEST_ID, 1), (FIND_REQUEST_ID_RANGE, 2)] {
             let explain = format!("EXPLAIN QUERY PLAN {sql}");
             let mut statement = conn.prepare(&explain).unwrap();

@@ -14,6 +14,8 @@ use crate::kinvey::Finding;
 pub struct CaptureWriter {
     conn: Connection,
     path: PathBuf,
+    /// Held for the writer's life: no second kinspect records into the same file.
+    _lock: std::fs::File,
 }
 
 impl std::fmt::Debug for CaptureWriter {
@@ -56,7 +58,7 @@ pub(crate) fn epoch_nanos(at: SystemTime) -> i64 {
 impl CaptureWriter {
     /// Opens `path` for appending, creating it (and its directory) if needed.
     pub fn open(path: &Path) -> Result<CaptureWriter, CaptureError> {
-        let conn = open_for_writing(path)?;
+        let (conn, lock) = open_for_writing(path)?;
         // The checkpointer may hold the write lock for a moment.
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(|source| CaptureError::Sqlite {
@@ -66,6 +68,7 @@ impl CaptureWriter {
         Ok(CaptureWriter {
             conn,
             path: path.to_owned(),
+            _lock: lock,
         })
     }
 
