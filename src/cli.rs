@@ -472,6 +472,7 @@ fn export_har(
 
 /// `kinspect open`: the UI on a capture file (which may still be growing).
 fn open(file: PathBuf) -> anyhow::Result<()> {
+    tui::require_terminal()?;
     let (_import, file) = readable(&file)?;
     let reader = CaptureReader::open(&file)?;
     let mut flows = Vec::new();
@@ -537,6 +538,9 @@ enum Mode {
 }
 
 fn run_session(args: ProxyArgs, mode: Mode) -> anyhow::Result<()> {
+    if !args.headless {
+        tui::require_terminal()?;
+    }
     crate::tls::install_crypto_provider();
     let ca = Arc::new(CertificateAuthority::load_or_create(&args.ca_dir()?)?);
     let capture_path = match &args.capture {

@@ -198,3 +198,39 @@ fn a_busy_listen_address_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_ui_without_a_terminal_is_a_clear_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("capture.db");
+    // Output piped (as in a script or CI): no terminal to draw on.
+    let proxy = kinspect(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--ca-dir"])
+        .arg(dir.path())
+        .arg("--capture")
+        .arg(&capture)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&proxy.stderr);
+    assert_eq!(proxy.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("needs a terminal") && said.contains("--headless"),
+        "{said}"
+    );
+    assert!(!capture.exists(), "stopped before recording anything");
+
+    kinspect::capture::CaptureWriter::open(&capture).unwrap();
+    let open = kinspect(dir.path())
+        .arg("open")
+        .arg(&capture)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&open.stderr);
+    assert_eq!(open.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("needs a terminal") && said.contains("kinspect ls"),
+        "{said}"
+    );
+}

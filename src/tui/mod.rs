@@ -41,13 +41,29 @@ pub enum Feed {
 
 pub use state::summarize;
 
+/// Fails with what to do instead when there is no terminal to draw the UI on (output
+/// piped or redirected, no controlling terminal).
+pub fn require_terminal() -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the terminal UI needs a terminal, and standard output is not one: run the proxy \
+         with --headless, or list a capture with `kinspect ls FILE`"
+    )
+}
+
 /// Runs the UI until the user quits. `initial` flows are shown first.
+/// Callers check [`require_terminal`] first, before any work the UI would show.
 pub fn run(source: SourceInfo, initial: Vec<Box<StoredFlow>>, feed: Feed) -> anyhow::Result<()> {
     let mut app = App::new(source);
     for stored in initial {
         app.push(stored);
     }
-    let mut terminal = ratatui::init();
+    let mut terminal = ratatui::try_init().map_err(|e| {
+        anyhow::anyhow!("cannot start the terminal UI: {e}; run with --headless instead")
+    })?;
     let result = event_loop(&mut terminal, &mut app, feed);
     ratatui::restore();
     result
