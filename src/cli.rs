@@ -379,14 +379,24 @@ fn same_file(a: &Path, b: &Path) -> bool {
     matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
 }
 
-/// True for a JSON file (a HAR); captures are SQLite files.
+/// True for a HAR: a file named `*.har`, or one whose content opens a JSON object (after
+/// a byte order mark, if any); captures are SQLite files.
 fn is_har(file: &Path) -> bool {
     use std::io::Read;
+    if file
+        .extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("har"))
+    {
+        return true;
+    }
     let mut start = [0u8; 64];
     let n = std::fs::File::open(file)
         .and_then(|mut f| f.read(&mut start))
         .unwrap_or(0);
-    start[..n]
+    let start = &start[..n];
+    start
+        .strip_prefix(har::UTF8_BOM)
+        .unwrap_or(start)
         .iter()
         .find(|b| !b.is_ascii_whitespace())
         .is_some_and(|b| *b == b'{')

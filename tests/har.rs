@@ -527,3 +527,37 @@ fn exporting_over_the_capture_itself_is_refused_and_the_capture_kept() {
     names.sort();
     assert_eq!(names, ["out.har"]);
 }
+
+#[test]
+fn a_har_with_a_byte_order_mark_reads_and_a_broken_har_file_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let entry = r#"{"log":{"version":"1.2","entries":[
+        {"startedDateTime":"2026-11-20T10:00:00Z","request":{"method":"GET","url":"https://a/"},"response":{"status":200}}
+    ]}}"#;
+    // As some Windows tools write it, under a name without .har.
+    let bom = dir.path().join("from-windows.json");
+    std::fs::write(&bom, [har::UTF8_BOM, entry.as_bytes()].concat()).unwrap();
+    let listed = kinspect(&["ls", bom.to_str().unwrap()]);
+    assert!(listed.status.success(), "{listed:?}");
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 1);
+
+    // Named .har, so read as one: the error is about the JSON, not SQLite.
+    for (content, expected) in [
+        ("not json", "not valid JSON"),
+        (
+            "[1, 2]",
+            "the top level: expected an object, found an array",
+        ),
+        ("{}", "log: missing"),
+    ] {
+        let broken = dir.path().join("broken.har");
+        std::fs::write(&broken, content).unwrap();
+        let output = kinspect(&["ls", broken.to_str().unwrap()]);
+        assert!(!output.status.success());
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            said.contains("broken.har") && said.contains(expected) && !said.contains("SQLite"),
+            "{content}: {said}"
+        );
+    }
+}

@@ -106,6 +106,9 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
+/// The UTF-8 byte order mark, which may open a HAR.
+pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Reads every entry of the HAR at `path` as a flow, with its Kinvey analysis and the
 /// behaviour checks run in the order the requests started.
 pub fn import(path: &Path) -> Result<Vec<StoredFlow>, HarError> {
@@ -119,12 +122,23 @@ pub fn import(path: &Path) -> Result<Vec<StoredFlow>, HarError> {
 /// Reads the HAR held in `bytes` as [`import`] reads a file; errors name `path` as the
 /// file the bytes came from.
 pub fn import_bytes(bytes: &[u8], path: &Path) -> Result<Vec<StoredFlow>, HarError> {
+    // Some Windows tools start the file with a UTF-8 byte order mark.
+    let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
     let har: Value = serde_json::from_slice(bytes).map_err(|source| HarError::Json {
         path: path.to_owned(),
         source,
     })?;
     let r = Reader { path };
-    let log = r.object(har.get("log").unwrap_or(&Value::Null), "log")?;
+    let log = match har.get("log") {
+        Some(log) => r.object(log, "log")?,
+        None if har.is_object() => return Err(r.error("log".into(), "missing")),
+        None => {
+            return Err(r.error(
+                "the top level".into(),
+                format!("expected an object, found {}", kind(&har)),
+            ))
+        }
+    };
     let entries = match log.get("entries") {
         Some(Value::Array(entries)) => entries,
         Some(other) => {
