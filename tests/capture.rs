@@ -164,6 +164,9 @@ fn every_flow_field_round_trips_through_the_store() {
     assert_eq!(reader.find_request_id("abc123").unwrap(), hit);
     assert_eq!(reader.find_request_id("abc").unwrap(), hit, "by prefix");
     assert!(reader.find_request_id("abd").unwrap().is_empty());
+    // As `~rid` and the UI do, case is ignored (ids are pasted from logs in either case).
+    assert_eq!(reader.find_request_id("ABC123").unwrap(), hit);
+    assert_eq!(reader.find_request_id("aBc").unwrap(), hit, "by prefix");
 
     let mut summaries = Vec::new();
     reader

@@ -118,28 +118,50 @@ impl CaptureReader {
     }
 
     /// The flows whose `X-Kinvey-Request-ID` is `query`, or, when none is, starts with
-    /// it: (request id, flow id) pairs in request-id order.
+    /// it, ignoring ASCII case as the UI and the `~rid` filter do: (request id, flow id)
+    /// pairs in request-id order.
     pub fn find_request_id(&self, query: &str) -> Result<Vec<(String, FlowId)>, CaptureError> {
         let query = query.trim();
-        let run = |sql: &str,
-                   args: &[&dyn rusqlite::ToSql]|
-         -> Result<Vec<(String, FlowId)>, CaptureError> {
+        // Request ids are hex written in one case: the query as given, in lower and in
+        // upper case finds them, and each lookup still uses the index.
+        let mut spellings = [
+            query.to_owned(),
+            query.to_ascii_lowercase(),
+            query.to_ascii_uppercase(),
+        ]
+        .to_vec();
+        spellings.sort();
+        spellings.dedup();
+        let lookup = |sql: &str, range: bool| -> Result<Vec<(String, FlowId)>, CaptureError> {
             let mut statement = self.conn.prepare_cached(sql).map_err(|e| self.error(e))?;
-            let rows = statement
-                .query_map(args, |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as FlowId))
-                })
-                .map_err(|e| self.error(e))?;
-            rows.collect::<Result<_, _>>().map_err(|e| self.error(e))
+            let mut found = Vec::new();
+            for spelling in &spellings {
+                // A range on the index: every string that starts with the prefix sorts
+                // below the prefix followed by the highest code point.
+                let upper = format!("{spelling}\u{10FFFF}");
+                let args: &[&dyn rusqlite::ToSql] = if range {
+                    &[spelling, &upper]
+                } else {
+                    &[spelling]
+                };
+                let rows = statement
+                    .query_map(args, |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as FlowId))
+                    })
+                    .map_err(|e| self.error(e))?;
+                for row in rows {
+                    found.push(row.map_err(|e| self.error(e))?);
+                }
+            }
+            found.sort();
+            found.dedup();
+            Ok(found)
         };
-        let exact = run(FIND_REQUEST_ID, &[&query])?;
+        let exact = lookup(FIND_REQUEST_ID, false)?;
         if !exact.is_empty() || query.is_empty() {
             return Ok(exact);
         }
-        // A range on the index: every string that starts with the prefix sorts below
-        // the prefix followed by the highest code point.
-        let upper = format!("{query}\u{10FFFF}");
-        run(FIND_REQUEST_ID_RANGE, &[&query, &upper])
+        lookup(FIND_REQUEST_ID_RANGE, true)
     }
 
     /// One flow with everything, if it exists.
