@@ -140,6 +140,8 @@ async fn malformed_request_lines_get_a_400() {
         format!("GET http://{target}/a b c HTTP/1.1\r\nHost: {target}\r\n\r\n"),
         format!("GET http://{target}/\x7f HTTP/1.1\r\nHost: {target}\r\n\r\n"),
         format!("GET http://{target}/ HTTP/1.1\r\nBad Header: x\r\nHost: {target}\r\n\r\n"),
+        // A CONNECT target needs its port (kinspect's own 400).
+        "CONNECT localhost HTTP/1.1\r\nHost: localhost\r\n\r\n".to_string(),
     ] {
         let answer = raw_exchange(proxy.addr, request.as_bytes()).await;
         let response = RawResponse::parse(&answer)

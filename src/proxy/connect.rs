@@ -87,6 +87,13 @@ fn handle_connect(
     let Some(authority) = req.uri().authority() else {
         return plain_error(StatusCode::BAD_REQUEST, "CONNECT needs a host:port target");
     };
+    // RFC 9110 §9.3.6: the target is host and port; no port is not "443".
+    let Some(port) = authority.port_u16() else {
+        return plain_error(
+            StatusCode::BAD_REQUEST,
+            "CONNECT needs a host:port target: the port is missing",
+        );
+    };
     let target = Target {
         https: true,
         host: authority
@@ -94,7 +101,7 @@ fn handle_connect(
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned(),
-        port: authority.port_u16().unwrap_or(443),
+        port,
     };
     if shared.itself.is_target(&target) {
         return plain_error(
