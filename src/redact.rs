@@ -38,6 +38,44 @@ pub fn is_secret_param(name: &str) -> bool {
         )
 }
 
+/// True for an `application/x-www-form-urlencoded` body (a login form, an OAuth token
+/// request), whose fields are `name=value` pairs like a query string's.
+pub fn is_form(content_type: &str) -> bool {
+    content_type.split(';').next().is_some_and(|t| {
+        t.trim()
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    })
+}
+
+/// A query string or form field name or value, decoded (`+` is a space).
+pub fn decode_form_component(component: &str) -> String {
+    percent_encoding::percent_decode_str(&component.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// The `name=value` pairs of a query string or form body, names decoded, values raw.
+fn form_pairs(pairs: &str) -> impl Iterator<Item = (String, &str)> {
+    pairs
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, value)| (decode_form_component(name), value))
+}
+
+/// `pairs` (a query string or a form body) with the values of secret fields replaced.
+pub fn redact_form(pairs: &str) -> String {
+    pairs
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if is_secret_param(&decode_form_component(name)) => {
+                format!("{name}={REDACTED}")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// `url` with the values of secret query parameters replaced.
 pub fn redact_url(url: &str) -> String {
     let Some((base, query)) = url.split_once('?') else {
@@ -47,14 +85,7 @@ pub fn redact_url(url: &str) -> String {
         Some((q, f)) => (q, Some(f)),
         None => (query, None),
     };
-    let query = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if is_secret_param(name) => format!("{name}={REDACTED}"),
-            _ => pair.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join("&");
+    let query = redact_form(query);
     match fragment {
         Some(f) => format!("{base}?{query}#{f}"),
         None => format!("{base}?{query}"),
@@ -73,7 +104,8 @@ const MIN_SECRET_LEN: usize = 4;
 impl Secrets {
     /// Collects the flow's secrets: secret header values, their credential parts (the
     /// token after `Kinvey`/`Bearer`, the user and password or app key and app secret
-    /// inside `Basic`), cookie values, and secret query parameter values.
+    /// inside `Basic`), cookie values, and the values of secret query parameters and
+    /// form fields (as sent and decoded).
     pub fn of(flow: &Flow) -> Secrets {
         let mut secrets = Secrets::default();
         let response_headers = flow.response.iter().flat_map(|r| r.headers.iter());
@@ -104,12 +136,18 @@ impl Secrets {
             }
             secrets.add(&value);
         }
-        if let Some((_, query)) = flow.request.url.split_once('?') {
-            for pair in query.split('&') {
-                if let Some((name, v)) = pair.split_once('=') {
-                    if is_secret_param(name) {
-                        secrets.add(v);
-                    }
+        let query = flow.request.url.split_once('?').map(|(_, q)| q);
+        let form = flow
+            .request
+            .headers
+            .get("content-type")
+            .is_some_and(|t| is_form(&t))
+            .then(|| String::from_utf8_lossy(&flow.request.body.bytes));
+        for pairs in query.into_iter().chain(form.as_deref()) {
+            for (name, value) in form_pairs(pairs) {
+                if is_secret_param(&name) {
+                    secrets.add(value);
+                    secrets.add(&decode_form_component(value));
                 }
             }
         }

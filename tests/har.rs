@@ -57,7 +57,8 @@ fn kinspect(args: &[&str]) -> std::process::Output {
 }
 
 /// A capture of varied real traffic: Kinvey errors with credentials, gzip, HTTP/2 and
-/// HTTP/1.1, a binary upload, a refused port, a tunnel.
+/// HTTP/1.1, a binary upload, a password in a form (echoed back), a refused port, a
+/// tunnel.
 async fn varied_capture() -> (TestProxy, Vec<StoredFlow>, Simulator, Origin) {
     let simulator = Simulator::start(&["localhost"]).await.unwrap();
     let origin = Origin::start(OriginKind::Https).await;
@@ -116,7 +117,17 @@ async fn varied_capture() -> (TestProxy, Vec<StoredFlow>, Simulator, Origin) {
         .bytes()
         .await
         .unwrap();
-    sent += 2;
+    // As Kinvey's MIC token endpoint gets it; the echo sends the form back.
+    h1.post(origin.url("/echo/oauth/token"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("grant_type=password&username=ada&password=form%40secret-3")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    sent += 3;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
@@ -330,6 +341,8 @@ async fn redaction_removes_every_secret_unless_asked_not_to() {
         "query-secret-1",
         "cookie-secret-2",
         "lovelace",
+        "form%40secret-3",
+        "form@secret-3",
         &token,
     ] {
         assert!(
@@ -343,11 +356,37 @@ async fn redaction_removes_every_secret_unless_asked_not_to() {
         "query-secret-1",
         "cookie-secret-2",
         "lovelace",
+        "form%40secret-3",
         &token,
     ] {
         assert!(plain.contains(secret), "--no-redact keeps {secret}");
     }
     assert!(redacted.contains("[redacted]"));
+    // The form's fields are listed as postData.params, decoded, the password redacted.
+    let har: serde_json::Value = serde_json::from_str(&redacted).unwrap();
+    let form = har["log"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["request"]["url"]
+                .as_str()
+                .unwrap()
+                .ends_with("/oauth/token")
+        })
+        .expect("the form post was exported");
+    assert_eq!(
+        form["request"]["postData"]["params"],
+        serde_json::json!([
+            {"name": "grant_type", "value": "password"},
+            {"name": "username", "value": "ada"},
+            {"name": "password", "value": "[redacted]"},
+        ])
+    );
+    assert_eq!(
+        form["request"]["postData"]["text"],
+        "grant_type=password&username=ada&password=[redacted]"
+    );
 }
 
 #[test]

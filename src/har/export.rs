@@ -9,7 +9,10 @@ use serde_json::{json, Map, Value};
 use super::har_version;
 use crate::capture::StoredFlow;
 use crate::flow::{utc_timestamp, CapturedBody, Flow, FlowKind, Headers};
-use crate::redact::{is_secret_header, is_secret_param, redact_url, Secrets, REDACTED};
+use crate::redact::{
+    decode_form_component, is_form, is_secret_header, is_secret_param, redact_form, redact_url,
+    Secrets, REDACTED,
+};
 
 /// How to export.
 #[derive(Debug, Clone, Copy)]
@@ -174,6 +177,18 @@ impl Redactor<'_> {
         redacted
     }
 
+    /// A form body (`name=value&…`): secret fields' values replaced, then scrubbed as text.
+    fn form(&mut self, text: &str) -> String {
+        if !self.on {
+            return text.to_owned();
+        }
+        let redacted = redact_form(text);
+        if redacted != text {
+            *self.count += 1;
+        }
+        self.text(&redacted)
+    }
+
     /// Free text: every secret of the flow scrubbed; in JSON, secret-named fields too.
     fn text(&mut self, text: &str) -> String {
         if !self.on {
@@ -254,20 +269,20 @@ fn cookies_json(headers: &Headers, header: &str, redactor: &mut Redactor<'_>) ->
 
 fn query_json(url: &str, redactor: &mut Redactor<'_>) -> Value {
     let query = url.split_once('?').map_or("", |(_, q)| q);
-    let query = query.split('#').next().unwrap_or("");
+    params_json(query.split('#').next().unwrap_or(""), redactor)
+}
+
+/// The `name=value` pairs of a query string or form body as HAR `{name, value}` objects,
+/// decoded.
+fn params_json(pairs: &str, redactor: &mut Redactor<'_>) -> Value {
     Value::Array(
-        query
+        pairs
             .split('&')
             .filter(|p| !p.is_empty())
             .map(|pair| {
                 let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-                let decode = |s: &str| {
-                    percent_encoding::percent_decode_str(&s.replace('+', " "))
-                        .decode_utf8_lossy()
-                        .into_owned()
-                };
-                let name = decode(name);
-                let value = redactor.param(&name, &decode(value));
+                let name = decode_form_component(name);
+                let value = redactor.param(&name, &decode_form_component(value));
                 json!({"name": name, "value": value})
             })
             .collect(),
@@ -287,7 +302,9 @@ fn body_content(
         crate::decode::decode_body(&body.bytes, headers.get("content-encoding").as_deref())
             .unwrap_or_else(|_| body.bytes.clone());
     let size = decoded.len() as u64;
+    let form = headers.get("content-type").is_some_and(|t| is_form(&t));
     match std::str::from_utf8(&decoded) {
+        Ok(text) if form => (size, Some((redactor.form(text), false))),
         Ok(text) => (size, Some((redactor.text(text), false))),
         Err(_) => (
             size,
@@ -329,7 +346,12 @@ pub fn har_entry(stored: &StoredFlow, options: ExportOptions, redactions: &mut u
             .get("content-type")
             .unwrap_or_default()
             .into_owned();
-        let mut post = json!({"mimeType": mime, "params": [], "text": text});
+        // A form's fields are listed as params too (HAR 1.2 `postData.params`).
+        let params = match std::str::from_utf8(&request.body.bytes) {
+            Ok(form) if is_form(&mime) && !base64 => params_json(form, &mut redactor),
+            _ => json!([]),
+        };
+        let mut post = json!({"mimeType": mime, "params": params, "text": text});
         if base64 {
             post["_encoding"] = json!("base64");
         }
