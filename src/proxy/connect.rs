@@ -123,10 +123,16 @@ fn handle_connect(
     Response::new(empty_body())
 }
 
+/// kinspect's JSON error for a request it refuses outright (no target, a loop back into
+/// the proxy); the connection closes after it, as after a request hyper cannot parse.
 fn plain_error(status: StatusCode, message: &'static str) -> Response<ProxyBody> {
     let failure = ProxyFailure::new(FlowErrorKind::BadRequest, message);
     let mut response = failure.response(full_body(failure.body()));
     *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
     response
 }
 
