@@ -612,3 +612,67 @@ async fn origins_with_bad_certificates_are_a_502_saying_why() {
     }
     proxy.assert_serves(&good).await;
 }
+
+/// An origin that answers `status` as soon as it has a request's head and closes the
+/// connection without reading the body (as an upload limit or a missing handler does).
+async fn early_answering_origin(status: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read_u8().await {
+                        Ok(byte) => head.push(byte),
+                        Err(_) => return,
+                    }
+                }
+                let answer =
+                    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.flush().await;
+                drop(stream);
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_refusing_an_upload_early_is_not_blamed_on_the_client() {
+    let (refusing, _server) = early_answering_origin("413 Payload Too Large").await;
+    let origin = Origin::start(OriginKind::Plain).await;
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    let url = format!("http://{refusing}/upload");
+    let response = proxy
+        .client()
+        .post(&url)
+        .body(vec![b'u'; 4 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    let flow = proxy.next_flow().await;
+    eprintln!(
+        "early answer: {status} {text} / flow {:?} {:?}",
+        flow.status(),
+        flow.error
+    );
+    // Either the origin's own answer gets through, or — when its close resets the
+    // connection before kinspect reads the answer — a 502 that names the origin.
+    match status {
+        413 => assert_eq!(flow.status(), Some(413)),
+        502 => {
+            let error = flow.error.as_ref().expect("a 502 is an error");
+            assert_ne!(error.kind, FlowErrorKind::ClientAbort, "{error:?}");
+            assert!(error.message.contains(&refusing.to_string()), "{error:?}");
+        }
+        other => panic!("unexpected {other}: {text}"),
+    }
+    proxy.assert_serves(&origin).await;
+}

@@ -612,7 +612,10 @@ fn classify_client_error(
             ),
         );
     }
-    if capture.failed() {
+    // The client's body itself broke. A body that was only dropped unfinished was let go
+    // by the upstream side (an origin that answered early and closed, say): that is the
+    // upstream's failure below.
+    if capture.failed() && capture.failure().is_some() {
         return ProxyFailure::new(
             FlowErrorKind::ClientAbort,
             "the client stopped sending the request body before it was complete",
