@@ -20,7 +20,7 @@ use crate::filter::Filter;
 use crate::har::{self, ExportOptions, HarWriter};
 use crate::headless::{HeadlessViewer, LineFormat, LinePrinter};
 use crate::kinvey::{self, report::support_report};
-use crate::proxy::{HostOverrides, Proxy, ProxyConfig, ProxyCredentials, DEFAULT_MAX_BODY};
+use crate::proxy::{HostOverrides, Proxy, ProxyConfig, ProxyCredentials};
 use crate::setup;
 use crate::tui::{self, state::SourceInfo, Feed};
 
@@ -39,15 +39,38 @@ macro_rules! notice {
 /// HTTPS proxy, trust its CA once (`kinspect-ca.pem` in the CA directory), and every
 /// request/response pair is recorded in a capture file (SQLite).
 #[derive(Debug, Parser)]
-#[command(name = "kinspect", version, about, long_about)]
+#[command(
+    name = "kinspect",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// What to do; without one, run the proxy.
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Proxy options.
+    /// Proxy options (the demo takes them after `demo`).
     #[command(flatten)]
     pub proxy: ProxyArgs,
+}
+
+/// Where the CA lives.
+#[derive(Debug, Args)]
+pub struct CaDirArg {
+    /// Directory of the CA (created on first run). Default: $KINSPECT_HOME or ~/.kinspect.
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
+}
+
+impl CaDirArg {
+    fn ca_dir(&self) -> anyhow::Result<PathBuf> {
+        match &self.ca_dir {
+            Some(dir) => Ok(dir.clone()),
+            None => kinspect_home(),
+        }
+    }
 }
 
 /// The commands besides running the proxy.
@@ -60,6 +83,9 @@ pub enum Command {
         /// One JSON object per line instead of a text line.
         #[arg(long)]
         json: bool,
+        /// List only the flows matching this filter expression, e.g. `~k & ~c 5xx`.
+        #[arg(long, value_name = "EXPR")]
+        filter: Option<String>,
     },
     /// Browse a capture file (it may still be growing) or a HAR in the terminal UI.
     Open {
@@ -77,7 +103,7 @@ pub enum Command {
     },
     /// Run a Kinvey backend simulator and a scripted app through the proxy: realistic
     /// traffic with every kind of Kinvey error, no account needed.
-    Demo,
+    Demo(Box<ProxyArgs>),
     /// Show the CA: its files, SHA-256 fingerprint, validity and how to install it.
     Ca {
         /// Also copy the certificate (PEM and DER) into this directory.
@@ -87,6 +113,8 @@ pub enum Command {
         /// impersonate any site to devices that trust the CA.
         #[arg(long, requires = "export")]
         with_key: bool,
+        #[command(flatten)]
+        ca: CaDirArg,
     },
     /// Print shell exports that point programs at kinspect (proxy variables and CA
     /// bundles for curl, Python, Node, OpenSSL): `eval "$(kinspect env)"`.
@@ -94,6 +122,11 @@ pub enum Command {
         /// The shell syntax.
         #[arg(long, value_enum, default_value = "sh")]
         shell: ShellKind,
+        /// The address the proxy listens on [default: 127.0.0.1:8080].
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        #[command(flatten)]
+        ca: CaDirArg,
     },
     /// Export a capture (or the flows matching --filter) as a HAR 1.2 file, with
     /// credentials, cookies, tokens and secrets redacted unless --no-redact.
@@ -106,6 +139,9 @@ pub enum Command {
         /// Keep credentials, cookies, tokens and secrets in the export (explicit opt-in).
         #[arg(long)]
         no_redact: bool,
+        /// Export only the flows matching this filter expression, e.g. `~k & ~c 5xx`.
+        #[arg(long, value_name = "EXPR")]
+        filter: Option<String>,
     },
 }
 
@@ -123,67 +159,66 @@ pub enum ShellKind {
 pub struct ProxyArgs {
     /// Address to listen on [default: 127.0.0.1:8080; for the demo, a free port].
     /// Non-loopback addresses expose the proxy to your network.
-    #[arg(long, value_name = "ADDR", global = true)]
+    #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
-    /// Directory of the CA (created on first run). Default: $KINSPECT_HOME or ~/.kinspect.
-    #[arg(long, value_name = "DIR", global = true)]
-    pub ca_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub ca: CaDirArg,
 
     /// Capture file to record into (appended to if it exists).
     /// Default: a new file in ~/.kinspect/captures/ named after the start time.
-    #[arg(long, value_name = "FILE", global = true)]
+    #[arg(long, value_name = "FILE")]
     pub capture: Option<PathBuf>,
 
     /// Also trust the CA certificates in this PEM file for origins (repeatable).
-    #[arg(long, value_name = "FILE", global = true)]
+    #[arg(long, value_name = "FILE")]
     pub upstream_ca: Vec<PathBuf>,
 
     /// Do not verify origins' certificates (explicit opt-in; for broken test servers).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub insecure_upstream: bool,
 
     /// Pass hosts matching this regex through untouched (certificate-pinned apps).
-    #[arg(long, value_name = "REGEX", global = true)]
+    #[arg(long, value_name = "REGEX")]
     pub ignore_hosts: Option<Regex>,
 
     /// Bytes of each body kept in the capture (suffixes K, M, G); the rest is counted.
-    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value_t = DEFAULT_MAX_BODY, global = true)]
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "16M")]
     pub max_body: usize,
 
     /// Seconds to wait for an origin's response headers before answering 504.
-    #[arg(long, value_name = "SECS", default_value_t = 120, global = true)]
+    #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = seconds())]
     pub upstream_timeout: u64,
 
     /// Seconds allowed to resolve, connect and finish TLS with an origin (then 504).
-    #[arg(long, value_name = "SECS", default_value_t = 10, global = true)]
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = seconds())]
     pub connect_timeout: u64,
 
     /// Seconds a client may take to send a request's headers or its TLS handshake; also
     /// how long an idle HTTP/1 keep-alive connection is kept.
-    #[arg(long, value_name = "SECS", default_value_t = 30, global = true)]
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = seconds())]
     pub client_timeout: u64,
 
     /// Seconds an HTTP/2 client connection may sit with no bytes moving before it is
     /// closed (requests in flight finish first).
-    #[arg(long, value_name = "SECS", default_value_t = 120, global = true)]
+    #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = seconds())]
     pub idle_timeout: u64,
 
     /// Largest request head (request line and headers) accepted; larger gets 431.
-    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "64K", global = true)]
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "64K")]
     pub max_header_bytes: usize,
 
     /// Most header fields accepted in one request; more gets 431.
-    #[arg(long, value_name = "N", default_value_t = 100, global = true)]
+    #[arg(long, value_name = "N", default_value_t = 100)]
     pub max_headers: usize,
 
     /// Most client connections served at once; more get a 503 and are closed.
-    #[arg(long, value_name = "N", default_value_t = 4096, global = true)]
+    #[arg(long, value_name = "N", default_value_t = 4096)]
     pub max_connections: usize,
 
     /// Accept clients from public IP ranges (by default only loopback and private
     /// networks may use a proxy listening on a non-loopback address).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub allow_public: bool,
 
     /// Require these proxy credentials (Basic) on every proxied request; others get 407.
@@ -191,28 +226,32 @@ pub struct ProxyArgs {
         long,
         value_name = "USER:PASS",
         env = "KINSPECT_PROXY_AUTH",
-        hide_env_values = true,
-        global = true
+        hide_env_values = true
     )]
     pub proxy_auth: Option<ProxyCredentials>,
 
     /// No UI: print one line per flow on stdout (the demo exits when its script ends).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub headless: bool,
 
     /// With --headless: print one JSON object per flow instead of a line.
-    #[arg(long, global = true)]
+    #[arg(long, requires = "headless")]
     pub jsonl: bool,
 
     /// Reverse-proxy mode: requests sent to kinspect itself go to this base URL (point an
     /// SDK's base URL at kinspect; no CA needed).
-    #[arg(long, value_name = "URL", value_parser = parse_reverse, global = true)]
+    #[arg(long, value_name = "URL", value_parser = parse_reverse)]
     pub reverse: Option<http::Uri>,
 
     /// Show only flows matching this filter expression (everything is still captured).
     /// See `?` in the UI or the README for the language, e.g. `~k & ~c 5xx`.
-    #[arg(long, value_name = "EXPR", global = true)]
+    #[arg(long, value_name = "EXPR")]
     pub filter: Option<String>,
+}
+
+/// A timeout in whole seconds, at least one.
+fn seconds() -> clap::builder::RangedU64ValueParser {
+    clap::value_parser!(u64).range(1..)
 }
 
 /// Parses a `--reverse` base URL: `http` or `https` with a host.
@@ -287,13 +326,6 @@ impl ProxyArgs {
         }
     }
 
-    fn ca_dir(&self) -> anyhow::Result<PathBuf> {
-        match &self.ca_dir {
-            Some(dir) => Ok(dir.clone()),
-            None => kinspect_home(),
-        }
-    }
-
     fn parsed_filter(&self) -> anyhow::Result<Option<Filter>> {
         self.filter.as_deref().map(parse_filter).transpose()
     }
@@ -315,23 +347,25 @@ fn parse_filter(text: &str) -> anyhow::Result<Filter> {
 
 /// Runs the invocation described by `cli`.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let filter = cli.proxy.filter.clone();
     match cli.command {
-        Some(Command::Ls { file, json }) => list(&file, json, filter.as_deref()),
+        Some(Command::Ls { file, json, filter }) => list(&file, json, filter.as_deref()),
         Some(Command::Open { file }) => open(file),
         Some(Command::Report { file, request_id }) => report(&file, &request_id),
-        Some(Command::Demo) => run_session(cli.proxy, Mode::Demo),
+        Some(Command::Demo(proxy)) => run_session(*proxy, Mode::Demo),
         Some(Command::Har {
             file,
             output,
             no_redact,
+            filter,
         }) => export_har(&file, &output, filter.as_deref(), !no_redact),
-        Some(Command::Ca { export, with_key }) => {
-            setup::show_ca(&cli.proxy.ca_dir()?, export.as_deref(), with_key)
-        }
-        Some(Command::Env { shell }) => {
-            let listen = cli.proxy.listen.unwrap_or(SocketAddr::from(DEFAULT_LISTEN));
-            setup::print_env(&cli.proxy.ca_dir()?, listen, shell)
+        Some(Command::Ca {
+            export,
+            with_key,
+            ca,
+        }) => setup::show_ca(&ca.ca_dir()?, export.as_deref(), with_key),
+        Some(Command::Env { shell, listen, ca }) => {
+            let listen = listen.unwrap_or(SocketAddr::from(DEFAULT_LISTEN));
+            setup::print_env(&ca.ca_dir()?, listen, shell)
         }
         None => run_session(cli.proxy, Mode::Proxy),
     }
@@ -551,8 +585,10 @@ fn run_session(args: ProxyArgs, mode: Mode) -> anyhow::Result<()> {
     if !args.headless {
         tui::require_terminal()?;
     }
+    // A bad filter is reported before anything is bound or created.
+    let filter = args.parsed_filter()?;
     crate::tls::install_crypto_provider();
-    let ca = Arc::new(CertificateAuthority::load_or_create(&args.ca_dir()?)?);
+    let ca = Arc::new(CertificateAuthority::load_or_create(&args.ca.ca_dir()?)?);
     let capture_path = match &args.capture {
         Some(path) => path.clone(),
         None => default_capture_path(&kinspect_home()?, SystemTime::now()),
@@ -562,7 +598,7 @@ fn run_session(args: ProxyArgs, mode: Mode) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(args, mode, ca, writer))
+    runtime.block_on(serve(args, mode, ca, writer, filter))
 }
 
 /// The host name the demo's app uses for the simulated Kinvey backend.
@@ -588,6 +624,7 @@ async fn serve(
     mode: Mode,
     ca: Arc<CertificateAuthority>,
     writer: CaptureWriter,
+    filter: Option<Filter>,
 ) -> anyhow::Result<()> {
     let capture_path = writer.path().to_owned();
     let (default_listen, simulator) = match mode {
@@ -640,7 +677,6 @@ async fn serve(
             ca.cert_pem_path().display()
         );
     }
-    let filter = args.parsed_filter()?;
     let (recorder, tui_feed) = if args.headless {
         let viewer = HeadlessViewer::new(args.line_format(), filter);
         let recorder = Recorder::start(writer, stream, viewer);
@@ -754,5 +790,35 @@ mod tests {
         assert!(cli.proxy.headless && cli.proxy.jsonl);
         assert_eq!(cli.proxy.max_body, 1 << 20);
         assert!(Cli::try_parse_from(["kinspect", "--ignore-hosts", "("]).is_err());
+    }
+
+    #[test]
+    fn each_command_takes_only_its_own_options() {
+        let defaults = Cli::try_parse_from(["kinspect"]).unwrap();
+        assert_eq!(defaults.proxy.max_body, crate::proxy::DEFAULT_MAX_BODY);
+        let demo =
+            Cli::try_parse_from(["kinspect", "demo", "--headless", "--listen", "127.0.0.1:0"])
+                .unwrap();
+        assert!(matches!(demo.command, Some(Command::Demo(args)) if args.headless));
+        let env = Cli::try_parse_from([
+            "kinspect",
+            "env",
+            "--listen",
+            "127.0.0.1:9",
+            "--ca-dir",
+            "d",
+        ]);
+        assert!(env.is_ok());
+        let har = Cli::try_parse_from(["kinspect", "har", "c.db", "-o", "o.har", "--filter", "~k"]);
+        assert!(har.is_ok());
+        for wrong in [
+            &["kinspect", "ls", "c.db", "--max-body", "1M"][..],
+            &["kinspect", "ca", "--headless"],
+            &["kinspect", "--headless", "demo"],
+            &["kinspect", "--jsonl"],
+            &["kinspect", "--connect-timeout", "0"],
+        ] {
+            assert!(Cli::try_parse_from(wrong).is_err(), "{wrong:?}");
+        }
     }
 }
