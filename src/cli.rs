@@ -671,7 +671,7 @@ async fn serve(
     if let Some(reverse) = &args.reverse {
         notice!("reverse proxy: requests to http://{addr}/ go to {reverse}");
     }
-    if mode == Mode::Proxy {
+    if mode == Mode::Proxy && args.reverse.is_none() {
         notice!(
             "try: curl -x http://{addr} --cacert {} https://example.com/",
             ca.cert_pem_path().display()

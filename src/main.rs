@@ -19,9 +19,12 @@ fn return_freed_memory_at_once() {
 
 fn main() -> std::process::ExitCode {
     return_freed_memory_at_once();
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("KINSPECT_LOG"))
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, not for a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match kinspect::cli::run(kinspect::cli::Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,

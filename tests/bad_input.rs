@@ -140,8 +140,10 @@ async fn malformed_request_lines_get_a_400() {
         format!("GET http://{target}/a b c HTTP/1.1\r\nHost: {target}\r\n\r\n"),
         format!("GET http://{target}/\x7f HTTP/1.1\r\nHost: {target}\r\n\r\n"),
         format!("GET http://{target}/ HTTP/1.1\r\nBad Header: x\r\nHost: {target}\r\n\r\n"),
-        // A CONNECT target needs its port (kinspect's own 400).
+        // A CONNECT target needs its port, and only http and https are proxied
+        // (kinspect's own 400s).
         "CONNECT localhost HTTP/1.1\r\nHost: localhost\r\n\r\n".to_string(),
+        "GET ftp://localhost/file HTTP/1.1\r\nHost: localhost\r\n\r\n".to_string(),
     ] {
         let answer = raw_exchange(proxy.addr, request.as_bytes()).await;
         let response = RawResponse::parse(&answer)

@@ -231,6 +231,10 @@ fn newer_unrelated_and_non_sqlite_files_are_clear_errors() {
     assert!(CaptureWriter::open(&random).is_err());
     assert_eq!(std::fs::read(&random).unwrap(), noise, "left untouched");
 
+    let err = CaptureReader::open(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("is a directory"), "{err}");
+    assert!(CaptureWriter::open(dir.path()).is_err());
+
     let unrelated = dir.path().join("unrelated.db");
     rusqlite::Connection::open(&unrelated)
         .unwrap()

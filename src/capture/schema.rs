@@ -302,6 +302,12 @@ pub(crate) fn open_for_reading(path: &Path) -> Result<(Connection, i64), Capture
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         });
     }
+    if path.is_dir() {
+        return Err(CaptureError::NotACapture {
+            path: path.to_owned(),
+            reason: "it is a directory; name a capture file in it".into(),
+        });
+    }
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,

@@ -47,6 +47,16 @@ pub(crate) async fn route(
     if req.method() == Method::CONNECT {
         return handle_connect(shared, peer, permit, req);
     }
+    if req
+        .uri()
+        .scheme_str()
+        .is_some_and(|s| !s.eq_ignore_ascii_case("http") && !s.eq_ignore_ascii_case("https"))
+    {
+        return plain_error(
+            StatusCode::BAD_REQUEST,
+            "kinspect proxies http:// and https:// URLs only",
+        );
+    }
     let client = ClientSide {
         addr: peer,
         tls: None,
