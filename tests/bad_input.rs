@@ -611,6 +611,12 @@ async fn origins_with_bad_certificates_are_a_502_saying_why() {
         );
         assert_eq!(flow.status(), Some(502));
         assert!(flow.response.as_ref().unwrap().from_proxy);
+        // The connection was made before its certificate was refused: who answered, and
+        // how long connecting and the failed handshake took.
+        assert_eq!(flow.server_ip, Some(origin.addr.ip()), "{name}");
+        let ssl = flow.timings.ssl.expect("the handshake's time");
+        assert!(flow.timings.connect.is_some_and(|c| c >= ssl), "{name}");
+        assert!(flow.server_tls.is_none(), "no session was agreed");
     }
     proxy.assert_serves(&good).await;
 }

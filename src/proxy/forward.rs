@@ -146,7 +146,8 @@ pub(crate) async fn forward(
             let conn = captured
                 .connection_metadata()
                 .as_ref()
-                .and_then(connection_info);
+                .and_then(connection_info)
+                .or_else(|| connect_error(&e).and_then(|c| c.reached.clone()));
             let failure = classify_client_error(&e, target, &req_capture);
             return pending.answer(conn, failure).await;
         }
@@ -437,6 +438,15 @@ impl Pending {
         }
         apply_connection(&mut flow, conn.as_ref());
         flow.timings.wait = self.t0.elapsed();
+        // A connection made for this exchange: its setup is part of the time, as for an
+        // answered exchange.
+        if let Some(conn) = conn.as_ref().filter(|c| c.take_fresh()) {
+            let setup = conn.dns.unwrap_or_default() + conn.connect;
+            flow.timings.dns = conn.dns;
+            flow.timings.connect = Some(conn.connect);
+            flow.timings.ssl = conn.ssl;
+            flow.timings.wait = flow.timings.wait.saturating_sub(setup);
+        }
         flow.error = Some(failure.error);
         slot.publish_durable(flow).await;
         response.map(|()| full_body(body))
@@ -590,17 +600,25 @@ fn apply_connection(flow: &mut Flow, conn: Option<&ConnectionInfo>) {
     }
 }
 
+/// The connector's error behind a client error, if the connection is what failed.
+fn connect_error(error: &hyper_util::client::legacy::Error) -> Option<&ConnectError> {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(connect) = e.downcast_ref::<ConnectError>() {
+            return Some(connect);
+        }
+        source = e.source();
+    }
+    None
+}
+
 fn classify_client_error(
     error: &hyper_util::client::legacy::Error,
     target: &Target,
     req_capture: &SharedCapture,
 ) -> ProxyFailure {
-    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
-    while let Some(e) = source {
-        if let Some(connect) = e.downcast_ref::<ConnectError>() {
-            return ProxyFailure::new(connect.kind, connect.message.clone());
-        }
-        source = e.source();
+    if let Some(connect) = connect_error(error) {
+        return ProxyFailure::new(connect.kind, connect.message.clone());
     }
     let capture = lock(req_capture);
     if let Some(failure) = capture.failure().filter(|f| f.malformed) {

@@ -28,11 +28,24 @@ pub struct ConnectError {
     pub kind: FlowErrorKind,
     /// What failed, on which host, and what to do.
     pub message: String,
+    /// The TCP connection made before TLS failed on it: the server's address and how
+    /// long resolving, connecting and the failed handshake took.
+    pub reached: Option<ConnectionInfo>,
 }
 
 impl ConnectError {
     fn new(kind: FlowErrorKind, message: String) -> Self {
-        ConnectError { kind, message }
+        ConnectError {
+            kind,
+            message,
+            reached: None,
+        }
+    }
+
+    /// The same error, on a connection that was made.
+    fn on(mut self, reached: ConnectionInfo) -> Self {
+        self.reached = Some(reached);
+        self
     }
 }
 
@@ -249,17 +262,27 @@ impl UpstreamConnector {
         let tls_started = Instant::now();
         let handshake = self.tls.connect(server_name, tcp);
         let remaining = self.dialer.timeout.saturating_sub(started.elapsed());
-        let stream = match tokio::time::timeout(remaining, handshake).await {
+        let outcome = tokio::time::timeout(remaining, handshake).await;
+        let reached = || ConnectionInfo {
+            server_addr,
+            tls: None,
+            dns,
+            connect: started.elapsed() - dns.unwrap_or_default(),
+            ssl: Some(tls_started.elapsed()),
+            fresh: Arc::new(AtomicBool::new(true)),
+        };
+        let stream = match outcome {
             Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(tls_failure(&host, port, &e)),
+            Ok(Err(e)) => return Err(tls_failure(&host, port, &e).on(reached())),
             Err(_) => {
-                return Err(ConnectError::new(
+                let timeout = ConnectError::new(
                     FlowErrorKind::Timeout,
                     format!(
                         "TLS handshake with upstream {host}:{port} took longer than {:?}",
                         self.dialer.timeout
                     ),
-                ))
+                );
+                return Err(timeout.on(reached()));
             }
         };
         let ssl = tls_started.elapsed();
