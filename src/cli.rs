@@ -598,7 +598,13 @@ fn run_session(args: ProxyArgs, mode: Mode) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(args, mode, ca, writer, filter))
+    let recorder = runtime.block_on(serve(args, mode, ca, writer, filter))?;
+    // Every task goes, and with them every flow publisher: the recorder stores what is
+    // left and closes the capture, and SQLite folds its WAL back into the file, so the
+    // .db file alone holds every flow.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    recorder.finish_within(Duration::from_secs(5));
+    Ok(())
 }
 
 /// The host name the demo's app uses for the simulated Kinvey backend.
@@ -625,7 +631,7 @@ async fn serve(
     ca: Arc<CertificateAuthority>,
     writer: CaptureWriter,
     filter: Option<Filter>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Recorder> {
     let capture_path = writer.path().to_owned();
     let (default_listen, simulator) = match mode {
         Mode::Proxy => (SocketAddr::from(DEFAULT_LISTEN), None),
@@ -728,7 +734,7 @@ async fn serve(
             script.abort();
         }
         drop(handle);
-        return Ok(());
+        return Ok(recorder);
     }
 
     if let Some(script) = script {
@@ -739,13 +745,13 @@ async fn serve(
             done.requests,
             capture_path.display()
         );
-        return Ok(());
+        return Ok(recorder);
     }
     tokio::signal::ctrl_c()
         .await
         .context("cannot wait for Ctrl-C")?;
     drop(handle);
-    Ok(())
+    Ok(recorder)
 }
 
 /// Waits (at most 10 s) until the recorder has stored and printed `count` flows.

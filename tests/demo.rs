@@ -43,6 +43,16 @@ fn the_headless_demo_records_realistic_kinvey_traffic_and_exits() {
         assert!(stdout.contains(warning), "no {warning}");
     }
 
+    // A clean exit leaves the capture as one file holding every flow.
+    let beside = |suffix: &str| {
+        let mut name = capture.clone().into_os_string();
+        name.push(suffix);
+        std::path::PathBuf::from(name).exists()
+    };
+    assert!(
+        !beside("-wal") && !beside("-shm"),
+        "a WAL left beside the capture"
+    );
     let reader = CaptureReader::open(&capture).unwrap();
     assert_eq!(reader.count().unwrap(), sent as u64);
     let mut errors = HashSet::new();
@@ -66,6 +76,11 @@ fn the_headless_demo_records_realistic_kinvey_traffic_and_exits() {
         );
     }
     assert!(anomalies.len() >= 9, "{anomalies:?}");
+    drop(reader);
+    assert!(
+        !beside("-wal") && !beside("-shm"),
+        "reading it made none either"
+    );
 }
 
 #[test]

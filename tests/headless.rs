@@ -234,3 +234,36 @@ fn the_ui_without_a_terminal_is_a_clear_error_not_a_panic() {
         "{said}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_cleanly_and_leaves_the_capture_as_one_file() {
+    let origin = Origin::start(OriginKind::Plain).await;
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("stopped.db");
+    let mut process = start(dir.path(), &["--capture", capture.to_str().unwrap()]);
+    let client = client(&process, dir.path());
+    for _ in 0..3 {
+        let response = client.get(origin.url("/status/200")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let interrupted = Command::new("kill")
+        .args(["-INT", &process.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = process.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < STEP, "kinspect did not stop on SIGINT");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    for suffix in ["-wal", "-shm"] {
+        let beside = dir.path().join(format!("stopped.db{suffix}"));
+        assert!(!beside.exists(), "{} left behind", beside.display());
+    }
+    let reader = kinspect::capture::CaptureReader::open(&capture).unwrap();
+    assert_eq!(reader.count().unwrap(), 3);
+}

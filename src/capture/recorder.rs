@@ -136,6 +136,23 @@ impl Recorder {
         &self.stats
     }
 
+    /// Waits at most `limit` for the stream to end and the capture to be closed; past it
+    /// the recorder is left to the process's exit (every flow it acknowledged is stored
+    /// either way; a capture not closed keeps its WAL file beside it).
+    pub fn finish_within(mut self, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while let Some(thread) = self.thread.take() {
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else if std::time::Instant::now() < deadline {
+                self.thread = Some(thread);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            } else {
+                tracing::warn!("the recorder did not finish within {limit:?}");
+            }
+        }
+    }
+
     /// Waits until the stream has ended and every flow is stored.
     pub fn join(mut self) {
         if let Some(thread) = self.thread.take() {

@@ -55,6 +55,20 @@ pub(crate) fn epoch_nanos(at: SystemTime) -> i64 {
     }
 }
 
+impl Drop for CaptureWriter {
+    /// Leaves the capture as one self-contained file: the WAL folded back in and the file
+    /// switched out of WAL mode, so that copying the .db file alone copies every flow and
+    /// reading it later creates no -wal/-shm files beside it. Only possible when nobody
+    /// else has it open (a reader, the checkpointer); then it stays in WAL mode, which
+    /// loses nothing either. The next writer switches it back.
+    fn drop(&mut self) {
+        let _ = self.conn.busy_timeout(Duration::ZERO);
+        let _ = self
+            .conn
+            .query_row("PRAGMA journal_mode = DELETE", [], |_| Ok(()));
+    }
+}
+
 impl CaptureWriter {
     /// Opens `path` for appending, creating it (and its directory) if needed.
     pub fn open(path: &Path) -> Result<CaptureWriter, CaptureError> {
