@@ -246,8 +246,10 @@ async fn ctrl_c_stops_cleanly_and_leaves_the_capture_as_one_file() {
         let response = client.get(origin.url("/status/200")).send().await.unwrap();
         assert_eq!(response.status(), 200);
     }
-    let interrupted = Command::new("kill")
-        .args(["-INT", &process.child.id().to_string()])
+    // The shell's own kill: no procps needed.
+    let interrupted = Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -INT {}", process.child.id()))
         .status()
         .unwrap();
     assert!(interrupted.success());
