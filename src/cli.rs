@@ -470,8 +470,8 @@ fn export_har(
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let out = tempfile::NamedTempFile::new_in(out_dir)
-        .with_context(|| format!("cannot create {}", output.display()))?;
+    let out =
+        file_beside(out_dir).with_context(|| format!("cannot create {}", output.display()))?;
     let title = file
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
@@ -512,6 +512,19 @@ fn export_har(
         }
     );
     Ok(())
+}
+
+/// A temporary file in `dir` with the permissions a new file gets there (0666 less the
+/// umask), not a temporary file's 0600: it becomes the user's export.
+fn file_beside(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".kinspect-export-");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder.tempfile_in(dir)
 }
 
 /// `kinspect open`: the UI on a capture file (which may still be growing).

@@ -558,6 +558,14 @@ fn exporting_over_the_capture_itself_is_refused_and_the_capture_kept() {
     let exported = kinspect(&["har", capture_arg, "-o", har_path.to_str().unwrap()]);
     assert!(exported.status.success(), "{exported:?}");
     assert_eq!(har::import(&har_path).unwrap().len(), 1);
+    // With the permissions any new file gets there, not a temporary file's 0600.
+    let probe = dir.path().join("probe");
+    std::fs::write(&probe, "").unwrap();
+    assert_eq!(
+        std::fs::metadata(&har_path).unwrap().permissions(),
+        std::fs::metadata(&probe).unwrap().permissions()
+    );
+    std::fs::remove_file(&probe).unwrap();
     let mut names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
