@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use crate::capture::{FlowViewer, StoredFlow};
 use crate::filter::Filter;
 use crate::flow::{utc_timestamp, write_utc_timestamp, FlowKind, Headers};
+use crate::kinvey::KinveySummary;
 
 /// How each flow is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +97,13 @@ fn millis(d: Option<std::time::Duration>) -> Value {
     d.map_or(json!(-1), |d| json!(d.as_secs_f64() * 1000.0))
 }
 
+/// The Kinvey summary as JSON, `known` null when there is no error to know.
+fn kinvey_json(kinvey: &KinveySummary) -> Value {
+    let mut summary = json!(kinvey);
+    summary["known"] = json!(kinvey.known_error());
+    summary
+}
+
 /// The JSON object of a flow (`--jsonl`): everything but the bodies' bytes.
 pub fn json_object(stored: &StoredFlow) -> Value {
     let StoredFlow { flow, kinvey } = stored;
@@ -137,7 +145,7 @@ pub fn json_object(stored: &StoredFlow) -> Value {
         "client_tls": flow.client_tls,
         "server_tls": flow.server_tls,
         "error": flow.error,
-        "kinvey": kinvey,
+        "kinvey": kinvey_json(kinvey),
     })
 }
 

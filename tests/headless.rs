@@ -114,6 +114,7 @@ async fn jsonl_prints_one_object_per_flow() {
     assert_eq!(flow["response"]["body_size"], "{\"status\":404}".len());
     assert_eq!(flow["client_tls"]["sni"], "localhost");
     assert!(flow["error"].is_null());
+    assert!(flow["kinvey"]["known"].is_null(), "no Kinvey error to know");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

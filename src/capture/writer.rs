@@ -309,7 +309,7 @@ fn insert_one(
         &kinvey.request_id,
         &kinvey.error,
         &kinvey.class.map(|c| c.as_str()),
-        &kinvey.class.map(|_| kinvey.known),
+        &kinvey.known_error(),
         &findings_json(&kinvey.anomalies),
         &findings_json(&kinvey.warnings),
         &request_headers,

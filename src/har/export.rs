@@ -458,7 +458,7 @@ fn kinvey_json(
         "description": primary.and_then(|e| e.description.clone()),
         "debug": primary.and_then(|e| e.debug.as_deref().map(|d| redactor.text(d))),
         "class": kinvey.class.map(|c| c.as_str()),
-        "known": kinvey.known,
+        "known": kinvey.known_error(),
         "badge": kinvey.badge(),
         "anomalies": kinvey.anomalies,
         "warnings": kinvey.warnings,

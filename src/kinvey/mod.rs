@@ -226,6 +226,11 @@ pub struct KinveySummary {
 }
 
 impl KinveySummary {
+    /// Whether the main error's name is in the dictionary; `None` without an error.
+    pub fn known_error(&self) -> Option<bool> {
+        self.class.map(|_| self.known)
+    }
+
     /// The summary of an analysis and the warnings raised for the flow.
     pub fn new(analysis: &KinveyAnalysis, warnings: &[BehaviourWarning]) -> Self {
         let primary = analysis.primary();
