@@ -404,7 +404,26 @@ pub struct Flow {
     pub error: Option<FlowError>,
 }
 
+/// A client address as shown to people: `-` when it is not known.
+pub struct ShownClient(pub Option<SocketAddr>);
+
+impl std::fmt::Display for ShownClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 impl Flow {
+    /// The client's address, unless it is not known: a HAR does not record it, so an
+    /// imported flow has `0.0.0.0:0`.
+    pub fn client_known(&self) -> Option<SocketAddr> {
+        let addr = self.client_addr;
+        (!(addr.ip().is_unspecified() && addr.port() == 0)).then_some(addr)
+    }
+
     /// An HTTP/1.1 exchange of `method` on `url` from `client_addr`, started at the Unix
     /// epoch, with no headers, bodies, timings or TLS, and a response of `status` if
     /// given: the starting point for flows built by hand. Scheme, host and port come

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::capture::{FlowViewer, StoredFlow};
 use crate::filter::Filter;
-use crate::flow::{utc_timestamp, write_utc_timestamp, FlowKind, Headers};
+use crate::flow::{utc_timestamp, write_utc_timestamp, FlowKind, Headers, ShownClient};
 use crate::kinvey::KinveySummary;
 
 /// How each flow is printed.
@@ -50,7 +50,9 @@ pub fn write_text_line(out: &mut impl Write, stored: &StoredFlow) -> std::io::Re
     write!(
         out,
         " {} {} {} ",
-        flow.client_addr, flow.request.method, flow.request.url
+        ShownClient(flow.client_known()),
+        flow.request.method,
+        flow.request.url
     )?;
     match (&flow.response, flow.kind) {
         (_, FlowKind::Tunnel) => out.write_all(b"tunnel")?,
@@ -122,7 +124,7 @@ pub fn json_object(stored: &StoredFlow) -> Value {
         "id": flow.id,
         "kind": flow.kind,
         "started_at": utc_timestamp(flow.started_at),
-        "client": flow.client_addr.to_string(),
+        "client": flow.client_known().map(|addr| addr.to_string()),
         "method": flow.request.method,
         "url": flow.request.url,
         "host": flow.host,

@@ -9,7 +9,7 @@ use ratatui::Frame;
 use super::body::body_lines;
 use super::state::{App, PromptKind, Screen, Tab};
 use crate::capture::StoredFlow;
-use crate::flow::Flow;
+use crate::flow::{Flow, ShownClient};
 use crate::headless::HumanSize;
 use crate::kinvey::{self, ErrorClass};
 
@@ -459,7 +459,7 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab) -> Vec<String> {
             lines.push(format!("Receive      {}", millis(Some(t.receive))));
             lines.push(format!("Total        {}", millis(Some(t.total()))));
             lines.push(String::new());
-            lines.push(format!("Client       {}", flow.client_addr));
+            lines.push(format!("Client       {}", ShownClient(flow.client_known())));
             lines.push(format!(
                 "Server       {}:{}{}",
                 flow.host,
