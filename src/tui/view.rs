@@ -11,7 +11,7 @@ use super::state::{App, PromptKind, Screen, Tab};
 use crate::capture::StoredFlow;
 use crate::flow::{Flow, ShownClient};
 use crate::headless::HumanSize;
-use crate::kinvey::{self, ErrorClass};
+use crate::kinvey::{self, ErrorClass, KinveySummary};
 
 /// Rows of flows the list shows in a terminal area of this size.
 pub fn list_page(area: Rect) -> usize {
@@ -252,6 +252,45 @@ fn short_type(flow: &Flow) -> String {
     essence.rsplit('/').next().unwrap_or("").to_owned()
 }
 
+/// The list's KINVEY cell: the class badge, ⚑ when the flow has an anomaly and ⚠ when
+/// it drew a behaviour warning (each mark in its own column, so rows line up), then the
+/// error's name, or, without an error, the first anomaly's or warning's code.
+fn kinvey_cell(kinvey: &KinveySummary) -> Line<'static> {
+    let flagged = if kinvey.anomalies.is_empty() {
+        " "
+    } else {
+        "⚑"
+    };
+    let warned = if kinvey.warnings.is_empty() {
+        " "
+    } else {
+        "⚠"
+    };
+    let (badge, text, style) = match (kinvey.badge(), &kinvey.error) {
+        (Some(badge), Some(error)) => {
+            let style = badge_style(&badge);
+            (badge, error.clone(), style)
+        }
+        _ => {
+            let Some(code) = kinvey.anomalies.iter().chain(&kinvey.warnings).next() else {
+                return Line::raw("");
+            };
+            (
+                String::new(),
+                code.code.clone(),
+                Style::new().fg(Color::DarkGray),
+            )
+        }
+    };
+    Line::from(vec![
+        Span::styled(format!("{badge:<6} "), style),
+        Span::styled(flagged, Style::new().fg(Color::Yellow)),
+        Span::styled(warned, Style::new().fg(Color::Red)),
+        Span::raw(" "),
+        Span::raw(text),
+    ])
+}
+
 fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
     let page = usize::from(area.height.saturating_sub(1)).max(1);
     let offset = if app.selected >= page {
@@ -277,25 +316,7 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
                 (Some(r), None) => r.status.to_string(),
                 (None, None) => "...".to_owned(),
             };
-            let kinvey_cell = match (kinvey.badge(), &kinvey.error) {
-                (Some(badge), Some(error)) => {
-                    let warned = if kinvey.warnings.is_empty() {
-                        "  "
-                    } else {
-                        "⚠ "
-                    };
-                    Line::from(vec![
-                        Span::styled(format!("{badge:<6} "), badge_style(&badge)),
-                        Span::styled(warned, Style::new().fg(Color::Red)),
-                        Span::raw(error.clone()),
-                    ])
-                }
-                _ if !kinvey.anomalies.is_empty() => Line::styled(
-                    format!("⚑ {}", kinvey.anomalies[0].code),
-                    Style::new().fg(Color::DarkGray),
-                ),
-                _ => Line::raw(""),
-            };
+            let kinvey_cell = kinvey_cell(kinvey);
             let size = flow.response.as_ref().map_or(0, |r| r.body.wire_size);
             let style = if position == app.selected {
                 status_style(flow).add_modifier(Modifier::REVERSED)
@@ -327,7 +348,7 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
         Constraint::Length(4),
         Constraint::Length(8),
         Constraint::Length(6),
-        Constraint::Length(33),
+        Constraint::Length(38),
     ];
     frame.render_widget(Table::new(rows, widths).header(header), area);
 }
@@ -551,4 +572,42 @@ fn help_lines() -> Vec<String> {
             .map(|(syntax, meaning)| format!("  {syntax:<20} {meaning}")),
     );
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinvey::Finding;
+
+    fn text(line: &Line<'_>) -> String {
+        line.spans.iter().map(|s| s.content.as_ref()).collect()
+    }
+
+    #[test]
+    fn the_kinvey_cell_marks_anomalies_and_warnings_with_or_without_an_error() {
+        let finding = |code: &str| Finding {
+            code: code.into(),
+            message: String::new(),
+        };
+        let warned_ok = KinveySummary {
+            warnings: vec![finding("retry_without_backoff")],
+            ..KinveySummary::default()
+        };
+        assert_eq!(
+            text(&kinvey_cell(&warned_ok)),
+            "        ⚠ retry_without_backoff"
+        );
+        let flagged_error = KinveySummary {
+            error: Some("QuotaExceeded".into()),
+            class: Some(ErrorClass::Retry),
+            known: false,
+            anomalies: vec![finding("unknown_name")],
+            ..KinveySummary::default()
+        };
+        assert_eq!(
+            text(&kinvey_cell(&flagged_error)),
+            "?RETRY ⚑  QuotaExceeded"
+        );
+        assert_eq!(text(&kinvey_cell(&KinveySummary::default())), "");
+    }
 }
