@@ -81,6 +81,7 @@ fn event_loop(
         if dirty {
             terminal.draw(|frame| {
                 app.page = view::list_page(frame.area());
+                app.width = usize::from(frame.area().width);
                 view::draw(frame, app);
             })?;
             dirty = false;

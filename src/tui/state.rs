@@ -187,8 +187,11 @@ pub struct App {
     pub prompt: Option<Prompt>,
     /// A one-line message (errors, confirmations) until the next key.
     pub message: Option<String>,
-    /// Rows the flow list shows at once (set by the view from the terminal size).
+    /// Rows the flow list and the text views show at once (set by the view from the
+    /// terminal size).
     pub page: usize,
+    /// Columns the text views show before wrapping (set by the view likewise).
+    pub width: usize,
     /// Flows by request id, for `i`.
     pub request_ids: RequestIdIndex,
 }
@@ -208,6 +211,7 @@ impl App {
             prompt: None,
             message: None,
             page: 20,
+            width: 80,
             request_ids: RequestIdIndex::new(),
         }
     }

@@ -189,17 +189,33 @@ fn list_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
     Vec::new()
 }
 
-fn scroll(position: &mut usize, event: KeyEvent, page: usize) -> bool {
+/// Moves a text view's first shown row for a scrolling key; false for other keys. The
+/// position stays within `0..=last`, the row at which the end of the text is in view.
+fn scroll(position: &mut usize, event: KeyEvent, page: usize, last: usize) -> bool {
     match event.code {
         KeyCode::Char('j') | KeyCode::Down => *position += 1,
         KeyCode::Char('k') | KeyCode::Up => *position = position.saturating_sub(1),
         KeyCode::PageDown | KeyCode::Char(' ') => *position += page,
         KeyCode::PageUp => *position = position.saturating_sub(page),
         KeyCode::Char('g') | KeyCode::Home => *position = 0,
-        KeyCode::Char('G') | KeyCode::End => *position = usize::MAX / 2,
+        KeyCode::Char('G') | KeyCode::End => *position = last,
         _ => return false,
     }
+    *position = (*position).min(last);
     true
+}
+
+/// The last first-row of `lines` shown `page` rows at a time in `width` columns.
+fn last_row(lines: &[String], page: usize, width: usize) -> usize {
+    super::view::row_starts(lines, width).1.saturating_sub(page)
+}
+
+/// The lines a detail view shows (its flow's current tab).
+fn shown_lines(detail: &Detail) -> Vec<String> {
+    detail
+        .flow
+        .as_ref()
+        .map_or_else(Vec::new, |flow| super::view::detail_lines(flow, detail.tab))
 }
 
 fn is_back(event: KeyEvent) -> bool {
@@ -207,7 +223,7 @@ fn is_back(event: KeyEvent) -> bool {
 }
 
 fn detail_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
-    let page = app.page.max(1);
+    let (page, width) = (app.page.max(1), app.width.max(1));
     let Screen::Detail(detail) = &mut app.screen else {
         return Vec::new();
     };
@@ -215,7 +231,8 @@ fn detail_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
         app.screen = Screen::List;
         return Vec::new();
     }
-    if scroll(&mut detail.scroll, event, page) {
+    let last = last_row(&shown_lines(detail), page, width);
+    if scroll(&mut detail.scroll, event, page, last) {
         return Vec::new();
     }
     match event.code {
@@ -235,8 +252,8 @@ fn detail_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
             let current = detail.search.clone().unwrap_or_default();
             open_prompt(app, PromptKind::Search, current);
         }
-        KeyCode::Char('n') => jump_to_match(detail, true, &mut app.message),
-        KeyCode::Char('N') => jump_to_match(detail, false, &mut app.message),
+        KeyCode::Char('n') => jump_to_match(detail, true, width, &mut app.message),
+        KeyCode::Char('N') => jump_to_match(detail, false, width, &mut app.message),
         KeyCode::Char('r') => {
             let id = detail.id;
             app.screen = Screen::Report {
@@ -252,21 +269,22 @@ fn detail_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
 }
 
 /// Scrolls the detail to the next (or previous) line matching its search term.
-fn jump_to_match(detail: &mut Detail, forward: bool, message: &mut Option<String>) {
+fn jump_to_match(detail: &mut Detail, forward: bool, width: usize, message: &mut Option<String>) {
     let Some(term) = detail.search.clone().filter(|t| !t.is_empty()) else {
         *message = Some("no search: press / to search".into());
         return;
     };
-    let Some(flow) = &detail.flow else {
+    if detail.flow.is_none() {
         return;
-    };
-    let lines = super::view::detail_lines(flow, detail.tab);
+    }
+    let lines = shown_lines(detail);
+    let (starts, _) = super::view::row_starts(&lines, width);
     let term = term.to_lowercase();
     let hits: Vec<usize> = lines
         .iter()
-        .enumerate()
-        .filter(|(_, l)| l.to_lowercase().contains(&term))
-        .map(|(i, _)| i)
+        .zip(starts)
+        .filter(|(l, _)| l.to_lowercase().contains(&term))
+        .map(|(_, row)| row)
         .collect();
     let found = if forward {
         hits.iter().find(|&&i| i > detail.scroll).or(hits.first())
@@ -283,24 +301,31 @@ fn jump_to_match(detail: &mut Detail, forward: bool, message: &mut Option<String
 }
 
 fn help_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
-    let page = app.page.max(1);
+    let (page, width) = (app.page.max(1), app.width.max(1));
     if is_back(event) || event.code == KeyCode::Char('?') {
         app.screen = Screen::List;
     } else if let Screen::Help { scroll: position } = &mut app.screen {
-        scroll(position, event, page);
+        // The help has no tab row: one row more than a detail's text.
+        let last = last_row(&super::view::help_lines(), page + 1, width);
+        scroll(position, event, page, last);
     }
     Vec::new()
 }
 
 fn report_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
-    let page = app.page.max(1);
+    let (page, width) = (app.page.max(1), app.width.max(1));
     if is_back(event) {
         app.screen = Screen::List;
     } else if let Screen::Report {
-        scroll: position, ..
+        scroll: position,
+        text,
+        ..
     } = &mut app.screen
     {
-        scroll(position, event, page);
+        let lines: Vec<String> = text
+            .as_deref()
+            .map_or_else(Vec::new, |t| t.lines().map(str::to_owned).collect());
+        scroll(position, event, page, last_row(&lines, page, width));
     }
     Vec::new()
 }
@@ -380,7 +405,7 @@ fn prompt_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
                     if let Screen::Detail(detail) = &mut app.screen {
                         detail.search = Some(input).filter(|s| !s.is_empty());
                         detail.scroll = 0;
-                        jump_to_match(detail, true, &mut app.message);
+                        jump_to_match(detail, true, app.width.max(1), &mut app.message);
                     }
                 }
             }
@@ -537,6 +562,14 @@ mod tests {
         assert_eq!(detail.flow.as_ref().unwrap().flow.id, 1);
     }
 
+    /// The lines the detail shows now.
+    fn shown(a: &App) -> Vec<String> {
+        match &a.screen {
+            Screen::Detail(d) => super::shown_lines(d),
+            _ => panic!("not in the detail"),
+        }
+    }
+
     #[test]
     fn detail_tabs_scrolling_and_back() {
         let mut a = app(3);
@@ -558,13 +591,37 @@ mod tests {
         assert_eq!(tab(&a).0, Tab::Response);
         press(&mut a, KeyCode::Char('3'));
         assert_eq!(tab(&a).0, Tab::Kinvey);
+        // Scrolling moves by screen rows and stops where the end is in view.
+        let mut full = stored(3, 200, None);
+        let body: String = (0..40).map(|i| format!("line {i}\n")).collect();
+        full.flow.response.as_mut().unwrap().body = CapturedBody::whole(body.into_bytes());
+        update(&mut a, Event::Loaded(Box::new(full)));
+        press(&mut a, KeyCode::Char('2'));
         press(&mut a, KeyCode::Char('j'));
         press(&mut a, KeyCode::PageDown);
         assert_eq!(tab(&a).1, 4);
         press(&mut a, KeyCode::Char('k'));
         assert_eq!(tab(&a).1, 3);
+        press(&mut a, KeyCode::Char('G'));
+        let last = tab(&a).1;
+        let rows = super::super::view::row_starts(&shown(&a), a.width).1;
+        assert_eq!(last, rows - a.page, "the end in view, no further");
+        press(&mut a, KeyCode::Char('j'));
+        assert_eq!(tab(&a).1, last);
+        press(&mut a, KeyCode::Char('k'));
+        assert_eq!(tab(&a).1, last - 1, "one key back up, at once");
         press(&mut a, KeyCode::Char('g'));
         assert_eq!(tab(&a).1, 0);
+        // A line longer than the width takes several rows, each reached by scrolling.
+        a.width = 20;
+        let mut long = stored(3, 200, None);
+        long.flow.response.as_mut().unwrap().body =
+            CapturedBody::whole(format!("{}END", "x".repeat(200)).into_bytes());
+        update(&mut a, Event::Loaded(Box::new(long)));
+        press(&mut a, KeyCode::Char('G'));
+        let rows = super::super::view::row_starts(&shown(&a), a.width).1;
+        assert!(rows > shown(&a).len() + 9, "the long body wraps");
+        assert_eq!(tab(&a).1, rows - a.page);
         press(&mut a, KeyCode::Esc);
         assert_eq!(a.screen, Screen::List);
         press(&mut a, KeyCode::Enter);

@@ -3,7 +3,7 @@
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Tabs, Wrap};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Tabs};
 use ratatui::Frame;
 
 use super::body::body_lines;
@@ -166,7 +166,25 @@ fn bottom_text(app: &App) -> Vec<Line<'static>> {
     }
 }
 
-/// Scrolls `lines` into `area`, highlighting lines containing `term`.
+/// The screen rows a line of text takes in `width` columns (at least one).
+pub fn rows_of(line: &str, width: usize) -> usize {
+    line.chars().count().div_ceil(width.max(1)).max(1)
+}
+
+/// The screen row each of `lines` starts on when wrapped to `width` columns, and the
+/// rows they take in all: text views scroll by screen rows, so that a long URL or
+/// header is scrolled through like any other text.
+pub fn row_starts(lines: &[String], width: usize) -> (Vec<usize>, usize) {
+    let mut starts = Vec::with_capacity(lines.len());
+    let mut rows = 0;
+    for line in lines {
+        starts.push(rows);
+        rows += rows_of(line, width);
+    }
+    (starts, rows)
+}
+
+/// Scrolls `lines` into `area` by screen rows, highlighting lines containing `term`.
 fn draw_text(
     frame: &mut Frame<'_>,
     area: Rect,
@@ -174,21 +192,25 @@ fn draw_text(
     scroll: usize,
     term: Option<&str>,
 ) {
-    let height = usize::from(area.height);
-    let start = scroll.min(lines.len().saturating_sub(height.min(lines.len()).max(1)));
-    let shown: Vec<Line<'_>> = lines
-        .iter()
-        .skip(start)
-        .take(height)
-        .map(|line| match term {
-            Some(term) if !term.is_empty() && line.to_lowercase().contains(term) => Line::styled(
-                line.as_str(),
-                Style::new().bg(Color::Yellow).fg(Color::Black),
-            ),
-            _ => Line::raw(line.as_str()),
-        })
-        .collect();
-    frame.render_widget(Paragraph::new(shown).wrap(Wrap { trim: false }), area);
+    let (width, height) = (usize::from(area.width).max(1), usize::from(area.height));
+    let highlight = Style::new().bg(Color::Yellow).fg(Color::Black);
+    let mut rows: Vec<Line<'_>> = Vec::new();
+    for line in lines {
+        let style = match term {
+            Some(term) if !term.is_empty() && line.to_lowercase().contains(term) => highlight,
+            _ => Style::new(),
+        };
+        let chars: Vec<char> = line.chars().collect();
+        if chars.is_empty() {
+            rows.push(Line::raw(""));
+        }
+        for chunk in chars.chunks(width) {
+            rows.push(Line::styled(chunk.iter().collect::<String>(), style));
+        }
+    }
+    let start = scroll.min(rows.len().saturating_sub(height));
+    let shown: Vec<Line<'_>> = rows.into_iter().skip(start).take(height).collect();
+    frame.render_widget(Paragraph::new(shown), area);
 }
 
 fn status_style(flow: &Flow) -> Style {
@@ -516,7 +538,8 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab) -> Vec<String> {
     lines
 }
 
-fn help_lines() -> Vec<String> {
+/// The help screen's lines.
+pub fn help_lines() -> Vec<String> {
     let keys: [(&str, &str); 23] = [
         ("j k ↓ ↑", "move / scroll"),
         ("g G", "first / last"),
