@@ -211,8 +211,7 @@ fn export_view(
         .capture
         .file_stem()
         .map_or_else(|| "capture".into(), |s| s.to_string_lossy().into_owned());
-    let path = std::env::current_dir()?.join(format!("{stem}-{}-flows.har", ids.len()));
-    let file = std::fs::File::create(&path)?;
+    let (file, path) = new_export_file(&std::env::current_dir()?, &stem, ids.len())?;
     let title = app.source.capture.display().to_string();
     let mut writer = HarWriter::new(
         std::io::BufWriter::new(file),
@@ -234,11 +233,57 @@ fn export_view(
     ))
 }
 
+/// Creates `STEM-N-flows.har` in `dir`, or `STEM-N-flows-2.har` and so on when taken:
+/// an export never replaces an earlier one.
+fn new_export_file(
+    dir: &std::path::Path,
+    stem: &str,
+    flows: usize,
+) -> std::io::Result<(std::fs::File, std::path::PathBuf)> {
+    for attempt in 1.. {
+        let name = match attempt {
+            1 => format!("{stem}-{flows}-flows.har"),
+            n => format!("{stem}-{flows}-flows-{n}.har"),
+        };
+        let path = dir.join(name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(file) => return Ok((file, path)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the attempts never run out")
+}
+
 fn load(app: &App, reader: &mut Option<CaptureReader>, id: FlowId) -> Result<StoredFlow, String> {
     let reader = open_reader(app, reader).map_err(|e| format!("{e:#}"))?;
     match reader.flow(id) {
         Ok(Some(stored)) => Ok(stored),
         Ok(None) => Err(format!("flow {id} is not in the capture yet")),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_export_never_replaces_an_earlier_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, first) = new_export_file(dir.path(), "c", 3).unwrap();
+        std::fs::write(&first, "earlier export").unwrap();
+        let (_, second) = new_export_file(dir.path(), "c", 3).unwrap();
+        let (_, third) = new_export_file(dir.path(), "c", 3).unwrap();
+        let name = |p: &std::path::Path| p.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(
+            [name(&first), name(&second), name(&third)],
+            ["c-3-flows.har", "c-3-flows-2.har", "c-3-flows-3.har"]
+        );
+        assert_eq!(std::fs::read_to_string(&first).unwrap(), "earlier export");
     }
 }
