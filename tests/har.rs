@@ -611,3 +611,43 @@ fn a_har_with_a_byte_order_mark_reads_and_a_broken_har_file_says_why() {
         );
     }
 }
+
+#[test]
+fn firefox_form_params_and_chrome_response_errors_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("browsers.har");
+    std::fs::write(
+        &path,
+        r#"{"log":{"version":"1.2","entries":[
+            {"startedDateTime":"2026-11-20T10:00:00Z",
+             "request":{"method":"POST","url":"https://auth.example/oauth/token",
+                        "headers":[{"name":"Content-Type","value":"application/x-www-form-urlencoded"}],
+                        "postData":{"mimeType":"application/x-www-form-urlencoded",
+                                    "params":[{"name":"username","value":"ada"},{"name":"password","value":"p@ss word"}]}},
+             "response":{"status":200,"content":{"size":0}}},
+            {"startedDateTime":"2026-11-20T10:00:01Z",
+             "request":{"method":"GET","url":"https://down.example/"},
+             "response":{"status":0,"_error":"net::ERR_CONNECTION_REFUSED","content":{"size":0}}}
+        ]}}"#,
+    )
+    .unwrap();
+    let flows = har::import(&path).unwrap();
+    assert_eq!(
+        &flows[0].flow.request.body.bytes[..],
+        b"username=ada&password=p%40ss%20word"
+    );
+    assert_eq!(
+        flows[1].flow.error.as_ref().unwrap().message,
+        "net::ERR_CONNECTION_REFUSED"
+    );
+    // The re-export keeps the form (its password redacted) and the reason.
+    let out = dir.path().join("again.har");
+    let exported = kinspect(&["har", path.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(exported.status.success(), "{exported:?}");
+    let again = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        again.contains("username=ada&password=[redacted]"),
+        "{again}"
+    );
+    assert!(again.contains("net::ERR_CONNECTION_REFUSED"), "{again}");
+}

@@ -109,6 +109,20 @@ fn kind(value: &Value) -> &'static str {
 /// The UTF-8 byte order mark, which may open a HAR.
 pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// A form body (`name=value&…`, percent-encoded) made from HAR `postData.params`.
+fn form_body(params: &[Value]) -> String {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    let field = |key: &str, param: &Value| {
+        let text = param.get(key).and_then(Value::as_str).unwrap_or_default();
+        utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
+    };
+    params
+        .iter()
+        .map(|param| format!("{}={}", field("name", param), field("value", param)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// Reads every entry of the HAR at `path` as a flow, with its Kinvey analysis and the
 /// behaviour checks run in the order the requests started.
 pub fn import(path: &Path) -> Result<Vec<StoredFlow>, HarError> {
@@ -322,7 +336,11 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
                 == Some("base64");
             body_bytes(r, text, base64, &format!("{request_at}.postData"))?
         }
-        None => Bytes::new(),
+        // Firefox gives a form's fields only as params: the body is made from them.
+        None => post
+            .and_then(|p| p.get("params"))
+            .and_then(Value::as_array)
+            .map_or_else(Bytes::new, |params| Bytes::from(form_body(params))),
     };
     let request_record = RequestRecord {
         method,
@@ -358,11 +376,16 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
         }
         None => return Err(r.error(format!("{response_at}.status"), "missing")),
     };
-    let error_text = entry.get("_error").and_then(|e| match e {
-        Value::String(s) => Some(s.clone()),
-        Value::Null => None,
-        other => Some(other.to_string()),
-    });
+    // kinspect writes the entry's `_error`; Chrome the response's (`net::ERR_…`).
+    let error_text = entry
+        .get("_error")
+        .or_else(|| response.get("_error"))
+        .and_then(|e| match e {
+            Value::String(s) if s.is_empty() => None,
+            Value::String(s) => Some(s.clone()),
+            Value::Null => None,
+            other => Some(other.to_string()),
+        });
     let response_record = if status == 0 {
         None
     } else {
