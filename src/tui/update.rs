@@ -372,12 +372,32 @@ fn prompt_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
     let Some(prompt) = app.prompt.as_mut() else {
         return Vec::new();
     };
+    let control = event.modifiers.contains(KeyModifiers::CONTROL);
     match event.code {
         KeyCode::Esc => app.prompt = None,
         KeyCode::Backspace => {
             prompt.input.pop();
             prompt.error = None;
         }
+        // The shell's line editing: Ctrl-H deletes a character, Ctrl-W a word, Ctrl-U
+        // the line; other control and Alt keys type nothing.
+        KeyCode::Char('h') if control => {
+            prompt.input.pop();
+            prompt.error = None;
+        }
+        KeyCode::Char('w') if control => {
+            let kept = prompt.input.trim_end().rfind(' ').map_or(0, |i| i + 1);
+            prompt.input.truncate(kept);
+            prompt.error = None;
+        }
+        KeyCode::Char('u') if control => {
+            prompt.input.clear();
+            prompt.error = None;
+        }
+        KeyCode::Char(_)
+            if event
+                .modifiers
+                .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT) => {}
         KeyCode::Char(c) => {
             prompt.input.push(c);
             prompt.error = None;
@@ -655,6 +675,32 @@ mod tests {
         assert_eq!(scroll(&a), first, "wraps around");
         press(&mut a, KeyCode::Char('N'));
         assert_eq!(scroll(&a), second);
+    }
+
+    #[test]
+    fn prompts_edit_like_a_shell_line_and_control_keys_type_nothing() {
+        let mut a = app(3);
+        press(&mut a, KeyCode::Char('f'));
+        typed(&mut a, "~k & ~c 5xx");
+        let ctrl = |a: &mut App, c: char| {
+            update(
+                a,
+                Event::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL)),
+            )
+        };
+        let input = |a: &App| a.prompt.as_ref().unwrap().input.clone();
+        ctrl(&mut a, 'w');
+        assert_eq!(input(&a), "~k & ~c ");
+        ctrl(&mut a, 'h');
+        ctrl(&mut a, 'a');
+        ctrl(&mut a, 'k');
+        update(
+            &mut a,
+            Event::Key(KeyEvent::new(KeyCode::Char('x'), KeyModifiers::ALT)),
+        );
+        assert_eq!(input(&a), "~k & ~c");
+        ctrl(&mut a, 'u');
+        assert_eq!(input(&a), "");
     }
 
     #[test]
