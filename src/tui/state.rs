@@ -192,6 +192,8 @@ pub struct App {
     pub page: usize,
     /// Columns the text views show before wrapping (set by the view likewise).
     pub width: usize,
+    /// The screen a report or the help was opened from, to go back to.
+    pub behind: Option<Box<Screen>>,
     /// Flows by request id, for `i`.
     pub request_ids: RequestIdIndex,
 }
@@ -212,6 +214,7 @@ impl App {
             message: None,
             page: 20,
             width: 80,
+            behind: None,
             request_ids: RequestIdIndex::new(),
         }
     }

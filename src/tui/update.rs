@@ -165,7 +165,7 @@ fn list_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
                 selected: 0,
             };
         }
-        KeyCode::Char('?') => app.screen = Screen::Help { scroll: 0 },
+        KeyCode::Char('?') => open_over(app, Screen::Help { scroll: 0 }),
         KeyCode::Char('E') => {
             if app.view.is_empty() {
                 app.message = Some("nothing to export: the view is empty".into());
@@ -176,17 +176,31 @@ fn list_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
         }
         KeyCode::Char('r') => {
             if let Some(id) = app.selected_flow().map(|f| f.flow.id) {
-                app.screen = Screen::Report {
-                    id,
-                    text: None,
-                    scroll: 0,
-                };
+                open_over(
+                    app,
+                    Screen::Report {
+                        id,
+                        text: None,
+                        scroll: 0,
+                    },
+                );
                 return vec![Effect::MakeReport(id)];
             }
         }
         _ => {}
     }
     Vec::new()
+}
+
+/// Shows `screen` (a report, the help) over the current one, which `q` returns to.
+fn open_over(app: &mut App, screen: Screen) {
+    let under = std::mem::replace(&mut app.screen, screen);
+    app.behind = Some(Box::new(under));
+}
+
+/// Leaves a report or the help for the screen it was opened from.
+fn go_back(app: &mut App) {
+    app.screen = app.behind.take().map_or(Screen::List, |under| *under);
 }
 
 /// Moves a text view's first shown row for a scrolling key; false for other keys. The
@@ -256,13 +270,17 @@ fn detail_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
         KeyCode::Char('N') => jump_to_match(detail, false, width, &mut app.message),
         KeyCode::Char('r') => {
             let id = detail.id;
-            app.screen = Screen::Report {
-                id,
-                text: None,
-                scroll: 0,
-            };
+            open_over(
+                app,
+                Screen::Report {
+                    id,
+                    text: None,
+                    scroll: 0,
+                },
+            );
             return vec![Effect::MakeReport(id)];
         }
+        KeyCode::Char('?') => open_over(app, Screen::Help { scroll: 0 }),
         _ => {}
     }
     Vec::new()
@@ -303,7 +321,7 @@ fn jump_to_match(detail: &mut Detail, forward: bool, width: usize, message: &mut
 fn help_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
     let (page, width) = (app.page.max(1), app.width.max(1));
     if is_back(event) || event.code == KeyCode::Char('?') {
-        app.screen = Screen::List;
+        go_back(app);
     } else if let Screen::Help { scroll: position } = &mut app.screen {
         // The help has no tab row: one row more than a detail's text.
         let last = last_row(&super::view::help_lines(), page + 1, width);
@@ -315,7 +333,7 @@ fn help_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
 fn report_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
     let (page, width) = (app.page.max(1), app.width.max(1));
     if is_back(event) {
-        app.screen = Screen::List;
+        go_back(app);
     } else if let Screen::Report {
         scroll: position,
         text,
@@ -675,6 +693,32 @@ mod tests {
         assert_eq!(scroll(&a), first, "wraps around");
         press(&mut a, KeyCode::Char('N'));
         assert_eq!(scroll(&a), second);
+    }
+
+    #[test]
+    fn a_report_or_the_help_opened_from_a_detail_goes_back_to_it() {
+        let mut a = app(3);
+        press(&mut a, KeyCode::Enter);
+        press(&mut a, KeyCode::Char('3'));
+        let in_kinvey_tab =
+            |a: &App| matches!(&a.screen, Screen::Detail(d) if d.tab == Tab::Kinvey);
+        assert!(in_kinvey_tab(&a));
+        assert_eq!(
+            press(&mut a, KeyCode::Char('r')).len(),
+            1,
+            "a report is made"
+        );
+        assert!(matches!(a.screen, Screen::Report { .. }));
+        press(&mut a, KeyCode::Char('q'));
+        assert!(in_kinvey_tab(&a), "{:?}", a.screen);
+        press(&mut a, KeyCode::Char('?'));
+        assert!(matches!(a.screen, Screen::Help { .. }));
+        press(&mut a, KeyCode::Esc);
+        assert!(in_kinvey_tab(&a));
+        press(&mut a, KeyCode::Char('q'));
+        press(&mut a, KeyCode::Char('?'));
+        press(&mut a, KeyCode::Char('q'));
+        assert_eq!(a.screen, Screen::List, "from the list, back to the list");
     }
 
     #[test]

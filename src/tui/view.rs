@@ -158,7 +158,7 @@ fn bottom_text(app: &App) -> Vec<Line<'static>> {
         None => vec![Line::styled(
             match app.screen {
                 Screen::List => "Enter details  f filter  i request id  K Kinvey errors  r report  E export HAR  F follow  z clear  q quit",
-                Screen::Detail(_) => "Tab/←→ tabs  j/k scroll  / search  n/N next/prev match  r report  q back",
+                Screen::Detail(_) => "Tab/←→ tabs  j/k scroll  / search  n/N next/prev match  r report  ? help  q back",
                 _ => "j/k scroll  q back",
             },
             Style::new().fg(Color::DarkGray),
