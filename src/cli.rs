@@ -760,11 +760,27 @@ async fn serve(
         );
         return Ok(recorder);
     }
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot wait for Ctrl-C")?;
+    stop_requested().await.context("cannot wait for Ctrl-C")?;
     drop(handle);
     Ok(recorder)
+}
+
+/// Resolves on Ctrl-C, and on Unix on SIGTERM or SIGHUP too: a service manager or a
+/// closed terminal stops the proxy as Ctrl-C does, with the capture closed cleanly.
+async fn stop_requested() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        tokio::select! {
+            stopped = tokio::signal::ctrl_c() => stopped,
+            _ = terminate.recv() => Ok(()),
+            _ = hangup.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await
 }
 
 /// Waits (at most 10 s) until the recorder has stored and printed `count` flows.

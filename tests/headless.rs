@@ -237,36 +237,45 @@ fn the_ui_without_a_terminal_is_a_clear_error_not_a_panic() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctrl_c_stops_cleanly_and_leaves_the_capture_as_one_file() {
+async fn ctrl_c_or_sigterm_stops_cleanly_and_leaves_the_capture_as_one_file() {
     let origin = Origin::start(OriginKind::Plain).await;
-    let dir = tempfile::tempdir().unwrap();
-    let capture = dir.path().join("stopped.db");
-    let mut process = start(dir.path(), &["--capture", capture.to_str().unwrap()]);
-    let client = client(&process, dir.path());
-    for _ in 0..3 {
-        let response = client.get(origin.url("/status/200")).send().await.unwrap();
-        assert_eq!(response.status(), 200);
-    }
-    // The shell's own kill: no procps needed.
-    let interrupted = Command::new("sh")
-        .arg("-c")
-        .arg(format!("kill -INT {}", process.child.id()))
-        .status()
-        .unwrap();
-    assert!(interrupted.success());
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = process.child.try_wait().unwrap() {
-            break status;
+    for signal in ["INT", "TERM", "HUP"] {
+        let dir = tempfile::tempdir().unwrap();
+        let capture = dir.path().join("stopped.db");
+        let mut process = start(dir.path(), &["--capture", capture.to_str().unwrap()]);
+        let client = client(&process, dir.path());
+        for _ in 0..3 {
+            let response = client.get(origin.url("/status/200")).send().await.unwrap();
+            assert_eq!(response.status(), 200);
         }
-        assert!(started.elapsed() < STEP, "kinspect did not stop on SIGINT");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    assert!(status.success(), "{status:?}");
-    for suffix in ["-wal", "-shm"] {
-        let beside = dir.path().join(format!("stopped.db{suffix}"));
-        assert!(!beside.exists(), "{} left behind", beside.display());
+        // The shell's own kill: no procps needed.
+        let signalled = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -{signal} {}", process.child.id()))
+            .status()
+            .unwrap();
+        assert!(signalled.success());
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = process.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < STEP,
+                "kinspect did not stop on SIG{signal}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(status.success(), "SIG{signal}: {status:?}");
+        for suffix in ["-wal", "-shm"] {
+            let beside = dir.path().join(format!("stopped.db{suffix}"));
+            assert!(
+                !beside.exists(),
+                "SIG{signal}: {} left behind",
+                beside.display()
+            );
+        }
+        let reader = kinspect::capture::CaptureReader::open(&capture).unwrap();
+        assert_eq!(reader.count().unwrap(), 3, "SIG{signal}");
     }
-    let reader = kinspect::capture::CaptureReader::open(&capture).unwrap();
-    assert_eq!(reader.count().unwrap(), 3);
 }

@@ -117,4 +117,64 @@ fn the_demo_ui_filters_opens_details_and_quits() {
         assert!(Instant::now() < deadline, "kinspect did not quit on Q");
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert!(
+        !home.path().join("demo.db-wal").exists(),
+        "quitting closes the capture as one file"
+    );
+}
+
+#[test]
+fn closing_the_terminal_quits_the_ui_cleanly() {
+    if !tool_available("tmux") {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let temp = home.path().join("tmp");
+    std::fs::create_dir(&temp).unwrap();
+    let har = home.path().join("shared.har");
+    std::fs::write(
+        &har,
+        r#"{"log":{"version":"1.2","entries":[{"startedDateTime":"2026-11-20T10:00:00Z",
+            "request":{"method":"GET","url":"https://kvy.example/appdata/kid_x/books"},
+            "response":{"status":200}}]}}"#,
+    )
+    .unwrap();
+    let tmux = Tmux {
+        socket: format!("kinspect-test-hup-{}", std::process::id()),
+    };
+    // A HAR is opened through a temporary capture, made under TMPDIR.
+    let command = format!(
+        "TMPDIR={temp} KINSPECT_HOME={home} {} open {har}",
+        env!("CARGO_BIN_EXE_kinspect"),
+        temp = temp.display(),
+        home = home.path().display(),
+        har = har.display(),
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "kinspect",
+        "-x",
+        "120",
+        "-y",
+        "30",
+        &command,
+    ]);
+    tmux.wait_for("the HAR's flow", |s| s.contains("kvy.example"));
+    assert_eq!(
+        std::fs::read_dir(&temp).unwrap().count(),
+        1,
+        "the temporary capture"
+    );
+    // The terminal goes away: the UI gets SIGHUP.
+    tmux.run(&["kill-session", "-t", "kinspect"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&temp).unwrap().count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the temporary capture was left behind"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -11,7 +11,9 @@ pub mod state;
 pub mod update;
 pub mod view;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossterm::event::{self as terminal_event, Event as TerminalEvent, KeyEventKind};
@@ -61,23 +63,82 @@ pub fn run(source: SourceInfo, initial: Vec<Box<StoredFlow>>, feed: Feed) -> any
     for stored in initial {
         app.push(stored);
     }
+    let stop = stop_signals();
     let mut terminal = ratatui::try_init().map_err(|e| {
         anyhow::anyhow!("cannot start the terminal UI: {e}; run with --headless instead")
     })?;
-    let result = event_loop(&mut terminal, &mut app, feed);
-    ratatui::restore();
+    let result = event_loop(&mut terminal, &mut app, feed, &stop);
+    // try_restore: restore() prints its failure with eprintln!, which panics when the
+    // terminal (and so stderr) is gone.
+    let _ = ratatui::try_restore();
     result
+}
+
+/// Set when the terminal goes away or kinspect is asked to stop (SIGHUP, SIGTERM): the UI
+/// then quits as if `q` were pressed, so the terminal is restored, the capture closed and
+/// a HAR's temporary capture removed, where the signal's default would kill the process.
+fn stop_signals() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    #[cfg(unix)]
+    {
+        for signal in [signal_hook::consts::SIGHUP, signal_hook::consts::SIGTERM] {
+            let _ = signal_hook::flag::register(signal, stop.clone());
+        }
+        let _ = detach_from_terminal_on_hangup();
+    }
+    stop
+}
+
+/// Once the terminal has hung up, nothing may touch it. crossterm reads it in a loop that
+/// only a "would block" ends (it spins at full CPU on the end of file, or on any other
+/// error, and never returns to the UI's loop), and ratatui reports a failed cleanup with
+/// `eprintln!`, which panics on the dead terminal and aborts the process before the
+/// capture is closed. So on SIGHUP standard input becomes an empty pipe that is never
+/// closed (reads would block, crossterm returns, the UI's loop sees the stop flag) and
+/// standard output and error go to /dev/null.
+#[cfg(unix)]
+fn detach_from_terminal_on_hangup() -> std::io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    let mut ends = [0; 2];
+    // SAFETY: pipe(2) fills the two descriptors; fcntl(2) on a descriptor we own.
+    unsafe {
+        if libc::pipe(ends.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let flags = libc::fcntl(ends[0], libc::F_GETFL);
+        libc::fcntl(ends[0], libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    // Both ends and the sink stay open for the life of the process.
+    let quiet = ends[0];
+    let sink = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")?
+        .into_raw_fd();
+    // SAFETY: dup2(2) is async-signal-safe; the terminal is gone, so nothing needs the
+    // descriptors it replaces.
+    unsafe {
+        signal_hook::low_level::register(signal_hook::consts::SIGHUP, move || {
+            libc::dup2(quiet, libc::STDIN_FILENO);
+            libc::dup2(sink, libc::STDOUT_FILENO);
+            libc::dup2(sink, libc::STDERR_FILENO);
+        })?;
+    }
+    Ok(())
 }
 
 fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
     app: &mut App,
     feed: Feed,
+    stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     let mut reader: Option<CaptureReader> = None;
     let mut last_poll = Instant::now();
     let mut dirty = true;
     loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         if dirty {
             terminal.draw(|frame| {
                 app.page = view::list_page(frame.area());
@@ -86,8 +147,19 @@ fn event_loop(
             })?;
             dirty = false;
         }
-        if terminal_event::poll(FRAME)? {
-            if let TerminalEvent::Key(key) = terminal_event::read()? {
+        let event = match terminal_event::poll(FRAME) {
+            Ok(false) => None,
+            Ok(true) => Some(terminal_event::read()),
+            Err(e) => Some(Err(e)),
+        };
+        if let Some(event) = event {
+            let event = match event {
+                Ok(event) => event,
+                // The terminal went away (its standard input closed on SIGHUP).
+                Err(_) if stop.load(Ordering::Relaxed) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            if let TerminalEvent::Key(key) = event {
                 if key.kind != KeyEventKind::Release {
                     let effects = update(app, Event::Key(key));
                     if run_effects(app, effects, &mut reader)? {
