@@ -262,10 +262,8 @@ fn detail_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
             detail.tab = Tab::ALL[c as usize - '1' as usize];
             detail.scroll = 0;
         }
-        KeyCode::Char('/') => {
-            let current = detail.search.clone().unwrap_or_default();
-            open_prompt(app, PromptKind::Search, current);
-        }
+        // Opens empty, as in less and vim: Enter on nothing searches the last term again.
+        KeyCode::Char('/') => open_prompt(app, PromptKind::Search, String::new()),
         KeyCode::Char('n') => jump_to_match(detail, true, width, &mut app.message),
         KeyCode::Char('N') => jump_to_match(detail, false, width, &mut app.message),
         KeyCode::Char('r') => {
@@ -297,11 +295,11 @@ fn jump_to_match(detail: &mut Detail, forward: bool, width: usize, message: &mut
     }
     let lines = shown_lines(detail);
     let (starts, _) = super::view::row_starts(&lines, width);
-    let term = term.to_lowercase();
+    let lower = term.to_lowercase();
     let hits: Vec<usize> = lines
         .iter()
         .zip(starts)
-        .filter(|(l, _)| l.to_lowercase().contains(&term))
+        .filter(|(l, _)| l.to_lowercase().contains(&lower))
         .map(|(_, row)| row)
         .collect();
     let found = if forward {
@@ -360,7 +358,9 @@ fn summary_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
         KeyCode::Char('k') | KeyCode::Up => *selected = selected.saturating_sub(1),
         KeyCode::Enter => {
             if let Some(row) = rows.get(*selected) {
-                let text = format!("~kerr '^{}$'", regex::escape(&row.error));
+                // A quote in the name is escaped inside the quoted argument.
+                let name = regex::escape(&row.error).replace('\'', "\\'");
+                let text = format!("~kerr '^{name}$'");
                 app.screen = Screen::List;
                 return apply_filter(app, &text).unwrap_or_default();
             }
@@ -441,7 +441,9 @@ fn prompt_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
                 PromptKind::Search => {
                     app.prompt = None;
                     if let Screen::Detail(detail) = &mut app.screen {
-                        detail.search = Some(input).filter(|s| !s.is_empty());
+                        if !input.is_empty() {
+                            detail.search = Some(input);
+                        }
                         detail.scroll = 0;
                         jump_to_match(detail, true, app.width.max(1), &mut app.message);
                     }
@@ -693,6 +695,20 @@ mod tests {
         assert_eq!(scroll(&a), first, "wraps around");
         press(&mut a, KeyCode::Char('N'));
         assert_eq!(scroll(&a), second);
+        // The prompt opens empty; Enter on nothing searches the last term again.
+        press(&mut a, KeyCode::Char('/'));
+        assert_eq!(a.prompt.as_ref().unwrap().input, "");
+        press(&mut a, KeyCode::Enter);
+        assert!(matches!(&a.screen, Screen::Detail(d) if d.search.as_deref() == Some("needle")));
+        assert_eq!(scroll(&a), first);
+        press(&mut a, KeyCode::Char('/'));
+        typed(&mut a, "Missing");
+        press(&mut a, KeyCode::Enter);
+        assert_eq!(
+            a.message.as_deref(),
+            Some("\"Missing\" not found in this tab"),
+            "the term as typed"
+        );
     }
 
     #[test]
@@ -841,6 +857,27 @@ mod tests {
         press(&mut a, KeyCode::Char('K'));
         press(&mut a, KeyCode::Char('q'));
         assert_eq!(a.screen, Screen::List);
+
+        // A name with a quote (an unknown error's name can be anything) still matches.
+        press(&mut a, KeyCode::Char('f'));
+        update(
+            &mut a,
+            Event::Key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL)),
+        );
+        press(&mut a, KeyCode::Enter);
+        press(&mut a, KeyCode::Char('z'));
+        update(
+            &mut a,
+            Event::Flow(Box::new(stored(
+                9,
+                500,
+                Some(("It's Broken", ErrorClass::Stop)),
+            ))),
+        );
+        press(&mut a, KeyCode::Char('K'));
+        press(&mut a, KeyCode::Enter);
+        assert_eq!(a.filter.as_ref().unwrap().text(), r"~kerr '^It\'s Broken$'");
+        assert_eq!(a.view.len(), 1);
     }
 
     #[test]
