@@ -548,6 +548,11 @@ fn open(file: PathBuf) -> anyhow::Result<()> {
 
 /// `kinspect report`: the support report of the flow(s) with a request id.
 fn report(file: &Path, request_id: &str) -> anyhow::Result<()> {
+    if request_id.trim().is_empty() {
+        anyhow::bail!(
+            "--request-id is empty: give the X-Kinvey-Request-ID, or its first characters"
+        );
+    }
     let (_import, capture) = readable(file)?;
     let reader = CaptureReader::open(&capture)?;
     let found = reader.find_request_id(request_id)?;

@@ -599,6 +599,10 @@ fn a_har_with_a_byte_order_mark_reads_and_a_broken_har_file_says_why() {
             "the top level: expected an object, found an array",
         ),
         ("{}", "log: missing"),
+        (
+            r#"{"log":{"entries":[{"startedDateTime":"2026-11-20T10:00:00Z","request":{"method":"GET","url":"https://a/"}}]}}"#,
+            "log.entries[0].response: missing",
+        ),
     ] {
         let broken = dir.path().join("broken.har");
         std::fs::write(&broken, content).unwrap();
@@ -627,7 +631,10 @@ fn firefox_form_params_and_chrome_response_errors_import() {
              "response":{"status":200,"content":{"size":0}}},
             {"startedDateTime":"2026-11-20T10:00:01Z",
              "request":{"method":"GET","url":"https://down.example/"},
-             "response":{"status":0,"_error":"net::ERR_CONNECTION_REFUSED","content":{"size":0}}}
+             "response":{"status":0,"_error":"net::ERR_CONNECTION_REFUSED","content":{"size":0}}},
+            {"startedDateTime":"2026-11-20T11:00:02.500+0100",
+             "request":{"method":"GET","url":"https://basic-offset.example/"},
+             "response":{"status":204}}
         ]}}"#,
     )
     .unwrap();
@@ -639,6 +646,17 @@ fn firefox_form_params_and_chrome_response_errors_import() {
     assert_eq!(
         flows[1].flow.error.as_ref().unwrap().message,
         "net::ERR_CONNECTION_REFUSED"
+    );
+    // ISO 8601's basic offset form, as some tools write it.
+    let at = flows[2]
+        .flow
+        .started_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    assert_eq!(
+        at.as_millis(),
+        1_795_168_802_500,
+        "2026-11-20T10:00:02.500Z"
     );
     // The re-export keeps the form (its password redacted) and the reason.
     let out = dir.path().join("again.har");

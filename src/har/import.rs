@@ -301,7 +301,10 @@ fn started_at(
     at: &str,
 ) -> Result<SystemTime, HarError> {
     let text = r.string(entry, at, "startedDateTime")?;
-    let parsed = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+    use time::format_description::well_known::{Iso8601, Rfc3339};
+    // RFC 3339 first (what browsers write), then any ISO 8601 form (`+0000` offsets).
+    let parsed = time::OffsetDateTime::parse(text, &Rfc3339)
+        .or_else(|_| time::OffsetDateTime::parse(text, &Iso8601::DEFAULT))
         .map_err(|e| {
             r.error(
                 format!("{at}.startedDateTime"),
@@ -356,7 +359,10 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
     };
 
     let response_at = format!("{at}.response");
-    let response = r.object(entry.get("response").unwrap_or(&Value::Null), &response_at)?;
+    let response = match entry.get("response") {
+        Some(response) => r.object(response, &response_at)?,
+        None => return Err(r.error(response_at, "missing")),
+    };
     let status = match response.get("status") {
         Some(Value::Number(n)) => {
             n.as_u64()
