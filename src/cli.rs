@@ -530,7 +530,9 @@ fn file_beside(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
 /// `kinspect open`: the UI on a capture file (which may still be growing).
 fn open(file: PathBuf) -> anyhow::Result<()> {
     tui::require_terminal()?;
-    let (_import, file) = readable(&file)?;
+    let (import, capture) = readable(&file)?;
+    let har = import.is_some().then_some(file);
+    let file = capture;
     let reader = CaptureReader::open(&file)?;
     let mut flows = Vec::new();
     reader.for_each(Detail::Headers, |mut stored| {
@@ -542,8 +544,11 @@ fn open(file: PathBuf) -> anyhow::Result<()> {
         listen: None,
         capture: file,
         ca: None,
+        har,
     };
-    tui::run(source, flows, Feed::File)
+    let shown = tui::run(source, flows, Feed::File);
+    drop(import);
+    shown
 }
 
 /// `kinspect report`: the support report of the flow(s) with a request id.
@@ -744,6 +749,7 @@ async fn serve(
             listen: Some(addr),
             capture: capture_path,
             ca: Some(ca.cert_pem_path()),
+            har: None,
         };
         let ui =
             tokio::task::spawn_blocking(move || tui::run(source, Vec::new(), Feed::Live(feed)));

@@ -180,6 +180,7 @@ fn app() -> App {
         listen: Some("127.0.0.1:8080".parse().unwrap()),
         capture: "/home/ada/.kinspect/captures/2026-11-25T00-00-00Z.db".into(),
         ca: Some("/home/ada/.kinspect/kinspect-ca.pem".into()),
+        har: None,
     });
     for stored in flows() {
         update(&mut app, Event::Flow(Box::new(stored)));

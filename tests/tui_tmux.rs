@@ -161,7 +161,11 @@ fn closing_the_terminal_quits_the_ui_cleanly() {
         "30",
         &command,
     ]);
-    tmux.wait_for("the HAR's flow", |s| s.contains("kvy.example"));
+    let screen = tmux.wait_for("the HAR's flow", |s| s.contains("kvy.example"));
+    assert!(
+        screen.contains("HAR ") && screen.contains("shared.har"),
+        "the status bar names the HAR, not its temporary capture:\n{screen}"
+    );
     assert_eq!(
         std::fs::read_dir(&temp).unwrap().count(),
         1,

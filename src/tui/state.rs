@@ -40,6 +40,8 @@ pub struct SourceInfo {
     pub capture: PathBuf,
     /// The CA certificate, when live.
     pub ca: Option<PathBuf>,
+    /// The HAR the capture was imported from (into a temporary file): what is shown.
+    pub har: Option<PathBuf>,
 }
 
 /// The tabs of the flow detail.

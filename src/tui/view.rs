@@ -128,7 +128,10 @@ fn status_line(app: &App) -> String {
     if let Some(listen) = app.source.listen {
         parts.push(format!("proxy http://{listen}"));
     }
-    parts.push(format!("capture {}", app.source.capture.display()));
+    parts.push(match &app.source.har {
+        Some(har) => format!("HAR {}", har.display()),
+        None => format!("capture {}", app.source.capture.display()),
+    });
     if let Some(ca) = &app.source.ca {
         parts.push(format!("CA {}", ca.display()));
     }
