@@ -76,7 +76,7 @@ pub fn support_report(flow: &Flow, analysis: &KinveyAnalysis, warnings: &[Findin
     }
     let _ = writeln!(
         out,
-        "(captured by kinspect; credentials, tokens, cookies and secrets are redacted)"
+        "(report by kinspect; credentials, tokens, cookies and secrets are redacted)"
     );
     out
 }
