@@ -316,6 +316,95 @@ fn kinvey_cell(kinvey: &KinveySummary) -> Line<'static> {
     ])
 }
 
+/// A column of the flow list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Column {
+    Id,
+    Time,
+    Method,
+    Host,
+    Path,
+    Status,
+    Type,
+    Size,
+    Duration,
+    Kinvey,
+}
+
+impl Column {
+    const ALL: [Column; 10] = [
+        Column::Id,
+        Column::Time,
+        Column::Method,
+        Column::Host,
+        Column::Path,
+        Column::Status,
+        Column::Type,
+        Column::Size,
+        Column::Duration,
+        Column::Kinvey,
+    ];
+
+    /// Left out first, in this order, when the terminal is too narrow for every column.
+    const DROPPED_FIRST: [Column; 6] = [
+        Column::Type,
+        Column::Duration,
+        Column::Time,
+        Column::Size,
+        Column::Host,
+        Column::Id,
+    ];
+
+    fn title(self) -> &'static str {
+        match self {
+            Column::Id => "ID",
+            Column::Time => "TIME",
+            Column::Method => "METHOD",
+            Column::Host => "HOST",
+            Column::Path => "PATH",
+            Column::Status => "STATUS",
+            Column::Type => "TYPE",
+            Column::Size => "SIZE",
+            Column::Duration => "DUR",
+            Column::Kinvey => "KINVEY",
+        }
+    }
+
+    /// Its width; the path's is the least it gets (it takes what the others leave).
+    fn width(self) -> u16 {
+        match self {
+            Column::Id => 4,
+            Column::Time => 12,
+            Column::Method => 6,
+            Column::Host => 16,
+            Column::Path => 14,
+            Column::Status => 7,
+            Column::Type => 4,
+            Column::Size => 8,
+            Column::Duration => 6,
+            // Badge, marks and the longest error name in the dictionary.
+            Column::Kinvey => 38,
+        }
+    }
+}
+
+/// The columns shown in `width` terminal columns, with the KINVEY column's width: the
+/// least useful columns are left out rather than every column cut to nonsense.
+fn list_columns(width: u16) -> (Vec<Column>, u16) {
+    // Each column is followed by one column of spacing.
+    let needed = |shown: &[Column]| shown.iter().map(|c| c.width() + 1).sum::<u16>();
+    let mut shown = Column::ALL.to_vec();
+    for dropped in Column::DROPPED_FIRST {
+        if needed(&shown) <= width {
+            break;
+        }
+        shown.retain(|c| *c != dropped);
+    }
+    let short = needed(&shown).saturating_sub(width);
+    let kinvey = Column::Kinvey.width().saturating_sub(short).max(12);
+    (shown, kinvey)
+}
+
 fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
     let page = usize::from(area.height.saturating_sub(1)).max(1);
     let offset = if app.selected >= page {
@@ -323,10 +412,9 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
     } else {
         0
     };
-    let header = Row::new([
-        "ID", "TIME", "METHOD", "HOST", "PATH", "STATUS", "TYPE", "SIZE", "DUR", "KINVEY",
-    ])
-    .style(Style::new().add_modifier(Modifier::BOLD));
+    let (columns, kinvey_width) = list_columns(area.width);
+    let header = Row::new(columns.iter().map(|c| c.title()))
+        .style(Style::new().add_modifier(Modifier::BOLD));
     let rows = app
         .view
         .iter()
@@ -335,46 +423,38 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
         .take(page)
         .map(|(position, &index)| {
             let StoredFlow { flow, kinvey } = &*app.flows[index];
-            let status = match (&flow.response, &flow.error) {
-                (Some(r), Some(_)) if !r.from_proxy => r.status.to_string(),
-                (_, Some(e)) => e.kind.as_str().to_owned(),
-                (Some(r), None) => r.status.to_string(),
-                (None, None) => "...".to_owned(),
-            };
-            let kinvey_cell = kinvey_cell(kinvey);
-            let size = flow.response.as_ref().map_or(0, |r| r.body.wire_size);
             let style = if position == app.selected {
                 status_style(flow).add_modifier(Modifier::REVERSED)
             } else {
                 status_style(flow)
             };
-            Row::new(vec![
-                Cell::from(flow.id.to_string()),
-                Cell::from(clock(flow)),
-                Cell::from(flow.request.method.clone()),
-                Cell::from(flow.host.clone()),
-                Cell::from(path_of(flow).to_owned()),
-                Cell::from(status),
-                Cell::from(short_type(flow)),
-                Cell::from(HumanSize(size).to_string()),
-                Cell::from(format!("{}ms", flow.duration().as_millis())),
-                Cell::from(kinvey_cell),
-            ])
-            .style(style)
+            let cell = |column: Column| match column {
+                Column::Id => Cell::from(flow.id.to_string()),
+                Column::Time => Cell::from(clock(flow)),
+                Column::Method => Cell::from(flow.request.method.clone()),
+                Column::Host => Cell::from(flow.host.clone()),
+                Column::Path => Cell::from(path_of(flow).to_owned()),
+                Column::Status => Cell::from(match (&flow.response, &flow.error) {
+                    (Some(r), Some(_)) if !r.from_proxy => r.status.to_string(),
+                    (_, Some(e)) => e.kind.as_str().to_owned(),
+                    (Some(r), None) => r.status.to_string(),
+                    (None, None) => "...".to_owned(),
+                }),
+                Column::Type => Cell::from(short_type(flow)),
+                Column::Size => Cell::from(
+                    HumanSize(flow.response.as_ref().map_or(0, |r| r.body.wire_size)).to_string(),
+                ),
+                Column::Duration => Cell::from(format!("{}ms", flow.duration().as_millis())),
+                Column::Kinvey => Cell::from(kinvey_cell(kinvey)),
+            };
+            Row::new(columns.iter().map(|&c| cell(c))).style(style)
         });
-    // The path takes what the fixed columns leave, and never less than 14 columns.
-    let widths = [
-        Constraint::Length(4),
-        Constraint::Length(12),
-        Constraint::Length(6),
-        Constraint::Length(16),
-        Constraint::Min(14),
-        Constraint::Length(7),
-        Constraint::Length(4),
-        Constraint::Length(8),
-        Constraint::Length(6),
-        Constraint::Length(38),
-    ];
+    // The path takes what the other columns leave.
+    let widths = columns.iter().map(|&c| match c {
+        Column::Path => Constraint::Min(c.width()),
+        Column::Kinvey => Constraint::Length(kinvey_width),
+        _ => Constraint::Length(c.width()),
+    });
     frame.render_widget(Table::new(rows, widths).header(header), area);
 }
 
@@ -607,6 +687,20 @@ mod tests {
 
     fn text(line: &Line<'_>) -> String {
         line.spans.iter().map(|s| s.content.as_ref()).collect()
+    }
+
+    #[test]
+    fn narrow_terminals_leave_columns_out_instead_of_cutting_them_all() {
+        let (all, kinvey) = list_columns(160);
+        assert_eq!((all.len(), kinvey), (10, 38));
+        let (columns, _) = list_columns(120);
+        assert!(!columns.contains(&Column::Type) && columns.contains(&Column::Duration));
+        let (columns, kinvey) = list_columns(60);
+        assert_eq!(
+            columns,
+            [Column::Method, Column::Path, Column::Status, Column::Kinvey]
+        );
+        assert_eq!(kinvey, 29, "the badge and most of the name still fit");
     }
 
     #[test]
