@@ -54,6 +54,33 @@ async fn a_refused_port_is_a_502_and_a_recorded_flow() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_to_an_unreachable_origin_keeps_its_body() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    let origin = Origin::start(OriginKind::Plain).await;
+    let https = proxy.client();
+    for url in [
+        format!("http://127.0.0.1:{port}/orders"),
+        format!("https://127.0.0.1:{port}/orders"),
+    ] {
+        // The payload is what one wants to see when the backend is down.
+        let payload = r#"{"item":"book","quantity":2}"#;
+        let response = https.post(&url).body(payload).send().await.unwrap();
+        assert_eq!(response.status(), 502, "{url}");
+        let flow = proxy.next_flow().await;
+        assert_eq!(flow.error.as_ref().unwrap().kind, FlowErrorKind::Connect);
+        assert_eq!(&flow.request.body.bytes[..], payload.as_bytes(), "{url}");
+        assert_eq!(flow.request.body.wire_size, payload.len() as u64);
+        assert!(!flow.request.body.incomplete, "{url}");
+    }
+    proxy.assert_serves(&origin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_origin_certificate_is_a_502_saying_why() {
     let origin = Origin::start(OriginKind::Https).await;
     // No --upstream-ca: the origin's test CA is unknown to kinspect.

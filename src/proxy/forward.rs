@@ -16,7 +16,10 @@ use hyper_util::client::legacy::connect::{capture_connection, Connected};
 
 use super::errors::ProxyFailure;
 use super::headers::strip_hop_by_hop;
-use super::tee::{BodyCapture, BodyEnd, OnBodyEnd, SharedCapture, TeeBody};
+use super::tee::{
+    take_unread, BodyCapture, BodyEnd, OnBodyEnd, ReturnedIfUnread, SharedCapture, TeeBody,
+    UnreadSlot,
+};
 use super::upstream::{ConnectError, ConnectionInfo};
 use super::{BoxError, ProxyBody, Shared, Target};
 use crate::events::{FlowSlot, Stored};
@@ -131,8 +134,11 @@ pub(crate) async fn forward(
     let max_body = shared.config.max_body;
     let req_capture: SharedCapture = Arc::new(Mutex::new(expecting(max_body, &body)));
     pending.req_capture = Some(req_capture.clone());
-    let mut upstream_req =
-        Request::from_parts(parts, TeeBody::new(body, req_capture.clone(), None));
+    // An empty body has nothing to give back: no slot, no allocation.
+    let unread: Option<UnreadSlot<TeeBody<Incoming>>> =
+        (!body.is_end_stream()).then(|| Arc::new(Mutex::new(None)));
+    let teed = TeeBody::new(body, req_capture.clone(), None);
+    let mut upstream_req = Request::from_parts(parts, ReturnedIfUnread::new(teed, unread.clone()));
     let captured = capture_connection(&mut upstream_req);
     let timeout = shared.config.upstream_timeout;
     let http = match upgrade {
@@ -149,6 +155,11 @@ pub(crate) async fn forward(
                 .and_then(connection_info)
                 .or_else(|| connect_error(&e).and_then(|c| c.reached.clone()));
             let failure = classify_client_error(&e, target, &req_capture);
+            // The origin was never reached: the body is still the client's to send, and
+            // the flow's to keep.
+            if let Some(body) = unread.as_ref().and_then(take_unread) {
+                read_unsent(body).await;
+            }
             return pending.answer(conn, failure).await;
         }
         Err(_) => {
@@ -238,6 +249,18 @@ fn expecting(max_body: usize, body: &Incoming) -> BodyCapture {
 /// Responses with a declared length up to this are read whole before their head goes
 /// out: the last frame waits for the store in any case.
 const WHOLE_BODY_LIMIT: u64 = 64 * 1024;
+
+/// Longest spent reading a request body the origin never got, to record it.
+const UNSENT_BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads a request body that never went upstream (its tee records it), for at most
+/// [`UNSENT_BODY_WAIT`]: a body still coming after that is recorded as incomplete.
+async fn read_unsent(mut body: TeeBody<Incoming>) {
+    let _ = tokio::time::timeout(UNSENT_BODY_WAIT, async {
+        while let Some(Ok(_)) = body.frame().await {}
+    })
+    .await;
+}
 
 /// A body that fails at once with `error`.
 fn broken_body(error: BoxError) -> ProxyBody {

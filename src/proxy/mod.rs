@@ -17,7 +17,11 @@ pub use access::{is_public, ProxyCredentials, Refusal};
 pub use ca_page::CA_HOST;
 pub use errors::{ProxyFailure, KINSPECT_ERROR_HEADER};
 pub use headers::strip_hop_by_hop;
-pub use tee::{BodyCapture, TeeBody};
+pub use tee::{BodyCapture, ReturnedIfUnread, TeeBody};
+
+/// A request body on its way upstream: teed into the flow's capture, and given back if
+/// the connection to the origin fails before it is read.
+pub(crate) type UpstreamBody = ReturnedIfUnread<TeeBody<Incoming>>;
 pub use upstream::{ConnectError, ConnectionInfo, Dialer, HostOverrides, UpstreamConnector};
 
 use std::borrow::Cow;
@@ -153,10 +157,10 @@ pub(crate) struct Shared {
     /// One permit per client connection being served.
     pub(crate) connections: Arc<Semaphore>,
     pub(crate) leaves: LeafCache,
-    pub(crate) client: Client<UpstreamConnector, TeeBody<Incoming>>,
+    pub(crate) client: Client<UpstreamConnector, UpstreamBody>,
     /// A client that offers origins only HTTP/1.1, for `Upgrade` requests (WebSocket):
     /// upgrades do not exist in HTTP/2.
-    pub(crate) upgrade_client: Client<UpstreamConnector, TeeBody<Incoming>>,
+    pub(crate) upgrade_client: Client<UpstreamConnector, UpstreamBody>,
     pub(crate) publisher: FlowPublisher,
     pub(crate) ca: Arc<CertificateAuthority>,
 }

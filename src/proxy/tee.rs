@@ -294,6 +294,69 @@ impl<B: Body> Drop for TeeBody<B> {
     }
 }
 
+/// Where a request body goes back to when the upstream side let go of it unread.
+pub type UnreadSlot<B> = Arc<Mutex<Option<B>>>;
+
+/// The body given back to `slot`, if it was.
+pub fn take_unread<B>(slot: &UnreadSlot<B>) -> Option<B> {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+/// A request body that, dropped before it was ever read (the connection to the origin
+/// failed first), goes back to its [`UnreadSlot`] instead of away, so that the exchange
+/// can still read it from the client and record it. A body without a slot (an empty
+/// one: nothing to give back) is dropped as usual.
+pub struct ReturnedIfUnread<B> {
+    inner: Option<B>,
+    slot: Option<UnreadSlot<B>>,
+    read: bool,
+}
+
+impl<B> ReturnedIfUnread<B> {
+    /// Wraps `inner`, giving it back to `slot` if it is dropped unread.
+    pub fn new(inner: B, slot: Option<UnreadSlot<B>>) -> Self {
+        ReturnedIfUnread {
+            inner: Some(inner),
+            slot,
+            read: false,
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for ReturnedIfUnread<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        self.read = true;
+        match self.inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(B::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(SizeHint::default, B::size_hint)
+    }
+}
+
+impl<B> Drop for ReturnedIfUnread<B> {
+    fn drop(&mut self) {
+        if let (false, Some(slot), Some(inner)) = (self.read, &self.slot, self.inner.take()) {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(inner);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
