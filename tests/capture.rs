@@ -590,3 +590,36 @@ fn a_second_kinspect_recording_into_the_same_capture_is_refused() {
     );
     drop(running);
 }
+
+#[test]
+fn a_closed_capture_is_one_file_and_recording_into_it_again_waits_for_a_reader() {
+    let home = tempfile::tempdir().unwrap();
+    let capture = home.path().join("again.db");
+    let flow = StoredFlow {
+        flow: full_flow(1),
+        kinvey: KinveySummary::default(),
+    };
+    let mut writer = CaptureWriter::open(&capture).unwrap();
+    writer.write_batch([&flow]).unwrap();
+    drop(writer);
+    assert!(!home.path().join("again.db-wal").exists());
+    // A reader in the middle of a read while a new proxy opens the capture.
+    let reader = rusqlite::Connection::open(&capture).unwrap();
+    reader
+        .execute_batch("BEGIN; SELECT count(*) FROM flows;")
+        .unwrap();
+    let finishing = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        reader.execute_batch("COMMIT").unwrap();
+    });
+    let mut writer = CaptureWriter::open(&capture).unwrap();
+    finishing.join().unwrap();
+    let second = StoredFlow {
+        flow: full_flow(2),
+        kinvey: KinveySummary::default(),
+    };
+    writer.write_batch([&second]).unwrap();
+    // Back in WAL mode (out of it, every commit would sync a rollback journal).
+    assert!(home.path().join("again.db-wal").exists(), "not in WAL mode");
+    assert_eq!(CaptureReader::open(&capture).unwrap().count().unwrap(), 2);
+}
