@@ -226,3 +226,54 @@ async fn ip_hosts_are_intercepted_with_an_ip_certificate() {
         "clients send no SNI for IPs"
     );
 }
+
+/// The names of the fields an `/echo` origin received, in order.
+fn echoed_names(echo: &serde_json::Value) -> Vec<String> {
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| pair[0].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_fields_keep_their_order_and_http2_origins_get_no_host_field() {
+    for kind in [OriginKind::Https, OriginKind::HttpsH1Only] {
+        let origin = Origin::start(kind).await;
+        let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
+        let client = proxy.client_builder().http1_only().build().unwrap();
+        let echo: serde_json::Value = client
+            .get(origin.url("/echo"))
+            .header("X-First", "1")
+            .header("Connection", "keep-alive")
+            .header("X-Second", "2")
+            .header("X-Third", "3")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let flow = proxy.next_flow().await;
+        let received = echoed_names(&echo);
+        let hosts = received.iter().filter(|n| *n == "host").count();
+        if echo["version"] == "HTTP/2.0" {
+            // :authority says it; nginx answers 400 to a Host field beside it.
+            assert_eq!(hosts, 0, "{received:?}");
+        } else {
+            assert_eq!(hosts, 1, "{received:?}");
+        }
+        // Everything but Host and the hop-by-hop fields, in the order the client sent.
+        let sent: Vec<String> = flow
+            .request
+            .headers
+            .iter()
+            .map(|h| h.name.to_lowercase().to_string())
+            .filter(|n| n != "host" && n != "connection")
+            .collect();
+        let forwarded: Vec<String> = received.into_iter().filter(|n| n != "host").collect();
+        assert_eq!(forwarded, sent, "{:?}", echo["version"]);
+        assert!(sent.starts_with(&["x-first".into(), "x-second".into(), "x-third".into()]));
+    }
+}

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{capture_connection, Connected};
 
 use super::errors::ProxyFailure;
-use super::headers::strip_hop_by_hop;
+use super::headers::{remove_in_order, strip_hop_by_hop, strip_hop_by_hop_and};
 use super::tee::{
     take_unread, BodyCapture, BodyEnd, OnBodyEnd, ReturnedIfUnread, SharedCapture, TeeBody,
     UnreadSlot,
@@ -79,7 +79,9 @@ pub(crate) async fn forward(
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     // kinspect's own credential (`--proxy-auth`), not the app's: never recorded.
-    parts.headers.remove(http::header::PROXY_AUTHORIZATION);
+    remove_in_order(&mut parts.headers, |name, _| {
+        name == http::header::PROXY_AUTHORIZATION
+    });
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     // Default ports left out: an HTTP/2 origin takes the authority as its Host.
     let url = target.url(path);
@@ -126,7 +128,14 @@ pub(crate) async fn forward(
         join_cookies(&mut parts.headers);
     }
     parts.version = Version::HTTP_11;
-    strip_hop_by_hop(&mut parts.headers);
+    // The target's authority travels in the URI: over HTTP/2 as `:authority`, beside
+    // which origins such as nginx refuse a `Host` field (400), and over HTTP/1.1
+    // hyper-util writes `Host` from it. A `Host` naming something else is the client's
+    // own choice and goes as it is; so does an upgrade's (always HTTP/1.1).
+    let plain = upgrade.is_none();
+    strip_hop_by_hop_and(&mut parts.headers, |name, value| {
+        plain && name == http::header::HOST && target.is_named_by_host_field(value.as_bytes())
+    });
     if let Some(protocol) = &upgrade {
         keep_upgrade(&mut parts.headers, protocol);
     }

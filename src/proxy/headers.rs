@@ -1,6 +1,6 @@
 //! Header rules for forwarding: hop-by-hop fields are the proxy's, not the peers'.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Fields that apply to one connection only (RFC 9110 §7.6.1) plus the proxy-specific
 /// ones; `te` is kept when it is exactly `trailers` (gRPC needs it). `Trailer` is
@@ -16,8 +16,17 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
-/// Removes hop-by-hop fields, including any named in `Connection`.
+/// Removes hop-by-hop fields, including any named in `Connection`, keeping the order of
+/// the rest.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    strip_hop_by_hop_and(headers, |_, _| false);
+}
+
+/// [`strip_hop_by_hop`], also removing the fields for which `also` is true.
+pub fn strip_hop_by_hop_and(
+    headers: &mut HeaderMap,
+    also: impl Fn(&HeaderName, &HeaderValue) -> bool,
+) {
     // Usually `Connection: keep-alive` or `close`, which name no other field to drop.
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -30,18 +39,41 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         })
         .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
     let te_is_trailers = headers
         .get_all(header::TE)
         .iter()
         .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    if !te_is_trailers {
-        headers.remove(header::TE);
+    remove_in_order(headers, |name, value| {
+        HOP_BY_HOP.contains(name)
+            || listed.contains(name)
+            || (name == header::TE && !te_is_trailers)
+            || also(name, value)
+    });
+}
+
+/// Removes the fields for which `unwanted` is true, keeping the order of the rest.
+/// `HeaderMap::remove` moves the last field into the removed one's place, so a map
+/// that has something to remove is rebuilt instead; one that has nothing is left as is.
+pub fn remove_in_order(
+    headers: &mut HeaderMap,
+    mut unwanted: impl FnMut(&HeaderName, &HeaderValue) -> bool,
+) {
+    if !headers.iter().any(|(name, value)| unwanted(name, value)) {
+        return;
+    }
+    let all = std::mem::replace(headers, HeaderMap::with_capacity(headers.len()));
+    let mut current: Option<HeaderName> = None;
+    for (name, value) in all {
+        // The map yields a name once, then `None` for its further values.
+        if let Some(name) = name {
+            current = Some(name);
+        }
+        let Some(name) = current.as_ref() else {
+            continue;
+        };
+        if !unwanted(name, &value) {
+            headers.append(name.clone(), value);
+        }
     }
 }
 
@@ -62,6 +94,36 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kinvey-api-version"));
+    }
+
+    #[test]
+    fn the_fields_left_keep_their_order() {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("host", "a"),
+            ("x-one", "1"),
+            ("connection", "keep-alive"),
+            ("x-two", "2"),
+            ("x-two", "2b"),
+            ("proxy-authorization", "Basic eA=="),
+            ("x-three", "3"),
+        ] {
+            h.append(name, value.parse().unwrap());
+        }
+        strip_hop_by_hop_and(&mut h, |name, _| name == header::HOST);
+        let left: Vec<(&str, &str)> = h
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            left,
+            [
+                ("x-one", "1"),
+                ("x-two", "2"),
+                ("x-two", "2b"),
+                ("x-three", "3")
+            ]
+        );
     }
 
     #[test]

@@ -423,6 +423,28 @@ impl Target {
         }
     }
 
+    /// True when a `Host` field `value` names this target (host case-insensitive, the
+    /// default port written or not).
+    pub(crate) fn is_named_by_host_field(&self, value: &[u8]) -> bool {
+        let Ok(value) = std::str::from_utf8(value) else {
+            return false;
+        };
+        let value = value.trim();
+        let (host, port) = match value.rsplit_once(':') {
+            // `[::1]:8443`, `host:8443`; a bare IPv6 literal has colons but no brackets.
+            Some((host, port))
+                if !port.is_empty()
+                    && port.bytes().all(|b| b.is_ascii_digit())
+                    && (!host.contains(':') || host.ends_with(']')) =>
+            {
+                (host, port.parse::<u16>().ok())
+            }
+            _ => (value, None),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case(&self.host) && port.unwrap_or(self.default_port()) == self.port
+    }
+
     fn default_port(&self) -> u16 {
         if self.https {
             443
@@ -550,6 +572,18 @@ mod tests {
         };
         assert_eq!(plain.url("/x?y=1"), "http://localhost/x?y=1");
         assert_eq!(plain.host_header(), "localhost");
+
+        // Host fields naming the target, whichever way they are written, and not.
+        for value in ["api.kinvey.com", "API.Kinvey.com:443", " api.kinvey.com "] {
+            assert!(t.is_named_by_host_field(value.as_bytes()), "{value}");
+        }
+        for value in ["api.kinvey.com:8443", "other.example", "api.kinvey.com:x"] {
+            assert!(!t.is_named_by_host_field(value.as_bytes()), "{value}");
+        }
+        assert!(v6.is_named_by_host_field(b"[::1]:8081"));
+        assert!(!v6.is_named_by_host_field(b"[::1]"), "port 80 is not 8081");
+        assert!(plain.is_named_by_host_field(b"localhost:80"));
+        assert!(!plain.is_named_by_host_field(b"\xff"));
     }
 
     #[test]
