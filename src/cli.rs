@@ -701,8 +701,14 @@ async fn serve(
         notice!("reverse proxy: requests to http://{addr}/ go to {reverse}");
     }
     if mode == Mode::Proxy && args.reverse.is_none() {
+        let credentials = args
+            .proxy_auth
+            .as_ref()
+            .map(|c| format!(" --proxy-user '{}:PASSWORD'", c.user()))
+            .unwrap_or_default();
         notice!(
-            "try: curl -x http://{addr} --cacert {} https://example.com/",
+            "try: curl -x {}{credentials} --cacert {} https://example.com/",
+            setup::local_proxy_url(addr),
             ca.cert_pem_path().display()
         );
     }

@@ -116,6 +116,7 @@ pub fn json_object(stored: &StoredFlow) -> Value {
             "headers": headers_json(&r.headers),
             "body_size": r.body.wire_size,
             "body_truncated": r.body.truncated,
+            "body_incomplete": r.body.incomplete,
             "from_proxy": r.from_proxy,
         })
     });
@@ -134,6 +135,7 @@ pub fn json_object(stored: &StoredFlow) -> Value {
             "headers": headers_json(&flow.request.headers),
             "body_size": flow.request.body.wire_size,
             "body_truncated": flow.request.body.truncated,
+            "body_incomplete": flow.request.body.incomplete,
         },
         "response": response,
         "status": flow.status(),

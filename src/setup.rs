@@ -93,15 +93,21 @@ fn write_bundle(ca: &CertificateAuthority) -> anyhow::Result<std::path::PathBuf>
     Ok(path)
 }
 
-/// The `kinspect env` exports for a proxy on `listen` with the CA in `dir`.
-pub fn env_exports(dir: &Path, listen: SocketAddr, shell: ShellKind) -> anyhow::Result<String> {
-    let ca = CertificateAuthority::load_or_create(dir)?;
-    let bundle = write_bundle(&ca)?;
+/// The proxy's URL for programs on this machine: a proxy listening on every address
+/// (`0.0.0.0`, `::`) is reached on 127.0.0.1.
+pub fn local_proxy_url(listen: SocketAddr) -> String {
     let host = match listen.ip() {
         ip if ip.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
         ip => ip,
     };
-    let proxy = format!("http://{}", SocketAddr::new(host, listen.port()));
+    format!("http://{}", SocketAddr::new(host, listen.port()))
+}
+
+/// The `kinspect env` exports for a proxy on `listen` with the CA in `dir`.
+pub fn env_exports(dir: &Path, listen: SocketAddr, shell: ShellKind) -> anyhow::Result<String> {
+    let ca = CertificateAuthority::load_or_create(dir)?;
+    let bundle = write_bundle(&ca)?;
+    let proxy = local_proxy_url(listen);
     let bundle = bundle.display().to_string();
     let ca_pem = ca.cert_pem_path().display().to_string();
     let vars: [(&str, &str); 11] = [
@@ -167,6 +173,14 @@ pub fn lan_addresses(listen: SocketAddr) -> Vec<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_proxy_on_every_address_is_reached_on_loopback() {
+        let url = |listen: &str| local_proxy_url(listen.parse().unwrap());
+        assert_eq!(url("0.0.0.0:8080"), "http://127.0.0.1:8080");
+        assert_eq!(url("[::]:9000"), "http://127.0.0.1:9000");
+        assert_eq!(url("192.0.2.7:8080"), "http://192.0.2.7:8080");
+    }
 
     #[test]
     fn loopback_listeners_have_no_lan_address_and_specific_ones_are_themselves() {

@@ -115,6 +115,8 @@ async fn jsonl_prints_one_object_per_flow() {
     assert_eq!(flow["client_tls"]["sni"], "localhost");
     assert!(flow["error"].is_null());
     assert!(flow["kinvey"]["known"].is_null(), "no Kinvey error to know");
+    assert_eq!(flow["request"]["body_incomplete"], false);
+    assert_eq!(flow["response"]["body_incomplete"], false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,4 +280,25 @@ async fn ctrl_c_or_sigterm_stops_cleanly_and_leaves_the_capture_as_one_file() {
         let reader = kinspect::capture::CaptureReader::open(&capture).unwrap();
         assert_eq!(reader.count().unwrap(), 3, "SIG{signal}");
     }
+}
+
+#[test]
+fn the_start_up_hint_works_as_printed_with_proxy_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = start(dir.path(), &["--proxy-auth", "ada:s3cret-pass"]);
+    let hint = loop {
+        let line = process
+            ._stderr
+            .recv_timeout(STEP)
+            .expect("kinspect prints a curl hint");
+        if line.contains("try: curl") {
+            break line;
+        }
+    };
+    assert!(hint.contains("--proxy-user 'ada:PASSWORD'"), "{hint}");
+    assert!(!hint.contains("s3cret-pass"), "never the password: {hint}");
+    assert!(
+        hint.contains(&format!("-x http://{}", process.addr)),
+        "{hint}"
+    );
 }

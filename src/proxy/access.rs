@@ -45,6 +45,11 @@ impl std::str::FromStr for ProxyCredentials {
 }
 
 impl ProxyCredentials {
+    /// The user name (never the password).
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
     /// The `Proxy-Authorization` value that carries these credentials.
     pub fn header_value(&self) -> HeaderValue {
         HeaderValue::from_bytes(&self.expected).expect("base64 is a valid header value")
