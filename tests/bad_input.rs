@@ -8,6 +8,7 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kinspect::flow::{FlowErrorKind, FlowKind};
@@ -490,16 +491,22 @@ async fn a_client_that_disconnects_mid_upload_is_recorded_as_aborted() {
     proxy.assert_serves(&origin).await;
 }
 
-/// An origin that answers every request with a 1 MiB `Content-Length`, sends `sent`
-/// bytes of it, then resets the connection (SO_LINGER 0).
-async fn resetting_origin(sent: usize) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+/// A raw origin: for each connection, once a request head has arrived, `answer` gets
+/// the stream (the body, if any, still unread).
+async fn raw_origin<F, A>(answer: A) -> (SocketAddr, tokio::task::JoinHandle<()>)
+where
+    A: Fn(TcpStream) -> F + Send + Sync + 'static,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let answer = Arc::new(answer);
     let task = tokio::spawn(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
                 continue;
             };
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 while !head.ends_with(b"\r\n\r\n") {
@@ -508,20 +515,29 @@ async fn resetting_origin(sent: usize) -> (SocketAddr, tokio::task::JoinHandle<(
                         Err(_) => return,
                     }
                 }
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-                    1024 * 1024
-                );
-                stream.write_all(answer.as_bytes()).await.unwrap();
-                stream.write_all(&vec![b'r'; sent]).await.unwrap();
-                stream.flush().await.unwrap();
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                stream.set_zero_linger().unwrap();
-                drop(stream);
+                answer(stream).await;
             });
         }
     });
     (addr, task)
+}
+
+/// An origin that answers every request with a 1 MiB `Content-Length`, sends `sent`
+/// bytes of it, then resets the connection (SO_LINGER 0).
+async fn resetting_origin(sent: usize) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    raw_origin(move |mut stream| async move {
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            1024 * 1024
+        );
+        stream.write_all(answer.as_bytes()).await.unwrap();
+        stream.write_all(&vec![b'r'; sent]).await.unwrap();
+        stream.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stream.set_zero_linger().unwrap();
+        drop(stream);
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -624,30 +640,13 @@ async fn origins_with_bad_certificates_are_a_502_saying_why() {
 /// An origin that answers `status` as soon as it has a request's head and closes the
 /// connection without reading the body (as an upload limit or a missing handler does).
 async fn early_answering_origin(status: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                while !head.ends_with(b"\r\n\r\n") {
-                    match stream.read_u8().await {
-                        Ok(byte) => head.push(byte),
-                        Err(_) => return,
-                    }
-                }
-                let answer =
-                    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                let _ = stream.write_all(answer.as_bytes()).await;
-                let _ = stream.flush().await;
-                drop(stream);
-            });
-        }
-    });
-    (addr, task)
+    raw_origin(move |mut stream| async move {
+        let answer = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.flush().await;
+        drop(stream);
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

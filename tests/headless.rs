@@ -215,12 +215,15 @@ fn the_ui_without_a_terminal_is_a_clear_error_not_a_panic() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let said = String::from_utf8_lossy(&proxy.stderr);
-    assert_eq!(proxy.status.code(), Some(1), "{said}");
-    assert!(
-        said.contains("needs a terminal") && said.contains("--headless"),
-        "{said}"
-    );
+    let refused = |output: std::process::Output, advice: &str| {
+        let said = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(output.status.code(), Some(1), "{said}");
+        assert!(
+            said.contains("needs a terminal") && said.contains(advice),
+            "{said}"
+        );
+    };
+    refused(proxy, "--headless");
     assert!(!capture.exists(), "stopped before recording anything");
 
     kinspect::capture::CaptureWriter::open(&capture).unwrap();
@@ -230,12 +233,7 @@ fn the_ui_without_a_terminal_is_a_clear_error_not_a_panic() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let said = String::from_utf8_lossy(&open.stderr);
-    assert_eq!(open.status.code(), Some(1), "{said}");
-    assert!(
-        said.contains("needs a terminal") && said.contains("kinspect ls"),
-        "{said}"
-    );
+    refused(open, "kinspect ls");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,22 @@ impl Tmux {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// Runs `command` in a detached session "kinspect" of `width` x `height`.
+    fn start(&self, command: &str, width: u16, height: u16) {
+        let (width, height) = (width.to_string(), height.to_string());
+        self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "kinspect",
+            "-x",
+            &width,
+            "-y",
+            &height,
+            command,
+        ]);
+    }
+
     fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys", "-t", "kinspect"];
         args.extend_from_slice(keys);
@@ -71,17 +87,7 @@ fn the_demo_ui_filters_opens_details_and_quits() {
         env!("CARGO_BIN_EXE_kinspect"),
         home = home.path().display(),
     );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "kinspect",
-        "-x",
-        "160",
-        "-y",
-        "45",
-        &command,
-    ]);
+    tmux.start(&command, 160, 45);
 
     // The scripted app's traffic arrives live; the dictionary tour ends with BLInternalError.
     tmux.wait_for("the demo's flows", |s| {
@@ -150,17 +156,7 @@ fn closing_the_terminal_quits_the_ui_cleanly() {
         home = home.path().display(),
         har = har.display(),
     );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "kinspect",
-        "-x",
-        "120",
-        "-y",
-        "30",
-        &command,
-    ]);
+    tmux.start(&command, 120, 30);
     let screen = tmux.wait_for("the HAR's flow", |s| s.contains("kvy.example"));
     assert!(
         screen.contains("HAR ") && screen.contains("shared.har"),

@@ -16,14 +16,18 @@ async fn error_body(response: reqwest::Response) -> serde_json::Value {
     response.json().await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_port_is_a_502_and_a_recorded_flow() {
-    // Bind and drop a listener to find a port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// A port nobody listens on (a listener bound and dropped).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_port_is_a_502_and_a_recorded_flow() {
+    let port = closed_port();
     let mut proxy = TestProxy::start(None, |_| {}).await;
     for url in [
         format!("http://127.0.0.1:{port}/x"),
@@ -55,11 +59,7 @@ async fn a_refused_port_is_a_502_and_a_recorded_flow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_to_an_unreachable_origin_keeps_its_body() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port();
     let mut proxy = TestProxy::start(None, |_| {}).await;
     let origin = Origin::start(OriginKind::Plain).await;
     let https = proxy.client();

@@ -176,15 +176,7 @@ fn list_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
         }
         KeyCode::Char('r') => {
             if let Some(id) = app.selected_flow().map(|f| f.flow.id) {
-                open_over(
-                    app,
-                    Screen::Report {
-                        id,
-                        text: None,
-                        scroll: 0,
-                    },
-                );
-                return vec![Effect::MakeReport(id)];
+                return open_report(app, id);
             }
         }
         _ => {}
@@ -196,6 +188,19 @@ fn list_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
 fn open_over(app: &mut App, screen: Screen) {
     let under = std::mem::replace(&mut app.screen, screen);
     app.behind = Some(Box::new(under));
+}
+
+/// Shows flow `id`'s support report (being made) over the current screen.
+fn open_report(app: &mut App, id: FlowId) -> Vec<Effect> {
+    open_over(
+        app,
+        Screen::Report {
+            id,
+            text: None,
+            scroll: 0,
+        },
+    );
+    vec![Effect::MakeReport(id)]
 }
 
 /// Leaves a report or the help for the screen it was opened from.
@@ -268,15 +273,7 @@ fn detail_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
         KeyCode::Char('N') => jump_to_match(detail, false, width, &mut app.message),
         KeyCode::Char('r') => {
             let id = detail.id;
-            open_over(
-                app,
-                Screen::Report {
-                    id,
-                    text: None,
-                    scroll: 0,
-                },
-            );
-            return vec![Effect::MakeReport(id)];
+            return open_report(app, id);
         }
         KeyCode::Char('?') => open_over(app, Screen::Help { scroll: 0 }),
         _ => {}
