@@ -86,18 +86,40 @@ async fn proxy_auth_asks_for_credentials_and_never_records_them() {
         .as_str()
         .unwrap()
         .contains("--proxy-auth"));
+    // Refusals are recorded: a client set up without the credentials shows in the UI.
+    let refused = |flow: kinspect::flow::Flow, said: &str| {
+        let response = flow.response.as_ref().expect("the 407 is recorded");
+        assert_eq!(response.status, 407);
+        assert!(response.from_proxy);
+        assert!(response.headers.get("proxy-authenticate").is_some());
+        let error = flow.error.as_ref().unwrap();
+        assert!(error.message.contains(said), "{}", error.message);
+        assert!(flow.request.headers.get("proxy-authorization").is_none());
+        flow
+    };
+    let flow = refused(proxy.next_flow().await, "no proxy credentials");
+    assert_eq!(
+        flow.request.url,
+        format!("http://127.0.0.1:{}/echo", origin.addr.port())
+    );
     let connect =
         b"CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\nConnection: close\r\n\r\n";
     let answer = exchange_raw(proxy.addr, connect).await;
     assert!(answer.starts_with("HTTP/1.1 407"), "{answer}");
+    let flow = refused(proxy.next_flow().await, "no proxy credentials");
+    assert_eq!(
+        (flow.request.method.as_str(), flow.request.url.as_str()),
+        ("CONNECT", "localhost:443")
+    );
 
-    // Wrong password: still 407.
+    // Wrong password: still 407, saying so, and the wrong credentials are not kept.
     let wrong = client_with_auth(&proxy, "guess");
     let response = wrong.get(origin.url("/echo")).send().await;
     // reqwest reports a refused CONNECT as an error; either way nothing got through.
     if let Ok(response) = response {
         assert_eq!(response.status(), 407);
     }
+    refused(proxy.next_flow().await, "rejected");
 
     // The right credentials: through, over HTTPS (CONNECT) and plain HTTP.
     let right = client_with_auth(&proxy, "s3cret");

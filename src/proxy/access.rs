@@ -76,20 +76,19 @@ fn same_credentials(presented: &[u8], expected: &[u8]) -> bool {
     bool::from(presented[scheme.len()..].ct_eq(&expected[scheme.len()..]))
 }
 
-/// The 407 a client without the right `Proxy-Authorization` gets.
-pub fn authentication_required<B>(body: impl FnOnce(bytes::Bytes) -> B) -> Response<B> {
-    let failure = ProxyFailure::new(
-        FlowErrorKind::BadRequest,
-        "kinspect was started with --proxy-auth: configure the client's proxy with that \
-         user name and password",
-    );
-    let mut response = failure.response(body(failure.body()));
-    *response.status_mut() = StatusCode::PROXY_AUTHENTICATION_REQUIRED;
-    response.headers_mut().insert(
-        http::header::PROXY_AUTHENTICATE,
-        HeaderValue::from_static("Basic realm=\"kinspect\""),
-    );
-    response
+/// The 407 a client without the right `Proxy-Authorization` (`headers`) gets: what was
+/// wrong, and what to do.
+pub fn credentials_refused(headers: &HeaderMap) -> ProxyFailure {
+    let message = if headers.contains_key(http::header::PROXY_AUTHORIZATION) {
+        "the proxy credentials were rejected: kinspect was started with --proxy-auth; \
+         check the user name and password configured for the client's proxy"
+    } else {
+        "no proxy credentials: kinspect was started with --proxy-auth; configure the \
+         client's proxy with that user name and password"
+    };
+    let mut failure = ProxyFailure::new(FlowErrorKind::BadRequest, message);
+    failure.status = StatusCode::PROXY_AUTHENTICATION_REQUIRED;
+    failure
 }
 
 /// Why a connection is turned away before any request is read.

@@ -14,9 +14,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::LazyConfigAcceptor;
 
-use super::access::authentication_required;
+use super::access::credentials_refused;
 use super::forward::{
-    empty_body, error_chain, forward, full_body, new_flow, uncaptured, ClientSide,
+    empty_body, error_chain, forward, full_body, new_flow, refuse, uncaptured, ClientSide,
 };
 use super::idle::IdleWatch;
 use super::sniff::{sniff, Rewind, Sniffed};
@@ -41,7 +41,18 @@ pub(crate) async fn route(
             && shared.config.reverse.is_none();
         if !ca_page && !credentials.admit(req.headers()) {
             tracing::warn!("client {peer} sent no or wrong --proxy-auth credentials");
-            return authentication_required(full_body);
+            let failure = credentials_refused(req.headers());
+            // Recorded, so that a client set up without the credentials shows in the UI.
+            return match request_target(&shared, &req) {
+                Some(target) => {
+                    let client = ClientSide {
+                        addr: peer,
+                        tls: None,
+                    };
+                    refuse(&shared, &client, &target, req, failure).await
+                }
+                None => failure.response(full_body(failure.body())),
+            };
         }
     }
     if req.method() == Method::CONNECT {
@@ -88,23 +99,16 @@ pub(crate) async fn route(
     }
 }
 
-fn handle_connect(
-    shared: Arc<Shared>,
-    peer: SocketAddr,
-    permit: ConnectionPermit,
-    req: Request<Incoming>,
-) -> Response<ProxyBody> {
-    let Some(authority) = req.uri().authority() else {
-        return plain_error(StatusCode::BAD_REQUEST, "CONNECT needs a host:port target");
+/// A CONNECT request's target, or what is wrong with it.
+fn connect_target(uri: &http::Uri) -> Result<Target, &'static str> {
+    let Some(authority) = uri.authority() else {
+        return Err("CONNECT needs a host:port target");
     };
     // RFC 9110 §9.3.6: the target is host and port; no port is not "443".
     let Some(port) = authority.port_u16() else {
-        return plain_error(
-            StatusCode::BAD_REQUEST,
-            "CONNECT needs a host:port target: the port is missing",
-        );
+        return Err("CONNECT needs a host:port target: the port is missing");
     };
-    let target = Target {
+    Ok(Target {
         https: true,
         host: authority
             .host()
@@ -112,6 +116,27 @@ fn handle_connect(
             .trim_end_matches(']')
             .to_owned(),
         port,
+    })
+}
+
+/// Where a request to the proxy would go: a CONNECT's target, an absolute URL's, or in
+/// reverse-proxy mode the base URL's; `None` for a request to kinspect itself.
+fn request_target(shared: &Shared, req: &Request<Incoming>) -> Option<Target> {
+    if req.method() == Method::CONNECT {
+        return connect_target(req.uri()).ok();
+    }
+    Target::of_uri(req.uri()).or_else(|| shared.config.reverse.as_ref().and_then(Target::of_uri))
+}
+
+fn handle_connect(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    permit: ConnectionPermit,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let target = match connect_target(req.uri()) {
+        Ok(target) => target,
+        Err(problem) => return plain_error(StatusCode::BAD_REQUEST, problem),
     };
     if shared.itself.is_target(&target) {
         return plain_error(

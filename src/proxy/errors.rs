@@ -90,6 +90,12 @@ impl ProxyFailure {
             http::header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         );
+        if self.status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+            headers.insert(
+                http::header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"kinspect\""),
+            );
+        }
         response
     }
 }

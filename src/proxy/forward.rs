@@ -62,6 +62,49 @@ pub(crate) fn new_flow(
     }
 }
 
+/// The request side of a flow, its body still to come.
+fn request_record(parts: &http::request::Parts, url: String) -> RequestRecord {
+    RequestRecord {
+        method: parts.method.as_str().to_owned(),
+        url,
+        version: parts.version.into(),
+        headers: Headers::from_map(&parts.headers),
+        body: CapturedBody::default(),
+    }
+}
+
+/// Answers `req` (for `target`) with `failure` without sending it anywhere, and records
+/// the exchange: a request refused for want of the `--proxy-auth` credentials.
+pub(crate) async fn refuse(
+    shared: &Arc<Shared>,
+    client: &ClientSide,
+    target: &Target,
+    req: Request<Incoming>,
+    failure: ProxyFailure,
+) -> Response<ProxyBody> {
+    let t0 = Instant::now();
+    let started_at = SystemTime::now();
+    let slot = shared.publisher.reserve().await;
+    let (mut parts, _unread) = req.into_parts();
+    // Wrong credentials are credentials all the same: never recorded.
+    remove_in_order(&mut parts.headers, |name, _| {
+        name == http::header::PROXY_AUTHORIZATION
+    });
+    let url = if parts.method == http::Method::CONNECT {
+        target.authority()
+    } else {
+        target.url(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
+    };
+    let request = request_record(&parts, url);
+    let flow = new_flow(&slot, FlowKind::Http, client, started_at, target, request);
+    let pending = Pending {
+        parts: Some((slot, flow)),
+        t0,
+        req_capture: None,
+    };
+    pending.answer(None, failure).await
+}
+
 /// Proxies one request to `target` and returns the response to send to the client.
 pub(crate) async fn forward(
     shared: &Arc<Shared>,
@@ -86,13 +129,7 @@ pub(crate) async fn forward(
     // Default ports left out: an HTTP/2 origin takes the authority as its Host.
     let url = target.url(path);
     let upstream_uri = Uri::try_from(url.as_str());
-    let request = RequestRecord {
-        method: parts.method.as_str().to_owned(),
-        url,
-        version: parts.version.into(),
-        headers: Headers::from_map(&parts.headers),
-        body: CapturedBody::default(),
-    };
+    let request = request_record(&parts, url);
     let flow = new_flow(&slot, FlowKind::Http, client, started_at, target, request);
     let mut pending = Pending {
         parts: Some((slot, flow)),
