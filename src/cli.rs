@@ -530,6 +530,7 @@ fn file_beside(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
 /// `kinspect open`: the UI on a capture file (which may still be growing).
 fn open(file: PathBuf) -> anyhow::Result<()> {
     tui::require_terminal()?;
+    // The guard keeps a HAR's temporary capture until the UI is done with it.
     let (import, capture) = readable(&file)?;
     let har = import.is_some().then_some(file);
     let file = capture;
@@ -546,9 +547,7 @@ fn open(file: PathBuf) -> anyhow::Result<()> {
         ca: None,
         har,
     };
-    let shown = tui::run(source, flows, Feed::File);
-    drop(import);
-    shown
+    tui::run(source, flows, Feed::File)
 }
 
 /// `kinspect report`: the support report of the flow(s) with a request id.

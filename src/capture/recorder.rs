@@ -140,16 +140,17 @@ impl Recorder {
     /// the recorder is left to the process's exit (every flow it acknowledged is stored
     /// either way; a capture not closed keeps its WAL file beside it).
     pub fn finish_within(mut self, limit: std::time::Duration) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
         let deadline = std::time::Instant::now() + limit;
-        while let Some(thread) = self.thread.take() {
-            if thread.is_finished() {
-                let _ = thread.join();
-            } else if std::time::Instant::now() < deadline {
-                self.thread = Some(thread);
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            } else {
-                tracing::warn!("the recorder did not finish within {limit:?}");
-            }
+        while !thread.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        } else {
+            tracing::warn!("the recorder did not finish within {limit:?}");
         }
     }
 

@@ -82,26 +82,13 @@ pub(crate) async fn refuse(
     req: Request<Incoming>,
     failure: ProxyFailure,
 ) -> Response<ProxyBody> {
-    let t0 = Instant::now();
-    let started_at = SystemTime::now();
-    let slot = shared.publisher.reserve().await;
     let (mut parts, _unread) = req.into_parts();
-    // Wrong credentials are credentials all the same: never recorded.
-    remove_in_order(&mut parts.headers, |name, _| {
-        name == http::header::PROXY_AUTHORIZATION
-    });
     let url = if parts.method == http::Method::CONNECT {
         target.authority()
     } else {
         target.url(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
     };
-    let request = request_record(&parts, url);
-    let flow = new_flow(&slot, FlowKind::Http, client, started_at, target, request);
-    let pending = Pending {
-        parts: Some((slot, flow)),
-        t0,
-        req_capture: None,
-    };
+    let pending = Pending::start(shared, client, target, &mut parts, url).await;
     pending.answer(None, failure).await
 }
 
@@ -115,27 +102,15 @@ pub(crate) async fn forward(
     if super::ca_page::is_ca_host(&target.host) {
         return super::ca_page::respond(&shared.ca, req.uri().path()).map(full_body);
     }
-    let t0 = Instant::now();
-    let started_at = SystemTime::now();
-    let slot = shared.publisher.reserve().await;
     let upgrade = upgrade_protocol(req.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    // kinspect's own credential (`--proxy-auth`), not the app's: never recorded.
-    remove_in_order(&mut parts.headers, |name, _| {
-        name == http::header::PROXY_AUTHORIZATION
-    });
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     // Default ports left out: an HTTP/2 origin takes the authority as its Host.
     let url = target.url(path);
     let upstream_uri = Uri::try_from(url.as_str());
-    let request = request_record(&parts, url);
-    let flow = new_flow(&slot, FlowKind::Http, client, started_at, target, request);
-    let mut pending = Pending {
-        parts: Some((slot, flow)),
-        t0,
-        req_capture: None,
-    };
+    let mut pending = Pending::start(shared, client, target, &mut parts, url).await;
+    let t0 = pending.t0;
 
     if shared.itself.is_target(target) {
         let failure = ProxyFailure::new(
@@ -476,6 +451,31 @@ struct Pending {
 }
 
 impl Pending {
+    /// An exchange of `parts` on `url` starting now: its queue slot reserved and its
+    /// request recorded, without kinspect's own credential (`--proxy-auth`, right or
+    /// wrong: never recorded, never forwarded).
+    async fn start(
+        shared: &Shared,
+        client: &ClientSide,
+        target: &Target,
+        parts: &mut http::request::Parts,
+        url: String,
+    ) -> Pending {
+        let t0 = Instant::now();
+        let started_at = SystemTime::now();
+        let slot = shared.publisher.reserve().await;
+        remove_in_order(&mut parts.headers, |name, _| {
+            name == http::header::PROXY_AUTHORIZATION
+        });
+        let request = request_record(parts, url);
+        let flow = new_flow(&slot, FlowKind::Http, client, started_at, target, request);
+        Pending {
+            parts: Some((slot, flow)),
+            t0,
+            req_capture: None,
+        }
+    }
+
     /// The slot and flow, for the exchange that got its answer.
     fn take(&mut self) -> (FlowSlot, Flow) {
         self.parts.take().expect("an exchange is answered once")

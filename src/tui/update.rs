@@ -209,16 +209,35 @@ fn go_back(app: &mut App) {
 }
 
 /// Moves a text view's first shown row for a scrolling key; false for other keys. The
-/// position stays within `0..=last`, the row at which the end of the text is in view.
-fn scroll(position: &mut usize, event: KeyEvent, page: usize, last: usize) -> bool {
+/// position stays within `0..=last()`, the row at which the end of the text is in view
+/// (counted only for a scrolling key: it lays out the whole text).
+fn scroll(
+    position: &mut usize,
+    event: KeyEvent,
+    page: usize,
+    last: impl FnOnce() -> usize,
+) -> bool {
+    let scrolls = matches!(
+        event.code,
+        KeyCode::Char('j' | 'k' | ' ' | 'g' | 'G')
+            | KeyCode::Down
+            | KeyCode::Up
+            | KeyCode::PageDown
+            | KeyCode::PageUp
+            | KeyCode::Home
+            | KeyCode::End
+    );
+    if !scrolls {
+        return false;
+    }
+    let last = last();
     match event.code {
         KeyCode::Char('j') | KeyCode::Down => *position += 1,
         KeyCode::Char('k') | KeyCode::Up => *position = position.saturating_sub(1),
         KeyCode::PageDown | KeyCode::Char(' ') => *position += page,
         KeyCode::PageUp => *position = position.saturating_sub(page),
         KeyCode::Char('g') | KeyCode::Home => *position = 0,
-        KeyCode::Char('G') | KeyCode::End => *position = last,
-        _ => return false,
+        _ => *position = last,
     }
     *position = (*position).min(last);
     true
@@ -226,15 +245,17 @@ fn scroll(position: &mut usize, event: KeyEvent, page: usize, last: usize) -> bo
 
 /// The last first-row of `lines` shown `page` rows at a time in `width` columns.
 fn last_row(lines: &[String], page: usize, width: usize) -> usize {
-    super::view::row_starts(lines, width).1.saturating_sub(page)
+    let rows: usize = lines
+        .iter()
+        .map(|line| super::view::rows_of(line, width))
+        .sum();
+    rows.saturating_sub(page)
 }
 
-/// The lines a detail view shows (its flow's current tab).
-fn shown_lines(detail: &Detail) -> Vec<String> {
-    detail
-        .flow
-        .as_ref()
-        .map_or_else(Vec::new, |flow| super::view::detail_lines(flow, detail.tab))
+/// The lines a detail view shows: tab `tab` of its flow, once loaded.
+fn shown_lines(flow: &Option<Box<StoredFlow>>, tab: Tab) -> Vec<String> {
+    flow.as_ref()
+        .map_or_else(Vec::new, |flow| super::view::detail_lines(flow, tab))
 }
 
 fn is_back(event: KeyEvent) -> bool {
@@ -250,7 +271,8 @@ fn detail_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
         app.screen = Screen::List;
         return Vec::new();
     }
-    let last = last_row(&shown_lines(detail), page, width);
+    let (flow, tab) = (&detail.flow, detail.tab);
+    let last = || last_row(&shown_lines(flow, tab), page, width);
     if scroll(&mut detail.scroll, event, page, last) {
         return Vec::new();
     }
@@ -290,7 +312,7 @@ fn jump_to_match(detail: &mut Detail, forward: bool, width: usize, message: &mut
     if detail.flow.is_none() {
         return;
     }
-    let lines = shown_lines(detail);
+    let lines = shown_lines(&detail.flow, detail.tab);
     let (starts, _) = super::view::row_starts(&lines, width);
     let lower = term.to_lowercase();
     let hits: Vec<usize> = lines
@@ -319,8 +341,9 @@ fn help_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
         go_back(app);
     } else if let Screen::Help { scroll: position } = &mut app.screen {
         // The help has no tab row: one row more than a detail's text.
-        let last = last_row(&super::view::help_lines(), page + 1, width);
-        scroll(position, event, page, last);
+        scroll(position, event, page, || {
+            last_row(&super::view::help_lines(), page + 1, width)
+        });
     }
     Vec::new()
 }
@@ -335,10 +358,11 @@ fn report_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
         ..
     } = &mut app.screen
     {
-        let lines: Vec<String> = text
-            .as_deref()
-            .map_or_else(Vec::new, |t| t.lines().map(str::to_owned).collect());
-        scroll(position, event, page, last_row(&lines, page, width));
+        let text = text.as_deref().unwrap_or_default();
+        scroll(position, event, page, || {
+            let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            last_row(&lines, page, width)
+        });
     }
     Vec::new()
 }
@@ -602,7 +626,7 @@ mod tests {
     /// The lines the detail shows now.
     fn shown(a: &App) -> Vec<String> {
         match &a.screen {
-            Screen::Detail(d) => super::shown_lines(d),
+            Screen::Detail(d) => super::shown_lines(&d.flow, d.tab),
             _ => panic!("not in the detail"),
         }
     }
