@@ -19,6 +19,7 @@ use super::forward::{
     empty_body, error_chain, forward, full_body, new_flow, refuse, uncaptured, ClientSide,
 };
 use super::idle::IdleWatch;
+use super::pool::KeptConnection;
 use super::sniff::{sniff, Rewind, Sniffed};
 use super::upstream::session_info;
 use super::{ca_page, http1_server, ConnectionPermit, ProxyBody, ProxyFailure, Shared, Target};
@@ -32,6 +33,7 @@ pub(crate) async fn route(
     shared: Arc<Shared>,
     peer: SocketAddr,
     permit: ConnectionPermit,
+    kept: &Arc<KeptConnection>,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     if let Some(credentials) = &shared.config.proxy_auth {
@@ -73,7 +75,7 @@ pub(crate) async fn route(
         tls: None,
     };
     if let Some(target) = Target::of_uri(req.uri()) {
-        return forward(&shared, &client, &target, req).await;
+        return forward(&shared, &client, kept, &target, req).await;
     }
     // An origin-form request: addressed to kinspect itself.
     match shared.config.reverse.as_ref().and_then(Target::of_uri) {
@@ -93,7 +95,7 @@ pub(crate) async fn route(
             if let Ok(host) = http::HeaderValue::from_str(&target.host_header()) {
                 req.headers_mut().insert(http::header::HOST, host);
             }
-            forward(&shared, &client, &target, req).await
+            forward(&shared, &client, kept, &target, req).await
         }
         None => ca_page::respond(&shared.ca, req.uri().path()).map(full_body),
     }
@@ -312,13 +314,13 @@ where
     let config = shared.config.clone();
     let service_shared = shared.clone();
     // Shared by every request of the connection instead of cloned for each.
-    let ends = Arc::new((client, target));
+    let ends = Arc::new((client, target, KeptConnection::new(&shared.upstreams)));
     let service = service_fn(move |req| {
         let shared = service_shared.clone();
         let ends = ends.clone();
         async move {
-            let (client, target) = &*ends;
-            Ok::<_, Infallible>(forward(&shared, client, target, req).await)
+            let (client, target, kept) = &*ends;
+            Ok::<_, Infallible>(forward(&shared, client, kept, target, req).await)
         }
     });
     let result = if h2 {

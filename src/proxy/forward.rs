@@ -12,15 +12,15 @@ use http::{Request, Response, Uri, Version};
 use http_body::{Body as _, Frame};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::{capture_connection, Connected};
 
 use super::errors::ProxyFailure;
 use super::headers::{remove_in_order, strip_hop_by_hop, strip_hop_by_hop_and};
+use super::pool::{KeptConnection, Lease, SendError};
 use super::tee::{
     take_unread, BodyCapture, BodyEnd, OnBodyEnd, ReturnedIfUnread, SharedCapture, TeeBody,
     UnreadSlot,
 };
-use super::upstream::{ConnectError, ConnectionInfo};
+use super::upstream::ConnectionInfo;
 use super::{BoxError, ProxyBody, Shared, Target};
 use crate::events::{FlowSlot, Stored};
 use crate::flow::{
@@ -96,6 +96,7 @@ pub(crate) async fn refuse(
 pub(crate) async fn forward(
     shared: &Arc<Shared>,
     client: &ClientSide,
+    kept: &Arc<KeptConnection>,
     target: &Target,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
@@ -141,8 +142,8 @@ pub(crate) async fn forward(
     }
     parts.version = Version::HTTP_11;
     // The target's authority travels in the URI: over HTTP/2 as `:authority`, beside
-    // which origins such as nginx refuse a `Host` field (400), and over HTTP/1.1
-    // hyper-util writes `Host` from it. A `Host` naming something else is the client's
+    // which origins such as nginx refuse a `Host` field (400), and over HTTP/1.1 `Host`
+    // is written from it. A `Host` naming something else is the client's
     // own choice and goes as it is; so does an upgrade's (always HTTP/1.1).
     let plain = upgrade.is_none();
     strip_hop_by_hop_and(&mut parts.headers, |name, value| {
@@ -159,23 +160,24 @@ pub(crate) async fn forward(
     let unread: Option<UnreadSlot<TeeBody<Incoming>>> =
         (!body.is_end_stream()).then(|| Arc::new(Mutex::new(None)));
     let teed = TeeBody::new(body, req_capture.clone(), None);
-    let mut upstream_req = Request::from_parts(parts, ReturnedIfUnread::new(teed, unread.clone()));
-    let captured = capture_connection(&mut upstream_req);
+    let upstream_req = Request::from_parts(parts, ReturnedIfUnread::new(teed, unread.clone()));
     let timeout = shared.config.upstream_timeout;
-    let http = match upgrade {
-        Some(_) => &shared.upgrade_client,
-        None => &shared.client,
-    };
-    let outcome = headers_within(timeout, http.request(upstream_req), &req_capture).await;
-    let mut response = match outcome {
-        Ok(Ok(response)) => response,
+    let mut used = None;
+    let sent = shared
+        .upstreams
+        .send(kept, target, upstream_req, upgrade.is_some(), &mut used);
+    let (mut response, lease) = match headers_within(timeout, sent, &req_capture).await {
+        Ok(Ok(answered)) => answered,
         Ok(Err(e)) => {
-            let conn = captured
-                .connection_metadata()
-                .as_ref()
-                .and_then(connection_info)
-                .or_else(|| connect_error(&e).and_then(|c| c.reached.clone()));
-            let failure = classify_client_error(&e, target, &req_capture);
+            let (conn, failure) = match e {
+                SendError::Connect(e) => {
+                    let failure = ProxyFailure::new(e.kind, e.message);
+                    (e.reached, failure)
+                }
+                SendError::Http(error) => {
+                    (used, classify_upstream_error(&error, target, &req_capture))
+                }
+            };
             // The origin was never reached: the body is still the client's to send, and
             // the flow's to keep.
             if let Some(body) = unread.as_ref().and_then(take_unread) {
@@ -184,10 +186,6 @@ pub(crate) async fn forward(
             return pending.answer(conn, failure).await;
         }
         Err(_) => {
-            let conn = captured
-                .connection_metadata()
-                .as_ref()
-                .and_then(connection_info);
             let failure = ProxyFailure::new(
                 FlowErrorKind::Timeout,
                 format!(
@@ -196,7 +194,7 @@ pub(crate) async fn forward(
                     target.authority()
                 ),
             );
-            return pending.answer(conn, failure).await;
+            return pending.answer(used, failure).await;
         }
     };
 
@@ -210,6 +208,7 @@ pub(crate) async fn forward(
             slot,
             flow,
             response,
+            &lease.info,
             Upgrades {
                 client: client_upgrade,
                 upstream: upstream_upgrade,
@@ -219,7 +218,7 @@ pub(crate) async fn forward(
         );
     }
     let (slot, mut flow) = pending.take();
-    let (mut rparts, rbody, conn) = record_response_head(&mut flow, response);
+    let (mut rparts, rbody) = record_response_head(&mut flow, response, &lease.info);
     strip_hop_by_hop(&mut rparts.headers);
     rparts.version = Version::HTTP_11;
 
@@ -229,7 +228,8 @@ pub(crate) async fn forward(
         req_capture,
         t0,
         t_headers,
-        fresh_conn: conn.filter(ConnectionInfo::take_fresh),
+        fresh_conn: Some(lease.info.clone()).filter(ConnectionInfo::take_fresh),
+        lease,
     };
     let capture = Arc::new(Mutex::new(expecting(max_body, &rbody)));
     if rbody.is_end_stream() {
@@ -324,9 +324,9 @@ async fn headers_within<F: std::future::Future>(
 /// Records the response head and the connection it came on; hands back its parts.
 fn record_response_head(
     flow: &mut Flow,
-    mut response: Response<Incoming>,
-) -> (http::response::Parts, Incoming, Option<ConnectionInfo>) {
-    let conn = response.extensions_mut().remove::<ConnectionInfo>();
+    response: Response<Incoming>,
+    conn: &ConnectionInfo,
+) -> (http::response::Parts, Incoming) {
     let (parts, body) = response.into_parts();
     flow.response = Some(ResponseRecord {
         status: parts.status.as_u16(),
@@ -335,8 +335,8 @@ fn record_response_head(
         body: CapturedBody::default(),
         from_proxy: false,
     });
-    apply_connection(flow, conn.as_ref());
-    (parts, body, conn)
+    apply_connection(flow, Some(conn));
+    (parts, body)
 }
 
 /// The protocol a request asks to switch to (`Upgrade: websocket` with
@@ -373,11 +373,12 @@ fn switch_protocols(
     slot: FlowSlot,
     mut flow: Flow,
     response: Response<Incoming>,
+    conn: &ConnectionInfo,
     upgrades: Upgrades,
     t0: Instant,
     t_headers: Instant,
 ) -> Response<ProxyBody> {
-    let (mut rparts, _, _) = record_response_head(&mut flow, response);
+    let (mut rparts, _) = record_response_head(&mut flow, response, conn);
     flow.timings.wait = t_headers.saturating_duration_since(t0);
     let protocol = upgrade_protocol(&rparts.headers);
     strip_hop_by_hop(&mut rparts.headers);
@@ -550,6 +551,8 @@ struct ExchangeEnd {
     t0: Instant,
     t_headers: Instant,
     fresh_conn: Option<ConnectionInfo>,
+    /// Released for the next request once the response body has been read whole.
+    lease: Lease,
 }
 
 impl ExchangeEnd {
@@ -567,7 +570,11 @@ impl ExchangeEnd {
             t0,
             t_headers,
             fresh_conn,
+            lease,
         } = self;
+        if matches!(end, BodyEnd::Complete) {
+            lease.release();
+        }
         let (response_body, t_end) = {
             let capture = lock(capture);
             (
@@ -656,12 +663,6 @@ fn exchange_timings(
     }
 }
 
-fn connection_info(connected: &Connected) -> Option<ConnectionInfo> {
-    let mut extensions = http::Extensions::new();
-    connected.get_extras(&mut extensions);
-    extensions.get::<ConnectionInfo>().cloned()
-}
-
 fn apply_connection(flow: &mut Flow, conn: Option<&ConnectionInfo>) {
     if let Some(conn) = conn {
         flow.server_ip = Some(conn.server_addr.ip());
@@ -669,26 +670,12 @@ fn apply_connection(flow: &mut Flow, conn: Option<&ConnectionInfo>) {
     }
 }
 
-/// The connector's error behind a client error, if the connection is what failed.
-fn connect_error(error: &hyper_util::client::legacy::Error) -> Option<&ConnectError> {
-    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
-    while let Some(e) = source {
-        if let Some(connect) = e.downcast_ref::<ConnectError>() {
-            return Some(connect);
-        }
-        source = e.source();
-    }
-    None
-}
-
-fn classify_client_error(
-    error: &hyper_util::client::legacy::Error,
+/// What a connection's failure before any response head means for the flow.
+fn classify_upstream_error(
+    error: &hyper::Error,
     target: &Target,
     req_capture: &SharedCapture,
 ) -> ProxyFailure {
-    if let Some(connect) = connect_error(error) {
-        return ProxyFailure::new(connect.kind, connect.message.clone());
-    }
     let capture = lock(req_capture);
     if let Some(failure) = capture.failure().filter(|f| f.malformed) {
         return ProxyFailure::new(

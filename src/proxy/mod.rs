@@ -1,5 +1,5 @@
 //! The intercepting proxy: listener, CONNECT handling with protocol sniffing, TLS
-//! termination, the pooled upstream client, body tees and proxy-made errors.
+//! termination, the kept upstream connections, body tees and proxy-made errors.
 
 mod access;
 mod ca_page;
@@ -8,6 +8,7 @@ mod errors;
 mod forward;
 mod headers;
 mod idle;
+mod pool;
 mod relay;
 pub mod sniff;
 mod tee;
@@ -36,8 +37,8 @@ use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use pool::{KeptConnection, Upstreams};
 use regex::Regex;
 use rustls_pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
@@ -157,10 +158,8 @@ pub(crate) struct Shared {
     /// One permit per client connection being served.
     pub(crate) connections: Arc<Semaphore>,
     pub(crate) leaves: LeafCache,
-    pub(crate) client: Client<UpstreamConnector, UpstreamBody>,
-    /// A client that offers origins only HTTP/1.1, for `Upgrade` requests (WebSocket):
-    /// upgrades do not exist in HTTP/2.
-    pub(crate) upgrade_client: Client<UpstreamConnector, UpstreamBody>,
+    /// The connections to origins.
+    pub(crate) upstreams: Arc<Upstreams>,
     pub(crate) publisher: FlowPublisher,
     pub(crate) ca: Arc<CertificateAuthority>,
 }
@@ -204,17 +203,10 @@ impl Proxy {
             timeout: config.connect_timeout,
             itself: itself.clone(),
         };
-        let pooled = |tls| {
-            let connector = UpstreamConnector::new(tls, dialer.clone());
-            Client::builder(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .pool_timer(TokioTimer::new())
-                .pool_idle_timeout(Duration::from_secs(90))
-                .http1_preserve_header_case(true)
-                .build(connector)
-        };
-        let client = pooled(tls);
-        let upgrade_client = pooled(http1_tls);
+        let upstreams = Upstreams::start(
+            UpstreamConnector::new(tls, dialer.clone()),
+            UpstreamConnector::new(http1_tls, dialer.clone()),
+        );
         let leaves = LeafCache::new(ca.clone(), config.leaf_cache_size)?;
         Ok(Proxy {
             shared: Arc::new(Shared {
@@ -224,8 +216,7 @@ impl Proxy {
                 itself,
                 dialer,
                 leaves,
-                client,
-                upgrade_client,
+                upstreams,
                 publisher,
                 ca,
             }),
@@ -331,10 +322,12 @@ async fn serve_client(
 ) {
     let _ = stream.set_nodelay(true);
     let builder = http1_server(&shared.config);
+    let kept = KeptConnection::new(&shared.upstreams);
     let service = service_fn(move |req| {
         let shared = shared.clone();
         let permit = permit.clone();
-        async move { Ok::<_, Infallible>(connect::route(shared, peer, permit, req).await) }
+        let kept = kept.clone();
+        async move { Ok::<_, Infallible>(connect::route(shared, peer, permit, &kept, req).await) }
     });
     let result = builder
         .serve_connection(TokioIo::new(stream), service)
@@ -378,7 +371,7 @@ async fn refuse(shared: Arc<Shared>, stream: TcpStream, refusal: Refusal) {
 }
 
 /// Where an exchange goes: scheme, host (without brackets) and port.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Target {
     pub(crate) https: bool,
     pub(crate) host: String,
@@ -458,7 +451,7 @@ impl Target {
         format!("{}:{}", self.host_for_url(), self.port)
     }
 
-    fn host_for_url(&self) -> Cow<'_, str> {
+    pub(crate) fn host_for_url(&self) -> Cow<'_, str> {
         if self.host.contains(':') {
             Cow::Owned(format!("[{}]", self.host))
         } else {

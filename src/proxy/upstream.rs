@@ -1,7 +1,6 @@
-//! Connections to origins: DNS, TCP and TLS with each phase timed, pooled by hyper's
-//! client, HTTP/2 when the origin offers it by ALPN.
+//! Connections to origins: DNS, TCP and TLS with each phase timed, HTTP/2 when the
+//! origin offers it by ALPN.
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,15 +8,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::ProxyAddress;
+use super::{ProxyAddress, Target};
 use crate::flow::{FlowErrorKind, TlsInfo};
 
 /// Why a connection to an origin could not be made.
@@ -66,6 +63,13 @@ pub struct ConnectionInfo {
 }
 
 impl ConnectionInfo {
+    /// True when the origin chose HTTP/2 by ALPN.
+    pub(crate) fn is_http2(&self) -> bool {
+        self.tls
+            .as_ref()
+            .is_some_and(|t| t.alpn.as_deref() == Some("h2"))
+    }
+
     /// True exactly once: for the first exchange that uses this connection, which is the
     /// one whose timings include DNS, connect and TLS.
     pub fn take_fresh(&self) -> bool {
@@ -115,7 +119,7 @@ impl HostOverrides {
 pub struct Dialer {
     /// Host names resolved to fixed addresses.
     pub hosts: HostOverrides,
-    /// Limit on DNS + TCP connect (+ TLS, for the pooled client).
+    /// Limit on DNS + TCP connect (+ TLS, for [`UpstreamConnector`]).
     pub timeout: Duration,
     /// The proxy's own addresses: connections there are refused as loops.
     pub itself: ProxyAddress,
@@ -212,7 +216,7 @@ async fn connect_first(
     ))
 }
 
-/// Connects to origins for hyper's pooled client.
+/// Opens connections to origins, TLS included for `https` targets.
 #[derive(Clone)]
 pub struct UpstreamConnector {
     tls: TlsConnector,
@@ -228,10 +232,9 @@ impl UpstreamConnector {
         }
     }
 
-    async fn connect(self, uri: Uri) -> Result<UpstreamConnection, ConnectError> {
-        let host = uri.host().unwrap_or_default().to_owned();
-        let https = uri.scheme_str() == Some("https");
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    /// Connects to `target`: DNS, TCP, and TLS for `https`, each timed.
+    pub(crate) async fn open(&self, target: &Target) -> Result<UpstreamConnection, ConnectError> {
+        let (host, port, https) = (target.host_for_url(), target.port, target.https);
         let started = Instant::now();
         let (tcp, server_addr, dns) = self.dialer.connect(&host, port).await?;
         if !https {
@@ -348,21 +351,6 @@ fn describe_certificate_error(error: &rustls::CertificateError) -> String {
     }
 }
 
-impl tower_service::Service<Uri> for UpstreamConnector {
-    type Response = UpstreamConnection;
-    type Error = ConnectError;
-    type Future =
-        Pin<Box<dyn Future<Output = Result<UpstreamConnection, ConnectError>> + Send + 'static>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        Box::pin(self.clone().connect(uri))
-    }
-}
-
 enum Stream {
     Plain(TokioIo<TcpStream>),
     Tls(Box<TokioIo<TlsStream<TcpStream>>>),
@@ -374,19 +362,10 @@ pub struct UpstreamConnection {
     info: ConnectionInfo,
 }
 
-impl Connection for UpstreamConnection {
-    fn connected(&self) -> Connected {
-        let connected = Connected::new().extra(self.info.clone());
-        let h2 = self
-            .info
-            .tls
-            .as_ref()
-            .is_some_and(|t| t.alpn.as_deref() == Some("h2"));
-        if h2 {
-            connected.negotiated_h2()
-        } else {
-            connected
-        }
+impl UpstreamConnection {
+    /// What is known about the connection.
+    pub(crate) fn info(&self) -> &ConnectionInfo {
+        &self.info
     }
 }
 

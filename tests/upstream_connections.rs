@@ -1,0 +1,152 @@
+//! Connections to origins are kept and reused: by the same client connection, by the
+//! next client connection, and replaced when the origin has closed them.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::{Origin, OriginKind, TestProxy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A plain HTTP/1.1 origin answering every GET with the number of the TCP connection it
+/// came on (1, 2, ...); with `close_after_answer` it closes each connection after its
+/// first answer, without saying so in the response.
+struct NumberingOrigin {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for NumberingOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl NumberingOrigin {
+    async fn start(close_after_answer: bool) -> NumberingOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let number = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while stream.read(&mut byte).await.unwrap_or(0) == 1 {
+                        head.push(byte[0]);
+                        if !head.ends_with(b"\r\n\r\n") {
+                            continue;
+                        }
+                        head.clear();
+                        let body = number.to_string();
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if stream.write_all(answer.as_bytes()).await.is_err() || close_after_answer
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        NumberingOrigin {
+            port,
+            connections,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/n", self.port)
+    }
+}
+
+async fn connection_number(client: &reqwest::Client, url: &str) -> String {
+    let response = client.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_keeps_its_origin_connection_and_the_next_client_reuses_it() {
+    let origin = NumberingOrigin::start(false).await;
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+
+    let first = proxy.client();
+    for _ in 0..3 {
+        assert_eq!(connection_number(&first, &origin.url()).await, "1");
+    }
+    drop(first);
+    // The proxy notices the client connection's end and keeps its origin connection.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = proxy.client();
+    for _ in 0..2 {
+        assert_eq!(connection_number(&second, &origin.url()).await, "1");
+    }
+    assert_eq!(origin.connections.load(Ordering::SeqCst), 1);
+
+    let opened = proxy.next_flow().await;
+    assert!(opened.timings.connect.is_some(), "the first flow opened it");
+    for _ in 0..4 {
+        let flow = proxy.next_flow().await;
+        assert!(flow.error.is_none(), "{:?}", flow.error);
+        assert_eq!(
+            flow.timings.connect, None,
+            "a reused connection has no set-up"
+        );
+        assert_eq!(flow.server_ip, Some("127.0.0.1".parse().unwrap()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_origin_closed_is_replaced_without_an_error() {
+    let origin = NumberingOrigin::start(true).await;
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    let client = proxy.client();
+    for expected in 1..=4 {
+        assert_eq!(
+            connection_number(&client, &origin.url()).await,
+            expected.to_string()
+        );
+        let flow = proxy.next_flow().await;
+        assert!(flow.error.is_none(), "{:?}", flow.error);
+        assert!(flow.timings.connect.is_some(), "each request opened one");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_http2_requests_to_an_http1_origin_do_not_wait_for_each_other() {
+    let origin = Origin::start(OriginKind::HttpsH1Only).await;
+    let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
+    let client = proxy.client();
+
+    // A request the origin never answers holds its origin connection.
+    let hanging = tokio::spawn({
+        let (client, url) = (client.clone(), origin.url("/hang"));
+        async move { client.get(url).send().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..2 {
+        let response = client.get(origin.url("/echo")).send().await.unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        let echo: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(echo["version"], "HTTP/1.1");
+    }
+    assert!(!hanging.is_finished(), "the first request is still waiting");
+    hanging.abort();
+    for _ in 0..2 {
+        let flow = proxy.next_flow().await;
+        assert!(flow.request.url.ends_with("/echo"), "{}", flow.request.url);
+        assert!(flow.error.is_none(), "{:?}", flow.error);
+    }
+}
