@@ -107,6 +107,32 @@ async fn a_client_keeps_its_origin_connection_and_the_next_client_reuses_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_names_that_differ_in_case_share_a_connection() {
+    let origin = NumberingOrigin::start(false).await;
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    // Raw requests: HTTP clients lower-case the host name before sending.
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    for host in ["localhost", "LocalHost", "LOCALHOST"] {
+        let request = format!(
+            "GET http://{host}:{port}/n HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n",
+            port = origin.port
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        while !answer.ends_with(b"\r\n\r\n1") {
+            answer.push(stream.read_u8().await.unwrap());
+        }
+        let flow = proxy.next_flow().await;
+        assert_eq!(
+            flow.host, host,
+            "the flow keeps the name as the client wrote it"
+        );
+        assert!(flow.error.is_none(), "{:?}", flow.error);
+    }
+    assert_eq!(origin.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_the_origin_closed_is_replaced_without_an_error() {
     let origin = NumberingOrigin::start(true).await;
     let mut proxy = TestProxy::start(None, |_| {}).await;

@@ -33,6 +33,7 @@ enum Sender {
 
 /// A connection to an origin.
 struct Connection {
+    /// Where it goes, as an [`origin_key`].
     target: Target,
     sender: Sender,
     info: ConnectionInfo,
@@ -117,6 +118,22 @@ impl OriginForm {
     }
 }
 
+/// The key connections to `target` are kept under: host names compare case-insensitively.
+fn origin_key(target: &Target) -> Target {
+    Target {
+        https: target.https,
+        host: target.host.to_ascii_lowercase(),
+        port: target.port,
+    }
+}
+
+/// Whether `kept` (an [`origin_key`]) is where `target` goes.
+fn same_origin(kept: &Target, target: &Target) -> bool {
+    kept.https == target.https
+        && kept.port == target.port
+        && kept.host.eq_ignore_ascii_case(&target.host)
+}
+
 /// Why a request got no response.
 pub(crate) enum SendError {
     /// No connection to the origin could be made.
@@ -149,7 +166,8 @@ impl Idle {
             list.retain(|c| c.is_open() && now.duration_since(c.idle_since) < IDLE_TIMEOUT);
             !list.is_empty()
         });
-        self.http2.retain(|_, c| c.is_open());
+        self.http2
+            .retain(|_, c| c.is_open() && now.duration_since(c.idle_since) < IDLE_TIMEOUT);
     }
 }
 
@@ -191,8 +209,8 @@ impl Upstreams {
 
     /// Sends `req` (its URI absolute, naming `target`) to the origin: on the connection
     /// `kept` holds when it goes there, else on an idle one, else on a new one. A request
-    /// that a reused connection could not take (the origin had closed it) goes out once
-    /// more on a new connection. `switching`: the request asks to switch protocols; it
+    /// that a reused connection could not take (the origin had closed it) goes out on
+    /// the next one. `switching`: the request asks to switch protocols; it
     /// gets a connection of its own. `used` is the last connection the request was
     /// given to, known even if this is dropped (timed out) before it answers.
     pub(crate) async fn send(
@@ -217,6 +235,8 @@ impl Upstreams {
             true => &self.http1_connector,
             false => &self.connector,
         };
+        // A connection that could not take the request is not the one it waits on now.
+        *used = None;
         let mut conn = self.open(connector, target, used).await?;
         match conn.send(req).await {
             Ok(response) if switching => Ok((
@@ -252,26 +272,29 @@ impl Upstreams {
 
     /// An idle connection to `target` that is still open: HTTP/2 shared, HTTP/1.1 taken.
     fn checkout(&self, target: &Target) -> Option<Connection> {
+        let key = origin_key(target);
+        let now = Instant::now();
         let mut idle = self.idle();
-        if let Some(shared) = idle.http2.get(target) {
+        if let Some(shared) = idle.http2.get_mut(&key) {
             if shared.is_open() {
                 if let Sender::Http2(sender) = &shared.sender {
+                    // In use: the sweep leaves it open for another IDLE_TIMEOUT.
+                    shared.idle_since = now;
                     return Some(Connection {
-                        target: shared.target.clone(),
+                        target: key,
                         sender: Sender::Http2(sender.clone()),
                         info: shared.info.clone(),
-                        idle_since: shared.idle_since,
+                        idle_since: now,
                     });
                 }
             }
-            idle.http2.remove(target);
+            idle.http2.remove(&key);
         }
-        let list = idle.http1.get_mut(target)?;
-        let now = Instant::now();
+        let list = idle.http1.get_mut(&key)?;
         let found = std::iter::from_fn(|| list.pop())
             .find(|conn| conn.is_open() && now.duration_since(conn.idle_since) < IDLE_TIMEOUT);
         if list.is_empty() {
-            idle.http1.remove(target);
+            idle.http1.remove(&key);
         }
         found
     }
@@ -290,9 +313,11 @@ impl Upstreams {
             idle.sweep(now);
         }
         let list = idle.http1.entry(conn.target.clone()).or_default();
-        if list.len() < MAX_IDLE_PER_ORIGIN {
-            list.push(conn);
+        // Full: the oldest goes, the one an origin is likeliest to have closed.
+        if list.len() >= MAX_IDLE_PER_ORIGIN {
+            list.remove(0);
         }
+        list.push(conn);
     }
 
     /// Opens a connection to `target` and starts driving it on a task of its own.
@@ -324,16 +349,16 @@ impl Upstreams {
             Sender::Http1(sender)
         };
         let conn = Connection {
-            target: target.clone(),
+            target: origin_key(target),
             sender,
             info,
             idle_since: Instant::now(),
         };
         if let Sender::Http2(sender) = &conn.sender {
             self.idle().http2.insert(
-                target.clone(),
+                conn.target.clone(),
                 Connection {
-                    target: target.clone(),
+                    target: conn.target.clone(),
                     sender: Sender::Http2(sender.clone()),
                     info: conn.info.clone(),
                     idle_since: conn.idle_since,
@@ -367,7 +392,7 @@ impl KeptConnection {
     /// The kept connection if it goes to `target`; one to elsewhere goes idle.
     fn take_for(&self, target: &Target) -> Option<Connection> {
         let conn = self.slot().take()?;
-        if conn.target == *target {
+        if same_origin(&conn.target, target) {
             return Some(conn);
         }
         self.upstreams.keep_idle(conn);
@@ -389,7 +414,8 @@ impl KeptConnection {
 
 impl Drop for KeptConnection {
     fn drop(&mut self) {
-        if let Some(conn) = self.slot().take() {
+        let kept = self.slot().take();
+        if let Some(conn) = kept {
             self.upstreams.keep_idle(conn);
         }
     }
