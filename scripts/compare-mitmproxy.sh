@@ -13,15 +13,17 @@
 # kinspect runs --headless with its lines to /dev/null, recording every flow into a
 # capture file, as a user would run it; mitmdump runs -q with --ssl-insecure.
 #
-# With nginx as the origin, a second nginx runs as a reverse proxy in front of it
-# (TLS terminated and made again, keep-alive to the origin, nothing recorded): not an
-# intercepting proxy, but a reference for what the shared cores leave to any proxy,
-# so "vs direct" can be read against it.
+# Two references that record nothing: examples/minimal_mitm.rs, the minimal
+# intercepting proxy on hyper + rustls that DESIGN.md §11 sets kinspect against (the
+# same CONNECT, leaf and TLS work, no flow, no capture); and with nginx as the origin,
+# a second nginx as a reverse proxy in front of it (TLS terminated and made again,
+# keep-alive to the origin): not an intercepting proxy, but what the shared cores leave
+# to any proxy, so "vs direct" can be read against it.
 #
 # Knobs (environment): DURATION (10s), CONCURRENCY (32), BODY_BYTES (1024),
 # ORIGIN (nginx|bench), ROUNDS (1), CARGO_TARGET_DIR.
 #
-# ROUNDS=3 repeats the six runs three times and prints medians, with the ratio to
+# ROUNDS=3 repeats every run three times and prints medians, with the ratio to
 # mitmdump of each round: on a shared machine one run's ratio moves by several percent.
 #
 # Everything runs on 127.0.0.1. The load generator, the proxy and the origin share the
@@ -104,7 +106,7 @@ if [[ -z $origin_kind ]]; then
 fi
 
 say "building kinspect --release"
-(cd "$repo" && cargo build --quiet --release --bin kinspect)
+(cd "$repo" && cargo build --quiet --release --bin kinspect --example minimal_mitm)
 kinspect=$target/release/kinspect
 if [[ $origin_kind == bench ]]; then
     (cd "$repo" && cargo build --quiet --release --example bench_origin)
@@ -214,6 +216,18 @@ KINSPECT_HOME=$work/kinspect "$kinspect" --headless --listen "127.0.0.1:$kinspec
 pids+=($!)
 wait_port "$kinspect_port" "kinspect"
 
+# The minimal proxy binds a port of its own and says which.
+mkdir -p "$work/minimal"
+"$target/release/examples/minimal_mitm" "$work/minimal" "$origin_pem" \
+    >"$work/minimal.out" 2>"$work/minimal.log" &
+pids+=($!)
+for _ in $(seq 300); do
+    [[ -s $work/minimal.out ]] && break
+    sleep 0.1
+done
+minimal_port=$(sed -n 's/^listening on .*://p' "$work/minimal.out")
+[[ -n $minimal_port ]] || die "the minimal proxy did not start; see $work/minimal.log"
+
 mitm_port=$(free_port)
 "$mitmdump" -q --listen-host 127.0.0.1 --listen-port "$mitm_port" --ssl-insecure \
     --set confdir="$work/mitmproxy" >"$work/mitmdump.log" 2>&1 &
@@ -245,6 +259,9 @@ for round in $(seq "$rounds"); do
         --cacert "$work/kinspect/kinspect-ca.pem"
     run "https-mitmdump-$round" "$https_url" -x "http://127.0.0.1:$mitm_port" \
         --cacert "$work/mitmproxy/mitmproxy-ca-cert.pem"
+    run "http-minimal-$round" "$http_url" -x "http://127.0.0.1:$minimal_port"
+    run "https-minimal-$round" "$https_url" -x "http://127.0.0.1:$minimal_port" \
+        --cacert "$work/minimal/kinspect-ca.pem"
     if [[ $origin_kind == nginx ]]; then
         run "http-nginx-proxy-$round" "http://localhost:$proxy_http_port/"
         run "https-nginx-proxy-$round" "https://localhost:$proxy_https_port/" \
@@ -285,7 +302,7 @@ print()
 print("| scheme | path | requests/s | p50 | p99 | 2xx / all | vs direct | kinspect / mitmdump |")
 print("|---|---|---|---|---|---|---|---|")
 for scheme in ("http", "https"):
-    paths = ("direct", "kinspect", "mitmdump")
+    paths = ("direct", "kinspect", "mitmdump", "minimal")
     if origin == "nginx":
         paths += ("nginx-proxy",)
     runs = {p: [load(f"{scheme}-{p}-{n}") for n in range(1, rounds + 1)] for p in paths}
@@ -294,7 +311,10 @@ for scheme in ("http", "https"):
               for k, m in zip(runs["kinspect"], runs["mitmdump"])]
     direct = median(runs["direct"], "rps") or float("nan")
     label = "plain HTTP" if scheme == "http" else "HTTPS (intercepted)"
-    names = {"nginx-proxy": "nginx reverse proxy (reference, records nothing)"}
+    names = {
+        "nginx-proxy": "nginx reverse proxy (reference, records nothing)",
+        "minimal": "minimal hyper + rustls MITM (reference, records nothing)",
+    }
     for path in paths:
         rs = runs[path]
         versus = ""
