@@ -210,11 +210,11 @@ impl Upstreams {
     /// Sends `req` (its URI absolute, naming `target`) to the origin: on the connection
     /// `kept` holds when it goes there, else on an idle one, else on a new one. A request
     /// that a reused connection could not take (the origin had closed it) goes out on
-    /// the next one. `switching`: the request asks to switch protocols; it
-    /// gets a connection of its own. `used` is the last connection the request was
+    /// the next one. `switching`: the request asks to switch protocols; it gets a
+    /// connection of its own. `used` is the last connection the request was
     /// given to, known even if this is dropped (timed out) before it answers.
     pub(crate) async fn send(
-        self: &Arc<Self>,
+        &self,
         kept: &Arc<KeptConnection>,
         target: &Target,
         mut req: Request<UpstreamBody>,
@@ -225,7 +225,7 @@ impl Upstreams {
             while let Some(mut conn) = kept.take_for(target).or_else(|| self.checkout(target)) {
                 *used = Some(conn.info.clone());
                 match conn.send(req).await {
-                    Ok(response) => return Ok(self.lease(response, conn, kept)),
+                    Ok(response) => return Ok((response, Lease::of(conn, kept))),
                     Err((_, Some(unsent))) => req = unsent,
                     Err((error, None)) => return Err(SendError::Http(error)),
                 }
@@ -246,28 +246,9 @@ impl Upstreams {
                     kept: None,
                 },
             )),
-            Ok(response) => Ok(self.lease(response, conn, kept)),
+            Ok(response) => Ok((response, Lease::of(conn, kept))),
             Err((error, _)) => Err(SendError::Http(error)),
         }
-    }
-
-    /// The response's lease: an HTTP/1.1 connection goes back to `kept` when the
-    /// response has been read; an HTTP/2 one is shared and stays where it is.
-    fn lease(
-        self: &Arc<Self>,
-        response: Response<Incoming>,
-        conn: Connection,
-        kept: &Arc<KeptConnection>,
-    ) -> (Response<Incoming>, Lease) {
-        let info = conn.info.clone();
-        let lease = match conn.sender {
-            Sender::Http1(_) => Lease {
-                info,
-                kept: Some((conn, kept.clone())),
-            },
-            Sender::Http2(_) => Lease { info, kept: None },
-        };
-        (response, lease)
     }
 
     /// An idle connection to `target` that is still open: HTTP/2 shared, HTTP/1.1 taken.
@@ -429,6 +410,20 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
+    /// The lease of a response that came on `conn`: an HTTP/1.1 connection goes back to
+    /// `kept` when the response has been read; an HTTP/2 one is shared and stays where
+    /// it is.
+    fn of(conn: Connection, kept: &Arc<KeptConnection>) -> Lease {
+        let info = conn.info.clone();
+        match conn.sender {
+            Sender::Http1(_) => Lease {
+                info,
+                kept: Some((conn, kept.clone())),
+            },
+            Sender::Http2(_) => Lease { info, kept: None },
+        }
+    }
+
     /// The response has been read to its end: the connection can take the next request.
     /// (A lease dropped instead closes an HTTP/1.1 connection: what is left of the
     /// response would be read as the next one's.)
