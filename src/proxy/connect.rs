@@ -328,6 +328,7 @@ where
         let header_list = u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX);
         let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
+            .auto_date_header(false)
             .max_header_list_size(header_list)
             .serve_connection(TokioIo::new(io), service);
         activity

@@ -338,11 +338,13 @@ async fn serve_client(
     }
 }
 
-/// The HTTP/1 server settings for clients: header limits and the header read timeout.
+/// The HTTP/1 server settings for clients: header limits and the header read timeout;
+/// no `Date` field of hyper's own (the client gets the origin's fields, no others).
 pub(crate) fn http1_server(config: &ProxyConfig) -> hyper::server::conn::http1::Builder {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .preserve_header_case(true)
+        .auto_date_header(false)
         .timer(TokioTimer::new())
         .header_read_timeout(config.client_header_timeout)
         .max_header_size(config.max_header_bytes)
