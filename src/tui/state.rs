@@ -160,8 +160,92 @@ pub struct Prompt {
     pub kind: PromptKind,
     /// The text typed so far.
     pub input: String,
+    /// Where the next character goes: a byte offset into `input`, on a char boundary.
+    pub cursor: usize,
     /// Why the last input was refused (a filter error with its column).
     pub error: Option<String>,
+}
+
+impl Prompt {
+    /// A prompt for `kind` holding `input`, the cursor at its end.
+    pub fn new(kind: PromptKind, input: String) -> Prompt {
+        Prompt {
+            kind,
+            cursor: input.len(),
+            input,
+            error: None,
+        }
+    }
+
+    /// The offset of the character before the cursor, if there is one.
+    fn before(&self) -> Option<usize> {
+        self.input[..self.cursor]
+            .char_indices()
+            .next_back()
+            .map(|(i, _)| i)
+    }
+
+    /// Types `c` at the cursor.
+    pub fn insert(&mut self, c: char) {
+        self.input.insert(self.cursor, c);
+        self.cursor += c.len_utf8();
+    }
+
+    /// Deletes the character before the cursor (Backspace).
+    pub fn delete_before(&mut self) {
+        if let Some(start) = self.before() {
+            self.input.replace_range(start..self.cursor, "");
+            self.cursor = start;
+        }
+    }
+
+    /// Deletes the character under the cursor (Delete).
+    pub fn delete_under(&mut self) {
+        if let Some(c) = self.input[self.cursor..].chars().next() {
+            self.input
+                .replace_range(self.cursor..self.cursor + c.len_utf8(), "");
+        }
+    }
+
+    /// Deletes the word before the cursor and the spaces after it (Ctrl-W).
+    pub fn delete_word_before(&mut self) {
+        let start = self.input[..self.cursor]
+            .trim_end()
+            .rfind(' ')
+            .map_or(0, |i| i + 1);
+        self.input.replace_range(start..self.cursor, "");
+        self.cursor = start;
+    }
+
+    /// Deletes from the start of the line to the cursor (Ctrl-U).
+    pub fn delete_to_start(&mut self) {
+        self.input.replace_range(..self.cursor, "");
+        self.cursor = 0;
+    }
+
+    /// Deletes from the cursor to the end of the line (Ctrl-K).
+    pub fn delete_to_end(&mut self) {
+        self.input.truncate(self.cursor);
+    }
+
+    /// Moves the cursor one character left.
+    pub fn left(&mut self) {
+        if let Some(start) = self.before() {
+            self.cursor = start;
+        }
+    }
+
+    /// Moves the cursor one character right.
+    pub fn right(&mut self) {
+        if let Some(c) = self.input[self.cursor..].chars().next() {
+            self.cursor += c.len_utf8();
+        }
+    }
+
+    /// Moves the cursor to the start (Home, Ctrl-A) or the end (End, Ctrl-E).
+    pub fn to_start(&mut self, start: bool) {
+        self.cursor = if start { 0 } else { self.input.len() };
+    }
 }
 
 /// The whole UI state.

@@ -112,11 +112,7 @@ fn select(app: &mut App, position: usize) {
 }
 
 fn open_prompt(app: &mut App, kind: PromptKind, input: String) {
-    app.prompt = Some(Prompt {
-        kind,
-        input,
-        error: None,
-    });
+    app.prompt = Some(Prompt::new(kind, input));
 }
 
 fn list_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
@@ -412,35 +408,32 @@ fn prompt_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
         return Vec::new();
     };
     let control = event.modifiers.contains(KeyModifiers::CONTROL);
+    let edited = prompt.input.clone();
     match event.code {
-        KeyCode::Esc => app.prompt = None,
-        KeyCode::Backspace => {
-            prompt.input.pop();
-            prompt.error = None;
+        KeyCode::Esc => {
+            app.prompt = None;
+            return Vec::new();
         }
         // The shell's line editing: Ctrl-H deletes a character, Ctrl-W a word, Ctrl-U
-        // the line; other control and Alt keys type nothing.
-        KeyCode::Char('h') if control => {
-            prompt.input.pop();
-            prompt.error = None;
-        }
-        KeyCode::Char('w') if control => {
-            let kept = prompt.input.trim_end().rfind(' ').map_or(0, |i| i + 1);
-            prompt.input.truncate(kept);
-            prompt.error = None;
-        }
-        KeyCode::Char('u') if control => {
-            prompt.input.clear();
-            prompt.error = None;
-        }
+        // and Ctrl-K the line before and after the cursor, Ctrl-A and Ctrl-E go to its
+        // start and end; other control and Alt keys type nothing.
+        KeyCode::Backspace => prompt.delete_before(),
+        KeyCode::Char('h') if control => prompt.delete_before(),
+        KeyCode::Delete => prompt.delete_under(),
+        KeyCode::Char('w') if control => prompt.delete_word_before(),
+        KeyCode::Char('u') if control => prompt.delete_to_start(),
+        KeyCode::Char('k') if control => prompt.delete_to_end(),
+        KeyCode::Left => prompt.left(),
+        KeyCode::Right => prompt.right(),
+        KeyCode::Home => prompt.to_start(true),
+        KeyCode::Char('a') if control => prompt.to_start(true),
+        KeyCode::End => prompt.to_start(false),
+        KeyCode::Char('e') if control => prompt.to_start(false),
         KeyCode::Char(_)
             if event
                 .modifiers
                 .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT) => {}
-        KeyCode::Char(c) => {
-            prompt.input.push(c);
-            prompt.error = None;
-        }
+        KeyCode::Char(c) => prompt.insert(c),
         KeyCode::Enter => {
             let input = prompt.input.clone();
             match prompt.kind {
@@ -470,8 +463,13 @@ fn prompt_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
                     }
                 }
             }
+            return Vec::new();
         }
         _ => {}
+    }
+    // An edit makes the last input's error stale; moving the cursor does not.
+    if let Some(prompt) = app.prompt.as_mut().filter(|p| p.input != edited) {
+        prompt.error = None;
     }
     Vec::new()
 }
@@ -773,8 +771,7 @@ mod tests {
         ctrl(&mut a, 'w');
         assert_eq!(input(&a), "~k & ~c ");
         ctrl(&mut a, 'h');
-        ctrl(&mut a, 'a');
-        ctrl(&mut a, 'k');
+        ctrl(&mut a, 'b');
         update(
             &mut a,
             Event::Key(KeyEvent::new(KeyCode::Char('x'), KeyModifiers::ALT)),
@@ -782,6 +779,63 @@ mod tests {
         assert_eq!(input(&a), "~k & ~c");
         ctrl(&mut a, 'u');
         assert_eq!(input(&a), "");
+    }
+
+    #[test]
+    fn the_prompt_cursor_moves_and_edits_where_it_stands() {
+        let mut a = app(3);
+        press(&mut a, KeyCode::Char('f'));
+        typed(&mut a, "~c 5xx");
+        let input = |a: &App| a.prompt.as_ref().unwrap().input.clone();
+        let ctrl = |a: &mut App, c: char| {
+            update(
+                a,
+                Event::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL)),
+            )
+        };
+        // To the start: insert there.
+        press(&mut a, KeyCode::Home);
+        typed(&mut a, "~k & ");
+        assert_eq!(input(&a), "~k & ~c 5xx");
+        // Word and line deletions stop at the cursor.
+        ctrl(&mut a, 'w');
+        assert_eq!(input(&a), "~k ~c 5xx");
+        ctrl(&mut a, 'k');
+        assert_eq!(input(&a), "~k ");
+        typed(&mut a, "~c 5xx");
+        // Left over a multi-byte character, Delete under the cursor, Backspace before it.
+        ctrl(&mut a, 'a');
+        typed(&mut a, "é");
+        press(&mut a, KeyCode::Left);
+        press(&mut a, KeyCode::Delete);
+        assert_eq!(input(&a), "~k ~c 5xx");
+        press(&mut a, KeyCode::End);
+        press(&mut a, KeyCode::Left);
+        press(&mut a, KeyCode::Backspace);
+        assert_eq!(input(&a), "~k ~c 5x");
+        press(&mut a, KeyCode::Right);
+        press(&mut a, KeyCode::Right);
+        typed(&mut a, "x");
+        assert_eq!(input(&a), "~k ~c 5xx");
+        ctrl(&mut a, 'e');
+        press(&mut a, KeyCode::Left);
+        press(&mut a, KeyCode::Left);
+        ctrl(&mut a, 'u');
+        assert_eq!(input(&a), "xx");
+        typed(&mut a, "(");
+        press(&mut a, KeyCode::Enter);
+        assert!(a.prompt.is_some(), "(xx is not a filter: the error shows");
+        assert!(a.prompt.as_ref().unwrap().error.is_some());
+        press(&mut a, KeyCode::Left);
+        assert!(
+            a.prompt.as_ref().unwrap().error.is_some(),
+            "a move keeps it"
+        );
+        press(&mut a, KeyCode::Delete);
+        assert!(
+            a.prompt.as_ref().unwrap().error.is_none(),
+            "an edit clears it"
+        );
     }
 
     #[test]

@@ -146,7 +146,8 @@ fn bottom_text(app: &App) -> Vec<Line<'static>> {
             PromptKind::RequestId => "request id",
             PromptKind::Search => "search",
         };
-        let mut lines = vec![Line::from(format!("{label}: {}▏", prompt.input))];
+        let (before, after) = prompt.input.split_at(prompt.cursor);
+        let mut lines = vec![Line::from(format!("{label}: {before}▏{after}"))];
         if let Some(error) = &prompt.error {
             lines.extend(
                 error
@@ -647,8 +648,11 @@ pub fn help_lines() -> Vec<String> {
         ),
         ("z", "clear the view (the capture keeps everything)"),
         ("?", "this help"),
-        ("q Esc", "back; in the list: quit"),
-        ("Q Ctrl-C", "quit"),
+        ("q Esc / Q Ctrl-C", "back (in the list: quit) / quit"),
+        (
+            "← → Home End",
+            "in a prompt: move; Ctrl-W Ctrl-U Ctrl-K delete a word / to start / to end",
+        ),
         ("", ""),
         ("Badges", ""),
         ("RETRY", "transient: re-send with backoff"),
