@@ -52,11 +52,20 @@ pub fn analyze(flow: &Flow) -> KinveyAnalysis {
             Ok(_) => {}
             Err(e) if response.status >= 400 && !response.body.truncated => {
                 let text = String::from_utf8_lossy(&body);
-                if let Some(name) = kinvey_looking_name(&text) {
+                let fields = kinvey_looking_fields(&text);
+                if let Some(name) = fields.error {
                     analysis.anomalies.push(Anomaly::UnparseableBody {
                         reason: e.to_string(),
                     });
-                    push_error(&mut analysis, name, response.status, None, None, None);
+                    let status = response.status;
+                    push_error(
+                        &mut analysis,
+                        name,
+                        status,
+                        fields.description,
+                        fields.debug,
+                        None,
+                    );
                 }
             }
             Err(_) => {}
@@ -182,14 +191,38 @@ fn push_error(
     });
 }
 
-/// The error name of a body that looks like a Kinvey error without being JSON (curly
-/// quotes, missing commas — as on Kinvey's own troubleshooting page).
-fn kinvey_looking_name(text: &str) -> Option<String> {
-    static ERROR_FIELD: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r#"["“”']error["“”']\s*:\s*["“”']([^"“”'\n]+)["“”']"#)
-            .expect("the pattern is valid")
+/// The `error`, `description` and `debug` fields of a body that looks like a Kinvey
+/// error without being JSON (curly quotes, missing commas — as on Kinvey's own
+/// troubleshooting page): the first of each, quoted with straight or curly double
+/// quotes or with single quotes.
+#[derive(Debug, Default, PartialEq)]
+struct LooseFields {
+    error: Option<String>,
+    description: Option<String>,
+    debug: Option<String>,
+}
+
+fn kinvey_looking_fields(text: &str) -> LooseFields {
+    static FIELD: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(
+            r#"["“”'](error|description|debug)["“”']\s*:\s*(?:["“”]([^"“”\n]*)["“”]|'([^'\n]*)')"#,
+        )
+        .expect("the pattern is valid")
     });
-    ERROR_FIELD.captures(text).map(|c| c[1].to_owned())
+    let mut fields = LooseFields::default();
+    for found in FIELD.captures_iter(text) {
+        let Some(value) = found.get(2).or(found.get(3)) else {
+            continue;
+        };
+        let slot = match &found[1] {
+            "error" => &mut fields.error,
+            "description" => &mut fields.description,
+            _ => &mut fields.debug,
+        };
+        slot.get_or_insert_with(|| value.as_str().to_owned());
+    }
+    fields.error = fields.error.filter(|name| !name.is_empty());
+    fields
 }
 
 #[cfg(test)]
@@ -305,7 +338,19 @@ mod tests {
         assert_eq!(codes(&a), ["unparseable_body"]);
         let e = a.primary().unwrap();
         assert_eq!(e.name, "InsufficientCredentials");
+        assert_eq!(e.description.as_deref(), Some("The credentials…"));
         assert_eq!(e.class, ErrorClass::Fix);
+        let apostrophe = kinvey_looking_fields(
+            "{'error': 'KinveyInternalErrorRetry' \"description\": \"The server's busy\" \"debug\": \"\"}",
+        );
+        assert_eq!(
+            apostrophe,
+            LooseFields {
+                error: Some("KinveyInternalErrorRetry".into()),
+                description: Some("The server's busy".into()),
+                debug: Some(String::new()),
+            }
+        );
         let not_kinvey = analyze(&flow(
             502,
             &[("content-type", "text/html")],
