@@ -47,6 +47,12 @@ pub fn show_ca(dir: &Path, export: Option<&Path>, with_key: bool) -> anyhow::Res
         "Install:       on a device using the proxy, open http://{CA_HOST}; elsewhere see certs/README.md"
     );
     if let Some(target) = export {
+        if target.exists() && !target.is_dir() {
+            anyhow::bail!(
+                "--export takes a directory, and {} is a file: name a directory (it is created if missing)",
+                target.display()
+            );
+        }
         std::fs::create_dir_all(target)
             .with_context(|| format!("cannot create {}", target.display()))?;
         let copy = |name: &str| -> anyhow::Result<()> {

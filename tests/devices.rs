@@ -277,4 +277,14 @@ fn kinspect_ca_shows_and_exports_without_the_key_unless_asked() {
             0o600
         );
     }
+
+    // A file where the directory should be: said so, nothing written.
+    let file = out.path().join("kinspect-ca.pem");
+    let refused = ca(&["--export", file.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--export takes a directory") && stderr.contains("is a file"),
+        "{stderr}"
+    );
 }
