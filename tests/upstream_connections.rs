@@ -11,9 +11,10 @@ use support::{Origin, OriginKind, TestProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// A plain HTTP/1.1 origin answering every GET with the number of the TCP connection it
-/// came on (1, 2, ...); with `close_after_answer` it closes each connection after its
-/// first answer, without saying so in the response.
+/// A plain HTTP/1.1 origin answering every request with the number of the TCP
+/// connection it came on (1, 2, ...); with `close_after` it closes each connection that
+/// long after its first answer, without saying so in the response and without reading
+/// anything more.
 struct NumberingOrigin {
     port: u16,
     connections: Arc<AtomicUsize>,
@@ -27,7 +28,7 @@ impl Drop for NumberingOrigin {
 }
 
 impl NumberingOrigin {
-    async fn start(close_after_answer: bool) -> NumberingOrigin {
+    async fn start(close_after: Option<Duration>) -> NumberingOrigin {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let connections = Arc::new(AtomicUsize::new(0));
@@ -49,8 +50,11 @@ impl NumberingOrigin {
                             "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
                             body.len()
                         );
-                        if stream.write_all(answer.as_bytes()).await.is_err() || close_after_answer
-                        {
+                        if stream.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        if let Some(after) = close_after {
+                            tokio::time::sleep(after).await;
                             return;
                         }
                     }
@@ -77,7 +81,7 @@ async fn connection_number(client: &reqwest::Client, url: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_keeps_its_origin_connection_and_the_next_client_reuses_it() {
-    let origin = NumberingOrigin::start(false).await;
+    let origin = NumberingOrigin::start(None).await;
     let mut proxy = TestProxy::start(None, |_| {}).await;
 
     let first = proxy.client();
@@ -108,7 +112,7 @@ async fn a_client_keeps_its_origin_connection_and_the_next_client_reuses_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_names_that_differ_in_case_share_a_connection() {
-    let origin = NumberingOrigin::start(false).await;
+    let origin = NumberingOrigin::start(None).await;
     let mut proxy = TestProxy::start(None, |_| {}).await;
     // Raw requests: HTTP clients lower-case the host name before sending.
     let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
@@ -134,7 +138,7 @@ async fn host_names_that_differ_in_case_share_a_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_the_origin_closed_is_replaced_without_an_error() {
-    let origin = NumberingOrigin::start(true).await;
+    let origin = NumberingOrigin::start(Some(Duration::ZERO)).await;
     let mut proxy = TestProxy::start(None, |_| {}).await;
     let client = proxy.client();
     for expected in 1..=4 {
@@ -147,6 +151,35 @@ async fn a_connection_the_origin_closed_is_replaced_without_an_error() {
         assert!(flow.timings.connect.is_some(), "each request opened one");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_the_origin_dropped_with_its_connection_is_sent_again_a_post_is_not() {
+    // The origin closes each connection 300 ms after its first answer, with the next
+    // request unread: that request was sent and got no answer.
+    let origin = NumberingOrigin::start(Some(Duration::from_millis(300))).await;
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    let client = proxy.client();
+    assert_eq!(connection_number(&client, &origin.url()).await, "1");
+    proxy.next_flow().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Idempotent and without a body: sent again on a new connection.
+    assert_eq!(connection_number(&client, &origin.url()).await, "2");
+    let flow = proxy.next_flow().await;
+    assert!(flow.error.is_none(), "{:?}", flow.error);
+    assert!(
+        flow.timings.connect.is_some(),
+        "it went out on a new connection"
+    );
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A POST may have done its work already: the failure is reported, not repeated.
+    let response = client.post(origin.url()).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.request.method, "POST");
+    assert!(flow.error.is_some());
+    assert_eq!(origin.connections.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,4 +208,87 @@ async fn concurrent_http2_requests_to_an_http1_origin_do_not_wait_for_each_other
         assert!(flow.request.url.ends_with("/echo"), "{}", flow.request.url);
         assert!(flow.error.is_none(), "{:?}", flow.error);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_still_taking_an_upload_does_not_hold_up_the_next_request() {
+    // An HTTPS origin that answers a POST at once, then reads its 10-byte body as it
+    // comes, then serves the next request on the same connection.
+    let ca = support::TestCa::new();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(ca.server_config(&[b"http/1.1"])));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                loop {
+                    let mut head = Vec::new();
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match tls.read_u8().await {
+                            Ok(byte) => head.push(byte),
+                            Err(_) => return,
+                        }
+                    }
+                    let post = head.starts_with(b"POST");
+                    let body = if post { "early" } else { "get" };
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    tls.write_all(answer.as_bytes()).await.unwrap();
+                    if post {
+                        let mut upload = [0u8; 10];
+                        if tls.read_exact(&mut upload).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let mut proxy = TestProxy::start(None, |c| {
+        c.upstream_ca.push(ca.pem_path.clone());
+        c.upstream_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let client = proxy.client();
+    let url = format!("https://localhost:{port}/");
+
+    // Half the upload now, the rest after 1.5 s.
+    let chunks = futures_util::stream::unfold(0, |i| async move {
+        let chunk: &'static [u8] = match i {
+            0 => b"01234",
+            1 => {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                b"56789"
+            }
+            _ => return None,
+        };
+        Some((
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(chunk)),
+            i + 1,
+        ))
+    });
+    let post = client
+        .post(&url)
+        .header("content-length", "10")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.version(), http::Version::HTTP_2);
+    assert_eq!(post.text().await.unwrap(), "early");
+
+    // The POST's connection is still taking its upload: this one gets its own.
+    let get = client.get(&url).send().await.unwrap();
+    assert_eq!(get.status(), 200, "not held up behind the upload");
+    assert_eq!(get.text().await.unwrap(), "get");
+    let flows = [proxy.next_flow().await, proxy.next_flow().await];
+    let get_flow = flows.iter().find(|f| f.request.method == "GET").unwrap();
+    assert!(get_flow.error.is_none(), "{:?}", get_flow.error);
+    server.abort();
 }

@@ -200,6 +200,10 @@ async fn a_client_that_gives_up_before_the_response_headers_is_still_recorded() 
     );
     assert!(flow.response.is_none());
     assert!(flow.timings.wait >= Duration::from_millis(250));
+    // It had gone out: the connection it went on is recorded, set-up included.
+    assert_eq!(flow.server_ip, Some("127.0.0.1".parse().unwrap()));
+    assert!(flow.server_tls.is_some());
+    assert!(flow.timings.connect.is_some());
 
     // HTTP/1.1 in plain HTTP: the client closes its connection.
     let plain = Origin::start(OriginKind::Plain).await;
@@ -216,6 +220,7 @@ async fn a_client_that_gives_up_before_the_response_headers_is_still_recorded() 
     let flow = proxy.next_flow().await;
     assert_eq!(flow.error.unwrap().kind, FlowErrorKind::ClientAbort);
     assert_eq!(flow.request.url, plain.url("/hang"));
+    assert_eq!(flow.server_ip, Some("127.0.0.1".parse().unwrap()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

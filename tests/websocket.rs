@@ -210,6 +210,9 @@ async fn secure_websockets_are_intercepted_relayed_and_recorded() {
         "upgrades need HTTP/1.1 upstream"
     );
     assert_eq!(flow.request.body.wire_size, 24);
+    // Its own connection to the origin, set-up timed.
+    assert!(flow.timings.connect.is_some());
+    assert!(flow.timings.ssl.is_some());
 }
 
 use rustls_pki_types::pem::PemObject;

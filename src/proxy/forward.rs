@@ -162,10 +162,13 @@ pub(crate) async fn forward(
     let teed = TeeBody::new(body, req_capture.clone(), None);
     let upstream_req = Request::from_parts(parts, ReturnedIfUnread::new(teed, unread.clone()));
     let timeout = shared.config.upstream_timeout;
-    let mut used = None;
-    let sent = shared
-        .upstreams
-        .send(kept, target, upstream_req, upgrade.is_some(), &mut used);
+    let sent = shared.upstreams.send(
+        kept,
+        target,
+        upstream_req,
+        upgrade.is_some(),
+        &mut pending.used,
+    );
     let (mut response, lease) = match headers_within(timeout, sent, &req_capture).await {
         Ok(Ok(answered)) => answered,
         Ok(Err(e)) => {
@@ -175,6 +178,7 @@ pub(crate) async fn forward(
                     (e.reached, failure)
                 }
                 SendError::Http(error) => {
+                    let used = pending.used.take();
                     (used, classify_upstream_error(&error, target, &req_capture))
                 }
             };
@@ -194,6 +198,7 @@ pub(crate) async fn forward(
                     target.authority()
                 ),
             );
+            let used = pending.used.take();
             return pending.answer(used, failure).await;
         }
     };
@@ -379,7 +384,9 @@ fn switch_protocols(
     t_headers: Instant,
 ) -> Response<ProxyBody> {
     let (mut rparts, _) = record_response_head(&mut flow, response, conn);
-    flow.timings.wait = t_headers.saturating_duration_since(t0);
+    // An upgrade always opens its own connection: its set-up is part of the time.
+    let fresh = Some(conn).filter(|c| c.take_fresh());
+    flow.timings = exchange_timings(t0, Some(t0), t_headers, t_headers, fresh);
     let protocol = upgrade_protocol(&rparts.headers);
     strip_hop_by_hop(&mut rparts.headers);
     if let Some(protocol) = &protocol {
@@ -449,6 +456,8 @@ struct Pending {
     parts: Option<(FlowSlot, Flow)>,
     t0: Instant,
     req_capture: Option<SharedCapture>,
+    /// The connection the request went out on, once it did.
+    used: Option<ConnectionInfo>,
 }
 
 impl Pending {
@@ -474,12 +483,32 @@ impl Pending {
             parts: Some((slot, flow)),
             t0,
             req_capture: None,
+            used: None,
         }
     }
 
     /// The slot and flow, for the exchange that got its answer.
     fn take(&mut self) -> (FlowSlot, Flow) {
         self.parts.take().expect("an exchange is answered once")
+    }
+
+    /// Records what is known of an exchange that got no response head: the request body
+    /// so far, the connection `conn` it went out on, and the time it waited.
+    fn record_unanswered(&self, flow: &mut Flow, conn: Option<&ConnectionInfo>) {
+        if let Some(capture) = &self.req_capture {
+            flow.request.body = lock(capture).snapshot();
+        }
+        apply_connection(flow, conn);
+        flow.timings.wait = self.t0.elapsed();
+        // A connection made for this exchange: its setup is part of the time, as for an
+        // answered exchange.
+        if let Some(conn) = conn.filter(|c| c.take_fresh()) {
+            let setup = conn.dns.unwrap_or_default() + conn.connect;
+            flow.timings.dns = conn.dns;
+            flow.timings.connect = Some(conn.connect);
+            flow.timings.ssl = conn.ssl;
+            flow.timings.wait = flow.timings.wait.saturating_sub(setup);
+        }
     }
 
     /// Records the flow with `failure` and returns the proxy's JSON error response.
@@ -503,20 +532,7 @@ impl Pending {
             },
             from_proxy: true,
         });
-        if let Some(capture) = &self.req_capture {
-            flow.request.body = lock(capture).snapshot();
-        }
-        apply_connection(&mut flow, conn.as_ref());
-        flow.timings.wait = self.t0.elapsed();
-        // A connection made for this exchange: its setup is part of the time, as for an
-        // answered exchange.
-        if let Some(conn) = conn.as_ref().filter(|c| c.take_fresh()) {
-            let setup = conn.dns.unwrap_or_default() + conn.connect;
-            flow.timings.dns = conn.dns;
-            flow.timings.connect = Some(conn.connect);
-            flow.timings.ssl = conn.ssl;
-            flow.timings.wait = flow.timings.wait.saturating_sub(setup);
-        }
+        self.record_unanswered(&mut flow, conn.as_ref());
         flow.error = Some(failure.error);
         slot.publish_durable(flow).await;
         response.map(|()| full_body(body))
@@ -528,11 +544,9 @@ impl Drop for Pending {
         let Some((slot, mut flow)) = self.parts.take() else {
             return;
         };
-        if let Some(capture) = &self.req_capture {
-            flow.request.body = lock(capture).snapshot();
-        }
+        let used = self.used.take();
+        self.record_unanswered(&mut flow, used.as_ref());
         let waited = self.t0.elapsed();
-        flow.timings.wait = waited;
         flow.error = Some(FlowError {
             kind: FlowErrorKind::ClientAbort,
             message: format!(

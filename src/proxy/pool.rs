@@ -17,7 +17,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::upstream::{ConnectError, ConnectionInfo, UpstreamConnector};
-use super::{Target, UpstreamBody};
+use super::{ReturnedIfUnread, Target, UpstreamBody};
 
 /// How long an unused connection is kept open.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -49,6 +49,25 @@ impl Connection {
         }
     }
 
+    /// Whether it can take a request now (an HTTP/1.1 connection may still be sending
+    /// the last request's body to an origin that answered early).
+    fn is_ready(&self) -> bool {
+        match &self.sender {
+            Sender::Http1(sender) => sender.is_ready(),
+            Sender::Http2(sender) => sender.is_ready(),
+        }
+    }
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<hyper::Result<()>> {
+        match &mut self.sender {
+            Sender::Http1(sender) => sender.poll_ready(cx),
+            Sender::Http2(sender) => sender.poll_ready(cx),
+        }
+    }
+
     /// Sends `req` (its URI absolute) once the connection can take it. A request that
     /// never went out comes back with the error, as it was given.
     async fn send(
@@ -77,6 +96,23 @@ impl Connection {
             }
         }
     }
+}
+
+/// A copy of `req` to send again if the reused connection it goes out on fails before
+/// any answer: only for a request without a body whose method asks nothing more when
+/// repeated (RFC 9110 §9.2.2). A reused connection fails so when the origin closed it
+/// as the request went out (RFC 9112 §9.3.1), or, over HTTP/2, when the origin's
+/// GOAWAY says it never processed the stream (RFC 9113 §6.8).
+fn replay_of(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
+    if !req.method().is_idempotent() || !http_body::Body::is_end_stream(req.body()) {
+        return None;
+    }
+    let mut copy = Request::new(ReturnedIfUnread::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
 }
 
 /// Turns `req`'s absolute URI into the origin form HTTP/1.1 sends (`/path?query`), with
@@ -224,10 +260,18 @@ impl Upstreams {
         if !switching {
             while let Some(mut conn) = kept.take_for(target).or_else(|| self.checkout(target)) {
                 *used = Some(conn.info.clone());
+                let replay = replay_of(&req);
                 match conn.send(req).await {
                     Ok(response) => return Ok((response, Lease::of(conn, kept))),
                     Err((_, Some(unsent))) => req = unsent,
-                    Err((error, None)) => return Err(SendError::Http(error)),
+                    // Sent, and no answer came: once more, on a connection of its own.
+                    Err((error, None)) => match replay {
+                        Some(again) => {
+                            req = again;
+                            break;
+                        }
+                        None => return Err(SendError::Http(error)),
+                    },
                 }
             }
         }
@@ -428,9 +472,23 @@ impl Lease {
     /// (A lease dropped instead closes an HTTP/1.1 connection: what is left of the
     /// response would be read as the next one's.)
     pub(crate) fn release(self) {
-        if let Some((conn, kept)) = self.kept {
+        let Some((conn, kept)) = self.kept else {
+            return;
+        };
+        if conn.is_ready() {
             kept.keep(conn);
+            return;
         }
+        // Still sending the request body to an origin that answered early: the client's
+        // next request must not wait behind it. Idle once it is done.
+        let upstreams = kept.upstreams.clone();
+        let mut conn = conn;
+        tokio::spawn(async move {
+            let ready = std::future::poll_fn(|cx| conn.poll_ready(cx));
+            if let Ok(Ok(())) = tokio::time::timeout(IDLE_TIMEOUT, ready).await {
+                upstreams.keep_idle(conn);
+            }
+        });
     }
 }
 

@@ -321,6 +321,15 @@ impl<B> ReturnedIfUnread<B> {
             read: false,
         }
     }
+
+    /// An empty body (a request sent again, whose first body was empty too).
+    pub fn empty() -> Self {
+        ReturnedIfUnread {
+            inner: None,
+            slot: None,
+            read: false,
+        }
+    }
 }
 
 impl<B: Body + Unpin> Body for ReturnedIfUnread<B> {
