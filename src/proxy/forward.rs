@@ -143,8 +143,8 @@ pub(crate) async fn forward(
     parts.version = Version::HTTP_11;
     // The target's authority travels in the URI: over HTTP/2 as `:authority`, beside
     // which origins such as nginx refuse a `Host` field (400), and over HTTP/1.1 `Host`
-    // is written from it. A `Host` naming something else is the client's
-    // own choice and goes as it is; so does an upgrade's (always HTTP/1.1).
+    // is written from it. A `Host` naming something else is the client's own choice
+    // and goes as it is; so does an upgrade's (always HTTP/1.1).
     let plain = upgrade.is_none();
     strip_hop_by_hop_and(&mut parts.headers, |name, value| {
         plain && name == http::header::HOST && target.is_named_by_host_field(value.as_bytes())
@@ -172,14 +172,10 @@ pub(crate) async fn forward(
     let (mut response, lease) = match headers_within(timeout, sent, &req_capture).await {
         Ok(Ok(answered)) => answered,
         Ok(Err(e)) => {
-            let (conn, failure) = match e {
-                SendError::Connect(e) => {
-                    let failure = ProxyFailure::new(e.kind, e.message);
-                    (e.reached, failure)
-                }
+            let (reached, failure) = match e {
+                SendError::Connect(e) => (e.reached, ProxyFailure::new(e.kind, e.message)),
                 SendError::Http(error) => {
-                    let used = pending.used.take();
-                    (used, classify_upstream_error(&error, target, &req_capture))
+                    (None, classify_upstream_error(&error, target, &req_capture))
                 }
             };
             // The origin was never reached: the body is still the client's to send, and
@@ -187,7 +183,7 @@ pub(crate) async fn forward(
             if let Some(body) = unread.as_ref().and_then(take_unread) {
                 read_unsent(body).await;
             }
-            return pending.answer(conn, failure).await;
+            return pending.answer(reached, failure).await;
         }
         Err(_) => {
             let failure = ProxyFailure::new(
@@ -198,8 +194,7 @@ pub(crate) async fn forward(
                     target.authority()
                 ),
             );
-            let used = pending.used.take();
-            return pending.answer(used, failure).await;
+            return pending.answer(None, failure).await;
         }
     };
 
@@ -512,12 +507,15 @@ impl Pending {
     }
 
     /// Records the flow with `failure` and returns the proxy's JSON error response.
+    /// `reached`: the connection a failed connect made, when the request went out on
+    /// none.
     async fn answer(
         mut self,
-        conn: Option<ConnectionInfo>,
+        reached: Option<ConnectionInfo>,
         failure: ProxyFailure,
     ) -> Response<ProxyBody> {
         let (slot, mut flow) = self.take();
+        let conn = self.used.take().or(reached);
         let body = failure.body();
         let response = failure.response(());
         flow.response = Some(ResponseRecord {
