@@ -292,3 +292,50 @@ async fn a_connection_still_taking_an_upload_does_not_hold_up_the_next_request()
     assert!(get_flow.error.is_none(), "{:?}", get_flow.error);
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_204_with_a_content_length_reaches_an_http2_client_as_no_content() {
+    // An HTTPS origin answering 204 with a Content-Length (and bytes) it must not send.
+    let ca = support::TestCa::new();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(ca.server_config(&[b"http/1.1"])));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    match tls.read_u8().await {
+                        Ok(byte) => head.push(byte),
+                        Err(_) => return,
+                    }
+                }
+                let answer = "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhello";
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    let mut proxy = TestProxy::start(None, |c| c.upstream_ca.push(ca.pem_path.clone())).await;
+    let response = proxy
+        .client()
+        .get(format!("https://localhost:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), 204);
+    assert!(response.headers().get("content-length").is_none());
+    assert_eq!(response.headers()["x-a"], "1");
+    assert!(response.bytes().await.unwrap().is_empty());
+    let flow = proxy.next_flow().await;
+    assert!(flow.error.is_none(), "{:?}", flow.error);
+    // The capture keeps what the origin said.
+    let recorded = flow.response.unwrap();
+    assert_eq!(recorded.headers.get("content-length").as_deref(), Some("5"));
+    server.abort();
+}

@@ -221,6 +221,13 @@ pub(crate) async fn forward(
     let (mut rparts, rbody) = record_response_head(&mut flow, response, &lease.info);
     strip_hop_by_hop(&mut rparts.headers);
     rparts.version = Version::HTTP_11;
+    // A 204 has no content, whatever a Content-Length says (RFC 9110 §8.6): an HTTP/2
+    // client takes a length without DATA as a broken stream. The flow keeps the field.
+    if rparts.status == http::StatusCode::NO_CONTENT {
+        remove_in_order(&mut rparts.headers, |name, _| {
+            name == http::header::CONTENT_LENGTH
+        });
+    }
 
     let end = ExchangeEnd {
         slot,
