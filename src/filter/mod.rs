@@ -83,11 +83,15 @@ impl FilterError {
             .chars()
             .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
             .collect();
+        // As wide as what it stands under: two cells under a CJK character.
         let pad: String = line
             .chars()
             .chain(std::iter::repeat(' '))
             .take(self.column.saturating_sub(1))
-            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .map(|c| match c {
+                '\t' => "\t".to_owned(),
+                c => " ".repeat(unicode_width::UnicodeWidthChar::width(c).unwrap_or(0)),
+            })
             .collect();
         format!("{line}\n{pad}^")
     }
@@ -503,6 +507,11 @@ mod tests {
         let error = Filter::parse(text).unwrap_err();
         assert_eq!(error.column, 13);
         assert_eq!(error.pointer(text), "~m GET & ~c 9x9\n            ^");
+        // Wide characters take two cells, a combining accent none.
+        let text = "日本 & ~zz";
+        let error = Filter::parse(text).unwrap_err();
+        assert_eq!(error.column, 6);
+        assert_eq!(error.pointer(text), "日本 & ~zz\n       ^");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use bytes::Bytes;
+use unicode_segmentation::UnicodeSegmentation;
 
 use crate::capture::StoredFlow;
 use crate::filter::Filter;
@@ -177,12 +178,21 @@ impl Prompt {
         }
     }
 
-    /// The offset of the character before the cursor, if there is one.
+    /// Where the character (grapheme: `e` + accent, an emoji with its skin tone) before
+    /// the cursor starts, if there is one.
     fn before(&self) -> Option<usize> {
         self.input[..self.cursor]
-            .char_indices()
+            .grapheme_indices(true)
             .next_back()
             .map(|(i, _)| i)
+    }
+
+    /// Where the character after the cursor ends, if there is one.
+    fn after(&self) -> Option<usize> {
+        self.input[self.cursor..]
+            .graphemes(true)
+            .next()
+            .map(|g| self.cursor + g.len())
     }
 
     /// Types `c` at the cursor.
@@ -201,9 +211,8 @@ impl Prompt {
 
     /// Deletes the character under the cursor (Delete).
     pub fn delete_under(&mut self) {
-        if let Some(c) = self.input[self.cursor..].chars().next() {
-            self.input
-                .replace_range(self.cursor..self.cursor + c.len_utf8(), "");
+        if let Some(end) = self.after() {
+            self.input.replace_range(self.cursor..end, "");
         }
     }
 
@@ -237,8 +246,8 @@ impl Prompt {
 
     /// Moves the cursor one character right.
     pub fn right(&mut self) {
-        if let Some(c) = self.input[self.cursor..].chars().next() {
-            self.cursor += c.len_utf8();
+        if let Some(end) = self.after() {
+            self.cursor = end;
         }
     }
 

@@ -448,10 +448,19 @@ fn prompt_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
                         }
                     }
                 },
-                PromptKind::RequestId => {
-                    app.prompt = None;
-                    return jump_to_request_id(app, &input);
-                }
+                PromptKind::RequestId if input.trim().is_empty() => app.prompt = None,
+                // Not found or not unique: the prompt stays, to type more of it.
+                PromptKind::RequestId => match jump_to_request_id(app, &input) {
+                    Ok(effects) => {
+                        app.prompt = None;
+                        return effects;
+                    }
+                    Err(error) => {
+                        if let Some(prompt) = app.prompt.as_mut() {
+                            prompt.error = Some(error);
+                        }
+                    }
+                },
                 PromptKind::Search => {
                     app.prompt = None;
                     if let Screen::Detail(detail) = &mut app.screen {
@@ -474,8 +483,9 @@ fn prompt_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
     Vec::new()
 }
 
-/// Opens the flow with this request id (exact, else a unique prefix).
-fn jump_to_request_id(app: &mut App, query: &str) -> Vec<Effect> {
+/// Opens the flow with this request id (exact, else a unique prefix); why not, if it
+/// cannot.
+fn jump_to_request_id(app: &mut App, query: &str) -> Result<Vec<Effect>, String> {
     let query = query.trim();
     let exact = app.request_ids.exact(query);
     let id = if let Some(&id) = exact.last() {
@@ -487,26 +497,19 @@ fn jump_to_request_id(app: &mut App, query: &str) -> Vec<Effect> {
         match (ids.len(), matches.last()) {
             (1, Some(&(_, id))) => id,
             (0, _) | (_, None) => {
-                app.message = Some(format!("no flow has a request id starting with {query:?}"));
-                return Vec::new();
+                return Err(format!("no flow has a request id starting with {query:?}"))
             }
-            (n, _) => {
-                app.message = Some(format!("{query:?} starts {n} request ids: type more of it"));
-                return Vec::new();
-            }
+            (n, _) => return Err(format!("{query:?} starts {n} request ids: type more of it")),
         }
     };
     match app.position_of(id) {
         Some(position) => {
             select(app, position);
-            list_key(app, key(KeyCode::Enter))
+            Ok(list_key(app, key(KeyCode::Enter)))
         }
-        None => {
-            app.message = Some(format!(
-                "flow {id} has that request id but is hidden by the filter or cleared"
-            ));
-            Vec::new()
-        }
+        None => Err(format!(
+            "flow {id} has that request id but is hidden by the filter or cleared"
+        )),
     }
 }
 
@@ -782,6 +785,24 @@ mod tests {
     }
 
     #[test]
+    fn the_prompt_cursor_steps_over_whole_characters() {
+        let mut a = app(1);
+        press(&mut a, KeyCode::Char('f'));
+        let input = |a: &App| a.prompt.as_ref().map(|p| (p.input.clone(), p.cursor));
+        // `e` + a combining accent, and a thumb with its skin tone: one step each.
+        typed(&mut a, "e\u{301}👍🏽");
+        press(&mut a, KeyCode::Left);
+        assert_eq!(input(&a).unwrap().1, "e\u{301}".len());
+        press(&mut a, KeyCode::Left);
+        assert_eq!(input(&a).unwrap().1, 0);
+        press(&mut a, KeyCode::Delete);
+        assert_eq!(input(&a).unwrap(), ("👍🏽".to_owned(), 0));
+        press(&mut a, KeyCode::End);
+        press(&mut a, KeyCode::Backspace);
+        assert_eq!(input(&a).unwrap(), (String::new(), 0));
+    }
+
+    #[test]
     fn the_prompt_cursor_moves_and_edits_where_it_stands() {
         let mut a = app(3);
         press(&mut a, KeyCode::Char('f'));
@@ -890,15 +911,23 @@ mod tests {
         press(&mut a, KeyCode::Char('i'));
         typed(&mut a, "rid001");
         press(&mut a, KeyCode::Enter);
-        assert!(a
-            .message
-            .as_deref()
-            .unwrap()
-            .contains("starts 3 request ids"));
+        // Not unique: the prompt stays with what was typed, to type more of it.
+        let error = |a: &App| a.prompt.as_ref().unwrap().error.clone().unwrap();
+        assert!(error(&a).contains("starts 3 request ids"), "{}", error(&a));
+        assert_eq!(a.prompt.as_ref().unwrap().input, "rid001");
+        typed(&mut a, "1");
+        assert_eq!(press(&mut a, KeyCode::Enter), [Effect::LoadFlow(11)]);
+        press(&mut a, KeyCode::Char('q'));
         press(&mut a, KeyCode::Char('i'));
         typed(&mut a, "nope");
         press(&mut a, KeyCode::Enter);
-        assert!(a.message.as_deref().unwrap().contains("no flow"));
+        assert!(error(&a).contains("no flow"));
+        // Enter on nothing just closes it.
+        press(&mut a, KeyCode::Esc);
+        press(&mut a, KeyCode::Char('i'));
+        press(&mut a, KeyCode::Enter);
+        assert!(a.prompt.is_none());
+        assert!(a.message.is_none(), "{:?}", a.message);
     }
 
     #[test]

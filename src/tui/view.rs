@@ -139,6 +139,43 @@ fn status_line(app: &App) -> String {
     format!(" kinspect │ {}", parts.join(" │ "))
 }
 
+/// A prompt's input as shown in `width` cells, `▏` at the cursor: all of it when it
+/// fits; else the cursor stays in view and `…` marks the text cut off.
+fn prompt_window(before: &str, after: &str, width: usize) -> String {
+    use unicode_segmentation::UnicodeSegmentation;
+    use unicode_width::UnicodeWidthStr;
+    // The graphemes of `text` (from its end when `from_end`) that fit in `room` cells.
+    fn fitting(text: &str, room: usize, from_end: bool) -> String {
+        let mut graphemes: Vec<&str> = text.graphemes(true).collect();
+        if from_end {
+            graphemes.reverse();
+        }
+        let mut used = 0;
+        let mut kept: Vec<&str> = graphemes
+            .into_iter()
+            .take_while(|g| {
+                used += g.width();
+                used <= room
+            })
+            .collect();
+        if from_end {
+            kept.reverse();
+        }
+        kept.concat()
+    }
+    let room = width.saturating_sub(1);
+    let (wide_before, wide_after) = (before.width(), after.width());
+    if wide_before + wide_after <= room {
+        format!("{before}▏{after}")
+    } else if wide_before < room {
+        let shown = fitting(after, room - wide_before - 1, false);
+        format!("{before}▏{shown}…")
+    } else {
+        let shown = fitting(before, room.saturating_sub(1), true);
+        format!("…{shown}▏")
+    }
+}
+
 fn bottom_text(app: &App) -> Vec<Line<'static>> {
     if let Some(prompt) = &app.prompt {
         let label = match prompt.kind {
@@ -147,7 +184,9 @@ fn bottom_text(app: &App) -> Vec<Line<'static>> {
             PromptKind::Search => "search",
         };
         let (before, after) = prompt.input.split_at(prompt.cursor);
-        let mut lines = vec![Line::from(format!("{label}: {before}▏{after}"))];
+        let room = app.width.saturating_sub(label.len() + 2);
+        let shown = prompt_window(before, after, room);
+        let mut lines = vec![Line::from(format!("{label}: {shown}"))];
         if let Some(error) = &prompt.error {
             lines.extend(
                 error
@@ -691,6 +730,19 @@ mod tests {
 
     fn text(line: &Line<'_>) -> String {
         line.spans.iter().map(|s| s.content.as_ref()).collect()
+    }
+
+    #[test]
+    fn a_long_prompt_keeps_its_cursor_in_view() {
+        assert_eq!(prompt_window("~c 5", "xx", 20), "~c 5▏xx");
+        // The end cut off after the cursor...
+        assert_eq!(prompt_window("~k ", "& ~c 5xx", 8), "~k ▏& ~…");
+        // ...or the start before it, the cursor at the right edge.
+        assert_eq!(prompt_window("word01 word02", "", 8), "…word02▏");
+        // Two cells for a wide character; an accent stays with its letter.
+        assert_eq!(prompt_window("日本日本", "", 6), "…日本▏");
+        assert_eq!(prompt_window("abcde\u{301}", "", 4), "…de\u{301}▏");
+        assert_eq!(prompt_window("", "", 0), "▏");
     }
 
     #[test]
