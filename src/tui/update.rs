@@ -338,7 +338,7 @@ fn help_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
     } else if let Screen::Help { scroll: position } = &mut app.screen {
         // The help has no tab row: one row more than a detail's text.
         scroll(position, event, page, || {
-            last_row(&super::view::help_lines(), page + 1, width)
+            last_row(&super::view::help_lines(width), page + 1, width)
         });
     }
     Vec::new()

@@ -56,7 +56,10 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
             let term = detail.search.as_deref().map(str::to_lowercase);
             draw_text(frame, body, &lines, detail.scroll, term.as_deref());
         }
-        Screen::Help { scroll } => draw_text(frame, main, &help_lines(), *scroll, None),
+        Screen::Help { scroll } => {
+            let lines = help_lines(usize::from(main.width));
+            draw_text(frame, main, &lines, *scroll, None)
+        }
         Screen::KinveySummary { rows, selected } => {
             let header = Row::new(["COUNT", "CLASS", "ERROR"])
                 .style(Style::new().add_modifier(Modifier::BOLD));
@@ -202,6 +205,7 @@ fn bottom_text(app: &App) -> Vec<Line<'static>> {
             match app.screen {
                 Screen::List => "Enter details  f filter  i request id  K Kinvey errors  r report  E export HAR  F follow  z clear  q quit",
                 Screen::Detail(_) => "Tab/←→ tabs  j/k scroll  / search  n/N next/prev match  r report  ? help  q back",
+                Screen::KinveySummary { .. } => "j/k move  Enter list those flows  q back",
                 _ => "j/k scroll  q back",
             },
             Style::new().fg(Color::DarkGray),
@@ -661,9 +665,10 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab) -> Vec<String> {
     lines
 }
 
-/// The help screen's lines.
-pub fn help_lines() -> Vec<String> {
-    let keys: [(&str, &str); 23] = [
+/// The help screen's lines for a screen `width` columns wide: descriptions wrapped
+/// between words, their further lines under the description column.
+pub fn help_lines(width: usize) -> Vec<String> {
+    const KEYS: &[(&str, &str)] = &[
         ("j k ↓ ↑", "move / scroll"),
         ("g G", "first / last"),
         ("PgUp PgDn", "a page up / down"),
@@ -690,10 +695,14 @@ pub fn help_lines() -> Vec<String> {
         ("q Esc / Q Ctrl-C", "back (in the list: quit) / quit"),
         (
             "← → Home End",
-            "in a prompt: move; Ctrl-W Ctrl-U Ctrl-K delete a word / to start / to end",
+            "in a prompt: move the cursor (also Ctrl-A, Ctrl-E)",
         ),
-        ("", ""),
-        ("Badges", ""),
+        (
+            "Ctrl-W Ctrl-U Ctrl-K",
+            "in a prompt: delete the word before the cursor / all before it / all from it",
+        ),
+    ];
+    const BADGES: &[(&str, &str)] = &[
         ("RETRY", "transient: re-send with backoff"),
         (
             "FIX",
@@ -709,17 +718,58 @@ pub fn help_lines() -> Vec<String> {
         ),
         ("⚑ ⚠", "Kinvey anomaly; client-behaviour warning"),
     ];
-    let mut lines = vec!["Keys".to_owned()];
-    lines.extend(keys.iter().map(|(k, v)| format!("  {k:<20} {v}")));
-    lines.push(String::new());
-    lines.push(
-        "Filter expressions (mitmproxy's syntax; ! before &, & before |; a bare word is ~u)".into(),
+    let mut lines = Vec::new();
+    let section = |title: &str, entries: &[(&str, &str)], lines: &mut Vec<String>| {
+        if !lines.is_empty() {
+            lines.push(String::new());
+        }
+        lines.extend(wrap_words(title, width));
+        for (key, meaning) in entries {
+            let first = format!("  {key:<20} ");
+            let indent = " ".repeat(first.chars().count());
+            let mut wrapped = wrap_words(meaning, width.saturating_sub(indent.len()));
+            if wrapped.is_empty() {
+                wrapped.push(String::new());
+            }
+            for (i, part) in wrapped.into_iter().enumerate() {
+                let lead = if i == 0 {
+                    first.as_str()
+                } else {
+                    indent.as_str()
+                };
+                lines.push(format!("{lead}{part}").trim_end().to_owned());
+            }
+        }
+    };
+    section("Keys", KEYS, &mut lines);
+    section("Badges", BADGES, &mut lines);
+    section(
+        "Filter expressions (mitmproxy's syntax; ! before &, & before |; a bare word is ~u)",
+        crate::filter::OPERATORS,
+        &mut lines,
     );
-    lines.extend(
-        crate::filter::OPERATORS
-            .iter()
-            .map(|(syntax, meaning)| format!("  {syntax:<20} {meaning}")),
-    );
+    lines
+}
+
+/// `text` broken between words into lines of at most `width` cells (at least 10; a
+/// longer word stands alone).
+fn wrap_words(text: &str, width: usize) -> Vec<String> {
+    use unicode_width::UnicodeWidthStr;
+    let width = width.max(10);
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        if !line.is_empty() && line.width() + 1 + word.width() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
     lines
 }
 
@@ -730,6 +780,31 @@ mod tests {
 
     fn text(line: &Line<'_>) -> String {
         line.spans.iter().map(|s| s.content.as_ref()).collect()
+    }
+
+    #[test]
+    fn the_help_wraps_between_words_under_its_description_column() {
+        for width in [60, 80, 120] {
+            for line in help_lines(width) {
+                assert!(
+                    unicode_width::UnicodeWidthStr::width(line.as_str()) <= width,
+                    "{width}: {line:?}"
+                );
+            }
+        }
+        let narrow = help_lines(60);
+        let at = narrow.iter().position(|l| l.starts_with("  K ")).unwrap();
+        assert_eq!(
+            &narrow[at..at + 2],
+            [
+                "  K                    Kinvey errors in the view, by name",
+                "                       and class; Enter lists them",
+            ]
+        );
+        assert!(
+            narrow.contains(&"Badges".to_owned()),
+            "headings at the margin"
+        );
     }
 
     #[test]
