@@ -21,11 +21,12 @@ pub fn list_page(area: Rect) -> usize {
 
 /// Draws the whole UI.
 pub fn draw(frame: &mut Frame<'_>, app: &App) {
+    let width = usize::from(frame.area().width);
     let prompt_error = app
         .prompt
         .as_ref()
         .and_then(|p| p.error.as_ref())
-        .map_or(0, |e| e.lines().count() as u16);
+        .map_or(0, |e| error_lines(e, width).len() as u16);
     let [main, status, bottom] = Layout::vertical([
         Constraint::Min(1),
         Constraint::Length(1),
@@ -116,7 +117,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         Paragraph::new(status_line(app)).style(Style::new().bg(Color::Blue).fg(Color::White)),
         status,
     );
-    frame.render_widget(Paragraph::new(bottom_text(app)), bottom);
+    frame.render_widget(Paragraph::new(bottom_text(app, width)), bottom);
 }
 
 /// The status bar: what changes first (counts, filter), then where things are.
@@ -140,6 +141,15 @@ fn status_line(app: &App) -> String {
     }
     parts.push("? help".into());
     format!(" kinspect │ {}", parts.join(" │ "))
+}
+
+/// A prompt's error as shown `width` cells wide: its message wrapped between words;
+/// the input and caret lines under it (a filter's) as they are, aligned to each other.
+fn error_lines(error: &str, width: usize) -> Vec<String> {
+    let mut lines = error.lines();
+    let mut shown = lines.next().map_or_else(Vec::new, |m| wrap_words(m, width));
+    shown.extend(lines.map(str::to_owned));
+    shown
 }
 
 /// A prompt's input as shown in `width` cells, `▏` at the cursor: all of it when it
@@ -179,7 +189,7 @@ fn prompt_window(before: &str, after: &str, width: usize) -> String {
     }
 }
 
-fn bottom_text(app: &App) -> Vec<Line<'static>> {
+fn bottom_text(app: &App, width: usize) -> Vec<Line<'static>> {
     if let Some(prompt) = &app.prompt {
         let label = match prompt.kind {
             PromptKind::Filter => "filter",
@@ -187,14 +197,14 @@ fn bottom_text(app: &App) -> Vec<Line<'static>> {
             PromptKind::Search => "search",
         };
         let (before, after) = prompt.input.split_at(prompt.cursor);
-        let room = app.width.saturating_sub(label.len() + 2);
+        let room = width.saturating_sub(label.len() + 2);
         let shown = prompt_window(before, after, room);
         let mut lines = vec![Line::from(format!("{label}: {shown}"))];
         if let Some(error) = &prompt.error {
             lines.extend(
-                error
-                    .lines()
-                    .map(|l| Line::styled(l.to_owned(), Style::new().fg(Color::Red))),
+                error_lines(error, width)
+                    .into_iter()
+                    .map(|l| Line::styled(l, Style::new().fg(Color::Red))),
             );
         }
         return lines;
@@ -804,6 +814,21 @@ mod tests {
         assert!(
             narrow.contains(&"Badges".to_owned()),
             "headings at the margin"
+        );
+    }
+
+    #[test]
+    fn a_filter_error_wraps_its_message_and_keeps_the_caret_under_the_input() {
+        let error =
+            "column 4: unknown operator ~zz; the operators are ~m ~u ~d ~c ~h ~b\n~k ~zz\n   ^";
+        assert_eq!(
+            error_lines(error, 40),
+            [
+                "column 4: unknown operator ~zz; the",
+                "operators are ~m ~u ~d ~c ~h ~b",
+                "~k ~zz",
+                "   ^"
+            ]
         );
     }
 
