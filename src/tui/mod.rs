@@ -67,7 +67,10 @@ pub fn run(source: SourceInfo, initial: Vec<Box<StoredFlow>>, feed: Feed) -> any
     let mut terminal = ratatui::try_init().map_err(|e| {
         anyhow::anyhow!("cannot start the terminal UI: {e}; run with --headless instead")
     })?;
+    // A paste arrives whole (a filter with a newline in it is not typed, then run).
+    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableBracketedPaste);
     let result = event_loop(&mut terminal, &mut app, feed, &stop);
+    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableBracketedPaste);
     // try_restore: restore() prints its failure with eprintln!, which panics when the
     // terminal (and so stderr) is gone.
     let _ = ratatui::try_restore();
@@ -159,12 +162,17 @@ fn event_loop(
                 Err(_) if stop.load(Ordering::Relaxed) => return Ok(()),
                 Err(e) => return Err(e.into()),
             };
-            if let TerminalEvent::Key(key) = event {
-                if key.kind != KeyEventKind::Release {
-                    let effects = update(app, Event::Key(key));
-                    if run_effects(app, effects, &mut reader)? {
-                        return Ok(());
-                    }
+            let event = match event {
+                TerminalEvent::Key(key) if key.kind != KeyEventKind::Release => {
+                    Some(Event::Key(key))
+                }
+                TerminalEvent::Paste(text) => Some(Event::Paste(text)),
+                _ => None,
+            };
+            if let Some(event) = event {
+                let effects = update(app, event);
+                if run_effects(app, effects, &mut reader)? {
+                    return Ok(());
                 }
             }
             dirty = true;

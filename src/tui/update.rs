@@ -13,6 +13,9 @@ use crate::flow::FlowId;
 pub enum Event {
     /// A key was pressed.
     Key(KeyEvent),
+    /// Text was pasted (bracketed paste): typed into an open prompt, line breaks as
+    /// spaces; ignored elsewhere.
+    Paste(String),
     /// A new flow was recorded.
     Flow(Box<StoredFlow>),
     /// A flow asked for with [`Effect::LoadFlow`], with everything.
@@ -81,6 +84,15 @@ pub fn update(app: &mut App, event: Event) -> Vec<Effect> {
         }
         Event::Filtered(ids) => {
             app.show_ids(&ids);
+            Vec::new()
+        }
+        Event::Paste(text) => {
+            if let Some(prompt) = app.prompt.as_mut() {
+                for c in text.chars() {
+                    prompt.insert(if c.is_control() { ' ' } else { c });
+                }
+                prompt.error = None;
+            }
             Vec::new()
         }
         Event::Key(event) => {
@@ -782,6 +794,19 @@ mod tests {
         assert_eq!(input(&a), "~k & ~c");
         ctrl(&mut a, 'u');
         assert_eq!(input(&a), "");
+    }
+
+    #[test]
+    fn a_paste_goes_into_the_prompt_whole() {
+        let mut a = app(3);
+        update(&mut a, Event::Paste("~c 4xx\n~k".into()));
+        assert_eq!(a.screen, Screen::List, "no prompt: nothing happens");
+        assert!(a.prompt.is_none());
+        press(&mut a, KeyCode::Char('f'));
+        update(&mut a, Event::Paste("~c 4xx\n& ~k".into()));
+        let prompt = a.prompt.as_ref().unwrap();
+        assert_eq!(prompt.input, "~c 4xx & ~k");
+        assert_eq!(prompt.cursor, prompt.input.len());
     }
 
     #[test]
