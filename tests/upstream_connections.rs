@@ -73,6 +73,39 @@ impl NumberingOrigin {
     }
 }
 
+/// An HTTPS origin (HTTP/1.1, a leaf from `ca`) whose every connection `serve` handles
+/// once its TLS is up; returns its port and task.
+async fn tls_origin<F, Fut>(ca: &support::TestCa, serve: F) -> (u16, tokio::task::JoinHandle<()>)
+where
+    F: Fn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(ca.server_config(&[b"http/1.1"])));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let serve = Arc::new(serve);
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, serve) = (acceptor.clone(), serve.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(stream).await {
+                    serve(tls).await;
+                }
+            });
+        }
+    });
+    (port, task)
+}
+
+/// Reads a request head; `None` when the connection ends first.
+async fn read_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(stream.read_u8().await.ok()?);
+    }
+    Some(head)
+}
+
 async fn connection_number(client: &reqwest::Client, url: &str) -> String {
     let response = client.get(url).send().await.unwrap();
     assert_eq!(response.status(), 200);
@@ -215,41 +248,22 @@ async fn a_connection_still_taking_an_upload_does_not_hold_up_the_next_request()
     // An HTTPS origin that answers a POST at once, then reads its 10-byte body as it
     // comes, then serves the next request on the same connection.
     let ca = support::TestCa::new();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(ca.server_config(&[b"http/1.1"])));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(stream).await else {
-                    return;
-                };
-                loop {
-                    let mut head = Vec::new();
-                    while !head.ends_with(b"\r\n\r\n") {
-                        match tls.read_u8().await {
-                            Ok(byte) => head.push(byte),
-                            Err(_) => return,
-                        }
-                    }
-                    let post = head.starts_with(b"POST");
-                    let body = if post { "early" } else { "get" };
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    tls.write_all(answer.as_bytes()).await.unwrap();
-                    if post {
-                        let mut upload = [0u8; 10];
-                        if tls.read_exact(&mut upload).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
+    let (port, server) = tls_origin(&ca, |mut tls| async move {
+        while let Some(head) = read_head(&mut tls).await {
+            let post = head.starts_with(b"POST");
+            let body = if post { "early" } else { "get" };
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            tls.write_all(answer.as_bytes()).await.unwrap();
+            let mut upload = [0u8; 10];
+            if post && tls.read_exact(&mut upload).await.is_err() {
+                return;
+            }
         }
-    });
+    })
+    .await;
     let mut proxy = TestProxy::start(None, |c| {
         c.upstream_ca.push(ca.pem_path.clone());
         c.upstream_timeout = Duration::from_secs(1);
@@ -297,29 +311,14 @@ async fn a_connection_still_taking_an_upload_does_not_hold_up_the_next_request()
 async fn a_204_with_a_content_length_reaches_an_http2_client_as_no_content() {
     // An HTTPS origin answering 204 with a Content-Length (and bytes) it must not send.
     let ca = support::TestCa::new();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(ca.server_config(&[b"http/1.1"])));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let mut head = Vec::new();
-                while !head.ends_with(b"\r\n\r\n") {
-                    match tls.read_u8().await {
-                        Ok(byte) => head.push(byte),
-                        Err(_) => return,
-                    }
-                }
-                let answer = "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhello";
-                let _ = tls.write_all(answer.as_bytes()).await;
-                let _ = tls.shutdown().await;
-            });
+    let (port, server) = tls_origin(&ca, |mut tls| async move {
+        if read_head(&mut tls).await.is_some() {
+            let answer = "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhello";
+            let _ = tls.write_all(answer.as_bytes()).await;
+            let _ = tls.shutdown().await;
         }
-    });
+    })
+    .await;
     let mut proxy = TestProxy::start(None, |c| c.upstream_ca.push(ca.pem_path.clone())).await;
     let response = proxy
         .client()

@@ -448,39 +448,30 @@ fn prompt_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
         KeyCode::Char(c) => prompt.insert(c),
         KeyCode::Enter => {
             let input = prompt.input.clone();
-            match prompt.kind {
-                PromptKind::Filter => match apply_filter(app, &input) {
-                    Ok(effects) => {
-                        app.prompt = None;
-                        return effects;
-                    }
-                    Err(error) => {
-                        if let Some(prompt) = app.prompt.as_mut() {
-                            prompt.error = Some(error);
-                        }
-                    }
-                },
-                PromptKind::RequestId if input.trim().is_empty() => app.prompt = None,
-                // Not found or not unique: the prompt stays, to type more of it.
-                PromptKind::RequestId => match jump_to_request_id(app, &input) {
-                    Ok(effects) => {
-                        app.prompt = None;
-                        return effects;
-                    }
-                    Err(error) => {
-                        if let Some(prompt) = app.prompt.as_mut() {
-                            prompt.error = Some(error);
-                        }
-                    }
-                },
+            let outcome = match prompt.kind {
+                PromptKind::Filter => apply_filter(app, &input),
+                PromptKind::RequestId if input.trim().is_empty() => Ok(Vec::new()),
+                PromptKind::RequestId => jump_to_request_id(app, &input),
                 PromptKind::Search => {
-                    app.prompt = None;
                     if let Screen::Detail(detail) = &mut app.screen {
                         if !input.is_empty() {
                             detail.search = Some(input);
                         }
                         detail.scroll = 0;
                         jump_to_match(detail, true, app.width.max(1), &mut app.message);
+                    }
+                    Ok(Vec::new())
+                }
+            };
+            // A refused filter or request id leaves the prompt open, to correct it.
+            match outcome {
+                Ok(effects) => {
+                    app.prompt = None;
+                    return effects;
+                }
+                Err(error) => {
+                    if let Some(prompt) = app.prompt.as_mut() {
+                        prompt.error = Some(error);
                     }
                 }
             }
