@@ -42,6 +42,19 @@ struct Connection {
 }
 
 impl Connection {
+    /// Another handle on a shared HTTP/2 connection; `None` for HTTP/1.1.
+    fn share(&self) -> Option<Connection> {
+        match &self.sender {
+            Sender::Http2(sender) => Some(Connection {
+                target: self.target.clone(),
+                sender: Sender::Http2(sender.clone()),
+                info: self.info.clone(),
+                idle_since: self.idle_since,
+            }),
+            Sender::Http1(_) => None,
+        }
+    }
+
     fn is_open(&self) -> bool {
         match &self.sender {
             Sender::Http1(sender) => !sender.is_closed(),
@@ -246,9 +259,11 @@ impl Upstreams {
     /// Sends `req` (its URI absolute, naming `target`) to the origin: on the connection
     /// `kept` holds when it goes there, else on an idle one, else on a new one. A request
     /// that a reused connection could not take (the origin had closed it) goes out on
-    /// the next one. `switching`: the request asks to switch protocols; it gets a
-    /// connection of its own. `used` is the last connection the request was
-    /// given to, known even if this is dropped (timed out) before it answers.
+    /// the next one; one that a reused connection failed under before any answer goes
+    /// out once more on a new one if that is safe ([`replay_of`]). `switching`: the
+    /// request asks to switch protocols; it gets a connection of its own. `used` is the
+    /// last connection the request was given to, known even if this is dropped (timed
+    /// out) before it answers.
     pub(crate) async fn send(
         &self,
         kept: &Arc<KeptConnection>,
@@ -302,16 +317,9 @@ impl Upstreams {
         let mut idle = self.idle();
         if let Some(shared) = idle.http2.get_mut(&key) {
             if shared.is_open() {
-                if let Sender::Http2(sender) = &shared.sender {
-                    // In use: the sweep leaves it open for another IDLE_TIMEOUT.
-                    shared.idle_since = now;
-                    return Some(Connection {
-                        target: key,
-                        sender: Sender::Http2(sender.clone()),
-                        info: shared.info.clone(),
-                        idle_since: now,
-                    });
-                }
+                // In use: the sweep leaves it open for another IDLE_TIMEOUT.
+                shared.idle_since = now;
+                return shared.share();
             }
             idle.http2.remove(&key);
         }
@@ -379,16 +387,8 @@ impl Upstreams {
             info,
             idle_since: Instant::now(),
         };
-        if let Sender::Http2(sender) = &conn.sender {
-            self.idle().http2.insert(
-                conn.target.clone(),
-                Connection {
-                    target: conn.target.clone(),
-                    sender: Sender::Http2(sender.clone()),
-                    info: conn.info.clone(),
-                    idle_since: conn.idle_since,
-                },
-            );
+        if let Some(shared) = conn.share() {
+            self.idle().http2.insert(shared.target.clone(), shared);
         }
         Ok(conn)
     }
