@@ -235,7 +235,7 @@ pub(crate) async fn forward(
         req_capture,
         t0,
         t_headers,
-        fresh_conn: Some(lease.info.clone()).filter(ConnectionInfo::take_fresh),
+        fresh_conn: lease.info.take_fresh().then(|| lease.info.clone()),
         lease,
     };
     let capture = Arc::new(Mutex::new(expecting(max_body, &rbody)));

@@ -134,9 +134,7 @@ fn origin_form<B>(req: &mut Request<B>) -> OriginForm {
     let absolute = std::mem::take(req.uri_mut());
     let mut added_host = false;
     if !req.headers().contains_key(http::header::HOST) {
-        if let Some(host) = Target::of_uri(&absolute)
-            .and_then(|target| HeaderValue::from_str(&target.host_header()).ok())
-        {
+        if let Some(host) = absolute.authority().and_then(|a| host_field(&absolute, a)) {
             req.headers_mut().insert(http::header::HOST, host);
             added_host = true;
         }
@@ -148,6 +146,20 @@ fn origin_form<B>(req: &mut Request<B>) -> OriginForm {
         absolute,
         added_host,
     }
+}
+
+/// The `Host` field for `uri`: its authority, the scheme's default port left out.
+fn host_field(uri: &Uri, authority: &http::uri::Authority) -> Option<HeaderValue> {
+    let default = if uri.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    };
+    let host = match authority.port_u16() {
+        Some(port) if port != default => authority.as_str(),
+        _ => authority.host(),
+    };
+    HeaderValue::from_str(host).ok()
 }
 
 /// What [`origin_form`] changed, to undo for a request that goes out on another

@@ -420,7 +420,8 @@ fn prompt_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
         return Vec::new();
     };
     let control = event.modifiers.contains(KeyModifiers::CONTROL);
-    let edited = prompt.input.clone();
+    // Every edit adds or removes something.
+    let length = prompt.input.len();
     match event.code {
         KeyCode::Esc => {
             app.prompt = None;
@@ -480,7 +481,7 @@ fn prompt_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
         _ => {}
     }
     // An edit makes the last input's error stale; moving the cursor does not.
-    if let Some(prompt) = app.prompt.as_mut().filter(|p| p.input != edited) {
+    if let Some(prompt) = app.prompt.as_mut().filter(|p| p.input.len() != length) {
         prompt.error = None;
     }
     Vec::new()
