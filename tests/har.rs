@@ -490,18 +490,23 @@ fn hars_from_chrome_firefox_and_mitmproxy_import() {
     assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 1);
 }
 
+/// A plain GET to https://a/ answered 200, as a HAR entry.
+const A_GET: &str = r#"{"startedDateTime":"2026-11-20T10:00:00Z","request":{"method":"GET","url":"https://a/"},"response":{"status":200}}"#;
+
+/// A HAR 1.2 document of `entries` (JSON objects).
+fn har_of(entries: &[&str]) -> String {
+    format!(
+        r#"{{"log":{{"version":"1.2","entries":[{}]}}}}"#,
+        entries.join(",")
+    )
+}
+
 #[test]
 fn a_broken_har_is_an_error_naming_the_entry_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken.har");
-    std::fs::write(
-        &broken,
-        r#"{"log":{"version":"1.2","entries":[
-            {"startedDateTime":"2026-11-20T10:00:00Z","request":{"method":"GET","url":"https://a/"},"response":{"status":200}},
-            {"startedDateTime":"2026-11-20T10:00:01Z","request":{"method":"GET","url":42},"response":{"status":200}}
-        ]}}"#,
-    )
-    .unwrap();
+    let url_not_a_string = r#"{"startedDateTime":"2026-11-20T10:00:01Z","request":{"method":"GET","url":42},"response":{"status":200}}"#;
+    std::fs::write(&broken, har_of(&[A_GET, url_not_a_string])).unwrap();
     let err = har::import(&broken).unwrap_err().to_string();
     assert!(
         err.contains("broken.har")
@@ -578,9 +583,7 @@ fn exporting_over_the_capture_itself_is_refused_and_the_capture_kept() {
 #[test]
 fn a_har_with_a_byte_order_mark_reads_and_a_broken_har_file_says_why() {
     let dir = tempfile::tempdir().unwrap();
-    let entry = r#"{"log":{"version":"1.2","entries":[
-        {"startedDateTime":"2026-11-20T10:00:00Z","request":{"method":"GET","url":"https://a/"},"response":{"status":200}}
-    ]}}"#;
+    let entry = har_of(&[A_GET]);
     // As some Windows tools write it, under a name without .har.
     let bom = dir.path().join("from-windows.json");
     std::fs::write(&bom, [har::UTF8_BOM, entry.as_bytes()].concat()).unwrap();
@@ -622,20 +625,20 @@ fn firefox_form_params_and_chrome_response_errors_import() {
     let path = dir.path().join("browsers.har");
     std::fs::write(
         &path,
-        r#"{"log":{"version":"1.2","entries":[
-            {"startedDateTime":"2026-11-20T10:00:00Z",
+        har_of(&[
+            r#"{"startedDateTime":"2026-11-20T10:00:00Z",
              "request":{"method":"POST","url":"https://auth.example/oauth/token",
                         "headers":[{"name":"Content-Type","value":"application/x-www-form-urlencoded"}],
                         "postData":{"mimeType":"application/x-www-form-urlencoded",
                                     "params":[{"name":"username","value":"ada"},{"name":"password","value":"p@ss word"}]}},
-             "response":{"status":200,"content":{"size":0}}},
-            {"startedDateTime":"2026-11-20T10:00:01Z",
+             "response":{"status":200,"content":{"size":0}}}"#,
+            r#"{"startedDateTime":"2026-11-20T10:00:01Z",
              "request":{"method":"GET","url":"https://down.example/"},
-             "response":{"status":0,"_error":"net::ERR_CONNECTION_REFUSED","content":{"size":0}}},
-            {"startedDateTime":"2026-11-20T11:00:02.500+0100",
+             "response":{"status":0,"_error":"net::ERR_CONNECTION_REFUSED","content":{"size":0}}}"#,
+            r#"{"startedDateTime":"2026-11-20T11:00:02.500+0100",
              "request":{"method":"GET","url":"https://basic-offset.example/"},
-             "response":{"status":204}}
-        ]}}"#,
+             "response":{"status":204}}"#,
+        ]),
     )
     .unwrap();
     let flows = har::import(&path).unwrap();
