@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 use base64::Engine;
 
-use crate::ca::{CertificateAuthority, CERT_DER_FILE, CERT_PEM_FILE, KEY_FILE};
+use crate::ca::{write_new_file, CertificateAuthority, CERT_DER_FILE, CERT_PEM_FILE, KEY_FILE};
 use crate::cli::ShellKind;
 use crate::proxy::CA_HOST;
 
@@ -46,38 +46,54 @@ pub fn show_ca(dir: &Path, export: Option<&Path>, with_key: bool) -> anyhow::Res
         out,
         "Install:       on a device using the proxy, open http://{CA_HOST}; elsewhere see certs/README.md"
     );
-    if let Some(target) = export {
-        if target.exists() && !target.is_dir() {
-            anyhow::bail!(
-                "--export takes a directory, and {} is a file: name a directory (it is created if missing)",
-                target.display()
-            );
-        }
-        std::fs::create_dir_all(target)
-            .with_context(|| format!("cannot create {}", target.display()))?;
-        let copy = |name: &str| -> anyhow::Result<()> {
-            let to = target.join(name);
-            std::fs::copy(dir.join(name), &to)
-                .with_context(|| format!("cannot write {}", to.display()))?;
-            println!("exported {}", to.display());
-            Ok(())
-        };
-        print!("{out}");
-        copy(CERT_PEM_FILE)?;
-        copy(CERT_DER_FILE)?;
-        if with_key {
-            copy(KEY_FILE)?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let key = target.join(KEY_FILE);
-                std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
-                    .with_context(|| format!("cannot make {} private", key.display()))?;
-            }
-        }
-        return Ok(());
-    }
     print!("{out}");
+    if let Some(target) = export {
+        export_ca(dir, target, with_key)?;
+    }
+    Ok(())
+}
+
+/// Copies the CA's certificate files (and with `with_key` its key, mode 0600) into
+/// `target`. A file already there is left alone when it is the same and refused when it
+/// differs (another CA's, say): nothing is ever overwritten, so exporting into the CA
+/// directory itself, or into another CA's, destroys nothing.
+fn export_ca(dir: &Path, target: &Path, with_key: bool) -> anyhow::Result<()> {
+    if target.exists() && !target.is_dir() {
+        anyhow::bail!(
+            "--export takes a directory, and {} is a file: name a directory (it is created if missing)",
+            target.display()
+        );
+    }
+    let mut files = vec![(CERT_PEM_FILE, 0o644), (CERT_DER_FILE, 0o644)];
+    if with_key {
+        files.push((KEY_FILE, 0o600));
+    }
+    // Every file checked before any is written: a refusal leaves the target as it was.
+    let mut to_write = Vec::new();
+    for (name, mode) in files {
+        let from = dir.join(name);
+        let contents =
+            std::fs::read(&from).with_context(|| format!("cannot read {}", from.display()))?;
+        let to = target.join(name);
+        match std::fs::read(&to) {
+            Ok(existing) if existing == contents => println!("already there: {}", to.display()),
+            Ok(_) => anyhow::bail!(
+                "{} already exists and is not this CA's: nothing was exported; remove it \
+                 or export to another directory",
+                to.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                to_write.push((to, contents, mode));
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", to.display())),
+        }
+    }
+    std::fs::create_dir_all(target)
+        .with_context(|| format!("cannot create {}", target.display()))?;
+    for (to, contents, mode) in to_write {
+        write_new_file(&to, &contents, mode)?;
+        println!("exported {}", to.display());
+    }
     Ok(())
 }
 

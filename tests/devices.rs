@@ -288,3 +288,40 @@ fn kinspect_ca_shows_and_exports_without_the_key_unless_asked() {
         "{stderr}"
     );
 }
+
+#[test]
+fn kinspect_ca_export_never_overwrites_a_ca() {
+    let run = |home: &std::path::Path, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kinspect"))
+            .args(["ca", "--ca-dir"])
+            .arg(home)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let files = ["kinspect-ca.pem", "kinspect-ca.cer", "kinspect-ca-key.pem"];
+    let contents = |dir: &std::path::Path| files.map(|f| std::fs::read(dir.join(f)).unwrap());
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    assert!(run(a.path(), &[]).status.success() && run(b.path(), &[]).status.success());
+    let (a_files, b_files) = (contents(a.path()), contents(b.path()));
+
+    // Into the CA's own directory, key included: nothing to do, nothing emptied.
+    let own = run(
+        a.path(),
+        &["--export", a.path().to_str().unwrap(), "--with-key"],
+    );
+    assert!(own.status.success(), "{own:?}");
+    assert!(String::from_utf8_lossy(&own.stdout).contains("already there"));
+    assert_eq!(contents(a.path()), a_files);
+    assert!(run(a.path(), &[]).status.success(), "the CA still loads");
+
+    // Into another CA's directory: refused, naming the file; that CA is untouched.
+    let other = run(a.path(), &["--export", b.path().to_str().unwrap()]);
+    assert!(!other.status.success());
+    let said = String::from_utf8_lossy(&other.stderr);
+    assert!(
+        said.contains("kinspect-ca.pem already exists and is not this CA's"),
+        "{said}"
+    );
+    assert_eq!(contents(b.path()), b_files);
+}

@@ -336,7 +336,8 @@ fn create_private_dir(dir: &Path) -> Result<(), CaError> {
     })
 }
 
-fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
+/// Creates `path` with `contents` and `mode` (on Unix), synced; fails if it exists.
+pub(crate) fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
