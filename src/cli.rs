@@ -133,7 +133,8 @@ pub enum Command {
     Har {
         /// The capture file (.db) or a HAR to re-export.
         file: PathBuf,
-        /// Where to write the HAR.
+        /// Where to write the HAR (`-` for standard output). An existing file is
+        /// replaced only once the new one is whole; a symbolic link's target is written.
         #[arg(short = 'o', long = "output", value_name = "OUT.har")]
         output: PathBuf,
         /// Keep credentials, cookies, tokens and secrets in the export (explicit opt-in).
@@ -413,27 +414,96 @@ fn same_file(a: &Path, b: &Path) -> bool {
     matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
 }
 
-/// True for a HAR: a file named `*.har`, or one whose content opens a JSON object (after
-/// a byte order mark, if any); captures are SQLite files.
+/// True for a HAR: a file whose content opens a JSON object (after a byte order mark,
+/// if any), or one named `*.har` that is not a SQLite file (a capture, whatever its name).
 fn is_har(file: &Path) -> bool {
     use std::io::Read;
-    if file
-        .extension()
-        .is_some_and(|ext| ext.eq_ignore_ascii_case("har"))
-    {
-        return true;
-    }
     let mut start = [0u8; 64];
     let n = std::fs::File::open(file)
         .and_then(|mut f| f.read(&mut start))
         .unwrap_or(0);
     let start = &start[..n];
-    start
+    if start.starts_with(b"SQLite format 3\0") {
+        return false;
+    }
+    let opens_object = start
         .strip_prefix(har::UTF8_BOM)
         .unwrap_or(start)
         .iter()
         .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|b| *b == b'{')
+        .is_some_and(|b| *b == b'{');
+    opens_object
+        || file
+            .extension()
+            .is_some_and(|ext| ext.eq_ignore_ascii_case("har"))
+}
+
+/// Where `kinspect har` writes.
+enum HarOutput {
+    /// `-o -`.
+    Stdout,
+    /// A device or FIFO (`/dev/stdout`, a named pipe): written in place.
+    Special(PathBuf),
+    /// A regular file, new or replaced whole; a symbolic link's target, not the link.
+    File(PathBuf),
+}
+
+impl HarOutput {
+    fn of(output: &Path) -> anyhow::Result<HarOutput> {
+        if output == Path::new("-") {
+            return Ok(HarOutput::Stdout);
+        }
+        let path = follow_links(output);
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => anyhow::bail!(
+                "{} is a directory: name a file in it, e.g. -o {}",
+                output.display(),
+                output.join("capture.har").display()
+            ),
+            Ok(meta) if !meta.is_file() => return Ok(HarOutput::Special(path)),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot write {}", output.display())),
+        }
+        let dir = parent_dir(&path);
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "cannot write {}: the directory {} does not exist",
+                output.display(),
+                dir.display()
+            );
+        }
+        Ok(HarOutput::File(path))
+    }
+
+    fn describe(&self, output: &Path) -> String {
+        match self {
+            HarOutput::Stdout => "standard output".into(),
+            HarOutput::Special(_) | HarOutput::File(_) => output.display().to_string(),
+        }
+    }
+}
+
+/// `path` with symbolic links followed (as far as they lead, for a link to a file not
+/// yet created).
+fn follow_links(path: &Path) -> PathBuf {
+    let mut path = path.to_owned();
+    // As many hops as the kernel allows (ELOOP past 40).
+    for _ in 0..40 {
+        match std::fs::read_link(&path) {
+            Ok(target) => path = parent_dir(&path).join(target),
+            Err(_) => break,
+        }
+    }
+    path
+}
+
+/// The directory `path` is in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
 }
 
 /// `kinspect har`: a capture as a HAR file, streamed, with progress on a terminal.
@@ -464,19 +534,40 @@ fn export_har(
     } else {
         indicatif::ProgressBar::hidden()
     };
-    // Written beside the output and renamed over it at the end: a failed export leaves
-    // no half-written file, and an existing file stays until the new one is whole.
-    let out_dir = match output.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
+    let destination = HarOutput::of(output)?;
+    let shown = destination.describe(output);
+    let cannot_write = || format!("cannot write {shown}");
+    // A regular file is written beside the output and renamed over it at the end: a
+    // failed export leaves no half-written file, and an existing one stays until the new
+    // one is whole.
+    let mut temporary = None;
+    let sink: Box<dyn std::io::Write> = match &destination {
+        HarOutput::Stdout => Box::new(std::io::stdout().lock()),
+        HarOutput::Special(path) => Box::new(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .with_context(cannot_write)?,
+        ),
+        HarOutput::File(path) => {
+            // The temporary file's own name would only confuse: the error's kind says it.
+            let file = file_beside(parent_dir(path))
+                .map_err(|e| std::io::Error::from(e.kind()))
+                .with_context(cannot_write)?;
+            Box::new(
+                temporary
+                    .insert(file)
+                    .as_file()
+                    .try_clone()
+                    .with_context(cannot_write)?,
+            )
+        }
     };
-    let out =
-        file_beside(out_dir).with_context(|| format!("cannot create {}", output.display()))?;
     let title = file
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let mut writer = HarWriter::new(
-        std::io::BufWriter::new(out.as_file()),
+        std::io::BufWriter::new(sink),
         &title,
         ExportOptions { redact },
     );
@@ -488,23 +579,29 @@ fn export_har(
         }
     })?;
     if let Some(e) = failure {
-        return Err(e).with_context(|| format!("cannot write {}", output.display()));
+        return Err(e).with_context(cannot_write);
     }
-    let stats = writer
-        .finish()
-        .with_context(|| format!("cannot write {}", output.display()))?;
-    out.persist(output)
-        .with_context(|| format!("cannot write {}", output.display()))?;
+    let stats = writer.finish().with_context(cannot_write)?;
+    if let (Some(file), HarOutput::File(path)) = (temporary, &destination) {
+        file.persist(path)
+            .map_err(|e| e.error)
+            .with_context(cannot_write)?;
+    }
     progress.finish_and_clear();
     let redacted = if redact {
         format!("{} values redacted", stats.redactions)
     } else {
         "nothing redacted (--no-redact)".to_owned()
     };
+    let entries = match stats.entries {
+        1 => "1 entry".to_owned(),
+        n => format!("{n} entries"),
+    };
+    if stats.entries == 0 && filter.is_some() {
+        notice!("no flow matched the filter");
+    }
     notice!(
-        "wrote {} entries to {} ({redacted}{})",
-        stats.entries,
-        output.display(),
+        "wrote {entries} to {shown} ({redacted}{})",
         if stats.tunnels_skipped > 0 {
             format!("; {} blind tunnels left out", stats.tunnels_skipped)
         } else {

@@ -529,23 +529,26 @@ fn a_broken_har_is_an_error_naming_the_entry_and_field() {
     let _ = Detail::Full;
 }
 
-#[test]
-fn exporting_over_the_capture_itself_is_refused_and_the_capture_kept() {
+/// Writes a capture at `path` holding one GET of https://kvy.example/.
+fn one_flow_capture(path: &Path) {
     use kinspect::capture::CaptureWriter;
     use kinspect::flow::Flow;
     use kinspect::kinvey::KinveySummary;
 
-    let dir = tempfile::tempdir().unwrap();
-    let capture = dir.path().join("capture.db");
-    let mut writer = CaptureWriter::open(&capture).unwrap();
     let client = "127.0.0.1:40000".parse().unwrap();
-    let flow = Flow::exchange(1, client, "GET", "https://kvy.example/", Some(200));
     let stored = StoredFlow {
-        flow,
+        flow: Flow::exchange(1, client, "GET", "https://kvy.example/", Some(200)),
         kinvey: KinveySummary::default(),
     };
+    let mut writer = CaptureWriter::open(path).unwrap();
     writer.write_batch([&stored]).unwrap();
-    drop(writer);
+}
+
+#[test]
+fn exporting_over_the_capture_itself_is_refused_and_the_capture_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("capture.db");
+    one_flow_capture(&capture);
 
     let capture_arg = capture.to_str().unwrap();
     let same = dir.path().join(".").join("capture.db");
@@ -578,6 +581,79 @@ fn exporting_over_the_capture_itself_is_refused_and_the_capture_kept() {
         .collect();
     names.sort();
     assert_eq!(names, ["out.har"]);
+}
+
+#[test]
+fn a_har_goes_to_standard_output_through_links_and_into_pipes_never_replacing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let har_in = dir.path().join("in.har");
+    std::fs::write(&har_in, har_of(&[A_GET])).unwrap();
+    let from = har_in.to_str().unwrap();
+
+    let stdout = kinspect(&["har", from, "-o", "-"]);
+    assert!(stdout.status.success(), "{stdout:?}");
+    let document: serde_json::Value = serde_json::from_slice(&stdout.stdout).unwrap();
+    assert_eq!(document["log"]["entries"].as_array().unwrap().len(), 1);
+    assert!(String::from_utf8_lossy(&stdout.stderr).contains("wrote 1 entry to standard output"));
+    assert!(!dir.path().join("-").exists());
+
+    // A symbolic link stays one: its target gets the HAR.
+    #[cfg(unix)]
+    {
+        let target = dir.path().join("target.har");
+        let link = dir.path().join("link.har");
+        std::fs::write(&target, "old").unwrap();
+        std::os::unix::fs::symlink("target.har", &link).unwrap();
+        let linked = kinspect(&["har", from, "-o", link.to_str().unwrap()]);
+        assert!(linked.status.success(), "{linked:?}");
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(har::import(&target).unwrap().len(), 1);
+
+        // A named pipe is written into, as a shell's `>` would, not replaced by a file.
+        let fifo = dir.path().join("pipe.har");
+        assert!(Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        let piped = kinspect(&["har", from, "-o", fifo.to_str().unwrap()]);
+        assert!(piped.status.success(), "{piped:?}");
+        let through: serde_json::Value = serde_json::from_slice(&reader.join().unwrap()).unwrap();
+        assert_eq!(through["log"]["entries"].as_array().unwrap().len(), 1);
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    }
+
+    // A directory, or a directory that is missing: said plainly, without temporary names.
+    let into_dir = kinspect(&["har", from, "-o", dir.path().to_str().unwrap()]);
+    assert!(!into_dir.status.success());
+    let said = String::from_utf8_lossy(&into_dir.stderr);
+    assert!(said.contains("is a directory: name a file in it"), "{said}");
+    let missing = dir.path().join("no-such-dir").join("x.har");
+    let nowhere = kinspect(&["har", from, "-o", missing.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&nowhere.stderr);
+    assert!(!nowhere.status.success());
+    assert!(
+        said.contains("no-such-dir does not exist") && !said.contains(".kinspect-export"),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_capture_named_har_is_still_read_as_a_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("renamed.har");
+    one_flow_capture(&capture);
+    let listed = kinspect(&["ls", capture.to_str().unwrap()]);
+    assert!(listed.status.success(), "{listed:?}");
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("https://kvy.example/"));
 }
 
 #[test]
