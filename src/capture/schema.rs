@@ -296,11 +296,21 @@ pub(crate) fn open_for_writing(path: &Path) -> Result<(Connection, std::fs::File
 /// Opens an existing capture for reading only (works while another process writes it);
 /// returns it with its schema version.
 pub(crate) fn open_for_reading(path: &Path) -> Result<(Connection, i64), CaptureError> {
-    if !path.exists() {
-        return Err(CaptureError::Io {
-            path: path.to_owned(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-        });
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(CaptureError::Io {
+                path: path.to_owned(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            })
+        }
+        // Permission denied on a directory on the way, say.
+        Err(source) => {
+            return Err(CaptureError::Io {
+                path: path.to_owned(),
+                source,
+            })
+        }
+        Ok(_) => {}
     }
     if path.is_dir() {
         return Err(CaptureError::NotACapture {
@@ -308,11 +318,20 @@ pub(crate) fn open_for_reading(path: &Path) -> Result<(Connection, i64), Capture
             reason: "it is a directory; name a capture file in it".into(),
         });
     }
+    // SQLite says only "unable to open database file" for a file this user may not read.
+    std::fs::File::open(path).map_err(|source| CaptureError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| sqlite_error(path, e))?;
+    let conn = match conn.query_row("PRAGMA schema_version", [], |row| row.get::<_, i64>(0)) {
+        Err(e) if cannot_share(&e) => open_immutable(path)?,
+        _ => conn,
+    };
     match inspect(&conn, path)? {
         Contents::Capture(version) => Ok((conn, version)),
         Contents::Empty => Err(CaptureError::NotACapture {
@@ -322,10 +341,90 @@ pub(crate) fn open_for_reading(path: &Path) -> Result<(Connection, i64), Capture
     }
 }
 
+/// True when SQLite could not set up the shared-memory file a capture in WAL mode (one
+/// a proxy was still writing, or copied while it was) needs beside it, in a directory
+/// this user may not write.
+fn cannot_share(error: &rusqlite::Error) -> bool {
+    use rusqlite::ffi;
+    matches!(error, rusqlite::Error::SqliteFailure(e, _) if matches!(
+        e.extended_code,
+        ffi::SQLITE_READONLY_DIRECTORY | ffi::SQLITE_READONLY_CANTINIT | ffi::SQLITE_CANTOPEN
+    ))
+}
+
+/// Opens a capture in WAL mode from a directory this user may not write: as an
+/// immutable file (no locks, no shared memory), which is exact when no log is beside it.
+fn open_immutable(path: &Path) -> Result<Connection, CaptureError> {
+    let wal = path.with_file_name(format!(
+        "{}-wal",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+        return Err(CaptureError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::other(format!(
+                "its latest flows are in {}, which SQLite cannot read from a directory you \
+                 may not write: copy both files to a directory you can write",
+                wal.display()
+            )),
+        });
+    }
+    let absolute = std::path::absolute(path).map_err(|source| CaptureError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    // A URI: `%`, `?` and `#` in the path are escaped.
+    let mut uri = String::from("file:");
+    for c in absolute.to_string_lossy().chars() {
+        match c {
+            '%' | '?' | '#' => uri.push_str(&format!("%{:02X}", c as u32)),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?immutable=1");
+    Connection::open_with_flags(
+        &uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| sqlite_error(path, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::capture::reader::{FIND_REQUEST_ID, FIND_REQUEST_ID_RANGE};
+
+    /// The way in for a WAL-mode capture in a directory the user may not write (as root
+    /// the directory never refuses, so the fallback itself is called here).
+    #[test]
+    fn a_capture_opens_immutable_unless_a_log_beside_it_holds_flows() {
+        let dir = tempfile::tempdir().unwrap();
+        // Characters a URI would take for its own.
+        let path = dir.path().join("100% #1?.db");
+        let (conn, lock) = open_for_writing(&path).unwrap();
+        conn.execute_batch("INSERT INTO meta VALUES ('k', 'v')")
+            .unwrap();
+        drop((conn, lock));
+        let wal = dir.path().join("100% #1?.db-wal");
+        assert!(!wal.exists(), "closing folds the log back in");
+        let immutable = open_immutable(&path).unwrap();
+        assert!(matches!(
+            inspect(&immutable, &path),
+            Ok(Contents::Capture(SCHEMA_VERSION))
+        ));
+        let value: String = immutable
+            .query_row("SELECT value FROM meta WHERE key = 'k'", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(value, "v");
+
+        std::fs::write(&wal, b"frames").unwrap();
+        let refused = open_immutable(&path).unwrap_err().to_string();
+        assert!(refused.contains("copy both files"), "{refused}");
+    }
 
     /// The request-id index is partial: the reader's lookups must still be able to use
     /// it (their comparisons imply `IS NOT NULL`), or every lookup scans the capture.
