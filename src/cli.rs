@@ -206,15 +206,15 @@ pub struct ProxyArgs {
     pub idle_timeout: u64,
 
     /// Largest request head (request line and headers) accepted; larger gets 431.
-    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "64K")]
+    #[arg(long, value_name = "BYTES", value_parser = parse_head_size, default_value = "64K")]
     pub max_header_bytes: usize,
 
     /// Most header fields accepted in one request; more gets 431.
-    #[arg(long, value_name = "N", default_value_t = 100)]
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = parse_count)]
     pub max_headers: usize,
 
     /// Most client connections served at once; more get a 503 and are closed.
-    #[arg(long, value_name = "N", default_value_t = 4096)]
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = parse_count)]
     pub max_connections: usize,
 
     /// Accept clients from public IP ranges (by default only loopback and private
@@ -289,6 +289,25 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .ok()
         .and_then(|n| n.checked_mul(multiplier))
         .ok_or_else(|| format!("{text:?} is not a size: write e.g. 16M, 512K or 1048576"))
+}
+
+/// Parses a request head limit: a size of at least 1K (below that no request passes).
+fn parse_head_size(text: &str) -> Result<usize, String> {
+    match parse_size(text)? {
+        n if n < 1024 => Err(format!(
+            "{text:?} would refuse every request: write at least 1K, e.g. 64K"
+        )),
+        n => Ok(n),
+    }
+}
+
+/// Parses a count of at least one (zero would refuse every request).
+fn parse_count(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("0 would refuse every request: write at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
 }
 
 /// The kinspect home directory: `$KINSPECT_HOME`, else `~/.kinspect`.
@@ -917,6 +936,13 @@ mod tests {
         assert_eq!(parse_size("512k"), Ok(512 << 10));
         assert!(parse_size("12X").unwrap_err().contains("suffix"));
         assert!(parse_size("lots").is_err());
+        assert_eq!(parse_head_size("1K"), Ok(1024));
+        assert!(parse_head_size("0").unwrap_err().contains("at least 1K"));
+        assert_eq!(parse_count("1"), Ok(1));
+        assert!(parse_count("0").unwrap_err().contains("at least 1"));
+        assert!(parse_count("-1")
+            .unwrap_err()
+            .contains("not a whole number"));
     }
 
     #[test]
