@@ -160,6 +160,41 @@ async fn malformed_request_lines_get_a_400() {
     proxy.assert_serves(&origin).await;
 }
 
+/// A port past 65535 or an empty host is a 400 saying so; before, a port that did not
+/// fit was taken for no port, and the request went to port 80 or 443 instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_out_of_range_or_an_empty_host_is_a_400_not_another_port() {
+    let origin = Origin::start(OriginKind::Plain).await;
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    let port = origin.addr.port();
+    for (request, said) in [
+        (
+            format!("GET http://127.0.0.1:{port}999/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
+            "port is not a number up to 65535",
+        ),
+        (
+            "GET https://127.0.0.1:65536/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_string(),
+            "port is not a number up to 65535",
+        ),
+        (
+            format!("GET http://:{port}/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
+            "host is empty",
+        ),
+        (
+            "CONNECT 127.0.0.1:99999 HTTP/1.1\r\nHost: 127.0.0.1:99999\r\n\r\n".to_string(),
+            "the port must be a number up to 65535",
+        ),
+    ] {
+        let answer = raw_exchange(proxy.addr, request.as_bytes()).await;
+        let response = RawResponse::parse(&answer)
+            .unwrap_or_else(|| panic!("{request:?}: {:?}", String::from_utf8_lossy(&answer)));
+        assert_eq!(response.status, 400, "{request:?}: {response:?}");
+        let body = response.kinspect_error();
+        assert!(body.to_string().contains(said), "{request:?}: {body}");
+    }
+    proxy.assert_serves(&origin).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_headers_and_too_many_fields_get_a_431() {
     let origin = Origin::start(OriginKind::Plain).await;

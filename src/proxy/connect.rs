@@ -22,7 +22,9 @@ use super::idle::IdleWatch;
 use super::pool::KeptConnection;
 use super::sniff::{sniff, Rewind, Sniffed};
 use super::upstream::session_info;
-use super::{ca_page, http1_server, ConnectionPermit, ProxyBody, ProxyFailure, Shared, Target};
+use super::{
+    ca_page, http1_server, split_port, ConnectionPermit, ProxyBody, ProxyFailure, Shared, Target,
+};
 use crate::flow::{
     CapturedBody, FlowError, FlowErrorKind, FlowKind, Headers, HttpVersion, RequestRecord,
     ResponseRecord, TlsInfo,
@@ -77,6 +79,12 @@ pub(crate) async fn route(
     if let Some(target) = Target::of_uri(req.uri()) {
         return forward(&shared, &client, kept, &target, req).await;
     }
+    if req.uri().scheme().is_some() {
+        return plain_error(
+            StatusCode::BAD_REQUEST,
+            "the URL's host is empty or its port is not a number up to 65535",
+        );
+    }
     // An origin-form request: addressed to kinspect itself.
     match shared.config.reverse.as_ref().and_then(Target::of_uri) {
         Some(target) => {
@@ -107,8 +115,11 @@ fn connect_target(uri: &http::Uri) -> Result<Target, &'static str> {
         return Err("CONNECT needs a host:port target");
     };
     // RFC 9110 §9.3.6: the target is host and port; no port is not "443".
-    let Some(port) = authority.port_u16() else {
+    let Some(port) = split_port(authority.as_str()).1 else {
         return Err("CONNECT needs a host:port target: the port is missing");
+    };
+    let Ok(port) = port.parse() else {
+        return Err("CONNECT needs a host:port target: the port must be a number up to 65535");
     };
     Ok(Target {
         https: true,

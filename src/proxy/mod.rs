@@ -372,6 +372,21 @@ async fn refuse(shared: Arc<Shared>, stream: TcpStream, refusal: Refusal) {
     let _ = tokio::time::timeout(shared.config.client_header_timeout, serve).await;
 }
 
+/// `host:port` as host and the port's digits, if it names a port (`[::1]:8443` and
+/// `host:8443` do; a bare IPv6 literal has colons but no brackets and does not).
+pub(crate) fn split_port(authority: &str) -> (&str, Option<&str>) {
+    match authority.rsplit_once(':') {
+        Some((host, port))
+            if !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!host.contains(':') || host.ends_with(']')) =>
+        {
+            (host, Some(port))
+        }
+        _ => (authority, None),
+    }
+}
+
 /// Where an exchange goes: scheme, host (without brackets) and port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Target {
@@ -381,7 +396,8 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    /// The target of an absolute URL (`http`/`https` with a host), if it is one.
+    /// The target of an absolute URL (`http`/`https` with a host and, if it names one, a
+    /// port from 0 to 65535), if it is one.
     pub(crate) fn of_uri(uri: &http::Uri) -> Option<Target> {
         let https = match uri.scheme_str()? {
             "http" => false,
@@ -389,10 +405,16 @@ impl Target {
             _ => return None,
         };
         let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
-        Some(Target {
+        let port = match split_port(uri.authority()?.as_str()).1 {
+            // Not `port_u16`: it takes `:99999` for no port at all.
+            Some(port) => port.parse().ok()?,
+            None if https => 443,
+            None => 80,
+        };
+        (!host.is_empty()).then(|| Target {
             https,
             host: host.to_owned(),
-            port: uri.port_u16().unwrap_or(if https { 443 } else { 80 }),
+            port,
         })
     }
 
@@ -424,20 +446,14 @@ impl Target {
         let Ok(value) = std::str::from_utf8(value) else {
             return false;
         };
-        let value = value.trim();
-        let (host, port) = match value.rsplit_once(':') {
-            // `[::1]:8443`, `host:8443`; a bare IPv6 literal has colons but no brackets.
-            Some((host, port))
-                if !port.is_empty()
-                    && port.bytes().all(|b| b.is_ascii_digit())
-                    && (!host.contains(':') || host.ends_with(']')) =>
-            {
-                (host, port.parse::<u16>().ok())
-            }
-            _ => (value, None),
+        let (host, port) = split_port(value.trim());
+        let port = match port.map(str::parse::<u16>) {
+            Some(Ok(port)) => port,
+            Some(Err(_)) => return false,
+            None => self.default_port(),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        host.eq_ignore_ascii_case(&self.host) && port.unwrap_or(self.default_port()) == self.port
+        host.eq_ignore_ascii_case(&self.host) && port == self.port
     }
 
     fn default_port(&self) -> u16 {
