@@ -600,6 +600,32 @@ async fn an_origin_that_resets_mid_body_is_an_error_for_the_client_and_the_flow(
     proxy.assert_serves(&origin).await;
 }
 
+/// A response framed by both `Content-Length` and chunked `Transfer-Encoding` is read
+/// chunked (RFC 9112 §6.3), and the client gets the whole body without the stale length
+/// (before, it got `Content-Length: 3` and a body cut to 3 bytes, with no error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_with_a_length_and_chunked_framing_reaches_the_client_whole() {
+    let (addr, _server) = raw_origin(|mut stream| async move {
+        let answer = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
+                      5\r\nhello\r\n0\r\n\r\n";
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = read_until_close(&mut stream).await;
+    })
+    .await;
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    let response = proxy
+        .client()
+        .get(format!("http://{addr}/framed"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers().get("content-length"), None);
+    assert_eq!(response.text().await.unwrap(), "hello");
+    let flow = proxy.next_flow().await;
+    assert!(flow.error.is_none(), "{:?}", flow.error);
+    assert_eq!(flow.response.unwrap().body.wire_size, 5);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origins_with_bad_certificates_are_a_502_saying_why() {
     let alpn: &[&[u8]] = &[b"h2", b"http/1.1"];

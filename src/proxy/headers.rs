@@ -17,7 +17,8 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 /// Removes hop-by-hop fields, including any named in `Connection`, keeping the order of
-/// the rest.
+/// the rest. `Content-Length` goes too when `Transfer-Encoding` came with it: the body
+/// was framed by the latter (RFC 9112 §6.3), and the length would reframe it wrongly.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     strip_hop_by_hop_and(headers, |_, _| false);
 }
@@ -43,10 +44,12 @@ pub fn strip_hop_by_hop_and(
         .get_all(header::TE)
         .iter()
         .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let length_overridden = headers.contains_key(header::TRANSFER_ENCODING);
     remove_in_order(headers, |name, value| {
         HOP_BY_HOP.contains(name)
             || listed.contains(name)
             || (name == header::TE && !te_is_trailers)
+            || (length_overridden && name == header::CONTENT_LENGTH)
             || also(name, value)
     });
 }
@@ -124,6 +127,19 @@ mod tests {
                 ("x-three", "3")
             ]
         );
+    }
+
+    #[test]
+    fn a_length_sent_with_transfer_encoding_goes_with_it() {
+        let mut h = HeaderMap::new();
+        h.insert("content-length", "3".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty(), "{h:?}");
+        let mut alone = HeaderMap::new();
+        alone.insert("content-length", "3".parse().unwrap());
+        strip_hop_by_hop(&mut alone);
+        assert!(alone.contains_key("content-length"));
     }
 
     #[test]
