@@ -600,6 +600,47 @@ async fn an_origin_that_resets_mid_body_is_an_error_for_the_client_and_the_flow(
     proxy.assert_serves(&origin).await;
 }
 
+/// A small response (read whole before its head goes out) that breaks off, or a 101 the
+/// request never asked for: nothing has reached the client, which gets kinspect's 502
+/// (before: a connection closed with no answer, and a bare 101).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_body_breaking_off_or_an_unasked_101_is_a_502() {
+    let (short, _short_server) = raw_origin(|mut stream| async move {
+        let answer = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort";
+        let _ = stream.write_all(answer.as_bytes()).await;
+    })
+    .await;
+    let (switching, _switching_server) = raw_origin(|mut stream| async move {
+        let answer =
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = read_until_close(&mut stream).await;
+    })
+    .await;
+    let origin = Origin::start(OriginKind::Plain).await;
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    for (addr, said) in [(short, "broke off"), (switching, "switched protocols")] {
+        let request = format!("GET http://{addr}/ HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 64 * 1024];
+        let n = tokio::time::timeout(STEP, stream.read(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        let response = RawResponse::parse(&answer[..n])
+            .unwrap_or_else(|| panic!("{said}: {:?}", String::from_utf8_lossy(&answer[..n])));
+        assert_eq!(response.status, 502, "{response:?}");
+        let body = response.kinspect_error();
+        assert_eq!(body["error"], "UpstreamProtocolError");
+        assert!(body.to_string().contains(said), "{body}");
+        let flow = proxy.next_flow().await;
+        let error = flow.error.expect("recorded as an error");
+        assert_eq!(error.kind, FlowErrorKind::Protocol);
+    }
+    proxy.assert_serves(&origin).await;
+}
+
 /// A response framed by both `Content-Length` and chunked `Transfer-Encoding` is read
 /// chunked (RFC 9112 §6.3), and the client gets the whole body without the stale length
 /// (before, it got `Content-Length: 3` and a body cut to 3 bytes, with no error).

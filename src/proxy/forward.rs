@@ -9,8 +9,8 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{Request, Response, Uri, Version};
-use http_body::{Body as _, Frame};
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use super::errors::ProxyFailure;
@@ -217,6 +217,16 @@ pub(crate) async fn forward(
             t_headers,
         );
     }
+    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        let failure = ProxyFailure::new(
+            FlowErrorKind::Protocol,
+            format!(
+                "upstream {} switched protocols (101) though the request asked for no upgrade",
+                target.authority()
+            ),
+        );
+        return pending.answer(None, failure).await;
+    }
     let (slot, mut flow) = pending.take();
     let (mut rparts, rbody) = record_response_head(&mut flow, response, &lease.info);
     strip_hop_by_hop(&mut rparts.headers);
@@ -258,8 +268,18 @@ pub(crate) async fn forward(
             Ok(whole) => {
                 Response::from_parts(rparts, whole.map_err(|never| match never {}).boxed_unsync())
             }
-            // Already recorded by the tee: the client sees the head, then the break.
-            Err(e) => Response::from_parts(rparts, broken_body(e.into())),
+            // Recorded by the tee as the origin's answer, broken. Nothing has gone to the
+            // client yet: it gets kinspect's 502 instead of a connection closed unanswered.
+            Err(e) => {
+                let failure = ProxyFailure::new(
+                    FlowErrorKind::Protocol,
+                    format!(
+                        "the response from {} broke off before its body ended: {e}",
+                        target.authority()
+                    ),
+                );
+                failure.response(full_body(failure.body()))
+            }
         };
     }
     Response::from_parts(rparts, tee.map_err(BoxError::from).boxed_unsync())
@@ -288,12 +308,6 @@ async fn read_unsent(mut body: TeeBody<Incoming>) {
         while let Some(Ok(_)) = body.frame().await {}
     })
     .await;
-}
-
-/// A body that fails at once with `error`.
-fn broken_body(error: BoxError) -> ProxyBody {
-    let frames = futures_util::stream::once(async move { Err::<Frame<Bytes>, _>(error) });
-    StreamBody::new(frames).boxed_unsync()
 }
 
 /// Awaits `response`, giving up when no response head came within `limit` of the
