@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kinspect::flow::{FlowErrorKind, FlowKind};
+use kinspect::flow::{Flow, FlowErrorKind, FlowKind};
 use support::{self_signed_config, Origin, OriginKind, TestCa, TestProxy, Validity, STEP};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -111,6 +111,32 @@ fn error_or_close(bytes: &[u8], statuses: &[u16]) -> Option<RawResponse> {
     Some(response)
 }
 
+/// Asserts that `answer` is kinspect's JSON error with `status` for a request head hyper
+/// could not parse (in place of hyper's bare one), and that the next flow records it.
+async fn assert_rejected_head(proxy: &mut TestProxy, answer: &[u8], status: u16) -> Flow {
+    let response = RawResponse::parse(answer).unwrap_or_else(|| {
+        panic!(
+            "not an HTTP response: {:?}",
+            String::from_utf8_lossy(answer)
+        )
+    });
+    assert_eq!(response.status, status, "{response:?}");
+    let body = response.kinspect_error();
+    assert!(
+        body["debug"]
+            .as_str()
+            .unwrap()
+            .contains("could not be parsed"),
+        "{body}"
+    );
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.status(), Some(status));
+    let error = flow.error.as_ref().expect("recorded as an error");
+    assert_eq!(error.kind, FlowErrorKind::BadRequest);
+    assert_eq!(error.message, body["debug"].as_str().unwrap());
+    flow
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_bytes_get_a_400_or_a_close() {
     let origin = Origin::start(OriginKind::Plain).await;
@@ -119,13 +145,19 @@ async fn garbage_bytes_get_a_400_or_a_close() {
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .chain(*b"\r\n\r\n")
         .collect();
-    let answer = raw_exchange(proxy.addr, &garbage).await;
-    let response = error_or_close(&answer, &[400]);
-    eprintln!("garbage: {:?}", response.map(|r| r.status));
     // Also binary noise that starts like TLS (a client that forgot the proxy is a proxy).
-    let answer = raw_exchange(proxy.addr, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03").await;
-    let response = error_or_close(&answer, &[400]);
-    eprintln!("TLS to the proxy port: {:?}", response.map(|r| r.status));
+    let tls = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
+    for (name, noise) in [
+        ("garbage", &garbage[..]),
+        ("TLS to the proxy port", &tls[..]),
+    ] {
+        let answer = raw_exchange(proxy.addr, noise).await;
+        let response = error_or_close(&answer, &[400]);
+        eprintln!("{name}: {:?}", response.as_ref().map(|r| r.status));
+        if response.is_some() {
+            assert_rejected_head(&mut proxy, &answer, 400).await;
+        }
+    }
     proxy.assert_serves(&origin).await;
 }
 
@@ -141,21 +173,22 @@ async fn malformed_request_lines_get_a_400() {
         format!("GET http://{target}/a b c HTTP/1.1\r\nHost: {target}\r\n\r\n"),
         format!("GET http://{target}/\x7f HTTP/1.1\r\nHost: {target}\r\n\r\n"),
         format!("GET http://{target}/ HTTP/1.1\r\nBad Header: x\r\nHost: {target}\r\n\r\n"),
-        // A CONNECT target needs its port, and only http and https are proxied
-        // (kinspect's own 400s).
-        "CONNECT localhost HTTP/1.1\r\nHost: localhost\r\n\r\n".to_string(),
-        "GET ftp://localhost/file HTTP/1.1\r\nHost: localhost\r\n\r\n".to_string(),
+    ] {
+        // hyper rejects the head; the client gets kinspect's JSON and the flow is kept.
+        let answer = raw_exchange(proxy.addr, request.as_bytes()).await;
+        let flow = assert_rejected_head(&mut proxy, &answer, 400).await;
+        eprintln!("{request:.40?}: {}", flow.error.unwrap().message);
+    }
+    // A CONNECT target needs its port, and only http and https are proxied (kinspect's
+    // own 400s).
+    for request in [
+        "CONNECT localhost HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        "GET ftp://localhost/file HTTP/1.1\r\nHost: localhost\r\n\r\n",
     ] {
         let answer = raw_exchange(proxy.addr, request.as_bytes()).await;
-        let response = RawResponse::parse(&answer)
-            .unwrap_or_else(|| panic!("{request:?}: {:?}", String::from_utf8_lossy(&answer)));
-        // hyper answers 400 for a bad method, target or header and 505 for an unknown
-        // version; none of them reaches the origin.
-        assert!(
-            [400, 505].contains(&response.status),
-            "{request:?}: {response:?}"
-        );
-        eprintln!("{request:.40?}: {}", response.status);
+        let response = RawResponse::parse(&answer).unwrap();
+        assert_eq!(response.status, 400, "{request:?}: {response:?}");
+        response.kinspect_error();
     }
     proxy.assert_serves(&origin).await;
 }
@@ -195,6 +228,65 @@ async fn a_port_out_of_range_or_an_empty_host_is_a_400_not_another_port() {
     proxy.assert_serves(&origin).await;
 }
 
+/// Inside an intercepted HTTPS tunnel too, a head hyper cannot parse gets kinspect's
+/// JSON, and its flow carries the tunnel's URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_head_inside_a_tunnel_is_answered_and_recorded() {
+    let origin = Origin::start(OriginKind::Plain).await;
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    let tunnel = proxy.open_tunnel("kvy.example:443").await;
+    let name = rustls_pki_types::ServerName::try_from("kvy.example").unwrap();
+    let mut tls = proxy
+        .tls_connector(&[b"http/1.1"])
+        .connect(name, tunnel)
+        .await
+        .unwrap();
+    tls.write_all(b"GET /appdata/kid HTTP/1.1\r\nHost: kvy.example\r\nX-Bad\x01: 1\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_close(&mut tls).await;
+    let flow = assert_rejected_head(&mut proxy, &answer, 400).await;
+    assert_eq!(flow.request.url, "https://kvy.example/appdata/kid");
+    assert!(flow.client_tls.is_some(), "the tunnel's TLS is recorded");
+    proxy.assert_serves(&origin).await;
+}
+
+/// An origin's answer that happens to be byte for byte what hyper sends for a head it
+/// cannot parse is the origin's, and reaches the client unchanged: only a response
+/// written with no exchange open is hyper's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_answer_like_hypers_own_is_passed_unchanged() {
+    const LIKE_HYPERS: &str =
+        "HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+    let (addr, _server) = raw_origin(|mut stream| async move {
+        let _ = stream.write_all(LIKE_HYPERS.as_bytes()).await;
+        let _ = read_until_close(&mut stream).await;
+    })
+    .await;
+    let origin = Origin::start(OriginKind::Plain).await;
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    // After an exchange on the same connection, so that the watch has been idle.
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let first = origin.url("/status/200");
+    let second = format!("http://{addr}/like-hypers");
+    for (url, connection) in [(&first, "keep-alive"), (&second, "close")] {
+        let request = format!("GET {url} HTTP/1.1\r\nHost: x\r\nConnection: {connection}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(STEP, stream.read(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        let response = RawResponse::parse(&answer[..n]).unwrap();
+        assert_eq!(response.header("x-kinspect-error"), None, "{response:?}");
+        let flow = proxy.next_flow().await;
+        assert_eq!(&flow.request.url, url);
+        assert_eq!(flow.status(), Some(response.status));
+        assert!(!flow.response.unwrap().from_proxy);
+    }
+    proxy.assert_serves(&origin).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_headers_and_too_many_fields_get_a_431() {
     let origin = Origin::start(OriginKind::Plain).await;
@@ -229,9 +321,12 @@ async fn oversized_headers_and_too_many_fields_get_a_431() {
         ("too many fields", &many_fields),
     ] {
         let answer = raw_exchange(proxy.addr, request.as_bytes()).await;
-        let response = RawResponse::parse(&answer)
-            .unwrap_or_else(|| panic!("{name}: {:?}", String::from_utf8_lossy(&answer)));
-        assert_eq!(response.status, 431, "{name}: {response:?}");
+        let flow = assert_rejected_head(&mut proxy, &answer, 431).await;
+        assert_eq!(
+            flow.request.url,
+            format!("http://{target}/status/200"),
+            "{name}"
+        );
     }
     // Just under both limits is served.
     let fine = format!(
@@ -316,9 +411,8 @@ async fn bad_content_lengths_get_a_400() {
         let request =
             format!("POST http://{target}/echo HTTP/1.1\r\nHost: {target}\r\n{length}\r\nhello!");
         let answer = raw_exchange(proxy.addr, request.as_bytes()).await;
-        let response = RawResponse::parse(&answer)
-            .unwrap_or_else(|| panic!("{length:?}: {:?}", String::from_utf8_lossy(&answer)));
-        assert_eq!(response.status, 400, "{length:?}: {response:?}");
+        let flow = assert_rejected_head(&mut proxy, &answer, 400).await;
+        assert_eq!(flow.request.method, "POST", "{length:?}");
     }
     proxy.assert_serves(&origin).await;
 }

@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::LazyConfigAcceptor;
 
 use super::access::credentials_refused;
+use super::bad_head::{record_rejected, HeadWatch};
 use super::forward::{
     empty_body, error_chain, forward, full_body, new_flow, refuse, uncaptured, ClientSide,
 };
@@ -323,18 +324,22 @@ where
 {
     let peer = client.addr;
     let config = shared.config.clone();
-    let service_shared = shared.clone();
     // Shared by every request of the connection instead of cloned for each.
     let ends = Arc::new((client, target, KeptConnection::new(&shared.upstreams)));
-    let service = service_fn(move |req| {
+    let (service_shared, service_ends) = (shared.clone(), ends.clone());
+    let forward_one = move |req| {
         let shared = service_shared.clone();
-        let ends = ends.clone();
+        let ends = service_ends.clone();
         async move {
             let (client, target, kept) = &*ends;
-            Ok::<_, Infallible>(forward(&shared, client, kept, target, req).await)
+            forward(&shared, client, kept, target, req).await
         }
-    });
+    };
     let result = if h2 {
+        let service = service_fn(move |req| {
+            let response = forward_one(req);
+            async move { Ok::<_, Infallible>(response.await) }
+        });
         let (io, activity) = IdleWatch::new(io);
         let header_list = u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX);
         let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -346,10 +351,23 @@ where
             .close_when_idle(connection, config.idle_timeout, |c| c.graceful_shutdown())
             .await
     } else {
-        http1_server(&config)
+        let (io, exchanges) = HeadWatch::new(io);
+        let service_exchanges = exchanges.clone();
+        let service = service_fn(move |req| {
+            let exchanges = service_exchanges.clone();
+            exchanges.begin();
+            let response = forward_one(req);
+            async move { Ok::<_, Infallible>(exchanges.respond(false, response.await)) }
+        });
+        let result = http1_server(&config)
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades()
-            .await
+            .await;
+        if let Some(rejected) = exchanges.take_rejected() {
+            let (client, target, _) = &*ends;
+            record_rejected(&shared, client, Some(target), rejected).await;
+        }
+        result
     };
     if let Err(e) = result {
         tracing::debug!("intercepted connection from {peer}: {}", error_chain(&e));

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 
-use crate::flow::{FlowError, FlowErrorKind};
+use crate::flow::{CapturedBody, FlowError, FlowErrorKind, Headers, HttpVersion, ResponseRecord};
 
 /// The header that marks a response as made by kinspect.
 pub const KINSPECT_ERROR_HEADER: &str = "x-kinspect-error";
@@ -71,6 +71,28 @@ impl ProxyFailure {
             "debug": self.error.message,
         });
         Bytes::from(body.to_string())
+    }
+
+    /// The answer as a flow records it: made by kinspect, with `head`'s fields (from
+    /// [`ProxyFailure::response`]) and `body` (from [`ProxyFailure::body`]).
+    pub(crate) fn recorded(
+        &self,
+        head: &Response<()>,
+        body: &Bytes,
+        version: HttpVersion,
+    ) -> ResponseRecord {
+        ResponseRecord {
+            status: self.status.as_u16(),
+            version,
+            headers: Headers::from_map(head.headers()),
+            body: CapturedBody {
+                bytes: body.clone(),
+                wire_size: body.len() as u64,
+                truncated: false,
+                incomplete: false,
+            },
+            from_proxy: true,
+        }
     }
 
     /// The full response, with `body` as its body.

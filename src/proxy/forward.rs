@@ -539,18 +539,7 @@ impl Pending {
         let conn = self.used.take().or(reached);
         let body = failure.body();
         let response = failure.response(());
-        flow.response = Some(ResponseRecord {
-            status: failure.status.as_u16(),
-            version: flow.request.version,
-            headers: Headers::from_map(response.headers()),
-            body: CapturedBody {
-                bytes: body.clone(),
-                wire_size: body.len() as u64,
-                truncated: false,
-                incomplete: false,
-            },
-            from_proxy: true,
-        });
+        flow.response = Some(failure.recorded(&response, &body, flow.request.version));
         self.record_unanswered(&mut flow, conn.as_ref());
         flow.error = Some(failure.error);
         slot.publish_durable(flow).await;

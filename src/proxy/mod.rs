@@ -2,6 +2,7 @@
 //! termination, the kept upstream connections, body tees and proxy-made errors.
 
 mod access;
+mod bad_head;
 mod ca_page;
 mod connect;
 mod errors;
@@ -33,7 +34,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bad_head::HeadWatch;
 use bytes::Bytes;
+use forward::ClientSide;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -323,11 +326,20 @@ async fn serve_client(
     let _ = stream.set_nodelay(true);
     let builder = http1_server(&shared.config);
     let kept = KeptConnection::new(&shared.upstreams);
+    let (stream, exchanges) = HeadWatch::new(stream);
+    let service_shared = shared.clone();
+    let service_exchanges = exchanges.clone();
     let service = service_fn(move |req| {
-        let shared = shared.clone();
+        let shared = service_shared.clone();
         let permit = permit.clone();
         let kept = kept.clone();
-        async move { Ok::<_, Infallible>(connect::route(shared, peer, permit, &kept, req).await) }
+        let exchanges = service_exchanges.clone();
+        exchanges.begin();
+        let connect = req.method() == http::Method::CONNECT;
+        async move {
+            let response = connect::route(shared, peer, permit, &kept, req).await;
+            Ok::<_, Infallible>(exchanges.respond(connect, response))
+        }
     });
     let result = builder
         .serve_connection(TokioIo::new(stream), service)
@@ -335,6 +347,13 @@ async fn serve_client(
         .await;
     if let Err(e) = result {
         tracing::debug!("client {peer}: {e}");
+    }
+    if let Some(rejected) = exchanges.take_rejected() {
+        let client = ClientSide {
+            addr: peer,
+            tls: None,
+        };
+        bad_head::record_rejected(&shared, &client, None, rejected).await;
     }
 }
 

@@ -1,0 +1,491 @@
+//! Requests whose head hyper cannot parse. hyper answers them itself, with a bare 400
+//! (431, 414) and no body, and never calls the service, so nothing would be recorded.
+//! [`HeadWatch`] sits between hyper and an HTTP/1 client connection: it keeps the bytes
+//! of the head being read, puts kinspect's JSON error in place of hyper's answer, and
+//! leaves the rejected head for the connection to record as a flow.
+//!
+//! hyper writes to the client only for an exchange the service is answering, or for its
+//! own answer to a head it could not parse. So [`ExchangeState`] follows each exchange
+//! from the service's call until its response is flushed whole: a response written when
+//! none is open is hyper's own.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::errors::ProxyFailure;
+use super::forward::{new_flow, ClientSide};
+use super::{BoxError, ProxyBody, Shared, Target};
+use crate::flow::{CapturedBody, FlowErrorKind, FlowKind, Headers, HttpVersion, RequestRecord};
+
+/// Bytes of a rejected head kept for its flow and its error message.
+const HEAD_KEPT: usize = 2048;
+
+/// Bytes of the head quoted in the error message.
+const HEAD_QUOTED: usize = 160;
+
+/// No exchange open: anything written is hyper's own answer.
+const IDLE: u8 = 0;
+/// The service has a request; its response is not written whole yet.
+const BUSY: u8 = 1;
+/// The response body has ended; the next flush sends its last bytes.
+const TAIL: u8 = 2;
+/// The connection became a tunnel or another protocol: its bytes are not HTTP/1.
+const UPGRADED: u8 = 3;
+
+/// Where a client connection is between its exchanges, shared by its service and its
+/// [`HeadWatch`].
+#[derive(Debug, Default)]
+pub(crate) struct ExchangeState {
+    phase: AtomicU8,
+    /// Exchanges begun: tells the watch that the head it kept has been parsed.
+    begun: AtomicU64,
+    rejected: Mutex<Option<RejectedHead>>,
+}
+
+/// A request head hyper could not parse, as kinspect answered it.
+#[derive(Debug)]
+pub(crate) struct RejectedHead {
+    /// The head's first bytes (at most 2 KiB).
+    pub(crate) head: Vec<u8>,
+    /// kinspect's answer: what the client got.
+    pub(crate) failure: ProxyFailure,
+}
+
+impl ExchangeState {
+    /// The service got a request.
+    pub(crate) fn begin(&self) {
+        self.begun.fetch_add(1, Ordering::Relaxed);
+        let _ = self
+            .phase
+            .compare_exchange(IDLE, BUSY, Ordering::AcqRel, Ordering::Relaxed);
+    }
+
+    /// The service's `response` goes out: its body tells when it has ended. A switch of
+    /// protocols, or an accepted CONNECT (`connect`), ends the HTTP/1 exchanges for good.
+    pub(crate) fn respond(
+        self: &Arc<Self>,
+        connect: bool,
+        response: Response<ProxyBody>,
+    ) -> Response<EndsExchange> {
+        let status = response.status();
+        if status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {
+            self.phase.store(UPGRADED, Ordering::Release);
+        }
+        response.map(|body| EndsExchange {
+            body,
+            state: self.clone(),
+        })
+    }
+
+    /// The head hyper rejected, if it did and kinspect answered it.
+    pub(crate) fn take_rejected(&self) -> Option<RejectedHead> {
+        self.rejected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    fn phase(&self) -> u8 {
+        self.phase.load(Ordering::Acquire)
+    }
+
+    fn flushed(&self) {
+        let _ = self
+            .phase
+            .compare_exchange(TAIL, IDLE, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
+/// A response body that ends its exchange when hyper is done with it.
+#[derive(Debug)]
+pub(crate) struct EndsExchange {
+    body: ProxyBody,
+    state: Arc<ExchangeState>,
+}
+
+impl Body for EndsExchange {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for EndsExchange {
+    fn drop(&mut self) {
+        let _ = self
+            .state
+            .phase
+            .compare_exchange(BUSY, TAIL, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
+/// An HTTP/1 client connection as hyper's server sees it: see the module's description.
+#[derive(Debug)]
+pub(crate) struct HeadWatch<I> {
+    io: I,
+    state: Arc<ExchangeState>,
+    /// The first bytes read since the exchange `head_of` began.
+    head: Vec<u8>,
+    head_of: u64,
+    /// kinspect's answer in place of hyper's, and how much of it is written.
+    answer: Option<(Bytes, usize)>,
+}
+
+impl<I> HeadWatch<I> {
+    /// Watches `io`; the state is for the connection's service.
+    pub(crate) fn new(io: I) -> (HeadWatch<I>, Arc<ExchangeState>) {
+        let state = Arc::new(ExchangeState::default());
+        let watch = HeadWatch {
+            io,
+            state: state.clone(),
+            head: Vec::new(),
+            head_of: 0,
+            answer: None,
+        };
+        (watch, state)
+    }
+
+    /// Keeps what was just read when it may be a head hyper is about to parse.
+    fn keep(&mut self, read: &[u8]) {
+        if read.is_empty() || !matches!(self.state.phase(), IDLE | TAIL) {
+            return;
+        }
+        let begun = self.state.begun.load(Ordering::Relaxed);
+        if begun != self.head_of {
+            self.head.clear();
+            self.head_of = begun;
+        }
+        let room = HEAD_KEPT.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&read[..read.len().min(room)]);
+    }
+
+    /// If `written` is hyper's own answer to a head it could not parse, puts kinspect's
+    /// in its place and leaves the head for the connection to record.
+    fn replace_hypers_answer(&mut self, written: &[u8]) -> bool {
+        if self.state.phase() != IDLE {
+            return false;
+        }
+        let Some(status) = hypers_answer(written) else {
+            return false;
+        };
+        let failure = failure_for(status, &self.head);
+        self.answer = Some((answer_bytes(&failure), 0));
+        *self
+            .state
+            .rejected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(RejectedHead {
+            head: std::mem::take(&mut self.head),
+            failure,
+        });
+        true
+    }
+}
+
+impl<I: AsyncWrite + Unpin> HeadWatch<I> {
+    /// Writes what is left of kinspect's answer.
+    fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, written)) = &mut self.answer {
+            if *written == bytes.len() {
+                break;
+            }
+            let n = std::task::ready!(Pin::new(&mut self.io).poll_write(cx, &bytes[*written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *written += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for HeadWatch<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = read {
+            this.keep(&buf.filled()[before..]);
+        }
+        read
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for HeadWatch<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.answer.is_some() || this.replace_hypers_answer(buf) {
+            // hyper's bytes count as written; kinspect's go out in their place.
+            let _ = this.poll_answer(cx)?;
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut this.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        // Only hyper's own answer is written with no exchange open: joined to be read.
+        if this.answer.is_none() && this.state.phase() == IDLE {
+            let joined: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            if this.replace_hypers_answer(&joined) {
+                let _ = this.poll_answer(cx)?;
+                return Poll::Ready(Ok(joined.len()));
+            }
+        }
+        if this.answer.is_some() {
+            let _ = this.poll_answer(cx)?;
+            return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
+        }
+        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_answer(cx))?;
+        let flushed = Pin::new(&mut this.io).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = flushed {
+            // hyper flushes after writing everything it holds: a response whose body
+            // has ended is now out whole.
+            this.state.flushed();
+        }
+        flushed
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_answer(cx))?;
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+/// Records a head hyper rejected as a flow from `client`: inside a tunnel to `tunnel`,
+/// else sent to the proxy itself (its target then taken from the request line, if it
+/// names one).
+pub(crate) async fn record_rejected(
+    shared: &Shared,
+    client: &ClientSide,
+    tunnel: Option<&Target>,
+    rejected: RejectedHead,
+) {
+    let RejectedHead { head, failure } = rejected;
+    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    let line = String::from_utf8_lossy(&head[..line_end]);
+    let line = line.trim_end_matches('\r');
+    let mut words = line.split(' ').filter(|word| !word.is_empty());
+    let method: String = words.next().unwrap_or("?").chars().take(32).collect();
+    let named: String = words
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(2048)
+        .collect();
+    let version = if line.ends_with("HTTP/1.0") {
+        HttpVersion::Http10
+    } else {
+        HttpVersion::Http11
+    };
+    let (target, url) = match tunnel {
+        Some(target) => {
+            let path = if named.starts_with('/') { &named } else { "/" };
+            (target.clone(), target.url(path))
+        }
+        None => {
+            let target = named
+                .parse::<http::Uri>()
+                .ok()
+                .as_ref()
+                .and_then(Target::of_uri);
+            let target = target.unwrap_or(Target {
+                https: false,
+                host: String::new(),
+                port: 0,
+            });
+            (target, named)
+        }
+    };
+    let request = RequestRecord {
+        method,
+        url,
+        version,
+        headers: Headers::default(),
+        body: CapturedBody::default(),
+    };
+    let slot = shared.publisher.reserve().await;
+    let mut flow = new_flow(
+        &slot,
+        FlowKind::Http,
+        client,
+        SystemTime::now(),
+        &target,
+        request,
+    );
+    let body = failure.body();
+    flow.response = Some(failure.recorded(&failure.response(()), &body, version));
+    flow.error = Some(failure.error);
+    slot.publish(flow);
+}
+
+/// The status of `written` if it is hyper's answer to a head it could not parse: a
+/// bodiless `HTTP/1.1 4xx` (or 5xx) that closes the connection.
+fn hypers_answer(written: &[u8]) -> Option<StatusCode> {
+    let text = std::str::from_utf8(written).ok()?;
+    let rest = text.strip_prefix("HTTP/1.1 ")?;
+    let status: StatusCode = rest.get(..3)?.parse().ok()?;
+    let answer = (status.is_client_error() || status.is_server_error())
+        && text.ends_with("\r\n\r\n")
+        && text
+            .to_ascii_lowercase()
+            .contains("\r\ncontent-length: 0\r\n");
+    answer.then_some(status)
+}
+
+/// kinspect's error for a head hyper answered with `status`, saying what is wrong with
+/// it as far as the head shows.
+fn failure_for(status: StatusCode, head: &[u8]) -> ProxyFailure {
+    let mut fields = [httparse::EMPTY_HEADER; 256];
+    let what = match (status, httparse::Request::new(&mut fields).parse(head)) {
+        (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, _) => {
+            "its head is larger than --max-header-bytes or has more fields than --max-headers \
+             allows"
+        }
+        (StatusCode::URI_TOO_LONG, _) => "its URL is longer than kinspect accepts",
+        (_, Err(httparse::Error::HeaderName)) => {
+            "a header field's name is not valid (a space in it, or no colon after it?)"
+        }
+        (_, Err(httparse::Error::HeaderValue)) => {
+            "a header field's value has a character not allowed there (a control character?)"
+        }
+        (_, Err(httparse::Error::NewLine)) => "a line does not end with CRLF",
+        (_, Err(httparse::Error::Token)) => "the request line's method or target is not valid",
+        (_, Err(httparse::Error::Version)) => "its HTTP version is not HTTP/1.0 or HTTP/1.1",
+        _ => "its target, Content-Length or Transfer-Encoding is not valid",
+    };
+    let quoted = head[..head.len().min(HEAD_QUOTED)].escape_ascii();
+    let more = if head.len() > HEAD_QUOTED { "..." } else { "" };
+    let mut failure = ProxyFailure::new(
+        FlowErrorKind::BadRequest,
+        format!("the request could not be parsed: {what}; it began: {quoted}{more}"),
+    );
+    failure.status = status;
+    failure
+}
+
+/// `failure` as the bytes of an HTTP/1.1 response that closes the connection.
+fn answer_bytes(failure: &ProxyFailure) -> Bytes {
+    let body = failure.body();
+    let head = failure.response(());
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        head.status().as_str(),
+        head.status().canonical_reason().unwrap_or("")
+    );
+    for (name, value) in head.headers() {
+        out.push_str(name.as_str());
+        out.push_str(": ");
+        out.push_str(&String::from_utf8_lossy(value.as_bytes()));
+        out.push_str("\r\n");
+    }
+    out.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    ));
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(&body);
+    bytes.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hypers_own_answers_are_told_from_other_responses() {
+        for (written, status) in [
+            (&b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"[..], Some(400)),
+            (b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\n\r\n", Some(431)),
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", None),
+            (b"HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\n\r\n{}", None),
+            (b"\x17\x03\x03", None),
+        ] {
+            assert_eq!(hypers_answer(written).map(|s| s.as_u16()), status, "{:?}", written.escape_ascii().to_string());
+        }
+    }
+
+    #[test]
+    fn the_error_says_what_is_wrong_and_quotes_the_head() {
+        let failure = failure_for(
+            StatusCode::BAD_REQUEST,
+            b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+        );
+        assert!(
+            failure.error.message.contains("name is not valid"),
+            "{}",
+            failure.error.message
+        );
+        assert!(
+            failure
+                .error
+                .message
+                .contains(r"it began: GET / HTTP/1.1\r\nBad Header: x"),
+            "{}",
+            failure.error.message
+        );
+        let bytes = answer_bytes(&failure);
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+        assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+        let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+        assert!(
+            text.contains(&format!("content-length: {}\r\n", body.len())),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"], "BadProxyRequest");
+
+        let large = failure_for(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &[b'a'; 4096]);
+        assert_eq!(large.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        assert!(
+            large.error.message.ends_with("..."),
+            "{}",
+            large.error.message
+        );
+    }
+}
