@@ -194,6 +194,12 @@ async fn requests_that_would_loop_back_into_the_proxy_are_refused() {
     );
     let answer = exchange_raw(proxy.addr, connect.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let flow = proxy.next_flow().await;
+    assert_eq!(
+        (flow.request.method.as_str(), flow.request.url.as_str()),
+        ("CONNECT", &*format!("localhost:{port}"))
+    );
+    assert_eq!(flow.error.unwrap().kind, FlowErrorKind::BadRequest);
     proxy.assert_serves(&origin).await;
 }
 

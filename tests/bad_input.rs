@@ -181,14 +181,23 @@ async fn malformed_request_lines_get_a_400() {
     }
     // A CONNECT target needs its port, and only http and https are proxied (kinspect's
     // own 400s).
-    for request in [
-        "CONNECT localhost HTTP/1.1\r\nHost: localhost\r\n\r\n",
-        "GET ftp://localhost/file HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    for (request, url) in [
+        (
+            "CONNECT localhost HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            "localhost",
+        ),
+        (
+            "GET ftp://localhost/file HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            "ftp://localhost/file",
+        ),
     ] {
         let answer = raw_exchange(proxy.addr, request.as_bytes()).await;
         let response = RawResponse::parse(&answer).unwrap();
         assert_eq!(response.status, 400, "{request:?}: {response:?}");
-        response.kinspect_error();
+        let body = response.kinspect_error();
+        let flow = proxy.next_flow().await;
+        assert_eq!(flow.request.url, url);
+        assert_eq!(flow.error.unwrap().message, body["debug"].as_str().unwrap());
     }
     proxy.assert_serves(&origin).await;
 }
@@ -224,6 +233,8 @@ async fn a_port_out_of_range_or_an_empty_host_is_a_400_not_another_port() {
         assert_eq!(response.status, 400, "{request:?}: {response:?}");
         let body = response.kinspect_error();
         assert!(body.to_string().contains(said), "{request:?}: {body}");
+        let flow = proxy.next_flow().await;
+        assert_eq!(flow.error.unwrap().kind, FlowErrorKind::BadRequest);
     }
     proxy.assert_serves(&origin).await;
 }

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -17,7 +17,8 @@ use tokio_rustls::LazyConfigAcceptor;
 use super::access::credentials_refused;
 use super::bad_head::{record_rejected, HeadWatch};
 use super::forward::{
-    empty_body, error_chain, forward, full_body, new_flow, refuse, uncaptured, ClientSide,
+    empty_body, error_chain, forward, full_body, new_flow, refuse, refuse_as_sent, uncaptured,
+    ClientSide,
 };
 use super::idle::IdleWatch;
 use super::pool::KeptConnection;
@@ -61,17 +62,20 @@ pub(crate) async fn route(
         }
     }
     if req.method() == Method::CONNECT {
-        return handle_connect(shared, peer, permit, req);
+        return handle_connect(shared, peer, permit, req).await;
     }
     if req
         .uri()
         .scheme_str()
         .is_some_and(|s| !s.eq_ignore_ascii_case("http") && !s.eq_ignore_ascii_case("https"))
     {
-        return plain_error(
-            StatusCode::BAD_REQUEST,
+        return refuse_outright(
+            &shared,
+            peer,
+            req,
             "kinspect proxies http:// and https:// URLs only",
-        );
+        )
+        .await;
     }
     let client = ClientSide {
         addr: peer,
@@ -81,10 +85,8 @@ pub(crate) async fn route(
         return forward(&shared, &client, kept, &target, req).await;
     }
     if req.uri().scheme().is_some() {
-        return plain_error(
-            StatusCode::BAD_REQUEST,
-            "the URL's host is empty or its port is not a number up to 65535",
-        );
+        let problem = "the URL's host is empty or its port is not a number up to 65535";
+        return refuse_outright(&shared, peer, req, problem).await;
     }
     // An origin-form request: addressed to kinspect itself.
     match shared.config.reverse.as_ref().and_then(Target::of_uri) {
@@ -98,7 +100,7 @@ pub(crate) async fn route(
             let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
             match format!("{base}{path}").parse() {
                 Ok(uri) => *req.uri_mut() = uri,
-                Err(_) => return plain_error(StatusCode::BAD_REQUEST, "bad request path"),
+                Err(_) => return refuse_outright(&shared, peer, req, "bad request path").await,
             }
             // The origin expects its own name, not kinspect's address.
             if let Ok(host) = http::HeaderValue::from_str(&target.host_header()) {
@@ -142,7 +144,7 @@ fn request_target(shared: &Shared, req: &Request<Incoming>) -> Option<Target> {
     Target::of_uri(req.uri()).or_else(|| shared.config.reverse.as_ref().and_then(Target::of_uri))
 }
 
-fn handle_connect(
+async fn handle_connect(
     shared: Arc<Shared>,
     peer: SocketAddr,
     permit: ConnectionPermit,
@@ -150,13 +152,11 @@ fn handle_connect(
 ) -> Response<ProxyBody> {
     let target = match connect_target(req.uri()) {
         Ok(target) => target,
-        Err(problem) => return plain_error(StatusCode::BAD_REQUEST, problem),
+        Err(problem) => return refuse_outright(&shared, peer, req, problem).await,
     };
     if shared.itself.is_target(&target) {
-        return plain_error(
-            StatusCode::BAD_REQUEST,
-            "CONNECT to kinspect itself would loop back into the proxy",
-        );
+        let problem = "CONNECT to kinspect itself would loop back into the proxy";
+        return refuse_outright(&shared, peer, req, problem).await;
     }
     let started = (SystemTime::now(), Instant::now());
     tokio::spawn(async move {
@@ -172,12 +172,20 @@ fn handle_connect(
     Response::new(empty_body())
 }
 
-/// kinspect's JSON error for a request it refuses outright (no target, a loop back into
-/// the proxy); the connection closes after it, as after a request hyper cannot parse.
-fn plain_error(status: StatusCode, message: &'static str) -> Response<ProxyBody> {
-    let failure = ProxyFailure::new(FlowErrorKind::BadRequest, message);
-    let mut response = failure.response(full_body(failure.body()));
-    *response.status_mut() = status;
+/// kinspect's JSON 400 for a request it refuses outright (a target it cannot use, a
+/// loop back into the proxy), recorded as sent; the connection closes after it.
+async fn refuse_outright(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    problem: &'static str,
+) -> Response<ProxyBody> {
+    let client = ClientSide {
+        addr: peer,
+        tls: None,
+    };
+    let failure = ProxyFailure::new(FlowErrorKind::BadRequest, problem);
+    let mut response = refuse_as_sent(shared, &client, req, failure).await;
     response.headers_mut().insert(
         http::header::CONNECTION,
         http::HeaderValue::from_static("close"),

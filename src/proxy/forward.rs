@@ -21,7 +21,7 @@ use super::tee::{
     UnreadSlot,
 };
 use super::upstream::ConnectionInfo;
-use super::{BoxError, ProxyBody, Shared, Target};
+use super::{split_port, BoxError, ProxyBody, Shared, Target};
 use crate::events::{FlowSlot, Stored};
 use crate::flow::{
     CapturedBody, Flow, FlowError, FlowErrorKind, FlowKind, Headers, RequestRecord, ResponseRecord,
@@ -89,6 +89,34 @@ pub(crate) async fn refuse(
         target.url(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
     };
     let pending = Pending::start(shared, client, target, &mut parts, url).await;
+    pending.answer(None, failure).await
+}
+
+/// Answers `req` with `failure` and records it with its URL as sent: a request kinspect
+/// cannot forward at all (no usable target), its host and port taken as far as they go.
+pub(crate) async fn refuse_as_sent(
+    shared: &Arc<Shared>,
+    client: &ClientSide,
+    req: Request<Incoming>,
+    failure: ProxyFailure,
+) -> Response<ProxyBody> {
+    let (mut parts, _unread) = req.into_parts();
+    let uri = &parts.uri;
+    let target = Target {
+        https: parts.method == http::Method::CONNECT || uri.scheme_str() == Some("https"),
+        host: uri
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port: uri
+            .authority()
+            .and_then(|a| split_port(a.as_str()).1?.parse().ok())
+            .unwrap_or(0),
+    };
+    let url = uri.to_string();
+    let pending = Pending::start(shared, client, &target, &mut parts, url).await;
     pending.answer(None, failure).await
 }
 
