@@ -47,6 +47,19 @@ pub fn is_form(content_type: &str) -> bool {
     })
 }
 
+/// True for a body to redact as a form: labelled one, or shaped like one whatever its
+/// label (`name=value` pairs joined by `&`, no spaces, quotes or brackets: nothing JSON
+/// or XML is). A HAR's form fields (`postData.params`) become such a body even when the
+/// request said JSON.
+pub fn is_form_body(content_type: Option<&str>, body: &str) -> bool {
+    content_type.is_some_and(is_form)
+        || (!body.is_empty()
+            && !body
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b"\"{}[]<>".contains(&b))
+            && body.split('&').all(|pair| pair.contains('=')))
+}
+
 /// A query string or form field name or value, decoded (`+` is a space).
 pub fn decode_form_component(component: &str) -> String {
     percent_encoding::percent_decode_str(&component.replace('+', " "))
@@ -137,12 +150,9 @@ impl Secrets {
             secrets.add(&value);
         }
         let query = flow.request.url.split_once('?').map(|(_, q)| q);
-        let form = flow
-            .request
-            .headers
-            .get("content-type")
-            .is_some_and(|t| is_form(&t))
-            .then(|| String::from_utf8_lossy(&flow.request.body.bytes));
+        let body = String::from_utf8_lossy(&flow.request.body.bytes);
+        let content_type = flow.request.headers.get("content-type");
+        let form = is_form_body(content_type.as_deref(), &body).then_some(body);
         for pairs in query.into_iter().chain(form.as_deref()) {
             for (name, value) in form_pairs(pairs) {
                 if is_secret_param(&name) {
@@ -182,6 +192,29 @@ impl Secrets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forms_are_told_by_their_label_or_their_shape() {
+        assert!(is_form_body(
+            Some("application/x-www-form-urlencoded"),
+            "{}"
+        ));
+        assert!(is_form_body(Some("application/json"), "user=a&password=p"));
+        assert!(is_form_body(None, "password=p"));
+        for not_form in [
+            r#"{"password":"p"}"#,
+            "[1,2]",
+            "a=1 & b=2",
+            "<a b=\"1\"/>",
+            "plain",
+            "",
+        ] {
+            assert!(
+                !is_form_body(Some("application/json"), not_form),
+                "{not_form}"
+            );
+        }
+    }
 
     #[test]
     fn secret_headers_and_params_are_recognised() {

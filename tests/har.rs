@@ -714,6 +714,13 @@ fn firefox_form_params_and_chrome_response_errors_import() {
             r#"{"startedDateTime":"2026-11-20T11:00:02.500+0100",
              "request":{"method":"GET","url":"https://basic-offset.example/"},
              "response":{"status":204}}"#,
+            // Fields as params while the request says JSON: still a form, still redacted.
+            r#"{"startedDateTime":"2026-11-20T10:00:03Z",
+             "request":{"method":"POST","url":"https://auth.example/mislabelled",
+                        "headers":[{"name":"Content-Type","value":"application/json"}],
+                        "postData":{"mimeType":"application/json",
+                                    "params":[{"name":"client_id","value":"app"},{"name":"client_secret","value":"s3cr3t-value"}]}},
+             "response":{"status":200}}"#,
         ]),
     )
     .unwrap();
@@ -721,6 +728,10 @@ fn firefox_form_params_and_chrome_response_errors_import() {
     assert_eq!(
         &flows[0].flow.request.body.bytes[..],
         b"username=ada&password=p%40ss%20word"
+    );
+    assert_eq!(
+        &flows[3].flow.request.body.bytes[..],
+        b"client_id=app&client_secret=s3cr3t-value"
     );
     assert_eq!(
         flows[1].flow.error.as_ref().unwrap().message,
@@ -747,4 +758,6 @@ fn firefox_form_params_and_chrome_response_errors_import() {
         "{again}"
     );
     assert!(again.contains("net::ERR_CONNECTION_REFUSED"), "{again}");
+    assert!(!again.contains("s3cr3t-value"), "{again}");
+    assert!(again.contains("client_id=app&client_secret=[redacted]"), "{again}");
 }

@@ -10,8 +10,8 @@ use super::har_version;
 use crate::capture::StoredFlow;
 use crate::flow::{utc_timestamp, CapturedBody, Flow, FlowKind, Headers};
 use crate::redact::{
-    decode_form_component, is_form, is_secret_header, is_secret_param, redact_form, redact_url,
-    Secrets, REDACTED,
+    decode_form_component, is_form, is_form_body, is_secret_header, is_secret_param, redact_form,
+    redact_url, Secrets, REDACTED,
 };
 
 /// How to export.
@@ -302,9 +302,11 @@ fn body_content(
         crate::decode::decode_body(&body.bytes, headers.get("content-encoding").as_deref())
             .unwrap_or_else(|_| body.bytes.clone());
     let size = decoded.len() as u64;
-    let form = headers.get("content-type").is_some_and(|t| is_form(&t));
+    let content_type = headers.get("content-type");
     match std::str::from_utf8(&decoded) {
-        Ok(text) if form => (size, Some((redactor.form(text), false))),
+        Ok(text) if is_form_body(content_type.as_deref(), text) => {
+            (size, Some((redactor.form(text), false)))
+        }
         Ok(text) => (size, Some((redactor.text(text), false))),
         Err(_) => (
             size,

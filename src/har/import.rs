@@ -111,10 +111,16 @@ pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// A form body (`name=value&…`, percent-encoded) made from HAR `postData.params`.
 fn form_body(params: &[Value]) -> String {
-    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+    // What a browser's form encoding leaves as is (`client_secret`, not `client%5Fsecret`).
+    const FORM: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'*');
     let field = |key: &str, param: &Value| {
         let text = param.get(key).and_then(Value::as_str).unwrap_or_default();
-        utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
+        utf8_percent_encode(text, FORM).to_string()
     };
     params
         .iter()
