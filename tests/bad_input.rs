@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kinspect::flow::{Flow, FlowErrorKind, FlowKind};
-use support::{self_signed_config, Origin, OriginKind, TestCa, TestProxy, Validity, STEP};
+use support::{
+    self_signed_config, tls_server_config, Origin, OriginKind, TestCa, TestProxy, Validity, STEP,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -788,12 +790,18 @@ async fn origins_with_bad_certificates_are_a_502_saying_why() {
     let config = ca.leaf_config(&["other.example"], None, alpn);
     let wrong_host = Origin::start_tls(config, ca).await;
 
+    // What `openssl req -x509` makes: a CA certificate presented as the server's own,
+    // trusted as a CA all the same.
+    let (ca, cert, key) = TestCa::named(&names);
+    let ca_as_server = Origin::start_tls(tls_server_config(vec![cert], key, alpn), ca).await;
+
     // One proxy trusting every origin's CA, the good one's too.
     let good = Origin::start(OriginKind::Https).await;
     let bad = [
         ("expired", &expired, "(Expired)"),
         ("self-signed", &self_signed, "(UnknownIssuer)"),
         ("wrong host", &wrong_host, "(NotValidForName)"),
+        ("CA as server", &ca_as_server, "CA:TRUE"),
     ];
     let mut proxy = TestProxy::start(Some(&good), |c| {
         c.upstream_ca

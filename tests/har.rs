@@ -759,5 +759,8 @@ fn firefox_form_params_and_chrome_response_errors_import() {
     );
     assert!(again.contains("net::ERR_CONNECTION_REFUSED"), "{again}");
     assert!(!again.contains("s3cr3t-value"), "{again}");
-    assert!(again.contains("client_id=app&client_secret=[redacted]"), "{again}");
+    assert!(
+        again.contains("client_id=app&client_secret=[redacted]"),
+        "{again}"
+    );
 }

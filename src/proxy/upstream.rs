@@ -325,29 +325,50 @@ fn tls_failure(host: &str, port: u16, error: &std::io::Error) -> ConnectError {
         .get_ref()
         .and_then(|e| e.downcast_ref::<rustls::Error>());
     let message = match rustls_error {
-        Some(rustls::Error::InvalidCertificate(reason)) => format!(
-            "upstream {host}:{port} presented a certificate that failed verification: {}. \
-             If this is your own test server, pass --upstream-ca FILE with its CA \
-             (--insecure-upstream turns verification off)",
-            describe_certificate_error(reason)
-        ),
+        Some(rustls::Error::InvalidCertificate(reason)) => {
+            let (what, to_do) = describe_certificate_error(reason);
+            format!(
+                "upstream {host}:{port} presented a certificate that failed verification: \
+                 {what}. {to_do}"
+            )
+        }
         Some(other) => format!("TLS handshake with upstream {host}:{port} failed: {other}"),
         None => format!("TLS handshake with upstream {host}:{port} failed: {error}"),
     };
     ConnectError::new(FlowErrorKind::Tls, message)
 }
 
-fn describe_certificate_error(error: &rustls::CertificateError) -> String {
+/// What is wrong with an origin's certificate, and what to do about it.
+fn describe_certificate_error(error: &rustls::CertificateError) -> (String, &'static str) {
     use rustls::CertificateError as E;
+    const OWN_CA: &str = "If this is your own test server, pass --upstream-ca FILE with its CA \
+                          (--insecure-upstream turns verification off)";
+    const FIX_OR_SKIP: &str = "If this is your own test server, give it a valid certificate \
+                               (--insecure-upstream turns verification off)";
     match error {
-        E::UnknownIssuer => "it is signed by an unknown authority (UnknownIssuer)".into(),
-        E::Expired | E::ExpiredContext { .. } => "it has expired (Expired)".into(),
-        E::NotValidYet | E::NotValidYetContext { .. } => "it is not valid yet (NotValidYet)".into(),
-        E::NotValidForName | E::NotValidForNameContext { .. } => {
-            "it is not valid for this host name (NotValidForName)".into()
+        E::UnknownIssuer => (
+            "it is signed by an unknown authority (UnknownIssuer)".into(),
+            OWN_CA,
+        ),
+        E::Expired | E::ExpiredContext { .. } => ("it has expired (Expired)".into(), FIX_OR_SKIP),
+        E::NotValidYet | E::NotValidYetContext { .. } => {
+            ("it is not valid yet (NotValidYet)".into(), FIX_OR_SKIP)
         }
-        E::Revoked => "it has been revoked (Revoked)".into(),
-        other => format!("{other:?}"),
+        E::NotValidForName | E::NotValidForNameContext { .. } => (
+            "it is not valid for this host name (NotValidForName)".into(),
+            FIX_OR_SKIP,
+        ),
+        E::Revoked => ("it has been revoked (Revoked)".into(), FIX_OR_SKIP),
+        // What `openssl req -x509` makes by default: trusting it as a CA does not help.
+        E::Other(other) if other.to_string().contains("CaUsedAsEndEntity") => (
+            "it is a CA certificate (basic constraints CA:TRUE), which a server may not \
+             present as its own (CaUsedAsEndEntity)"
+                .into(),
+            "If this is your own test server, sign a server certificate with that CA and \
+             pass the CA with --upstream-ca FILE (certs/README.md shows how), or turn \
+             verification off with --insecure-upstream",
+        ),
+        other => (other.to_string(), FIX_OR_SKIP),
     }
 }
 

@@ -51,22 +51,30 @@ pub struct TestCa {
 
 impl TestCa {
     pub fn new() -> TestCa {
+        TestCa::named(&[]).0
+    }
+
+    /// A CA whose certificate also names `names` (as `openssl req -x509` makes one for a
+    /// test server: CA:TRUE), and that certificate with its key.
+    pub fn named(names: &[&str]) -> (TestCa, CertificateDer<'static>, PrivateKeyDer<'static>) {
         let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut params = leaf_params(names, None);
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "kinspect test origin CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let cert = params.self_signed(&key).unwrap();
+        let (der, private) = (cert.der().clone(), private_key(&key));
         let dir = tempfile::tempdir().unwrap();
         let pem_path = dir.path().join("origin-ca.pem");
         std::fs::write(&pem_path, cert.pem()).unwrap();
-        TestCa {
+        let ca = TestCa {
             pem: cert.pem(),
             dir,
             pem_path,
             issuer: Issuer::new(params, key),
-        }
+        };
+        (ca, der, private)
     }
 
     /// A TLS server config for `localhost` and `127.0.0.1` signed by this CA.
