@@ -681,18 +681,38 @@ fn report(file: &Path, request_id: &str) -> anyhow::Result<()> {
     match ids.len() {
         0 => anyhow::bail!(
             "no flow in {} has a request id equal to or starting with {request_id:?}; \
-             `kinspect ls {}` lists the flows",
+             `kinspect ls --json {}` shows each flow's request_id",
             file.display(),
             file.display()
         ),
         1 => {}
-        n => anyhow::bail!(
-            "{request_id:?} starts {n} request ids in {} ({}); give more characters",
-            file.display(),
-            ids.iter().take(5).copied().collect::<Vec<_>>().join(", ")
-        ),
+        n => {
+            let shown = 5;
+            let more = match n.saturating_sub(shown) {
+                0 => String::new(),
+                left => format!(" and {left} more"),
+            };
+            anyhow::bail!(
+                "{request_id:?} starts {n} request ids in {} ({}{more}); give more characters",
+                file.display(),
+                ids.iter()
+                    .take(shown)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
     }
     let mut out = std::io::stdout().lock();
+    if found.len() > 1 {
+        // A client that re-sent a request with the same id, say.
+        writeln!(
+            out,
+            "{} flows carry request id {}; each is reported below.\n",
+            found.len(),
+            ids[0]
+        )?;
+    }
     for (i, (_, flow_id)) in found.iter().enumerate() {
         let Some(stored) = reader.flow(*flow_id)? else {
             continue;

@@ -490,6 +490,32 @@ fn hars_from_chrome_firefox_and_mitmproxy_import() {
     assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 1);
 }
 
+#[test]
+fn a_request_id_carried_by_two_flows_reports_both_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dup.har");
+    let entry = |second: u32| {
+        format!(
+            r#"{{"startedDateTime":"2026-11-20T10:00:0{second}Z",
+              "request":{{"method":"GET","url":"https://baas.kinvey.com/appdata/kid_x/books"}},
+              "response":{{"status":500,"headers":[{{"name":"X-Kinvey-Request-ID","value":"dup0001"}}]}}}}"#
+        )
+    };
+    std::fs::write(&path, har_of(&[&entry(0), &entry(1)])).unwrap();
+    let report = kinspect(&["report", path.to_str().unwrap(), "--request-id", "dup0001"]);
+    assert!(report.status.success(), "{report:?}");
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        text.starts_with("2 flows carry request id dup0001"),
+        "{text}"
+    );
+    assert_eq!(text.matches("Request ID:  dup0001").count(), 2, "{text}");
+
+    let unknown = kinspect(&["report", path.to_str().unwrap(), "--request-id", "zzz"]);
+    let said = String::from_utf8_lossy(&unknown.stderr);
+    assert!(said.contains("`kinspect ls --json"), "{said}");
+}
+
 /// A plain GET to https://a/ answered 200, as a HAR entry.
 const A_GET: &str = r#"{"startedDateTime":"2026-11-20T10:00:00Z","request":{"method":"GET","url":"https://a/"},"response":{"status":200}}"#;
 
