@@ -123,7 +123,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "sh")]
         shell: ShellKind,
         /// The address the proxy listens on [default: 127.0.0.1:8080].
-        #[arg(long, value_name = "ADDR")]
+        #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
         listen: Option<SocketAddr>,
         #[command(flatten)]
         ca: CaDirArg,
@@ -150,6 +150,7 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ShellKind {
     /// `export NAME='value'` (sh, bash, zsh).
+    #[value(alias = "bash", alias = "zsh")]
     Sh,
     /// `set -gx NAME 'value'`.
     Fish,
@@ -159,8 +160,9 @@ pub enum ShellKind {
 #[derive(Debug, Args)]
 pub struct ProxyArgs {
     /// Address to listen on [default: 127.0.0.1:8080; for the demo, a free port].
-    /// Non-loopback addresses expose the proxy to your network.
-    #[arg(long, value_name = "ADDR")]
+    /// Non-loopback addresses expose the proxy to your network. A bare port means
+    /// 127.0.0.1, and `localhost:PORT` too.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
 
     #[command(flatten)]
@@ -289,6 +291,22 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .ok()
         .and_then(|n| n.checked_mul(multiplier))
         .ok_or_else(|| format!("{text:?} is not a size: write e.g. 16M, 512K or 1048576"))
+}
+
+/// Parses a `--listen` address: `IP:PORT`, `localhost:PORT` or a bare `PORT` (both on
+/// 127.0.0.1).
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    let port_only = text.strip_prefix("localhost:").unwrap_or(text);
+    if let Ok(port) = port_only.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse().map_err(|_| {
+        format!(
+            "{text:?} is not an address to listen on: write e.g. 127.0.0.1:8080, 8080, \
+             0.0.0.0:8080 (every interface) or [::1]:8080"
+        )
+    })
 }
 
 /// Parses a request head limit: a size of at least 1K (below that no request passes).
@@ -956,6 +974,18 @@ mod tests {
         assert_eq!(parse_size("512k"), Ok(512 << 10));
         assert!(parse_size("12X").unwrap_err().contains("suffix"));
         assert!(parse_size("lots").is_err());
+        assert_eq!(parse_listen("8081"), Ok("127.0.0.1:8081".parse().unwrap()));
+        assert_eq!(
+            parse_listen("localhost:8082"),
+            Ok("127.0.0.1:8082".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen("[::1]:8083"),
+            Ok("[::1]:8083".parse().unwrap())
+        );
+        assert!(parse_listen("example.com:80")
+            .unwrap_err()
+            .contains("e.g. 127.0.0.1:8080"));
         assert_eq!(parse_head_size("1K"), Ok(1024));
         assert!(parse_head_size("0").unwrap_err().contains("at least 1K"));
         assert_eq!(parse_count("1"), Ok(1));

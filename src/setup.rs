@@ -132,7 +132,7 @@ pub fn env_exports(dir: &Path, listen: SocketAddr, shell: ShellKind) -> anyhow::
     let proxy = local_proxy_url(listen);
     let bundle = bundle.display().to_string();
     let ca_pem = ca.cert_pem_path().display().to_string();
-    let vars: [(&str, &str); 11] = [
+    let vars: [(&str, &str); 12] = [
         ("HTTP_PROXY", &proxy),
         ("HTTPS_PROXY", &proxy),
         ("http_proxy", &proxy),
@@ -144,6 +144,9 @@ pub fn env_exports(dir: &Path, listen: SocketAddr, shell: ShellKind) -> anyhow::
         ("REQUESTS_CA_BUNDLE", &bundle),
         ("CURL_CA_BUNDLE", &bundle),
         ("NODE_EXTRA_CA_CERTS", &ca_pem),
+        // Node reads HTTP(S)_PROXY only when asked (22.21+, 24.5+); older Node needs a
+        // proxy agent in the program.
+        ("NODE_USE_ENV_PROXY", "1"),
         ("KINSPECT_CA", &ca_pem),
     ];
     let quote = |v: &str| format!("'{}'", v.replace('\'', r"'\''"));

@@ -106,6 +106,7 @@ fn configured(program: &str, env: &HashMap<String, String>) -> Command {
         "REQUESTS_CA_BUNDLE",
         "CURL_CA_BUNDLE",
         "NODE_EXTRA_CA_CERTS",
+        "NODE_USE_ENV_PROXY",
     ] {
         command.env_remove(name);
     }
