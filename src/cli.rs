@@ -442,7 +442,14 @@ fn readable(file: &Path) -> anyhow::Result<(Option<tempfile::TempDir>, PathBuf)>
     if !is_har(file) {
         return Ok((None, file.to_owned()));
     }
-    let (guard, capture) = har::import_to_capture(file)?;
+    let (guard, capture, skipped) = har::import_to_capture(file)?;
+    const SHOWN: usize = 5;
+    for entry in skipped.iter().take(SHOWN) {
+        notice!("left out: {entry}");
+    }
+    if skipped.len() > SHOWN {
+        notice!("left out {} more entries", skipped.len() - SHOWN);
+    }
     Ok((Some(guard), capture))
 }
 

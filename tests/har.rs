@@ -251,6 +251,7 @@ async fn exports_validate_and_round_trip() {
             flow.request.url
         );
         assert_eq!(back_flow.request.version, flow.request.version);
+        assert_eq!(back_flow.client_addr, flow.client_addr);
         assert_eq!(
             back_flow.started_at,
             flow.started_at
@@ -540,9 +541,24 @@ fn a_broken_har_is_an_error_naming_the_entry_and_field() {
             && err.contains("expected a string"),
         "{err}"
     );
+    // The commands read what they can and say what they left out.
+    let output = kinspect(&["ls", broken.to_str().unwrap()]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 1);
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("left out: ") && said.contains("log.entries[1].request.url"),
+        "{said}"
+    );
+    // With no entry readable, the file is an error.
+    std::fs::write(&broken, har_of(&[url_not_a_string])).unwrap();
     let output = kinspect(&["ls", broken.to_str().unwrap()]);
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("log.entries[1].request.url"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("log.entries[0].request.url"));
+    // JSON that is no HAR says so.
+    std::fs::write(&broken, r#"{"entries": []}"#).unwrap();
+    let said = har::import(&broken).unwrap_err().to_string();
+    assert!(said.contains("this JSON is not a HAR"), "{said}");
 
     std::fs::write(&broken, "{ not json").unwrap();
     assert!(har::import(&broken)
@@ -703,7 +719,7 @@ fn a_har_with_a_byte_order_mark_reads_and_a_broken_har_file_says_why() {
             "[1, 2]",
             "the top level: expected an object, found an array",
         ),
-        ("{}", "log: missing"),
+        ("{}", "no \"log\" object: this JSON is not a HAR"),
         (
             r#"{"log":{"entries":[{"startedDateTime":"2026-11-20T10:00:00Z","request":{"method":"GET","url":"https://a/"}}]}}"#,
             "log.entries[0].response: missing",

@@ -437,6 +437,10 @@ pub fn har_entry(stored: &StoredFlow, options: ExportOptions, redactions: &mut u
         entry.insert("serverIPAddress".into(), json!(ip.to_string()));
     }
     entry.insert("connection".into(), json!(flow.id.to_string()));
+    // HAR has no field for the client: kinspect's own, read back on import.
+    if !flow.client_addr.ip().is_unspecified() {
+        entry.insert("_clientAddress".into(), json!(flow.client_addr.to_string()));
+    }
     if let Some(error) = &flow.error {
         entry.insert("_error".into(), json!(redactor.text(&error.message)));
         entry.insert("_errorKind".into(), json!(error.kind.as_str()));

@@ -129,19 +129,48 @@ fn form_body(params: &[Value]) -> String {
         .join("&")
 }
 
+/// What a lenient import read: the flows of the entries it could read, and why it left
+/// out the others.
+#[derive(Debug)]
+pub struct Imported {
+    /// One per readable entry, in the order the requests started.
+    pub flows: Vec<StoredFlow>,
+    /// The entries left out, each error naming the entry and its field.
+    pub skipped: Vec<HarError>,
+}
+
 /// Reads every entry of the HAR at `path` as a flow, with its Kinvey analysis and the
-/// behaviour checks run in the order the requests started.
+/// behaviour checks run in the order the requests started. Any entry it cannot read
+/// fails the whole file ([`import_leniently`] reads the others).
 pub fn import(path: &Path) -> Result<Vec<StoredFlow>, HarError> {
+    strictly(import_leniently(path)?)
+}
+
+/// [`import`], leaving out the entries it cannot read (a HAR from a customer is worth
+/// reading even with one odd entry); fails only when the file is no HAR or no entry is
+/// readable.
+pub fn import_leniently(path: &Path) -> Result<Imported, HarError> {
     let bytes = std::fs::read(path).map_err(|source| HarError::Io {
         path: path.to_owned(),
         source,
     })?;
-    import_bytes(&bytes, path)
+    read_entries(&bytes, path)
 }
 
 /// Reads the HAR held in `bytes` as [`import`] reads a file; errors name `path` as the
 /// file the bytes came from.
 pub fn import_bytes(bytes: &[u8], path: &Path) -> Result<Vec<StoredFlow>, HarError> {
+    strictly(read_entries(bytes, path)?)
+}
+
+fn strictly(imported: Imported) -> Result<Vec<StoredFlow>, HarError> {
+    match imported.skipped.into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(imported.flows),
+    }
+}
+
+fn read_entries(bytes: &[u8], path: &Path) -> Result<Imported, HarError> {
     // Some Windows tools start the file with a UTF-8 byte order mark.
     let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
     let har: Value = serde_json::from_slice(bytes).map_err(|source| HarError::Json {
@@ -151,7 +180,12 @@ pub fn import_bytes(bytes: &[u8], path: &Path) -> Result<Vec<StoredFlow>, HarErr
     let r = Reader { path };
     let log = match har.get("log") {
         Some(log) => r.object(log, "log")?,
-        None if har.is_object() => return Err(r.error("log".into(), "missing")),
+        None if har.is_object() => {
+            return Err(r.error(
+                "the top level".into(),
+                "no \"log\" object: this JSON is not a HAR",
+            ))
+        }
         None => {
             return Err(r.error(
                 "the top level".into(),
@@ -169,14 +203,19 @@ pub fn import_bytes(bytes: &[u8], path: &Path) -> Result<Vec<StoredFlow>, HarErr
         }
         None => return Err(r.error("log.entries".into(), "missing")),
     };
-    let mut flows = entries
-        .iter()
-        .enumerate()
-        .map(|(index, entry)| flow_from_entry(&r, index, entry))
-        .collect::<Result<Vec<Flow>, HarError>>()?;
+    let (mut flows, mut skipped) = (Vec::new(), Vec::new());
+    for (index, entry) in entries.iter().enumerate() {
+        match flow_from_entry(&r, index, entry) {
+            Ok(flow) => flows.push(flow),
+            Err(e) => skipped.push(e),
+        }
+    }
+    if flows.is_empty() && !skipped.is_empty() {
+        return Err(skipped.remove(0));
+    }
     flows.sort_by_key(|f| f.started_at);
     let mut tracker = BehaviourTracker::new();
-    Ok(flows
+    let flows = flows
         .into_iter()
         .enumerate()
         .map(|(i, mut flow)| {
@@ -188,13 +227,17 @@ pub fn import_bytes(bytes: &[u8], path: &Path) -> Result<Vec<StoredFlow>, HarErr
                 flow,
             }
         })
-        .collect())
+        .collect();
+    Ok(Imported { flows, skipped })
 }
 
-/// Imports the HAR at `path` into a new capture file in a temporary directory, so that
-/// every command that reads captures reads it. The directory lives as long as the guard.
-pub fn import_to_capture(path: &Path) -> Result<(tempfile::TempDir, PathBuf), HarError> {
-    let flows = import(path)?;
+/// Imports the HAR at `path` leniently into a new capture file in a temporary directory,
+/// so that every command that reads captures reads it. The directory lives as long as
+/// the guard; the entries left out come back with it.
+pub fn import_to_capture(
+    path: &Path,
+) -> Result<(tempfile::TempDir, PathBuf, Vec<HarError>), HarError> {
+    let Imported { flows, skipped } = import_leniently(path)?;
     let dir = tempfile::Builder::new()
         .prefix("kinspect-har-")
         .tempdir()
@@ -208,7 +251,7 @@ pub fn import_to_capture(path: &Path) -> Result<(tempfile::TempDir, PathBuf), Ha
     let capture = dir.path().join(format!("{name}.db"));
     let mut writer = CaptureWriter::open(&capture)?;
     writer.write_batch(&flows)?;
-    Ok((dir, capture))
+    Ok((dir, capture, skipped))
 }
 
 fn version(text: Option<&str>) -> HttpVersion {
@@ -461,7 +504,11 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
     Ok(Flow {
         id: index as u64 + 1,
         kind: FlowKind::Http,
-        client_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        client_addr: entry
+            .get("_clientAddress")
+            .and_then(Value::as_str)
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
         started_at,
         scheme: if https { "https" } else { "http" }.into(),
         host: uri

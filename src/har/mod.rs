@@ -7,7 +7,9 @@ mod export;
 mod import;
 
 pub use export::{export, har_entry, ExportOptions, ExportStats, HarWriter};
-pub use import::{import, import_bytes, import_to_capture, HarError, UTF8_BOM};
+pub use import::{
+    import, import_bytes, import_leniently, import_to_capture, HarError, Imported, UTF8_BOM,
+};
 
 /// `httpVersion` as HAR writers spell it (`HTTP/1.1`, `http/2.0`).
 pub(crate) fn har_version(version: crate::flow::HttpVersion) -> &'static str {
