@@ -595,7 +595,7 @@ fn export_har(
         ),
         HarOutput::File(path) => {
             // The temporary file's own name would only confuse: the error's kind says it.
-            let file = file_beside(parent_dir(path))
+            let file = file_beside(parent_dir(path), redact)
                 .map_err(|e| std::io::Error::from(e.kind()))
                 .with_context(cannot_write)?;
             Box::new(
@@ -655,16 +655,20 @@ fn export_har(
     Ok(())
 }
 
-/// A temporary file in `dir` with the permissions a new file gets there (0666 less the
-/// umask), not a temporary file's 0600: it becomes the user's export.
-fn file_beside(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+/// A temporary file in `dir` that becomes the user's export: with the permissions a new
+/// file gets there (0666 less the umask) when `redacted`, else private to the user
+/// (0600), as it holds credentials.
+fn file_beside(dir: &Path, redacted: bool) -> std::io::Result<tempfile::NamedTempFile> {
     let mut builder = tempfile::Builder::new();
     builder.prefix(".kinspect-export-");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
+        let mode = if redacted { 0o666 } else { 0o600 };
+        builder.permissions(std::fs::Permissions::from_mode(mode));
     }
+    #[cfg(not(unix))]
+    let _ = redacted;
     builder.tempfile_in(dir)
 }
 
@@ -773,6 +777,13 @@ fn run_session(args: ProxyArgs, mode: Mode) -> anyhow::Result<()> {
     crate::tls::install_crypto_provider();
     let ca = Arc::new(CertificateAuthority::load_or_create(&args.ca.ca_dir()?)?);
     let capture_path = match &args.capture {
+        // A mistyped directory is not created behind the user's back (the default one is).
+        Some(path) if !parent_dir(path).is_dir() => anyhow::bail!(
+            "cannot record into {}: the directory {} does not exist; create it, or name a \
+             file in an existing one",
+            path.display(),
+            parent_dir(path).display()
+        ),
         Some(path) => path.clone(),
         None => default_capture_path(&kinspect_home()?, SystemTime::now()),
     };

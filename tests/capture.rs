@@ -589,6 +589,22 @@ fn a_second_kinspect_recording_into_the_same_capture_is_refused() {
         "{said}"
     );
     drop(running);
+
+    // A --capture in a directory that does not exist: said, and nothing created.
+    let missing = home.path().join("no-such-dir").join("x.db");
+    let refused = Command::new(env!("CARGO_BIN_EXE_kinspect"))
+        .env("KINSPECT_HOME", home.path())
+        .args(["--headless", "--listen", "127.0.0.1:0", "--ca-dir"])
+        .arg(home.path())
+        .arg("--capture")
+        .arg(&missing)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("no-such-dir does not exist"), "{said}");
+    assert!(!home.path().join("no-such-dir").exists());
 }
 
 #[test]

@@ -330,6 +330,20 @@ async fn redaction_removes_every_secret_unless_asked_not_to() {
             .status
             .success()
     );
+    // Holding credentials, the unredacted export is the user's alone.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&plain), 0o600);
+        let probe = dir.path().join("probe");
+        std::fs::write(&probe, "").unwrap();
+        assert_eq!(
+            mode(&redacted),
+            mode(&probe),
+            "a redacted export is like any new file"
+        );
+    }
     let redacted = std::fs::read_to_string(&redacted).unwrap();
     let plain = std::fs::read_to_string(&plain).unwrap();
     let basic = base64::Engine::encode(
