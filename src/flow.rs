@@ -519,6 +519,26 @@ const UTC_TIMESTAMP: &[time::format_description::FormatItem<'static>] = time::ma
     "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
 );
 
+/// `text` safe to print on a terminal: control characters other than newline and tab
+/// (an escape sequence from a server's body, say) written out as `\u{1b}`.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A UTC timestamp with milliseconds, as HAR and the headless output write it
 /// (`2026-11-24T23:17:10.123Z`).
 pub fn utc_timestamp(at: SystemTime) -> String {

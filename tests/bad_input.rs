@@ -228,6 +228,14 @@ async fn a_port_out_of_range_or_an_empty_host_is_a_400_not_another_port() {
             "CONNECT 127.0.0.1:99999 HTTP/1.1\r\nHost: 127.0.0.1:99999\r\n\r\n".to_string(),
             "the port must be a number up to 65535",
         ),
+        (
+            "CONNECT 127.0.0.1:-1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_string(),
+            "the port must be a number up to 65535",
+        ),
+        (
+            "CONNECT :443 HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
+            "the host is missing",
+        ),
     ] {
         let answer = raw_exchange(proxy.addr, request.as_bytes()).await;
         let response = RawResponse::parse(&answer)
@@ -261,6 +269,69 @@ async fn a_malformed_head_inside_a_tunnel_is_answered_and_recorded() {
     let flow = assert_rejected_head(&mut proxy, &answer, 400).await;
     assert_eq!(flow.request.url, "https://kvy.example/appdata/kid");
     assert!(flow.client_tls.is_some(), "the tunnel's TLS is recorded");
+    proxy.assert_serves(&origin).await;
+}
+
+/// A bad head pipelined behind a good one is quoted and recorded as itself; after an
+/// HTTP/1.0 keep-alive exchange it is answered in HTTP/1.0; one full of escape
+/// sequences is recorded with a `?` method and the proxy's own URL, never its bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_http10_and_hostile_bad_heads_are_recorded_as_themselves() {
+    let origin = Origin::start(OriginKind::Plain).await;
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    let good = origin.url("/status/200");
+    let bad = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n",
+        origin.url("/bad")
+    );
+
+    let together = format!("GET {good} HTTP/1.1\r\nHost: x\r\n\r\n{bad}");
+    let answer = raw_exchange(proxy.addr, together.as_bytes()).await;
+    let second = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let second = answer[second..]
+        .windows(5)
+        .position(|w| w == b"HTTP/")
+        .unwrap()
+        + second;
+    assert_eq!(proxy.next_flow().await.request.url, good);
+    let flow = assert_rejected_head(&mut proxy, &answer[second..], 400).await;
+    assert_eq!(flow.request.url, origin.url("/bad"));
+    let message = flow.error.unwrap().message;
+    assert!(
+        message.contains("name is not valid") && message.contains("it began: GET http"),
+        "{message}"
+    );
+    assert!(message.contains("/bad"), "{message}");
+
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let old = format!("GET {good} HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n");
+    stream.write_all(old.as_bytes()).await.unwrap();
+    let mut first = vec![0u8; 4096];
+    let n = tokio::time::timeout(STEP, stream.read(&mut first))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        first[..n].starts_with(b"HTTP/1.0 200"),
+        "{:?}",
+        String::from_utf8_lossy(&first[..n])
+    );
+    proxy.next_flow().await;
+    stream.write_all(bad.as_bytes()).await.unwrap();
+    let answer = read_until_close(&mut stream).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.0 400"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_rejected_head(&mut proxy, &answer, 400).await;
+
+    let hostile = b"\x1b]0;PWNED\x07\x1b[2JGET http://a/\x1b[5m HTTP/1.1\r\nHost: a\r\n\r\n";
+    let answer = raw_exchange(proxy.addr, hostile).await;
+    let flow = assert_rejected_head(&mut proxy, &answer, 400).await;
+    assert_eq!(flow.request.method, "?");
+    assert_eq!(flow.request.url, format!("http://{}/", proxy.addr));
+    assert!(!flow.error.unwrap().message.contains('\x1b'));
     proxy.assert_serves(&origin).await;
 }
 

@@ -6,7 +6,7 @@ use regex::Regex;
 use serde_json::{Map, Value};
 
 use super::{lookup, Anomaly, ErrorClass, KinveyAnalysis, KinveyError};
-use crate::flow::Flow;
+use crate::flow::{printable, Flow};
 
 /// Analyses one flow: request id, errors (batch elements included), their classes and
 /// every anomaly. Bodies are decoded (gzip, br, deflate, zstd) first.
@@ -156,6 +156,10 @@ fn push_error(
     debug: Option<String>,
     index: Option<u64>,
 ) {
+    // What the server wrote is shown on terminals: no escape sequences get through.
+    let name = printable(&name).into_owned();
+    let description = description.map(|d| printable(&d).into_owned());
+    let debug = debug.map(|d| printable(&d).into_owned());
     if name.trim() != name {
         analysis
             .anomalies
@@ -255,6 +259,17 @@ mod tests {
 
     fn codes(a: &KinveyAnalysis) -> Vec<&'static str> {
         a.anomalies.iter().map(Anomaly::code).collect()
+    }
+
+    #[test]
+    fn escape_sequences_from_a_body_never_reach_a_terminal() {
+        let body =
+            r#"{"error":"Evil\u001b[2J","description":"red\u001b[31m","debug":"a\nb\u0007"}"#;
+        let a = analyze(&flow(400, &[("content-type", "application/json")], body));
+        let e = a.primary().unwrap();
+        assert_eq!(e.name, r"Evil\u{1b}[2J");
+        assert_eq!(e.description.as_deref(), Some(r"red\u{1b}[31m"));
+        assert_eq!(e.debug.as_deref(), Some("a\nb\\u{7}"), "newlines stay");
     }
 
     #[test]

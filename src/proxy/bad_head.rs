@@ -26,8 +26,9 @@ use super::forward::{new_flow, ClientSide};
 use super::{BoxError, ProxyBody, Shared, Target};
 use crate::flow::{CapturedBody, FlowErrorKind, FlowKind, Headers, HttpVersion, RequestRecord};
 
-/// Bytes of a rejected head kept for its flow and its error message.
-const HEAD_KEPT: usize = 2048;
+/// Bytes of a head kept for its flow and its error message: the default
+/// `--max-header-bytes`, so that what is wrong is found however far into the head.
+const HEAD_KEPT: usize = 64 * 1024;
 
 /// Bytes of the head quoted in the error message.
 const HEAD_QUOTED: usize = 160;
@@ -54,7 +55,8 @@ pub(crate) struct ExchangeState {
 /// A request head hyper could not parse, as kinspect answered it.
 #[derive(Debug)]
 pub(crate) struct RejectedHead {
-    /// The head's first bytes (at most 2 KiB).
+    /// The head's first bytes (at most 64 KiB); empty when they were not kept (a head
+    /// sent behind another request with a body, or while one was answered).
     pub(crate) head: Vec<u8>,
     /// kinspect's answer: what the client got.
     pub(crate) failure: ProxyFailure,
@@ -187,20 +189,43 @@ impl<I> HeadWatch<I> {
         if self.state.phase() != IDLE {
             return false;
         }
-        let Some(status) = hypers_answer(written) else {
+        let Some((version, status)) = hypers_answer(written) else {
             return false;
         };
-        let failure = failure_for(status, &self.head);
-        self.answer = Some((answer_bytes(&failure), 0));
+        let head = self.rejected_head().map(<[u8]>::to_vec).unwrap_or_default();
+        let failure = failure_for(status, &head);
+        self.answer = Some((answer_bytes(version, &failure), 0));
         *self
             .state
             .rejected
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(RejectedHead {
-            head: std::mem::take(&mut self.head),
-            failure,
-        });
+            .unwrap_or_else(|e| e.into_inner()) = Some(RejectedHead { head, failure });
         true
+    }
+
+    /// The head hyper rejected, from what was kept. Kept before exchanges that have
+    /// begun since (requests sent together in one write), the bytes start with their
+    /// heads: skipped when they had no body, else the rejected head is not known.
+    fn rejected_head(&self) -> Option<&[u8]> {
+        let begun = self.state.begun.load(Ordering::Relaxed);
+        let mut rest = &self.head[..];
+        for _ in self.head_of..begun {
+            let mut fields = [httparse::EMPTY_HEADER; 128];
+            let mut earlier = httparse::Request::new(&mut fields);
+            let Ok(httparse::Status::Complete(length)) = earlier.parse(rest) else {
+                return None;
+            };
+            let has_body = earlier.headers.iter().any(|field| {
+                field.name.eq_ignore_ascii_case("transfer-encoding")
+                    || (field.name.eq_ignore_ascii_case("content-length")
+                        && field.value.trim_ascii() != b"0")
+            });
+            if has_body {
+                return None;
+            }
+            rest = &rest[length..];
+        }
+        Some(rest)
     }
 }
 
@@ -297,8 +322,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for HeadWatch<I> {
 }
 
 /// Records a head hyper rejected as a flow from `client`: inside a tunnel to `tunnel`,
-/// else sent to the proxy itself (its target then taken from the request line, if it
-/// names one).
+/// else sent to the proxy itself. The method and URL are what the request line names
+/// when they are valid (a token; an absolute URL, or a path on the tunnel's or the
+/// reverse proxy's origin), else `?` and where the request went; the head itself is
+/// quoted, escaped, in the error.
 pub(crate) async fn record_rejected(
     shared: &Shared,
     client: &ClientSide,
@@ -307,40 +334,31 @@ pub(crate) async fn record_rejected(
 ) {
     let RejectedHead { head, failure } = rejected;
     let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
-    let line = String::from_utf8_lossy(&head[..line_end]);
-    let line = line.trim_end_matches('\r');
-    let mut words = line.split(' ').filter(|word| !word.is_empty());
-    let method: String = words.next().unwrap_or("?").chars().take(32).collect();
-    let named: String = words
+    let mut words = head[..line_end]
+        .split(|&b| b == b' ')
+        .filter(|word| !word.is_empty());
+    let method = words
         .next()
-        .unwrap_or_default()
-        .chars()
-        .take(2048)
-        .collect();
-    let version = if line.ends_with("HTTP/1.0") {
-        HttpVersion::Http10
-    } else {
-        HttpVersion::Http11
+        .and_then(|word| http::Method::from_bytes(word).ok())
+        .filter(|method| method.as_str().len() <= 32)
+        .map_or_else(|| "?".to_owned(), |method| method.as_str().to_owned());
+    let named = words.next().and_then(|word| http::Uri::try_from(word).ok());
+    let version = match words.next().map(<[u8]>::trim_ascii) {
+        Some(b"HTTP/1.0") => HttpVersion::Http10,
+        _ => HttpVersion::Http11,
     };
-    let (target, url) = match tunnel {
-        Some(target) => {
-            let path = if named.starts_with('/') { &named } else { "/" };
-            (target.clone(), target.url(path))
-        }
-        None => {
-            let target = named
-                .parse::<http::Uri>()
-                .ok()
-                .as_ref()
-                .and_then(Target::of_uri);
-            let target = target.unwrap_or(Target {
-                https: false,
-                host: String::new(),
-                port: 0,
-            });
-            (target, named)
-        }
+    let path = named
+        .as_ref()
+        .and_then(|uri| uri.path_and_query())
+        .map_or("/", |path| path.as_str());
+    let target = match (tunnel, named.as_ref().and_then(Target::of_uri)) {
+        (Some(tunnel), _) => tunnel.clone(),
+        (None, Some(named)) => named,
+        (None, None) => (shared.config.reverse.as_ref())
+            .and_then(Target::of_uri)
+            .unwrap_or_else(|| shared.itself.as_target()),
     };
+    let url = target.url(path);
     let request = RequestRecord {
         method,
         url,
@@ -363,18 +381,21 @@ pub(crate) async fn record_rejected(
     slot.publish(flow);
 }
 
-/// The status of `written` if it is hyper's answer to a head it could not parse: a
-/// bodiless `HTTP/1.1 4xx` (or 5xx) that closes the connection.
-fn hypers_answer(written: &[u8]) -> Option<StatusCode> {
+/// The version and status of `written` if it is hyper's answer to a head it could not
+/// parse: a bodiless 4xx (or 5xx), in HTTP/1.1 or, after an HTTP/1.0 request, 1.0.
+fn hypers_answer(written: &[u8]) -> Option<(&'static str, StatusCode)> {
     let text = std::str::from_utf8(written).ok()?;
-    let rest = text.strip_prefix("HTTP/1.1 ")?;
-    let status: StatusCode = rest.get(..3)?.parse().ok()?;
+    let version = ["HTTP/1.1", "HTTP/1.0"]
+        .into_iter()
+        .find(|version| text.starts_with(version))?;
+    let status = text.get(version.len() + 1..version.len() + 4)?;
+    let status: StatusCode = status.parse().ok()?;
     let answer = (status.is_client_error() || status.is_server_error())
         && text.ends_with("\r\n\r\n")
         && text
             .to_ascii_lowercase()
             .contains("\r\ncontent-length: 0\r\n");
-    answer.then_some(status)
+    answer.then_some((version, status))
 }
 
 /// kinspect's error for a head hyper answered with `status`, saying what is wrong with
@@ -382,6 +403,9 @@ fn hypers_answer(written: &[u8]) -> Option<StatusCode> {
 fn failure_for(status: StatusCode, head: &[u8]) -> ProxyFailure {
     let mut fields = [httparse::EMPTY_HEADER; 256];
     let what = match (status, httparse::Request::new(&mut fields).parse(head)) {
+        _ if head.is_empty() => {
+            "it came behind another request on this connection, and kinspect did not keep it"
+        }
         (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, _) => {
             "its head is larger than --max-header-bytes or has more fields than --max-headers \
              allows"
@@ -400,20 +424,22 @@ fn failure_for(status: StatusCode, head: &[u8]) -> ProxyFailure {
     };
     let quoted = head[..head.len().min(HEAD_QUOTED)].escape_ascii();
     let more = if head.len() > HEAD_QUOTED { "..." } else { "" };
-    let mut failure = ProxyFailure::new(
-        FlowErrorKind::BadRequest,
-        format!("the request could not be parsed: {what}; it began: {quoted}{more}"),
-    );
+    let message = if head.is_empty() {
+        format!("the request could not be parsed: {what}")
+    } else {
+        format!("the request could not be parsed: {what}; it began: {quoted}{more}")
+    };
+    let mut failure = ProxyFailure::new(FlowErrorKind::BadRequest, message);
     failure.status = status;
     failure
 }
 
-/// `failure` as the bytes of an HTTP/1.1 response that closes the connection.
-fn answer_bytes(failure: &ProxyFailure) -> Bytes {
+/// `failure` as the bytes of a response in `version` that closes the connection.
+fn answer_bytes(version: &str, failure: &ProxyFailure) -> Bytes {
     let body = failure.body();
     let head = failure.response(());
     let mut out = format!(
-        "HTTP/1.1 {} {}\r\n",
+        "{version} {} {}\r\n",
         head.status().as_str(),
         head.status().canonical_reason().unwrap_or("")
     );
@@ -438,37 +464,41 @@ mod tests {
 
     #[test]
     fn hypers_own_answers_are_told_from_other_responses() {
-        for (written, status) in [
-            (&b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"[..], Some(400)),
-            (b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\n\r\n", Some(431)),
+        let answers: [(&[u8], Option<(&str, u16)>); 6] = [
+            (
+                b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+                Some(("HTTP/1.1", 400)),
+            ),
+            (
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+                Some(("HTTP/1.1", 431)),
+            ),
+            // After an HTTP/1.0 request.
+            (
+                b"HTTP/1.0 400 Bad Request\r\ncontent-length: 0\r\n\r\n",
+                Some(("HTTP/1.0", 400)),
+            ),
             (b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", None),
             (b"HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\n\r\n{}", None),
             (b"\x17\x03\x03", None),
-        ] {
-            assert_eq!(hypers_answer(written).map(|s| s.as_u16()), status, "{:?}", written.escape_ascii().to_string());
+        ];
+        for (written, expected) in answers {
+            let found = hypers_answer(written).map(|(v, s)| (v, s.as_u16()));
+            assert_eq!(found, expected, "{}", written.escape_ascii());
         }
     }
 
     #[test]
     fn the_error_says_what_is_wrong_and_quotes_the_head() {
-        let failure = failure_for(
-            StatusCode::BAD_REQUEST,
-            b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
-        );
+        let head = b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n";
+        let failure = failure_for(StatusCode::BAD_REQUEST, head);
+        let message = &failure.error.message;
+        assert!(message.contains("name is not valid"), "{message}");
         assert!(
-            failure.error.message.contains("name is not valid"),
-            "{}",
-            failure.error.message
+            message.contains(r"it began: GET / HTTP/1.1\r\nBad Header: x"),
+            "{message}"
         );
-        assert!(
-            failure
-                .error
-                .message
-                .contains(r"it began: GET / HTTP/1.1\r\nBad Header: x"),
-            "{}",
-            failure.error.message
-        );
-        let bytes = answer_bytes(&failure);
+        let bytes = answer_bytes("HTTP/1.1", &failure);
         let text = String::from_utf8_lossy(&bytes);
         assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
         assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
@@ -486,6 +516,46 @@ mod tests {
             large.error.message.ends_with("..."),
             "{}",
             large.error.message
+        );
+
+        // Past the first kilobytes of valid fields, the bad one is still found.
+        let mut long = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..100 {
+            long.extend_from_slice(format!("X-Field-{i}: {}\r\n", "v".repeat(40)).as_bytes());
+        }
+        long.extend_from_slice(b"Bad Header: y\r\n\r\n");
+        let message = failure_for(StatusCode::BAD_REQUEST, &long).error.message;
+        assert!(message.contains("name is not valid"), "{message}");
+    }
+
+    #[test]
+    fn a_head_kept_behind_bodiless_requests_is_found_and_behind_a_body_is_not() {
+        let (mut watch, state) = HeadWatch::new(());
+        let good = b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n";
+        let bad = b"GET /two HTTP/1.1\r\nBad Header: x\r\n\r\n";
+        watch.keep(&[&good[..], &bad[..]].concat());
+        assert_eq!(
+            watch.rejected_head(),
+            Some(&[&good[..], &bad[..]].concat()[..])
+        );
+        // hyper parsed the first and called the service for it.
+        state.begin();
+        assert_eq!(watch.rejected_head(), Some(&bad[..]));
+
+        let (mut watch, state) = HeadWatch::new(());
+        let post = b"POST /one HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}";
+        watch.keep(&[&post[..], &bad[..]].concat());
+        state.begin();
+        assert_eq!(
+            watch.rejected_head(),
+            None,
+            "where the body ends is not known here"
+        );
+        let failure = failure_for(StatusCode::BAD_REQUEST, &[]);
+        assert!(
+            failure.error.message.contains("behind another request"),
+            "{}",
+            failure.error.message
         );
     }
 }

@@ -118,19 +118,30 @@ fn connect_target(uri: &http::Uri) -> Result<Target, &'static str> {
         return Err("CONNECT needs a host:port target");
     };
     // RFC 9110 §9.3.6: the target is host and port; no port is not "443".
-    let Some(port) = split_port(authority.as_str()).1 else {
-        return Err("CONNECT needs a host:port target: the port is missing");
+    const BAD_PORT: &str =
+        "CONNECT needs a host:port target: the port must be a number up to 65535";
+    let port = match split_port(authority.as_str()).1 {
+        Some(port) => port.parse().map_err(|_| BAD_PORT)?,
+        // `host:-1`, `host:+443`: a port, but not a number.
+        None if authority
+            .as_str()
+            .rsplit_once(':')
+            .is_some_and(|(host, _)| !host.contains(':') || host.ends_with(']')) =>
+        {
+            return Err(BAD_PORT)
+        }
+        None => return Err("CONNECT needs a host:port target: the port is missing"),
     };
-    let Ok(port) = port.parse() else {
-        return Err("CONNECT needs a host:port target: the port must be a number up to 65535");
-    };
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    if host.is_empty() {
+        return Err("CONNECT needs a host:port target: the host is missing");
+    }
     Ok(Target {
         https: true,
-        host: authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned(),
+        host: host.to_owned(),
         port,
     })
 }

@@ -544,6 +544,20 @@ impl ProxyAddress {
         }
     }
 
+    /// This proxy as a plain-HTTP target (loopback for an unspecified listener): where
+    /// a request for no other target went.
+    pub(crate) fn as_target(&self) -> Target {
+        let ip = match self.ips[0] {
+            ip if ip.is_unspecified() => IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+            ip => ip,
+        };
+        Target {
+            https: false,
+            host: ip.to_string(),
+            port: self.port,
+        }
+    }
+
     /// True when a connection to `addr` would reach this proxy.
     pub fn is(&self, addr: SocketAddr) -> bool {
         addr.port() == self.port
