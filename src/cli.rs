@@ -297,7 +297,10 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 /// 127.0.0.1).
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     let text = text.trim();
-    let port_only = text.strip_prefix("localhost:").unwrap_or(text);
+    let port_only = match text.split_once(':') {
+        Some((host, port)) if host.eq_ignore_ascii_case("localhost") => port,
+        _ => text,
+    };
     if let Ok(port) = port_only.parse::<u16>() {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
@@ -559,6 +562,8 @@ fn export_har(
 ) -> anyhow::Result<()> {
     use std::io::IsTerminal;
     let filter = filter.map(parse_filter).transpose()?;
+    // Where it goes is checked before a long import or export.
+    let destination = HarOutput::of(output)?;
     let (import, capture) = readable(file)?;
     if import.is_none() && same_file(&capture, output) {
         anyhow::bail!(
@@ -578,7 +583,6 @@ fn export_har(
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let destination = HarOutput::of(output)?;
     let shown = destination.describe(output);
     let cannot_write = || format!("cannot write {shown}");
     // A regular file is written beside the output and renamed over it at the end: a
@@ -774,8 +778,6 @@ fn run_session(args: ProxyArgs, mode: Mode) -> anyhow::Result<()> {
     }
     // A bad filter is reported before anything is bound or created.
     let filter = args.parsed_filter()?;
-    crate::tls::install_crypto_provider();
-    let ca = Arc::new(CertificateAuthority::load_or_create(&args.ca.ca_dir()?)?);
     let capture_path = match &args.capture {
         // A mistyped directory is not created behind the user's back (the default one is).
         Some(path) if !parent_dir(path).is_dir() => anyhow::bail!(
@@ -787,6 +789,8 @@ fn run_session(args: ProxyArgs, mode: Mode) -> anyhow::Result<()> {
         Some(path) => path.clone(),
         None => default_capture_path(&kinspect_home()?, SystemTime::now()),
     };
+    crate::tls::install_crypto_provider();
+    let ca = Arc::new(CertificateAuthority::load_or_create(&args.ca.ca_dir()?)?);
     let writer = CaptureWriter::open(&capture_path)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -150,10 +150,11 @@ impl Secrets {
             secrets.add(&value);
         }
         let query = flow.request.url.split_once('?').map(|(_, q)| q);
-        let body = String::from_utf8_lossy(&flow.request.body.bytes);
+        // A form is ASCII: a body that is not UTF-8 is none, and is not copied to look.
+        let body = std::str::from_utf8(&flow.request.body.bytes).ok();
         let content_type = flow.request.headers.get("content-type");
-        let form = is_form_body(content_type.as_deref(), &body).then_some(body);
-        for pairs in query.into_iter().chain(form.as_deref()) {
+        let form = body.filter(|body| is_form_body(content_type.as_deref(), body));
+        for pairs in query.into_iter().chain(form) {
             for (name, value) in form_pairs(pairs) {
                 if is_secret_param(&name) {
                     secrets.add(value);

@@ -812,9 +812,13 @@ async fn a_small_body_breaking_off_or_an_unasked_101_is_a_502() {
         let body = response.kinspect_error();
         assert_eq!(body["error"], "UpstreamProtocolError");
         assert!(body.to_string().contains(said), "{body}");
+        // The flow records what the client got.
         let flow = proxy.next_flow().await;
+        let recorded = flow.response.as_ref().unwrap();
+        assert_eq!((recorded.status, recorded.from_proxy), (502, true));
         let error = flow.error.expect("recorded as an error");
         assert_eq!(error.kind, FlowErrorKind::Protocol);
+        assert_eq!(error.message, body["debug"].as_str().unwrap());
     }
     proxy.assert_serves(&origin).await;
 }

@@ -590,21 +590,38 @@ fn a_second_kinspect_recording_into_the_same_capture_is_refused() {
     );
     drop(running);
 
-    // A --capture in a directory that does not exist: said, and nothing created.
-    let missing = home.path().join("no-such-dir").join("x.db");
-    let refused = Command::new(env!("CARGO_BIN_EXE_kinspect"))
-        .env("KINSPECT_HOME", home.path())
+    // A --capture in a directory that does not exist: said, and nothing created (not
+    // even a CA in a fresh home). Killed rather than left serving if it starts anyway.
+    let fresh = tempfile::tempdir().unwrap();
+    let missing = fresh.path().join("no-such-dir").join("x.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kinspect"))
+        .env("KINSPECT_HOME", fresh.path())
         .args(["--headless", "--listen", "127.0.0.1:0", "--ca-dir"])
-        .arg(home.path())
+        .arg(fresh.path())
         .arg("--capture")
         .arg(&missing)
         .stdin(std::process::Stdio::null())
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("kinspect started with a --capture in a missing directory");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refused = child.wait_with_output().unwrap();
     assert!(!refused.status.success());
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(said.contains("no-such-dir does not exist"), "{said}");
-    assert!(!home.path().join("no-such-dir").exists());
+    assert_eq!(
+        std::fs::read_dir(fresh.path()).unwrap().count(),
+        0,
+        "nothing created"
+    );
 }
 
 #[test]

@@ -531,6 +531,38 @@ fn a_request_id_carried_by_two_flows_reports_both_and_says_so() {
     assert!(said.contains("`kinspect ls --json"), "{said}");
 }
 
+#[test]
+fn har_urls_take_websocket_schemes_and_refuse_ports_past_65535() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("urls.har");
+    let entry = |url: &str| {
+        format!(
+            r#"{{"startedDateTime":"2026-11-20T10:00:00Z","request":{{"method":"GET","url":"{url}"}},"response":{{"status":101}}}}"#
+        )
+    };
+    let entries = [
+        entry("wss://live.example/socket"),
+        entry("http://user:pw@a.example:8080/"),
+        entry("https://a.example:99999/"),
+    ];
+    std::fs::write(
+        &path,
+        har_of(&entries.iter().map(String::as_str).collect::<Vec<_>>()),
+    )
+    .unwrap();
+    let imported = har::import_leniently(&path).unwrap();
+    let ports: Vec<(&str, u16)> = imported
+        .flows
+        .iter()
+        .map(|f| (f.flow.scheme.as_str(), f.flow.port))
+        .collect();
+    assert_eq!(ports, [("https", 443), ("http", 8080)]);
+    assert_eq!(imported.skipped.len(), 1);
+    assert!(imported.skipped[0]
+        .to_string()
+        .contains("port is not a number up to 65535"));
+}
+
 /// A plain GET to https://a/ answered 200, as a HAR entry.
 const A_GET: &str = r#"{"startedDateTime":"2026-11-20T10:00:00Z","request":{"method":"GET","url":"https://a/"},"response":{"status":200}}"#;
 

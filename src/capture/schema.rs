@@ -348,7 +348,7 @@ fn cannot_share(error: &rusqlite::Error) -> bool {
     use rusqlite::ffi;
     matches!(error, rusqlite::Error::SqliteFailure(e, _) if matches!(
         e.extended_code,
-        ffi::SQLITE_READONLY_DIRECTORY | ffi::SQLITE_READONLY_CANTINIT | ffi::SQLITE_CANTOPEN
+        ffi::SQLITE_READONLY_DIRECTORY | ffi::SQLITE_READONLY_CANTINIT
     ))
 }
 

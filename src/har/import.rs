@@ -16,6 +16,7 @@ use crate::flow::{
     RequestRecord, ResponseRecord, Timings,
 };
 use crate::kinvey::{self, BehaviourTracker, KinveySummary};
+use crate::proxy::split_port;
 
 /// Why a HAR could not be read. Every variant names the file, and entry errors the
 /// entry index and field.
@@ -377,7 +378,18 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
             format!("not a URL ({e}): {url:?}"),
         )
     })?;
-    let https = uri.scheme_str() == Some("https");
+    // A WebSocket's `wss` (Chrome lists its handshake) is HTTPS's, `ws` HTTP's.
+    let https = matches!(uri.scheme_str(), Some("https" | "wss"));
+    let port = match uri.authority().and_then(|a| split_port(a.as_str()).1) {
+        Some(port) => port.parse().map_err(|_| {
+            r.error(
+                format!("{request_at}.url"),
+                format!("its port is not a number up to 65535: {url:?}"),
+            )
+        })?,
+        None if https => 443,
+        None => 80,
+    };
     let request_headers = headers(r, request, &request_at)?;
     let post = request.get("postData").and_then(Value::as_object);
     let request_bytes = match post.and_then(|p| p.get("text")).and_then(Value::as_str) {
@@ -517,7 +529,7 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned(),
-        port: uri.port_u16().unwrap_or(if https { 443 } else { 80 }),
+        port,
         request: request_record,
         response: response_record,
         timings: Timings {

@@ -63,12 +63,15 @@ pub(crate) struct RejectedHead {
 }
 
 impl ExchangeState {
-    /// The service got a request.
+    /// The service got a request: busy until its response is out, also when the last
+    /// one's end is not flushed yet (hyper may read the next head meanwhile).
     pub(crate) fn begin(&self) {
         self.begun.fetch_add(1, Ordering::Relaxed);
         let _ = self
             .phase
-            .compare_exchange(IDLE, BUSY, Ordering::AcqRel, Ordering::Relaxed);
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |phase| {
+                (phase != UPGRADED).then_some(BUSY)
+            });
     }
 
     /// The service's `response` goes out: its body tells when it has ended. A switch of
@@ -382,7 +385,8 @@ pub(crate) async fn record_rejected(
 }
 
 /// The version and status of `written` if it is hyper's answer to a head it could not
-/// parse: a bodiless 4xx (or 5xx), in HTTP/1.1 or, after an HTTP/1.0 request, 1.0.
+/// parse: a bodiless 400, 414 or 431 (all hyper makes), in HTTP/1.1 or, after an
+/// HTTP/1.0 request, 1.0.
 fn hypers_answer(written: &[u8]) -> Option<(&'static str, StatusCode)> {
     let text = std::str::from_utf8(written).ok()?;
     let version = ["HTTP/1.1", "HTTP/1.0"]
@@ -390,7 +394,12 @@ fn hypers_answer(written: &[u8]) -> Option<(&'static str, StatusCode)> {
         .find(|version| text.starts_with(version))?;
     let status = text.get(version.len() + 1..version.len() + 4)?;
     let status: StatusCode = status.parse().ok()?;
-    let answer = (status.is_client_error() || status.is_server_error())
+    let hypers = [
+        StatusCode::BAD_REQUEST,
+        StatusCode::URI_TOO_LONG,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+    ];
+    let answer = hypers.contains(&status)
         && text.ends_with("\r\n\r\n")
         && text
             .to_ascii_lowercase()
@@ -464,7 +473,8 @@ mod tests {
 
     #[test]
     fn hypers_own_answers_are_told_from_other_responses() {
-        let answers: [(&[u8], Option<(&str, u16)>); 6] = [
+        type Expected = Option<(&'static str, u16)>;
+        let answers: [(&[u8], Expected); 7] = [
             (
                 b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
                 Some(("HTTP/1.1", 400)),
@@ -479,6 +489,8 @@ mod tests {
                 Some(("HTTP/1.0", 400)),
             ),
             (b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", None),
+            // Statuses hyper never makes itself, as origins send them.
+            (b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n", None),
             (b"HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\n\r\n{}", None),
             (b"\x17\x03\x03", None),
         ];

@@ -118,18 +118,10 @@ fn connect_target(uri: &http::Uri) -> Result<Target, &'static str> {
         return Err("CONNECT needs a host:port target");
     };
     // RFC 9110 §9.3.6: the target is host and port; no port is not "443".
-    const BAD_PORT: &str =
-        "CONNECT needs a host:port target: the port must be a number up to 65535";
     let port = match split_port(authority.as_str()).1 {
-        Some(port) => port.parse().map_err(|_| BAD_PORT)?,
-        // `host:-1`, `host:+443`: a port, but not a number.
-        None if authority
-            .as_str()
-            .rsplit_once(':')
-            .is_some_and(|(host, _)| !host.contains(':') || host.ends_with(']')) =>
-        {
-            return Err(BAD_PORT)
-        }
+        Some(port) => port.parse().map_err(|_| {
+            "CONNECT needs a host:port target: the port must be a number up to 65535"
+        })?,
         None => return Err("CONNECT needs a host:port target: the port is missing"),
     };
     let host = authority

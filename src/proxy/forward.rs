@@ -289,27 +289,37 @@ pub(crate) async fn forward(
         .size_hint()
         .exact()
         .is_some_and(|length| length <= WHOLE_BODY_LIMIT);
-    let tee = TeeBody::new(rbody, capture, Some(Box::new(end)));
     if small {
         // Held back until stored anyway: send head and body in one write, not two.
+        let tee = TeeBody::new(rbody, capture.clone(), None);
         return match tee.collect().await {
             Ok(whole) => {
+                let (slot, flow) = end.into_flow(&capture, BodyEnd::Complete, None);
+                slot.publish_durable(flow).await;
                 Response::from_parts(rparts, whole.map_err(|never| match never {}).boxed_unsync())
             }
-            // Recorded by the tee as the origin's answer, broken. Nothing has gone to the
-            // client yet: it gets kinspect's 502 instead of a connection closed unanswered.
+            // Nothing has gone to the client yet: it gets kinspect's 502 instead of a
+            // connection closed unanswered, and the flow records that 502.
             Err(e) => {
+                let cause = Some(error_chain(&e));
+                let (slot, mut flow) = end.into_flow(&capture, BodyEnd::SourceFailed, cause);
+                let broke = flow.error.take().map(|e| e.message).unwrap_or_default();
                 let failure = ProxyFailure::new(
                     FlowErrorKind::Protocol,
                     format!(
-                        "the response from {} broke off before its body ended: {e}",
-                        target.authority()
+                        "{broke} (after a {} head); kinspect answered 502",
+                        rparts.status
                     ),
                 );
-                failure.response(full_body(failure.body()))
+                let (head, body) = (failure.response(()), failure.body());
+                flow.response = Some(failure.recorded(&head, &body, flow.request.version));
+                flow.error = Some(failure.error);
+                slot.publish_durable(flow).await;
+                head.map(|()| full_body(body))
             }
         };
     }
+    let tee = TeeBody::new(rbody, capture, Some(Box::new(end)));
     Response::from_parts(rparts, tee.map_err(BoxError::from).boxed_unsync())
 }
 

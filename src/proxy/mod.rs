@@ -391,15 +391,16 @@ async fn refuse(shared: Arc<Shared>, stream: TcpStream, refusal: Refusal) {
     let _ = tokio::time::timeout(shared.config.client_header_timeout, serve).await;
 }
 
-/// `host:port` as host and the port's digits, if it names a port (`[::1]:8443` and
-/// `host:8443` do; a bare IPv6 literal has colons but no brackets and does not).
+/// `[user@]host[:port]` as its host and the text of the port it names, if it names one
+/// (`[::1]:8443` and `host:8443` do; a bare IPv6 literal has colons but no brackets and
+/// does not). The text may not be a port number (`host:99999`, `host:-1`): callers say so
+/// rather than take it for no port, as `Uri::port_u16` does.
 pub(crate) fn split_port(authority: &str) -> (&str, Option<&str>) {
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, rest)| rest);
     match authority.rsplit_once(':') {
-        Some((host, port))
-            if !port.is_empty()
-                && port.bytes().all(|b| b.is_ascii_digit())
-                && (!host.contains(':') || host.ends_with(']')) =>
-        {
+        Some((host, port)) if !port.is_empty() && (!host.contains(':') || host.ends_with(']')) => {
             (host, Some(port))
         }
         _ => (authority, None),
@@ -425,7 +426,6 @@ impl Target {
         };
         let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
         let port = match split_port(uri.authority()?.as_str()).1 {
-            // Not `port_u16`: it takes `:99999` for no port at all.
             Some(port) => port.parse().ok()?,
             None if https => 443,
             None => 80,
@@ -592,6 +592,22 @@ fn canonical(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_authority_names_its_port_after_any_user_info() {
+        assert_eq!(
+            split_port("user:pw@example.com:8080"),
+            ("example.com", Some("8080"))
+        );
+        assert_eq!(split_port("user:pw@example.com"), ("example.com", None));
+        assert_eq!(split_port("[::1]:8443"), ("[::1]", Some("8443")));
+        assert_eq!(split_port("::1"), ("::1", None));
+        assert_eq!(split_port("host:-1"), ("host", Some("-1")));
+        let uri: http::Uri = "http://user:pw@example.com:8080/".parse().unwrap();
+        assert_eq!(Target::of_uri(&uri).map(|t| t.port), Some(8080));
+        let uri: http::Uri = "http://example.com:99999/".parse().unwrap();
+        assert_eq!(Target::of_uri(&uri), None);
+    }
 
     #[test]
     fn target_urls_leave_out_default_ports_and_bracket_ipv6() {
