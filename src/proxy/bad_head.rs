@@ -541,6 +541,31 @@ mod tests {
     }
 
     #[test]
+    fn an_exchange_is_open_from_its_call_until_its_response_is_flushed() {
+        let state = Arc::new(ExchangeState::default());
+        let body = || ProxyBody::default();
+        state.begin();
+        let first = state.respond(false, Response::new(body()));
+        drop(first);
+        assert_eq!(state.phase(), TAIL, "its end is not flushed yet");
+        // hyper may read the next head before flushing: that exchange is open too.
+        state.begin();
+        state.flushed();
+        assert_eq!(state.phase(), BUSY);
+        drop(state.respond(false, Response::new(body())));
+        state.flushed();
+        assert_eq!(state.phase(), IDLE);
+        // After a tunnel or a switch of protocols, nothing more is HTTP/1.
+        state.begin();
+        let mut switched = Response::new(body());
+        *switched.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        drop(state.respond(false, switched));
+        state.begin();
+        state.flushed();
+        assert_eq!(state.phase(), UPGRADED);
+    }
+
+    #[test]
     fn a_head_kept_behind_bodiless_requests_is_found_and_behind_a_body_is_not() {
         let (mut watch, state) = HeadWatch::new(());
         let good = b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n";
