@@ -443,13 +443,7 @@ impl Flow {
             client_addr,
             started_at: SystemTime::UNIX_EPOCH,
             scheme: if https { "https" } else { "http" }.into(),
-            host: uri
-                .as_ref()
-                .and_then(|u| u.host())
-                .unwrap_or_default()
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
+            host: unbracketed(uri.as_ref().and_then(|u| u.host()).unwrap_or_default()).to_owned(),
             port: uri
                 .as_ref()
                 .and_then(|u| u.port_u16())
@@ -518,6 +512,11 @@ impl Flow {
 const UTC_TIMESTAMP: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
     "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
 );
+
+/// A host as flows keep it: an IPv6 literal without the brackets a URL puts around it.
+pub fn unbracketed(host: &str) -> &str {
+    host.trim_start_matches('[').trim_end_matches(']')
+}
 
 /// `text` safe to print on a terminal: control characters other than newline and tab
 /// (an escape sequence from a server's body, say) written out as `\u{1b}`.

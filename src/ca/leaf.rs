@@ -127,11 +127,7 @@ impl LeafCache {
             host: host.to_owned(),
             source,
         };
-        let san = match host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-        {
+        let san = match crate::flow::unbracketed(host).parse::<IpAddr>() {
             Ok(ip) => SanType::IpAddress(ip),
             Err(_) => SanType::DnsName(host.try_into().map_err(mint_err)?),
         };

@@ -195,7 +195,7 @@ fn generate_certificates(host_names: &[&str]) -> Result<Certificates, SimulatorE
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let mut sans = Vec::new();
     for host in host_names {
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = crate::flow::unbracketed(host);
         let san = match host.parse::<IpAddr>() {
             Ok(ip) => SanType::IpAddress(ip),
             Err(_) => SanType::DnsName(host.try_into()?),

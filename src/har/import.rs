@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 
 use crate::capture::{CaptureWriter, StoredFlow};
 use crate::flow::{
-    CapturedBody, Flow, FlowError, FlowErrorKind, FlowKind, HeaderField, Headers, HttpVersion,
-    RequestRecord, ResponseRecord, Timings,
+    unbracketed, CapturedBody, Flow, FlowError, FlowErrorKind, FlowKind, HeaderField, Headers,
+    HttpVersion, RequestRecord, ResponseRecord, Timings,
 };
 use crate::kinvey::{self, BehaviourTracker, KinveySummary};
 use crate::proxy::split_port;
@@ -507,12 +507,7 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
     let server_ip = entry
         .get("serverIPAddress")
         .and_then(Value::as_str)
-        .and_then(|ip| {
-            ip.trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<IpAddr>()
-                .ok()
-        });
+        .and_then(|ip| unbracketed(ip).parse::<IpAddr>().ok());
     Ok(Flow {
         id: index as u64 + 1,
         kind: FlowKind::Http,
@@ -523,12 +518,7 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
         started_at,
         scheme: if https { "https" } else { "http" }.into(),
-        host: uri
-            .host()
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned(),
+        host: unbracketed(uri.host().unwrap_or_default()).to_owned(),
         port,
         request: request_record,
         response: response_record,

@@ -28,8 +28,8 @@ use super::{
     ca_page, http1_server, split_port, ConnectionPermit, ProxyBody, ProxyFailure, Shared, Target,
 };
 use crate::flow::{
-    CapturedBody, FlowError, FlowErrorKind, FlowKind, Headers, HttpVersion, RequestRecord,
-    ResponseRecord, TlsInfo,
+    unbracketed, CapturedBody, FlowError, FlowErrorKind, FlowKind, Headers, HttpVersion,
+    RequestRecord, ResponseRecord, TlsInfo,
 };
 
 /// The first handling of every request a client sends to the proxy.
@@ -124,10 +124,7 @@ fn connect_target(uri: &http::Uri) -> Result<Target, &'static str> {
         })?,
         None => return Err("CONNECT needs a host:port target: the port is missing"),
     };
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
+    let host = unbracketed(authority.host());
     if host.is_empty() {
         return Err("CONNECT needs a host:port target: the host is missing");
     }

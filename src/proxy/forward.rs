@@ -24,8 +24,8 @@ use super::upstream::ConnectionInfo;
 use super::{split_port, BoxError, ProxyBody, Shared, Target};
 use crate::events::{FlowSlot, Stored};
 use crate::flow::{
-    CapturedBody, Flow, FlowError, FlowErrorKind, FlowKind, Headers, RequestRecord, ResponseRecord,
-    Timings, TlsInfo,
+    unbracketed, CapturedBody, Flow, FlowError, FlowErrorKind, FlowKind, Headers, RequestRecord,
+    ResponseRecord, Timings, TlsInfo,
 };
 
 /// The client end of an exchange.
@@ -104,12 +104,7 @@ pub(crate) async fn refuse_as_sent(
     let uri = &parts.uri;
     let target = Target {
         https: parts.method == http::Method::CONNECT || uri.scheme_str() == Some("https"),
-        host: uri
-            .host()
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned(),
+        host: unbracketed(uri.host().unwrap_or_default()).to_owned(),
         port: uri
             .authority()
             .and_then(|a| split_port(a.as_str()).1?.parse().ok())

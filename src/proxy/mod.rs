@@ -424,7 +424,7 @@ impl Target {
             "https" => true,
             _ => return None,
         };
-        let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+        let host = crate::flow::unbracketed(uri.host()?);
         let port = match split_port(uri.authority()?.as_str()).1 {
             Some(port) => port.parse().ok()?,
             None if https => 443,
@@ -471,7 +471,7 @@ impl Target {
             Some(Err(_)) => return false,
             None => self.default_port(),
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = crate::flow::unbracketed(host);
         host.eq_ignore_ascii_case(&self.host) && port == self.port
     }
 

@@ -15,7 +15,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::{ProxyAddress, Target};
-use crate::flow::{FlowErrorKind, TlsInfo};
+use crate::flow::{unbracketed, FlowErrorKind, TlsInfo};
 
 /// Why a connection to an origin could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +134,7 @@ impl Dialer {
     ) -> Result<(TcpStream, SocketAddr, Option<Duration>), ConnectError> {
         let timeout = self.timeout;
         let deadline = Instant::now() + timeout;
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let bare = unbracketed(host);
         let fixed = bare.parse::<IpAddr>().ok().or_else(|| self.hosts.get(bare));
         let (addrs, dns) = match fixed {
             Some(ip) => (vec![SocketAddr::new(ip, port)], None),
@@ -252,10 +252,7 @@ impl UpstreamConnector {
             });
         }
 
-        let bare = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        let bare = unbracketed(&host).to_owned();
         let server_name = ServerName::try_from(bare.clone()).map_err(|_| {
             ConnectError::new(
                 FlowErrorKind::Tls,
