@@ -770,6 +770,10 @@ fn a_har_with_a_byte_order_mark_reads_and_a_broken_har_file_says_why() {
             r#"{"log":{"entries":[{"startedDateTime":"2026-11-20T10:00:00Z","request":{"method":"GET","url":"https://a/"}}]}}"#,
             "log.entries[0].response: missing",
         ),
+        (
+            r#"{"log":{"entries":[{"startedDateTime":"2026-11-20T10:00:00Z","response":{"status":200}}]}}"#,
+            "log.entries[0].request: missing",
+        ),
     ] {
         let broken = dir.path().join("broken.har");
         std::fs::write(&broken, content).unwrap();

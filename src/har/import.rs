@@ -369,7 +369,10 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
     let entry = r.object(entry, &at)?;
     let started_at = started_at(r, entry, &at)?;
     let request_at = format!("{at}.request");
-    let request = r.object(entry.get("request").unwrap_or(&Value::Null), &request_at)?;
+    let request = match entry.get("request") {
+        Some(request) => r.object(request, &request_at)?,
+        None => return Err(r.error(request_at, "missing")),
+    };
     let method = r.string(request, &request_at, "method")?.to_owned();
     let url = r.string(request, &request_at, "url")?.to_owned();
     let uri: http::Uri = url.parse().map_err(|e| {
