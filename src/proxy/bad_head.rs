@@ -26,9 +26,10 @@ use super::forward::{new_flow, ClientSide};
 use super::{BoxError, ProxyBody, Shared, Target};
 use crate::flow::{CapturedBody, FlowErrorKind, FlowKind, Headers, HttpVersion, RequestRecord};
 
-/// Bytes of a head kept for its flow and its error message: the default
-/// `--max-header-bytes`, so that what is wrong is found however far into the head.
-const HEAD_KEPT: usize = 64 * 1024;
+/// Bytes kept of what may be a head, for its flow and its error message: more than
+/// nearly every head (big cookies and tokens included), so that what is wrong is found
+/// wherever it is, yet a small copy when an upload's first read brings its body along.
+const HEAD_KEPT: usize = 16 * 1024;
 
 /// Bytes of the head quoted in the error message.
 const HEAD_QUOTED: usize = 160;
@@ -55,7 +56,7 @@ pub(crate) struct ExchangeState {
 /// A request head hyper could not parse, as kinspect answered it.
 #[derive(Debug)]
 pub(crate) struct RejectedHead {
-    /// The head's first bytes (at most 64 KiB); empty when they were not kept (a head
+    /// The head's first bytes (at most 16 KiB); empty when they were not kept (a head
     /// sent behind another request with a body, or while one was answered).
     pub(crate) head: Vec<u8>,
     /// kinspect's answer: what the client got.
