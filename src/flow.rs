@@ -521,15 +521,22 @@ pub fn unbracketed(host: &str) -> &str {
 /// `text` safe to print on a terminal: control characters other than newline and tab
 /// (an escape sequence from a server's body, say) written out as `\u{1b}`.
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
+    escape_controls(text, |c| c.is_control() && c != '\n' && c != '\t')
+}
+
+/// [`printable`] on one line: newlines and tabs escaped too (a server's text must not
+/// start a line of its own in a report or a listing).
+pub fn printable_line(text: &str) -> std::borrow::Cow<'_, str> {
+    escape_controls(text, char::is_control)
+}
+
+fn escape_controls(text: &str, escaped: impl Fn(char) -> bool) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(&escaped) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if c.is_control() && c != '\n' && c != '\t' {
+        if escaped(c) {
             out.extend(c.escape_unicode());
         } else {
             out.push(c);

@@ -89,10 +89,12 @@ pub fn redact_form(pairs: &str) -> String {
         .join("&")
 }
 
-/// `url` with the values of secret query parameters replaced.
+/// `url` with the password of its user info (`user:password@`) and the values of secret
+/// query parameters replaced.
 pub fn redact_url(url: &str) -> String {
+    let url = redact_user_info(url);
     let Some((base, query)) = url.split_once('?') else {
-        return url.to_owned();
+        return url;
     };
     let (query, fragment) = match query.split_once('#') {
         Some((q, f)) => (q, Some(f)),
@@ -102,6 +104,24 @@ pub fn redact_url(url: &str) -> String {
     match fragment {
         Some(f) => format!("{base}?{query}#{f}"),
         None => format!("{base}?{query}"),
+    }
+}
+
+/// `url` with the password in `scheme://user:password@host` replaced.
+fn redact_user_info(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, after) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) if user_info.contains(':') => {
+            let user = user_info
+                .split_once(':')
+                .map_or(user_info, |(user, _)| user);
+            format!("{scheme}://{user}:{REDACTED}@{host}{after}")
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -193,6 +213,19 @@ impl Secrets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_in_a_url_is_redacted() {
+        assert_eq!(
+            redact_url("http://u:p4ss@example.com:99/a?token=t&x=1"),
+            "http://u:[redacted]@example.com:99/a?token=[redacted]&x=1"
+        );
+        assert_eq!(
+            redact_url("https://u@example.com/a@b"),
+            "https://u@example.com/a@b"
+        );
+        assert_eq!(redact_url("/relative?x=1"), "/relative?x=1");
+    }
 
     #[test]
     fn forms_are_told_by_their_label_or_their_shape() {

@@ -214,11 +214,11 @@ async fn a_port_out_of_range_or_an_empty_host_is_a_400_not_another_port() {
     for (request, said) in [
         (
             format!("GET http://127.0.0.1:{port}999/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
-            "port is not a number up to 65535",
+            "port is not a number from 1 to 65535",
         ),
         (
             "GET https://127.0.0.1:65536/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_string(),
-            "port is not a number up to 65535",
+            "port is not a number from 1 to 65535",
         ),
         (
             format!("GET http://:{port}/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
@@ -226,11 +226,11 @@ async fn a_port_out_of_range_or_an_empty_host_is_a_400_not_another_port() {
         ),
         (
             "CONNECT 127.0.0.1:99999 HTTP/1.1\r\nHost: 127.0.0.1:99999\r\n\r\n".to_string(),
-            "the port must be a number up to 65535",
+            "the port must be a number from 1 to 65535",
         ),
         (
             "CONNECT 127.0.0.1:-1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_string(),
-            "the port must be a number up to 65535",
+            "the port must be a number from 1 to 65535",
         ),
         (
             "CONNECT :443 HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),

@@ -532,35 +532,35 @@ fn a_request_id_carried_by_two_flows_reports_both_and_says_so() {
 }
 
 #[test]
-fn har_urls_take_websocket_schemes_and_refuse_ports_past_65535() {
+fn har_urls_take_websocket_schemes_user_info_and_ports_that_are_none() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("urls.har");
-    let entry = |url: &str| {
+    let entry = |method: &str, url: &str| {
         format!(
-            r#"{{"startedDateTime":"2026-11-20T10:00:00Z","request":{{"method":"GET","url":"{url}"}},"response":{{"status":101}}}}"#
+            r#"{{"startedDateTime":"2026-11-20T10:00:00Z","request":{{"method":"{method}","url":"{url}"}},"response":{{"status":101}}}}"#
         )
     };
     let entries = [
-        entry("wss://live.example/socket"),
-        entry("http://user:pw@a.example:8080/"),
-        entry("https://a.example:99999/"),
+        entry("GET", "wss://live.example/socket"),
+        entry("GET", "http://user:pw@a.example:8080/"),
+        // As kinspect records requests it refused for their port: read back, port 0.
+        entry("GET", "https://a.example:99999/"),
+        entry("CONNECT", "127.0.0.1:-1"),
     ];
     std::fs::write(
         &path,
         har_of(&entries.iter().map(String::as_str).collect::<Vec<_>>()),
     )
     .unwrap();
-    let imported = har::import_leniently(&path).unwrap();
-    let ports: Vec<(&str, u16)> = imported
-        .flows
+    let flows = har::import(&path).unwrap();
+    let ports: Vec<(&str, u16)> = flows
         .iter()
         .map(|f| (f.flow.scheme.as_str(), f.flow.port))
         .collect();
-    assert_eq!(ports, [("https", 443), ("http", 8080)]);
-    assert_eq!(imported.skipped.len(), 1);
-    assert!(imported.skipped[0]
-        .to_string()
-        .contains("port is not a number up to 65535"));
+    assert_eq!(
+        ports,
+        [("https", 443), ("http", 8080), ("https", 0), ("http", 0)]
+    );
 }
 
 /// A plain GET to https://a/ answered 200, as a HAR entry.

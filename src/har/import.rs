@@ -16,7 +16,7 @@ use crate::flow::{
     HttpVersion, RequestRecord, ResponseRecord, Timings,
 };
 use crate::kinvey::{self, BehaviourTracker, KinveySummary};
-use crate::proxy::split_port;
+use crate::proxy::{port_number, split_port};
 
 /// Why a HAR could not be read. Every variant names the file, and entry errors the
 /// entry index and field.
@@ -383,13 +383,9 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
     })?;
     // A WebSocket's `wss` (Chrome lists its handshake) is HTTPS's, `ws` HTTP's.
     let https = matches!(uri.scheme_str(), Some("https" | "wss"));
+    // A port that is no port (kinspect records such a refused request as sent) is 0.
     let port = match uri.authority().and_then(|a| split_port(a.as_str()).1) {
-        Some(port) => port.parse().map_err(|_| {
-            r.error(
-                format!("{request_at}.url"),
-                format!("its port is not a number up to 65535: {url:?}"),
-            )
-        })?,
+        Some(port) => port_number(port).unwrap_or(0),
         None if https => 443,
         None => 80,
     };

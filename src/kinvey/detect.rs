@@ -6,7 +6,7 @@ use regex::Regex;
 use serde_json::{Map, Value};
 
 use super::{lookup, Anomaly, ErrorClass, KinveyAnalysis, KinveyError};
-use crate::flow::{printable, Flow};
+use crate::flow::{printable, printable_line, Flow};
 
 /// Analyses one flow: request id, errors (batch elements included), their classes and
 /// every anomaly. Bodies are decoded (gzip, br, deflate, zstd) first.
@@ -157,7 +157,7 @@ fn push_error(
     index: Option<u64>,
 ) {
     // What the server wrote is shown on terminals: no escape sequences get through.
-    let name = printable(&name).into_owned();
+    let name = printable_line(&name).into_owned();
     let description = description.map(|d| printable(&d).into_owned());
     let debug = debug.map(|d| printable(&d).into_owned());
     if name.trim() != name {
@@ -270,6 +270,10 @@ mod tests {
         assert_eq!(e.name, r"Evil\u{1b}[2J");
         assert_eq!(e.description.as_deref(), Some(r"red\u{1b}[31m"));
         assert_eq!(e.debug.as_deref(), Some("a\nb\\u{7}"), "newlines stay");
+        // A name is one word on a line of its own: no newline gets through either.
+        let body = r#"{"error":"Fake\nRequest ID: x","description":"d"}"#;
+        let a = analyze(&flow(400, &[("content-type", "application/json")], body));
+        assert_eq!(a.primary().unwrap().name, r"Fake\u{a}Request ID: x");
     }
 
     #[test]

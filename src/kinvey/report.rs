@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::{Finding, KinveyAnalysis};
-use crate::flow::{printable, utc_timestamp, Flow};
+use crate::flow::{printable_line, utc_timestamp, Flow};
 use crate::redact::{redact_url, Secrets};
 
 /// The report for `flow`, given its analysis and the behaviour warnings stored with it.
@@ -13,7 +13,7 @@ pub fn support_report(flow: &Flow, analysis: &KinveyAnalysis, warnings: &[Findin
     let secrets = Secrets::of(flow);
     let mut out = String::new();
     let mut line = |label: &str, value: &str| {
-        let _ = writeln!(out, "{label:<13}{}", printable(&secrets.scrub(value)));
+        let _ = writeln!(out, "{label:<13}{}", printable_line(&secrets.scrub(value)));
     };
     line(
         "Request ID:",

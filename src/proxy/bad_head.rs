@@ -155,6 +155,8 @@ pub(crate) struct HeadWatch<I> {
     /// The first bytes read since the exchange `head_of` began.
     head: Vec<u8>,
     head_of: u64,
+    /// The exchange being answered has no body: what is read meanwhile is a head.
+    bodiless: bool,
     /// kinspect's answer in place of hyper's, and how much of it is written.
     answer: Option<(Bytes, usize)>,
 }
@@ -168,20 +170,36 @@ impl<I> HeadWatch<I> {
             state: state.clone(),
             head: Vec::new(),
             head_of: 0,
+            bodiless: false,
             answer: None,
         };
         (watch, state)
     }
 
-    /// Keeps what was just read when it may be a head hyper is about to parse.
+    /// Keeps what was just read when it may be a head hyper is about to parse: between
+    /// exchanges, or during one without a body (a request sent behind it in one write).
     fn keep(&mut self, read: &[u8]) {
-        if read.is_empty() || !matches!(self.state.phase(), IDLE | TAIL) {
+        let phase = self.state.phase();
+        if read.is_empty() || phase == UPGRADED {
             return;
         }
         let begun = self.state.begun.load(Ordering::Relaxed);
         if begun != self.head_of {
-            self.head.clear();
+            // The heads hyper has parsed since go; the bytes after them stay.
+            match self.begun_heads_len() {
+                Some(length) => {
+                    self.head.drain(..length);
+                    self.bodiless = true;
+                }
+                None => {
+                    self.head.clear();
+                    self.bodiless = false;
+                }
+            }
             self.head_of = begun;
+        }
+        if phase == BUSY && !self.bodiless {
+            return;
         }
         let room = HEAD_KEPT.saturating_sub(self.head.len());
         self.head.extend_from_slice(&read[..read.len().min(room)]);
@@ -207,16 +225,21 @@ impl<I> HeadWatch<I> {
         true
     }
 
-    /// The head hyper rejected, from what was kept. Kept before exchanges that have
-    /// begun since (requests sent together in one write), the bytes start with their
-    /// heads: skipped when they had no body, else the rejected head is not known.
+    /// The head hyper rejected, from what was kept.
     fn rejected_head(&self) -> Option<&[u8]> {
+        self.begun_heads_len().map(|length| &self.head[length..])
+    }
+
+    /// How many of the kept bytes are the heads of exchanges begun since they were kept
+    /// (requests sent together in one write); `None` when one of those had a body
+    /// (where it ends is not known here) or they are not there whole.
+    fn begun_heads_len(&self) -> Option<usize> {
         let begun = self.state.begun.load(Ordering::Relaxed);
-        let mut rest = &self.head[..];
+        let mut length = 0;
         for _ in self.head_of..begun {
             let mut fields = [httparse::EMPTY_HEADER; 128];
             let mut earlier = httparse::Request::new(&mut fields);
-            let Ok(httparse::Status::Complete(length)) = earlier.parse(rest) else {
+            let Ok(httparse::Status::Complete(head)) = earlier.parse(&self.head[length..]) else {
                 return None;
             };
             let has_body = earlier.headers.iter().any(|field| {
@@ -227,9 +250,9 @@ impl<I> HeadWatch<I> {
             if has_body {
                 return None;
             }
-            rest = &rest[length..];
+            length += head;
         }
-        Some(rest)
+        Some(length)
     }
 }
 
@@ -421,6 +444,9 @@ fn failure_for(status: StatusCode, head: &[u8]) -> ProxyFailure {
              allows"
         }
         (StatusCode::URI_TOO_LONG, _) => "its URL is longer than kinspect accepts",
+        (_, Ok(httparse::Status::Partial)) if head.len() >= HEAD_KEPT => {
+            "something past its first 16 KiB (all kinspect keeps of a head) is not valid"
+        }
         (_, Err(httparse::Error::HeaderName)) => {
             "a header field's name is not valid (a space in it, or no colon after it?)"
         }
@@ -589,6 +615,25 @@ mod tests {
             None,
             "where the body ends is not known here"
         );
+        // Read on while the first is answered, a long head is kept whole; a body is not.
+        let (mut watch, state) = HeadWatch::new(());
+        watch.keep(&[&good[..], &bad[..10]].concat());
+        state.begin();
+        watch.keep(&bad[10..]);
+        assert_eq!(watch.rejected_head(), Some(&bad[..]));
+        let (mut watch, state) = HeadWatch::new(());
+        watch.keep(&post[..]);
+        state.begin();
+        watch.keep(b"more of the body");
+        drop(state.respond(false, Response::new(ProxyBody::default())));
+        state.flushed();
+        watch.keep(&bad[..]);
+        assert_eq!(
+            watch.rejected_head(),
+            Some(&bad[..]),
+            "the next head, not the body"
+        );
+
         let failure = failure_for(StatusCode::BAD_REQUEST, &[]);
         assert!(
             failure.error.message.contains("behind another request"),

@@ -25,7 +25,8 @@ use super::pool::KeptConnection;
 use super::sniff::{sniff, Rewind, Sniffed};
 use super::upstream::session_info;
 use super::{
-    ca_page, http1_server, split_port, ConnectionPermit, ProxyBody, ProxyFailure, Shared, Target,
+    ca_page, http1_server, port_number, split_port, ConnectionPermit, ProxyBody, ProxyFailure,
+    Shared, Target,
 };
 use crate::flow::{
     unbracketed, CapturedBody, FlowError, FlowErrorKind, FlowKind, Headers, HttpVersion,
@@ -85,7 +86,7 @@ pub(crate) async fn route(
         return forward(&shared, &client, kept, &target, req).await;
     }
     if req.uri().scheme().is_some() {
-        let problem = "the URL's host is empty or its port is not a number up to 65535";
+        let problem = "the URL's host is empty or its port is not a number from 1 to 65535";
         return refuse_outright(&shared, peer, req, problem).await;
     }
     // An origin-form request: addressed to kinspect itself.
@@ -119,9 +120,8 @@ fn connect_target(uri: &http::Uri) -> Result<Target, &'static str> {
     };
     // RFC 9110 §9.3.6: the target is host and port; no port is not "443".
     let port = match split_port(authority.as_str()).1 {
-        Some(port) => port.parse().map_err(|_| {
-            "CONNECT needs a host:port target: the port must be a number up to 65535"
-        })?,
+        Some(port) => port_number(port)
+            .ok_or("CONNECT needs a host:port target: the port must be a number from 1 to 65535")?,
         None => return Err("CONNECT needs a host:port target: the port is missing"),
     };
     let host = unbracketed(authority.host());

@@ -21,7 +21,7 @@ use super::tee::{
     UnreadSlot,
 };
 use super::upstream::ConnectionInfo;
-use super::{split_port, BoxError, ProxyBody, Shared, Target};
+use super::{port_number, split_port, BoxError, ProxyBody, Shared, Target};
 use crate::events::{FlowSlot, Stored};
 use crate::flow::{
     unbracketed, CapturedBody, Flow, FlowError, FlowErrorKind, FlowKind, Headers, RequestRecord,
@@ -107,7 +107,7 @@ pub(crate) async fn refuse_as_sent(
         host: unbracketed(uri.host().unwrap_or_default()).to_owned(),
         port: uri
             .authority()
-            .and_then(|a| split_port(a.as_str()).1?.parse().ok())
+            .and_then(|a| port_number(split_port(a.as_str()).1?))
             .unwrap_or(0),
     };
     let url = uri.to_string();

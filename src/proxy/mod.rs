@@ -407,6 +407,11 @@ pub(crate) fn split_port(authority: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// The port `text` names: a number from 1 to 65535.
+pub(crate) fn port_number(text: &str) -> Option<u16> {
+    text.parse().ok().filter(|port| *port != 0)
+}
+
 /// Where an exchange goes: scheme, host (without brackets) and port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Target {
@@ -417,7 +422,7 @@ pub(crate) struct Target {
 
 impl Target {
     /// The target of an absolute URL (`http`/`https` with a host and, if it names one, a
-    /// port from 0 to 65535), if it is one.
+    /// port from 1 to 65535), if it is one.
     pub(crate) fn of_uri(uri: &http::Uri) -> Option<Target> {
         let https = match uri.scheme_str()? {
             "http" => false,
@@ -426,7 +431,7 @@ impl Target {
         };
         let host = crate::flow::unbracketed(uri.host()?);
         let port = match split_port(uri.authority()?.as_str()).1 {
-            Some(port) => port.parse().ok()?,
+            Some(port) => port_number(port)?,
             None if https => 443,
             None => 80,
         };
@@ -466,9 +471,11 @@ impl Target {
             return false;
         };
         let (host, port) = split_port(value.trim());
-        let port = match port.map(str::parse::<u16>) {
-            Some(Ok(port)) => port,
-            Some(Err(_)) => return false,
+        let port = match port {
+            Some(port) => match port_number(port) {
+                Some(port) => port,
+                None => return false,
+            },
             None => self.default_port(),
         };
         let host = crate::flow::unbracketed(host);
