@@ -164,6 +164,10 @@ async fn connections_beyond_the_limit_get_a_503_and_the_next_one_after_a_close_i
         .as_str()
         .unwrap()
         .contains("--max-connections"));
+    // Recorded, so that a device that cannot get through shows why.
+    let refused = proxy.next_flow().await;
+    assert_eq!(refused.request.url, origin.url("/echo"));
+    assert_eq!(refused.status(), Some(503));
 
     drop(first);
     drop(second);

@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use base64::Engine;
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use subtle::ConstantTimeEq;
 
 use super::errors::ProxyFailure;
@@ -101,8 +101,8 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The status and JSON body the refused client gets.
-    pub fn response<B>(self, body: impl FnOnce(bytes::Bytes) -> B) -> Response<B> {
+    /// What the refused client gets: a 403 or 503 with kinspect's JSON.
+    pub fn failure(self) -> ProxyFailure {
         let (status, message) = match self {
             Refusal::PublicClient => (
                 StatusCode::FORBIDDEN,
@@ -115,13 +115,9 @@ impl Refusal {
                  idle connections or raise the limit",
             ),
         };
-        let failure = ProxyFailure::new(FlowErrorKind::BadRequest, message);
-        let mut response = failure.response(body(failure.body()));
-        *response.status_mut() = status;
-        response
-            .headers_mut()
-            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-        response
+        let mut failure = ProxyFailure::new(FlowErrorKind::BadRequest, message);
+        failure.status = status;
+        failure
     }
 }
 

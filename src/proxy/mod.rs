@@ -258,7 +258,7 @@ impl Proxy {
                         }
                         Err(refusal) => {
                             tracing::warn!("refused client {peer}: {refusal:?}");
-                            tokio::spawn(refuse(shared, stream, refusal));
+                            tokio::spawn(refuse(shared, stream, peer, refusal));
                         }
                     }
                 }
@@ -379,14 +379,23 @@ pub(crate) fn http1_server(config: &ProxyConfig) -> hyper::server::conn::http1::
 const DEFAULT_READ_BUFFER: usize = 8192 + 4096 * 100;
 const DEFAULT_MAX_HEADERS: usize = 100;
 
-/// Answers a refused connection's first request with the refusal, then closes.
-async fn refuse(shared: Arc<Shared>, stream: TcpStream, refusal: Refusal) {
+/// Answers a refused connection's first request with the refusal and records it (a device
+/// that cannot use the proxy shows why), then closes.
+async fn refuse(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, refusal: Refusal) {
     let mut builder = http1_server(&shared.config);
     builder.keep_alive(false);
-    let service =
-        service_fn(
-            move |_req| async move { Ok::<_, Infallible>(refusal.response(forward::full_body)) },
-        );
+    let service_shared = shared.clone();
+    let service = service_fn(move |req| {
+        let shared = service_shared.clone();
+        async move {
+            let client = ClientSide {
+                addr: peer,
+                tls: None,
+            };
+            let response = forward::refuse_as_sent(&shared, &client, req, refusal.failure());
+            Ok::<_, Infallible>(response.await)
+        }
+    });
     let serve = builder.serve_connection(TokioIo::new(stream), service);
     let _ = tokio::time::timeout(shared.config.client_header_timeout, serve).await;
 }
