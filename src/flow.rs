@@ -269,6 +269,9 @@ pub enum FlowErrorKind {
     ClientTls,
     /// The request could not be proxied as sent (bad target, loop back into the proxy).
     BadRequest,
+    /// kinspect turned the client away: no or wrong `--proxy-auth` credentials, a public
+    /// address, `--max-connections` reached.
+    Refused,
 }
 
 impl FlowErrorKind {
@@ -283,6 +286,7 @@ impl FlowErrorKind {
             FlowErrorKind::ClientAbort => "client_abort",
             FlowErrorKind::ClientTls => "client_tls",
             FlowErrorKind::BadRequest => "bad_request",
+            FlowErrorKind::Refused => "refused",
         }
     }
 }
@@ -301,6 +305,7 @@ impl std::str::FromStr for FlowErrorKind {
             FlowErrorKind::ClientAbort,
             FlowErrorKind::ClientTls,
             FlowErrorKind::BadRequest,
+            FlowErrorKind::Refused,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

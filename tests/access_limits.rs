@@ -92,7 +92,12 @@ async fn proxy_auth_asks_for_credentials_and_never_records_them() {
         assert_eq!(response.status, 407);
         assert!(response.from_proxy);
         assert!(response.headers.get("proxy-authenticate").is_some());
+        assert_eq!(
+            response.headers.get("x-kinspect-error").as_deref(),
+            Some("refused")
+        );
         let error = flow.error.as_ref().unwrap();
+        assert_eq!(error.kind, FlowErrorKind::Refused);
         assert!(error.message.contains(said), "{}", error.message);
         assert!(flow.request.headers.get("proxy-authorization").is_none());
         flow
@@ -168,6 +173,7 @@ async fn connections_beyond_the_limit_get_a_503_and_the_next_one_after_a_close_i
     let refused = proxy.next_flow().await;
     assert_eq!(refused.request.url, origin.url("/echo"));
     assert_eq!(refused.status(), Some(503));
+    assert_eq!(refused.error.unwrap().kind, FlowErrorKind::Refused);
 
     drop(first);
     drop(second);

@@ -86,7 +86,7 @@ pub fn credentials_refused(headers: &HeaderMap) -> ProxyFailure {
         "no proxy credentials: kinspect was started with --proxy-auth; configure the \
          client's proxy with that user name and password"
     };
-    let mut failure = ProxyFailure::new(FlowErrorKind::BadRequest, message);
+    let mut failure = ProxyFailure::new(FlowErrorKind::Refused, message);
     failure.status = StatusCode::PROXY_AUTHENTICATION_REQUIRED;
     failure
 }
@@ -115,7 +115,7 @@ impl Refusal {
                  idle connections or raise the limit",
             ),
         };
-        let mut failure = ProxyFailure::new(FlowErrorKind::BadRequest, message);
+        let mut failure = ProxyFailure::new(FlowErrorKind::Refused, message);
         failure.status = status;
         failure
     }

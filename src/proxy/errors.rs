@@ -25,6 +25,7 @@ impl ProxyFailure {
         let status = match kind {
             FlowErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             FlowErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            FlowErrorKind::Refused => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_GATEWAY,
         };
         ProxyFailure {
@@ -46,6 +47,7 @@ impl ProxyFailure {
             FlowErrorKind::Protocol => "UpstreamProtocolError",
             FlowErrorKind::ClientAbort | FlowErrorKind::ClientTls => "ClientError",
             FlowErrorKind::BadRequest => "BadProxyRequest",
+            FlowErrorKind::Refused => "ProxyRefused",
         }
     }
 
@@ -60,6 +62,7 @@ impl ProxyFailure {
             FlowErrorKind::Protocol => "the server's answer could not be read",
             FlowErrorKind::ClientAbort | FlowErrorKind::ClientTls => "the client connection failed",
             FlowErrorKind::BadRequest => "kinspect cannot proxy this request",
+            FlowErrorKind::Refused => "kinspect does not serve this client as it is set up",
         }
     }
 
