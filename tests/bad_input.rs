@@ -34,6 +34,18 @@ async fn read_until_close<S: AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
     }
 }
 
+/// What the peer has sent so far: one read, within [`STEP`] (a response on a
+/// connection kept open).
+async fn read_some<S: AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = tokio::time::timeout(STEP, stream.read(&mut buf))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    buf.truncate(n);
+    buf
+}
+
 /// Sends `bytes` on a new connection to `addr` (a write cut short because the proxy
 /// answered and closed early is fine) and returns everything it answers until it closes.
 async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
@@ -306,15 +318,11 @@ async fn pipelined_http10_and_hostile_bad_heads_are_recorded_as_themselves() {
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     let old = format!("GET {good} HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n");
     stream.write_all(old.as_bytes()).await.unwrap();
-    let mut first = vec![0u8; 4096];
-    let n = tokio::time::timeout(STEP, stream.read(&mut first))
-        .await
-        .unwrap()
-        .unwrap();
+    let first = read_some(&mut stream).await;
     assert!(
-        first[..n].starts_with(b"HTTP/1.0 200"),
+        first.starts_with(b"HTTP/1.0 200"),
         "{:?}",
-        String::from_utf8_lossy(&first[..n])
+        String::from_utf8_lossy(&first)
     );
     proxy.next_flow().await;
     stream.write_all(bad.as_bytes()).await.unwrap();
@@ -356,12 +364,7 @@ async fn an_origin_answer_like_hypers_own_is_passed_unchanged() {
     for (url, connection) in [(&first, "keep-alive"), (&second, "close")] {
         let request = format!("GET {url} HTTP/1.1\r\nHost: x\r\nConnection: {connection}\r\n\r\n");
         stream.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = vec![0u8; 4096];
-        let n = tokio::time::timeout(STEP, stream.read(&mut answer))
-            .await
-            .unwrap()
-            .unwrap();
-        let response = RawResponse::parse(&answer[..n]).unwrap();
+        let response = RawResponse::parse(&read_some(&mut stream).await).unwrap();
         assert_eq!(response.header("x-kinspect-error"), None, "{response:?}");
         let flow = proxy.next_flow().await;
         assert_eq!(&flow.request.url, url);
@@ -801,13 +804,9 @@ async fn a_small_body_breaking_off_or_an_unasked_101_is_a_502() {
         let request = format!("GET http://{addr}/ HTTP/1.1\r\nHost: {addr}\r\n\r\n");
         let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
         stream.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = vec![0u8; 64 * 1024];
-        let n = tokio::time::timeout(STEP, stream.read(&mut answer))
-            .await
-            .unwrap()
-            .unwrap();
-        let response = RawResponse::parse(&answer[..n])
-            .unwrap_or_else(|| panic!("{said}: {:?}", String::from_utf8_lossy(&answer[..n])));
+        let answer = read_some(&mut stream).await;
+        let response = RawResponse::parse(&answer)
+            .unwrap_or_else(|| panic!("{said}: {:?}", String::from_utf8_lossy(&answer)));
         assert_eq!(response.status, 502, "{response:?}");
         let body = response.kinspect_error();
         assert_eq!(body["error"], "UpstreamProtocolError");

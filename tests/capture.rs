@@ -16,7 +16,7 @@ use kinspect::flow::{
     RequestRecord, ResponseRecord, Timings, TlsInfo,
 };
 use kinspect::kinvey::{ErrorClass, Finding, KinveySummary};
-use support::{KinspectProcess, Origin, OriginKind};
+use support::{refused_at_start, KinspectProcess, Origin, OriginKind};
 
 fn header(name: &str, value: &[u8]) -> HeaderField {
     HeaderField {
@@ -573,16 +573,7 @@ fn a_second_kinspect_recording_into_the_same_capture_is_refused() {
 
     // Two proxies: the second stops at start-up with that message, the first goes on.
     let running = KinspectProcess::start(home.path(), &capture, |_| {});
-    let second = Command::new(env!("CARGO_BIN_EXE_kinspect"))
-        .env("KINSPECT_HOME", home.path())
-        .args(["--headless", "--listen", "127.0.0.1:0", "--ca-dir"])
-        .arg(home.path())
-        .arg("--capture")
-        .arg(&capture)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!second.status.success());
+    let second = refused_at_start(home.path(), &capture);
     let said = String::from_utf8_lossy(&second.stderr);
     assert!(
         said.contains("another kinspect is recording into"),
@@ -594,28 +585,8 @@ fn a_second_kinspect_recording_into_the_same_capture_is_refused() {
     // even a CA in a fresh home). Killed rather than left serving if it starts anyway.
     let fresh = tempfile::tempdir().unwrap();
     let missing = fresh.path().join("no-such-dir").join("x.db");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kinspect"))
-        .env("KINSPECT_HOME", fresh.path())
-        .args(["--headless", "--listen", "127.0.0.1:0", "--ca-dir"])
-        .arg(fresh.path())
-        .arg("--capture")
-        .arg(&missing)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("kinspect started with a --capture in a missing directory");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let refused = child.wait_with_output().unwrap();
-    assert!(!refused.status.success());
-    let said = String::from_utf8_lossy(&refused.stderr);
+    let said =
+        String::from_utf8_lossy(&refused_at_start(fresh.path(), &missing).stderr).into_owned();
     assert!(said.contains("no-such-dir does not exist"), "{said}");
     assert_eq!(
         std::fs::read_dir(fresh.path()).unwrap().count(),

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -564,22 +564,45 @@ pub struct KinspectProcess {
     pub stderr: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+/// `kinspect --headless --listen 127.0.0.1:0 --ca-dir HOME --capture CAPTURE` with
+/// `KINSPECT_HOME=HOME`, its stdout discarded and its stderr piped.
+pub fn headless_command(home: &Path, capture: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kinspect"));
+    command
+        .env("KINSPECT_HOME", home)
+        .args(["--headless", "--listen", "127.0.0.1:0"])
+        .arg("--ca-dir")
+        .arg(home)
+        .arg("--capture")
+        .arg(capture)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs [`headless_command`] expecting kinspect to refuse to start: its output once it
+/// has exited; killed, and the test failed, if it is still running after 10 s.
+pub fn refused_at_start(home: &Path, capture: &Path) -> std::process::Output {
+    let mut child = headless_command(home, capture).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("kinspect started with --capture {}", capture.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    output
+}
+
 impl KinspectProcess {
-    /// Starts `kinspect --headless --listen 127.0.0.1:0 --ca-dir HOME --capture CAPTURE`
-    /// with `KINSPECT_HOME=HOME`, its stdout discarded; `configure` adds arguments and
-    /// environment. Returns once it announces its address.
+    /// Starts [`headless_command`]; `configure` adds arguments and environment. Returns
+    /// once it announces its address.
     pub fn start(home: &Path, capture: &Path, configure: impl FnOnce(&mut Command)) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kinspect"));
-        command
-            .env("KINSPECT_HOME", home)
-            .args(["--headless", "--listen", "127.0.0.1:0"])
-            .arg("--ca-dir")
-            .arg(home)
-            .arg("--capture")
-            .arg(capture)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let mut command = headless_command(home, capture);
         configure(&mut command);
         let mut child = command.spawn().unwrap();
         let stderr = Arc::new(std::sync::Mutex::new(Vec::new()));
