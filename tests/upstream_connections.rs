@@ -80,7 +80,20 @@ where
     F: Fn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(ca.server_config(&[b"http/1.1"])));
+    tls_origin_speaking(ca, b"http/1.1", serve).await
+}
+
+/// [`tls_origin`] offering `alpn` alone.
+async fn tls_origin_speaking<F, Fut>(
+    ca: &support::TestCa,
+    alpn: &[u8],
+    serve: F,
+) -> (u16, tokio::task::JoinHandle<()>)
+where
+    F: Fn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(ca.server_config(&[alpn])));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let serve = Arc::new(serve);
@@ -337,4 +350,196 @@ async fn a_204_with_a_content_length_reaches_an_http2_client_as_no_content() {
     let recorded = flow.response.unwrap();
     assert_eq!(recorded.headers.get("content-length").as_deref(), Some("5"));
     server.abort();
+}
+
+/// HTTP/2 frame types and flags the hand-framed origin below uses (RFC 9113 §6).
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
+const SETTINGS: u8 = 0x4;
+const GOAWAY: u8 = 0x7;
+const END_STREAM: u8 = 0x1;
+const ACK: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const REFUSED_STREAM: u32 = 0x7;
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    frame.extend([kind, flags]);
+    frame.extend(stream.to_be_bytes());
+    frame.extend(payload);
+    frame
+}
+
+/// Reads one frame: its type, flags, stream and payload.
+async fn read_h2_frame<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Option<(u8, u8, u32, Vec<u8>)> {
+    let mut head = [0u8; 9];
+    stream.read_exact(&mut head).await.ok()?;
+    let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    let mut payload = vec![0; length];
+    stream.read_exact(&mut payload).await.ok()?;
+    Some((head[3], head[4], id, payload))
+}
+
+/// How the hand-framed origin's first connection treats its last request.
+#[derive(Clone, Copy)]
+enum LastRequest {
+    /// A GOAWAY naming the stream before it as the last it processed, and the
+    /// connection closed: it was never processed.
+    GoAwayBefore,
+    /// A GOAWAY naming its stream, and the connection closed unanswered: it may have
+    /// been processed.
+    GoAwayAfter,
+    /// RST_STREAM with REFUSED_STREAM.
+    Refused,
+}
+
+/// An HTTPS origin speaking HTTP/2 frame by frame: every request is answered 200 with
+/// no body once its stream ends, except request number `last` on the first connection,
+/// treated as `how` says. Returns its port, the number of connections it took and the bodies
+/// of the requests it answered, in order.
+async fn refusing_h2_origin(
+    ca: &support::TestCa,
+    last: usize,
+    how: LastRequest,
+) -> (
+    u16,
+    Arc<AtomicUsize>,
+    Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let connections = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (counter, bodies) = (connections.clone(), answered.clone());
+    let (port, task) = tls_origin_speaking(ca, b"h2", move |mut tls| {
+        let number = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        let bodies = bodies.clone();
+        async move {
+            let mut preface = [0u8; 24];
+            if tls.read_exact(&mut preface).await.is_err() {
+                return;
+            }
+            tls.write_all(&h2_frame(SETTINGS, 0, 0, &[])).await.unwrap();
+            let mut streams = 0;
+            let mut pending: std::collections::HashMap<u32, Vec<u8>> = Default::default();
+            while let Some((kind, flags, id, payload)) = read_h2_frame(&mut tls).await {
+                match kind {
+                    SETTINGS if flags & ACK == 0 => {
+                        tls.write_all(&h2_frame(SETTINGS, ACK, 0, &[]))
+                            .await
+                            .unwrap();
+                        continue;
+                    }
+                    HEADERS => {
+                        streams += 1;
+                        if number == 1 && streams == last {
+                            let (last_processed, close) = match how {
+                                LastRequest::GoAwayBefore => (id - 2, true),
+                                LastRequest::GoAwayAfter => (id, true),
+                                LastRequest::Refused => {
+                                    let code = REFUSED_STREAM.to_be_bytes();
+                                    let reset = h2_frame(RST_STREAM, 0, id, &code);
+                                    tls.write_all(&reset).await.unwrap();
+                                    continue;
+                                }
+                            };
+                            let mut goaway = last_processed.to_be_bytes().to_vec();
+                            goaway.extend(0u32.to_be_bytes());
+                            tls.write_all(&h2_frame(GOAWAY, 0, 0, &goaway))
+                                .await
+                                .unwrap();
+                            if close {
+                                let _ = tls.shutdown().await;
+                                return;
+                            }
+                        }
+                        pending.insert(id, Vec::new());
+                    }
+                    DATA => {
+                        if let Some(body) = pending.get_mut(&id) {
+                            body.extend(&payload);
+                        }
+                    }
+                    _ => continue,
+                }
+                if flags & END_STREAM != 0 {
+                    if let Some(body) = pending.remove(&id) {
+                        bodies.lock().unwrap().push(body);
+                        // `:status: 200`, indexed in HPACK's static table.
+                        let status = h2_frame(HEADERS, END_HEADERS | END_STREAM, id, &[0x88]);
+                        tls.write_all(&status).await.unwrap();
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    (port, connections, answered, task)
+}
+
+/// Sends `gets` GETs then a POST (over HTTP/1.1 to the proxy) to a
+/// [`refusing_h2_origin`] treating the POST as `how` says; returns the POST's status and
+/// flow, the connections the origin took and the bodies it answered.
+async fn post_after(
+    gets: usize,
+    how: LastRequest,
+) -> (u16, kinspect::flow::Flow, usize, Vec<Vec<u8>>) {
+    let ca = support::TestCa::new();
+    let (port, connections, answered, server) = refusing_h2_origin(&ca, gets + 1, how).await;
+    let mut proxy = TestProxy::start(None, |c| c.upstream_ca.push(ca.pem_path.clone())).await;
+    let client = proxy.client_builder().http1_only().build().unwrap();
+    let url = format!("https://localhost:{port}/kv");
+    for _ in 0..gets {
+        assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+        proxy.next_flow().await;
+    }
+    let response = client
+        .post(&url)
+        .body("{\"name\":\"kinvey\"}")
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let flow = proxy.next_flow().await;
+    server.abort();
+    let bodies = answered.lock().unwrap().clone();
+    (status, flow, connections.load(Ordering::SeqCst), bodies)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_an_http2_origin_left_unprocessed_is_sent_again_on_a_new_connection() {
+    // On a connection that served a GET before, and on the POST's own new connection.
+    let cases = [
+        (1, LastRequest::GoAwayBefore),
+        (1, LastRequest::Refused),
+        (0, LastRequest::Refused),
+    ];
+    for (gets, how) in cases {
+        let (status, flow, connections, bodies) = post_after(gets, how).await;
+        assert_eq!(status, 200, "{:?}", flow.error);
+        assert!(flow.error.is_none(), "{:?}", flow.error);
+        assert_eq!(connections, 2);
+        // The GETs on the first connection, the POST with its body on the second.
+        let mut expected = vec![Vec::new(); gets];
+        expected.push(b"{\"name\":\"kinvey\"}".to_vec());
+        assert_eq!(bodies, expected);
+        assert_eq!(&flow.request.body.bytes[..], b"{\"name\":\"kinvey\"}");
+        assert!(!flow.request.body.incomplete);
+        assert!(
+            flow.timings.connect.is_some(),
+            "it went out on a new connection"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_an_http2_origin_may_have_processed_is_not_sent_again() {
+    let (status, flow, connections, bodies) = post_after(1, LastRequest::GoAwayAfter).await;
+    assert_eq!(status, 502);
+    assert!(flow.error.is_some());
+    assert_eq!(connections, 1);
+    assert_eq!(bodies, [b"".to_vec()]);
 }

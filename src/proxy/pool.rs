@@ -11,11 +11,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::tee::SharedCapture;
 use super::upstream::{ConnectError, ConnectionInfo, UpstreamConnector};
 use super::{ReturnedIfUnread, Target, UpstreamBody};
 
@@ -60,6 +62,10 @@ impl Connection {
             Sender::Http1(sender) => !sender.is_closed(),
             Sender::Http2(sender) => !sender.is_closed(),
         }
+    }
+
+    fn is_http2(&self) -> bool {
+        matches!(self.sender, Sender::Http2(_))
     }
 
     /// Whether it can take a request now (an HTTP/1.1 connection may still be sending
@@ -111,21 +117,75 @@ impl Connection {
     }
 }
 
-/// A copy of `req` to send again if the reused connection it goes out on fails before
-/// any answer: only for a request without a body whose method asks nothing more when
-/// repeated (RFC 9110 §9.2.2). A reused connection fails so when the origin closed it
-/// as the request went out (RFC 9112 §9.3.1), or, over HTTP/2, when the origin's
-/// GOAWAY says it never processed the stream (RFC 9113 §6.8).
-fn replay_of(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
-    if !req.method().is_idempotent() || !http_body::Body::is_end_stream(req.body()) {
-        return None;
+/// What is kept of a request to send it once more when the connection it goes out on
+/// fails before any answer.
+struct Replay {
+    head: Request<()>,
+    /// The body's capture; `None` for a request without a body.
+    body: Option<SharedCapture>,
+    /// Without a body and with a method that asks nothing more when repeated (RFC 9110
+    /// §9.2.2): safe to send again after any failure before an answer on a reused
+    /// connection, which fails so when the origin closed it as the request went out
+    /// (RFC 9112 §9.3.1).
+    idempotent: bool,
+}
+
+impl Replay {
+    /// What to keep of `req` before it goes out on `conn`: nothing unless some failure
+    /// there could allow sending it again — any request over HTTP/2, whose origin may
+    /// refuse its stream unprocessed.
+    fn of(req: &Request<UpstreamBody>, conn: &Connection) -> Option<Replay> {
+        let bodyless = http_body::Body::is_end_stream(req.body());
+        let idempotent = bodyless && req.method().is_idempotent();
+        if !idempotent && !conn.is_http2() {
+            return None;
+        }
+        let mut head = Request::new(());
+        *head.method_mut() = req.method().clone();
+        *head.uri_mut() = req.uri().clone();
+        *head.version_mut() = req.version();
+        *head.headers_mut() = req.headers().clone();
+        let body = match bodyless {
+            true => None,
+            false => Some(req.body().inner()?.capture().clone()),
+        };
+        Some(Replay {
+            head,
+            body,
+            idempotent,
+        })
     }
-    let mut copy = Request::new(ReturnedIfUnread::empty());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    Some(copy)
+
+    /// The request again after `error`, when sending it again is safe: an idempotent
+    /// request without a body after a failure on a `reused` connection, or any request
+    /// whose stream the origin refused unprocessed ([`refused_unprocessed`]) if its body
+    /// was read whole from the client (and so can be sent from the capture).
+    fn after(self, error: &hyper::Error, reused: bool) -> Option<Request<UpstreamBody>> {
+        let safe = (self.idempotent && reused) || refused_unprocessed(error);
+        if !safe {
+            return None;
+        }
+        let body = match &self.body {
+            None => Bytes::new(),
+            Some(capture) => capture.lock().unwrap_or_else(|e| e.into_inner()).whole()?,
+        };
+        Some(self.head.map(|()| ReturnedIfUnread::again(body)))
+    }
+}
+
+/// Whether `error` says the origin did not process the request: an HTTP/2 stream
+/// above the last one the origin's GOAWAY names (RFC 9113 §6.8), or one it reset with
+/// REFUSED_STREAM (§8.7). Such a request may go out again whatever its method.
+fn refused_unprocessed(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.is_remote()
+                && (h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM));
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Turns `req`'s absolute URI into the origin form HTTP/1.1 sends (`/path?query`), with
@@ -271,11 +331,11 @@ impl Upstreams {
     /// Sends `req` (its URI absolute, naming `target`) to the origin: on the connection
     /// `kept` holds when it goes there, else on an idle one, else on a new one. A request
     /// that a reused connection could not take (the origin had closed it) goes out on
-    /// the next one; one that a reused connection failed under before any answer goes
-    /// out once more on a new one if that is safe ([`replay_of`]). `switching`: the
-    /// request asks to switch protocols; it gets a connection of its own. `used` is the
-    /// last connection the request was given to, known even if this is dropped (timed
-    /// out) before it answers.
+    /// the next one; one that a connection failed under before any answer goes out once
+    /// more on a new one if that is safe ([`Replay::after`]). `switching`: the request
+    /// asks to switch protocols; it gets a connection of its own. `used` is the last
+    /// connection the request was given to, known even if this is dropped (timed out)
+    /// before it answers.
     pub(crate) async fn send(
         &self,
         kept: &Arc<KeptConnection>,
@@ -284,17 +344,19 @@ impl Upstreams {
         switching: bool,
         used: &mut Option<ConnectionInfo>,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
+        let mut replayed = false;
         if !switching {
             while let Some(mut conn) = kept.take_for(target).or_else(|| self.checkout(target)) {
                 *used = Some(conn.info.clone());
-                let replay = replay_of(&req);
+                let replay = Replay::of(&req, &conn);
                 match conn.send(req).await {
                     Ok(response) => return Ok((response, Lease::of(conn, kept))),
                     Err((_, Some(unsent))) => req = unsent,
                     // Sent, and no answer came: once more, on a connection of its own.
-                    Err((error, None)) => match replay {
+                    Err((error, None)) => match replay.and_then(|r| r.after(&error, true)) {
                         Some(again) => {
                             req = again;
+                            replayed = true;
                             break;
                         }
                         None => return Err(SendError::Http(error)),
@@ -306,19 +368,32 @@ impl Upstreams {
             true => &self.http1_connector,
             false => &self.connector,
         };
-        // A connection that could not take the request is not the one it waits on now.
-        *used = None;
-        let mut conn = self.open(connector, target, used).await?;
-        match conn.send(req).await {
-            Ok(response) if switching => Ok((
-                response,
-                Lease {
-                    info: conn.info,
-                    kept: None,
+        loop {
+            // A connection that could not take the request is not the one it waits on now.
+            *used = None;
+            let mut conn = self.open(connector, target, used).await?;
+            // An HTTP/2 origin may refuse a stream on a new connection too (going away
+            // as it starts): once more then, but only once in all.
+            let replay = (!replayed && conn.is_http2())
+                .then(|| Replay::of(&req, &conn))
+                .flatten();
+            match conn.send(req).await {
+                Ok(response) if switching => {
+                    let lease = Lease {
+                        info: conn.info,
+                        kept: None,
+                    };
+                    return Ok((response, lease));
+                }
+                Ok(response) => return Ok((response, Lease::of(conn, kept))),
+                Err((error, _)) => match replay.and_then(|r| r.after(&error, false)) {
+                    Some(again) => {
+                        req = again;
+                        replayed = true;
+                    }
+                    None => return Err(SendError::Http(error)),
                 },
-            )),
-            Ok(response) => Ok((response, Lease::of(conn, kept))),
-            Err((error, _)) => Err(SendError::Http(error)),
+            }
         }
     }
 

@@ -111,6 +111,12 @@ impl BodyCapture {
         self.end();
     }
 
+    /// The whole body, when it ended normally and every byte of it was kept.
+    pub fn whole(&self) -> Option<Bytes> {
+        let whole = self.ended_at.is_some() && !self.failed && !self.truncated;
+        whole.then(|| self.frozen.clone().unwrap_or_default())
+    }
+
     /// Why the body's source failed, when it did.
     pub fn failure(&self) -> Option<&BodyFailure> {
         self.failure.as_ref()
@@ -196,6 +202,11 @@ impl<B: Body> TeeBody<B> {
             on_end,
             held: None,
         }
+    }
+
+    /// The capture this body is teed into.
+    pub fn capture(&self) -> &SharedCapture {
+        &self.capture
     }
 
     fn finish(&mut self, end: BodyEnd, failure: Option<BodyFailure>) -> Option<Stored> {
@@ -310,6 +321,9 @@ pub struct ReturnedIfUnread<B> {
     inner: Option<B>,
     slot: Option<UnreadSlot<B>>,
     read: bool,
+    /// For a request sent again: its whole body, already read from the client and
+    /// recorded the first time (sent as one frame, not teed again).
+    again: Option<Bytes>,
 }
 
 impl<B> ReturnedIfUnread<B> {
@@ -319,20 +333,31 @@ impl<B> ReturnedIfUnread<B> {
             inner: Some(inner),
             slot,
             read: false,
+            again: None,
         }
     }
 
-    /// An empty body (a request sent again, whose first body was empty too).
-    pub fn empty() -> Self {
+    /// The body of a request sent again: `bytes`, read and recorded the first time.
+    pub fn again(bytes: Bytes) -> Self {
         ReturnedIfUnread {
             inner: None,
             slot: None,
             read: false,
+            again: (!bytes.is_empty()).then_some(bytes),
         }
+    }
+
+    /// The body it wraps, unless it is a body sent again.
+    pub fn inner(&self) -> Option<&B> {
+        self.inner.as_ref()
     }
 }
 
-impl<B: Body + Unpin> Body for ReturnedIfUnread<B> {
+impl<B> Body for ReturnedIfUnread<B>
+where
+    B: Body + Unpin,
+    B::Data: From<Bytes>,
+{
     type Data = B::Data;
     type Error = B::Error;
 
@@ -343,18 +368,20 @@ impl<B: Body + Unpin> Body for ReturnedIfUnread<B> {
         self.read = true;
         match self.inner.as_mut() {
             Some(inner) => Pin::new(inner).poll_frame(cx),
-            None => Poll::Ready(None),
+            None => Poll::Ready(self.again.take().map(|bytes| Ok(Frame::data(bytes.into())))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(B::is_end_stream)
+        self.again.is_none() && self.inner.as_ref().is_none_or(B::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(SizeHint::default, B::size_hint)
+        match (&self.inner, &self.again) {
+            (Some(inner), _) => inner.size_hint(),
+            (None, Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            (None, None) => SizeHint::with_exact(0),
+        }
     }
 }
 
