@@ -42,7 +42,21 @@ pub enum DecodeError {
 /// (`gzip, br`) are undone in reverse order; `None`/`identity` return the body as is.
 /// No step may produce more than [`MAX_DECODED`] bytes.
 pub fn decode_body(body: &Bytes, content_encoding: Option<&str>) -> Result<Bytes, DecodeError> {
-    decode_within(body, content_encoding, MAX_DECODED)
+    decode_within(body, content_encoding, MAX_DECODED, Cut::Refused)
+}
+
+/// [`decode_body`] for the first part of a body (what `--max-body` kept): decoded as far
+/// as its bytes go, instead of failing where they stop. Bytes that are not valid for
+/// the encoding from the start still fail.
+pub fn decode_prefix(body: &Bytes, content_encoding: Option<&str>) -> Result<Bytes, DecodeError> {
+    decode_within(body, content_encoding, MAX_DECODED, Cut::Allowed)
+}
+
+/// Whether the input may stop short of the encoding's end.
+#[derive(Clone, Copy, PartialEq)]
+enum Cut {
+    Allowed,
+    Refused,
 }
 
 /// [`decode_body`] with the output of each step limited to `limit` bytes.
@@ -50,6 +64,7 @@ fn decode_within(
     body: &Bytes,
     content_encoding: Option<&str>,
     limit: usize,
+    cut: Cut,
 ) -> Result<Bytes, DecodeError> {
     let Some(header) = content_encoding else {
         return Ok(body.clone());
@@ -74,10 +89,14 @@ fn decode_within(
             }),
             _ => return Err(DecodeError::Unsupported(encoding)),
         };
-        result.map_err(|source| DecodeError::Corrupt {
-            encoding: encoding.clone(),
-            source,
-        })?;
+        match result {
+            // What came out before the bytes stopped is the start of the decoded body.
+            Err(_) if cut == Cut::Allowed && !out.is_empty() => {}
+            result => result.map_err(|source| DecodeError::Corrupt {
+                encoding: encoding.clone(),
+                source,
+            })?,
+        }
         if out.len() > limit {
             return Err(DecodeError::TooLarge { encoding, limit });
         }
@@ -169,11 +188,11 @@ mod tests {
     fn output_up_to_the_limit_decodes() {
         let text = vec![b'a'; 1000];
         assert_eq!(
-            &decode_within(&gzip(&text), Some("gzip"), 1000).unwrap()[..],
+            &decode_within(&gzip(&text), Some("gzip"), 1000, Cut::Refused).unwrap()[..],
             &text[..]
         );
         assert_eq!(
-            &decode_within(&brotli(&text), Some("br"), 1000).unwrap()[..],
+            &decode_within(&brotli(&text), Some("br"), 1000, Cut::Refused).unwrap()[..],
             &text[..]
         );
     }
@@ -192,7 +211,7 @@ mod tests {
             (Bytes::from(zlib.finish().unwrap()), "deflate"),
             (Bytes::from(raw.finish().unwrap()), "deflate"),
         ] {
-            match decode_within(&body, Some(encoding), 1000) {
+            match decode_within(&body, Some(encoding), 1000, Cut::Refused) {
                 Err(DecodeError::TooLarge { encoding: e, limit }) => {
                     assert_eq!((e.as_str(), limit), (encoding, 1000));
                 }
@@ -202,13 +221,36 @@ mod tests {
     }
 
     #[test]
+    fn the_first_part_of_an_encoded_body_decodes_as_far_as_it_goes() {
+        let text: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| {
+                format!("{{\"n\":{i},\"v\":{}}}", i.wrapping_mul(7919) % 10007).into_bytes()
+            })
+            .collect();
+        let zstd = Bytes::from(zstd::encode_all(&text[..], 3).unwrap());
+        for (body, encoding) in [(gzip(&text), "gzip"), (brotli(&text), "br"), (zstd, "zstd")] {
+            let first_part = body.slice(..body.len() / 2);
+            assert!(
+                decode_body(&first_part, Some(encoding)).is_err(),
+                "{encoding}"
+            );
+            let decoded = decode_prefix(&first_part, Some(encoding)).unwrap();
+            assert!(!decoded.is_empty(), "{encoding}");
+            assert!(text.starts_with(&decoded), "{encoding}");
+        }
+        // Not the encoding at all: still an error.
+        let garbage = Bytes::from_static(b"not gzip at all");
+        assert!(decode_prefix(&garbage, Some("gzip")).is_err());
+    }
+
+    #[test]
     fn each_stacked_step_is_limited() {
         // The outer step's output (the inner gzip) fits; the inner step's does not.
         let inner = gzip(&[0u8; 1001]);
         let twice = gzip(&inner);
         assert!(inner.len() <= 1000);
         assert!(matches!(
-            decode_within(&twice, Some("gzip, gzip"), 1000),
+            decode_within(&twice, Some("gzip, gzip"), 1000, Cut::Refused),
             Err(DecodeError::TooLarge { .. })
         ));
     }

@@ -200,6 +200,18 @@ impl CapturedBody {
             incomplete: false,
         }
     }
+
+    /// The kept bytes with `content_encoding` undone; a truncated body decodes as far as
+    /// its kept bytes go.
+    pub fn decoded(
+        &self,
+        content_encoding: Option<&str>,
+    ) -> Result<Bytes, crate::decode::DecodeError> {
+        match self.truncated {
+            true => crate::decode::decode_prefix(&self.bytes, content_encoding),
+            false => crate::decode::decode_body(&self.bytes, content_encoding),
+        }
+    }
 }
 
 /// TLS parameters of one leg.
@@ -496,20 +508,14 @@ impl Flow {
     /// `None` when there is no response or it could not be decoded.
     pub fn decoded_response_body(&self) -> Option<Bytes> {
         let response = self.response.as_ref()?;
-        crate::decode::decode_body(
-            &response.body.bytes,
-            response.headers.get("content-encoding").as_deref(),
-        )
-        .ok()
+        let encoding = response.headers.get("content-encoding");
+        response.body.decoded(encoding.as_deref()).ok()
     }
 
     /// The request body with its `Content-Encoding` undone.
     pub fn decoded_request_body(&self) -> Option<Bytes> {
-        crate::decode::decode_body(
-            &self.request.body.bytes,
-            self.request.headers.get("content-encoding").as_deref(),
-        )
-        .ok()
+        let encoding = self.request.headers.get("content-encoding");
+        self.request.body.decoded(encoding.as_deref()).ok()
     }
 }
 

@@ -856,3 +856,60 @@ fn firefox_form_params_and_chrome_response_errors_import() {
         "{again}"
     );
 }
+
+#[test]
+fn bodies_cut_at_max_body_export_their_whole_size_and_decoded_start() {
+    use kinspect::flow::{CapturedBody, Flow};
+    use std::io::Write;
+    let cut = |bytes: &[u8], keep: usize| CapturedBody {
+        bytes: bytes[..keep].to_vec().into(),
+        wire_size: bytes.len() as u64,
+        truncated: true,
+        incomplete: false,
+    };
+    let entry = |headers: &[(&str, &str)], body: CapturedBody| {
+        let client = "127.0.0.1:40000".parse().unwrap();
+        let mut flow = Flow::exchange(1, client, "GET", "http://localhost/a", Some(200));
+        let response = flow.response.as_mut().unwrap();
+        response.headers = headers.iter().copied().collect();
+        response.body = body;
+        let stored = StoredFlow {
+            flow,
+            kinvey: Default::default(),
+        };
+        har::har_entry(&stored, Default::default(), &mut 0)["response"]["content"].clone()
+    };
+    let json = [("content-type", "application/json")];
+    let text: String = (0..2000).map(|i| format!("{{\"n\":{i}}},")).collect();
+
+    let plain = entry(&json, cut(text.as_bytes(), 4096));
+    assert_eq!(
+        plain["size"],
+        text.len(),
+        "the whole size, as it was not encoded"
+    );
+    assert_eq!(plain["text"].as_str().unwrap(), &text[..4096]);
+    assert_eq!(plain["_truncated"], true);
+    assert!(plain.get("compression").is_none());
+
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(text.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    let gzipped = entry(
+        &[json[0], ("content-encoding", "gzip")],
+        cut(&gz, gz.len() / 2),
+    );
+    let start = gzipped["text"].as_str().expect("decoded text, not base64");
+    assert!(gzipped.get("encoding").is_none());
+    assert!(!start.is_empty() && text.starts_with(start), "{start}");
+
+    // Encoding made this one larger: no negative bytes saved.
+    let mut tiny = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    tiny.write_all(b"{}").unwrap();
+    let tiny = entry(
+        &[json[0], ("content-encoding", "gzip")],
+        CapturedBody::whole(tiny.finish().unwrap()),
+    );
+    assert_eq!(tiny["text"], "{}");
+    assert!(tiny.get("compression").is_none(), "{tiny}");
+}

@@ -298,10 +298,15 @@ fn body_content(
     if body.bytes.is_empty() {
         return (0, None);
     }
-    let decoded =
-        crate::decode::decode_body(&body.bytes, headers.get("content-encoding").as_deref())
-            .unwrap_or_else(|_| body.bytes.clone());
-    let size = decoded.len() as u64;
+    let encoding = headers.get("content-encoding");
+    let decoded = body
+        .decoded(encoding.as_deref())
+        .unwrap_or_else(|_| body.bytes.clone());
+    // A body cut at --max-body: its whole size is known when it was not encoded.
+    let size = match body.truncated && encoding.is_none() {
+        true => body.wire_size,
+        false => decoded.len() as u64,
+    };
     let content_type = headers.get("content-type");
     match std::str::from_utf8(&decoded) {
         Ok(text) if is_form_body(content_type.as_deref(), text) => {
@@ -369,9 +374,10 @@ pub fn har_entry(stored: &StoredFlow, options: ExportOptions, redactions: &mut u
                 "size": size,
                 "mimeType": response.headers.get("content-type").unwrap_or_default(),
             });
-            if response.body.bytes.len() as u64 == response.body.wire_size {
-                // compression = bytes saved on the wire (only known for a whole body).
-                content["compression"] = json!(size as i64 - response.body.wire_size as i64);
+            // compression = bytes saved on the wire: only known for a whole body, and
+            // none when encoding made it larger.
+            if !response.body.truncated && size >= response.body.wire_size {
+                content["compression"] = json!(size - response.body.wire_size);
             }
             if let Some((text, base64)) = text {
                 content["text"] = json!(text);

@@ -50,13 +50,17 @@ pub fn analyze(flow: &Flow) -> KinveyAnalysis {
                 }
             }
             Ok(_) => {}
-            Err(e) if response.status >= 400 && !response.body.truncated => {
+            Err(e) if response.status >= 400 => {
                 let text = String::from_utf8_lossy(&body);
                 let fields = kinvey_looking_fields(&text);
                 if let Some(name) = fields.error {
-                    analysis.anomalies.push(Anomaly::UnparseableBody {
-                        reason: e.to_string(),
-                    });
+                    // A body cut at --max-body is whole on the wire: only its start was
+                    // kept, and the error read from it.
+                    if !response.body.truncated {
+                        analysis.anomalies.push(Anomaly::UnparseableBody {
+                            reason: unparseable_because(&body, &e),
+                        });
+                    }
                     let status = response.status;
                     push_error(
                         &mut analysis,
@@ -76,6 +80,15 @@ pub fn analyze(flow: &Flow) -> KinveyAnalysis {
         analysis.anomalies.push(Anomaly::MissingApiVersion);
     }
     analysis
+}
+
+/// Why a body is not JSON, as the parser says, or the byte-order mark it starts with
+/// (which the parser reports as a bad first character).
+fn unparseable_because(body: &[u8], error: &serde_json::Error) -> String {
+    match body.starts_with(b"\xEF\xBB\xBF") {
+        true => "it starts with a UTF-8 byte-order mark (EF BB BF), which JSON forbids".into(),
+        false => error.to_string(),
+    }
 }
 
 /// True when `body` could be a JSON object. Below 400 only objects are read, so other
@@ -123,7 +136,10 @@ fn read_error(
     analysis: &mut KinveyAnalysis,
 ) {
     let (name, description) = match (object.get("error"), object.get("name")) {
+        // An empty name names no error (as in bodies that are not JSON).
+        (Some(Value::String(name)), _) if name.is_empty() => return,
         (Some(Value::String(name)), _) => (name, object.get("description")),
+        (_, Some(Value::String(name))) if name.is_empty() => return,
         (_, Some(Value::String(name))) => {
             analysis.anomalies.push(Anomaly::NameMessageVariant);
             (name, object.get("message").or(object.get("description")))
@@ -432,6 +448,56 @@ mod tests {
         // At 400 and above anything is read: a body that is not JSON may still name one.
         let a = analyze(&flow(401, &[JSON], "“error”: “InvalidCredentials”"));
         assert_eq!(codes(&a), ["unparseable_body"]);
+    }
+
+    #[test]
+    fn an_error_body_cut_at_max_body_is_read_from_its_start() {
+        use std::io::Write;
+        let whole = format!(
+            r#"{{"error":"KinveyInternalErrorStop","description":"The Kinvey server encountered an unexpected error. Please contact support.","debug":"{}"}}"#,
+            "x".repeat(5000)
+        );
+        let keep = |bytes: &[u8]| CapturedBody {
+            bytes: Bytes::copy_from_slice(&bytes[..bytes.len().min(4096)]),
+            wire_size: bytes.len() as u64,
+            truncated: true,
+            incomplete: false,
+        };
+        let mut plain = flow(500, &[JSON], "");
+        plain.response.as_mut().unwrap().body = keep(whole.as_bytes());
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+        gz.write_all(whole.as_bytes()).unwrap();
+        let mut gzipped = flow(500, &[JSON, ("Content-Encoding", "gzip")], "");
+        gzipped.response.as_mut().unwrap().body = keep(&gz.finish().unwrap());
+        for f in [plain, gzipped] {
+            let a = analyze(&f);
+            let e = a.primary().expect("the error is read from the kept start");
+            assert_eq!(e.name, "KinveyInternalErrorStop");
+            assert_eq!(e.class, ErrorClass::Stop);
+            assert!(e
+                .description
+                .as_deref()
+                .unwrap()
+                .starts_with("The Kinvey server"));
+            // Only kept in part; not broken.
+            assert!(a.anomalies.is_empty(), "{:?}", a.anomalies);
+        }
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_named_and_an_empty_name_is_no_error() {
+        let a = analyze(&flow(
+            401,
+            &[JSON],
+            "\u{feff}{\"error\":\"InvalidCredentials\",\"description\":\"d\"}",
+        ));
+        assert_eq!(a.primary().unwrap().name, "InvalidCredentials");
+        assert_eq!(codes(&a), ["unparseable_body"]);
+        assert!(a.anomalies[0].message().contains("byte-order mark"));
+        for body in [r#"{"error":""}"#, r#"{"name":"","message":"m"}"#] {
+            let a = analyze(&flow(400, &[JSON], body));
+            assert!(a.errors.is_empty(), "{body}");
+        }
     }
 
     #[test]

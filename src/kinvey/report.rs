@@ -31,6 +31,19 @@ pub fn support_report(flow: &Flow, analysis: &KinveyAnalysis, warnings: &[Findin
         .status()
         .map_or_else(|| "(no response)".to_owned(), |s| s.to_string());
     line("Status:", &status);
+    if let Some(body) = flow
+        .response
+        .as_ref()
+        .map(|r| &r.body)
+        .filter(|b| b.truncated)
+    {
+        let kept = format!(
+            "kinspect kept the first {} of its {} bytes (--max-body); the error is read from them",
+            body.bytes.len(),
+            body.wire_size
+        );
+        line("Body:", &kept);
+    }
     match analysis.primary() {
         Some(error) => {
             line("Error:", error.trimmed_name());

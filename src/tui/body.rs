@@ -1,7 +1,6 @@
 //! Rendering a captured body as lines of text: content-encoding undone, JSON
 //! pretty-printed, text as is, binary as a hex dump; long bodies cut at a line limit.
 
-use crate::decode::decode_body;
 use crate::flow::{CapturedBody, Headers};
 
 /// Most lines rendered for one body; the rest is summarised in a last line.
@@ -14,7 +13,7 @@ pub fn body_lines(body: &CapturedBody, headers: &Headers) -> Vec<String> {
     }
     let mut lines = Vec::new();
     let encoding = headers.get("content-encoding");
-    let decoded = match decode_body(&body.bytes, encoding.as_deref()) {
+    let decoded = match body.decoded(encoding.as_deref()) {
         Ok(decoded) => {
             if let Some(encoding) = encoding.as_deref().filter(|e| !e.trim().is_empty()) {
                 lines.push(format!(
