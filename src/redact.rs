@@ -8,14 +8,27 @@ use crate::flow::Flow;
 /// What replaces a secret.
 pub const REDACTED: &str = "[redacted]";
 
-/// True for headers whose values are secrets.
+/// True for headers whose values are secrets: credentials, cookies, and any field
+/// named for a token, secret, password or API key (`X-Auth-Token`, `X-Api-Key`).
 pub fn is_secret_header(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     matches!(
         name.as_str(),
         "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
-    ) || (name.starts_with("x-kinvey-")
-        && (name.contains("auth") || name.contains("secret") || name.contains("token")))
+    ) || [
+        "token", "secret", "password", "api-key", "apikey", "api_key",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
+        || (name.starts_with("x-kinvey-") && name.contains("auth"))
+}
+
+/// True for headers whose values are URLs, whose secret parameters are redacted as a
+/// request's URL is (a login's redirect carries its `code` in `Location`).
+pub fn is_url_header(name: &str) -> bool {
+    ["location", "content-location", "referer"]
+        .iter()
+        .any(|url| name.eq_ignore_ascii_case(url))
 }
 
 /// True for query parameters whose values are secrets.
@@ -90,21 +103,23 @@ pub fn redact_form(pairs: &str) -> String {
 }
 
 /// `url` with the password of its user info (`user:password@`) and the values of secret
-/// query parameters replaced.
+/// query parameters replaced, in the fragment too (where OAuth's implicit flow puts its
+/// `access_token`).
 pub fn redact_url(url: &str) -> String {
     let url = redact_user_info(url);
-    let Some((base, query)) = url.split_once('?') else {
-        return url;
+    let (before_fragment, fragment) = match url.split_once('#') {
+        Some((before, fragment)) => (before, Some(fragment)),
+        None => (url.as_str(), None),
     };
-    let (query, fragment) = match query.split_once('#') {
-        Some((q, f)) => (q, Some(f)),
-        None => (query, None),
+    let mut redacted = match before_fragment.split_once('?') {
+        Some((base, query)) => format!("{base}?{}", redact_form(query)),
+        None => before_fragment.to_owned(),
     };
-    let query = redact_form(query);
-    match fragment {
-        Some(f) => format!("{base}?{query}#{f}"),
-        None => format!("{base}?{query}"),
+    if let Some(fragment) = fragment {
+        redacted.push('#');
+        redacted.push_str(&redact_form(fragment));
     }
+    redacted
 }
 
 /// `url` with the password in `scheme://user:password@host` replaced.
@@ -260,7 +275,23 @@ mod tests {
         ] {
             assert!(is_secret_header(h), "{h}");
         }
-        assert!(!is_secret_header("X-Kinvey-API-Version"));
+        for h in [
+            "X-Api-Key",
+            "api-key",
+            "X-Auth-Token",
+            "x-goog-api-key",
+            "X-App-Secret",
+        ] {
+            assert!(is_secret_header(h), "{h}");
+        }
+        for h in [
+            "X-Kinvey-API-Version",
+            "X-Kinvey-Request-ID",
+            "WWW-Authenticate",
+            "Location",
+        ] {
+            assert!(!is_secret_header(h), "{h}");
+        }
         for p in ["access_token", "appSecret", "password", "sig", "sessionid"] {
             assert!(is_secret_param(p), "{p}");
         }
@@ -270,5 +301,13 @@ mod tests {
             "https://h/p?query=%7B%7D&access_token=[redacted]&x=1#top"
         );
         assert_eq!(redact_url("https://h/p"), "https://h/p");
+        assert_eq!(
+            redact_url("https://app/cb#access_token=abc&expires_in=3600&state=s"),
+            "https://app/cb#access_token=[redacted]&expires_in=3600&state=s"
+        );
+        assert_eq!(
+            redact_url("/cb?code=C0DE#section"),
+            "/cb?code=[redacted]#section"
+        );
     }
 }

@@ -913,3 +913,45 @@ fn bodies_cut_at_max_body_export_their_whole_size_and_decoded_start() {
     assert_eq!(tiny["text"], "{}");
     assert!(tiny.get("compression").is_none(), "{tiny}");
 }
+
+#[test]
+fn urls_in_headers_and_fragments_and_api_key_headers_are_redacted() {
+    use kinspect::flow::Flow;
+    let client = "127.0.0.1:40000".parse().unwrap();
+    let mut flow = Flow::exchange(1, client, "GET", "https://id.example/auth", Some(302));
+    flow.request.headers = [
+        (
+            "Referer",
+            "https://app.example/page?access_token=REFERERTOKEN1",
+        ),
+        ("X-Api-Key", "APIKEYVALUE1"),
+        ("X-Auth-Token", "AUTHTOKENVALUE1"),
+    ]
+    .into_iter()
+    .collect();
+    flow.response.as_mut().unwrap().headers = [(
+        "Location",
+        "https://app.example/cb?code=OAUTHCODE1&state=s#access_token=FRAGMENTTOKEN1",
+    )]
+    .into_iter()
+    .collect();
+    let stored = StoredFlow {
+        flow,
+        kinvey: Default::default(),
+    };
+    let mut redactions = 0;
+    let entry = har::har_entry(&stored, Default::default(), &mut redactions).to_string();
+    for secret in [
+        "REFERERTOKEN1",
+        "APIKEYVALUE1",
+        "AUTHTOKENVALUE1",
+        "OAUTHCODE1",
+        "FRAGMENTTOKEN1",
+    ] {
+        assert!(!entry.contains(secret), "{secret} leaked: {entry}");
+    }
+    assert!(entry.contains("state=s"), "{entry}");
+    assert!(redactions >= 5, "{redactions}");
+    let unredacted = har::har_entry(&stored, har::ExportOptions { redact: false }, &mut 0);
+    assert!(unredacted.to_string().contains("FRAGMENTTOKEN1"));
+}

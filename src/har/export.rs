@@ -10,8 +10,8 @@ use super::har_version;
 use crate::capture::StoredFlow;
 use crate::flow::{utc_timestamp, CapturedBody, Flow, FlowKind, Headers};
 use crate::redact::{
-    decode_form_component, is_form, is_form_body, is_secret_header, is_secret_param, redact_form,
-    redact_url, Secrets, REDACTED,
+    decode_form_component, is_form, is_form_body, is_secret_header, is_secret_param, is_url_header,
+    redact_form, redact_url, Secrets, REDACTED,
 };
 
 /// How to export.
@@ -146,6 +146,10 @@ impl Redactor<'_> {
         if self.on && is_secret_header(name) {
             *self.count += 1;
             return REDACTED.to_owned();
+        }
+        if is_url_header(name) {
+            let url = self.url(value);
+            return self.text(&url);
         }
         self.text(value)
     }
