@@ -955,3 +955,27 @@ fn urls_in_headers_and_fragments_and_api_key_headers_are_redacted() {
     let unredacted = har::har_entry(&stored, har::ExportOptions { redact: false }, &mut 0);
     assert!(unredacted.to_string().contains("FRAGMENTTOKEN1"));
 }
+
+#[test]
+fn urls_with_unescaped_spaces_and_quoted_statuses_import() {
+    let entry = |url: &str, status: &str| {
+        format!(
+            r#"{{"startedDateTime":"2026-11-20T10:00:01Z","request":{{"method":"GET","url":{}}},"response":{{"status":{status}}}}}"#,
+            serde_json::to_string(url).unwrap()
+        )
+    };
+    let har_text = har_of(&[
+        &entry(
+            r#"https://baas.kinvey.com/appdata/kid_x/books?query={"title":"a b"}"#,
+            "200",
+        ),
+        &entry("https://baas.kinvey.com/appdata/kid_x/books", "\"404\""),
+    ]);
+    let flows = har::import_bytes(har_text.as_bytes(), Path::new("x.har")).unwrap();
+    assert_eq!(flows.len(), 2);
+    assert_eq!(
+        flows[0].flow.request.url,
+        "https://baas.kinvey.com/appdata/kid_x/books?query=%7B%22title%22:%22a%20b%22%7D"
+    );
+    assert_eq!(flows[1].flow.status(), Some(404));
+}

@@ -255,6 +255,29 @@ pub fn import_to_capture(
     Ok((dir, capture, skipped))
 }
 
+/// What a URL may not hold unescaped but HAR writers leave in (a Kinvey query's
+/// `{"name":"a b"}`): escaped as a client would have sent it.
+const NOT_IN_URLS: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'<')
+    .add(b'>')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// `url` as it is when it parses, else with the characters in [`NOT_IN_URLS`] (and
+/// any beyond ASCII) percent-escaped.
+fn escaped_url(url: &str) -> String {
+    match url.parse::<http::Uri>() {
+        Ok(_) => url.to_owned(),
+        Err(_) => percent_encoding::utf8_percent_encode(url.trim(), NOT_IN_URLS).to_string(),
+    }
+}
+
 fn version(text: Option<&str>) -> HttpVersion {
     match text.unwrap_or("").to_ascii_lowercase().as_str() {
         "http/1.0" => HttpVersion::Http10,
@@ -374,7 +397,7 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
         None => return Err(r.error(request_at, "missing")),
     };
     let method = r.string(request, &request_at, "method")?.to_owned();
-    let url = r.string(request, &request_at, "url")?.to_owned();
+    let url = escaped_url(r.string(request, &request_at, "url")?);
     let uri: http::Uri = url.parse().map_err(|e| {
         r.error(
             format!("{request_at}.url"),
@@ -434,6 +457,13 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
                     )
                 })?
         }
+        // Some writers quote it.
+        Some(Value::String(text)) => text.trim().parse::<u16>().map_err(|_| {
+            r.error(
+                format!("{response_at}.status"),
+                format!("not a status code: {text:?}"),
+            )
+        })?,
         Some(other) => {
             return Err(r.error(
                 format!("{response_at}.status"),
