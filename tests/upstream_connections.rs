@@ -543,3 +543,57 @@ async fn a_post_an_http2_origin_may_have_processed_is_not_sent_again() {
     assert_eq!(connections, 1);
     assert_eq!(bodies, [b"".to_vec()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_ended_by_a_close_without_close_notify_is_whole() {
+    // An HTTPS origin that ends each response by closing the connection without TLS's
+    // close_notify (as Python's ssl does): the body without a length is whole, the one
+    // with a length that stops short is not.
+    let ca = support::TestCa::new();
+    let (port, server) = tls_origin(&ca, |mut tls| async move {
+        let Some(head) = read_head(&mut tls).await else {
+            return;
+        };
+        let answer: Vec<u8> = if head.starts_with(b"GET /whole") {
+            let mut answer = b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".to_vec();
+            answer.extend(std::iter::repeat_n(b'w', 100_000));
+            answer
+        } else {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part".to_vec()
+        };
+        tls.write_all(&answer).await.unwrap();
+        tls.flush().await.unwrap();
+        // Dropped without shutdown: no close_notify, the TCP connection just closes.
+    })
+    .await;
+    let mut proxy = TestProxy::start(None, |c| c.upstream_ca.push(ca.pem_path.clone())).await;
+    for client in [
+        proxy.client_builder().http1_only().build().unwrap(),
+        proxy.client(),
+    ] {
+        let response = client
+            .get(format!("https://localhost:{port}/whole"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.bytes().await.unwrap().len(), 100_000);
+        let flow = proxy.next_flow().await;
+        assert!(flow.error.is_none(), "{:?}", flow.error);
+        let body = &flow.response.as_ref().unwrap().body;
+        assert_eq!((body.wire_size, body.incomplete), (100_000, false));
+
+        let response = client
+            .get(format!("https://localhost:{port}/short"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            502,
+            "a length that was not met is no end"
+        );
+        assert!(proxy.next_flow().await.error.is_some());
+    }
+    server.abort();
+}

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
@@ -395,7 +395,15 @@ impl hyper::rt::Read for UpstreamConnection {
     ) -> Poll<std::io::Result<()>> {
         match &mut self.get_mut().io {
             Stream::Plain(io) => Pin::new(io).poll_read(cx, buf),
-            Stream::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
+            // An origin that closes without TLS's close_notify (Python's ssl, many
+            // embedded servers) ends its connection as one in the clear does: as curl,
+            // browsers and Node read it. A body with a length or chunks that stops short
+            // is still found cut short by HTTP; one that ends with the connection is
+            // whole.
+            Stream::Tls(io) => match ready!(Pin::new(io.as_mut()).poll_read(cx, buf)) {
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Poll::Ready(Ok(())),
+                result => Poll::Ready(result),
+            },
         }
     }
 }
