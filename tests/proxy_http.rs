@@ -144,3 +144,44 @@ async fn the_client_gets_the_origins_header_fields_and_no_others() {
     assert!(flow.response.unwrap().headers.get("date").is_none());
     origin.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_with_trailers_is_recorded_whole() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A chunked response ending in trailers, to every request on a connection.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let origin = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while let Ok(byte) = stream.read_u8().await {
+                    head.push(byte);
+                    if head.ends_with(b"\r\n\r\n") {
+                        head.clear();
+                        let answer = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\
+                                      trailer: x-checksum\r\n\r\n\
+                                      5\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: abc\r\n\r\n";
+                        stream.write_all(answer.as_bytes()).await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let mut proxy = support::TestProxy::start(None, |_| {}).await;
+    let client = proxy.client();
+    for te in [None, Some("trailers")] {
+        let mut request = client.get(format!("http://127.0.0.1:{port}/t"));
+        if let Some(te) = te {
+            request = request.header("te", te);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.text().await.unwrap(), "hello world");
+        let flow = proxy.next_flow().await;
+        assert!(flow.error.is_none(), "TE {te:?}: {:?}", flow.error);
+        let body = &flow.response.as_ref().unwrap().body;
+        assert!(!body.incomplete, "TE {te:?}");
+        assert_eq!(&body.bytes[..], b"hello world");
+    }
+    origin.abort();
+}

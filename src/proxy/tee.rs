@@ -253,7 +253,9 @@ where
                             .unwrap_or_else(|e| e.into_inner())
                             .push(data);
                     }
-                    if this.inner.is_end_stream() {
+                    // Trailers are always the last frame, whether or not the body
+                    // says it has ended yet (HTTP/1.1's does only when polled again).
+                    if frame.is_trailers() || this.inner.is_end_stream() {
                         if let Some(stored) = this.finish(BodyEnd::Complete, None) {
                             this.held = Some((Held::Frame(frame), stored));
                             continue;
