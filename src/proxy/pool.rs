@@ -24,6 +24,14 @@ use super::{ReturnedIfUnread, Target, UpstreamBody};
 /// How long an unused connection is kept open.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// Most header fields taken in an origin's HTTP/1.1 response: hyper's default of 100
+/// turned responses that browsers and curl take into 502s.
+const MAX_RESPONSE_FIELDS: usize = 1000;
+
+/// Most bytes of header fields taken in an origin's HTTP/2 response: what hyper's
+/// HTTP/1.1 client takes (about 400 KB), where its HTTP/2 default is 16 KiB.
+const MAX_RESPONSE_HEAD_BYTES: u32 = 400 * 1024;
+
 /// Most unused HTTP/1.1 connections kept per origin.
 const MAX_IDLE_PER_ORIGIN: usize = 32;
 
@@ -454,6 +462,7 @@ impl Upstreams {
         let sender = if info.is_http2() {
             let (sender, connection) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
+                .max_header_list_size(MAX_RESPONSE_HEAD_BYTES)
                 .handshake(io)
                 .await
                 .map_err(failed)?;
@@ -462,6 +471,7 @@ impl Upstreams {
         } else {
             let (sender, connection) = http1::Builder::new()
                 .preserve_header_case(true)
+                .max_headers(MAX_RESPONSE_FIELDS)
                 .handshake(io)
                 .await
                 .map_err(failed)?;
