@@ -31,14 +31,19 @@ impl std::fmt::Display for HumanSize {
         }
         let mut unit = 0;
         let mut scale: u128 = 1024;
-        while u128::from(bytes) / scale >= 1024 && unit < UNITS.len() - 1 {
+        let bytes = u128::from(bytes);
+        // At most three digits: `999 KiB`, then `1.0 MiB`.
+        while (bytes + scale / 2) / scale >= 1000 && unit < UNITS.len() - 1 {
             scale *= 1024;
             unit += 1;
         }
         // Tenths in integers: formatting an f64 to one decimal took the slow exact path
         // (a measurable share of the recorder thread, which prints every flow).
-        let tenths = (u128::from(bytes) * 10 + scale / 2) / scale;
-        write!(f, "{}.{} {}", tenths / 10, tenths % 10, UNITS[unit])
+        let tenths = (bytes * 10 + scale / 2) / scale;
+        match tenths {
+            0..1000 => write!(f, "{}.{} {}", tenths / 10, tenths % 10, UNITS[unit]),
+            _ => write!(f, "{} {}", (bytes + scale / 2) / scale, UNITS[unit]),
+        }
     }
 }
 
@@ -239,7 +244,7 @@ mod tests {
         assert_eq!(HumanSize(0).to_string(), "0 B");
         assert_eq!(HumanSize(1023).to_string(), "1023 B");
         assert_eq!(HumanSize(1536).to_string(), "1.5 KiB");
-        assert_eq!(HumanSize(100 * 1024 * 1024).to_string(), "100.0 MiB");
+        assert_eq!(HumanSize(100 * 1024 * 1024).to_string(), "100 MiB");
     }
 
     #[test]
@@ -288,9 +293,13 @@ mod tests {
         assert_eq!(HumanSize(1024).to_string(), "1.0 KiB");
         assert_eq!(HumanSize(10 * 1024 + 51).to_string(), "10.0 KiB");
         assert_eq!(HumanSize(10 * 1024 + 52).to_string(), "10.1 KiB");
-        assert_eq!(HumanSize(1024 * 1024 - 1).to_string(), "1024.0 KiB");
+        assert_eq!(HumanSize(1024 * 99 + 972).to_string(), "99.9 KiB");
+        assert_eq!(HumanSize(1024 * 99 + 973).to_string(), "100 KiB");
+        assert_eq!(HumanSize(1024 * 999 + 511).to_string(), "999 KiB");
+        assert_eq!(HumanSize(1024 * 999 + 512).to_string(), "1.0 MiB");
+        assert_eq!(HumanSize(1024 * 1024 - 1).to_string(), "1.0 MiB");
         assert_eq!(HumanSize(1024 * 1024).to_string(), "1.0 MiB");
         assert_eq!(HumanSize(1_288_490_189).to_string(), "1.2 GiB");
-        assert_eq!(HumanSize(u64::MAX).to_string(), "16777216.0 TiB");
+        assert_eq!(HumanSize(u64::MAX).to_string(), "16777216 TiB");
     }
 }

@@ -12,7 +12,7 @@ use kinspect::flow::{
     ResponseRecord, Timings, TlsInfo,
 };
 use kinspect::kinvey::{self, BehaviourTracker, KinveySummary};
-use kinspect::tui::state::{App, SourceInfo};
+use kinspect::tui::state::{App, Screen, SourceInfo};
 use kinspect::tui::update::{update, Effect, Event};
 use kinspect::tui::view;
 use ratatui::backend::TestBackend;
@@ -299,6 +299,26 @@ fn the_kinvey_summary() {
     let mut app = app();
     press(&mut app, KeyCode::Char('K'));
     insta::assert_snapshot!(screen(&mut app));
+}
+
+#[test]
+fn the_kinvey_summary_scrolls_to_its_selected_row() {
+    let mut app = app();
+    let rows: Vec<kinspect::tui::state::SummaryRow> = (0..40)
+        .map(|i| kinspect::tui::state::SummaryRow {
+            error: format!("Error{i:02}"),
+            badge: "FIX".into(),
+            count: 1,
+        })
+        .collect();
+    app.screen = Screen::KinveySummary { rows, selected: 0 };
+    press(&mut app, KeyCode::End);
+    let text = screen(&mut app);
+    assert!(text.contains("Error39"), "{text}");
+    assert!(!text.contains("Error00"), "{text}");
+    press(&mut app, KeyCode::PageUp);
+    press(&mut app, KeyCode::Home);
+    assert!(screen(&mut app).contains("Error00"));
 }
 
 #[test]

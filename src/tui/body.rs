@@ -40,13 +40,20 @@ pub fn body_lines(body: &CapturedBody, headers: &Headers) -> Vec<String> {
     }
     match std::str::from_utf8(&decoded) {
         Ok(text) => {
-            let pretty = serde_json::from_str::<serde_json::Value>(text)
-                .ok()
-                .and_then(|v| serde_json::to_string_pretty(&v).ok());
+            let is_json = serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
+            let pretty = is_json.then(|| pretty_json(text));
             let text = pretty.as_deref().unwrap_or(text);
             lines.extend(text.lines().map(str::to_owned));
         }
-        Err(_) => lines.extend(hex_dump(&decoded)),
+        Err(_) => {
+            lines.extend(hex_dump(&decoded));
+            // Only the dump's shown lines were made: count those that were not.
+            let hidden = decoded.len().div_ceil(16).saturating_sub(MAX_BODY_LINES);
+            if hidden > 0 {
+                lines.push(format!("({hidden} more lines not shown)"));
+            }
+            return lines;
+        }
     }
     if lines.len() > MAX_BODY_LINES {
         let hidden = lines.len() - MAX_BODY_LINES;
@@ -56,12 +63,64 @@ pub fn body_lines(body: &CapturedBody, headers: &Headers) -> Vec<String> {
     lines
 }
 
+/// `json` (valid JSON) indented two spaces a level, every literal as it was written:
+/// numbers keep their digits (`1.10`, a 30-digit id), and a key sent twice is shown
+/// twice, where parsing and printing again would round and merge them.
+fn pretty_json(json: &str) -> String {
+    fn new_line(out: &mut String, depth: usize) {
+        out.push('\n');
+        out.extend(std::iter::repeat_n("  ", depth));
+    }
+    let mut out = String::with_capacity(json.len() + json.len() / 2);
+    let mut depth = 0usize;
+    let mut chars = json.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                out.push('"');
+                while let Some(c) = chars.next() {
+                    out.push(c);
+                    match c {
+                        '\\' => out.extend(chars.next()),
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '{' | '[' => {
+                while chars.next_if(|c| c.is_whitespace()).is_some() {}
+                let close = if c == '{' { '}' } else { ']' };
+                out.push(c);
+                if chars.next_if_eq(&close).is_some() {
+                    out.push(close);
+                } else {
+                    depth += 1;
+                    new_line(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                new_line(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(',');
+                new_line(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// 16 bytes per line: offset, hex, and the printable ASCII.
 pub fn hex_dump(bytes: &[u8]) -> Vec<String> {
     bytes
         .chunks(16)
         .enumerate()
-        .take(MAX_BODY_LINES + 1)
+        .take(MAX_BODY_LINES)
         .map(|(i, chunk)| {
             let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
             let ascii: String = chunk
@@ -107,6 +166,29 @@ mod tests {
     }
 
     #[test]
+    fn json_is_shown_as_written_only_indented() {
+        let sent = r#" {"id":123456789012345678901234567890, "price":1.10,"n":1e2,
+            "a":1,"a":2, "s":"x\"}{,:", "e":{}, "l":[ ], "u":"é"} "#;
+        let lines = body_lines(&body(sent.as_bytes()), &Headers::default());
+        assert_eq!(
+            lines,
+            [
+                "{",
+                "  \"id\": 123456789012345678901234567890,",
+                "  \"price\": 1.10,",
+                "  \"n\": 1e2,",
+                "  \"a\": 1,",
+                "  \"a\": 2,",
+                "  \"s\": \"x\\\"}{,:\",",
+                "  \"e\": {},",
+                "  \"l\": [],",
+                "  \"u\": \"é\"",
+                "}"
+            ]
+        );
+    }
+
+    #[test]
     fn binary_is_a_hex_dump_and_truncation_is_said() {
         let mut b = body(&[0u8, 1, 2, 0xff, b'A']);
         b.wire_size = 100;
@@ -117,6 +199,14 @@ mod tests {
             lines[1],
             format!("00000000  {:<47}  ...\u{2e}A", "00 01 02 ff 41")
         );
+    }
+
+    #[test]
+    fn a_long_hex_dump_counts_the_lines_it_leaves_out() {
+        let bytes = vec![0xffu8; 16 * (MAX_BODY_LINES + 5000) + 3];
+        let lines = body_lines(&CapturedBody::whole(bytes), &Headers::default());
+        assert_eq!(lines.len(), MAX_BODY_LINES + 1);
+        assert_eq!(lines.last().unwrap(), "(5001 more lines not shown)");
     }
 
     #[test]

@@ -266,6 +266,8 @@ pub struct App {
     /// list moves pointers: a live capture at 20k flows/s reallocated (and page-faulted)
     /// a vector of 600-byte summaries at every doubling, a tenth of kinspect's CPU.
     pub flows: Vec<Box<StoredFlow>>,
+    /// The largest flow id received (the list's id column is as wide as it).
+    pub largest_id: crate::flow::FlowId,
     /// Flows before this index were cleared from the view (`z`).
     pub cleared: usize,
     /// Indexes into `flows` of the flows shown (passing the filter).
@@ -299,6 +301,7 @@ impl App {
         App {
             source,
             flows: Vec::new(),
+            largest_id: 0,
             cleared: 0,
             view: Vec::new(),
             filter: None,
@@ -326,6 +329,7 @@ impl App {
             self.request_ids.insert(id, stored.flow.id);
         }
         let index = self.flows.len();
+        self.largest_id = self.largest_id.max(stored.flow.id);
         let shown = self.filter.as_ref().is_none_or(|f| f.matches(&stored));
         summarize(&mut stored);
         self.flows.push(stored);

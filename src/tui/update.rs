@@ -376,15 +376,19 @@ fn report_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
 }
 
 fn summary_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
+    let page = app.page.saturating_sub(2).max(1);
     let Screen::KinveySummary { rows, selected } = &mut app.screen else {
         return Vec::new();
     };
+    let last = rows.len().saturating_sub(1);
     match event.code {
         KeyCode::Char('q') | KeyCode::Esc | KeyCode::Char('K') => app.screen = Screen::List,
-        KeyCode::Char('j') | KeyCode::Down => {
-            *selected = (*selected + 1).min(rows.len().saturating_sub(1))
-        }
+        KeyCode::Char('j') | KeyCode::Down => *selected = (*selected + 1).min(last),
         KeyCode::Char('k') | KeyCode::Up => *selected = selected.saturating_sub(1),
+        KeyCode::PageDown => *selected = (*selected + page).min(last),
+        KeyCode::PageUp => *selected = selected.saturating_sub(page),
+        KeyCode::Char('g') | KeyCode::Home => *selected = 0,
+        KeyCode::Char('G') | KeyCode::End => *selected = last,
         KeyCode::Enter => {
             if let Some(row) = rows.get(*selected) {
                 // A quote in the name is escaped inside the quoted argument.

@@ -3,7 +3,7 @@
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Tabs};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState, Tabs};
 use ratatui::Frame;
 
 use super::body::body_lines;
@@ -64,37 +64,32 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         Screen::KinveySummary { rows, selected } => {
             let header = Row::new(["COUNT", "CLASS", "ERROR"])
                 .style(Style::new().add_modifier(Modifier::BOLD));
-            let table_rows = rows.iter().enumerate().map(|(i, row)| {
-                let style = if i == *selected {
-                    Style::new().add_modifier(Modifier::REVERSED)
-                } else {
-                    Style::new()
-                };
+            let table_rows = rows.iter().map(|row| {
                 Row::new(vec![
                     Cell::from(row.count.to_string()),
                     Cell::from(Span::styled(row.badge.clone(), badge_style(&row.badge))),
                     Cell::from(row.error.clone()),
                 ])
-                .style(style)
             });
             let title = if rows.is_empty() {
                 " Kinvey errors: none in the view ".to_owned()
             } else {
                 " Kinvey errors in the view — Enter lists those flows, q goes back ".to_owned()
             };
-            frame.render_widget(
-                Table::new(
-                    table_rows,
-                    [
-                        Constraint::Length(6),
-                        Constraint::Length(7),
-                        Constraint::Fill(1),
-                    ],
-                )
-                .header(header)
-                .block(Block::new().borders(Borders::TOP).title(title)),
-                main,
-            );
+            let table = Table::new(
+                table_rows,
+                [
+                    Constraint::Length(6),
+                    Constraint::Length(7),
+                    Constraint::Fill(1),
+                ],
+            )
+            .header(header)
+            .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
+            .block(Block::new().borders(Borders::TOP).title(title));
+            // Scrolled so that the selected row is always on screen.
+            let mut state = TableState::new().with_selected(Some(*selected));
+            frame.render_stateful_widget(table, main, &mut state);
         }
         Screen::Report { id, text, scroll } => {
             let lines: Vec<String> = match text {
@@ -424,17 +419,20 @@ impl Column {
         }
     }
 
-    /// Its width; the path's is the least it gets (it takes what the others leave).
-    fn width(self) -> u16 {
+    /// Its width when ids have `id_digits` digits; the path's is the least it gets (it
+    /// takes what the others leave).
+    fn width(self, id_digits: u16) -> u16 {
         match self {
-            Column::Id => 4,
+            Column::Id => id_digits.max(2),
             Column::Time => 12,
             Column::Method => 6,
             Column::Host => 16,
             Column::Path => 14,
             Column::Status => 7,
             Column::Type => 4,
+            // `99.9 KiB`, `999 KiB`
             Column::Size => 8,
+            // `999ms`, `59.9s`, `59m59s`
             Column::Duration => 6,
             // Badge, marks and the longest error name in the dictionary.
             Column::Kinvey => 38,
@@ -442,11 +440,12 @@ impl Column {
     }
 }
 
-/// The columns shown in `width` terminal columns, with the KINVEY column's width: the
-/// least useful columns are left out rather than every column cut to nonsense.
-fn list_columns(width: u16) -> (Vec<Column>, u16) {
+/// The columns shown in `width` terminal columns when ids have `id_digits` digits, with
+/// the KINVEY column's width: the least useful columns are left out rather than every
+/// column cut to nonsense.
+fn list_columns(width: u16, id_digits: u16) -> (Vec<Column>, u16) {
     // Each column is followed by one column of spacing.
-    let needed = |shown: &[Column]| shown.iter().map(|c| c.width() + 1).sum::<u16>();
+    let needed = |shown: &[Column]| shown.iter().map(|c| c.width(id_digits) + 1).sum::<u16>();
     let mut shown = Column::ALL.to_vec();
     for dropped in Column::DROPPED_FIRST {
         if needed(&shown) <= width {
@@ -455,7 +454,10 @@ fn list_columns(width: u16) -> (Vec<Column>, u16) {
         shown.retain(|c| *c != dropped);
     }
     let short = needed(&shown).saturating_sub(width);
-    let kinvey = Column::Kinvey.width().saturating_sub(short).max(12);
+    let kinvey = Column::Kinvey
+        .width(id_digits)
+        .saturating_sub(short)
+        .max(12);
     (shown, kinvey)
 }
 
@@ -466,7 +468,8 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
     } else {
         0
     };
-    let (columns, kinvey_width) = list_columns(area.width);
+    let id_digits = app.largest_id.to_string().len() as u16;
+    let (columns, kinvey_width) = list_columns(area.width, id_digits);
     let header = Row::new(columns.iter().map(|c| c.title()))
         .style(Style::new().add_modifier(Modifier::BOLD));
     let rows = app
@@ -498,18 +501,30 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
                 Column::Size => Cell::from(
                     HumanSize(flow.response.as_ref().map_or(0, |r| r.body.wire_size)).to_string(),
                 ),
-                Column::Duration => Cell::from(format!("{}ms", flow.duration().as_millis())),
+                Column::Duration => Cell::from(short_duration(flow.duration())),
                 Column::Kinvey => Cell::from(kinvey_cell(kinvey)),
             };
             Row::new(columns.iter().map(|&c| cell(c))).style(style)
         });
     // The path takes what the other columns leave.
     let widths = columns.iter().map(|&c| match c {
-        Column::Path => Constraint::Min(c.width()),
+        Column::Path => Constraint::Min(c.width(id_digits)),
         Column::Kinvey => Constraint::Length(kinvey_width),
-        _ => Constraint::Length(c.width()),
+        _ => Constraint::Length(c.width(id_digits)),
     });
     frame.render_widget(Table::new(rows, widths).header(header), area);
+}
+
+/// A duration in at most six characters: `999ms`, `9.99s`, `59.9s`, `59m59s`, `99h59m`.
+fn short_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..10_000 => format!("{}.{:02}s", ms / 1000, ms % 1000 / 10),
+        10_000..60_000 => format!("{}.{}s", ms / 1000, ms % 1000 / 100),
+        60_000..3_600_000 => format!("{}m{:02}s", ms / 60_000, ms % 60_000 / 1000),
+        _ => format!("{}h{:02}m", ms / 3_600_000, ms % 3_600_000 / 60_000),
+    }
 }
 
 fn header_lines(lines: &mut Vec<String>, headers: &crate::flow::Headers) {
@@ -846,12 +861,46 @@ mod tests {
     }
 
     #[test]
+    fn durations_fit_their_column() {
+        let shown: Vec<String> = [0, 999, 1_000, 9_999, 10_000, 59_999, 60_000, 120_001]
+            .into_iter()
+            .chain([3_599_999, 3_600_000, 359_999_999])
+            .map(|ms| short_duration(std::time::Duration::from_millis(ms)))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "0ms", "999ms", "1.00s", "9.99s", "10.0s", "59.9s", "1m00s", "2m00s", "59m59s",
+                "1h00m", "99h59m"
+            ]
+        );
+        assert!(shown
+            .iter()
+            .all(|s| s.len() <= usize::from(Column::Duration.width(4))));
+        let size = HumanSize(1024 * 1024 - 1).to_string();
+        assert!(size.len() <= usize::from(Column::Size.width(4)), "{size}");
+    }
+
+    #[test]
+    fn the_id_column_is_as_wide_as_the_largest_id() {
+        let (columns, _) = list_columns(125, 4);
+        assert_eq!(columns.len(), 10);
+        let (columns, _) = list_columns(125, 6);
+        assert!(
+            !columns.contains(&Column::Type),
+            "two more digits take its room"
+        );
+        assert_eq!(Column::Id.width(6), 6);
+        assert_eq!(Column::Id.width(1), 2, "the title fits");
+    }
+
+    #[test]
     fn narrow_terminals_leave_columns_out_instead_of_cutting_them_all() {
-        let (all, kinvey) = list_columns(160);
+        let (all, kinvey) = list_columns(160, 4);
         assert_eq!((all.len(), kinvey), (10, 38));
-        let (columns, _) = list_columns(120);
+        let (columns, _) = list_columns(120, 4);
         assert!(!columns.contains(&Column::Type) && columns.contains(&Column::Duration));
-        let (columns, kinvey) = list_columns(60);
+        let (columns, kinvey) = list_columns(60, 4);
         assert_eq!(
             columns,
             [Column::Method, Column::Path, Column::Status, Column::Kinvey]
