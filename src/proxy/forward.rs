@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use super::errors::ProxyFailure;
-use super::headers::{remove_in_order, strip_hop_by_hop, strip_hop_by_hop_and};
+use super::headers::{remove_in_order, strip_hop_by_hop};
 use super::pool::{KeptConnection, Lease, SendError};
 use super::tee::{
     take_unread, BodyCapture, BodyEnd, OnBodyEnd, ReturnedIfUnread, SharedCapture, TeeBody,
@@ -164,14 +164,9 @@ pub(crate) async fn forward(
         join_cookies(&mut parts.headers);
     }
     parts.version = Version::HTTP_11;
-    // The target's authority travels in the URI: over HTTP/2 as `:authority`, beside
-    // which origins such as nginx refuse a `Host` field (400), and over HTTP/1.1 `Host`
-    // is written from it. A `Host` naming something else is the client's own choice
-    // and goes as it is; so does an upgrade's (always HTTP/1.1).
-    let plain = upgrade.is_none();
-    strip_hop_by_hop_and(&mut parts.headers, |name, value| {
-        plain && name == http::header::HOST && target.is_named_by_host_field(value.as_bytes())
-    });
+    // The target's authority travels in the URI too: the upstream connection decides
+    // what becomes of the client's `Host` (see `pool`).
+    strip_hop_by_hop(&mut parts.headers);
     if let Some(protocol) = &upgrade {
         keep_upgrade(&mut parts.headers, protocol);
     }

@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::headers::remove_in_order;
 use super::tee::SharedCapture;
 use super::upstream::{ConnectError, ConnectionInfo, UpstreamConnector};
 use super::{ReturnedIfUnread, Target, UpstreamBody};
@@ -116,6 +117,12 @@ impl Connection {
                 if let Err(e) = sender.ready().await {
                     return Err((e, Some(req)));
                 }
+                // `:authority` names the target: origins such as nginx refuse a `Host`
+                // field beside it (400). One naming something else is the client's own.
+                let target = &self.target;
+                remove_in_order(req.headers_mut(), |name, value| {
+                    name == http::header::HOST && target.is_named_by_host_field(value.as_bytes())
+                });
                 sender.try_send_request(req).await.map_err(|mut e| {
                     let unsent = e.take_message();
                     (e.into_error(), unsent)
@@ -197,13 +204,18 @@ fn refused_unprocessed(error: &hyper::Error) -> bool {
 }
 
 /// Turns `req`'s absolute URI into the origin form HTTP/1.1 sends (`/path?query`), with
-/// a `Host` field from it unless the request has one.
+/// a `Host` field from it unless the request has one (where the client put it): first,
+/// as RFC 9110 §7.2 asks of a client.
 fn origin_form<B>(req: &mut Request<B>) -> OriginForm {
     let absolute = std::mem::take(req.uri_mut());
     let mut added_host = false;
     if !req.headers().contains_key(http::header::HOST) {
         if let Some(host) = absolute.authority().and_then(|a| host_field(&absolute, a)) {
-            req.headers_mut().insert(http::header::HOST, host);
+            let rest = std::mem::take(req.headers_mut());
+            let headers = req.headers_mut();
+            headers.reserve(rest.len() + 1);
+            headers.insert(http::header::HOST, host);
+            headers.extend(rest);
             added_host = true;
         }
     }
