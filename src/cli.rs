@@ -846,7 +846,12 @@ async fn serve(
         config.upstream_roots.push(simulator.ca_der().clone());
         config.hosts = HostOverrides::new([(DEMO_HOST.to_owned(), simulator.addr().ip())]);
     }
-    let (publisher, stream) = events::channel_from(events::DEFAULT_CAPACITY, writer.next_id()?);
+    let (mut publisher, stream) = events::channel_from(events::DEFAULT_CAPACITY, writer.next_id()?);
+    // The UI lists exchanges still under way; headless output has no use for them.
+    let in_flight = events::InFlight::default();
+    if !args.headless {
+        publisher.list_in_flight(in_flight.clone());
+    }
     let proxy = Proxy::bind(config, ca.clone(), publisher).await?;
     let addr = proxy.local_addr();
     notice!(
@@ -932,8 +937,11 @@ async fn serve(
             ca: Some(ca.cert_pem_path()),
             har: None,
         };
-        let ui =
-            tokio::task::spawn_blocking(move || tui::run(source, Vec::new(), Feed::Live(feed)));
+        let feed = Feed::Live {
+            flows: feed,
+            in_flight,
+        };
+        let ui = tokio::task::spawn_blocking(move || tui::run(source, Vec::new(), feed));
         ui.await.context("the terminal UI failed")??;
         if let Some(script) = script {
             script.abort();

@@ -13,12 +13,13 @@
 //! until then, so a client that has received a whole response can count on its flow
 //! being in the capture, even if the proxy is killed the next instant.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -40,6 +41,7 @@ pub fn channel_from(capacity: usize, first_id: FlowId) -> (FlowPublisher, FlowSt
         FlowPublisher {
             tx,
             next_id: Arc::new(AtomicU64::new(first_id)),
+            in_flight: None,
         },
         FlowStream { rx },
     )
@@ -112,11 +114,43 @@ impl Future for Stored {
     }
 }
 
+/// The exchanges under way, for a viewer that shows them before they end (the UI):
+/// each flow as it was when its exchange started (the request head), until the flow is
+/// published.
+#[derive(Clone, Debug, Default)]
+pub struct InFlight(Arc<Mutex<BTreeMap<FlowId, Flow>>>);
+
+impl InFlight {
+    fn board(&self) -> std::sync::MutexGuard<'_, BTreeMap<FlowId, Flow>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The exchanges under way that started before `before`, oldest first.
+    pub fn started_before(&self, before: SystemTime) -> Vec<Flow> {
+        self.board()
+            .values()
+            .filter(|flow| flow.started_at < before)
+            .cloned()
+            .collect()
+    }
+
+    /// How many exchanges are under way.
+    pub fn len(&self) -> usize {
+        self.board().len()
+    }
+
+    /// True when no exchange is under way.
+    pub fn is_empty(&self) -> bool {
+        self.board().is_empty()
+    }
+}
+
 /// The proxy's side: hands out flow ids and queue slots.
 #[derive(Clone, Debug)]
 pub struct FlowPublisher {
     tx: mpsc::Sender<FlowEvent>,
     next_id: Arc<AtomicU64>,
+    in_flight: Option<InFlight>,
 }
 
 impl FlowPublisher {
@@ -126,7 +160,14 @@ impl FlowPublisher {
         FlowSlot {
             permit,
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            in_flight: self.in_flight.clone(),
         }
+    }
+
+    /// Lists every exchange on `in_flight` from its start ([`FlowSlot::started`]) until
+    /// its flow is published. Without it (headless), nothing is listed.
+    pub fn list_in_flight(&mut self, in_flight: InFlight) {
+        self.in_flight = Some(in_flight);
     }
 
     /// The number of flows that could still be reserved right now.
@@ -140,12 +181,29 @@ impl FlowPublisher {
 pub struct FlowSlot {
     permit: Option<mpsc::OwnedPermit<FlowEvent>>,
     id: FlowId,
+    in_flight: Option<InFlight>,
 }
 
 impl FlowSlot {
     /// The id the flow must carry.
     pub fn id(&self) -> FlowId {
         self.id
+    }
+
+    /// The exchange has started as `flow` says: listed as under way, if anyone is
+    /// listing, until its flow is published.
+    pub fn started(&self, flow: &Flow) {
+        if let Some(in_flight) = &self.in_flight {
+            in_flight.board().insert(self.id, flow.clone());
+        }
+    }
+
+    /// No longer under way: before the flow is sent, so that a viewer that has the
+    /// published flow never sees it listed as under way afterwards.
+    fn leave_in_flight(&mut self) {
+        if let Some(in_flight) = self.in_flight.take() {
+            in_flight.board().remove(&self.id);
+        }
     }
 
     /// Publishes the flow without waiting for it to be stored (nobody is waiting on
@@ -164,11 +222,18 @@ impl FlowSlot {
         Stored::new(Some(rx))
     }
 
-    fn send(self, flow: Flow, ack: Acknowledgement) {
+    fn send(mut self, flow: Flow, ack: Acknowledgement) {
         debug_assert_eq!(flow.id, self.id);
-        if let Some(permit) = self.permit {
+        self.leave_in_flight();
+        if let Some(permit) = self.permit.take() {
             permit.send(FlowEvent { flow, ack });
         }
+    }
+}
+
+impl Drop for FlowSlot {
+    fn drop(&mut self) {
+        self.leave_in_flight();
     }
 }
 
@@ -197,5 +262,54 @@ impl FlowStream {
     /// Flows queued right now (the recorder's backlog).
     pub fn backlog(&self) -> usize {
         self.rx.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_exchange_is_listed_as_under_way_until_its_flow_is_published() {
+        let (mut publisher, mut stream) = channel(4);
+        let in_flight = InFlight::default();
+        publisher.list_in_flight(in_flight.clone());
+        let client = "127.0.0.1:5000".parse().unwrap();
+        let (first, second) = (publisher.reserve().await, publisher.reserve().await);
+        let flow = Flow::exchange(first.id(), client, "GET", "http://a.test/slow", None);
+        first.started(&flow);
+        second.started(&Flow::exchange(
+            second.id(),
+            client,
+            "GET",
+            "http://a.test/",
+            None,
+        ));
+        let later = SystemTime::now() + Duration::from_secs(1);
+        let listed: Vec<FlowId> = in_flight
+            .started_before(later)
+            .iter()
+            .map(|f| f.id)
+            .collect();
+        assert_eq!(listed, [1, 2]);
+        assert!(in_flight.started_before(SystemTime::UNIX_EPOCH).is_empty());
+
+        first.publish(flow);
+        assert_eq!(in_flight.len(), 1, "gone once published");
+        assert_eq!(stream.recv().await.unwrap().flow.id, 1);
+        drop(second);
+        assert!(in_flight.is_empty(), "gone when its exchange is dropped");
+
+        // Nobody listing: nothing is kept.
+        let (quiet, _stream) = channel(1);
+        let slot = quiet.reserve().await;
+        slot.started(&Flow::exchange(
+            slot.id(),
+            client,
+            "GET",
+            "http://a.test/",
+            None,
+        ));
+        assert!(slot.in_flight.is_none());
     }
 }

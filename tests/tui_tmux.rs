@@ -178,3 +178,76 @@ fn closing_the_terminal_quits_the_ui_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_request_still_waiting_for_its_answer_is_listed_then_finished_in_place() {
+    if !tool_available("tmux") {
+        return;
+    }
+    use std::io::{BufRead, BufReader, Read, Write};
+    // An origin that answers its one request only when told.
+    let origin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin_port = origin.local_addr().unwrap().port();
+    let (answer, answer_now) = std::sync::mpsc::channel::<()>();
+    let origin_thread = std::thread::spawn(move || {
+        let (stream, _) = origin.accept().unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 2 {
+            line.clear();
+        }
+        let _ = answer_now.recv_timeout(Duration::from_secs(60));
+        let _ = reader
+            .get_mut()
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+    });
+
+    let home = tempfile::tempdir().unwrap();
+    let tmux = Tmux {
+        socket: format!("kinspect-test-inflight-{}", std::process::id()),
+    };
+    let command = format!(
+        "KINSPECT_HOME={home} {} --listen 127.0.0.1:0 --ca-dir {home}/ca --capture {home}/c.db",
+        env!("CARGO_BIN_EXE_kinspect"),
+        home = home.path().display(),
+    );
+    tmux.start(&command, 150, 20);
+    let screen = tmux.wait_for("the proxy's address", |s| s.contains("proxy http://"));
+    let port: u16 = regex::Regex::new(r"proxy http://127\.0\.0\.1:(\d+)")
+        .unwrap()
+        .captures(&screen)
+        .and_then(|c| c[1].parse().ok())
+        .unwrap_or_else(|| panic!("no proxy address on the screen:\n{screen}"));
+
+    let client = std::thread::spawn(move || {
+        let mut proxy = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let request = format!(
+            "GET http://127.0.0.1:{origin_port}/hanging HTTP/1.1\r\nhost: 127.0.0.1:{origin_port}\r\nconnection: close\r\n\r\n"
+        );
+        proxy.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        proxy.read_to_string(&mut response).unwrap();
+        response
+    });
+    let row = |s: &str| {
+        s.lines()
+            .find(|l| l.contains("/hanging"))
+            .map(str::to_owned)
+    };
+    let waiting = tmux.wait_for("the request under way", |s| {
+        row(s).is_some_and(|r| r.contains("..."))
+    });
+    assert!(!client.is_finished(), "listed while it waits:\n{waiting}");
+    answer.send(()).unwrap();
+    let done = tmux.wait_for("the answer", |s| {
+        row(s).is_some_and(|r| r.contains(" 200 "))
+    });
+    assert_eq!(
+        done.lines().filter(|l| l.contains("/hanging")).count(),
+        1,
+        "one row, finished in place:\n{done}"
+    );
+    assert!(client.join().unwrap().starts_with("HTTP/1.1 200"));
+    origin_thread.join().unwrap();
+    tmux.keys(&["Q"]);
+}

@@ -35,7 +35,8 @@ pub(crate) struct ClientSide {
     pub(crate) tls: Option<Arc<TlsInfo>>,
 }
 
-/// A flow with only its request side known yet.
+/// A flow with only its request side known yet, listed as under way
+/// ([`FlowSlot::started`]).
 pub(crate) fn new_flow(
     slot: &FlowSlot,
     kind: FlowKind,
@@ -44,7 +45,7 @@ pub(crate) fn new_flow(
     target: &Target,
     request: RequestRecord,
 ) -> Flow {
-    Flow {
+    let flow = Flow {
         id: slot.id(),
         kind,
         client_addr: client.addr,
@@ -59,7 +60,9 @@ pub(crate) fn new_flow(
         client_tls: client.tls.clone(),
         server_tls: None,
         error: None,
-    }
+    };
+    slot.started(&flow);
+    flow
 }
 
 /// The request side of a flow, its body still to come.

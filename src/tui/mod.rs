@@ -33,10 +33,22 @@ const FRAME: Duration = Duration::from_millis(100);
 /// How often a capture opened from a file is checked for new flows.
 const FILE_POLL: Duration = Duration::from_secs(1);
 
+/// How often the exchanges under way are looked at.
+const IN_FLIGHT_POLL: Duration = Duration::from_millis(250);
+
+/// An exchange is listed as under way once it has run this long (most end sooner, and
+/// are listed once, finished).
+const LISTED_UNDER_WAY_AFTER: Duration = Duration::from_secs(1);
+
 /// Where new flows come from.
 pub enum Feed {
-    /// Live flows from the recorder.
-    Live(Receiver<StoredFlow>),
+    /// Live flows from the recorder, and the exchanges under way.
+    Live {
+        /// Every finished flow, stored.
+        flows: Receiver<StoredFlow>,
+        /// The exchanges not finished yet.
+        in_flight: crate::events::InFlight,
+    },
     /// A capture file that may still be growing: polled for flows after the last one.
     File,
 }
@@ -178,17 +190,30 @@ fn event_loop(
             dirty = true;
         }
         match &feed {
-            Feed::Live(flows) => loop {
-                match flows.try_recv() {
-                    Ok(stored) => {
-                        update(app, Event::Flow(Box::new(stored)));
-                        dirty = true;
-                    }
-                    Err(TryRecvError::Empty) => break,
-                    // The proxy stopped: keep browsing what was captured.
-                    Err(TryRecvError::Disconnected) => break,
+            Feed::Live { flows, in_flight } => {
+                // Listed before the finished flows are taken: a flow that finished since
+                // is then taken after, and replaces its listing.
+                if last_poll.elapsed() >= IN_FLIGHT_POLL {
+                    last_poll = Instant::now();
+                    let now = std::time::SystemTime::now();
+                    let flows = in_flight.started_before(now - LISTED_UNDER_WAY_AFTER);
+                    // Rows under way show their running time: redrawn while there are any.
+                    dirty |= !flows.is_empty() || !app.in_flight.is_empty();
+                    update(app, Event::InFlight { flows, now });
                 }
-            },
+                loop {
+                    match flows.try_recv() {
+                        Ok(stored) => {
+                            let effects = update(app, Event::Flow(Box::new(stored)));
+                            run_effects(app, effects, &mut reader)?;
+                            dirty = true;
+                        }
+                        Err(TryRecvError::Empty) => break,
+                        // The proxy stopped: keep browsing what was captured.
+                        Err(TryRecvError::Disconnected) => break,
+                    }
+                }
+            }
             Feed::File if last_poll.elapsed() >= FILE_POLL => {
                 last_poll = Instant::now();
                 let after = app.flows.last().map_or(0, |f| f.flow.id);

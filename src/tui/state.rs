@@ -268,6 +268,11 @@ pub struct App {
     pub flows: Vec<Box<StoredFlow>>,
     /// The largest flow id received (the list's id column is as wide as it).
     pub largest_id: crate::flow::FlowId,
+    /// Exchanges still under way, by id: where in `flows` each is, whole (request head,
+    /// no response yet) until its finished flow takes its place.
+    pub in_flight: std::collections::HashMap<FlowId, usize>,
+    /// The time as of the last list of exchanges under way (their durations run to it).
+    pub clock: std::time::SystemTime,
     /// Flows before this index were cleared from the view (`z`).
     pub cleared: usize,
     /// Indexes into `flows` of the flows shown (passing the filter).
@@ -302,6 +307,8 @@ impl App {
             source,
             flows: Vec::new(),
             largest_id: 0,
+            in_flight: std::collections::HashMap::new(),
+            clock: std::time::UNIX_EPOCH,
             cleared: 0,
             view: Vec::new(),
             filter: None,
@@ -322,22 +329,86 @@ impl App {
         self.view.get(self.selected).map(|&i| &*self.flows[i])
     }
 
-    /// Adds a flow: the filter is evaluated on it whole, then only its summary is kept
-    /// (its bodies stay in the capture).
-    pub fn push(&mut self, mut stored: Box<StoredFlow>) {
+    /// Adds a finished flow: the filter is evaluated on it whole, then only its summary
+    /// is kept (its bodies stay in the capture). One listed as under way is replaced
+    /// where it stands; true then.
+    pub fn push(&mut self, mut stored: Box<StoredFlow>) -> bool {
         if let Some(id) = &stored.kinvey.request_id {
             self.request_ids.insert(id, stored.flow.id);
         }
-        let index = self.flows.len();
-        self.largest_id = self.largest_id.max(stored.flow.id);
         let shown = self.filter.as_ref().is_none_or(|f| f.matches(&stored));
         summarize(&mut stored);
+        match self.in_flight.remove(&stored.flow.id) {
+            Some(index) => {
+                self.flows[index] = stored;
+                self.show_at(index, shown);
+                true
+            }
+            None => {
+                self.append(stored, shown);
+                false
+            }
+        }
+    }
+
+    /// Lists exchanges under way (oldest first) that are not listed yet, whole; `now`
+    /// is the time their durations run to.
+    pub fn push_in_flight(&mut self, flows: Vec<crate::flow::Flow>, now: std::time::SystemTime) {
+        self.clock = now;
+        for flow in flows {
+            if self.in_flight.contains_key(&flow.id) {
+                continue;
+            }
+            let stored = Box::new(StoredFlow {
+                flow,
+                kinvey: Default::default(),
+            });
+            let shown = self.filter.as_ref().is_none_or(|f| f.matches(&stored));
+            self.in_flight.insert(stored.flow.id, self.flows.len());
+            self.append(stored, shown);
+        }
+    }
+
+    /// True for a flow listed while under way, not finished yet.
+    pub fn is_in_flight(&self, id: FlowId) -> bool {
+        self.in_flight.contains_key(&id)
+    }
+
+    fn append(&mut self, stored: Box<StoredFlow>, shown: bool) {
+        let index = self.flows.len();
+        self.largest_id = self.largest_id.max(stored.flow.id);
         self.flows.push(stored);
         if shown {
             self.view.push(index);
             if self.follow {
                 self.selected = self.view.len() - 1;
             }
+        }
+    }
+
+    /// Shows or hides the flow at `index` (whose flow changed), keeping the selection on
+    /// the flow it was on.
+    fn show_at(&mut self, index: usize, shown: bool) {
+        if index < self.cleared {
+            return;
+        }
+        match (self.view.binary_search(&index), shown) {
+            (Ok(position), false) => {
+                self.view.remove(position);
+                if self.selected > position || self.selected >= self.view.len() {
+                    self.selected = self.selected.saturating_sub(1);
+                }
+            }
+            (Err(position), true) => {
+                self.view.insert(position, index);
+                if self.selected >= position && self.view.len() > 1 {
+                    self.selected += 1;
+                }
+            }
+            _ => {}
+        }
+        if self.follow {
+            self.selected = self.view.len().saturating_sub(1);
         }
     }
 
@@ -361,8 +432,16 @@ impl App {
 
     /// Shows the flows with these ids (a filter evaluated on the capture).
     pub fn show_ids(&mut self, ids: &std::collections::HashSet<FlowId>) {
+        // Exchanges under way are not in the capture yet: they are whole here.
+        let filter = self.filter.as_ref();
         let view = (self.cleared..self.flows.len())
-            .filter(|&i| ids.contains(&self.flows[i].flow.id))
+            .filter(|&i| {
+                let stored = &self.flows[i];
+                match self.in_flight.contains_key(&stored.flow.id) {
+                    true => filter.is_none_or(|f| f.matches(stored)),
+                    false => ids.contains(&stored.flow.id),
+                }
+            })
             .collect();
         self.set_view(view);
     }

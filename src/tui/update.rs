@@ -18,6 +18,13 @@ pub enum Event {
     Paste(String),
     /// A new flow was recorded.
     Flow(Box<StoredFlow>),
+    /// The exchanges under way long enough to list (oldest first), as of `now`.
+    InFlight {
+        /// Each as its exchange started.
+        flows: Vec<crate::flow::Flow>,
+        /// The time.
+        now: std::time::SystemTime,
+    },
     /// A flow asked for with [`Effect::LoadFlow`], with everything.
     Loaded(Box<StoredFlow>),
     /// A report asked for with [`Effect::MakeReport`].
@@ -54,7 +61,18 @@ fn key(code: KeyCode) -> KeyEvent {
 pub fn update(app: &mut App, event: Event) -> Vec<Effect> {
     match event {
         Event::Flow(stored) => {
-            app.push(stored);
+            let id = stored.flow.id;
+            let finished = app.push(stored);
+            // A detail opened while it was under way shows it finished.
+            match &app.screen {
+                Screen::Detail(detail) if finished && detail.id == id => {
+                    vec![Effect::LoadFlow(id)]
+                }
+                _ => Vec::new(),
+            }
+        }
+        Event::InFlight { flows, now } => {
+            app.push_in_flight(flows, now);
             Vec::new()
         }
         Event::Loaded(stored) => {
@@ -139,14 +157,22 @@ fn list_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
         KeyCode::PageUp => select(app, app.selected.saturating_sub(page)),
         KeyCode::Enter => {
             if let Some(id) = app.selected_flow().map(|f| f.flow.id) {
+                // One under way is not in the capture yet: the list has it whole.
+                let under_way = app
+                    .is_in_flight(id)
+                    .then(|| app.selected_flow().cloned().map(Box::new))
+                    .flatten();
+                let load = under_way.is_none();
                 app.screen = Screen::Detail(Detail {
                     id,
-                    flow: None,
+                    flow: under_way,
                     tab: Tab::Request,
                     scroll: 0,
                     search: None,
                 });
-                return vec![Effect::LoadFlow(id)];
+                if load {
+                    return vec![Effect::LoadFlow(id)];
+                }
             }
         }
         KeyCode::Char('f') => {
@@ -570,6 +596,45 @@ mod tests {
         for c in text.chars() {
             press(app, KeyCode::Char(c));
         }
+    }
+
+    #[test]
+    fn exchanges_under_way_are_listed_then_replaced_where_they_stand() {
+        let mut a = app(2);
+        let client = "127.0.0.1:5000".parse().unwrap();
+        let url = "https://baas.kinvey.com/rpc/kid_x/custom/slow";
+        let mut slow = Flow::exchange(3, client, "POST", url, None);
+        slow.request.headers = [("x-kinvey-api-version", "5")].into_iter().collect();
+        let now = UNIX_EPOCH + Duration::from_secs(60);
+        for _ in 0..2 {
+            let flows = vec![slow.clone()];
+            update(&mut a, Event::InFlight { flows, now });
+        }
+        assert_eq!(a.flows.len(), 3, "listed once");
+        assert_eq!(a.clock, now);
+        apply_filter(&mut a, "~q").unwrap();
+        assert_eq!(a.view, [2], "~q: no response yet");
+        update(&mut a, Event::Flow(Box::new(stored(4, 200, None))));
+        assert_eq!(a.view, [2]);
+
+        // Its detail opens from the list: it is not in the capture yet.
+        a.selected = 0;
+        assert_eq!(press(&mut a, KeyCode::Enter), []);
+        let Screen::Detail(detail) = &a.screen else {
+            panic!("{:?}", a.screen)
+        };
+        let shown = detail.flow.as_ref().expect("shown at once");
+        assert_eq!(shown.flow.request.headers.len(), 1, "whole, not a summary");
+
+        // It finishes: in its place, filtered again, and the open detail reloads.
+        let effects = update(&mut a, Event::Flow(Box::new(stored(3, 500, None))));
+        assert_eq!(effects, [Effect::LoadFlow(3)]);
+        assert_eq!(a.flows[2].flow.status(), Some(500));
+        assert!(!a.is_in_flight(3));
+        assert!(a.view.is_empty(), "no longer ~q");
+        apply_filter(&mut a, "").unwrap();
+        let ids: Vec<FlowId> = a.view.iter().map(|&i| a.flows[i].flow.id).collect();
+        assert_eq!(ids, [1, 2, 3, 4]);
     }
 
     #[test]

@@ -501,7 +501,15 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
                 Column::Size => Cell::from(
                     HumanSize(flow.response.as_ref().map_or(0, |r| r.body.wire_size)).to_string(),
                 ),
-                Column::Duration => Cell::from(short_duration(flow.duration())),
+                Column::Duration => Cell::from(match app.is_in_flight(flow.id) {
+                    // Still running: for as long as it has been.
+                    true => short_duration(
+                        app.clock
+                            .duration_since(flow.started_at)
+                            .unwrap_or_default(),
+                    ),
+                    false => short_duration(flow.duration()),
+                }),
                 Column::Kinvey => Cell::from(kinvey_cell(kinvey)),
             };
             Row::new(columns.iter().map(|&c| cell(c))).style(style)
