@@ -43,7 +43,7 @@ pub fn body_lines(body: &CapturedBody, headers: &Headers) -> Vec<String> {
             let is_json = serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
             let pretty = is_json.then(|| pretty_json(text));
             let text = pretty.as_deref().unwrap_or(text);
-            lines.extend(text.lines().map(str::to_owned));
+            lines.extend(text.lines().map(shown_line));
         }
         Err(_) => {
             lines.extend(hex_dump(&decoded));
@@ -61,6 +61,32 @@ pub fn body_lines(body: &CapturedBody, headers: &Headers) -> Vec<String> {
         lines.push(format!("({hidden} more lines not shown)"));
     }
     lines
+}
+
+/// Tab stops in shown text.
+const TAB: usize = 8;
+
+/// One line of a text body as the terminal shows it: tabs expanded to the next tab stop
+/// (a terminal cell cannot hold one: TSV columns ran together), other control
+/// characters written out (`\u{1b}`) instead of dropped.
+fn shown_line(line: &str) -> String {
+    let line = crate::flow::printable(line);
+    if !line.contains('\t') {
+        return line.into_owned();
+    }
+    let mut out = String::with_capacity(line.len() + TAB);
+    let mut column = 0;
+    for c in line.chars() {
+        if c == '\t' {
+            let spaces = TAB - column % TAB;
+            out.extend(std::iter::repeat_n(' ', spaces));
+            column += spaces;
+        } else {
+            out.push(c);
+            column += 1;
+        }
+    }
+    out
 }
 
 /// `json` (valid JSON) indented two spaces a level, every literal as it was written:
@@ -199,6 +225,15 @@ mod tests {
             lines[1],
             format!("00000000  {:<47}  ...\u{2e}A", "00 01 02 ff 41")
         );
+    }
+
+    #[test]
+    fn tabs_reach_the_next_stop_and_control_characters_are_written_out() {
+        let lines = body_lines(
+            &body(b"id\tname\tx\r\n1\tada\t\x1b[2J\n"),
+            &Headers::default(),
+        );
+        assert_eq!(lines, ["id      name    x", "1       ada     \\u{1b}[2J"]);
     }
 
     #[test]
