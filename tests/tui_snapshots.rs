@@ -210,7 +210,10 @@ fn run_effects(app: &mut App, effects: Vec<Effect>) {
                 );
                 update(app, Event::Report(id, text));
             }
-            Effect::Quit | Effect::FilterFromCapture | Effect::ExportHar(_) => {}
+            Effect::Quit
+            | Effect::FilterFromCapture
+            | Effect::ExportHar(_)
+            | Effect::SaveBody { .. } => {}
         }
     }
 }

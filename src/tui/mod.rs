@@ -289,6 +289,16 @@ fn run_effects(
                 };
                 update(app, Event::Message(message));
             }
+            Effect::SaveBody { id, response } => {
+                let saved = std::env::current_dir()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|dir| save_body(app, id, response, &dir));
+                let message = match saved {
+                    Ok(message) => message,
+                    Err(e) => format!("saving the body failed: {e:#}"),
+                };
+                update(app, Event::Message(message));
+            }
             Effect::MakeReport(id) => {
                 let event = match load(app, reader, id) {
                     Ok(stored) => {
@@ -311,12 +321,8 @@ fn export_view(
     reader: &mut Option<CaptureReader>,
     ids: &[FlowId],
 ) -> anyhow::Result<String> {
-    let stem = app
-        .source
-        .capture
-        .file_stem()
-        .map_or_else(|| "capture".into(), |s| s.to_string_lossy().into_owned());
-    let (file, path) = new_export_file(&std::env::current_dir()?, &stem, ids.len())?;
+    let stem = format!("{}-{}-flows", capture_stem(app), ids.len());
+    let (file, path) = new_file(&std::env::current_dir()?, &stem, "har")?;
     let title = app.source.capture.display().to_string();
     let mut writer = HarWriter::new(
         std::io::BufWriter::new(file),
@@ -338,17 +344,100 @@ fn export_view(
     ))
 }
 
-/// Creates `STEM-N-flows.har` in `dir`, or `STEM-N-flows-2.har` and so on when taken:
-/// an export never replaces an earlier one.
-fn new_export_file(
+/// Writes the request or response body of the detail's flow `id` to a new file in
+/// `dir`, its content-encoding undone, named for its content type.
+fn save_body(
+    app: &App,
+    id: FlowId,
+    response: bool,
+    dir: &std::path::Path,
+) -> anyhow::Result<String> {
+    let stored = match &app.screen {
+        state::Screen::Detail(detail) if detail.id == id => detail.flow.as_deref(),
+        _ => None,
+    };
+    let Some(stored) = stored else {
+        anyhow::bail!("flow {id} is not loaded");
+    };
+    let flow = &stored.flow;
+    let (side, body, headers) = match (response, &flow.response) {
+        (true, Some(r)) => ("response", &r.body, &r.headers),
+        (true, None) => anyhow::bail!("flow {id} has no response"),
+        (false, _) => ("request", &flow.request.body, &flow.request.headers),
+    };
+    if body.bytes.is_empty() {
+        anyhow::bail!("the {side} of flow {id} has no body kept");
+    }
+    let encoding = headers.get("content-encoding");
+    let (bytes, decoded) = match body.decoded(encoding.as_deref()) {
+        Ok(bytes) => (bytes, encoding.is_some()),
+        Err(_) => (body.bytes.clone(), false),
+    };
+    let extension = extension_for(headers.get("content-type").as_deref());
+    let stem = format!("{}-flow-{id}-{side}", capture_stem(app));
+    let (mut file, path) = new_file(dir, &stem, extension)?;
+    std::io::Write::write_all(&mut file, &bytes)?;
+    let mut message = format!("saved the {side} body ({} bytes", bytes.len());
+    if decoded {
+        message.push_str(", decoded");
+    }
+    message.push_str(&format!(") to {}", path.display()));
+    if body.truncated {
+        message.push_str(&format!(
+            "; only its first {} of {} bytes were captured (--max-body)",
+            body.bytes.len(),
+            body.wire_size
+        ));
+    }
+    Ok(message)
+}
+
+/// The file extension for a body of `content_type`: the type's own name when it is an
+/// extension (`json`, `html`, `png`), else the first one known for it, else `bin`.
+fn extension_for(content_type: Option<&str>) -> &'static str {
+    let Some(mime) = content_type
+        .and_then(|t| t.split(';').next())
+        .map(str::trim)
+        .filter(|m| !m.contains('*'))
+    else {
+        return "bin";
+    };
+    let subtype = mime.rsplit(['/', '+']).next().unwrap_or_default();
+    // `application/vnd.api+json` is JSON by its suffix.
+    let known = mime_guess::get_mime_extensions_str(mime)
+        .or_else(|| mime_guess::get_extensions("application", subtype))
+        .unwrap_or_default();
+    known
+        .iter()
+        .find(|e| e.eq_ignore_ascii_case(subtype))
+        .or_else(|| known.first())
+        .copied()
+        .unwrap_or(if mime.starts_with("text/") {
+            "txt"
+        } else {
+            "bin"
+        })
+}
+
+/// The capture's file name without its extension, to name files made from it.
+fn capture_stem(app: &App) -> String {
+    app.source
+        .capture
+        .file_stem()
+        .map_or_else(|| "capture".into(), |s| s.to_string_lossy().into_owned())
+}
+
+/// Creates `STEM.EXT` in `dir`, or `STEM-2.EXT` and so on when taken: a file the UI
+/// writes never replaces an earlier one.
+fn new_file(
     dir: &std::path::Path,
     stem: &str,
-    flows: usize,
+    extension: &str,
 ) -> std::io::Result<(std::fs::File, std::path::PathBuf)> {
     for attempt in 1.. {
         let name = match attempt {
-            1 => format!("{stem}-{flows}-flows.har"),
-            n => format!("{stem}-{flows}-flows-{n}.har"),
+            1 => format!("{stem}.{extension}"),
+            n => format!("{stem}-{n}.{extension}"),
         };
         let path = dir.join(name);
         match std::fs::OpenOptions::new()
@@ -380,15 +469,74 @@ mod tests {
     #[test]
     fn an_export_never_replaces_an_earlier_one() {
         let dir = tempfile::tempdir().unwrap();
-        let (_, first) = new_export_file(dir.path(), "c", 3).unwrap();
+        let (_, first) = new_file(dir.path(), "c-3-flows", "har").unwrap();
         std::fs::write(&first, "earlier export").unwrap();
-        let (_, second) = new_export_file(dir.path(), "c", 3).unwrap();
-        let (_, third) = new_export_file(dir.path(), "c", 3).unwrap();
+        let (_, second) = new_file(dir.path(), "c-3-flows", "har").unwrap();
+        let (_, third) = new_file(dir.path(), "c-3-flows", "har").unwrap();
         let name = |p: &std::path::Path| p.file_name().unwrap().to_string_lossy().into_owned();
         assert_eq!(
             [name(&first), name(&second), name(&third)],
             ["c-3-flows.har", "c-3-flows-2.har", "c-3-flows-3.har"]
         );
         assert_eq!(std::fs::read_to_string(&first).unwrap(), "earlier export");
+    }
+
+    #[test]
+    fn the_body_of_the_open_flow_is_saved_decoded_beside_earlier_ones() {
+        use crate::flow::{CapturedBody, Flow};
+        use std::io::Write;
+        let client = "127.0.0.1:40000".parse().unwrap();
+        let mut flow = Flow::exchange(7, client, "GET", "http://kvy.test/a", Some(200));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"{\"a\":1}").unwrap();
+        let response = flow.response.as_mut().unwrap();
+        response.headers = [
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+        ]
+        .into_iter()
+        .collect();
+        response.body = CapturedBody::whole(gz.finish().unwrap());
+        let mut app = App::new(SourceInfo {
+            capture: "/captures/day.db".into(),
+            ..SourceInfo::default()
+        });
+        app.screen = state::Screen::Detail(state::Detail {
+            id: 7,
+            flow: Some(Box::new(StoredFlow {
+                flow,
+                kinvey: Default::default(),
+            })),
+            tab: state::Tab::Response,
+            scroll: 0,
+            search: None,
+        });
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["day-flow-7-response.json", "day-flow-7-response-2.json"] {
+            let said = save_body(&app, 7, true, dir.path()).unwrap();
+            assert!(said.contains("decoded") && said.contains(name), "{said}");
+            assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), b"{\"a\":1}");
+        }
+        let said = save_body(&app, 7, false, dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(said.contains("no body"), "{said}");
+    }
+
+    #[test]
+    fn a_saved_body_is_named_for_its_content_type() {
+        let cases = [
+            (Some("application/json; charset=utf-8"), "json"),
+            (Some("text/html"), "html"),
+            (Some("image/png"), "png"),
+            (Some("application/vnd.api+json"), "json"),
+            (Some("text/x-unheard-of"), "txt"),
+            (Some("*/*"), "bin"),
+            (Some("garbage"), "bin"),
+            (None, "bin"),
+        ];
+        for (content_type, extension) in cases {
+            assert_eq!(extension_for(content_type), extension, "{content_type:?}");
+        }
     }
 }

@@ -51,6 +51,14 @@ pub enum Effect {
     /// Export these flows (the view) as a redacted HAR file, then send a
     /// [`Event::Message`] saying where.
     ExportHar(Vec<FlowId>),
+    /// Save the body of the detail's flow `id` (its request's, or its response's) to a
+    /// file, decoded, then send a [`Event::Message`] saying where.
+    SaveBody {
+        /// The flow.
+        id: FlowId,
+        /// The response's body, else the request's.
+        response: bool,
+    },
 }
 
 fn key(code: KeyCode) -> KeyEvent {
@@ -330,6 +338,12 @@ fn detail_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
         KeyCode::Char('r') => {
             let id = detail.id;
             return open_report(app, id);
+        }
+        KeyCode::Char('w') if detail.flow.is_some() => {
+            return vec![Effect::SaveBody {
+                id: detail.id,
+                response: detail.tab != Tab::Request,
+            }];
         }
         KeyCode::Char('?') => open_over(app, Screen::Help { scroll: 0 }),
         _ => {}
@@ -635,6 +649,29 @@ mod tests {
         apply_filter(&mut a, "").unwrap();
         let ids: Vec<FlowId> = a.view.iter().map(|&i| a.flows[i].flow.id).collect();
         assert_eq!(ids, [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn w_saves_the_body_of_the_tab_shown_once_loaded() {
+        let mut a = app(3);
+        press(&mut a, KeyCode::Enter);
+        assert_eq!(press(&mut a, KeyCode::Char('w')), [], "not loaded yet");
+        update(&mut a, Event::Loaded(Box::new(stored(3, 200, None))));
+        assert_eq!(
+            press(&mut a, KeyCode::Char('w')),
+            [Effect::SaveBody {
+                id: 3,
+                response: false
+            }]
+        );
+        press(&mut a, KeyCode::Char('2'));
+        assert_eq!(
+            press(&mut a, KeyCode::Char('w')),
+            [Effect::SaveBody {
+                id: 3,
+                response: true
+            }]
+        );
     }
 
     #[test]

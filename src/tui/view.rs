@@ -711,6 +711,10 @@ pub fn help_lines(width: usize) -> Vec<String> {
             "detail tabs: Request, Response, Kinvey, Timing & TLS",
         ),
         ("/ n N", "search in the detail, next / previous match"),
+        (
+            "w",
+            "in the detail: save the body shown (Request tab: the request's) to a file",
+        ),
         ("f", "filter the list (empty to clear)"),
         ("F", "follow new flows on / off"),
         ("i", "jump to a request id (whole or a prefix)"),
