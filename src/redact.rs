@@ -225,9 +225,123 @@ impl Secrets {
     }
 }
 
+/// The secrets of the flows already exported, scrubbed from the later flows' text too:
+/// a token sent in one request turns up in another's error `debug`. At most
+/// [`MAX_EARLIER_SECRETS`] are kept, looked for all at once (Aho-Corasick).
+#[derive(Debug, Default)]
+pub struct EarlierSecrets {
+    values: Vec<String>,
+    known: std::collections::HashSet<String>,
+    /// Finds `values[..matched]`; the ones after are looked for one by one until the
+    /// automaton is built again.
+    automaton: Option<aho_corasick::AhoCorasick>,
+    matched: usize,
+}
+
+/// Most secrets of earlier flows kept for scrubbing (rotating cookies could otherwise
+/// grow the set by one per flow).
+pub const MAX_EARLIER_SECRETS: usize = 10_000;
+
+/// Secrets looked for one by one before the automaton is built again with them.
+const UNMATCHED_LIMIT: usize = 32;
+
+/// Secrets shorter than this are not carried to other flows: a flow's `lang=en-US`
+/// cookie is scrubbed from that flow, but scrubbing `en-US` from every later body would
+/// ruin the export; tokens, keys and passwords worth finding elsewhere are longer.
+const MIN_EARLIER_LEN: usize = 10;
+
+impl EarlierSecrets {
+    /// Keeps `secrets` (of a flow just exported) for the flows after it.
+    pub fn add(&mut self, secrets: &Secrets) {
+        for value in &secrets.values {
+            if self.values.len() >= MAX_EARLIER_SECRETS {
+                return;
+            }
+            if value.len() >= MIN_EARLIER_LEN && self.known.insert(value.clone()) {
+                self.values.push(value.clone());
+            }
+        }
+    }
+
+    /// `text` with every earlier secret replaced: every stretch any of them covers
+    /// becomes one [`REDACTED`], so a secret inside a longer one leaves no part of
+    /// either.
+    pub fn scrub(&mut self, text: &str) -> String {
+        if self.values.len() - self.matched > UNMATCHED_LIMIT {
+            self.automaton = aho_corasick::AhoCorasick::new(&self.values).ok();
+            self.matched = if self.automaton.is_some() {
+                self.values.len()
+            } else {
+                0
+            };
+        }
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        if let Some(automaton) = &self.automaton {
+            spans.extend(
+                automaton
+                    .find_overlapping_iter(text)
+                    .map(|m| (m.start(), m.end())),
+            );
+        }
+        for secret in &self.values[self.matched..] {
+            spans.extend(
+                text.match_indices(secret.as_str())
+                    .map(|(at, found)| (at, at + found.len())),
+            );
+        }
+        if spans.is_empty() {
+            return text.to_owned();
+        }
+        spans.sort_unstable();
+        let mut out = String::with_capacity(text.len());
+        let mut copied = 0;
+        let mut spans = spans.into_iter().peekable();
+        while let Some((start, mut end)) = spans.next() {
+            while let Some(&(next_start, next_end)) = spans.peek() {
+                if next_start > end {
+                    break;
+                }
+                end = end.max(next_end);
+                spans.next();
+            }
+            out.push_str(&text[copied..start]);
+            out.push_str(REDACTED);
+            copied = end;
+        }
+        out.push_str(&text[copied..]);
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn earlier_secrets_are_scrubbed_however_many() {
+        let mut earlier = EarlierSecrets::default();
+        let of = |values: &[&str]| Secrets {
+            values: values.iter().map(|v| v.to_string()).collect(),
+        };
+        earlier.add(&of(&["token-one-x", "token-one-x-longer", "en-US"]));
+        assert_eq!(
+            earlier.scrub("a token-one-x-longer and a token-one-x in en-US"),
+            "a [redacted] and a [redacted] in en-US"
+        );
+        // Past the one-by-one limit: looked for by the automaton, the same.
+        let many: Vec<String> = (0..100).map(|i| format!("cookie-value-{i:03}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        earlier.add(&of(&many));
+        assert_eq!(
+            earlier.scrub("x cookie-value-042 token-one-x-longer y"),
+            "x [redacted] [redacted] y"
+        );
+        assert!(earlier.automaton.is_some());
+        assert_eq!(earlier.scrub("nothing here"), "nothing here");
+        // Kept up to the limit, each once.
+        earlier.add(&of(&many));
+        assert_eq!(earlier.values.len(), 102);
+    }
 
     #[test]
     fn a_password_in_a_url_is_redacted() {

@@ -979,3 +979,30 @@ fn urls_with_unescaped_spaces_and_quoted_statuses_import() {
     );
     assert_eq!(flows[1].flow.status(), Some(404));
 }
+
+#[test]
+fn a_secret_of_one_flow_is_scrubbed_from_the_flows_after_it() {
+    use kinspect::flow::{CapturedBody, Flow};
+    let client = "127.0.0.1:40000".parse().unwrap();
+    let token = "f2a9c1d0-session-token-77";
+    let mut sends = Flow::exchange(1, client, "GET", "https://baas.kinvey.com/a", Some(200));
+    sends.request.headers = [("Authorization", format!("Kinvey {token}").as_str())]
+        .into_iter()
+        .collect();
+    let mut echoes = Flow::exchange(2, client, "GET", "https://baas.kinvey.com/b", Some(401));
+    let response = echoes.response.as_mut().unwrap();
+    response.headers = [("content-type", "application/json")].into_iter().collect();
+    response.body = CapturedBody::whole(format!(
+        r#"{{"error":"InvalidCredentials","description":"d","debug":"token {token} expired"}}"#
+    ));
+    let flows = [sends, echoes].map(|flow| StoredFlow {
+        kinvey: kinspect::kinvey::KinveySummary::new(&kinspect::kinvey::analyze(&flow), &[]),
+        flow,
+    });
+    let mut out = Vec::new();
+    let stats = har::export(&mut out, "t", flows, Default::default()).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(!text.contains(token), "{text}");
+    assert!(text.contains("token [redacted] expired"), "{text}");
+    assert!(stats.redactions >= 2);
+}

@@ -11,7 +11,7 @@ use crate::capture::StoredFlow;
 use crate::flow::{utc_timestamp, CapturedBody, Flow, FlowKind, Headers};
 use crate::redact::{
     decode_form_component, is_form, is_form_body, is_secret_header, is_secret_param, is_url_header,
-    redact_form, redact_url, Secrets, REDACTED,
+    redact_form, redact_url, EarlierSecrets, Secrets, REDACTED,
 };
 
 /// How to export.
@@ -45,6 +45,8 @@ pub struct HarWriter<W: Write> {
     options: ExportOptions,
     stats: ExportStats,
     opened: bool,
+    /// The secrets of the flows written so far, scrubbed from the later ones too.
+    earlier: EarlierSecrets,
 }
 
 impl<W: Write> HarWriter<W> {
@@ -56,6 +58,7 @@ impl<W: Write> HarWriter<W> {
             options,
             stats: ExportStats::default(),
             opened: false,
+            earlier: EarlierSecrets::default(),
         }
     }
 
@@ -91,7 +94,8 @@ impl<W: Write> HarWriter<W> {
             self.stats.tunnels_skipped += 1;
             return Ok(());
         }
-        let entry = har_entry(stored, self.options, &mut self.stats.redactions);
+        let redactions = &mut self.stats.redactions;
+        let entry = entry_after(stored, self.options, redactions, &mut self.earlier);
         if self.stats.entries > 0 {
             self.out.write_all(b",")?;
         }
@@ -138,6 +142,7 @@ fn optional_ms(d: Option<std::time::Duration>) -> f64 {
 struct Redactor<'a> {
     on: bool,
     secrets: Secrets,
+    earlier: &'a mut EarlierSecrets,
     count: &'a mut u64,
 }
 
@@ -204,7 +209,7 @@ impl Redactor<'_> {
                 text = json.to_string();
             }
         }
-        let scrubbed = self.secrets.scrub(&text);
+        let scrubbed = self.earlier.scrub(&self.secrets.scrub(&text));
         if scrubbed != text {
             *self.count += 1;
         }
@@ -329,6 +334,17 @@ fn body_content(
 
 /// One flow as a HAR entry (with `_kinvey` results and `_error` for failed flows).
 pub fn har_entry(stored: &StoredFlow, options: ExportOptions, redactions: &mut u64) -> Value {
+    entry_after(stored, options, redactions, &mut EarlierSecrets::default())
+}
+
+/// [`har_entry`] for a flow exported after others, whose secrets it is scrubbed of
+/// too; its own join them.
+fn entry_after(
+    stored: &StoredFlow,
+    options: ExportOptions,
+    redactions: &mut u64,
+    earlier: &mut EarlierSecrets,
+) -> Value {
     let StoredFlow { flow, kinvey } = stored;
     let mut redactor = Redactor {
         on: options.redact,
@@ -337,6 +353,7 @@ pub fn har_entry(stored: &StoredFlow, options: ExportOptions, redactions: &mut u
         } else {
             Secrets::default()
         },
+        earlier,
         count: redactions,
     };
     let request = &flow.request;
@@ -458,6 +475,7 @@ pub fn har_entry(stored: &StoredFlow, options: ExportOptions, redactions: &mut u
     if kinvey.request_id.is_some() || kinvey.error.is_some() || !kinvey.anomalies.is_empty() {
         entry.insert("_kinvey".into(), kinvey_json(flow, kinvey, &mut redactor));
     }
+    redactor.earlier.add(&redactor.secrets);
     Value::Object(entry)
 }
 
