@@ -87,6 +87,38 @@ async fn a_server_speaks_first_service_passes_through_after_silence() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_speaks_first_is_heard_long_before_the_sniff_timeout() {
+    let (addr, _server) = greeting_echo_server().await;
+    // A sniff timeout longer than the test waits for a line (STEP): only a greeting
+    // passed on before it is over arrives.
+    let mut proxy = TestProxy::start(None, |c| c.sniff_timeout = STEP * 3).await;
+    let mut tunnel = connect_through(&proxy, &addr.to_string()).await;
+    assert_eq!(read_line(&mut tunnel).await, "220 greetings\r\n");
+    tunnel.get_mut().write_all(b"hello\r\n").await.unwrap();
+    assert_eq!(read_line(&mut tunnel).await, "HELLO\r\n");
+    drop(tunnel);
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.kind, FlowKind::Tunnel);
+    assert!(flow.timings.connect.is_some());
+    assert!(flow.error.is_none(), "{:?}", flow.error);
+
+    // A client slower to start its TLS than the origin is dialled is still intercepted:
+    // the origin, which waits for the client, says nothing first.
+    let origin = Origin::start(OriginKind::Https).await;
+    let proxy = TestProxy::start(Some(&origin), |c| c.sniff_timeout = STEP * 3).await;
+    let authority = format!("localhost:{}", origin.addr.port());
+    let tunnel = connect_through(&proxy, &authority).await.into_inner();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = proxy
+        .tls_connector(&[b"http/1.1"])
+        .connect(name, tunnel)
+        .await
+        .expect("kinspect's own certificate: intercepted");
+    drop(tls);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_tls_bytes_after_connect_pass_through_unchanged() {
     let (addr, _server) = greeting_echo_server().await;
     let mut proxy = TestProxy::start(None, |_| {}).await;

@@ -22,8 +22,8 @@ use super::forward::{
 };
 use super::idle::IdleWatch;
 use super::pool::KeptConnection;
-use super::sniff::{sniff, Rewind, Sniffed};
-use super::upstream::session_info;
+use super::sniff::{sniff_into, Rewind, Sniffed};
+use super::upstream::{session_info, ConnectError};
 use super::{
     ca_page, http1_server, port_number, split_port, ConnectionPermit, ProxyBody, ProxyFailure,
     Shared, Target,
@@ -209,9 +209,9 @@ async fn intercept<I>(
         .as_ref()
         .is_some_and(|re| re.is_match(&target.host));
     if ignored {
-        return blind_tunnel(&shared, peer, &target, io, started).await;
+        return blind_tunnel(&shared, peer, &target, io, started, None).await;
     }
-    let (verdict, prefix) = match sniff(&mut io, shared.config.sniff_timeout).await {
+    let (verdict, prefix, dialled) = match sniff_tunnel(&shared, &target, &mut io).await {
         Ok(sniffed) => sniffed,
         Err(e) => {
             tracing::debug!("tunnel from {peer} to {}: {e}", target.authority());
@@ -234,10 +234,71 @@ async fn intercept<I>(
             serve_http(shared, client, plain, io, h2).await;
         }
         Sniffed::Other | Sniffed::Silence => {
-            blind_tunnel(&shared, peer, &target, io, started).await
+            blind_tunnel(&shared, peer, &target, io, started, dialled).await
         }
         Sniffed::Closed => {}
     }
+}
+
+/// A client that speaks first after CONNECT (TLS, HTTP) does so at once. One quiet this
+/// long may be waiting for a server that speaks first (SSH, SMTP, FTP): the origin is
+/// then dialled, and whichever side speaks first decides, instead of the client waiting
+/// out the whole sniff timeout for a banner.
+const SERVER_FIRST_AFTER: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// A connection to an origin made for a blind tunnel, with its timings.
+struct Dialled {
+    server: tokio::net::TcpStream,
+    addr: SocketAddr,
+    dns: Option<std::time::Duration>,
+    connect: std::time::Duration,
+}
+
+impl Dialled {
+    async fn dial(shared: &Shared, target: &Target) -> Result<Dialled, ConnectError> {
+        let started = Instant::now();
+        let (server, addr, dns) = shared.dialer.connect(&target.host, target.port).await?;
+        Ok(Dialled {
+            server,
+            addr,
+            dns,
+            connect: started.elapsed() - dns.unwrap_or_default(),
+        })
+    }
+}
+
+/// What the client speaks inside a CONNECT tunnel, the bytes read to tell, and the
+/// origin connection when it was dialled because the client kept quiet.
+async fn sniff_tunnel<I: AsyncRead + Unpin>(
+    shared: &Shared,
+    target: &Target,
+    io: &mut I,
+) -> std::io::Result<(Sniffed, bytes::Bytes, Option<Dialled>)> {
+    let mut buf = bytes::BytesMut::with_capacity(1024);
+    let started = Instant::now();
+    let timeout = shared.config.sniff_timeout;
+    let verdict = sniff_into(io, SERVER_FIRST_AFTER.min(timeout), &mut buf).await?;
+    if verdict != Sniffed::Silence || timeout <= SERVER_FIRST_AFTER {
+        return Ok((verdict, buf.freeze(), None));
+    }
+    let dialled = Dialled::dial(shared, target).await.ok();
+    let remaining = timeout.saturating_sub(started.elapsed());
+    let Some(dialled) = dialled else {
+        // Unreachable: the client still decides (the tunnel records the failure).
+        let verdict = sniff_into(io, remaining, &mut buf).await?;
+        return Ok((verdict, buf.freeze(), None));
+    };
+    let client_first = tokio::select! {
+        verdict = sniff_into(io, remaining, &mut buf) => Some(verdict?),
+        _ = dialled.server.readable() => None,
+    };
+    let verdict = match client_first {
+        Some(verdict) => verdict,
+        // The server spoke (or closed) first: a tunnel, whatever the client sent so far.
+        None if buf.is_empty() => Sniffed::Silence,
+        None => Sniffed::Other,
+    };
+    Ok((verdict, buf.freeze(), Some(dialled)))
 }
 
 async fn terminate_tls<I>(
@@ -420,24 +481,35 @@ async fn record_tunnel_failure(
     slot.publish(flow);
 }
 
-/// Passes bytes both ways without looking at them, and records the tunnel.
+/// Passes bytes both ways without looking at them, over `dialled` or a connection made
+/// now, and records the tunnel.
 async fn blind_tunnel<I>(
     shared: &Shared,
     peer: SocketAddr,
     target: &Target,
     mut client_io: I,
     started: (SystemTime, Instant),
+    dialled: Option<Dialled>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let slot = shared.publisher.reserve().await;
     let mut flow = connect_flow(&slot, FlowKind::Tunnel, peer, target, started.0);
     let connect_started = Instant::now();
-    match shared.dialer.connect(&target.host, target.port).await {
-        Ok((server, addr, dns)) => {
+    let dialled = match dialled {
+        Some(dialled) => Ok(dialled),
+        None => Dialled::dial(shared, target).await,
+    };
+    match dialled {
+        Ok(Dialled {
+            server,
+            addr,
+            dns,
+            connect,
+        }) => {
             flow.server_ip = Some(addr.ip());
             flow.timings.dns = dns;
-            flow.timings.connect = Some(connect_started.elapsed() - dns.unwrap_or_default());
+            flow.timings.connect = Some(connect);
             let opened = Instant::now();
             let relayed = super::relay::relay(&mut client_io, server).await;
             flow.request.body = uncaptured(relayed.up);

@@ -57,28 +57,27 @@ pub async fn sniff<I: AsyncRead + Unpin>(
     timeout: Duration,
 ) -> io::Result<(Sniffed, Bytes)> {
     let mut buf = BytesMut::with_capacity(1024);
+    let verdict = sniff_into(io, timeout, &mut buf).await?;
+    Ok((verdict, buf.freeze()))
+}
+
+/// [`sniff`] reading into `buf`, which may hold bytes read before; cancelled, it leaves
+/// every byte read in `buf`.
+pub async fn sniff_into<I: AsyncRead + Unpin>(
+    io: &mut I,
+    timeout: Duration,
+    buf: &mut BytesMut,
+) -> io::Result<Sniffed> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        match tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await {
-            Err(_) => {
-                let verdict = if buf.is_empty() {
-                    Sniffed::Silence
-                } else {
-                    Sniffed::Other
-                };
-                return Ok((verdict, buf.freeze()));
-            }
-            Ok(Ok(0)) => {
-                let verdict = if buf.is_empty() {
-                    Sniffed::Closed
-                } else {
-                    detect(&buf).unwrap_or(Sniffed::Other)
-                };
-                return Ok((verdict, buf.freeze()));
-            }
+        match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
+            Err(_) if buf.is_empty() => return Ok(Sniffed::Silence),
+            Err(_) => return Ok(Sniffed::Other),
+            Ok(Ok(0)) if buf.is_empty() => return Ok(Sniffed::Closed),
+            Ok(Ok(0)) => return Ok(detect(buf).unwrap_or(Sniffed::Other)),
             Ok(Ok(_)) => {
-                if let Some(verdict) = detect(&buf) {
-                    return Ok((verdict, buf.freeze()));
+                if let Some(verdict) = detect(buf) {
+                    return Ok(verdict);
                 }
             }
             Ok(Err(e)) => return Err(e),
