@@ -105,6 +105,41 @@ fn decode_within(
     Ok(data)
 }
 
+/// `body` with `content_encoding` applied (the reverse of [`decode_body`]): to keep a
+/// decoded body (a HAR's) with the header it was sent with. `None` for an encoding
+/// kinspect cannot apply.
+pub fn encode_body(body: &[u8], content_encoding: &str) -> Option<Bytes> {
+    use std::io::Write;
+    let mut data = body.to_vec();
+    for encoding in content_encoding.split(',').map(|e| e.trim().to_ascii_lowercase()) {
+        data = match encoding.as_str() {
+            "" | "identity" => continue,
+            "gzip" | "x-gzip" => {
+                let mut out =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                out.write_all(&data).ok()?;
+                out.finish().ok()?
+            }
+            "deflate" => {
+                let mut out =
+                    flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+                out.write_all(&data).ok()?;
+                out.finish().ok()?
+            }
+            "br" => {
+                let mut out = Vec::new();
+                brotli::CompressorWriter::new(&mut out, 4096, 4, 22)
+                    .write_all(&data)
+                    .ok()?;
+                out
+            }
+            "zstd" => zstd::encode_all(&data[..], 3).ok()?,
+            _ => return None,
+        };
+    }
+    Some(Bytes::from(data))
+}
+
 /// Reads `reader` to its end into `out`, stopping one byte past `limit`.
 fn read_within(reader: impl Read, limit: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
     let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
@@ -241,6 +276,20 @@ mod tests {
         // Not the encoding at all: still an error.
         let garbage = Bytes::from_static(b"not gzip at all");
         assert!(decode_prefix(&garbage, Some("gzip")).is_err());
+    }
+
+    #[test]
+    fn encoding_is_undone_by_decoding() {
+        let text = b"{\"error\":\"EntityNotFound\"}".repeat(10);
+        for encoding in ["gzip", "deflate", "br", "zstd", "gzip, br", "identity"] {
+            let encoded = encode_body(&text, encoding).unwrap();
+            assert_eq!(
+                &decode_body(&encoded, Some(encoding)).unwrap()[..],
+                &text[..],
+                "{encoding}"
+            );
+        }
+        assert!(encode_body(&text, "compress").is_none());
     }
 
     #[test]

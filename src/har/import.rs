@@ -486,12 +486,8 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
         None
     } else {
         let mut response_headers = headers(r, response, &response_at)?;
-        // HAR content is decoded: the encoding no longer applies to the bytes kept.
-        response_headers
-            .0
-            .retain(|h| !h.name.eq_ignore_ascii_case("content-encoding"));
         let content = response.get("content").and_then(Value::as_object);
-        let bytes = match content.and_then(|c| c.get("text")).and_then(Value::as_str) {
+        let mut bytes = match content.and_then(|c| c.get("text")).and_then(Value::as_str) {
             Some(text) => {
                 let base64 = content
                     .and_then(|c| c.get("encoding"))
@@ -501,6 +497,17 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
             }
             None => Bytes::new(),
         };
+        // HAR content is decoded: encoded again, the body goes with its
+        // `Content-Encoding` as it was sent; one kinspect cannot apply is left out.
+        if let Some(encoding) = response_headers.get("content-encoding") {
+            match crate::decode::encode_body(&bytes, &encoding) {
+                Some(encoded) if !bytes.is_empty() => bytes = encoded,
+                Some(_) => {}
+                None => response_headers
+                    .0
+                    .retain(|h| !h.name.eq_ignore_ascii_case("content-encoding")),
+            }
+        }
         Some(ResponseRecord {
             status,
             version: version(response.get("httpVersion").and_then(Value::as_str)),
