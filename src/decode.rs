@@ -111,7 +111,10 @@ fn decode_within(
 pub fn encode_body(body: &[u8], content_encoding: &str) -> Option<Bytes> {
     use std::io::Write;
     let mut data = body.to_vec();
-    for encoding in content_encoding.split(',').map(|e| e.trim().to_ascii_lowercase()) {
+    for encoding in content_encoding
+        .split(',')
+        .map(|e| e.trim().to_ascii_lowercase())
+    {
         data = match encoding.as_str() {
             "" | "identity" => continue,
             "gzip" | "x-gzip" => {
@@ -147,13 +150,13 @@ fn read_within(reader: impl Read, limit: usize, out: &mut Vec<u8>) -> std::io::R
 }
 
 /// HTTP's "deflate" is meant to be zlib-wrapped, but many servers send raw deflate.
+/// Raw deflate is tried when zlib fails before producing anything; a zlib stream that
+/// breaks off later keeps what it produced (the start of a cut body).
 fn decode_deflate(data: &[u8], limit: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
     match read_within(flate2::read::ZlibDecoder::new(data), limit, out) {
         Ok(()) => Ok(()),
-        Err(_) => {
-            out.clear();
-            read_within(flate2::read::DeflateDecoder::new(data), limit, out)
-        }
+        Err(e) if !out.is_empty() => Err(e),
+        Err(_) => read_within(flate2::read::DeflateDecoder::new(data), limit, out),
     }
 }
 
@@ -263,7 +266,16 @@ mod tests {
             })
             .collect();
         let zstd = Bytes::from(zstd::encode_all(&text[..], 3).unwrap());
-        for (body, encoding) in [(gzip(&text), "gzip"), (brotli(&text), "br"), (zstd, "zstd")] {
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        zlib.write_all(&text).unwrap();
+        let zlib = Bytes::from(zlib.finish().unwrap());
+        let cases = [
+            (gzip(&text), "gzip"),
+            (brotli(&text), "br"),
+            (zstd, "zstd"),
+            (zlib, "deflate"),
+        ];
+        for (body, encoding) in cases {
             let first_part = body.slice(..body.len() / 2);
             assert!(
                 decode_body(&first_part, Some(encoding)).is_err(),

@@ -118,19 +118,31 @@ impl Future for Stored {
 /// each flow as it was when its exchange started (the request head), until the flow is
 /// published.
 #[derive(Clone, Debug, Default)]
-pub struct InFlight(Arc<Mutex<BTreeMap<FlowId, Flow>>>);
+pub struct InFlight(Arc<Mutex<BTreeMap<FlowId, UnderWay>>>);
+
+/// One exchange under way.
+#[derive(Debug)]
+struct UnderWay {
+    flow: Flow,
+    /// Handed to the viewer already.
+    listed: bool,
+}
 
 impl InFlight {
-    fn board(&self) -> std::sync::MutexGuard<'_, BTreeMap<FlowId, Flow>> {
+    fn board(&self) -> std::sync::MutexGuard<'_, BTreeMap<FlowId, UnderWay>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The exchanges under way that started before `before`, oldest first.
-    pub fn started_before(&self, before: SystemTime) -> Vec<Flow> {
+    /// The exchanges under way that started before `before` and were not listed by this
+    /// before, oldest first: each is handed over once.
+    pub fn list_started_before(&self, before: SystemTime) -> Vec<Flow> {
         self.board()
-            .values()
-            .filter(|flow| flow.started_at < before)
-            .cloned()
+            .values_mut()
+            .filter(|under_way| !under_way.listed && under_way.flow.started_at < before)
+            .map(|under_way| {
+                under_way.listed = true;
+                under_way.flow.clone()
+            })
             .collect()
     }
 
@@ -194,7 +206,11 @@ impl FlowSlot {
     /// listing, until its flow is published.
     pub fn started(&self, flow: &Flow) {
         if let Some(in_flight) = &self.in_flight {
-            in_flight.board().insert(self.id, flow.clone());
+            let under_way = UnderWay {
+                flow: flow.clone(),
+                listed: false,
+            };
+            in_flight.board().insert(self.id, under_way);
         }
     }
 
@@ -286,13 +302,15 @@ mod tests {
             None,
         ));
         let later = SystemTime::now() + Duration::from_secs(1);
-        let listed: Vec<FlowId> = in_flight
-            .started_before(later)
-            .iter()
-            .map(|f| f.id)
-            .collect();
-        assert_eq!(listed, [1, 2]);
-        assert!(in_flight.started_before(SystemTime::UNIX_EPOCH).is_empty());
+        let listed = |in_flight: &InFlight| -> Vec<FlowId> {
+            let flows = in_flight.list_started_before(later);
+            flows.iter().map(|f| f.id).collect()
+        };
+        assert_eq!(listed(&in_flight), [1, 2]);
+        assert!(listed(&in_flight).is_empty(), "each handed over once");
+        assert!(in_flight
+            .list_started_before(SystemTime::UNIX_EPOCH)
+            .is_empty());
 
         first.publish(flow);
         assert_eq!(in_flight.len(), 1, "gone once published");

@@ -529,6 +529,18 @@ pub fn unbracketed(host: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
+/// `bytes` as text when they are UTF-8. The first part of a body (`cut`) may end inside
+/// a character: that character is left out instead of the whole being taken for binary.
+pub fn utf8_text(bytes: &[u8], cut: bool) -> Option<&str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Some(text),
+        Err(e) if cut && e.error_len().is_none() => {
+            std::str::from_utf8(&bytes[..e.valid_up_to()]).ok()
+        }
+        Err(_) => None,
+    }
+}
+
 /// `text` safe to print on a terminal: control characters other than newline and tab
 /// (an escape sequence from a server's body, say) written out as `\u{1b}`.
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {

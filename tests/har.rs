@@ -981,9 +981,15 @@ fn a_secret_of_one_flow_is_scrubbed_from_the_flows_after_it() {
     sends.request.headers = [("Authorization", format!("Kinvey {token}").as_str())]
         .into_iter()
         .collect();
-    let mut echoes = Flow::exchange(2, client, "GET", "https://baas.kinvey.com/b", Some(401));
+    let url = format!("https://baas.kinvey.com/blob/kid_x/{token}?t={token}");
+    let mut echoes = Flow::exchange(2, client, "GET", &url, Some(401));
     let response = echoes.response.as_mut().unwrap();
-    response.headers = [("content-type", "application/json")].into_iter().collect();
+    response.headers = [
+        ("content-type", "application/json"),
+        ("location", url.as_str()),
+    ]
+    .into_iter()
+    .collect();
     response.body = CapturedBody::whole(format!(
         r#"{{"error":"InvalidCredentials","description":"d","debug":"token {token} expired"}}"#
     ));
@@ -994,7 +1000,14 @@ fn a_secret_of_one_flow_is_scrubbed_from_the_flows_after_it() {
     let mut out = Vec::new();
     let stats = har::export(&mut out, "t", flows, Default::default()).unwrap();
     let text = String::from_utf8(out).unwrap();
+    // Everywhere: body, URL, query string, the Location header and redirectURL.
     assert!(!text.contains(token), "{text}");
     assert!(text.contains("token [redacted] expired"), "{text}");
+    let har: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let second = &har["log"]["entries"][1];
+    let redacted_url = "https://baas.kinvey.com/blob/kid_x/[redacted]?t=[redacted]";
+    assert_eq!(second["request"]["url"], redacted_url);
+    assert_eq!(second["response"]["redirectURL"], redacted_url);
+    assert_eq!(second["request"]["queryString"][0]["value"], "[redacted]");
     assert!(stats.redactions >= 2);
 }

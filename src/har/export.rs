@@ -153,18 +153,31 @@ impl Redactor<'_> {
             return REDACTED.to_owned();
         }
         if is_url_header(name) {
-            let url = self.url(value);
-            return self.text(&url);
+            return self.url(value);
         }
         self.text(value)
     }
 
+    /// A query or form field's value: replaced when its name is a secret's, else
+    /// scrubbed of every secret.
     fn param(&mut self, name: &str, value: &str) -> String {
-        if self.on && is_secret_param(name) {
+        if !self.on {
+            return value.to_owned();
+        }
+        if is_secret_param(name) {
             *self.count += 1;
             return REDACTED.to_owned();
         }
-        value.to_owned()
+        self.scrubbed(value)
+    }
+
+    /// `text` with every secret of this flow and of the flows before it replaced.
+    fn scrubbed(&mut self, text: &str) -> String {
+        let scrubbed = self.earlier.scrub(&self.secrets.scrub(text));
+        if scrubbed != text {
+            *self.count += 1;
+        }
+        scrubbed
     }
 
     fn cookie(&mut self, value: &str) -> String {
@@ -175,6 +188,8 @@ impl Redactor<'_> {
         value.to_owned()
     }
 
+    /// A URL: its password and secret parameters replaced, then scrubbed of every
+    /// secret (a token in its path).
     fn url(&mut self, url: &str) -> String {
         if !self.on {
             return url.to_owned();
@@ -183,7 +198,7 @@ impl Redactor<'_> {
         if redacted != url {
             *self.count += 1;
         }
-        redacted
+        self.scrubbed(&redacted)
     }
 
     /// A form body (`name=value&…`): secret fields' values replaced, then scrubbed as text.
@@ -209,11 +224,7 @@ impl Redactor<'_> {
                 text = json.to_string();
             }
         }
-        let scrubbed = self.earlier.scrub(&self.secrets.scrub(&text));
-        if scrubbed != text {
-            *self.count += 1;
-        }
-        scrubbed
+        self.scrubbed(&text)
     }
 
     fn json(&mut self, value: &mut Value) -> bool {
@@ -317,12 +328,12 @@ fn body_content(
         false => decoded.len() as u64,
     };
     let content_type = headers.get("content-type");
-    match std::str::from_utf8(&decoded) {
-        Ok(text) if is_form_body(content_type.as_deref(), text) => {
+    match crate::flow::utf8_text(&decoded, body.truncated) {
+        Some(text) if is_form_body(content_type.as_deref(), text) => {
             (size, Some((redactor.form(text), false)))
         }
-        Ok(text) => (size, Some((redactor.text(text), false))),
-        Err(_) => (
+        Some(text) => (size, Some((redactor.text(text), false))),
+        None => (
             size,
             Some((
                 base64::engine::general_purpose::STANDARD.encode(&decoded),

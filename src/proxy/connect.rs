@@ -103,9 +103,13 @@ pub(crate) async fn route(
                 Ok(uri) => *req.uri_mut() = uri,
                 Err(_) => return refuse_outright(&shared, peer, req, "bad request path").await,
             }
-            // The origin expects its own name, not kinspect's address.
-            if let Ok(host) = http::HeaderValue::from_str(&target.host_header()) {
-                req.headers_mut().insert(http::header::HOST, host);
+            // The origin expects its own name, not kinspect's address: in the client's
+            // Host, where it put it. Without one (an HTTP/2 client), the upstream
+            // connection writes it from the URL.
+            if req.headers().contains_key(http::header::HOST) {
+                if let Ok(host) = http::HeaderValue::from_str(&target.host_header()) {
+                    req.headers_mut().insert(http::header::HOST, host);
+                }
             }
             forward(&shared, &client, kept, &target, req).await
         }

@@ -38,14 +38,14 @@ pub fn body_lines(body: &CapturedBody, headers: &Headers) -> Vec<String> {
             body.wire_size
         ));
     }
-    match std::str::from_utf8(&decoded) {
-        Ok(text) => {
+    match crate::flow::utf8_text(&decoded, body.truncated) {
+        Some(text) => {
             let is_json = serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
             let pretty = is_json.then(|| pretty_json(text));
             let text = pretty.as_deref().unwrap_or(text);
             lines.extend(text.lines().map(shown_line));
         }
-        Err(_) => {
+        None => {
             lines.extend(hex_dump(&decoded));
             // Only the dump's shown lines were made: count those that were not.
             let hidden = decoded.len().div_ceil(16).saturating_sub(MAX_BODY_LINES);
@@ -234,6 +234,21 @@ mod tests {
             &Headers::default(),
         );
         assert_eq!(lines, ["id      name    x", "1       ada     \\u{1b}[2J"]);
+    }
+
+    #[test]
+    fn text_cut_inside_a_character_is_still_text() {
+        let mut cut = body("caf\u{e9}".as_bytes());
+        cut.bytes = cut.bytes.slice(..4);
+        cut.truncated = true;
+        let lines = body_lines(&cut, &Headers::default());
+        assert_eq!(lines.last().unwrap(), "caf");
+        cut.truncated = false;
+        let lines = body_lines(&cut, &Headers::default());
+        assert!(
+            lines[0].starts_with("00000000"),
+            "not cut: binary {lines:?}"
+        );
     }
 
     #[test]

@@ -196,7 +196,7 @@ fn event_loop(
                 if last_poll.elapsed() >= IN_FLIGHT_POLL {
                     last_poll = Instant::now();
                     let now = std::time::SystemTime::now();
-                    let flows = in_flight.started_before(now - LISTED_UNDER_WAY_AFTER);
+                    let flows = in_flight.list_started_before(now - LISTED_UNDER_WAY_AFTER);
                     // Rows under way show their running time: redrawn while there are any.
                     dirty |= !flows.is_empty() || !app.in_flight.is_empty();
                     update(app, Event::InFlight { flows, now });

@@ -339,6 +339,12 @@ impl App {
         let shown = self.filter.as_ref().is_none_or(|f| f.matches(&stored));
         summarize(&mut stored);
         match self.in_flight.remove(&stored.flow.id) {
+            // Listed before the view was cleared (`z`): it finishes as a new row, as it
+            // would have had it not been listed.
+            Some(index) if index < self.cleared => {
+                self.append(stored, shown);
+                true
+            }
             Some(index) => {
                 self.flows[index] = stored;
                 self.show_at(index, shown);
@@ -389,9 +395,6 @@ impl App {
     /// Shows or hides the flow at `index` (whose flow changed), keeping the selection on
     /// the flow it was on.
     fn show_at(&mut self, index: usize, shown: bool) {
-        if index < self.cleared {
-            return;
-        }
         match (self.view.binary_search(&index), shown) {
             (Ok(position), false) => {
                 self.view.remove(position);

@@ -65,17 +65,28 @@ fn key(code: KeyCode) -> KeyEvent {
     KeyEvent::new(code, KeyModifiers::NONE)
 }
 
+/// The detail of flow `id`, shown or under the screen shown.
+fn detail_of(app: &mut App, id: FlowId) -> Option<&mut Detail> {
+    let behind = app.behind.as_deref_mut();
+    [Some(&mut app.screen), behind]
+        .into_iter()
+        .flatten()
+        .find_map(|screen| match screen {
+            Screen::Detail(detail) if detail.id == id => Some(detail),
+            _ => None,
+        })
+}
+
 /// Applies `event` to `app`.
 pub fn update(app: &mut App, event: Event) -> Vec<Effect> {
     match event {
         Event::Flow(stored) => {
             let id = stored.flow.id;
             let finished = app.push(stored);
-            // A detail opened while it was under way shows it finished.
-            match &app.screen {
-                Screen::Detail(detail) if finished && detail.id == id => {
-                    vec![Effect::LoadFlow(id)]
-                }
+            // A detail opened while it was under way (shown, or under the help or a
+            // report) shows it finished.
+            match detail_of(app, id) {
+                Some(_) if finished => vec![Effect::LoadFlow(id)],
                 _ => Vec::new(),
             }
         }
@@ -84,10 +95,8 @@ pub fn update(app: &mut App, event: Event) -> Vec<Effect> {
             Vec::new()
         }
         Event::Loaded(stored) => {
-            if let Screen::Detail(detail) = &mut app.screen {
-                if detail.id == stored.flow.id {
-                    detail.flow = Some(stored);
-                }
+            if let Some(detail) = detail_of(app, stored.flow.id) {
+                detail.flow = Some(stored);
             }
             Vec::new()
         }
@@ -640,15 +649,35 @@ mod tests {
         let shown = detail.flow.as_ref().expect("shown at once");
         assert_eq!(shown.flow.request.headers.len(), 1, "whole, not a summary");
 
-        // It finishes: in its place, filtered again, and the open detail reloads.
+        // It finishes while the help is over its detail: in its place, filtered again,
+        // and the detail reloads.
+        press(&mut a, KeyCode::Char('?'));
         let effects = update(&mut a, Event::Flow(Box::new(stored(3, 500, None))));
         assert_eq!(effects, [Effect::LoadFlow(3)]);
+        update(&mut a, Event::Loaded(Box::new(stored(3, 500, None))));
+        press(&mut a, KeyCode::Char('q'));
+        let Screen::Detail(detail) = &a.screen else {
+            panic!("{:?}", a.screen)
+        };
+        let shown = detail.flow.as_ref().unwrap();
+        assert_eq!(shown.flow.status(), Some(500), "the finished flow");
         assert_eq!(a.flows[2].flow.status(), Some(500));
         assert!(!a.is_in_flight(3));
         assert!(a.view.is_empty(), "no longer ~q");
         apply_filter(&mut a, "").unwrap();
         let ids: Vec<FlowId> = a.view.iter().map(|&i| a.flows[i].flow.id).collect();
         assert_eq!(ids, [1, 2, 3, 4]);
+
+        // Listed, then the view cleared (z): it finishes as a new row.
+        press(&mut a, KeyCode::Char('q'));
+        let slow = Flow::exchange(5, client, "GET", url, None);
+        let flows = vec![slow];
+        update(&mut a, Event::InFlight { flows, now });
+        press(&mut a, KeyCode::Char('z'));
+        update(&mut a, Event::Flow(Box::new(stored(6, 200, None))));
+        update(&mut a, Event::Flow(Box::new(stored(5, 200, None))));
+        let ids: Vec<FlowId> = a.view.iter().map(|&i| a.flows[i].flow.id).collect();
+        assert_eq!(ids, [6, 5]);
     }
 
     #[test]

@@ -523,7 +523,8 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
     frame.render_widget(Table::new(rows, widths).header(header), area);
 }
 
-/// A duration in at most six characters: `999ms`, `9.99s`, `59.9s`, `59m59s`, `99h59m`.
+/// A duration in at most six characters: `999ms`, `9.99s`, `59.9s`, `59m59s`, `99h59m`,
+/// `100h`, up to `99999h` (eleven years).
 fn short_duration(d: std::time::Duration) -> String {
     let ms = d.as_millis();
     match ms {
@@ -531,7 +532,8 @@ fn short_duration(d: std::time::Duration) -> String {
         1_000..10_000 => format!("{}.{:02}s", ms / 1000, ms % 1000 / 10),
         10_000..60_000 => format!("{}.{}s", ms / 1000, ms % 1000 / 100),
         60_000..3_600_000 => format!("{}m{:02}s", ms / 60_000, ms % 60_000 / 1000),
-        _ => format!("{}h{:02}m", ms / 3_600_000, ms % 3_600_000 / 60_000),
+        3_600_000..360_000_000 => format!("{}h{:02}m", ms / 3_600_000, ms % 3_600_000 / 60_000),
+        _ => format!("{}h", ms / 3_600_000),
     }
 }
 
@@ -876,14 +878,20 @@ mod tests {
     fn durations_fit_their_column() {
         let shown: Vec<String> = [0, 999, 1_000, 9_999, 10_000, 59_999, 60_000, 120_001]
             .into_iter()
-            .chain([3_599_999, 3_600_000, 359_999_999])
+            .chain([
+                3_599_999,
+                3_600_000,
+                359_999_999,
+                360_000_000,
+                359_996_400_000,
+            ])
             .map(|ms| short_duration(std::time::Duration::from_millis(ms)))
             .collect();
         assert_eq!(
             shown,
             [
                 "0ms", "999ms", "1.00s", "9.99s", "10.0s", "59.9s", "1m00s", "2m00s", "59m59s",
-                "1h00m", "99h59m"
+                "1h00m", "99h59m", "100h", "99999h"
             ]
         );
         assert!(shown
