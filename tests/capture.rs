@@ -627,3 +627,45 @@ fn a_closed_capture_is_one_file_and_recording_into_it_again_waits_for_a_reader()
     assert!(home.path().join("again.db-wal").exists(), "not in WAL mode");
     assert_eq!(CaptureReader::open(&capture).unwrap().count().unwrap(), 2);
 }
+
+/// The POSIX (`fcntl`) locks this process holds on `path`'s file, from /proc/locks:
+/// SQLite's.
+#[cfg(target_os = "linux")]
+fn posix_locks_on(path: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(path).unwrap().ino().to_string();
+    let pid = std::process::id().to_string();
+    std::fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1) == Some(&"POSIX")
+                && fields.get(4) == Some(&pid.as_str())
+                && fields.get(5).and_then(|f| f.rsplit(':').next()) == Some(inode.as_str())
+        })
+        .count()
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_reader_in_the_writers_process_leaves_the_writers_locks_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("capture.db");
+    let stored = |id| StoredFlow {
+        flow: full_flow(id),
+        kinvey: KinveySummary::default(),
+    };
+    let mut writer = CaptureWriter::open(&path).unwrap();
+    writer.write_batch([&stored(1)]).unwrap();
+    // SQLite's shared lock on the file tells another process closing the capture that
+    // it is not the last user (which would fold the WAL back and delete it under the
+    // writer). Closing any file of this process on it would drop that lock.
+    let held = posix_locks_on(&path);
+    assert!(held > 0, "the writer holds SQLite's lock");
+    // The UI opens the live capture in the proxy's own process.
+    drop(CaptureReader::open(&path).unwrap());
+    assert_eq!(posix_locks_on(&path), held, "the writer's locks are kept");
+    writer.write_batch([&stored(2)]).unwrap();
+    assert_eq!(CaptureReader::open(&path).unwrap().count().unwrap(), 2);
+}

@@ -318,16 +318,22 @@ pub(crate) fn open_for_reading(path: &Path) -> Result<(Connection, i64), Capture
             reason: "it is a directory; name a capture file in it".into(),
         });
     }
-    // SQLite says only "unable to open database file" for a file this user may not read.
-    std::fs::File::open(path).map_err(|source| CaptureError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| sqlite_error(path, e))?;
+    .map_err(|e| {
+        // SQLite says only "unable to open database file" for a file this user may not
+        // read. Only looked at now: closing a file of our own would drop every lock
+        // this process holds on it (POSIX), the proxy's writer's SQLite locks with them.
+        match std::fs::File::open(path) {
+            Err(source) => CaptureError::Io {
+                path: path.to_owned(),
+                source,
+            },
+            Ok(_) => sqlite_error(path, e),
+        }
+    })?;
     let conn = match conn.query_row("PRAGMA schema_version", [], |row| row.get::<_, i64>(0)) {
         Err(e) if cannot_share(&e) => open_immutable(path)?,
         _ => conn,
