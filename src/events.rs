@@ -42,6 +42,7 @@ pub fn channel_from(capacity: usize, first_id: FlowId) -> (FlowPublisher, FlowSt
             tx,
             next_id: Arc::new(AtomicU64::new(first_id)),
             in_flight: None,
+            stopping: Arc::default(),
         },
         FlowStream { rx },
     )
@@ -163,6 +164,8 @@ pub struct FlowPublisher {
     tx: mpsc::Sender<FlowEvent>,
     next_id: Arc<AtomicU64>,
     in_flight: Option<InFlight>,
+    /// Set once the proxy is stopping.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl FlowPublisher {
@@ -173,7 +176,14 @@ impl FlowPublisher {
             permit,
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             in_flight: self.in_flight.clone(),
+            stopping: self.stopping.clone(),
         }
+    }
+
+    /// The proxy is stopping: exchanges broken off from now on were cut short by that,
+    /// not by their client ([`FlowSlot::proxy_stopping`]).
+    pub fn announce_stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
     }
 
     /// Lists every exchange on `in_flight` from its start ([`FlowSlot::started`]) until
@@ -194,12 +204,18 @@ pub struct FlowSlot {
     permit: Option<mpsc::OwnedPermit<FlowEvent>>,
     id: FlowId,
     in_flight: Option<InFlight>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl FlowSlot {
     /// The id the flow must carry.
     pub fn id(&self) -> FlowId {
         self.id
+    }
+
+    /// True once the proxy is stopping ([`FlowPublisher::announce_stop`]).
+    pub fn proxy_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
     }
 
     /// The exchange has started as `flow` says: listed as under way, if anyone is

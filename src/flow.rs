@@ -284,6 +284,8 @@ pub enum FlowErrorKind {
     /// kinspect turned the client away: no or wrong `--proxy-auth` credentials, a public
     /// address, `--max-connections` reached.
     Refused,
+    /// kinspect stopped before the exchange (or the connection it opened) ended.
+    Stopped,
 }
 
 impl FlowErrorKind {
@@ -299,6 +301,7 @@ impl FlowErrorKind {
             FlowErrorKind::ClientTls => "client_tls",
             FlowErrorKind::BadRequest => "bad_request",
             FlowErrorKind::Refused => "refused",
+            FlowErrorKind::Stopped => "stopped",
         }
     }
 }
@@ -318,6 +321,7 @@ impl std::str::FromStr for FlowErrorKind {
             FlowErrorKind::ClientTls,
             FlowErrorKind::BadRequest,
             FlowErrorKind::Refused,
+            FlowErrorKind::Stopped,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

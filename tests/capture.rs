@@ -669,3 +669,85 @@ fn a_reader_in_the_writers_process_leaves_the_writers_locks_alone() {
     writer.write_batch([&stored(2)]).unwrap();
     assert_eq!(CaptureReader::open(&path).unwrap().count().unwrap(), 2);
 }
+
+#[test]
+#[cfg(unix)]
+fn stopping_kinspect_records_the_tunnels_and_requests_still_open() {
+    use std::io::{BufRead, Read, Write};
+    // A service that greets first, then keeps its connection open.
+    let greeter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let greeter_addr = greeter.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut stream, _) = greeter.accept().unwrap();
+        stream.write_all(b"220 hi\r\n").unwrap();
+        let _ = stream.read_to_end(&mut Vec::new());
+    });
+    // An origin that reads a request and never answers it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let (asked, request_read) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (stream, _) = silent.accept().unwrap();
+        let mut reader = std::io::BufReader::new(stream);
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 2 {
+            line.clear();
+        }
+        asked.send(()).unwrap();
+        let _ = reader.read_to_end(&mut Vec::new());
+    });
+
+    let home = tempfile::tempdir().unwrap();
+    let capture = home.path().join("c.db");
+    let mut kinspect = KinspectProcess::start(home.path(), &capture, |_| {});
+    let mut tunnel = std::net::TcpStream::connect(kinspect.addr).unwrap();
+    write!(
+        tunnel,
+        "CONNECT {greeter_addr} HTTP/1.1\r\nHost: {greeter_addr}\r\n\r\n"
+    )
+    .unwrap();
+    let mut tunnel = std::io::BufReader::new(tunnel);
+    let mut line = String::new();
+    while line != "220 hi\r\n" {
+        line.clear();
+        assert!(
+            tunnel.read_line(&mut line).unwrap() > 0,
+            "the greeting comes"
+        );
+    }
+    let mut request = std::net::TcpStream::connect(kinspect.addr).unwrap();
+    write!(
+        request,
+        "GET http://127.0.0.1:{silent_port}/wait HTTP/1.1\r\nHost: 127.0.0.1:{silent_port}\r\n\r\n"
+    )
+    .unwrap();
+    request_read.recv_timeout(support::STEP).unwrap();
+
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(kinspect.child.id() as i32, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + support::STEP;
+    while kinspect.child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kinspect stops on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reader = CaptureReader::open(&capture).unwrap();
+    let mut flows = Vec::new();
+    reader
+        .for_each_after(0, Detail::Headers, |stored| flows.push(stored.flow))
+        .unwrap();
+    let stopped = |flow: &Flow| flow.error.as_ref().map(|e| e.kind) == Some(FlowErrorKind::Stopped);
+    let open_tunnel = flows
+        .iter()
+        .find(|f| f.kind == FlowKind::Tunnel)
+        .unwrap_or_else(|| panic!("the open tunnel is recorded: {flows:?}"));
+    assert!(stopped(open_tunnel), "{:?}", open_tunnel.error);
+    assert_eq!(open_tunnel.response.as_ref().unwrap().body.wire_size, 8);
+    let waiting = flows
+        .iter()
+        .find(|f| f.request.url.ends_with("/wait"))
+        .unwrap_or_else(|| panic!("the waiting request is recorded: {flows:?}"));
+    assert!(stopped(waiting), "{:?}", waiting.error);
+}

@@ -22,6 +22,7 @@ use super::forward::{
 };
 use super::idle::IdleWatch;
 use super::pool::KeptConnection;
+use super::relay::RelayRecord;
 use super::sniff::{sniff_into, Rewind, Sniffed};
 use super::upstream::{session_info, ConnectError};
 use super::{
@@ -514,23 +515,23 @@ async fn blind_tunnel<I>(
             flow.server_ip = Some(addr.ip());
             flow.timings.dns = dns;
             flow.timings.connect = Some(connect);
-            let opened = Instant::now();
-            let relayed = super::relay::relay(&mut client_io, server).await;
-            flow.request.body = uncaptured(relayed.up);
             flow.response = Some(ResponseRecord {
                 status: 200,
                 version: HttpVersion::Http11,
                 headers: Headers::default(),
-                body: uncaptured(relayed.down),
+                body: uncaptured(0),
                 from_proxy: true,
             });
-            flow.timings.receive = opened.elapsed();
-            if let Some(e) = relayed.error {
+            let record = RelayRecord::new(slot, flow);
+            let broke = super::relay::relay(&mut client_io, server, record.counts()).await;
+            let (slot, mut flow) = record.finish();
+            if let Some(e) = broke {
                 flow.error = Some(FlowError {
                     kind: FlowErrorKind::Protocol,
                     message: format!("tunnel to {} broke: {e}", target.authority()),
                 });
             }
+            slot.publish(flow);
         }
         Err(e) => {
             flow.timings.wait = connect_started.elapsed();
@@ -538,7 +539,7 @@ async fn blind_tunnel<I>(
                 kind: e.kind,
                 message: e.message,
             });
+            slot.publish(flow);
         }
     }
-    slot.publish(flow);
 }

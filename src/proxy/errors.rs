@@ -48,6 +48,7 @@ impl ProxyFailure {
             FlowErrorKind::ClientAbort | FlowErrorKind::ClientTls => "ClientError",
             FlowErrorKind::BadRequest => "BadProxyRequest",
             FlowErrorKind::Refused => "ProxyRefused",
+            FlowErrorKind::Stopped => "ProxyStopped",
         }
     }
 
@@ -63,6 +64,7 @@ impl ProxyFailure {
             FlowErrorKind::ClientAbort | FlowErrorKind::ClientTls => "the client connection failed",
             FlowErrorKind::BadRequest => "kinspect cannot proxy this request",
             FlowErrorKind::Refused => "kinspect does not serve this client as it is set up",
+            FlowErrorKind::Stopped => "kinspect stopped before the exchange ended",
         }
     }
 

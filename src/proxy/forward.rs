@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use super::errors::ProxyFailure;
 use super::headers::{remove_in_order, strip_hop_by_hop};
 use super::pool::{KeptConnection, Lease, SendError};
+use super::relay::RelayRecord;
 use super::tee::{
     take_unread, BodyCapture, BodyEnd, OnBodyEnd, ReturnedIfUnread, SharedCapture, TeeBody,
     UnreadSlot,
@@ -439,22 +440,19 @@ fn switch_protocols(
     if let Some(protocol) = &protocol {
         keep_upgrade(&mut rparts.headers, protocol);
     }
+    let record = RelayRecord::new(slot, flow);
     tokio::spawn(async move {
         let error = match tokio::try_join!(upgrades.client, upgrades.upstream) {
-            Ok((client, upstream)) => {
-                let relayed = super::relay::relay(
-                    hyper_util::rt::TokioIo::new(client),
-                    hyper_util::rt::TokioIo::new(upstream),
-                )
-                .await;
-                flow.request.body = uncaptured(relayed.up);
-                if let Some(response) = flow.response.as_mut() {
-                    response.body = uncaptured(relayed.down);
-                }
-                relayed.error.map(|e| e.to_string())
-            }
+            Ok((client, upstream)) => super::relay::relay(
+                hyper_util::rt::TokioIo::new(client),
+                hyper_util::rt::TokioIo::new(upstream),
+                record.counts(),
+            )
+            .await
+            .map(|e| e.to_string()),
             Err(e) => Some(e.to_string()),
         };
+        let (slot, mut flow) = record.finish();
         flow.timings.receive = t_headers.elapsed();
         if let Some(e) = error {
             flow.error = Some(FlowError {
@@ -586,11 +584,19 @@ impl Drop for Pending {
         let used = self.used.take();
         self.record_unanswered(&mut flow, used.as_ref());
         let waited = self.t0.elapsed();
-        flow.error = Some(FlowError {
-            kind: FlowErrorKind::ClientAbort,
-            message: format!(
-                "the client went away after {waited:.1?}, before the response headers arrived"
-            ),
+        flow.error = Some(match slot.proxy_stopping() {
+            true => FlowError {
+                kind: FlowErrorKind::Stopped,
+                message: format!(
+                    "kinspect stopped after {waited:.1?}, before the response headers arrived"
+                ),
+            },
+            false => FlowError {
+                kind: FlowErrorKind::ClientAbort,
+                message: format!(
+                    "the client went away after {waited:.1?}, before the response headers arrived"
+                ),
+            },
         });
         slot.publish(flow);
     }
@@ -654,6 +660,10 @@ impl ExchangeEnd {
                     flow.port,
                     error.unwrap_or_else(|| "connection closed".into())
                 ),
+            }),
+            BodyEnd::Abandoned if slot.proxy_stopping() => Some(FlowError {
+                kind: FlowErrorKind::Stopped,
+                message: "kinspect stopped before the response body ended".into(),
             }),
             BodyEnd::Abandoned => Some(FlowError {
                 kind: FlowErrorKind::ClientAbort,

@@ -308,7 +308,10 @@ impl ProxyHandle {
 }
 
 impl Drop for ProxyHandle {
+    /// Stops accepting; the exchanges under way end with the runtime, each recorded as
+    /// stopped by kinspect rather than by its client.
     fn drop(&mut self) {
+        self.shared.publisher.announce_stop();
         self.task.abort();
     }
 }

@@ -1,47 +1,112 @@
 //! Relaying bytes both ways between two streams (blind tunnels, switched WebSocket
-//! connections), counting them even when the relay ends in an error.
+//! connections), counting them even when the relay ends in an error, and recording the
+//! relay's flow even when kinspect stops while it is open.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// How a relay ended.
-#[derive(Debug)]
-pub(crate) struct Relayed {
-    /// Bytes from the client to the server.
-    pub(crate) up: u64,
-    /// Bytes from the server to the client.
-    pub(crate) down: u64,
-    /// Why it broke off, if it did not end with a clean close on both sides.
-    pub(crate) error: Option<io::Error>,
+use super::forward::uncaptured;
+use crate::events::FlowSlot;
+use crate::flow::{Flow, FlowError, FlowErrorKind};
+
+/// The bytes relayed each way so far.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Counts {
+    up: Arc<AtomicU64>,
+    down: Arc<AtomicU64>,
 }
 
-/// Copies `client` ↔ `server` until both sides close.
-pub(crate) async fn relay<C, S>(client: C, mut server: S) -> Relayed
+impl Counts {
+    fn up(&self) -> u64 {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    fn down(&self) -> u64 {
+        self.down.load(Ordering::Relaxed)
+    }
+}
+
+/// Copies `client` ↔ `server` until both sides close, counting into `counts`; the
+/// error it broke off with, if it did not end with a clean close on both sides.
+pub(crate) async fn relay<C, S>(client: C, mut server: S, counts: &Counts) -> Option<io::Error>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let read = Arc::new(AtomicU64::new(0));
-    let written = Arc::new(AtomicU64::new(0));
     let mut client = Counted {
         inner: client,
-        read: read.clone(),
-        written: written.clone(),
+        read: counts.up.clone(),
+        written: counts.down.clone(),
     };
     let result = tokio::io::copy_bidirectional(&mut client, &mut server).await;
     // A peer that closes TLS without close_notify has still closed.
-    let error = result
+    result
         .err()
-        .filter(|e| e.kind() != io::ErrorKind::UnexpectedEof);
-    Relayed {
-        up: read.load(Ordering::Relaxed),
-        down: written.load(Ordering::Relaxed),
-        error,
+        .filter(|e| e.kind() != io::ErrorKind::UnexpectedEof)
+}
+
+/// The flow of a relayed connection (a tunnel, a switched WebSocket), published however
+/// the relay ends: by its owner once it is over ([`RelayRecord::finish`]), or, dropped
+/// while still open (kinspect stopping), with the bytes relayed so far and why.
+pub(crate) struct RelayRecord {
+    parts: Option<(FlowSlot, Flow)>,
+    counts: Counts,
+    opened: Instant,
+}
+
+impl RelayRecord {
+    /// The record of `flow`, its relay opening now.
+    pub(crate) fn new(slot: FlowSlot, flow: Flow) -> Self {
+        RelayRecord {
+            parts: Some((slot, flow)),
+            counts: Counts::default(),
+            opened: Instant::now(),
+        }
+    }
+
+    /// Where the relay counts its bytes.
+    pub(crate) fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    /// The relay is over: its slot and its flow, the bytes each way recorded.
+    pub(crate) fn finish(mut self) -> (FlowSlot, Flow) {
+        let (slot, mut flow) = self.parts.take().expect("finished once");
+        self.record_bytes(&mut flow);
+        (slot, flow)
+    }
+
+    fn record_bytes(&self, flow: &mut Flow) {
+        flow.request.body = uncaptured(self.counts.up());
+        if let Some(response) = flow.response.as_mut() {
+            response.body = uncaptured(self.counts.down());
+        }
+        flow.timings.receive = self.opened.elapsed();
+    }
+}
+
+impl Drop for RelayRecord {
+    fn drop(&mut self) {
+        let Some((slot, mut flow)) = self.parts.take() else {
+            return;
+        };
+        self.record_bytes(&mut flow);
+        flow.error = Some(FlowError {
+            kind: FlowErrorKind::Stopped,
+            message: format!(
+                "kinspect stopped with the connection to {}:{} still open, after {:.1?}",
+                flow.host,
+                flow.port,
+                self.opened.elapsed()
+            ),
+        });
+        slot.publish(flow);
     }
 }
 
@@ -97,7 +162,11 @@ mod tests {
     async fn counts_both_ways_and_ends_on_close() {
         let (mut client, client_side) = tokio::io::duplex(64);
         let (server_side, mut server) = tokio::io::duplex(64);
-        let relay = tokio::spawn(relay(client_side, server_side));
+        let counts = Counts::default();
+        let relay = tokio::spawn({
+            let counts = counts.clone();
+            async move { relay(client_side, server_side, &counts).await }
+        });
         client.write_all(b"ping").await.unwrap();
         let mut buf = [0u8; 4];
         server.read_exact(&mut buf).await.unwrap();
@@ -106,8 +175,8 @@ mod tests {
         client.read_exact(&mut buf).await.unwrap();
         drop(client);
         drop(server);
-        let relayed = relay.await.unwrap();
-        assert_eq!((relayed.up, relayed.down), (4, 5));
-        assert!(relayed.error.is_none(), "{:?}", relayed.error);
+        let error = relay.await.unwrap();
+        assert_eq!((counts.up(), counts.down()), (4, 5));
+        assert!(error.is_none(), "{error:?}");
     }
 }
