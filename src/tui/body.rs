@@ -63,6 +63,9 @@ pub fn body_lines(body: &CapturedBody, headers: &Headers) -> Vec<String> {
     lines
 }
 
+/// Levels of JSON nesting shown indented; deeper ones keep the last indent.
+const MAX_INDENT_LEVELS: usize = 32;
+
 /// Tab stops in shown text.
 const TAB: usize = 8;
 
@@ -95,7 +98,9 @@ fn shown_line(line: &str) -> String {
 fn pretty_json(json: &str) -> String {
     fn new_line(out: &mut String, depth: usize) {
         out.push('\n');
-        out.extend(std::iter::repeat_n("  ", depth));
+        // Deeper levels stay at the deepest indent: a body nested ten thousand deep
+        // would otherwise make a hundred million spaces.
+        out.extend(std::iter::repeat_n("  ", depth.min(MAX_INDENT_LEVELS)));
     }
     let mut out = String::with_capacity(json.len() + json.len() / 2);
     let mut depth = 0usize;
@@ -212,6 +217,20 @@ mod tests {
                 "}"
             ]
         );
+    }
+
+    #[test]
+    fn deeply_nested_json_is_indented_only_so_far() {
+        let depth = 10_000;
+        let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let shown = pretty_json(&nested);
+        assert!(
+            shown.len() < depth * 2 * (2 * MAX_INDENT_LEVELS + 2),
+            "{}",
+            shown.len()
+        );
+        let deepest = shown.lines().map(|l| l.len() - l.trim_start().len()).max();
+        assert_eq!(deepest, Some(2 * MAX_INDENT_LEVELS));
     }
 
     #[test]

@@ -375,7 +375,7 @@ fn save_body(
     };
     let extension = extension_for(headers.get("content-type").as_deref());
     let stem = format!("{}-flow-{id}-{side}", capture_stem(app));
-    let (mut file, path) = new_file(dir, &stem, extension)?;
+    let (mut file, path) = new_file(dir, &stem, &extension)?;
     std::io::Write::write_all(&mut file, &bytes)?;
     let mut message = format!("saved the {side} body ({} bytes", bytes.len());
     if decoded {
@@ -392,31 +392,44 @@ fn save_body(
     Ok(message)
 }
 
-/// The file extension for a body of `content_type`: the type's own name when it is an
-/// extension (`json`, `html`, `png`), else the first one known for it, else `bin`.
-fn extension_for(content_type: Option<&str>) -> &'static str {
+/// The file extension for a body of `content_type`: the type's own name when it is a
+/// known extension for it (`json`, `html`, `png`), else the usual one of a common type
+/// (`txt` for `text/plain`), else its own name when short, else the first one known,
+/// else `txt` or `bin`.
+fn extension_for(content_type: Option<&str>) -> String {
     let Some(mime) = content_type
         .and_then(|t| t.split(';').next())
         .map(str::trim)
         .filter(|m| !m.contains('*'))
     else {
-        return "bin";
+        return "bin".into();
     };
     let subtype = mime.rsplit(['/', '+']).next().unwrap_or_default();
     // `application/vnd.api+json` is JSON by its suffix.
     let known = mime_guess::get_mime_extensions_str(mime)
         .or_else(|| mime_guess::get_extensions("application", subtype))
         .unwrap_or_default();
-    known
-        .iter()
-        .find(|e| e.eq_ignore_ascii_case(subtype))
-        .or_else(|| known.first())
-        .copied()
-        .unwrap_or(if mime.starts_with("text/") {
-            "txt"
-        } else {
-            "bin"
-        })
+    // The list is alphabetical: `text/plain` begins with `asm`.
+    const USUAL: [&str; 12] = [
+        "txt", "js", "bin", "jpg", "mp3", "mp4", "svg", "csv", "ics", "tif", "gz", "md",
+    ];
+    let short_name =
+        (1..=4).contains(&subtype.len()) && subtype.bytes().all(|b| b.is_ascii_alphanumeric());
+    let fallback = if mime.starts_with("text/") {
+        "txt"
+    } else {
+        "bin"
+    };
+    if let Some(own) = known.iter().find(|e| e.eq_ignore_ascii_case(subtype)) {
+        return (*own).into();
+    }
+    if let Some(usual) = USUAL.iter().find(|usual| known.contains(usual)) {
+        return (*usual).into();
+    }
+    if short_name {
+        return subtype.to_ascii_lowercase();
+    }
+    known.first().copied().unwrap_or(fallback).into()
 }
 
 /// The capture's file name without its extension, to name files made from it.
@@ -529,6 +542,12 @@ mod tests {
             (Some("application/json; charset=utf-8"), "json"),
             (Some("text/html"), "html"),
             (Some("image/png"), "png"),
+            (Some("text/plain"), "txt"),
+            (Some("application/xml"), "xml"),
+            (Some("application/octet-stream"), "bin"),
+            (Some("text/javascript"), "js"),
+            (Some("image/jpeg"), "jpeg"),
+            (Some("text/csv"), "csv"),
             (Some("application/vnd.api+json"), "json"),
             (Some("text/x-unheard-of"), "txt"),
             (Some("*/*"), "bin"),

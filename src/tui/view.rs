@@ -493,7 +493,7 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
                 Column::Path => Cell::from(path_of(flow).to_owned()),
                 Column::Status => Cell::from(match (&flow.response, &flow.error) {
                     (Some(r), Some(_)) if !r.from_proxy => r.status.to_string(),
-                    (_, Some(e)) => e.kind.as_str().to_owned(),
+                    (_, Some(e)) => status_label(e.kind).to_owned(),
                     (Some(r), None) => r.status.to_string(),
                     (None, None) => "...".to_owned(),
                 }),
@@ -521,6 +521,18 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
         _ => Constraint::Length(c.width(id_digits)),
     });
     frame.render_widget(Table::new(rows, widths).header(header), area);
+}
+
+/// A failed flow's error kind in the STATUS column's seven characters.
+fn status_label(kind: crate::flow::FlowErrorKind) -> &'static str {
+    use crate::flow::FlowErrorKind as Kind;
+    match kind {
+        Kind::Protocol => "proto",
+        Kind::ClientAbort => "aborted",
+        Kind::ClientTls => "cli-tls",
+        Kind::BadRequest => "bad-req",
+        other => other.as_str(),
+    }
 }
 
 /// A duration in at most six characters: `999ms`, `9.99s`, `59.9s`, `59m59s`, `99h59m`,
@@ -556,6 +568,9 @@ fn millis(d: Option<std::time::Duration>) -> String {
 pub fn detail_lines(stored: &StoredFlow, tab: Tab) -> Vec<String> {
     let flow = &stored.flow;
     let mut lines = Vec::new();
+    // Neither a response nor an error: listed while under way, as it started.
+    let under_way = flow.response.is_none() && flow.error.is_none();
+    const UNDER_WAY: &str = "(under way: shown once the exchange ends)";
     match tab {
         Tab::Request => {
             let request = &flow.request;
@@ -567,7 +582,10 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab) -> Vec<String> {
             ));
             header_lines(&mut lines, &request.headers);
             lines.push(String::new());
-            lines.extend(body_lines(&request.body, &request.headers));
+            match under_way {
+                true => lines.push(format!("body {UNDER_WAY}")),
+                false => lines.extend(body_lines(&request.body, &request.headers)),
+            }
         }
         Tab::Response => match &flow.response {
             Some(response) => {
@@ -585,6 +603,7 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab) -> Vec<String> {
                 lines.push(String::new());
                 lines.extend(body_lines(&response.body, &response.headers));
             }
+            None if under_way => lines.push(format!("no response yet {UNDER_WAY}")),
             None => lines.push("(no response)".into()),
         },
         Tab::Kinvey => {
@@ -655,6 +674,10 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab) -> Vec<String> {
                 "Started      {}",
                 crate::flow::utc_timestamp(flow.started_at)
             ));
+            if under_way {
+                lines.push(format!("Timings      {UNDER_WAY}"));
+                return lines;
+            }
             lines.push(format!("Blocked      {}", millis(t.blocked)));
             lines.push(format!("DNS          {}", millis(t.dns)));
             lines.push(format!("Connect      {}", millis(t.connect)));
@@ -872,6 +895,47 @@ mod tests {
         assert_eq!(prompt_window("日本日本", "", 6), "…日本▏");
         assert_eq!(prompt_window("abcde\u{301}", "", 4), "…de\u{301}▏");
         assert_eq!(prompt_window("", "", 0), "▏");
+    }
+
+    #[test]
+    fn a_flow_under_way_says_so_instead_of_no_body_and_zero_timings() {
+        let client = "127.0.0.1:5000".parse().unwrap();
+        let flow = crate::flow::Flow::exchange(1, client, "POST", "http://a.test/", None);
+        let stored = StoredFlow {
+            flow,
+            kinvey: KinveySummary::default(),
+        };
+        for tab in Tab::ALL {
+            let lines = detail_lines(&stored, tab);
+            if tab != Tab::Kinvey {
+                assert!(
+                    lines.iter().any(|l| l.contains("under way")),
+                    "{tab:?}: {lines:?}"
+                );
+            }
+            assert!(!lines.iter().any(|l| l.contains("(no body)")), "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn error_kinds_fit_the_status_column() {
+        use crate::flow::FlowErrorKind as Kind;
+        let kinds = [
+            Kind::Dns,
+            Kind::Connect,
+            Kind::Tls,
+            Kind::Timeout,
+            Kind::Protocol,
+            Kind::ClientAbort,
+            Kind::ClientTls,
+            Kind::BadRequest,
+            Kind::Refused,
+            Kind::Stopped,
+        ];
+        for kind in kinds {
+            let label = status_label(kind);
+            assert!(label.len() <= usize::from(Column::Status.width(4)), "{label}");
+        }
     }
 
     #[test]
