@@ -16,7 +16,14 @@ pub fn is_secret_header(name: &str) -> bool {
         name.as_str(),
         "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
     ) || [
-        "token", "secret", "password", "api-key", "apikey", "api_key",
+        "token",
+        "secret",
+        "password",
+        "api-key",
+        "apikey",
+        "api_key",
+        "subscription-key",
+        "access-key",
     ]
     .iter()
     .any(|word| name.contains(word))
@@ -47,7 +54,7 @@ pub fn is_secret_param(name: &str) -> bool {
     .any(|word| name.contains(word))
         || matches!(
             name.as_str(),
-            "auth" | "sig" | "api_key" | "apikey" | "code"
+            "auth" | "sig" | "api_key" | "apikey" | "code" | "key" | "pwd" | "pass" | "jwt"
         )
 }
 
@@ -184,6 +191,21 @@ impl Secrets {
             }
             secrets.add(&value);
         }
+        // A login's password, a session's token: secret-named fields of JSON bodies,
+        // wherever else in the flow (or later flows) their values turn up.
+        let bodies = [flow.decoded_request_body(), flow.decoded_response_body()];
+        for body in bodies.iter().flatten() {
+            let starts_json = body
+                .iter()
+                .find(|b| !b.is_ascii_whitespace())
+                .is_some_and(|b| matches!(b, b'{' | b'['));
+            if let Some(json) = starts_json
+                .then(|| serde_json::from_slice::<serde_json::Value>(body).ok())
+                .flatten()
+            {
+                secrets.add_json(&json);
+            }
+        }
         let query = flow.request.url.split_once('?').map(|(_, q)| q);
         // A form is ASCII: a body that is not UTF-8 is none, and is not copied to look.
         let body = std::str::from_utf8(&flow.request.body.bytes).ok();
@@ -200,6 +222,25 @@ impl Secrets {
         // Longest first, so a value is scrubbed whole before its parts.
         secrets.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
         secrets
+    }
+
+    /// Adds the values of the secret-named fields of `json`, however deep.
+    fn add_json(&mut self, json: &serde_json::Value) {
+        match json {
+            serde_json::Value::Object(fields) => {
+                for (name, value) in fields {
+                    match value {
+                        serde_json::Value::String(text) if is_secret_param(name) => self.add(text),
+                        serde_json::Value::Number(n) if is_secret_param(name) => {
+                            self.add(&n.to_string())
+                        }
+                        other => self.add_json(other),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|item| self.add_json(item)),
+            _ => {}
+        }
     }
 
     fn add(&mut self, value: &str) {
@@ -395,6 +436,7 @@ mod tests {
             "X-Auth-Token",
             "x-goog-api-key",
             "X-App-Secret",
+            "Ocp-Apim-Subscription-Key",
         ] {
             assert!(is_secret_header(h), "{h}");
         }
@@ -406,7 +448,17 @@ mod tests {
         ] {
             assert!(!is_secret_header(h), "{h}");
         }
-        for p in ["access_token", "appSecret", "password", "sig", "sessionid"] {
+        for p in [
+            "access_token",
+            "appSecret",
+            "password",
+            "sig",
+            "sessionid",
+            "key",
+            "pwd",
+            "pass",
+            "jwt",
+        ] {
             assert!(is_secret_param(p), "{p}");
         }
         assert!(!is_secret_param("query"));

@@ -1011,3 +1011,46 @@ fn a_secret_of_one_flow_is_scrubbed_from_the_flows_after_it() {
     assert_eq!(second["request"]["queryString"][0]["value"], "[redacted]");
     assert!(stats.redactions >= 2);
 }
+
+#[test]
+fn secrets_in_json_bodies_are_scrubbed_where_else_they_turn_up() {
+    use kinspect::flow::{CapturedBody, Flow};
+    let client = "127.0.0.1:40000".parse().unwrap();
+    let (password, token) = ("lovelace-pw-1", "tok-abcdef-123456");
+    let mut login = Flow::exchange(
+        1,
+        client,
+        "POST",
+        "https://baas.kinvey.com/login",
+        Some(200),
+    );
+    login.request.headers = [("content-type", "application/json")].into_iter().collect();
+    login.request.body =
+        CapturedBody::whole(format!(r#"{{"username":"ada","password":"{password}"}}"#));
+    let response = login.response.as_mut().unwrap();
+    response.headers = [("content-type", "text/plain")].into_iter().collect();
+    // Not JSON where it is echoed: only the value, learnt from the request, finds it.
+    response.body = CapturedBody::whole(format!("welcome; your password {password} is weak"));
+    let mut json_login = login.clone();
+    json_login.id = 2;
+    let response = json_login.response.as_mut().unwrap();
+    response.headers = [("content-type", "application/json")].into_iter().collect();
+    response.body = CapturedBody::whole(format!(r#"{{"_kmd":{{"authtoken":"{token}"}}}}"#));
+    let later = Flow::exchange(
+        3,
+        client,
+        "GET",
+        &format!("https://baas.kinvey.com/blob/kid_x/{token}"),
+        Some(200),
+    );
+    let flows = [login, json_login, later].map(|flow| StoredFlow {
+        flow,
+        kinvey: Default::default(),
+    });
+    let mut out = Vec::new();
+    har::export(&mut out, "t", flows, Default::default()).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(!text.contains(password), "{text}");
+    assert!(!text.contains(token), "{text}");
+    assert!(text.contains("blob/kid_x/[redacted]"), "{text}");
+}

@@ -934,7 +934,10 @@ mod tests {
         ];
         for kind in kinds {
             let label = status_label(kind);
-            assert!(label.len() <= usize::from(Column::Status.width(4)), "{label}");
+            assert!(
+                label.len() <= usize::from(Column::Status.width(4)),
+                "{label}"
+            );
         }
     }
 
