@@ -758,6 +758,18 @@ fn classify_upstream_error(
             "the client stopped sending the request body before it was complete",
         );
     }
+    if error.is_parse_too_large() {
+        return ProxyFailure::new(
+            FlowErrorKind::Protocol,
+            format!(
+                "upstream {} sent a response head kinspect cannot take: more than {} header \
+                 fields, or over {} KiB over HTTP/1.1",
+                target.authority(),
+                super::pool::MAX_RESPONSE_FIELDS,
+                super::pool::MAX_RESPONSE_HEAD_BYTES / 1024
+            ),
+        );
+    }
     ProxyFailure::new(
         FlowErrorKind::Protocol,
         format!(
