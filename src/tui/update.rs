@@ -388,6 +388,16 @@ fn jump_to_match(detail: &mut Detail, forward: bool, width: usize, message: &mut
     };
     match found {
         Some(&line) => detail.scroll = line,
+        // The body's lines past the shown ones were not searched.
+        None if lines
+            .last()
+            .is_some_and(|l| l.ends_with("more lines not shown)")) =>
+        {
+            *message = Some(format!(
+                "{term:?} is not in the lines shown; the body goes on past them: \
+                 w saves it whole, or filter with ~b"
+            ))
+        }
         None => *message = Some(format!("{term:?} not found in this tab")),
     }
 }
@@ -828,6 +838,22 @@ mod tests {
         press(&mut a, KeyCode::Enter);
         press(&mut a, KeyCode::Char('q'));
         assert_eq!(a.screen, Screen::List);
+    }
+
+    #[test]
+    fn a_search_past_the_lines_shown_says_the_body_goes_on() {
+        let mut a = app(3);
+        press(&mut a, KeyCode::Enter);
+        let mut full = stored(3, 200, None);
+        let text: String = (0..30_000).map(|i| format!("line {i}\n")).collect();
+        full.flow.response.as_mut().unwrap().body = CapturedBody::whole(text);
+        update(&mut a, Event::Loaded(Box::new(full)));
+        press(&mut a, KeyCode::Char('2'));
+        press(&mut a, KeyCode::Char('/'));
+        typed(&mut a, "line 29999");
+        press(&mut a, KeyCode::Enter);
+        let said = a.message.clone().unwrap_or_default();
+        assert!(said.contains("goes on past them"), "{said}");
     }
 
     #[test]

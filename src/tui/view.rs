@@ -594,8 +594,13 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab) -> Vec<String> {
                 } else {
                     ""
                 };
+                let reason = http::StatusCode::from_u16(response.status)
+                    .ok()
+                    .and_then(|s| s.canonical_reason())
+                    .map(|r| format!(" {r}"))
+                    .unwrap_or_default();
                 lines.push(format!(
-                    "{} {}{by}",
+                    "{} {}{reason}{by}",
                     response.version.as_str(),
                     response.status
                 ));
