@@ -373,27 +373,17 @@ async fn request_ids_are_found_exactly_and_by_prefix_and_reports_hide_secrets() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_error_body_longer_than_max_body_is_still_classified_and_reported() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // A plain origin answering one 5 KB Kinvey error: the proxy keeps 4 KiB of it.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let origin = tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            head.push(stream.read_u8().await.unwrap());
-        }
-        let body = format!(
-            r#"{{"error":"KinveyInternalErrorStop","description":"The Kinvey server encountered an unexpected error. Please contact Kinvey on the community support forum for help.","debug":"{}"}}"#,
-            "trace ".repeat(900)
-        );
-        let answer = format!(
-            "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\n\
-             x-kinvey-request-id: 5f1c0ffee\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(answer.as_bytes()).await.unwrap();
-    });
+    let body = format!(
+        r#"{{"error":"KinveyInternalErrorStop","description":"The Kinvey server encountered an unexpected error. Please contact Kinvey on the community support forum for help.","debug":"{}"}}"#,
+        "trace ".repeat(900)
+    );
+    let answer = format!(
+        "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\n\
+         x-kinvey-request-id: 5f1c0ffee\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (port, origin) = support::one_answer_origin(answer).await;
     let mut proxy = TestProxy::start(None, |c| c.max_body = 4096).await;
     let response = proxy
         .client()
@@ -405,7 +395,7 @@ async fn an_error_body_longer_than_max_body_is_still_classified_and_reported() {
     assert_eq!(response.status(), 500);
     assert!(response.bytes().await.unwrap().len() > 5000);
     let stored = proxy.next_stored().await;
-    origin.await.unwrap();
+    origin.abort();
     assert!(stored.flow.response.as_ref().unwrap().body.truncated);
     assert_eq!(
         stored.kinvey.error.as_deref(),

@@ -120,20 +120,9 @@ async fn a_request_sent_to_the_proxy_as_a_server_gets_the_ca_page() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_gets_the_origins_header_fields_and_no_others() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // An origin that sends no Date (nothing obliges it to).
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let origin = tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            head.push(stream.read_u8().await.unwrap());
-        }
-        let answer = "HTTP/1.1 200 OK\r\nX-Only: 1\r\nContent-Length: 2\r\n\r\nok";
-        stream.write_all(answer.as_bytes()).await.unwrap();
-        let _ = stream.read_u8().await;
-    });
+    let answer = "HTTP/1.1 200 OK\r\nX-Only: 1\r\nContent-Length: 2\r\n\r\nok";
+    let (port, origin) = support::one_answer_origin(answer).await;
     let mut proxy = TestProxy::start(None, |_| {}).await;
     let url = format!("http://127.0.0.1:{port}/");
     let response = proxy.client().get(&url).send().await.unwrap();

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use kinspect::flow::FlowKind;
+use kinspect::flow::{Flow, FlowKind};
 use regex::Regex;
 use support::{Origin, OriginKind, TestProxy, STEP};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -62,19 +62,25 @@ async fn read_line(reader: &mut BufReader<TcpStream>) -> String {
     line
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_speaks_first_service_passes_through_after_silence() {
-    let (addr, _server) = greeting_echo_server().await;
-    let mut proxy = TestProxy::start(None, |c| c.sniff_timeout = Duration::from_millis(200)).await;
-    let mut tunnel = connect_through(&proxy, &addr.to_string()).await;
-    // The client waits for the greeting: kinspect sees silence and opens a blind tunnel.
+/// Through a tunnel to a [`greeting_echo_server`] at `addr`: waits for the greeting,
+/// has one line echoed, closes; returns the tunnel's flow.
+async fn greeted_through(proxy: &mut TestProxy, addr: std::net::SocketAddr) -> Flow {
+    let mut tunnel = connect_through(proxy, &addr.to_string()).await;
     assert_eq!(read_line(&mut tunnel).await, "220 greetings\r\n");
     tunnel.get_mut().write_all(b"hello\r\n").await.unwrap();
     assert_eq!(read_line(&mut tunnel).await, "HELLO\r\n");
     drop(tunnel);
-
     let flow = proxy.next_flow().await;
     assert_eq!(flow.kind, FlowKind::Tunnel);
+    flow
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_speaks_first_service_passes_through_after_silence() {
+    let (addr, _server) = greeting_echo_server().await;
+    let mut proxy = TestProxy::start(None, |c| c.sniff_timeout = Duration::from_millis(200)).await;
+    // The client waits for the greeting: kinspect sees silence and opens a blind tunnel.
+    let flow = greeted_through(&mut proxy, addr).await;
     assert_eq!(flow.request.method, "CONNECT");
     assert_eq!(flow.request.url, addr.to_string());
     assert_eq!(flow.request.body.wire_size, 7, "client to server bytes");
@@ -92,13 +98,7 @@ async fn a_server_that_speaks_first_is_heard_long_before_the_sniff_timeout() {
     // A sniff timeout longer than the test waits for a line (STEP): only a greeting
     // passed on before it is over arrives.
     let mut proxy = TestProxy::start(None, |c| c.sniff_timeout = STEP * 3).await;
-    let mut tunnel = connect_through(&proxy, &addr.to_string()).await;
-    assert_eq!(read_line(&mut tunnel).await, "220 greetings\r\n");
-    tunnel.get_mut().write_all(b"hello\r\n").await.unwrap();
-    assert_eq!(read_line(&mut tunnel).await, "HELLO\r\n");
-    drop(tunnel);
-    let flow = proxy.next_flow().await;
-    assert_eq!(flow.kind, FlowKind::Tunnel);
+    let flow = greeted_through(&mut proxy, addr).await;
     assert!(flow.timings.connect.is_some());
     assert!(flow.error.is_none(), "{:?}", flow.error);
 

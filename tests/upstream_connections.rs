@@ -601,19 +601,12 @@ async fn a_response_ended_by_a_close_without_close_notify_is_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_with_long_header_fields_pass_and_too_many_fields_are_said() {
     // HTTP/1.1: 300 fields.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let plain_port = listener.local_addr().unwrap().port();
-    let plain = tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        read_head(&mut stream).await.unwrap();
-        let mut answer = String::from("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n");
-        for i in 0..300 {
-            answer.push_str(&format!("x-field-{i}: {i}\r\n"));
-        }
-        answer.push_str("\r\nok");
-        stream.write_all(answer.as_bytes()).await.unwrap();
-        let _ = stream.read_u8().await;
-    });
+    let mut answer = String::from("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n");
+    for i in 0..300 {
+        answer.push_str(&format!("x-field-{i}: {i}\r\n"));
+    }
+    answer.push_str("\r\nok");
+    let (plain_port, plain) = support::one_answer_origin(answer).await;
     // HTTP/2: one field of 40 KB (hyper's default takes 16 KiB in all).
     let ca = support::TestCa::new();
     let (h2_port, h2) = tls_origin_speaking(&ca, b"h2", |tls| async move {

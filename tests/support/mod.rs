@@ -267,6 +267,24 @@ impl Origin {
     }
 }
 
+/// A plain origin that reads one request head, writes `answer` as it is, then waits for
+/// the client to close; its port, and its task (to abort or await).
+pub async fn one_answer_origin(answer: impl Into<Vec<u8>>) -> (u16, JoinHandle<()>) {
+    let answer = answer.into();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(stream.read_u8().await.unwrap());
+        }
+        stream.write_all(&answer).await.unwrap();
+        let _ = stream.read_u8().await;
+    });
+    (port, task)
+}
+
 /// Byte `i` of every `/bytes/N` body.
 pub fn pattern_byte(i: u64) -> u8 {
     (i % 251) as u8
