@@ -68,7 +68,9 @@ wait_port() {
         fi
         sleep 0.1
     done
-    die "nothing listens on 127.0.0.1:$1 (${2:-}); see its log in $work"
+    # The work directory goes on exit: its logs are shown now.
+    tail -n 20 "$work"/*.log >&2 2>/dev/null || true
+    die "nothing listens on 127.0.0.1:$1 (${2:-}); the logs above say why"
 }
 
 # --- tools -------------------------------------------------------------------------
@@ -210,6 +212,7 @@ fi
 
 # --- proxies -----------------------------------------------------------------------
 kinspect_port=$(free_port)
+mkdir -p "$work/kinspect"
 KINSPECT_HOME=$work/kinspect "$kinspect" --headless --listen "127.0.0.1:$kinspect_port" \
     --ca-dir "$work/kinspect" --capture "$work/kinspect/capture.db" \
     --upstream-ca "$origin_pem" >/dev/null 2>"$work/kinspect.log" &
