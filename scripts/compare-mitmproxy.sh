@@ -229,7 +229,10 @@ for _ in $(seq 300); do
     sleep 0.1
 done
 minimal_port=$(sed -n 's/^listening on .*://p' "$work/minimal.out")
-[[ -n $minimal_port ]] || die "the minimal proxy did not start; see $work/minimal.log"
+if [[ -z $minimal_port ]]; then
+    tail -n 20 "$work/minimal.log" >&2 2>/dev/null || true
+    die "the minimal proxy did not start; its log is above"
+fi
 
 mitm_port=$(free_port)
 "$mitmdump" -q --listen-host 127.0.0.1 --listen-port "$mitm_port" --ssl-insecure \

@@ -58,6 +58,40 @@ pub fn is_secret_param(name: &str) -> bool {
         )
 }
 
+/// True for a JSON field whose value is replaced in an export: a secret parameter's
+/// name, but not the bare `key` and `code` that JSON bodies use for ordinary values
+/// (`{"key":"color"}`, an error's `"code":"ResourceNotFound"`).
+pub fn is_secret_json_field(name: &str) -> bool {
+    is_secret_param(name) && !matches!(name.to_ascii_lowercase().as_str(), "key" | "code")
+}
+
+/// True for a JSON field whose value is a credential worth finding elsewhere (a
+/// login's `password`, a session's `authtoken`): a narrower test than
+/// [`is_secret_param`], whose `key`, `code` and `*_tokens` counts would carry ordinary
+/// words and numbers into every text of the export.
+fn is_credential_field(name: &str) -> bool {
+    let name = name.to_ascii_lowercase().replace(['-', '_'], "");
+    [
+        "password",
+        "passwd",
+        "secret",
+        "credential",
+        "authtoken",
+        "accesstoken",
+        "refreshtoken",
+        "idtoken",
+        "sessiontoken",
+        "apikey",
+        "privatekey",
+        "jwt",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
+}
+
+/// Most values one flow's JSON bodies add to its secrets.
+const MAX_JSON_SECRETS: usize = 64;
+
 /// True for an `application/x-www-form-urlencoded` body (a login form, an OAuth token
 /// request), whose fields are `name=value` pairs like a query string's.
 pub fn is_form(content_type: &str) -> bool {
@@ -151,6 +185,8 @@ fn redact_user_info(url: &str) -> String {
 #[derive(Debug, Default)]
 pub struct Secrets {
     values: Vec<String>,
+    /// How many came from JSON bodies.
+    from_json: usize,
 }
 
 /// Secrets shorter than this are not scrubbed from free text (too many false hits).
@@ -224,15 +260,17 @@ impl Secrets {
         secrets
     }
 
-    /// Adds the values of the secret-named fields of `json`, however deep.
+    /// Adds the string values of the credential fields of `json`, however deep, up to
+    /// [`MAX_JSON_SECRETS`] of them.
     fn add_json(&mut self, json: &serde_json::Value) {
         match json {
             serde_json::Value::Object(fields) => {
                 for (name, value) in fields {
                     match value {
-                        serde_json::Value::String(text) if is_secret_param(name) => self.add(text),
-                        serde_json::Value::Number(n) if is_secret_param(name) => {
-                            self.add(&n.to_string())
+                        serde_json::Value::String(text) if is_credential_field(name) => {
+                            if self.from_json < MAX_JSON_SECRETS && self.add(text) {
+                                self.from_json += 1;
+                            }
                         }
                         other => self.add_json(other),
                     }
@@ -243,10 +281,13 @@ impl Secrets {
         }
     }
 
-    fn add(&mut self, value: &str) {
-        if value.len() >= MIN_SECRET_LEN && !self.values.iter().any(|v| v == value) {
+    /// Adds `value` unless it is too short or known; true when added.
+    fn add(&mut self, value: &str) -> bool {
+        let added = value.len() >= MIN_SECRET_LEN && !self.values.iter().any(|v| v == value);
+        if added {
             self.values.push(value.to_owned());
         }
+        added
     }
 
     /// `text` with every secret replaced.
@@ -292,11 +333,17 @@ const UNMATCHED_LIMIT: usize = 32;
 const MIN_EARLIER_LEN: usize = 10;
 
 impl EarlierSecrets {
-    /// Keeps `secrets` (of a flow just exported) for the flows after it.
+    /// Keeps `secrets` (of a flow just exported) for the flows after it. Full, it forgets
+    /// its older half: a secret still in use comes back with the next flow sending it.
     pub fn add(&mut self, secrets: &Secrets) {
         for value in &secrets.values {
             if self.values.len() >= MAX_EARLIER_SECRETS {
-                return;
+                let older: Vec<String> = self.values.drain(..MAX_EARLIER_SECRETS / 2).collect();
+                for forgotten in older {
+                    self.known.remove(&forgotten);
+                }
+                self.automaton = None;
+                self.matched = 0;
             }
             if value.len() >= MIN_EARLIER_LEN && self.known.insert(value.clone()) {
                 self.values.push(value.clone());
@@ -363,6 +410,7 @@ mod tests {
         let mut earlier = EarlierSecrets::default();
         let of = |values: &[&str]| Secrets {
             values: values.iter().map(|v| v.to_string()).collect(),
+            from_json: 0,
         };
         earlier.add(&of(&["token-one-x", "token-one-x-longer", "en-US"]));
         assert_eq!(
@@ -379,9 +427,50 @@ mod tests {
         );
         assert!(earlier.automaton.is_some());
         assert_eq!(earlier.scrub("nothing here"), "nothing here");
-        // Kept up to the limit, each once.
+        // Each once; full, the older half goes and the newest are still found.
         earlier.add(&of(&many));
         assert_eq!(earlier.values.len(), 102);
+        let flood: Vec<String> = (0..MAX_EARLIER_SECRETS + 10)
+            .map(|i| format!("rotating-session-{i:06}"))
+            .collect();
+        let flood: Vec<&str> = flood.iter().map(String::as_str).collect();
+        earlier.add(&of(&flood));
+        assert!(earlier.values.len() <= MAX_EARLIER_SECRETS);
+        let newest = flood.last().unwrap();
+        assert_eq!(earlier.scrub(&format!("t={newest}")), "t=[redacted]");
+        earlier.add(&of(&["bearer-token-abcdef123456"]));
+        assert_eq!(
+            earlier.scrub("?t2=bearer-token-abcdef123456"),
+            "?t2=[redacted]"
+        );
+    }
+
+    #[test]
+    fn only_credentials_in_json_bodies_become_secrets() {
+        use crate::flow::{CapturedBody, Flow};
+        let client = "127.0.0.1:5000".parse().unwrap();
+        let mut flow = Flow::exchange(1, client, "POST", "http://a.test/login", Some(200));
+        flow.request.body = CapturedBody::whole(
+            r#"{"user":"ada","password":"lovelace-1","max_tokens":2024,"key":"color"}"#,
+        );
+        let keys: String = (0..500)
+            .map(|i| format!(r#"{{"key":"flag-{i}"}},"#))
+            .collect();
+        flow.response.as_mut().unwrap().body = CapturedBody::whole(format!(
+            r#"{{"_kmd":{{"authtoken":"tok-123456789"}},"code":"ResourceNotFound","flags":[{}{{}}],"access_token":"at-98765"}}"#,
+            keys
+        ));
+        let secrets = Secrets::of(&flow);
+        let mut found = secrets.values.clone();
+        found.sort();
+        assert_eq!(found, ["at-98765", "lovelace-1", "tok-123456789"]);
+        assert_eq!(
+            secrets.scrub("size 120245, created 2024-05-01, color ResourceNotFound"),
+            "size 120245, created 2024-05-01, color ResourceNotFound"
+        );
+        assert!(is_credential_field("client_secret") && is_credential_field("refreshToken"));
+        assert!(is_secret_json_field("access_token") && !is_secret_json_field("Key"));
+        assert!(!is_credential_field("prompt_tokens") && !is_credential_field("key"));
     }
 
     #[test]

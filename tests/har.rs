@@ -1054,3 +1054,23 @@ fn secrets_in_json_bodies_are_scrubbed_where_else_they_turn_up() {
     assert!(!text.contains(token), "{text}");
     assert!(text.contains("blob/kid_x/[redacted]"), "{text}");
 }
+
+#[test]
+fn an_encoded_request_body_imports_encoded_again() {
+    let entry = r#"{"startedDateTime":"2026-11-20T10:00:01Z",
+        "request":{"method":"POST","url":"https://baas.kinvey.com/appdata/kid_x/books",
+            "headers":[{"name":"Content-Encoding","value":"gzip"},
+                       {"name":"Content-Type","value":"application/json"}],
+            "postData":{"mimeType":"application/json","text":"{\"title\":\"Dune\"}"}},
+        "response":{"status":201}}"#;
+    let flows = har::import_bytes(har_of(&[entry]).as_bytes(), Path::new("x.har")).unwrap();
+    let flow = &flows[0].flow;
+    assert_eq!(
+        flow.request.headers.get("content-encoding").as_deref(),
+        Some("gzip")
+    );
+    assert_eq!(
+        flow.decoded_request_body().as_deref(),
+        Some(&b"{\"title\":\"Dune\"}"[..])
+    );
+}

@@ -10,8 +10,8 @@ use super::har_version;
 use crate::capture::StoredFlow;
 use crate::flow::{utc_timestamp, CapturedBody, Flow, FlowKind, Headers};
 use crate::redact::{
-    decode_form_component, is_form, is_form_body, is_secret_header, is_secret_param, is_url_header,
-    redact_form, redact_url, EarlierSecrets, Secrets, REDACTED,
+    decode_form_component, is_form, is_form_body, is_secret_header, is_secret_json_field,
+    is_secret_param, is_url_header, redact_form, redact_url, EarlierSecrets, Secrets, REDACTED,
 };
 
 /// How to export.
@@ -232,7 +232,7 @@ impl Redactor<'_> {
         match value {
             Value::Object(map) => {
                 for (key, value) in map.iter_mut() {
-                    if is_secret_param(key) && (value.is_string() || value.is_number()) {
+                    if is_secret_json_field(key) && (value.is_string() || value.is_number()) {
                         *value = Value::String(REDACTED.into());
                         *self.count += 1;
                         changed = true;

@@ -255,6 +255,21 @@ pub fn import_to_capture(
     Ok((dir, capture, skipped))
 }
 
+/// HAR bodies are decoded: encoded again, a body goes with its `Content-Encoding` as it
+/// was sent; an encoding kinspect cannot apply is left out of the headers.
+fn encoded_as_sent(bytes: &mut Bytes, headers: &mut Headers) {
+    let Some(encoding) = headers.get("content-encoding") else {
+        return;
+    };
+    match crate::decode::encode_body(bytes, &encoding) {
+        Some(encoded) if !bytes.is_empty() => *bytes = encoded,
+        Some(_) => {}
+        None => headers
+            .0
+            .retain(|h| !h.name.eq_ignore_ascii_case("content-encoding")),
+    }
+}
+
 /// What a URL may not hold unescaped but HAR writers leave in (a Kinvey query's
 /// `{"name":"a b"}`): escaped as a client would have sent it.
 const NOT_IN_URLS: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
@@ -412,9 +427,9 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
         None if https => 443,
         None => 80,
     };
-    let request_headers = headers(r, request, &request_at)?;
+    let mut request_headers = headers(r, request, &request_at)?;
     let post = request.get("postData").and_then(Value::as_object);
-    let request_bytes = match post.and_then(|p| p.get("text")).and_then(Value::as_str) {
+    let mut request_bytes = match post.and_then(|p| p.get("text")).and_then(Value::as_str) {
         Some(text) => {
             let base64 = post
                 .and_then(|p| p.get("_encoding").or(p.get("encoding")))
@@ -428,6 +443,7 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
             .and_then(Value::as_array)
             .map_or_else(Bytes::new, |params| Bytes::from(form_body(params))),
     };
+    encoded_as_sent(&mut request_bytes, &mut request_headers);
     let request_record = RequestRecord {
         method,
         url: url.clone(),
@@ -497,17 +513,7 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
             }
             None => Bytes::new(),
         };
-        // HAR content is decoded: encoded again, the body goes with its
-        // `Content-Encoding` as it was sent; one kinspect cannot apply is left out.
-        if let Some(encoding) = response_headers.get("content-encoding") {
-            match crate::decode::encode_body(&bytes, &encoding) {
-                Some(encoded) if !bytes.is_empty() => bytes = encoded,
-                Some(_) => {}
-                None => response_headers
-                    .0
-                    .retain(|h| !h.name.eq_ignore_ascii_case("content-encoding")),
-            }
-        }
+        encoded_as_sent(&mut bytes, &mut response_headers);
         Some(ResponseRecord {
             status,
             version: version(response.get("httpVersion").and_then(Value::as_str)),

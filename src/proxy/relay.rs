@@ -97,14 +97,22 @@ impl Drop for RelayRecord {
             return;
         };
         self.record_bytes(&mut flow);
-        flow.error = Some(FlowError {
-            kind: FlowErrorKind::Stopped,
-            message: format!(
-                "kinspect stopped with the connection to {}:{} still open, after {:.1?}",
-                flow.host,
-                flow.port,
-                self.opened.elapsed()
-            ),
+        let (host, port, open_for) = (&flow.host, flow.port, self.opened.elapsed());
+        flow.error = Some(match slot.proxy_stopping() {
+            true => FlowError {
+                kind: FlowErrorKind::Stopped,
+                message: format!(
+                    "kinspect stopped with the connection to {host}:{port} still open, \
+                     after {open_for:.1?}"
+                ),
+            },
+            false => FlowError {
+                kind: FlowErrorKind::Protocol,
+                message: format!(
+                    "the relay of the connection to {host}:{port} ended unexpectedly, after \
+                     {open_for:.1?}"
+                ),
+            },
         });
         slot.publish(flow);
     }

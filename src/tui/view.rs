@@ -681,16 +681,16 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab) -> Vec<String> {
             ));
             if under_way {
                 lines.push(format!("Timings      {UNDER_WAY}"));
-                return lines;
+            } else {
+                lines.push(format!("Blocked      {}", millis(t.blocked)));
+                lines.push(format!("DNS          {}", millis(t.dns)));
+                lines.push(format!("Connect      {}", millis(t.connect)));
+                lines.push(format!("  of it TLS  {}", millis(t.ssl)));
+                lines.push(format!("Send         {}", millis(Some(t.send))));
+                lines.push(format!("Wait         {}", millis(Some(t.wait))));
+                lines.push(format!("Receive      {}", millis(Some(t.receive))));
+                lines.push(format!("Total        {}", millis(Some(t.total()))));
             }
-            lines.push(format!("Blocked      {}", millis(t.blocked)));
-            lines.push(format!("DNS          {}", millis(t.dns)));
-            lines.push(format!("Connect      {}", millis(t.connect)));
-            lines.push(format!("  of it TLS  {}", millis(t.ssl)));
-            lines.push(format!("Send         {}", millis(Some(t.send))));
-            lines.push(format!("Wait         {}", millis(Some(t.wait))));
-            lines.push(format!("Receive      {}", millis(Some(t.receive))));
-            lines.push(format!("Total        {}", millis(Some(t.total()))));
             lines.push(String::new());
             lines.push(format!("Client       {}", ShownClient(flow.client_known())));
             lines.push(format!(
@@ -937,6 +937,21 @@ mod tests {
             Kind::Refused,
             Kind::Stopped,
         ];
+        // Every kind is listed: a new one fails to compile here until it is.
+        for kind in kinds {
+            match kind {
+                Kind::Dns
+                | Kind::Connect
+                | Kind::Tls
+                | Kind::Timeout
+                | Kind::Protocol
+                | Kind::ClientAbort
+                | Kind::ClientTls
+                | Kind::BadRequest
+                | Kind::Refused
+                | Kind::Stopped => {}
+            }
+        }
         for kind in kinds {
             let label = status_label(kind);
             assert!(
