@@ -751,3 +751,29 @@ fn stopping_kinspect_records_the_tunnels_and_requests_still_open() {
         .unwrap_or_else(|| panic!("the waiting request is recorded: {flows:?}"));
     assert!(stopped(waiting), "{:?}", waiting.error);
 }
+
+#[test]
+fn of_two_request_ids_that_differ_only_in_case_the_one_written_as_given_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("capture.db");
+    let stored = |id, request_id: &str| StoredFlow {
+        flow: full_flow(id),
+        kinvey: KinveySummary {
+            request_id: Some(request_id.into()),
+            ..KinveySummary::default()
+        },
+    };
+    let mut writer = CaptureWriter::open(&path).unwrap();
+    writer
+        .write_batch(&[stored(1, "casedup1"), stored(2, "CASEDUP1")])
+        .unwrap();
+    let reader = CaptureReader::open(&path).unwrap();
+    let found = |query| reader.find_request_id(query).unwrap();
+    assert_eq!(found("casedup1"), [("casedup1".to_string(), 1)]);
+    assert_eq!(found("CASEDUP1"), [("CASEDUP1".to_string(), 2)]);
+    assert_eq!(
+        found("CaseDup1").len(),
+        2,
+        "neither written so: both, to choose"
+    );
+}

@@ -158,6 +158,10 @@ impl CaptureReader {
             Ok(found)
         };
         let exact = lookup(FIND_REQUEST_ID, false)?;
+        // Two ids that differ only in case: the one written as given.
+        if exact.iter().any(|(id, _)| id == query) {
+            return Ok(exact.into_iter().filter(|(id, _)| id == query).collect());
+        }
         if !exact.is_empty() || query.is_empty() {
             return Ok(exact);
         }
