@@ -172,26 +172,7 @@ fn list_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
         KeyCode::Char('G') | KeyCode::End => select(app, usize::MAX),
         KeyCode::PageDown | KeyCode::Char(' ') => select(app, app.selected + page),
         KeyCode::PageUp => select(app, app.selected.saturating_sub(page)),
-        KeyCode::Enter => {
-            if let Some(id) = app.selected_flow().map(|f| f.flow.id) {
-                // One under way is not in the capture yet: the list has it whole.
-                let under_way = app
-                    .is_in_flight(id)
-                    .then(|| app.selected_flow().cloned().map(Box::new))
-                    .flatten();
-                let load = under_way.is_none();
-                app.screen = Screen::Detail(Detail {
-                    id,
-                    flow: under_way,
-                    tab: Tab::Request,
-                    scroll: 0,
-                    search: None,
-                });
-                if load {
-                    return vec![Effect::LoadFlow(id)];
-                }
-            }
-        }
+        KeyCode::Enter => return open_selected(app, Tab::Request, None),
         KeyCode::Char('f') => {
             let current = app.filter.as_ref().map(|f| f.text().to_owned());
             open_prompt(app, PromptKind::Filter, current.unwrap_or_default());
@@ -348,6 +329,21 @@ fn detail_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
             let id = detail.id;
             return open_report(app, id);
         }
+        // The next or previous flow of the list, on the same tab.
+        KeyCode::Char(c @ (']' | '[')) => {
+            let (tab, search) = (detail.tab, detail.search.clone());
+            let next = match c {
+                ']' => app.selected + 1,
+                _ => app.selected.wrapping_sub(1),
+            };
+            if next >= app.view.len() {
+                app.message = Some("no more flows that way".into());
+                return Vec::new();
+            }
+            app.selected = next;
+            app.follow = false;
+            return open_selected(app, tab, search);
+        }
         KeyCode::Char('w') if detail.flow.is_some() => {
             return vec![Effect::SaveBody {
                 id: detail.id,
@@ -358,6 +354,30 @@ fn detail_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
         _ => {}
     }
     Vec::new()
+}
+
+/// Opens the detail of the selected flow on `tab`, searching for `search`.
+fn open_selected(app: &mut App, tab: Tab, search: Option<String>) -> Vec<Effect> {
+    let Some(id) = app.selected_flow().map(|f| f.flow.id) else {
+        return Vec::new();
+    };
+    // One under way is not in the capture yet: the list has it whole.
+    let under_way = app
+        .is_in_flight(id)
+        .then(|| app.selected_flow().cloned().map(Box::new))
+        .flatten();
+    let load = under_way.is_none();
+    app.screen = Screen::Detail(Detail {
+        id,
+        flow: under_way,
+        tab,
+        scroll: 0,
+        search,
+    });
+    match load {
+        true => vec![Effect::LoadFlow(id)],
+        false => Vec::new(),
+    }
 }
 
 /// Scrolls the detail to the next (or previous) line matching its search term.
@@ -688,6 +708,24 @@ mod tests {
         update(&mut a, Event::Flow(Box::new(stored(5, 200, None))));
         let ids: Vec<FlowId> = a.view.iter().map(|&i| a.flows[i].flow.id).collect();
         assert_eq!(ids, [6, 5]);
+    }
+
+    #[test]
+    fn brackets_step_the_detail_to_the_next_and_previous_flow_on_the_same_tab() {
+        let mut a = app(3);
+        press(&mut a, KeyCode::Char('g'));
+        assert_eq!(press(&mut a, KeyCode::Enter), [Effect::LoadFlow(1)]);
+        press(&mut a, KeyCode::Char('2'));
+        assert_eq!(press(&mut a, KeyCode::Char(']')), [Effect::LoadFlow(2)]);
+        let Screen::Detail(detail) = &a.screen else {
+            panic!("{:?}", a.screen)
+        };
+        assert_eq!((detail.id, detail.tab), (2, Tab::Response));
+        assert_eq!(press(&mut a, KeyCode::Char('[')), [Effect::LoadFlow(1)]);
+        assert_eq!(press(&mut a, KeyCode::Char('[')), []);
+        assert_eq!(a.message.as_deref(), Some("no more flows that way"));
+        press(&mut a, KeyCode::Char('q'));
+        assert_eq!(a.selected, 0, "the list is on the flow last shown");
     }
 
     #[test]

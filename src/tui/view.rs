@@ -745,6 +745,10 @@ pub fn help_lines(width: usize) -> Vec<String> {
             "w",
             "in the detail: save the body shown (Request tab: the request's) to a file",
         ),
+        (
+            "] [",
+            "in the detail: the next / previous flow, on the same tab",
+        ),
         ("f", "filter the list (empty to clear)"),
         ("F", "follow new flows on / off"),
         ("i", "jump to a request id (whole or a prefix)"),
