@@ -8,6 +8,7 @@
 pub mod ca;
 pub mod capture;
 pub mod cli;
+pub mod curl;
 pub mod decode;
 pub mod demo;
 pub mod events;

@@ -213,7 +213,8 @@ fn run_effects(app: &mut App, effects: Vec<Effect>) {
             Effect::Quit
             | Effect::FilterFromCapture
             | Effect::ExportHar(_)
-            | Effect::SaveBody { .. } => {}
+            | Effect::SaveBody { .. }
+            | Effect::CopyCurl(_) => {}
         }
     }
 }

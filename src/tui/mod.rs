@@ -289,6 +289,13 @@ fn run_effects(
                 };
                 update(app, Event::Message(message));
             }
+            Effect::CopyCurl(id) => {
+                let message = match copy_curl(app, id) {
+                    Ok(message) => message,
+                    Err(e) => format!("copying failed: {e:#}"),
+                };
+                update(app, Event::Message(message));
+            }
             Effect::SaveBody { id, response } => {
                 let saved = std::env::current_dir()
                     .map_err(anyhow::Error::from)
@@ -341,6 +348,28 @@ fn export_view(
         stats.entries,
         path.display(),
         stats.redactions
+    ))
+}
+
+/// Copies the request of the detail's flow `id`, as a curl command, to the terminal's
+/// clipboard (OSC 52, which most terminals and tmux with `set-clipboard on` honour).
+fn copy_curl(app: &App, id: FlowId) -> anyhow::Result<String> {
+    let stored = match &app.screen {
+        state::Screen::Detail(detail) if detail.id == id => detail.flow.as_deref(),
+        _ => None,
+    };
+    let Some(stored) = stored else {
+        anyhow::bail!("flow {id} is not loaded");
+    };
+    let command = crate::curl::curl_command(&stored.flow);
+    crossterm::execute!(
+        std::io::stdout(),
+        crossterm::clipboard::CopyToClipboard::to_clipboard_from(&command)
+    )?;
+    Ok(format!(
+        "copied flow {id}'s request as a curl command ({} characters) to the clipboard \
+         (if your terminal allows OSC 52)",
+        command.chars().count()
     ))
 }
 

@@ -51,6 +51,9 @@ pub enum Effect {
     /// Export these flows (the view) as a redacted HAR file, then send a
     /// [`Event::Message`] saying where.
     ExportHar(Vec<FlowId>),
+    /// Copy the request of the detail's flow `id` as a curl command to the terminal's
+    /// clipboard, then send a [`Event::Message`] saying so.
+    CopyCurl(FlowId),
     /// Save the body of the detail's flow `id` (its request's, or its response's) to a
     /// file, decoded, then send a [`Event::Message`] saying where.
     SaveBody {
@@ -343,6 +346,9 @@ fn detail_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
             app.selected = next;
             app.follow = false;
             return open_selected(app, tab, search);
+        }
+        KeyCode::Char('c') if detail.flow.is_some() => {
+            return vec![Effect::CopyCurl(detail.id)];
         }
         KeyCode::Char('w') if detail.flow.is_some() => {
             return vec![Effect::SaveBody {
@@ -733,6 +739,7 @@ mod tests {
         let mut a = app(3);
         press(&mut a, KeyCode::Enter);
         assert_eq!(press(&mut a, KeyCode::Char('w')), [], "not loaded yet");
+        assert_eq!(press(&mut a, KeyCode::Char('c')), []);
         update(&mut a, Event::Loaded(Box::new(stored(3, 200, None))));
         assert_eq!(
             press(&mut a, KeyCode::Char('w')),
@@ -749,6 +756,7 @@ mod tests {
                 response: true
             }]
         );
+        assert_eq!(press(&mut a, KeyCode::Char('c')), [Effect::CopyCurl(3)]);
     }
 
     #[test]

@@ -746,6 +746,10 @@ pub fn help_lines(width: usize) -> Vec<String> {
             "in the detail: save the body shown (Request tab: the request's) to a file",
         ),
         (
+            "c",
+            "in the detail: copy the request as a curl command to the clipboard",
+        ),
+        (
             "] [",
             "in the detail: the next / previous flow, on the same tab",
         ),
