@@ -38,7 +38,19 @@ pub fn body_lines(body: &CapturedBody, headers: &Headers) -> Vec<String> {
             body.wire_size
         ));
     }
-    match crate::flow::utf8_text(&decoded, body.truncated) {
+    // Text in the charset its content type names, when that is not UTF-8.
+    let from_charset = crate::flow::utf8_text(&decoded, body.truncated)
+        .is_none()
+        .then(|| in_declared_charset(&decoded, headers))
+        .flatten();
+    if let Some((_, charset)) = &from_charset {
+        lines.push(format!("(decoded from {charset})"));
+    }
+    let text = match &from_charset {
+        Some((text, _)) => Some(text.as_str()),
+        None => crate::flow::utf8_text(&decoded, body.truncated),
+    };
+    match text {
         Some(text) => {
             let is_json = serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
             let pretty = is_json.then(|| pretty_json(text));
@@ -61,6 +73,22 @@ pub fn body_lines(body: &CapturedBody, headers: &Headers) -> Vec<String> {
         lines.push(format!("({hidden} more lines not shown)"));
     }
     lines
+}
+
+/// `bytes` decoded from the charset `headers`' content type names (`iso-8859-1`,
+/// `windows-1252`, `shift_jis`), with that charset's name; `None` when it names none,
+/// one not known, or the bytes are not valid in it.
+fn in_declared_charset(bytes: &[u8], headers: &Headers) -> Option<(String, &'static str)> {
+    let content_type = headers.get("content-type")?;
+    let label = content_type.split(';').skip(1).find_map(|parameter| {
+        let (name, value) = parameter.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| value.trim().trim_matches('"').to_owned())
+    })?;
+    let encoding = encoding_rs::Encoding::for_label(label.as_bytes())?;
+    let (text, had_errors) = encoding.decode_without_bom_handling(bytes);
+    (!had_errors).then(|| (text.into_owned(), encoding.name()))
 }
 
 /// Levels of JSON nesting shown indented; deeper ones keep the last indent.
@@ -267,6 +295,26 @@ mod tests {
         assert!(
             lines[0].starts_with("00000000"),
             "not cut: binary {lines:?}"
+        );
+    }
+
+    #[test]
+    fn text_in_a_declared_charset_is_decoded_not_dumped() {
+        let latin1 = |charset: &str| {
+            let headers = Headers(vec![HeaderField {
+                name: "content-type".into(),
+                value: Bytes::from(format!("text/plain; charset={charset}")),
+            }]);
+            body_lines(&body(b"caf\xe9 cr\xe8me"), &headers)
+        };
+        assert_eq!(
+            latin1("ISO-8859-1"),
+            ["(decoded from windows-1252)", "café crème"]
+        );
+        assert_eq!(latin1("\"latin1\""), latin1("ISO-8859-1"));
+        assert!(
+            latin1("x-unknown")[0].starts_with("00000000"),
+            "unknown: a dump"
         );
     }
 
