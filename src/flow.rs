@@ -92,9 +92,14 @@ pub struct HeaderField {
 }
 
 impl HeaderField {
-    /// The value as text, with any invalid UTF-8 replaced.
+    /// The value as text: as UTF-8 when it is, else each byte as its ISO-8859-1
+    /// character (HTTP's historical charset for field values, RFC 9110 §5.5), so that
+    /// `caf\xe9` shows as `café` rather than with a replacement character.
     pub fn value_lossy(&self) -> std::borrow::Cow<'_, str> {
-        String::from_utf8_lossy(&self.value)
+        match std::str::from_utf8(&self.value) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => std::borrow::Cow::Owned(self.value.iter().map(|&b| char::from(b)).collect()),
+        }
     }
 }
 
@@ -592,6 +597,17 @@ pub fn write_utc_timestamp(out: &mut impl std::io::Write, at: SystemTime) -> std
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_field_value_is_utf8_when_it_is_else_iso_8859_1() {
+        let value = |bytes: &'static [u8]| HeaderField {
+            name: "x".into(),
+            value: Bytes::from_static(bytes),
+        };
+        assert_eq!(value(b"caf\xc3\xa9").value_lossy(), "café");
+        assert_eq!(value(b"caf\xe9").value_lossy(), "café");
+        assert_eq!(value(b"\xff\xfeok").value_lossy(), "ÿþok");
+    }
 
     #[test]
     fn total_time_saturates_instead_of_overflowing() {
