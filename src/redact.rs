@@ -255,8 +255,6 @@ impl Secrets {
                 }
             }
         }
-        // Longest first, so a value is scrubbed whole before its parts.
-        secrets.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
         secrets
     }
 
@@ -290,21 +288,49 @@ impl Secrets {
         added
     }
 
-    /// `text` with every secret replaced.
+    /// `text` with every secret replaced ([`redact_spans`]).
     pub fn scrub(&self, text: &str) -> String {
-        let mut text = text.to_owned();
-        for secret in &self.values {
-            if text.contains(secret.as_str()) {
-                text = text.replace(secret.as_str(), REDACTED);
-            }
-        }
-        text
+        redact_spans(text, spans_of(&self.values, text).collect())
     }
 
     /// True when no secret was found.
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
     }
+}
+
+/// Where each of `secrets` occurs in `text`: (start, end) byte spans.
+fn spans_of<'a>(secrets: &'a [String], text: &'a str) -> impl Iterator<Item = (usize, usize)> + 'a {
+    secrets.iter().flat_map(move |secret| {
+        text.match_indices(secret.as_str())
+            .map(|(at, found)| (at, at + found.len()))
+    })
+}
+
+/// `text` with every stretch the `spans` cover, overlapping or not, replaced by one
+/// [`REDACTED`]: a secret inside (or across) another leaves no part of either.
+fn redact_spans(text: &str, mut spans: Vec<(usize, usize)>) -> String {
+    if spans.is_empty() {
+        return text.to_owned();
+    }
+    spans.sort_unstable();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut spans = spans.into_iter().peekable();
+    while let Some((start, mut end)) = spans.next() {
+        while let Some(&(next_start, next_end)) = spans.peek() {
+            if next_start > end {
+                break;
+            }
+            end = end.max(next_end);
+            spans.next();
+        }
+        out.push_str(&text[copied..start]);
+        out.push_str(REDACTED);
+        copied = end;
+    }
+    out.push_str(&text[copied..]);
+    out
 }
 
 /// The secrets of the flows already exported, scrubbed from the later flows' text too:
@@ -351,9 +377,7 @@ impl EarlierSecrets {
         }
     }
 
-    /// `text` with every earlier secret replaced: every stretch any of them covers
-    /// becomes one [`REDACTED`], so a secret inside a longer one leaves no part of
-    /// either.
+    /// `text` with every earlier secret replaced ([`redact_spans`]).
     pub fn scrub(&mut self, text: &str) -> String {
         if self.values.len() - self.matched > UNMATCHED_LIMIT {
             self.automaton = aho_corasick::AhoCorasick::new(&self.values).ok();
@@ -371,33 +395,8 @@ impl EarlierSecrets {
                     .map(|m| (m.start(), m.end())),
             );
         }
-        for secret in &self.values[self.matched..] {
-            spans.extend(
-                text.match_indices(secret.as_str())
-                    .map(|(at, found)| (at, at + found.len())),
-            );
-        }
-        if spans.is_empty() {
-            return text.to_owned();
-        }
-        spans.sort_unstable();
-        let mut out = String::with_capacity(text.len());
-        let mut copied = 0;
-        let mut spans = spans.into_iter().peekable();
-        while let Some((start, mut end)) = spans.next() {
-            while let Some(&(next_start, next_end)) = spans.peek() {
-                if next_start > end {
-                    break;
-                }
-                end = end.max(next_end);
-                spans.next();
-            }
-            out.push_str(&text[copied..start]);
-            out.push_str(REDACTED);
-            copied = end;
-        }
-        out.push_str(&text[copied..]);
-        out
+        spans.extend(spans_of(&self.values[self.matched..], text));
+        redact_spans(text, spans)
     }
 }
 
