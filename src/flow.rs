@@ -294,6 +294,20 @@ pub enum FlowErrorKind {
 }
 
 impl FlowErrorKind {
+    /// Every kind.
+    pub const ALL: [FlowErrorKind; 10] = [
+        FlowErrorKind::Dns,
+        FlowErrorKind::Connect,
+        FlowErrorKind::Tls,
+        FlowErrorKind::Timeout,
+        FlowErrorKind::Protocol,
+        FlowErrorKind::ClientAbort,
+        FlowErrorKind::ClientTls,
+        FlowErrorKind::BadRequest,
+        FlowErrorKind::Refused,
+        FlowErrorKind::Stopped,
+    ];
+
     /// A short stable name, as used in `X-Kinspect-Error` and the capture store.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -316,21 +330,10 @@ impl std::str::FromStr for FlowErrorKind {
 
     /// Parses what [`FlowErrorKind::as_str`] writes.
     fn from_str(s: &str) -> Result<Self, String> {
-        [
-            FlowErrorKind::Dns,
-            FlowErrorKind::Connect,
-            FlowErrorKind::Tls,
-            FlowErrorKind::Timeout,
-            FlowErrorKind::Protocol,
-            FlowErrorKind::ClientAbort,
-            FlowErrorKind::ClientTls,
-            FlowErrorKind::BadRequest,
-            FlowErrorKind::Refused,
-            FlowErrorKind::Stopped,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-        .ok_or_else(|| format!("unknown error kind {s:?}"))
+        FlowErrorKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown error kind {s:?}"))
     }
 }
 
@@ -607,6 +610,27 @@ mod tests {
         assert_eq!(value(b"caf\xc3\xa9").value_lossy(), "café");
         assert_eq!(value(b"caf\xe9").value_lossy(), "café");
         assert_eq!(value(b"\xff\xfeok").value_lossy(), "ÿþok");
+    }
+
+    #[test]
+    fn every_error_kind_is_listed_once_and_reads_back() {
+        // A new kind fails to compile here until it has its place in ALL.
+        let place = |kind: FlowErrorKind| match kind {
+            FlowErrorKind::Dns => 0,
+            FlowErrorKind::Connect => 1,
+            FlowErrorKind::Tls => 2,
+            FlowErrorKind::Timeout => 3,
+            FlowErrorKind::Protocol => 4,
+            FlowErrorKind::ClientAbort => 5,
+            FlowErrorKind::ClientTls => 6,
+            FlowErrorKind::BadRequest => 7,
+            FlowErrorKind::Refused => 8,
+            FlowErrorKind::Stopped => 9,
+        };
+        for (i, kind) in FlowErrorKind::ALL.into_iter().enumerate() {
+            assert_eq!(place(kind), i);
+            assert_eq!(kind.as_str().parse::<FlowErrorKind>(), Ok(kind));
+        }
     }
 
     #[test]

@@ -522,7 +522,7 @@ async fn blind_tunnel<I>(
                 body: uncaptured(0),
                 from_proxy: true,
             });
-            let record = RelayRecord::new(slot, flow);
+            let record = RelayRecord::new(slot, flow, Instant::now());
             let broke = super::relay::relay(&mut client_io, server, record.counts()).await;
             let (slot, mut flow) = record.finish();
             if let Some(e) = broke {

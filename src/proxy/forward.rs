@@ -440,7 +440,7 @@ fn switch_protocols(
     if let Some(protocol) = &protocol {
         keep_upgrade(&mut rparts.headers, protocol);
     }
-    let record = RelayRecord::new(slot, flow);
+    let record = RelayRecord::new(slot, flow, t_headers);
     tokio::spawn(async move {
         let error = match tokio::try_join!(upgrades.client, upgrades.upstream) {
             Ok((client, upstream)) => super::relay::relay(
@@ -453,7 +453,6 @@ fn switch_protocols(
             Err(e) => Some(e.to_string()),
         };
         let (slot, mut flow) = record.finish();
-        flow.timings.receive = t_headers.elapsed();
         if let Some(e) = error {
             flow.error = Some(FlowError {
                 kind: FlowErrorKind::Protocol,

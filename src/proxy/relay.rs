@@ -61,12 +61,12 @@ pub(crate) struct RelayRecord {
 }
 
 impl RelayRecord {
-    /// The record of `flow`, its relay opening now.
-    pub(crate) fn new(slot: FlowSlot, flow: Flow) -> Self {
+    /// The record of `flow`, whose relay's time (HAR's `receive`) counts from `opened`.
+    pub(crate) fn new(slot: FlowSlot, flow: Flow, opened: Instant) -> Self {
         RelayRecord {
             parts: Some((slot, flow)),
             counts: Counts::default(),
-            opened: Instant::now(),
+            opened,
         }
     }
 

@@ -351,16 +351,19 @@ fn export_view(
     ))
 }
 
+/// The flow `id` the detail shows, loaded.
+fn shown_flow(app: &App, id: FlowId) -> anyhow::Result<&StoredFlow> {
+    match &app.screen {
+        state::Screen::Detail(detail) if detail.id == id => detail.flow.as_deref(),
+        _ => None,
+    }
+    .ok_or_else(|| anyhow::anyhow!("flow {id} is not loaded"))
+}
+
 /// Copies the request of the detail's flow `id`, as a curl command, to the terminal's
 /// clipboard (OSC 52, which most terminals and tmux with `set-clipboard on` honour).
 fn copy_curl(app: &App, id: FlowId) -> anyhow::Result<String> {
-    let stored = match &app.screen {
-        state::Screen::Detail(detail) if detail.id == id => detail.flow.as_deref(),
-        _ => None,
-    };
-    let Some(stored) = stored else {
-        anyhow::bail!("flow {id} is not loaded");
-    };
+    let stored = shown_flow(app, id)?;
     let command = crate::curl::curl_command(&stored.flow);
     crossterm::execute!(
         std::io::stdout(),
@@ -381,13 +384,7 @@ fn save_body(
     response: bool,
     dir: &std::path::Path,
 ) -> anyhow::Result<String> {
-    let stored = match &app.screen {
-        state::Screen::Detail(detail) if detail.id == id => detail.flow.as_deref(),
-        _ => None,
-    };
-    let Some(stored) = stored else {
-        anyhow::bail!("flow {id} is not loaded");
-    };
+    let stored = shown_flow(app, id)?;
     let flow = &stored.flow;
     let (side, body, headers) = match (response, &flow.response) {
         (true, Some(r)) => ("response", &r.body, &r.headers),

@@ -932,35 +932,7 @@ mod tests {
 
     #[test]
     fn error_kinds_fit_the_status_column() {
-        use crate::flow::FlowErrorKind as Kind;
-        let kinds = [
-            Kind::Dns,
-            Kind::Connect,
-            Kind::Tls,
-            Kind::Timeout,
-            Kind::Protocol,
-            Kind::ClientAbort,
-            Kind::ClientTls,
-            Kind::BadRequest,
-            Kind::Refused,
-            Kind::Stopped,
-        ];
-        // Every kind is listed: a new one fails to compile here until it is.
-        for kind in kinds {
-            match kind {
-                Kind::Dns
-                | Kind::Connect
-                | Kind::Tls
-                | Kind::Timeout
-                | Kind::Protocol
-                | Kind::ClientAbort
-                | Kind::ClientTls
-                | Kind::BadRequest
-                | Kind::Refused
-                | Kind::Stopped => {}
-            }
-        }
-        for kind in kinds {
+        for kind in crate::flow::FlowErrorKind::ALL {
             let label = status_label(kind);
             assert!(
                 label.len() <= usize::from(Column::Status.width(4)),
