@@ -4,7 +4,7 @@
 use crate::flow::{CapturedBody, Headers};
 
 /// Most lines rendered for one body; the rest is summarised in a last line.
-pub const MAX_BODY_LINES: usize = 20_000;
+pub const MAX_BODY_LINES: usize = 250_000;
 
 /// The lines showing `body` (sent with `headers`).
 pub fn body_lines(body: &CapturedBody, headers: &Headers) -> Vec<String> {

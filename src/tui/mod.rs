@@ -354,7 +354,7 @@ fn export_view(
 /// The flow `id` the detail shows, loaded.
 fn shown_flow(app: &App, id: FlowId) -> anyhow::Result<&StoredFlow> {
     match &app.screen {
-        state::Screen::Detail(detail) if detail.id == id => detail.flow.as_deref(),
+        state::Screen::Detail(detail) if detail.id == id => detail.flow(),
         _ => None,
     }
     .ok_or_else(|| anyhow::anyhow!("flow {id} is not loaded"))
@@ -540,16 +540,16 @@ mod tests {
             capture: "/captures/day.db".into(),
             ..SourceInfo::default()
         });
-        app.screen = state::Screen::Detail(state::Detail {
-            id: 7,
-            flow: Some(Box::new(StoredFlow {
-                flow,
-                kinvey: Default::default(),
-            })),
-            tab: state::Tab::Response,
-            scroll: 0,
-            search: None,
+        let flow = Box::new(StoredFlow {
+            flow,
+            kinvey: Default::default(),
         });
+        app.screen = state::Screen::Detail(state::Detail::new(
+            7,
+            Some(flow),
+            state::Tab::Response,
+            None,
+        ));
         let dir = tempfile::tempdir().unwrap();
         for name in ["day-flow-7-response.json", "day-flow-7-response-2.json"] {
             let said = save_body(&app, 7, true, dir.path()).unwrap();

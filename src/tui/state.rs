@@ -1,8 +1,10 @@
 //! The UI's state. Changed only by [`super::update::update`]; drawn by
 //! [`super::view::draw`].
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use unicode_segmentation::UnicodeSegmentation;
@@ -11,6 +13,8 @@ use crate::capture::StoredFlow;
 use crate::filter::Filter;
 use crate::flow::{FlowId, HeaderField, Headers};
 use crate::kinvey::RequestIdIndex;
+
+use super::view::{detail_lines, LaidOutText};
 
 /// The flow as the list keeps it: no body bytes and only the content type among the
 /// headers, so 100k flows stay small. Details are loaded from the capture on demand.
@@ -93,13 +97,80 @@ pub struct Detail {
     /// The flow shown.
     pub id: FlowId,
     /// The flow with everything, once loaded from the capture.
-    pub flow: Option<Box<StoredFlow>>,
+    flow: Option<Box<StoredFlow>>,
     /// The current tab.
     pub tab: Tab,
-    /// The first line shown.
+    /// The first screen row shown.
     pub scroll: usize,
     /// The body search term (`/`), if any.
     pub search: Option<String>,
+    /// The text of the tab shown, laid out when first asked for.
+    text: TextCache,
+}
+
+impl Detail {
+    /// The detail of flow `id` on `tab`, with `flow` when it is already at hand.
+    pub fn new(
+        id: FlowId,
+        flow: Option<Box<StoredFlow>>,
+        tab: Tab,
+        search: Option<String>,
+    ) -> Detail {
+        Detail {
+            id,
+            flow,
+            tab,
+            scroll: 0,
+            search,
+            text: TextCache::default(),
+        }
+    }
+
+    /// The flow with everything, once loaded.
+    pub fn flow(&self) -> Option<&StoredFlow> {
+        self.flow.as_deref()
+    }
+
+    /// Shows `flow`, loaded (or finished) since the detail opened.
+    pub fn set_flow(&mut self, flow: Box<StoredFlow>) {
+        self.flow = Some(flow);
+        self.text = TextCache::default();
+    }
+
+    /// The text of the tab shown, laid out `width` columns wide (none before the flow
+    /// is loaded). Made once per flow, tab and width: decoding and indenting a body of
+    /// megabytes for every key and every frame took a tenth of a second each.
+    pub fn text(&self, width: usize) -> Arc<LaidOutText> {
+        let mut cache = self.text.0.borrow_mut();
+        match &*cache {
+            Some((tab, text)) if *tab == self.tab && text.width == width.max(1) => text.clone(),
+            _ => {
+                let lines = self
+                    .flow()
+                    .map_or_else(Vec::new, |flow| detail_lines(flow, self.tab));
+                let text = Arc::new(LaidOutText::new(lines, width));
+                *cache = Some((self.tab, text.clone()));
+                text
+            }
+        }
+    }
+}
+
+/// A detail's laid-out text and the tab it is of. Not part of the state: two details
+/// alike are equal whatever either has laid out.
+#[derive(Clone, Default)]
+struct TextCache(RefCell<Option<(Tab, Arc<LaidOutText>)>>);
+
+impl PartialEq for TextCache {
+    fn eq(&self, _: &TextCache) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for TextCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TextCache")
+    }
 }
 
 /// One row of the Kinvey summary: an error name, its class and how often it came.

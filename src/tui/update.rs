@@ -99,7 +99,7 @@ pub fn update(app: &mut App, event: Event) -> Vec<Effect> {
         }
         Event::Loaded(stored) => {
             if let Some(detail) = detail_of(app, stored.flow.id) {
-                detail.flow = Some(stored);
+                detail.set_flow(stored);
             }
             Vec::new()
         }
@@ -279,18 +279,8 @@ fn scroll(
 }
 
 /// The last first-row of `lines` shown `page` rows at a time in `width` columns.
-fn last_row(lines: &[String], page: usize, width: usize) -> usize {
-    let rows: usize = lines
-        .iter()
-        .map(|line| super::view::rows_of(line, width))
-        .sum();
-    rows.saturating_sub(page)
-}
-
-/// The lines a detail view shows: tab `tab` of its flow, once loaded.
-fn shown_lines(flow: &Option<Box<StoredFlow>>, tab: Tab) -> Vec<String> {
-    flow.as_ref()
-        .map_or_else(Vec::new, |flow| super::view::detail_lines(flow, tab))
+fn last_row(lines: Vec<String>, page: usize, width: usize) -> usize {
+    super::view::LaidOutText::new(lines, width).last_scroll(page)
 }
 
 fn is_back(event: KeyEvent) -> bool {
@@ -306,9 +296,12 @@ fn detail_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
         app.screen = Screen::List;
         return Vec::new();
     }
-    let (flow, tab) = (&detail.flow, detail.tab);
-    let last = || last_row(&shown_lines(flow, tab), page, width);
-    if scroll(&mut detail.scroll, event, page, last) {
+    let mut position = detail.scroll;
+    let moved = scroll(&mut position, event, page, || {
+        detail.text(width).last_scroll(page)
+    });
+    detail.scroll = position;
+    if moved {
         return Vec::new();
     }
     match event.code {
@@ -347,10 +340,10 @@ fn detail_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
             app.follow = false;
             return open_selected(app, tab, search);
         }
-        KeyCode::Char('c') if detail.flow.is_some() => {
+        KeyCode::Char('c') if detail.flow().is_some() => {
             return vec![Effect::CopyCurl(detail.id)];
         }
-        KeyCode::Char('w') if detail.flow.is_some() => {
+        KeyCode::Char('w') if detail.flow().is_some() => {
             return vec![Effect::SaveBody {
                 id: detail.id,
                 response: detail.tab != Tab::Request,
@@ -373,13 +366,7 @@ fn open_selected(app: &mut App, tab: Tab, search: Option<String>) -> Vec<Effect>
         .then(|| app.selected_flow().cloned().map(Box::new))
         .flatten();
     let load = under_way.is_none();
-    app.screen = Screen::Detail(Detail {
-        id,
-        flow: under_way,
-        tab,
-        scroll: 0,
-        search,
-    });
+    app.screen = Screen::Detail(Detail::new(id, under_way, tab, search));
     match load {
         true => vec![Effect::LoadFlow(id)],
         false => Vec::new(),
@@ -392,15 +379,15 @@ fn jump_to_match(detail: &mut Detail, forward: bool, width: usize, message: &mut
         *message = Some("no search: press / to search".into());
         return;
     };
-    if detail.flow.is_none() {
+    if detail.flow().is_none() {
         return;
     }
-    let lines = shown_lines(&detail.flow, detail.tab);
-    let (starts, _) = super::view::row_starts(&lines, width);
+    let text = detail.text(width);
+    let lines = &text.lines;
     let lower = term.to_lowercase();
     let hits: Vec<usize> = lines
         .iter()
-        .zip(starts)
+        .zip(text.starts.iter().copied())
         .filter(|(l, _)| l.to_lowercase().contains(&lower))
         .map(|(_, row)| row)
         .collect();
@@ -435,7 +422,7 @@ fn help_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
     } else if let Screen::Help { scroll: position } = &mut app.screen {
         // The help has no tab row: one row more than a detail's text.
         scroll(position, event, page, || {
-            last_row(&super::view::help_lines(width), page + 1, width)
+            last_row(super::view::help_lines(width), page + 1, width)
         });
     }
     Vec::new()
@@ -453,8 +440,7 @@ fn report_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
     {
         let text = text.as_deref().unwrap_or_default();
         scroll(position, event, page, || {
-            let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-            last_row(&lines, page, width)
+            last_row(text.lines().map(str::to_owned).collect(), page, width)
         });
     }
     Vec::new()
@@ -682,7 +668,7 @@ mod tests {
         let Screen::Detail(detail) = &a.screen else {
             panic!("{:?}", a.screen)
         };
-        let shown = detail.flow.as_ref().expect("shown at once");
+        let shown = detail.flow().expect("shown at once");
         assert_eq!(shown.flow.request.headers.len(), 1, "whole, not a summary");
 
         // It finishes while the help is over its detail: in its place, filtered again,
@@ -695,7 +681,7 @@ mod tests {
         let Screen::Detail(detail) = &a.screen else {
             panic!("{:?}", a.screen)
         };
-        let shown = detail.flow.as_ref().unwrap();
+        let shown = detail.flow().unwrap();
         assert_eq!(shown.flow.status(), Some(500), "the finished flow");
         assert_eq!(a.flows[2].flow.status(), Some(500));
         assert!(!a.is_in_flight(3));
@@ -810,19 +796,19 @@ mod tests {
         let Screen::Detail(detail) = &a.screen else {
             panic!()
         };
-        assert!(detail.flow.is_some());
+        assert!(detail.flow().is_some());
         // A late answer for another flow is ignored.
         update(&mut a, Event::Loaded(Box::new(stored(2, 200, None))));
         let Screen::Detail(detail) = &a.screen else {
             panic!()
         };
-        assert_eq!(detail.flow.as_ref().unwrap().flow.id, 1);
+        assert_eq!(detail.flow().unwrap().flow.id, 1);
     }
 
     /// The lines the detail shows now.
     fn shown(a: &App) -> Vec<String> {
         match &a.screen {
-            Screen::Detail(d) => super::shown_lines(&d.flow, d.tab),
+            Screen::Detail(d) => d.text(a.width).lines.clone(),
             _ => panic!("not in the detail"),
         }
     }
@@ -861,7 +847,7 @@ mod tests {
         assert_eq!(tab(&a).1, 3);
         press(&mut a, KeyCode::Char('G'));
         let last = tab(&a).1;
-        let rows = super::super::view::row_starts(&shown(&a), a.width).1;
+        let rows = super::super::view::LaidOutText::new(shown(&a), a.width).rows;
         assert_eq!(last, rows - a.page, "the end in view, no further");
         press(&mut a, KeyCode::Char('j'));
         assert_eq!(tab(&a).1, last);
@@ -876,7 +862,7 @@ mod tests {
             CapturedBody::whole(format!("{}END", "x".repeat(200)).into_bytes());
         update(&mut a, Event::Loaded(Box::new(long)));
         press(&mut a, KeyCode::Char('G'));
-        let rows = super::super::view::row_starts(&shown(&a), a.width).1;
+        let rows = super::super::view::LaidOutText::new(shown(&a), a.width).rows;
         assert!(rows > shown(&a).len() + 9, "the long body wraps");
         assert_eq!(tab(&a).1, rows - a.page);
         press(&mut a, KeyCode::Esc);
@@ -891,12 +877,13 @@ mod tests {
         let mut a = app(3);
         press(&mut a, KeyCode::Enter);
         let mut full = stored(3, 200, None);
-        let text: String = (0..30_000).map(|i| format!("line {i}\n")).collect();
+        let last = crate::tui::body::MAX_BODY_LINES + 10;
+        let text: String = (0..=last).map(|i| format!("line {i}\n")).collect();
         full.flow.response.as_mut().unwrap().body = CapturedBody::whole(text);
         update(&mut a, Event::Loaded(Box::new(full)));
         press(&mut a, KeyCode::Char('2'));
         press(&mut a, KeyCode::Char('/'));
-        typed(&mut a, "line 29999");
+        typed(&mut a, &format!("line {last}"));
         press(&mut a, KeyCode::Enter);
         let said = a.message.clone().unwrap_or_default();
         assert!(said.contains("goes on past them"), "{said}");

@@ -50,16 +50,20 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
                     .highlight_style(Style::new().add_modifier(Modifier::REVERSED)),
                 tabs,
             );
-            let lines = match &detail.flow {
-                Some(flow) => detail_lines(flow, detail.tab),
-                None => vec![format!("loading flow {} ...", detail.id)],
+            let width = usize::from(body.width);
+            let text = match detail.flow() {
+                Some(_) => detail.text(width),
+                None => {
+                    LaidOutText::new(vec![format!("loading flow {} ...", detail.id)], width).into()
+                }
             };
             let term = detail.search.as_deref().map(str::to_lowercase);
-            draw_text(frame, body, &lines, detail.scroll, term.as_deref());
+            draw_text(frame, body, &text, detail.scroll, term.as_deref());
         }
         Screen::Help { scroll } => {
-            let lines = help_lines(usize::from(main.width));
-            draw_text(frame, main, &lines, *scroll, None)
+            let width = usize::from(main.width);
+            let text = LaidOutText::new(help_lines(width), width);
+            draw_text(frame, main, &text, *scroll, None)
         }
         Screen::KinveySummary { rows, selected } => {
             let header = Row::new(["COUNT", "CLASS", "ERROR"])
@@ -105,7 +109,8 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
                 .style(Style::new().add_modifier(Modifier::BOLD)),
                 title,
             );
-            draw_text(frame, body, &lines, *scroll, None);
+            let text = LaidOutText::new(lines, usize::from(body.width));
+            draw_text(frame, body, &text, *scroll, None);
         }
     }
     frame.render_widget(
@@ -219,35 +224,76 @@ fn bottom_text(app: &App, width: usize) -> Vec<Line<'static>> {
 }
 
 /// The screen rows a line of text takes in `width` columns (at least one).
-pub fn rows_of(line: &str, width: usize) -> usize {
+fn rows_of(line: &str, width: usize) -> usize {
     line.chars().count().div_ceil(width.max(1)).max(1)
 }
 
-/// The screen row each of `lines` starts on when wrapped to `width` columns, and the
-/// rows they take in all: text views scroll by screen rows, so that a long URL or
-/// header is scrolled through like any other text.
-pub fn row_starts(lines: &[String], width: usize) -> (Vec<usize>, usize) {
-    let mut starts = Vec::with_capacity(lines.len());
-    let mut rows = 0;
-    for line in lines {
-        starts.push(rows);
-        rows += rows_of(line, width);
-    }
-    (starts, rows)
+/// Text laid out in screen rows of one width. Text views scroll by screen rows, so that
+/// a long URL or header is scrolled through like any other text; laying out a body of
+/// megabytes takes a while, so a view keeps its layout (see [`super::state::Detail`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LaidOutText {
+    /// The lines.
+    pub lines: Vec<String>,
+    /// The screen row each line starts on.
+    pub starts: Vec<usize>,
+    /// The rows all the lines take.
+    pub rows: usize,
+    /// The width they are laid out in.
+    pub width: usize,
 }
 
-/// Scrolls `lines` into `area` by screen rows, highlighting lines containing `term`.
+impl LaidOutText {
+    /// Lays `lines` out in rows `width` columns wide.
+    pub fn new(lines: Vec<String>, width: usize) -> LaidOutText {
+        let width = width.max(1);
+        let mut starts = Vec::with_capacity(lines.len());
+        let mut rows = 0;
+        for line in &lines {
+            starts.push(rows);
+            rows += rows_of(line, width);
+        }
+        LaidOutText {
+            lines,
+            starts,
+            rows,
+            width,
+        }
+    }
+
+    /// The furthest the text scrolls with `page` rows on screen: its last row at the
+    /// bottom.
+    pub fn last_scroll(&self, page: usize) -> usize {
+        self.rows.saturating_sub(page)
+    }
+
+    /// The index of the line shown on screen row `row`.
+    fn line_at(&self, row: usize) -> usize {
+        self.starts
+            .partition_point(|&start| start <= row)
+            .saturating_sub(1)
+    }
+}
+
+/// Scrolls `text` into `area` by screen rows, highlighting lines containing `term`.
+/// Only the rows on screen are made.
 fn draw_text(
     frame: &mut Frame<'_>,
     area: Rect,
-    lines: &[String],
+    text: &LaidOutText,
     scroll: usize,
     term: Option<&str>,
 ) {
-    let (width, height) = (usize::from(area.width).max(1), usize::from(area.height));
+    let height = usize::from(area.height);
     let highlight = Style::new().bg(Color::Yellow).fg(Color::Black);
-    let mut rows: Vec<Line<'_>> = Vec::new();
-    for line in lines {
+    let top = scroll.min(text.last_scroll(height));
+    let first = text.line_at(top);
+    let mut skip = top - text.starts.get(first).copied().unwrap_or(0);
+    let mut rows: Vec<Line<'_>> = Vec::with_capacity(height);
+    for line in text.lines.iter().skip(first) {
+        if rows.len() >= height {
+            break;
+        }
         let style = match term {
             Some(term) if !term.is_empty() && line.to_lowercase().contains(term) => highlight,
             _ => Style::new(),
@@ -256,13 +302,12 @@ fn draw_text(
         if chars.is_empty() {
             rows.push(Line::raw(""));
         }
-        for chunk in chars.chunks(width) {
+        for chunk in chars.chunks(text.width).skip(std::mem::take(&mut skip)) {
             rows.push(Line::styled(chunk.iter().collect::<String>(), style));
         }
     }
-    let start = scroll.min(rows.len().saturating_sub(height));
-    let shown: Vec<Line<'_>> = rows.into_iter().skip(start).take(height).collect();
-    frame.render_widget(Paragraph::new(shown), area);
+    rows.truncate(height);
+    frame.render_widget(Paragraph::new(rows), area);
 }
 
 fn status_style(flow: &Flow) -> Style {
@@ -908,6 +953,58 @@ mod tests {
         assert_eq!(prompt_window("日本日本", "", 6), "…日本▏");
         assert_eq!(prompt_window("abcde\u{301}", "", 4), "…de\u{301}▏");
         assert_eq!(prompt_window("", "", 0), "▏");
+    }
+
+    #[test]
+    fn text_scrolled_into_a_wrapped_line_starts_at_that_row() {
+        let text = LaidOutText::new(vec!["a".repeat(10), "b".into(), String::new()], 4);
+        assert_eq!(
+            (text.starts.as_slice(), text.rows),
+            ([0, 3, 4].as_slice(), 5)
+        );
+        let shown = |scroll: usize, height: u16| {
+            let backend = ratatui::backend::TestBackend::new(4, height);
+            let mut terminal = ratatui::Terminal::new(backend).unwrap();
+            terminal
+                .draw(|f| draw_text(f, f.area(), &text, scroll, Some("b")))
+                .unwrap();
+            let buffer = terminal.backend().buffer().clone();
+            (0..height)
+                .map(|y| (0..4).map(|x| buffer[(x, y)].symbol()).collect::<String>())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(shown(1, 3), ["aaaa", "aa  ", "b   "]);
+        assert_eq!(shown(0, 2), ["aaaa", "aaaa"]);
+        // Never past the last screenful.
+        assert_eq!(shown(9, 2), ["b   ", "    "]);
+        assert_eq!(shown(0, 9)[..5], ["aaaa", "aaaa", "aa  ", "b   ", "    "]);
+    }
+
+    #[test]
+    fn a_detail_lays_its_text_out_once_per_flow_tab_and_width() {
+        use crate::tui::state::Detail;
+        let client = "127.0.0.1:5000".parse().unwrap();
+        let flow = crate::flow::Flow::exchange(1, client, "GET", "http://a.test/", Some(200));
+        let stored = StoredFlow {
+            flow,
+            kinvey: KinveySummary::default(),
+        };
+        let mut detail = Detail::new(1, None, Tab::Request, None);
+        assert!(detail.text(80).lines.is_empty(), "nothing before the flow");
+        detail.set_flow(Box::new(stored.clone()));
+        let first = detail.text(80);
+        assert_eq!(first.lines, detail_lines(&stored, Tab::Request));
+        assert!(std::sync::Arc::ptr_eq(&first, &detail.text(80)), "kept");
+        assert_eq!(detail.text(40).width, 40, "laid out again for a new width");
+        detail.tab = Tab::Timing;
+        assert_eq!(detail.text(40).lines, detail_lines(&stored, Tab::Timing));
+        let mut finished = stored.clone();
+        finished.flow.response.as_mut().unwrap().status = 503;
+        detail.tab = Tab::Response;
+        let before = detail.text(40);
+        detail.set_flow(Box::new(finished));
+        assert!(before.lines[0].ends_with("200 OK"), "{:?}", before.lines);
+        assert!(detail.text(40).lines[0].ends_with("503 Service Unavailable"));
     }
 
     #[test]
