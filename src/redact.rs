@@ -121,6 +121,21 @@ pub fn decode_form_component(component: &str) -> String {
         .into_owned()
 }
 
+/// The fields of a query string or form body, names and values decoded; a field
+/// without `=` has an empty value, as browsers read it.
+pub fn form_fields(pairs: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    pairs.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode_form_component(name), decode_form_component(value))
+    })
+}
+
+/// The query string of `url`: what follows its `?`, up to any `#`.
+pub fn query_of(url: &str) -> &str {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    query.split('#').next().unwrap_or("")
+}
+
 /// The `name=value` pairs of a query string or form body, names decoded, values raw.
 fn form_pairs(pairs: &str) -> impl Iterator<Item = (String, &str)> {
     pairs

@@ -10,8 +10,8 @@ use super::har_version;
 use crate::capture::StoredFlow;
 use crate::flow::{utc_timestamp, CapturedBody, Flow, FlowKind, Headers};
 use crate::redact::{
-    decode_form_component, is_form, is_form_body, is_secret_header, is_secret_json_field,
-    is_secret_param, is_url_header, redact_form, redact_url, EarlierSecrets, Secrets, REDACTED,
+    form_fields, is_form, is_form_body, is_secret_header, is_secret_json_field, is_secret_param,
+    is_url_header, query_of, redact_form, redact_url, EarlierSecrets, Secrets, REDACTED,
 };
 
 /// How to export.
@@ -288,21 +288,16 @@ fn cookies_json(headers: &Headers, header: &str, redactor: &mut Redactor<'_>) ->
 }
 
 fn query_json(url: &str, redactor: &mut Redactor<'_>) -> Value {
-    let query = url.split_once('?').map_or("", |(_, q)| q);
-    params_json(query.split('#').next().unwrap_or(""), redactor)
+    params_json(query_of(url), redactor)
 }
 
 /// The `name=value` pairs of a query string or form body as HAR `{name, value}` objects,
 /// decoded.
 fn params_json(pairs: &str, redactor: &mut Redactor<'_>) -> Value {
     Value::Array(
-        pairs
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|pair| {
-                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-                let name = decode_form_component(name);
-                let value = redactor.param(&name, &decode_form_component(value));
+        form_fields(pairs)
+            .map(|(name, value)| {
+                let value = redactor.param(&name, &value);
                 json!({"name": name, "value": value})
             })
             .collect(),

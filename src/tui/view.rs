@@ -9,9 +9,10 @@ use ratatui::Frame;
 use super::body::body_lines;
 use super::state::{App, PromptKind, Screen, Tab};
 use crate::capture::StoredFlow;
-use crate::flow::{Flow, ShownClient};
+use crate::flow::{printable_line, Flow, ShownClient};
 use crate::headless::HumanSize;
 use crate::kinvey::{self, ErrorClass, KinveySummary};
+use crate::redact::{form_fields, is_form, query_of};
 
 /// Rows of flows the list shows in a terminal area of this size.
 pub fn list_page(area: Rect) -> usize {
@@ -602,6 +603,33 @@ fn header_lines(lines: &mut Vec<String>, headers: &crate::flow::Headers) {
     );
 }
 
+/// The fields of a query string or form body (`pairs`), decoded, as a section headed
+/// `title` with the names aligned; nothing when there are none.
+fn field_lines(lines: &mut Vec<String>, title: &str, pairs: &str) {
+    let fields: Vec<(String, String)> = form_fields(pairs)
+        .map(|(name, value)| (printable_line(&name).into(), printable_line(&value).into()))
+        .collect();
+    if fields.is_empty() {
+        return;
+    }
+    let width = fields
+        .iter()
+        .map(|(name, _)| name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(MAX_ALIGNED_NAME);
+    lines.push(String::new());
+    lines.push(format!("{title} (decoded)"));
+    lines.extend(
+        fields
+            .iter()
+            .map(|(name, value)| format!("  {name:<width$}  {value}")),
+    );
+}
+
+/// Field names longer than this are not padded to: values start past them.
+const MAX_ALIGNED_NAME: usize = 24;
+
 fn millis(d: Option<std::time::Duration>) -> String {
     d.map_or_else(
         || "-".to_owned(),
@@ -626,6 +654,14 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab) -> Vec<String> {
                 request.version.as_str()
             ));
             header_lines(&mut lines, &request.headers);
+            field_lines(&mut lines, "Query", query_of(&request.url));
+            let content_type = request.headers.get("content-type");
+            if content_type.as_deref().is_some_and(is_form) && !under_way {
+                let encoding = request.headers.get("content-encoding");
+                if let Ok(form) = request.body.decoded(encoding.as_deref()) {
+                    field_lines(&mut lines, "Form", &String::from_utf8_lossy(&form));
+                }
+            }
             lines.push(String::new());
             match under_way {
                 true => lines.push(format!("body {UNDER_WAY}")),
@@ -1005,6 +1041,52 @@ mod tests {
         detail.set_flow(Box::new(finished));
         assert!(before.lines[0].ends_with("200 OK"), "{:?}", before.lines);
         assert!(detail.text(40).lines[0].ends_with("503 Service Unavailable"));
+    }
+
+    #[test]
+    fn the_request_tab_lists_query_and_form_fields_decoded() {
+        let client = "127.0.0.1:5000".parse().unwrap();
+        let url = "http://a.test/p?q=a%20b&flag&long_parameter_name=1+2&nl=x%0Ay#frag";
+        let mut flow = crate::flow::Flow::exchange(1, client, "POST", url, Some(200));
+        let mut map = http::HeaderMap::new();
+        map.insert(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8"
+                .parse()
+                .unwrap(),
+        );
+        flow.request.headers = crate::flow::Headers::from_map(&map);
+        flow.request.body = crate::flow::CapturedBody::whole(&b"user=ann&password=s%3Dcret"[..]);
+        let mut stored = StoredFlow {
+            flow,
+            kinvey: KinveySummary::default(),
+        };
+        let lines = detail_lines(&stored, Tab::Request);
+        let at = |text: &str| lines.iter().position(|l| l == text);
+        let query = at("Query (decoded)").expect("a query section");
+        assert_eq!(
+            lines[query + 1..query + 5],
+            [
+                "  q                    a b",
+                "  flag                 ",
+                "  long_parameter_name  1 2",
+                "  nl                   x\\u{a}y",
+            ]
+        );
+        let form = at("Form (decoded)").expect("a form section");
+        assert_eq!(
+            lines[form + 1..form + 3],
+            ["  user      ann", "  password  s=cret"]
+        );
+        assert!(
+            form > query && at("user=ann&password=s%3Dcret") > Some(form),
+            "{lines:?}"
+        );
+        // A body of another type has no form section; a URL without a query no query.
+        stored.flow.request.url = "http://a.test/p".into();
+        stored.flow.request.headers = crate::flow::Headers::default();
+        let lines = detail_lines(&stored, Tab::Request);
+        assert!(!lines.iter().any(|l| l.contains("(decoded)")), "{lines:?}");
     }
 
     #[test]
