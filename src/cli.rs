@@ -937,9 +937,14 @@ async fn serve(
             ca: Some(ca.cert_pem_path()),
             har: None,
         };
+        let proxy_authorization = args.proxy_auth.as_ref().map(ProxyCredentials::header_value);
+        let replay = crate::replay::Replayer::new(addr, ca.cert_der(), proxy_authorization)
+            .map_err(|e| tracing::warn!("requests cannot be sent again from the UI: {e:#}"))
+            .ok();
         let feed = Feed::Live {
             flows: feed,
             in_flight,
+            replay,
         };
         let ui = tokio::task::spawn_blocking(move || tui::run(source, Vec::new(), feed));
         ui.await.context("the terminal UI failed")??;

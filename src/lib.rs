@@ -19,6 +19,7 @@ pub mod headless;
 pub mod kinvey;
 pub mod proxy;
 pub mod redact;
+pub mod replay;
 pub mod setup;
 pub mod tls;
 pub mod tui;

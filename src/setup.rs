@@ -118,11 +118,17 @@ fn write_bundle(ca: &CertificateAuthority) -> anyhow::Result<std::path::PathBuf>
 /// The proxy's URL for programs on this machine: a proxy listening on every address
 /// (`0.0.0.0`, `::`) is reached on 127.0.0.1.
 pub fn local_proxy_url(listen: SocketAddr) -> String {
+    format!("http://{}", local_proxy_addr(listen))
+}
+
+/// The address a program on this machine reaches a proxy listening on `listen` at: the
+/// loopback address when it listens on all addresses.
+pub fn local_proxy_addr(listen: SocketAddr) -> SocketAddr {
     let host = match listen.ip() {
         ip if ip.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(host, listen.port()))
+    SocketAddr::new(host, listen.port())
 }
 
 /// The `kinspect env` exports for a proxy on `listen` with the CA in `dir`.

@@ -251,3 +251,100 @@ fn a_request_still_waiting_for_its_answer_is_listed_then_finished_in_place() {
     origin_thread.join().unwrap();
     tmux.keys(&["Q"]);
 }
+
+#[test]
+fn e_sends_the_request_again_as_changed_in_the_editor_and_r_as_it_was() {
+    if !tool_available("tmux") {
+        return;
+    }
+    use std::io::{BufRead, BufReader, Read, Write};
+    // An origin that answers every request and hands over what it received.
+    let origin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin_port = origin.local_addr().unwrap().port();
+    let (received, requests) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for stream in origin.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream);
+            let (mut head, mut line) = (String::new(), String::new());
+            let mut length = 0;
+            while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap();
+                }
+                head.push_str(&line);
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+            let _ = received.send(format!("{head}\n{}", String::from_utf8_lossy(&body)));
+        }
+    });
+
+    let home = tempfile::tempdir().unwrap();
+    let editor = home.path().join("edit.sh");
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i -e 's/\"1965\"/1965/' -e 's/^POST /PUT /' \"$1\"\n",
+    )
+    .unwrap();
+    let mut permissions = std::fs::metadata(&editor).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&editor, permissions).unwrap();
+    let tmux = Tmux {
+        socket: format!("kinspect-test-replay-{}", std::process::id()),
+    };
+    let command = format!(
+        "VISUAL= EDITOR={editor} KINSPECT_HOME={home} {} --listen 127.0.0.1:0 --ca-dir {home}/ca --capture {home}/c.db",
+        env!("CARGO_BIN_EXE_kinspect"),
+        editor = editor.display(),
+        home = home.path().display(),
+    );
+    tmux.start(&command, 150, 20);
+    let screen = tmux.wait_for("the proxy's address", |s| s.contains("proxy http://"));
+    let port: u16 = regex::Regex::new(r"proxy http://127\.0\.0\.1:(\d+)")
+        .unwrap()
+        .captures(&screen)
+        .and_then(|c| c[1].parse().ok())
+        .unwrap_or_else(|| panic!("no proxy address on the screen:\n{screen}"));
+
+    let body = r#"{"year":"1965"}"#;
+    let mut proxy = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let request = format!(
+        "POST http://127.0.0.1:{origin_port}/books HTTP/1.1\r\nhost: 127.0.0.1:{origin_port}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    proxy.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    proxy.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let first = requests.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(
+        first.starts_with("POST /books HTTP/1.1") && first.ends_with(body),
+        "{first}"
+    );
+    tmux.wait_for("the flow", |s| s.contains("/books"));
+
+    tmux.keys(&["e"]);
+    let changed = requests.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(changed.starts_with("PUT /books HTTP/1.1"), "{changed}");
+    assert!(changed.ends_with("\n{\"year\":1965}"), "{changed}");
+    assert!(changed.contains("content-length: 13"), "{changed}");
+    let screen = tmux.wait_for("the changed request's flow", |s| {
+        s.contains("sent again: 200") && s.contains("PUT")
+    });
+    assert_eq!(screen.matches("/books").count(), 2, "{screen}");
+
+    tmux.keys(&["g", "R"]);
+    let again = requests.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(
+        again.starts_with("POST /books HTTP/1.1") && again.ends_with(body),
+        "{again}"
+    );
+    tmux.wait_for("the third flow", |s| s.matches("/books").count() == 3);
+    tmux.keys(&["Q"]);
+}

@@ -22,6 +22,7 @@ use crate::capture::{CaptureReader, Detail as LoadDetail, StoredFlow};
 use crate::flow::FlowId;
 use crate::har::{ExportOptions, HarWriter};
 use crate::kinvey::{self, report::support_report};
+use crate::replay::ReplayRequest;
 use state::{App, SourceInfo};
 use update::{update, Effect, Event};
 
@@ -48,6 +49,8 @@ pub enum Feed {
         flows: Receiver<StoredFlow>,
         /// The exchanges not finished yet.
         in_flight: crate::events::InFlight,
+        /// Sends flows' requests again through the proxy (`R`, `e`).
+        replay: Option<crate::replay::Replayer>,
     },
     /// A capture file that may still be growing: polled for flows after the last one.
     File,
@@ -183,14 +186,22 @@ fn event_loop(
             };
             if let Some(event) = event {
                 let effects = update(app, event);
-                if run_effects(app, effects, &mut reader)? {
+                if run_effects(app, effects, &mut reader, &feed, terminal)? {
                     return Ok(());
                 }
             }
             dirty = true;
         }
         match &feed {
-            Feed::Live { flows, in_flight } => {
+            Feed::Live {
+                flows,
+                in_flight,
+                replay,
+            } => {
+                while let Some(message) = replay.as_ref().and_then(|r| r.outcome()) {
+                    update(app, Event::Message(message));
+                    dirty = true;
+                }
                 // Listed before the finished flows are taken: a flow that finished since
                 // is then taken after, and replaces its listing.
                 if last_poll.elapsed() >= IN_FLIGHT_POLL {
@@ -205,7 +216,7 @@ fn event_loop(
                     match flows.try_recv() {
                         Ok(stored) => {
                             let effects = update(app, Event::Flow(Box::new(stored)));
-                            run_effects(app, effects, &mut reader)?;
+                            run_effects(app, effects, &mut reader, &feed, terminal)?;
                             dirty = true;
                         }
                         Err(TryRecvError::Empty) => break,
@@ -254,6 +265,8 @@ fn run_effects(
     app: &mut App,
     effects: Vec<Effect>,
     reader: &mut Option<CaptureReader>,
+    feed: &Feed,
+    terminal: &mut ratatui::DefaultTerminal,
 ) -> anyhow::Result<bool> {
     for effect in effects {
         match effect {
@@ -289,6 +302,17 @@ fn run_effects(
                 };
                 update(app, Event::Message(message));
             }
+            Effect::Replay { id, edit } => {
+                let replayer = match feed {
+                    Feed::Live { replay, .. } => replay.as_ref(),
+                    Feed::File => None,
+                };
+                let message = match send_again(app, reader, replayer, terminal, id, edit) {
+                    Ok(message) => message,
+                    Err(e) => format!("flow {id} not sent again: {e:#}"),
+                };
+                update(app, Event::Message(message));
+            }
             Effect::CopyCurl(id) => {
                 let message = match copy_curl(app, id) {
                     Ok(message) => message,
@@ -320,6 +344,92 @@ fn run_effects(
         }
     }
     Ok(false)
+}
+
+/// Sends flow `id`'s request again through the proxy, changed in the user's editor
+/// first when `edit`. Says what was sent; how it went comes later from the replayer.
+fn send_again(
+    app: &App,
+    reader: &mut Option<CaptureReader>,
+    replayer: Option<&crate::replay::Replayer>,
+    terminal: &mut ratatui::DefaultTerminal,
+    id: FlowId,
+    edit: bool,
+) -> anyhow::Result<String> {
+    let replayer =
+        replayer.ok_or_else(|| anyhow::anyhow!("this proxy cannot send requests again"))?;
+    let stored = load(app, reader, id).map_err(anyhow::Error::msg)?;
+    let mut request = ReplayRequest::of(&stored.flow).map_err(anyhow::Error::msg)?;
+    if edit {
+        let text = request.to_text().map_err(anyhow::Error::msg)?;
+        let Some(edited) = edit_in_editor(terminal, &text)? else {
+            return Ok(format!(
+                "flow {id} not sent again: the editor left the request empty or failed"
+            ));
+        };
+        request =
+            ReplayRequest::from_text(&edited, &text, request.http2).map_err(anyhow::Error::msg)?;
+    }
+    let said = format!(
+        "sending flow {id} again: {} {}",
+        request.method, request.url
+    );
+    replayer.send(id, request);
+    Ok(said)
+}
+
+/// The editor the user asked for: `$VISUAL`, else `$EDITOR`, else `vi`.
+fn editor() -> String {
+    ["VISUAL", "EDITOR"]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .find(|editor| !editor.trim().is_empty())
+        .unwrap_or_else(|| "vi".to_owned())
+}
+
+/// Lets the user change `text` in their editor, the UI suspended meanwhile. `None` when
+/// the editor failed or left the file empty (how a user says "do not send").
+fn edit_in_editor(
+    terminal: &mut ratatui::DefaultTerminal,
+    text: &str,
+) -> anyhow::Result<Option<String>> {
+    use std::io::Write;
+    let mut file = tempfile::Builder::new()
+        .prefix("kinspect-request-")
+        .suffix(".http")
+        .tempfile()?;
+    file.write_all(text.as_bytes())?;
+    file.flush()?;
+    let mut stdout = std::io::stdout();
+    crossterm::terminal::disable_raw_mode()?;
+    crossterm::execute!(
+        stdout,
+        crossterm::event::DisableBracketedPaste,
+        crossterm::terminal::LeaveAlternateScreen,
+        crossterm::cursor::Show
+    )?;
+    let editor = editor();
+    // Through the shell: $EDITOR may carry arguments (`code --wait`).
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(file.path())
+        .status();
+    crossterm::execute!(
+        stdout,
+        crossterm::terminal::EnterAlternateScreen,
+        crossterm::event::EnableBracketedPaste
+    )?;
+    crossterm::terminal::enable_raw_mode()?;
+    terminal.clear()?;
+    let status = status.map_err(|e| anyhow::anyhow!("cannot run the editor {editor:?}: {e}"))?;
+    if !status.success() {
+        return Ok(None);
+    }
+    let edited = std::fs::read_to_string(file.path())
+        .map_err(|e| anyhow::anyhow!("cannot read the edited request: {e}"))?;
+    Ok((!edited.trim().is_empty()).then_some(edited))
 }
 
 /// Writes the flows `ids` as a redacted HAR in the current directory.

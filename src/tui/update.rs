@@ -51,6 +51,14 @@ pub enum Effect {
     /// Export these flows (the view) as a redacted HAR file, then send a
     /// [`Event::Message`] saying where.
     ExportHar(Vec<FlowId>),
+    /// Send flow `id`'s request again through the proxy, after the user has changed it
+    /// in an editor when `edit`, then send a [`Event::Message`] saying how it went.
+    Replay {
+        /// The flow.
+        id: FlowId,
+        /// Open the request in the user's editor first.
+        edit: bool,
+    },
     /// Copy the request of the detail's flow `id` as a curl command to the terminal's
     /// clipboard, then send a [`Event::Message`] saying so.
     CopyCurl(FlowId),
@@ -214,9 +222,33 @@ fn list_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
                 return open_report(app, id);
             }
         }
+        KeyCode::Char(key @ ('R' | 'e')) => {
+            if let Some(id) = app.selected_flow().map(|f| f.flow.id) {
+                return replay(app, id, key == 'e');
+            }
+        }
         _ => {}
     }
     Vec::new()
+}
+
+/// Sends flow `id`'s request again (`R`), or changed in an editor first (`e`): only
+/// through a running proxy, and only once the flow has ended.
+fn replay(app: &mut App, id: FlowId, edit: bool) -> Vec<Effect> {
+    if app.source.listen.is_none() {
+        app.message = Some(
+            "sending a request again needs the running proxy: this capture is only being read"
+                .into(),
+        );
+        return Vec::new();
+    }
+    if app.is_in_flight(id) {
+        app.message = Some(format!(
+            "flow {id} is still under way: send it again once it has ended"
+        ));
+        return Vec::new();
+    }
+    vec![Effect::Replay { id, edit }]
 }
 
 /// Shows `screen` (a report, the help) over the current one, which `q` returns to.
@@ -339,6 +371,10 @@ fn detail_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
             app.selected = next;
             app.follow = false;
             return open_selected(app, tab, search);
+        }
+        KeyCode::Char(key @ ('R' | 'e')) => {
+            let id = detail.id;
+            return replay(app, id, key == 'e');
         }
         KeyCode::Char('c') if detail.flow().is_some() => {
             return vec![Effect::CopyCurl(detail.id)];
@@ -743,6 +779,43 @@ mod tests {
             }]
         );
         assert_eq!(press(&mut a, KeyCode::Char('c')), [Effect::CopyCurl(3)]);
+    }
+
+    #[test]
+    fn r_and_e_send_the_flow_again_only_through_a_running_proxy() {
+        let mut a = app(3);
+        let said = |a: &App| a.message.clone().unwrap_or_default();
+        assert_eq!(press(&mut a, KeyCode::Char('R')), []);
+        assert!(said(&a).contains("needs the running proxy"), "{}", said(&a));
+        a.source.listen = Some("127.0.0.1:8080".parse().unwrap());
+        assert_eq!(
+            press(&mut a, KeyCode::Char('R')),
+            [Effect::Replay { id: 3, edit: false }]
+        );
+        press(&mut a, KeyCode::Char('k'));
+        assert_eq!(
+            press(&mut a, KeyCode::Char('e')),
+            [Effect::Replay { id: 2, edit: true }]
+        );
+        // From the detail too, before its flow is loaded (the runtime loads it).
+        press(&mut a, KeyCode::Enter);
+        assert_eq!(
+            press(&mut a, KeyCode::Char('e')),
+            [Effect::Replay { id: 2, edit: true }]
+        );
+        // Not while it is under way: its request is not whole yet.
+        press(&mut a, KeyCode::Char('q'));
+        let now = UNIX_EPOCH + Duration::from_secs(100);
+        update(
+            &mut a,
+            Event::InFlight {
+                flows: vec![stored(4, 200, None).flow],
+                now,
+            },
+        );
+        press(&mut a, KeyCode::Char('G'));
+        assert_eq!(press(&mut a, KeyCode::Char('R')), []);
+        assert!(said(&a).contains("still under way"), "{}", said(&a));
     }
 
     #[test]

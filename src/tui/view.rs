@@ -214,8 +214,8 @@ fn bottom_text(app: &App, width: usize) -> Vec<Line<'static>> {
         Some(message) => vec![Line::from(message.clone())],
         None => vec![Line::styled(
             match app.screen {
-                Screen::List => "Enter details  f filter  i request id  K Kinvey errors  r report  E export HAR  F follow  z clear  q quit",
-                Screen::Detail(_) => "Tab/←→ tabs  j/k scroll  / search  n/N next/prev match  r report  ? help  q back",
+                Screen::List => "Enter details  f filter  i request id  K Kinvey errors  r report  R resend  e edit+send  E export HAR  F follow  z clear  q quit",
+                Screen::Detail(_) => "Tab/←→ tabs  j/k scroll  / search  n/N next/prev match  r report  R resend  e edit+send  ? help  q back",
                 Screen::KinveySummary { .. } => "j/k move  Enter list those flows  q back",
                 _ => "j/k scroll  q back",
             },
@@ -731,6 +731,7 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab) -> Vec<String> {
                     error.debug.as_deref().unwrap_or("(none)")
                 ));
                 lines.push(format!("What to do   {}", error.next_step()));
+                lines.push(format!("In kinspect  {}", keys_for(error.class)));
             }
             if !analysis.anomalies.is_empty() {
                 lines.push(String::new());
@@ -809,6 +810,15 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab) -> Vec<String> {
     lines
 }
 
+/// The keys that do what a Kinvey error of `class` asks for.
+fn keys_for(class: ErrorClass) -> &'static str {
+    match class {
+        ErrorClass::Retry => "R sends the request again",
+        ErrorClass::Fix => "e changes the request in your editor, then sends it",
+        ErrorClass::Stop => "r makes the support report to send",
+    }
+}
+
 /// The help screen's lines for a screen `width` columns wide: descriptions wrapped
 /// between words, their further lines under the description column.
 pub fn help_lines(width: usize) -> Vec<String> {
@@ -842,6 +852,14 @@ pub fn help_lines(width: usize) -> Vec<String> {
             "Kinvey errors in the view, by name and class; Enter lists them",
         ),
         ("r", "support report of the flow (redacted)"),
+        (
+            "R",
+            "send the flow's request again through the proxy (a new flow)",
+        ),
+        (
+            "e",
+            "change the flow's request in $VISUAL / $EDITOR, then send it (a new flow)",
+        ),
         (
             "E",
             "export the view as a redacted HAR file (current directory)",

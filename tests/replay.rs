@@ -1,0 +1,159 @@
+//! Sending a recorded request again through the running proxy (the UI's `R` and `e`):
+//! the new exchange is recorded like any other and carries what the client sent, over
+//! plain HTTP, HTTPS with HTTP/1.1 and HTTPS with HTTP/2, through --proxy-auth too.
+
+mod support;
+
+use std::time::Instant;
+
+use kinspect::flow::{Flow, HttpVersion};
+use kinspect::proxy::ProxyCredentials;
+use kinspect::replay::{ReplayRequest, Replayer};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use support::{Origin, OriginKind, TestProxy, STEP};
+
+fn replayer_through(proxy: &TestProxy, auth: Option<&ProxyCredentials>) -> Replayer {
+    let ca = CertificateDer::from_pem_slice(proxy.ca_pem.as_bytes()).unwrap();
+    Replayer::new(proxy.addr, &ca, auth.map(ProxyCredentials::header_value)).unwrap()
+}
+
+/// What the replayer said about the one request it sent.
+async fn outcome(replayer: &Replayer) -> String {
+    let deadline = Instant::now() + STEP;
+    loop {
+        if let Some(said) = replayer.outcome() {
+            return said;
+        }
+        assert!(Instant::now() < deadline, "the replay never ended");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The fields of a request as the origin's echo saw them.
+fn echoed(flow: &Flow) -> serde_json::Value {
+    let body = &flow.response.as_ref().expect("a response").body.bytes;
+    serde_json::from_slice(body).expect("the echo's JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_sent_again_reaches_the_origin_as_the_client_sent_it() {
+    for (kind, version) in [
+        (OriginKind::Plain, HttpVersion::Http11),
+        (OriginKind::HttpsH1Only, HttpVersion::Http11),
+        (OriginKind::Https, HttpVersion::Http2),
+    ] {
+        let origin = Origin::start(kind).await;
+        let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
+        let client = match version {
+            HttpVersion::Http2 => proxy.client(),
+            _ => proxy.client_builder().http1_only().build().unwrap(),
+        };
+        let response = client
+            .post(origin.url("/echo/a?x=1&y=two"))
+            .header("x-custom", "first")
+            .header("x-custom", "second")
+            .header("content-type", "application/json")
+            .body(r#"{"a":1}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let _ = response.bytes().await.unwrap();
+        let first = proxy.next_flow().await;
+        assert_eq!(first.request.version, version, "{kind:?}");
+
+        let replayer = replayer_through(&proxy, None);
+        replayer.send(first.id, ReplayRequest::of(&first).unwrap());
+        let said = outcome(&replayer).await;
+        assert!(
+            said.starts_with(&format!("flow {} sent again: 200 in", first.id)),
+            "{kind:?}: {said}"
+        );
+        let again = proxy.next_flow().await;
+        assert!(again.id > first.id);
+        assert_eq!(again.request.method, "POST");
+        assert_eq!(again.request.url, first.request.url);
+        assert_eq!(again.request.version, version, "{kind:?}");
+        assert_eq!(again.request.body.bytes, first.request.body.bytes);
+        // The origin saw the same request: method, target, every field and the body.
+        let (before, after) = (echoed(&first), echoed(&again));
+        for key in ["method", "uri", "version", "body"] {
+            assert_eq!(before[key], after[key], "{kind:?} {key}");
+        }
+        let fields = |echo: &serde_json::Value| {
+            let mut fields = echo["headers"].as_array().unwrap().clone();
+            fields.sort_by_key(|f| f.to_string());
+            fields
+        };
+        assert_eq!(fields(&before), fields(&after), "{kind:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_request_is_sent_as_changed_through_proxy_auth() {
+    let origin = Origin::start(OriginKind::Https).await;
+    let credentials: ProxyCredentials = "dev:s3cret".parse().unwrap();
+    let auth = credentials.clone();
+    let mut proxy = TestProxy::start(Some(&origin), |c| c.proxy_auth = Some(auth)).await;
+    let client = reqwest::Client::builder()
+        .proxy(
+            reqwest::Proxy::all(proxy.url())
+                .unwrap()
+                .custom_http_auth(credentials.header_value()),
+        )
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(proxy.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let response = client
+        .put(origin.url("/echo/books/1"))
+        .header("content-type", "application/json")
+        .body(r#"{"title":"Dune","year":"1965"}"#)
+        .send()
+        .await
+        .unwrap();
+    let _ = response.bytes().await.unwrap();
+    let first = proxy.next_flow().await;
+    assert_eq!(first.response.as_ref().unwrap().status, 200);
+
+    // What the user's editor gets, and what it gives back.
+    let request = ReplayRequest::of(&first).unwrap();
+    let text = request.to_text().unwrap();
+    assert!(
+        text.starts_with(&format!("PUT {}\n", first.request.url)),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("\n\n{\"title\":\"Dune\",\"year\":\"1965\"}"),
+        "{text}"
+    );
+    let edited = text.replace("\"1965\"", "1965").replace("PUT ", "POST ") + "\n";
+    let changed = ReplayRequest::from_text(&edited, &text, request.http2).unwrap();
+
+    let replayer = replayer_through(&proxy, Some(&credentials));
+    replayer.send(first.id, changed);
+    let said = outcome(&replayer).await;
+    assert!(said.contains("sent again: 200"), "{said}");
+    let again = proxy.next_flow().await;
+    assert_eq!(again.request.method, "POST");
+    assert_eq!(
+        &again.request.body.bytes[..],
+        br#"{"title":"Dune","year":1965}"#
+    );
+    assert_eq!(
+        echoed(&again)["body_len"],
+        again.request.body.bytes.len(),
+        "the length follows the body"
+    );
+    assert!(
+        again.request.headers.get("proxy-authorization").is_none(),
+        "the proxy's credentials are never recorded"
+    );
+
+    // Without the credentials the proxy refuses, and the replayer says so.
+    let unauthorised = replayer_through(&proxy, None);
+    unauthorised.send(first.id, ReplayRequest::of(&first).unwrap());
+    let said = outcome(&unauthorised).await;
+    assert!(said.contains("refused the tunnel: 407"), "{said}");
+}
