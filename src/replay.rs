@@ -147,11 +147,16 @@ impl ReplayRequest {
     /// editor's final newline is not taken for part of the body when `original` (the
     /// text before editing) had none.
     pub fn from_text(text: &str, original: &str, http2: bool) -> Result<ReplayRequest, String> {
-        let (head, body) = match text.split_once("\n\n") {
-            Some((head, body)) => (head, body),
-            None => (text.trim_end_matches('\n'), ""),
+        // The head ends at the first empty line, whichever line ending the editor wrote.
+        let end = ["\n\n", "\n\r\n"]
+            .iter()
+            .filter_map(|blank| text.find(blank).map(|at| (at, blank.len())))
+            .min();
+        let (head, body) = match end {
+            Some((at, blank)) => (&text[..at], &text[at + blank..]),
+            None => (text.trim_end_matches(['\r', '\n']), ""),
         };
-        let body = match body.strip_suffix('\n') {
+        let body = match body.strip_suffix("\r\n").or(body.strip_suffix('\n')) {
             Some(trimmed) if !original.ends_with('\n') => trimmed,
             _ => body,
         };
@@ -560,6 +565,12 @@ mod tests {
         assert!(error("GET ftp://a.test/\n").contains("not an http:// or https:// URL"));
         assert!(error("GET http://a.test/\nx-a 1\n").starts_with("line 2:"));
         assert!(error("GET http://a.test/\nx-a: 1\nb@d: 2\n").starts_with("line 3:"));
+        let crlf = "POST http://a.test/x\r\nx-a: 1\r\n\r\nbody\r\n";
+        let back = ReplayRequest::from_text(crlf, "POST http://a.test/x\n\nbody", false).unwrap();
+        assert_eq!(
+            (back.headers["x-a"].as_bytes(), &back.body[..]),
+            (&b"1"[..], &b"body"[..])
+        );
         let no_body = ReplayRequest::from_text("DELETE http://a.test/x", original, false).unwrap();
         assert_eq!((no_body.method, no_body.body.len()), (Method::DELETE, 0));
     }
