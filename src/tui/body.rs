@@ -6,8 +6,40 @@ use crate::flow::{CapturedBody, Headers};
 /// Most lines rendered for one body; the rest is summarised in a last line.
 pub const MAX_BODY_LINES: usize = 250_000;
 
-/// The lines showing `body` (sent with `headers`).
-pub fn body_lines(body: &CapturedBody, headers: &Headers) -> Vec<String> {
+/// How the detail shows bodies (`v` goes to the next).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyView {
+    /// JSON indented, text as text, anything else as a hex dump.
+    #[default]
+    Pretty,
+    /// Text as it was sent, JSON not indented (stray whitespace, key order, escapes).
+    Text,
+    /// A hex dump of every byte (a byte-order mark, control characters, binary).
+    Hex,
+}
+
+impl BodyView {
+    /// The next view, from the last back to the first.
+    pub fn next(self) -> BodyView {
+        match self {
+            BodyView::Pretty => BodyView::Text,
+            BodyView::Text => BodyView::Hex,
+            BodyView::Hex => BodyView::Pretty,
+        }
+    }
+
+    /// The view's name, as the detail shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BodyView::Pretty => "pretty",
+            BodyView::Text => "text",
+            BodyView::Hex => "hex",
+        }
+    }
+}
+
+/// The lines showing `body` (sent with `headers`) in `view`, its content-encoding undone.
+pub fn body_lines(body: &CapturedBody, headers: &Headers, view: BodyView) -> Vec<String> {
     if body.wire_size == 0 {
         return vec!["(no body)".into()];
     }
@@ -39,20 +71,22 @@ pub fn body_lines(body: &CapturedBody, headers: &Headers) -> Vec<String> {
         ));
     }
     // Text in the charset its content type names, when that is not UTF-8.
-    let from_charset = crate::flow::utf8_text(&decoded, body.truncated)
-        .is_none()
-        .then(|| in_declared_charset(&decoded, headers))
-        .flatten();
+    let from_charset = (view != BodyView::Hex
+        && crate::flow::utf8_text(&decoded, body.truncated).is_none())
+    .then(|| in_declared_charset(&decoded, headers))
+    .flatten();
     if let Some((_, charset)) = &from_charset {
         lines.push(format!("(decoded from {charset})"));
     }
     let text = match &from_charset {
+        _ if view == BodyView::Hex => None,
         Some((text, _)) => Some(text.as_str()),
         None => crate::flow::utf8_text(&decoded, body.truncated),
     };
     match text {
         Some(text) => {
-            let is_json = serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
+            let is_json = view == BodyView::Pretty
+                && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
             let pretty = is_json.then(|| pretty_json(text));
             let text = pretty.as_deref().unwrap_or(text);
             lines.extend(text.lines().map(shown_line));
@@ -209,17 +243,25 @@ mod tests {
 
     #[test]
     fn json_is_pretty_printed_and_text_kept() {
-        let lines = body_lines(&body(br#"{"a":1,"b":[true]}"#), &Headers::default());
+        let lines = body_lines(
+            &body(br#"{"a":1,"b":[true]}"#),
+            &Headers::default(),
+            BodyView::Pretty,
+        );
         assert_eq!(
             lines,
             ["{", "  \"a\": 1,", "  \"b\": [", "    true", "  ]", "}"]
         );
         assert_eq!(
-            body_lines(&body(b"plain\ntext"), &Headers::default()),
+            body_lines(&body(b"plain\ntext"), &Headers::default(), BodyView::Pretty),
             ["plain", "text"]
         );
         assert_eq!(
-            body_lines(&CapturedBody::default(), &Headers::default()),
+            body_lines(
+                &CapturedBody::default(),
+                &Headers::default(),
+                BodyView::Pretty
+            ),
             ["(no body)"]
         );
     }
@@ -228,7 +270,11 @@ mod tests {
     fn json_is_shown_as_written_only_indented() {
         let sent = r#" {"id":123456789012345678901234567890, "price":1.10,"n":1e2,
             "a":1,"a":2, "s":"x\"}{,:", "e":{}, "l":[ ], "u":"é"} "#;
-        let lines = body_lines(&body(sent.as_bytes()), &Headers::default());
+        let lines = body_lines(
+            &body(sent.as_bytes()),
+            &Headers::default(),
+            BodyView::Pretty,
+        );
         assert_eq!(
             lines,
             [
@@ -266,7 +312,7 @@ mod tests {
         let mut b = body(&[0u8, 1, 2, 0xff, b'A']);
         b.wire_size = 100;
         b.truncated = true;
-        let lines = body_lines(&b, &Headers::default());
+        let lines = body_lines(&b, &Headers::default(), BodyView::Pretty);
         assert!(lines[0].contains("only the first 5 of 100 bytes"));
         assert_eq!(
             lines[1],
@@ -279,6 +325,7 @@ mod tests {
         let lines = body_lines(
             &body(b"id\tname\tx\r\n1\tada\t\x1b[2J\n"),
             &Headers::default(),
+            BodyView::Pretty,
         );
         assert_eq!(lines, ["id      name    x", "1       ada     \\u{1b}[2J"]);
     }
@@ -288,10 +335,10 @@ mod tests {
         let mut cut = body("caf\u{e9}".as_bytes());
         cut.bytes = cut.bytes.slice(..4);
         cut.truncated = true;
-        let lines = body_lines(&cut, &Headers::default());
+        let lines = body_lines(&cut, &Headers::default(), BodyView::Pretty);
         assert_eq!(lines.last().unwrap(), "caf");
         cut.truncated = false;
-        let lines = body_lines(&cut, &Headers::default());
+        let lines = body_lines(&cut, &Headers::default(), BodyView::Pretty);
         assert!(
             lines[0].starts_with("00000000"),
             "not cut: binary {lines:?}"
@@ -305,7 +352,7 @@ mod tests {
                 name: "content-type".into(),
                 value: Bytes::from(format!("text/plain; charset={charset}")),
             }]);
-            body_lines(&body(b"caf\xe9 cr\xe8me"), &headers)
+            body_lines(&body(b"caf\xe9 cr\xe8me"), &headers, BodyView::Pretty)
         };
         assert_eq!(
             latin1("ISO-8859-1"),
@@ -321,9 +368,38 @@ mod tests {
     #[test]
     fn a_long_hex_dump_counts_the_lines_it_leaves_out() {
         let bytes = vec![0xffu8; 16 * (MAX_BODY_LINES + 5000) + 3];
-        let lines = body_lines(&CapturedBody::whole(bytes), &Headers::default());
+        let lines = body_lines(
+            &CapturedBody::whole(bytes),
+            &Headers::default(),
+            BodyView::Pretty,
+        );
         assert_eq!(lines.len(), MAX_BODY_LINES + 1);
         assert_eq!(lines.last().unwrap(), "(5001 more lines not shown)");
+    }
+
+    #[test]
+    fn text_and_hex_views_show_the_body_as_sent() {
+        let sent = b"\xef\xbb\xbf{ \"error\" : \"X \" }";
+        let shown = |view| body_lines(&body(sent), &Headers::default(), view);
+        // Not JSON with its byte-order mark: text in both text views.
+        assert_eq!(shown(BodyView::Pretty), shown(BodyView::Text));
+        let json = br#"{ "error" : "X ","n":1.10 }"#;
+        let shown = |view| body_lines(&body(json), &Headers::default(), view);
+        assert_eq!(shown(BodyView::Text), [r#"{ "error" : "X ","n":1.10 }"#]);
+        assert_eq!(shown(BodyView::Pretty).len(), 4, "indented");
+        assert_eq!(
+            body_lines(&body(sent), &Headers::default(), BodyView::Hex)[0],
+            "00000000  ef bb bf 7b 20 22 65 72 72 6f 72 22 20 3a 20 22  ...{ \"error\" : \""
+        );
+        let latin1: Headers = [("content-type", "text/plain; charset=iso-8859-1")]
+            .into_iter()
+            .collect();
+        let hex = body_lines(&body(b"caf\xe9"), &latin1, BodyView::Hex);
+        assert_eq!(
+            hex,
+            ["00000000  63 61 66 e9                                      caf."]
+        );
+        assert_eq!(BodyView::Hex.next(), BodyView::Pretty);
     }
 
     #[test]
@@ -341,7 +417,7 @@ mod tests {
             name: "content-encoding".into(),
             value: Bytes::from_static(b"gzip"),
         }]);
-        let lines = body_lines(&b, &headers);
+        let lines = body_lines(&b, &headers, BodyView::Pretty);
         assert!(lines[0].starts_with("(gzip:"));
         assert_eq!(&lines[1..], ["{", "  \"ok\": true", "}"]);
     }

@@ -14,6 +14,7 @@ use crate::filter::Filter;
 use crate::flow::{FlowId, HeaderField, Headers};
 use crate::kinvey::RequestIdIndex;
 
+use super::body::BodyView;
 use super::view::{detail_lines, LaidOutText};
 
 /// The flow as the list keeps it: no body bytes and only the content type among the
@@ -104,6 +105,8 @@ pub struct Detail {
     pub scroll: usize,
     /// The body search term (`/`), if any.
     pub search: Option<String>,
+    /// How bodies are shown.
+    pub body_view: BodyView,
     /// The text of the tab shown, laid out when first asked for.
     text: TextCache,
 }
@@ -122,6 +125,7 @@ impl Detail {
             tab,
             scroll: 0,
             search,
+            body_view: BodyView::default(),
             text: TextCache::default(),
         }
     }
@@ -138,28 +142,29 @@ impl Detail {
     }
 
     /// The text of the tab shown, laid out `width` columns wide (none before the flow
-    /// is loaded). Made once per flow, tab and width: decoding and indenting a body of
-    /// megabytes for every key and every frame took a tenth of a second each.
+    /// is loaded). Made once per flow, tab, body view and width: decoding and indenting
+    /// a body of megabytes for every key and every frame took a tenth of a second each.
     pub fn text(&self, width: usize) -> Arc<LaidOutText> {
         let mut cache = self.text.0.borrow_mut();
+        let shown = (self.tab, self.body_view);
         match &*cache {
-            Some((tab, text)) if *tab == self.tab && text.width == width.max(1) => text.clone(),
+            Some((of, text)) if *of == shown && text.width == width.max(1) => text.clone(),
             _ => {
-                let lines = self
-                    .flow()
-                    .map_or_else(Vec::new, |flow| detail_lines(flow, self.tab));
+                let lines = self.flow().map_or_else(Vec::new, |flow| {
+                    detail_lines(flow, self.tab, self.body_view)
+                });
                 let text = Arc::new(LaidOutText::new(lines, width));
-                *cache = Some((self.tab, text.clone()));
+                *cache = Some((shown, text.clone()));
                 text
             }
         }
     }
 }
 
-/// A detail's laid-out text and the tab it is of. Not part of the state: two details
+/// A detail's laid-out text and the tab and body view it is of. Not part of the state: two details
 /// alike are equal whatever either has laid out.
 #[derive(Clone, Default)]
-struct TextCache(RefCell<Option<(Tab, Arc<LaidOutText>)>>);
+struct TextCache(RefCell<Option<((Tab, BodyView), Arc<LaidOutText>)>>);
 
 impl PartialEq for TextCache {
     fn eq(&self, _: &TextCache) -> bool {

@@ -349,6 +349,11 @@ fn detail_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
             detail.tab = Tab::ALL[c as usize - '1' as usize];
             detail.scroll = 0;
         }
+        KeyCode::Char('v') => {
+            detail.body_view = detail.body_view.next();
+            detail.scroll = 0;
+            app.message = Some(format!("bodies shown as {}", detail.body_view.name()));
+        }
         // Opens empty, as in less and vim: Enter on nothing searches the last term again.
         KeyCode::Char('/') => open_prompt(app, PromptKind::Search, String::new()),
         KeyCode::Char('n') => jump_to_match(detail, true, width, &mut app.message),
@@ -359,7 +364,7 @@ fn detail_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
         }
         // The next or previous flow of the list, on the same tab.
         KeyCode::Char(c @ (']' | '[')) => {
-            let (tab, search) = (detail.tab, detail.search.clone());
+            let (tab, search, view) = (detail.tab, detail.search.clone(), detail.body_view);
             let next = match c {
                 ']' => app.selected + 1,
                 _ => app.selected.wrapping_sub(1),
@@ -370,7 +375,11 @@ fn detail_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
             }
             app.selected = next;
             app.follow = false;
-            return open_selected(app, tab, search);
+            let effects = open_selected(app, tab, search);
+            if let Screen::Detail(detail) = &mut app.screen {
+                detail.body_view = view;
+            }
+            return effects;
         }
         KeyCode::Char(key @ ('R' | 'e')) => {
             let id = detail.id;
@@ -633,6 +642,7 @@ mod tests {
     use super::*;
     use crate::flow::{CapturedBody, Flow};
     use crate::kinvey::{ErrorClass, KinveySummary};
+    use crate::tui::body::BodyView;
     use crate::tui::state::SourceInfo;
     use std::time::{Duration, UNIX_EPOCH};
 
@@ -816,6 +826,41 @@ mod tests {
         press(&mut a, KeyCode::Char('G'));
         assert_eq!(press(&mut a, KeyCode::Char('R')), []);
         assert!(said(&a).contains("still under way"), "{}", said(&a));
+    }
+
+    #[test]
+    fn v_changes_how_bodies_are_shown_and_the_next_flow_keeps_it() {
+        let mut a = app(3);
+        press(&mut a, KeyCode::Char('k'));
+        press(&mut a, KeyCode::Enter);
+        let mut full = stored(2, 200, None);
+        full.flow.response.as_mut().unwrap().body = CapturedBody::whole(&br#"{"a":1}"#[..]);
+        update(&mut a, Event::Loaded(Box::new(full)));
+        press(&mut a, KeyCode::Char('2'));
+        assert!(
+            shown(&a).contains(&"  \"a\": 1".to_owned()),
+            "{:?}",
+            shown(&a)
+        );
+        press(&mut a, KeyCode::Char('v'));
+        assert_eq!(a.message.as_deref(), Some("bodies shown as text"));
+        assert!(
+            shown(&a).contains(&r#"{"a":1}"#.to_owned()),
+            "{:?}",
+            shown(&a)
+        );
+        press(&mut a, KeyCode::Char('v'));
+        assert!(shown(&a)
+            .iter()
+            .any(|l| l.starts_with("00000000  7b 22 61")));
+        press(&mut a, KeyCode::Char(']'));
+        let Screen::Detail(detail) = &a.screen else {
+            panic!("{:?}", a.screen)
+        };
+        assert_eq!(
+            (detail.id, detail.tab, detail.body_view),
+            (3, Tab::Response, BodyView::Hex)
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState, Tabs};
 use ratatui::Frame;
 
-use super::body::body_lines;
+use super::body::{body_lines, BodyView};
 use super::state::{App, PromptKind, Screen, Tab};
 use crate::capture::StoredFlow;
 use crate::flow::{printable_line, Flow, ShownClient};
@@ -45,11 +45,21 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
                 .map(|(i, t)| format!("{} {}", i + 1, t.title()))
                 .collect();
             let selected = Tab::ALL.iter().position(|t| *t == detail.tab);
+            let view = format!("v body: {} ", detail.body_view.name());
+            let [tabs, view_area] = Layout::horizontal([
+                Constraint::Min(1),
+                Constraint::Length(view.chars().count() as u16),
+            ])
+            .areas(tabs);
             frame.render_widget(
                 Tabs::new(titles)
                     .select(selected)
                     .highlight_style(Style::new().add_modifier(Modifier::REVERSED)),
                 tabs,
+            );
+            frame.render_widget(
+                Paragraph::new(view).style(Style::new().fg(Color::DarkGray)),
+                view_area,
             );
             let width = usize::from(body.width);
             let text = match detail.flow() {
@@ -638,7 +648,7 @@ fn millis(d: Option<std::time::Duration>) -> String {
 }
 
 /// The text of one detail tab of a fully loaded flow.
-pub fn detail_lines(stored: &StoredFlow, tab: Tab) -> Vec<String> {
+pub fn detail_lines(stored: &StoredFlow, tab: Tab, view: BodyView) -> Vec<String> {
     let flow = &stored.flow;
     let mut lines = Vec::new();
     // Neither a response nor an error: listed while under way, as it started.
@@ -665,7 +675,7 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab) -> Vec<String> {
             lines.push(String::new());
             match under_way {
                 true => lines.push(format!("body {UNDER_WAY}")),
-                false => lines.extend(body_lines(&request.body, &request.headers)),
+                false => lines.extend(body_lines(&request.body, &request.headers, view)),
             }
         }
         Tab::Response => match &flow.response {
@@ -687,7 +697,7 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab) -> Vec<String> {
                 ));
                 header_lines(&mut lines, &response.headers);
                 lines.push(String::new());
-                lines.extend(body_lines(&response.body, &response.headers));
+                lines.extend(body_lines(&response.body, &response.headers, view));
             }
             None if under_way => lines.push(format!("no response yet {UNDER_WAY}")),
             None => lines.push("(no response)".into()),
@@ -832,6 +842,10 @@ pub fn help_lines(width: usize) -> Vec<String> {
             "detail tabs: Request, Response, Kinvey, Timing & TLS",
         ),
         ("/ n N", "search in the detail, next / previous match"),
+        (
+            "v",
+            "in the detail: bodies pretty (JSON indented), as text as sent, or in hex",
+        ),
         (
             "w",
             "in the detail: save the body shown (Request tab: the request's) to a file",
@@ -1047,11 +1061,17 @@ mod tests {
         assert!(detail.text(80).lines.is_empty(), "nothing before the flow");
         detail.set_flow(Box::new(stored.clone()));
         let first = detail.text(80);
-        assert_eq!(first.lines, detail_lines(&stored, Tab::Request));
+        assert_eq!(
+            first.lines,
+            detail_lines(&stored, Tab::Request, BodyView::Pretty)
+        );
         assert!(std::sync::Arc::ptr_eq(&first, &detail.text(80)), "kept");
         assert_eq!(detail.text(40).width, 40, "laid out again for a new width");
         detail.tab = Tab::Timing;
-        assert_eq!(detail.text(40).lines, detail_lines(&stored, Tab::Timing));
+        assert_eq!(
+            detail.text(40).lines,
+            detail_lines(&stored, Tab::Timing, BodyView::Pretty)
+        );
         let mut finished = stored.clone();
         finished.flow.response.as_mut().unwrap().status = 503;
         detail.tab = Tab::Response;
@@ -1079,7 +1099,7 @@ mod tests {
             flow,
             kinvey: KinveySummary::default(),
         };
-        let lines = detail_lines(&stored, Tab::Request);
+        let lines = detail_lines(&stored, Tab::Request, BodyView::Pretty);
         let at = |text: &str| lines.iter().position(|l| l == text);
         let query = at("Query (decoded)").expect("a query section");
         assert_eq!(
@@ -1103,7 +1123,7 @@ mod tests {
         // A body of another type has no form section; a URL without a query no query.
         stored.flow.request.url = "http://a.test/p".into();
         stored.flow.request.headers = crate::flow::Headers::default();
-        let lines = detail_lines(&stored, Tab::Request);
+        let lines = detail_lines(&stored, Tab::Request, BodyView::Pretty);
         assert!(!lines.iter().any(|l| l.contains("(decoded)")), "{lines:?}");
     }
 
@@ -1116,7 +1136,7 @@ mod tests {
             kinvey: KinveySummary::default(),
         };
         for tab in Tab::ALL {
-            let lines = detail_lines(&stored, tab);
+            let lines = detail_lines(&stored, tab, BodyView::Pretty);
             if tab != Tab::Kinvey {
                 assert!(
                     lines.iter().any(|l| l.contains("under way")),
