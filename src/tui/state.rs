@@ -164,7 +164,10 @@ impl Detail {
 /// A detail's laid-out text and the tab and body view it is of. Not part of the state: two details
 /// alike are equal whatever either has laid out.
 #[derive(Clone, Default)]
-struct TextCache(RefCell<Option<((Tab, BodyView), Arc<LaidOutText>)>>);
+struct TextCache(RefCell<Option<(Shown, Arc<LaidOutText>)>>);
+
+/// What a detail's text is of: a tab, its bodies in a view.
+type Shown = (Tab, BodyView);
 
 impl PartialEq for TextCache {
     fn eq(&self, _: &TextCache) -> bool {
