@@ -939,8 +939,7 @@ async fn serve(
         };
         let proxy_authorization = args.proxy_auth.as_ref().map(ProxyCredentials::header_value);
         let replay = crate::replay::Replayer::new(addr, ca.cert_der(), proxy_authorization)
-            .map_err(|e| tracing::warn!("requests cannot be sent again from the UI: {e:#}"))
-            .ok();
+            .map_err(|e| format!("kinspect cannot send requests again: {e:#}"));
         let feed = Feed::Live {
             flows: feed,
             in_flight,

@@ -252,6 +252,7 @@ fn a_request_still_waiting_for_its_answer_is_listed_then_finished_in_place() {
     tmux.keys(&["Q"]);
 }
 
+#[cfg(unix)]
 #[test]
 fn e_sends_the_request_again_as_changed_in_the_editor_and_r_as_it_was() {
     if !tool_available("tmux") {
@@ -285,10 +286,22 @@ fn e_sends_the_request_again_as_changed_in_the_editor_and_r_as_it_was() {
     });
 
     let home = tempfile::tempdir().unwrap();
+    // The editor the test scripts: it fails, empties the file, writes a broken request
+    // (then, shown the error, a good one), or changes the method and the year.
     let editor = home.path().join("edit.sh");
     std::fs::write(
         &editor,
-        "#!/bin/sh\nsed -i -e 's/\"1965\"/1965/' -e 's/^POST /PUT /' \"$1\"\n",
+        r#"#!/bin/sh
+dir=$(dirname "$0")
+if [ -e "$dir/fail" ]; then exit 3; fi
+if [ -e "$dir/empty" ]; then : > "$1"; exit 0; fi
+if [ -e "$dir/broken" ]; then rm "$dir/broken"; echo 'NOT A REQUEST' > "$1"; exit 0; fi
+if [ -e "$dir/next" ]; then
+  grep -q '^# kinspect could not read this request: line' "$1" && mv "$dir/next" "$1"
+  exit 0
+fi
+sed -e 's/"1965"/1965/' -e 's/^POST /PUT /' "$1" > "$1.new" && mv "$1.new" "$1"
+"#,
     )
     .unwrap();
     let mut permissions = std::fs::metadata(&editor).unwrap().permissions();
@@ -345,6 +358,34 @@ fn e_sends_the_request_again_as_changed_in_the_editor_and_r_as_it_was() {
         again.starts_with("POST /books HTTP/1.1") && again.ends_with(body),
         "{again}"
     );
-    tmux.wait_for("the third flow", |s| s.matches("/books").count() == 3);
+    tmux.wait_for("the third flow and how it went", |s| {
+        s.matches("/books").count() == 3 && s.contains("flow 1 sent again: 200")
+    });
+
+    // An editor that fails, or a file left empty, sends nothing and says why.
+    let marker = |name: &str| home.path().join(name);
+    std::fs::write(marker("fail"), "").unwrap();
+    tmux.keys(&["e"]);
+    tmux.wait_for("the failure", |s| s.contains("failed (exit status: 3)"));
+    std::fs::remove_file(marker("fail")).unwrap();
+    std::fs::write(marker("empty"), "").unwrap();
+    tmux.keys(&["e"]);
+    tmux.wait_for("the empty file", |s| s.contains("the file was left empty"));
+    std::fs::remove_file(marker("empty")).unwrap();
+    // A request that cannot be read goes back to the editor with the error on top.
+    std::fs::write(marker("broken"), "").unwrap();
+    std::fs::write(
+        marker("next"),
+        format!("GET http://127.0.0.1:{origin_port}/fixed\n\n"),
+    )
+    .unwrap();
+    tmux.keys(&["e"]);
+    let fixed = requests.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(fixed.starts_with("GET /fixed HTTP/1.1"), "{fixed}");
+    assert!(!marker("next").exists(), "the editor was shown the error");
+    assert!(
+        requests.recv_timeout(Duration::from_millis(300)).is_err(),
+        "nothing else was sent"
+    );
     tmux.keys(&["Q"]);
 }

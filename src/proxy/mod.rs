@@ -7,7 +7,7 @@ mod ca_page;
 mod connect;
 mod errors;
 mod forward;
-mod headers;
+pub(crate) mod headers;
 mod idle;
 mod pool;
 mod relay;
@@ -19,6 +19,7 @@ pub use access::{is_public, ProxyCredentials, Refusal};
 pub use ca_page::CA_HOST;
 pub use errors::{ProxyFailure, KINSPECT_ERROR_HEADER};
 pub use headers::strip_hop_by_hop;
+pub(crate) use pool::origin_form;
 pub use tee::{BodyCapture, ReturnedIfUnread, TeeBody};
 
 /// A request body on its way upstream: teed into the flow's capture, and given back if

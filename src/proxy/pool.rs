@@ -205,7 +205,7 @@ fn refused_unprocessed(error: &hyper::Error) -> bool {
 /// Turns `req`'s absolute URI into the origin form HTTP/1.1 sends (`/path?query`), with
 /// a `Host` field from it unless the request has one (where the client put it): first,
 /// as RFC 9110 §7.2 asks of a client.
-fn origin_form<B>(req: &mut Request<B>) -> OriginForm {
+pub(crate) fn origin_form<B>(req: &mut Request<B>) -> OriginForm {
     let absolute = std::mem::take(req.uri_mut());
     let mut added_host = false;
     if !req.headers().contains_key(http::header::HOST) {
@@ -243,8 +243,9 @@ fn host_field(uri: &Uri, authority: &http::uri::Authority) -> Option<HeaderValue
 
 /// What [`origin_form`] changed, to undo for a request that goes out on another
 /// connection (which may speak HTTP/2: absolute URI, no `Host`).
-struct OriginForm {
-    absolute: Uri,
+pub(crate) struct OriginForm {
+    /// The request's absolute URI.
+    pub(crate) absolute: Uri,
     added_host: bool,
 }
 

@@ -7,7 +7,9 @@
 //! are coalesced.
 
 pub mod body;
+mod editor;
 pub mod state;
+pub mod text;
 pub mod update;
 pub mod view;
 
@@ -49,8 +51,8 @@ pub enum Feed {
         flows: Receiver<StoredFlow>,
         /// The exchanges not finished yet.
         in_flight: crate::events::InFlight,
-        /// Sends flows' requests again through the proxy (`R`, `e`).
-        replay: Option<crate::replay::Replayer>,
+        /// Sends flows' requests again through the proxy (`R`, `e`), or why it cannot.
+        replay: Result<crate::replay::Replayer, String>,
     },
     /// A capture file that may still be growing: polled for flows after the last one.
     File,
@@ -198,7 +200,7 @@ fn event_loop(
                 in_flight,
                 replay,
             } => {
-                while let Some(message) = replay.as_ref().and_then(|r| r.outcome()) {
+                while let Some(message) = replay.as_ref().ok().and_then(|r| r.outcome()) {
                     update(app, Event::Message(message));
                     dirty = true;
                 }
@@ -304,8 +306,8 @@ fn run_effects(
             }
             Effect::Replay { id, edit } => {
                 let replayer = match feed {
-                    Feed::Live { replay, .. } => replay.as_ref(),
-                    Feed::File => None,
+                    Feed::Live { replay, .. } => replay.as_ref().map_err(String::as_str),
+                    Feed::File => Err("a capture file is only read"),
                 };
                 let message = match send_again(app, reader, replayer, terminal, id, edit) {
                     Ok(message) => message,
@@ -351,24 +353,37 @@ fn run_effects(
 fn send_again(
     app: &App,
     reader: &mut Option<CaptureReader>,
-    replayer: Option<&crate::replay::Replayer>,
+    replayer: Result<&crate::replay::Replayer, &str>,
     terminal: &mut ratatui::DefaultTerminal,
     id: FlowId,
     edit: bool,
 ) -> anyhow::Result<String> {
-    let replayer =
-        replayer.ok_or_else(|| anyhow::anyhow!("this proxy cannot send requests again"))?;
+    let replayer = replayer.map_err(|why| anyhow::anyhow!("{why}"))?;
     let stored = load(app, reader, id).map_err(anyhow::Error::msg)?;
     let mut request = ReplayRequest::of(&stored.flow).map_err(anyhow::Error::msg)?;
     if edit {
-        let text = request.to_text().map_err(anyhow::Error::msg)?;
-        let Some(edited) = edit_in_editor(terminal, &text)? else {
-            return Ok(format!(
-                "flow {id} not sent again: the editor left the request empty or failed"
-            ));
+        let original = request.to_text().map_err(anyhow::Error::msg)?;
+        let mut text = original.clone();
+        // A mistake sends the user back to the editor, their text kept, the error on top.
+        request = loop {
+            let edited = match editor::edit(terminal, &text, ".http")? {
+                editor::Edited::Saved(edited) => edited,
+                editor::Edited::Abandoned(why) => {
+                    return Ok(format!("flow {id} not sent again: {why}"))
+                }
+            };
+            match ReplayRequest::from_text(&edited, &original, request.http2) {
+                Ok(changed) => break changed,
+                Err(e) => {
+                    const SAID: &str = "# kinspect could not read this request: ";
+                    let mut kept = edited.as_str();
+                    while kept.starts_with(SAID) {
+                        kept = kept.split_once('\n').map_or("", |(_, rest)| rest);
+                    }
+                    text = format!("{SAID}{e}\n{kept}");
+                }
+            }
         };
-        request =
-            ReplayRequest::from_text(&edited, &text, request.http2).map_err(anyhow::Error::msg)?;
     }
     let said = format!(
         "sending flow {id} again: {} {}",
@@ -376,60 +391,6 @@ fn send_again(
     );
     replayer.send(id, request);
     Ok(said)
-}
-
-/// The editor the user asked for: `$VISUAL`, else `$EDITOR`, else `vi`.
-fn editor() -> String {
-    ["VISUAL", "EDITOR"]
-        .iter()
-        .filter_map(|name| std::env::var(name).ok())
-        .find(|editor| !editor.trim().is_empty())
-        .unwrap_or_else(|| "vi".to_owned())
-}
-
-/// Lets the user change `text` in their editor, the UI suspended meanwhile. `None` when
-/// the editor failed or left the file empty (how a user says "do not send").
-fn edit_in_editor(
-    terminal: &mut ratatui::DefaultTerminal,
-    text: &str,
-) -> anyhow::Result<Option<String>> {
-    use std::io::Write;
-    let mut file = tempfile::Builder::new()
-        .prefix("kinspect-request-")
-        .suffix(".http")
-        .tempfile()?;
-    file.write_all(text.as_bytes())?;
-    file.flush()?;
-    let mut stdout = std::io::stdout();
-    crossterm::terminal::disable_raw_mode()?;
-    crossterm::execute!(
-        stdout,
-        crossterm::event::DisableBracketedPaste,
-        crossterm::terminal::LeaveAlternateScreen,
-        crossterm::cursor::Show
-    )?;
-    let editor = editor();
-    // Through the shell: $EDITOR may carry arguments (`code --wait`).
-    let status = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("{editor} \"$1\""))
-        .arg("sh")
-        .arg(file.path())
-        .status();
-    crossterm::execute!(
-        stdout,
-        crossterm::terminal::EnterAlternateScreen,
-        crossterm::event::EnableBracketedPaste
-    )?;
-    crossterm::terminal::enable_raw_mode()?;
-    terminal.clear()?;
-    let status = status.map_err(|e| anyhow::anyhow!("cannot run the editor {editor:?}: {e}"))?;
-    if !status.success() {
-        return Ok(None);
-    }
-    let edited = std::fs::read_to_string(file.path())
-        .map_err(|e| anyhow::anyhow!("cannot read the edited request: {e}"))?;
-    Ok((!edited.trim().is_empty()).then_some(edited))
 }
 
 /// Writes the flows `ids` as a redacted HAR in the current directory.

@@ -1,5 +1,5 @@
 //! The UI's state. Changed only by [`super::update::update`]; drawn by
-//! [`super::view::draw`].
+//! [`super::view::draw`], which fills a detail's text cache (not part of the state).
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -15,7 +15,7 @@ use crate::flow::{FlowId, HeaderField, Headers};
 use crate::kinvey::RequestIdIndex;
 
 use super::body::BodyView;
-use super::view::{detail_lines, LaidOutText};
+use super::text::LaidOutText;
 
 /// The flow as the list keeps it: no body bytes and only the content type among the
 /// headers, so 100k flows stay small. Details are loaded from the capture on demand.
@@ -107,8 +107,8 @@ pub struct Detail {
     pub search: Option<String>,
     /// How bodies are shown.
     pub body_view: BodyView,
-    /// The text of the tab shown, laid out when first asked for.
-    text: TextCache,
+    /// The text of the tabs shown, made when first asked for.
+    pub text_cache: TextCache,
 }
 
 impl Detail {
@@ -126,7 +126,7 @@ impl Detail {
             scroll: 0,
             search,
             body_view: BodyView::default(),
-            text: TextCache::default(),
+            text_cache: TextCache::default(),
         }
     }
 
@@ -138,36 +138,52 @@ impl Detail {
     /// Shows `flow`, loaded (or finished) since the detail opened.
     pub fn set_flow(&mut self, flow: Box<StoredFlow>) {
         self.flow = Some(flow);
-        self.text = TextCache::default();
-    }
-
-    /// The text of the tab shown, laid out `width` columns wide (none before the flow
-    /// is loaded). Made once per flow, tab, body view and width: decoding and indenting
-    /// a body of megabytes for every key and every frame took a tenth of a second each.
-    pub fn text(&self, width: usize) -> Arc<LaidOutText> {
-        let mut cache = self.text.0.borrow_mut();
-        let shown = (self.tab, self.body_view);
-        match &*cache {
-            Some((of, text)) if *of == shown && text.width == width.max(1) => text.clone(),
-            _ => {
-                let lines = self.flow().map_or_else(Vec::new, |flow| {
-                    detail_lines(flow, self.tab, self.body_view)
-                });
-                let text = Arc::new(LaidOutText::new(lines, width));
-                *cache = Some((shown, text.clone()));
-                text
-            }
-        }
+        self.text_cache = TextCache::default();
     }
 }
 
-/// A detail's laid-out text and the tab and body view it is of. Not part of the state: two details
+/// What a detail's text is of: a tab, its bodies in a view.
+pub type Shown = (Tab, BodyView);
+
+/// A detail's text: the lines of each tab and body view it has shown, and the layout of
+/// the last one shown. Filled while drawing, so not part of the state: two details
 /// alike are equal whatever either has laid out.
 #[derive(Clone, Default)]
-struct TextCache(RefCell<Option<(Shown, Arc<LaidOutText>)>>);
+pub struct TextCache {
+    lines: RefCell<Vec<(Shown, Arc<Vec<String>>)>>,
+    laid_out: RefCell<Option<(Shown, Arc<LaidOutText>)>>,
+}
 
-/// What a detail's text is of: a tab, its bodies in a view.
-type Shown = (Tab, BodyView);
+impl TextCache {
+    /// The text `shown`, laid out `width` columns wide; its lines made by `make` unless
+    /// made before.
+    pub fn laid_out(
+        &self,
+        shown: Shown,
+        width: usize,
+        make: impl FnOnce() -> Vec<String>,
+    ) -> Arc<LaidOutText> {
+        if let Some((of, text)) = &*self.laid_out.borrow() {
+            if *of == shown && text.width == width.max(1) {
+                return text.clone();
+            }
+        }
+        let lines = {
+            let mut made = self.lines.borrow_mut();
+            match made.iter().find(|(of, _)| *of == shown) {
+                Some((_, lines)) => lines.clone(),
+                None => {
+                    let lines = Arc::new(make());
+                    made.push((shown, lines.clone()));
+                    lines
+                }
+            }
+        };
+        let text = Arc::new(LaidOutText::shared(lines, width));
+        *self.laid_out.borrow_mut() = Some((shown, text.clone()));
+        text
+    }
+}
 
 impl PartialEq for TextCache {
     fn eq(&self, _: &TextCache) -> bool {

@@ -149,6 +149,13 @@ pub fn update(app: &mut App, event: Event) -> Vec<Effect> {
             if app.prompt.is_some() {
                 return prompt_key(app, event);
             }
+            // Outside a prompt keys are plain letters: Ctrl-E is not `e`.
+            if event
+                .modifiers
+                .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT)
+            {
+                return Vec::new();
+            }
             if event.code == KeyCode::Char('Q') {
                 return vec![Effect::Quit];
             }
@@ -312,7 +319,7 @@ fn scroll(
 
 /// The last first-row of `lines` shown `page` rows at a time in `width` columns.
 fn last_row(lines: Vec<String>, page: usize, width: usize) -> usize {
-    super::view::LaidOutText::new(lines, width).last_scroll(page)
+    super::text::LaidOutText::new(lines, width).last_scroll(page)
 }
 
 fn is_back(event: KeyEvent) -> bool {
@@ -802,6 +809,8 @@ mod tests {
             press(&mut a, KeyCode::Char('R')),
             [Effect::Replay { id: 3, edit: false }]
         );
+        let ctrl_e = KeyEvent::new(KeyCode::Char('e'), KeyModifiers::CONTROL);
+        assert_eq!(update(&mut a, Event::Key(ctrl_e)), [], "Ctrl-E is not e");
         press(&mut a, KeyCode::Char('k'));
         assert_eq!(
             press(&mut a, KeyCode::Char('e')),
@@ -926,7 +935,7 @@ mod tests {
     /// The lines the detail shows now.
     fn shown(a: &App) -> Vec<String> {
         match &a.screen {
-            Screen::Detail(d) => d.text(a.width).lines.clone(),
+            Screen::Detail(d) => d.text(a.width).lines.to_vec(),
             _ => panic!("not in the detail"),
         }
     }
@@ -965,7 +974,7 @@ mod tests {
         assert_eq!(tab(&a).1, 3);
         press(&mut a, KeyCode::Char('G'));
         let last = tab(&a).1;
-        let rows = super::super::view::LaidOutText::new(shown(&a), a.width).rows;
+        let rows = super::super::text::LaidOutText::new(shown(&a), a.width).rows;
         assert_eq!(last, rows - a.page, "the end in view, no further");
         press(&mut a, KeyCode::Char('j'));
         assert_eq!(tab(&a).1, last);
@@ -980,7 +989,7 @@ mod tests {
             CapturedBody::whole(format!("{}END", "x".repeat(200)).into_bytes());
         update(&mut a, Event::Loaded(Box::new(long)));
         press(&mut a, KeyCode::Char('G'));
-        let rows = super::super::view::LaidOutText::new(shown(&a), a.width).rows;
+        let rows = super::super::text::LaidOutText::new(shown(&a), a.width).rows;
         assert!(rows > shown(&a).len() + 9, "the long body wraps");
         assert_eq!(tab(&a).1, rows - a.page);
         press(&mut a, KeyCode::Esc);

@@ -5,9 +5,11 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState, Tabs};
 use ratatui::Frame;
+use std::sync::Arc;
 
 use super::body::{body_lines, BodyView};
-use super::state::{App, PromptKind, Screen, Tab};
+use super::state::{App, Detail, PromptKind, Screen, Tab};
+pub use super::text::LaidOutText;
 use crate::capture::StoredFlow;
 use crate::flow::{printable_line, Flow, ShownClient};
 use crate::headless::HumanSize;
@@ -23,15 +25,12 @@ pub fn list_page(area: Rect) -> usize {
 /// Draws the whole UI.
 pub fn draw(frame: &mut Frame<'_>, app: &App) {
     let width = usize::from(frame.area().width);
-    let prompt_error = app
-        .prompt
-        .as_ref()
-        .and_then(|p| p.error.as_ref())
-        .map_or(0, |e| error_lines(e, width).len() as u16);
+    // A prompt's error and a message are wrapped whole: what to do often comes last.
+    let bottom_rows = bottom_text(app, width).len().clamp(1, 8) as u16;
     let [main, status, bottom] = Layout::vertical([
         Constraint::Min(1),
         Constraint::Length(1),
-        Constraint::Length(1 + prompt_error),
+        Constraint::Length(bottom_rows),
     ])
     .areas(frame.area());
     match &app.screen {
@@ -154,8 +153,9 @@ fn status_line(app: &App) -> String {
     format!(" kinspect │ {}", parts.join(" │ "))
 }
 
-/// A prompt's error as shown `width` cells wide: its message wrapped between words;
-/// the input and caret lines under it (a filter's) as they are, aligned to each other.
+/// A prompt's error (or a message) as shown `width` cells wide: its first line wrapped
+/// between words; the input and caret lines under it (a filter's) as they are, aligned
+/// to each other.
 fn error_lines(error: &str, width: usize) -> Vec<String> {
     let mut lines = error.lines();
     let mut shown = lines.next().map_or_else(Vec::new, |m| wrap_words(m, width));
@@ -221,68 +221,19 @@ fn bottom_text(app: &App, width: usize) -> Vec<Line<'static>> {
         return lines;
     }
     match &app.message {
-        Some(message) => vec![Line::from(message.clone())],
+        Some(message) => error_lines(message, width)
+            .into_iter()
+            .map(Line::from)
+            .collect(),
         None => vec![Line::styled(
             match app.screen {
-                Screen::List => "Enter details  f filter  i request id  K Kinvey errors  r report  R resend  e edit+send  E export HAR  F follow  z clear  q quit",
-                Screen::Detail(_) => "Tab/←→ tabs  j/k scroll  / search  n/N next/prev match  r report  R resend  e edit+send  ? help  q back",
+                Screen::List => "Enter details  f filter  ? help  q quit  i request id  K Kinvey errors  r report  R resend  e edit+send  E export HAR  F follow  z clear",
+                Screen::Detail(_) => "Tab/←→ tabs  j/k scroll  ? help  q back  / search  n/N next/prev match  v body  r report  R resend  e edit+send",
                 Screen::KinveySummary { .. } => "j/k move  Enter list those flows  q back",
                 _ => "j/k scroll  q back",
             },
             Style::new().fg(Color::DarkGray),
         )],
-    }
-}
-
-/// The screen rows a line of text takes in `width` columns (at least one).
-fn rows_of(line: &str, width: usize) -> usize {
-    line.chars().count().div_ceil(width.max(1)).max(1)
-}
-
-/// Text laid out in screen rows of one width. Text views scroll by screen rows, so that
-/// a long URL or header is scrolled through like any other text; laying out a body of
-/// megabytes takes a while, so a view keeps its layout (see [`super::state::Detail`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LaidOutText {
-    /// The lines.
-    pub lines: Vec<String>,
-    /// The screen row each line starts on.
-    pub starts: Vec<usize>,
-    /// The rows all the lines take.
-    pub rows: usize,
-    /// The width they are laid out in.
-    pub width: usize,
-}
-
-impl LaidOutText {
-    /// Lays `lines` out in rows `width` columns wide.
-    pub fn new(lines: Vec<String>, width: usize) -> LaidOutText {
-        let width = width.max(1);
-        let mut starts = Vec::with_capacity(lines.len());
-        let mut rows = 0;
-        for line in &lines {
-            starts.push(rows);
-            rows += rows_of(line, width);
-        }
-        LaidOutText {
-            lines,
-            starts,
-            rows,
-            width,
-        }
-    }
-
-    /// The furthest the text scrolls with `page` rows on screen: its last row at the
-    /// bottom.
-    pub fn last_scroll(&self, page: usize) -> usize {
-        self.rows.saturating_sub(page)
-    }
-
-    /// The index of the line shown on screen row `row`.
-    fn line_at(&self, row: usize) -> usize {
-        self.starts
-            .partition_point(|&start| start <= row)
-            .saturating_sub(1)
     }
 }
 
@@ -309,15 +260,13 @@ fn draw_text(
             Some(term) if !term.is_empty() && line.to_lowercase().contains(term) => highlight,
             _ => Style::new(),
         };
-        let chars: Vec<char> = line.chars().collect();
-        if chars.is_empty() {
-            rows.push(Line::raw(""));
-        }
-        for chunk in chars.chunks(text.width).skip(std::mem::take(&mut skip)) {
-            rows.push(Line::styled(chunk.iter().collect::<String>(), style));
-        }
+        let room = height - rows.len();
+        let chunks = text
+            .rows_of_line(line)
+            .skip(std::mem::take(&mut skip))
+            .take(room);
+        rows.extend(chunks.map(|chunk| Line::styled(chunk, style)));
     }
-    rows.truncate(height);
     frame.render_widget(Paragraph::new(rows), area);
 }
 
@@ -820,12 +769,27 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab, view: BodyView) -> Vec<String
     lines
 }
 
+impl Detail {
+    /// The text of the tab shown, laid out `width` columns wide (none before the flow
+    /// is loaded). A tab's lines are made once per flow, tab and body view, and laid out
+    /// once per width: decoding and indenting a body of megabytes for every key and
+    /// every frame took a tenth of a second each.
+    pub fn text(&self, width: usize) -> Arc<LaidOutText> {
+        let shown = (self.tab, self.body_view);
+        self.text_cache.laid_out(shown, width, || {
+            self.flow().map_or_else(Vec::new, |flow| {
+                detail_lines(flow, self.tab, self.body_view)
+            })
+        })
+    }
+}
+
 /// The keys that do what a Kinvey error of `class` asks for.
 fn keys_for(class: ErrorClass) -> &'static str {
     match class {
         ErrorClass::Retry => "R sends the request again",
         ErrorClass::Fix => "e changes the request in your editor, then sends it",
-        ErrorClass::Stop => "r makes the support report to send",
+        ErrorClass::Stop => "r makes the report to send to Kinvey support",
     }
 }
 
@@ -1062,15 +1026,25 @@ mod tests {
         detail.set_flow(Box::new(stored.clone()));
         let first = detail.text(80);
         assert_eq!(
-            first.lines,
+            *first.lines,
             detail_lines(&stored, Tab::Request, BodyView::Pretty)
         );
-        assert!(std::sync::Arc::ptr_eq(&first, &detail.text(80)), "kept");
-        assert_eq!(detail.text(40).width, 40, "laid out again for a new width");
+        assert!(Arc::ptr_eq(&first, &detail.text(80)), "kept");
+        let narrow = detail.text(40);
+        assert_eq!(narrow.width, 40, "laid out again for a new width");
+        assert!(
+            Arc::ptr_eq(&first.lines, &narrow.lines),
+            "from the same lines"
+        );
         detail.tab = Tab::Timing;
         assert_eq!(
-            detail.text(40).lines,
+            *detail.text(40).lines,
             detail_lines(&stored, Tab::Timing, BodyView::Pretty)
+        );
+        detail.tab = Tab::Request;
+        assert!(
+            Arc::ptr_eq(&first.lines, &detail.text(40).lines),
+            "made once per tab"
         );
         let mut finished = stored.clone();
         finished.flow.response.as_mut().unwrap().status = 503;

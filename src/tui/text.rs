@@ -1,0 +1,106 @@
+//! Text laid out in screen rows: text views (a detail's tabs, the help, a report)
+//! scroll by screen rows, so that a long URL or header is scrolled through like any
+//! other text.
+
+use std::sync::Arc;
+
+/// Lines laid out in screen rows of one width.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LaidOutText {
+    /// The lines.
+    pub lines: Arc<Vec<String>>,
+    /// The screen row each line starts on.
+    pub starts: Vec<usize>,
+    /// The rows all the lines take.
+    pub rows: usize,
+    /// The width they are laid out in.
+    pub width: usize,
+}
+
+/// The screen rows a line of text takes in `width` columns (at least one).
+fn rows_of(line: &str, width: usize) -> usize {
+    line.chars().count().div_ceil(width.max(1)).max(1)
+}
+
+impl LaidOutText {
+    /// Lays `lines` out in rows `width` columns wide.
+    pub fn new(lines: Vec<String>, width: usize) -> LaidOutText {
+        LaidOutText::shared(Arc::new(lines), width)
+    }
+
+    /// Lays out `lines` made before (another width, another time).
+    pub fn shared(lines: Arc<Vec<String>>, width: usize) -> LaidOutText {
+        let width = width.max(1);
+        let mut starts = Vec::with_capacity(lines.len());
+        let mut rows = 0;
+        for line in lines.iter() {
+            starts.push(rows);
+            rows += rows_of(line, width);
+        }
+        LaidOutText {
+            lines,
+            starts,
+            rows,
+            width,
+        }
+    }
+
+    /// The furthest the text scrolls with `page` rows on screen: its last row at the
+    /// bottom.
+    pub fn last_scroll(&self, page: usize) -> usize {
+        self.rows.saturating_sub(page)
+    }
+
+    /// The index of the line shown on screen row `row`.
+    pub fn line_at(&self, row: usize) -> usize {
+        self.starts
+            .partition_point(|&start| start <= row)
+            .saturating_sub(1)
+    }
+
+    /// The screen rows `line` takes, each at most `width` characters; an empty line is
+    /// one empty row. Made as they are taken: a line of megabytes costs only the rows
+    /// shown.
+    pub fn rows_of_line<'a>(&self, line: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        let width = self.width;
+        let mut rest = Some(line);
+        std::iter::from_fn(move || {
+            let text = rest?;
+            let end = text
+                .char_indices()
+                .nth(width)
+                .map_or(text.len(), |(at, _)| at);
+            let (row, after) = text.split_at(end);
+            rest = (!after.is_empty()).then_some(after);
+            Some(row)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_cut_into_rows_of_the_width() {
+        let text = LaidOutText::new(vec!["a".repeat(10), "é".repeat(3), String::new()], 4);
+        assert_eq!(
+            (text.starts.as_slice(), text.rows),
+            ([0, 3, 4].as_slice(), 5)
+        );
+        let rows: Vec<&str> = text.rows_of_line(&text.lines[0]).collect();
+        assert_eq!(rows, ["aaaa", "aaaa", "aa"]);
+        assert_eq!(text.rows_of_line("ééé").collect::<Vec<_>>(), ["ééé"]);
+        assert_eq!(text.rows_of_line("").collect::<Vec<_>>(), [""]);
+        assert_eq!(
+            (
+                text.line_at(0),
+                text.line_at(2),
+                text.line_at(3),
+                text.line_at(9)
+            ),
+            (0, 0, 1, 2)
+        );
+        assert_eq!(text.last_scroll(4), 1);
+    }
+}
