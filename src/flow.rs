@@ -431,6 +431,8 @@ pub struct Flow {
     pub server_tls: Option<Arc<TlsInfo>>,
     /// Why the flow failed, if it did.
     pub error: Option<FlowError>,
+    /// The messages of a WebSocket connection, when the flow switched to one.
+    pub websocket: Option<Box<crate::websocket::MessageLog>>,
 }
 
 /// A client address as shown to people: `-` when it is not known.
@@ -496,6 +498,7 @@ impl Flow {
             client_tls: None,
             server_tls: None,
             error: None,
+            websocket: None,
         }
     }
 

@@ -23,3 +23,4 @@ pub mod replay;
 pub mod setup;
 pub mod tls;
 pub mod tui;
+pub mod websocket;

@@ -91,6 +91,7 @@ fn full_flow(id: u64) -> Flow {
             kind: FlowErrorKind::Protocol,
             message: "upstream broke off the response body".into(),
         }),
+        websocket: None,
     }
 }
 
@@ -116,6 +117,7 @@ fn tunnel_flow(id: u64) -> Flow {
         client_tls: None,
         server_tls: None,
         error: None,
+        websocket: None,
     }
 }
 
@@ -776,4 +778,82 @@ fn of_two_request_ids_that_differ_only_in_case_the_one_written_as_given_is_found
         2,
         "neither written so: both, to choose"
     );
+}
+
+/// A WebSocket flow with messages each way, one cut short, one binary, a close.
+fn websocket_flow(id: u64) -> Flow {
+    use kinspect::websocket::{Message, MessageLog, BINARY, CLOSE, TEXT};
+    let mut flow = Flow::exchange(
+        id,
+        "127.0.0.1:5000".parse().unwrap(),
+        "GET",
+        "wss://live.kinvey.test/",
+        Some(101),
+    );
+    let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(1_764_000_000_000 + ms);
+    let message = |from_client, ms, opcode, payload: &[u8], size| Message {
+        from_client,
+        at: at(ms),
+        opcode,
+        payload: Bytes::copy_from_slice(payload),
+        size,
+    };
+    flow.websocket = Some(Box::new(MessageLog {
+        messages: vec![
+            message(true, 1, TEXT, br#"{"subscribe":"books"}"#, 21),
+            message(false, 2, TEXT, b"{\"cut", 70_000),
+            message(false, 3, BINARY, &[0, 0xff, 7], 3),
+            message(true, 4, CLOSE, &[0x03, 0xe8], 2),
+        ],
+        dropped: 12,
+        unreadable: Some("the server's frames: opcode 0x3 is reserved".into()),
+    }));
+    flow
+}
+
+#[test]
+fn websocket_messages_round_trip_and_a_schema_3_capture_gains_their_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("older.db");
+    // A capture as kinspect wrote it before WebSocket messages were kept (schema 3).
+    let stored = |flow| StoredFlow {
+        flow,
+        kinvey: KinveySummary {
+            known: true,
+            ..KinveySummary::default()
+        },
+    };
+    drop(CaptureWriter::open(&path).unwrap());
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP TABLE websocket_messages; DROP TABLE websockets; PRAGMA user_version = 3;",
+        )
+        .unwrap();
+    }
+    let mut writer = CaptureWriter::open(&path).unwrap();
+    let flows = [stored(websocket_flow(1)), stored(tunnel_flow(2))];
+    writer.write_batch(&flows).unwrap();
+    drop(writer);
+    let reader = CaptureReader::open(&path).unwrap();
+    assert_eq!(reader.flow(1).unwrap().unwrap(), flows[0]);
+    assert_eq!(reader.flow(2).unwrap().unwrap(), flows[1]);
+    let mut listed = Vec::new();
+    reader
+        .for_each(Detail::Headers, |f| listed.push(f.flow))
+        .unwrap();
+    assert!(listed[0].websocket.is_none(), "the list loads no messages");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 4);
+    let sizes: Vec<i64> = conn
+        .prepare("SELECT size FROM websocket_messages WHERE flow_id = 1 ORDER BY position")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(sizes, [21, 70_000, 3, 2]);
 }

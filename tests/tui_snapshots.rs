@@ -90,6 +90,7 @@ fn exchange(
             version: Some("TLSv1.3".into()),
         })),
         error: None,
+        websocket: None,
     }
 }
 

@@ -216,3 +216,127 @@ async fn secure_websockets_are_intercepted_relayed_and_recorded() {
 }
 
 use rustls_pki_types::pem::PemObject;
+
+/// One WebSocket frame as a peer writes it (payloads under 126 bytes).
+fn frame(fin: bool, rsv1: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut out = vec![(u8::from(fin) << 7) | (u8::from(rsv1) << 6) | opcode];
+    out.push((u8::from(mask.is_some()) << 7) | payload.len() as u8);
+    match mask {
+        Some(mask) => {
+            out.extend_from_slice(&mask);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        }
+        None => out.extend_from_slice(payload),
+    }
+    out
+}
+
+/// `text` as permessage-deflate sends it: raw deflate, synced, the sync tail cut.
+fn deflated(text: &str) -> Vec<u8> {
+    let mut compress = flate2::Compress::new(flate2::Compression::default(), false);
+    let mut out = Vec::with_capacity(text.len() + 64);
+    compress
+        .compress_vec(text.as_bytes(), &mut out, flate2::FlushCompress::Sync)
+        .unwrap();
+    out.truncate(out.len() - 4);
+    out
+}
+
+/// A WebSocket origin that agrees to permessage-deflate, greets with a compressed
+/// message, then answers the client's one text message (frames of known sizes).
+async fn greeting_origin() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let head = read_head(&mut stream).await;
+        assert!(head.contains("permessage-deflate"), "{head}");
+        let response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Accept: {ACCEPT}\r\n\
+             Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\r\n"
+        );
+        stream.write_all(response.as_bytes()).await.unwrap();
+        let greeting = deflated(r#"{"welcome":"kinvey live service"}"#);
+        stream
+            .write_all(&frame(true, true, 0x1, &greeting, None))
+            .await
+            .unwrap();
+        // The client's masked "subscribe" (2 + 4 + 21 bytes), then an answer and a close.
+        let mut message = [0u8; 27];
+        stream.read_exact(&mut message).await.unwrap();
+        stream
+            .write_all(&frame(true, false, 0x1, br#"{"subscribed":true}"#, None))
+            .await
+            .unwrap();
+        stream
+            .write_all(&frame(true, false, 0x8, &1000u16.to_be_bytes(), None))
+            .await
+            .unwrap();
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_messages_are_read_as_they_pass_compressed_or_not() {
+    let origin = greeting_origin().await;
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let request = format!(
+        "GET http://{origin}/live HTTP/1.1\r\nHost: {origin}\r\nConnection: Upgrade\r\n\
+         Upgrade: websocket\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    assert!(read_head(&mut stream).await.starts_with("HTTP/1.1 101"));
+    let subscribe = frame(
+        true,
+        false,
+        0x1,
+        br#"{"subscribe":"books"}"#,
+        Some([1, 2, 3, 4]),
+    );
+    stream.write_all(&subscribe).await.unwrap();
+    // The greeting, the answer and the close, relayed as they were.
+    let mut relayed = Vec::new();
+    tokio::time::timeout(STEP, stream.read_to_end(&mut relayed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(relayed.ends_with(&frame(true, false, 0x8, &1000u16.to_be_bytes(), None)));
+    drop(stream);
+
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.status(), Some(101));
+    let log = flow.websocket.as_ref().expect("read as a WebSocket");
+    let messages: Vec<(bool, &str, String)> = log
+        .messages
+        .iter()
+        .map(|m| {
+            (
+                m.from_client,
+                m.kind(),
+                String::from_utf8_lossy(&m.payload).into_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            (
+                false,
+                "text",
+                r#"{"welcome":"kinvey live service"}"#.to_owned()
+            ),
+            (true, "text", r#"{"subscribe":"books"}"#.to_owned()),
+            (false, "text", r#"{"subscribed":true}"#.to_owned()),
+            // Status 1000 (0x03e8), not text.
+            (false, "close", "\u{3}\u{fffd}".to_owned()),
+        ]
+    );
+    assert_eq!(log.unreadable, None);
+    // Stored and read back with the flow.
+    let reader = kinspect::capture::CaptureReader::open(&proxy.capture_path()).unwrap();
+    let stored = reader.flow(flow.id).unwrap().unwrap();
+    assert_eq!(stored.flow.websocket, flow.websocket);
+}

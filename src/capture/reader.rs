@@ -17,6 +17,7 @@ use crate::flow::{
     Timings, TlsInfo,
 };
 use crate::kinvey::{Finding, KinveySummary};
+use crate::websocket::{Message, MessageLog};
 
 /// How much of each flow to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,7 +223,49 @@ impl CaptureReader {
                 _ => flow.request.body.bytes = Bytes::from(data),
             }
         }
+        // Only a flow that switched protocols can have messages.
+        if self.schema >= 4 && flow.status() == Some(101) {
+            flow.websocket = self.websocket_messages(flow.id)?.map(Box::new);
+        }
         Ok(())
+    }
+
+    /// The messages of WebSocket flow `id`, if it was read as one.
+    fn websocket_messages(&self, id: FlowId) -> Result<Option<MessageLog>, CaptureError> {
+        let error = |e| self.error(e);
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT messages_dropped, unreadable FROM websockets WHERE flow_id = ?1",
+            )
+            .map_err(error)?;
+        let mut rows = statement.query(params![id as i64]).map_err(error)?;
+        let Some(row) = rows.next().map_err(error)? else {
+            return Ok(None);
+        };
+        let mut log = MessageLog {
+            messages: Vec::new(),
+            dropped: row.get::<_, i64>(0).map_err(error)? as u64,
+            unreadable: row.get(1).map_err(error)?,
+        };
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT from_client, at_ns, opcode, size, payload FROM websocket_messages
+                 WHERE flow_id = ?1 ORDER BY position",
+            )
+            .map_err(error)?;
+        let mut rows = statement.query(params![id as i64]).map_err(error)?;
+        while let Some(row) = rows.next().map_err(error)? {
+            log.messages.push(Message {
+                from_client: row.get(0).map_err(error)?,
+                at: system_time_from_nanos(row.get(1).map_err(error)?),
+                opcode: row.get(2).map_err(error)?,
+                size: row.get::<_, i64>(3).map_err(error)? as u64,
+                payload: Bytes::from(row.get::<_, Vec<u8>>(4).map_err(error)?),
+            });
+        }
+        Ok(Some(log))
     }
 
     /// Schema 1 kept a row per header field in a `headers` table.
@@ -411,6 +454,7 @@ fn flow_from_row(row: &Row<'_>) -> rusqlite::Result<Flow> {
         client_tls: tls(row, "client_tls")?,
         server_tls: tls(row, "server_tls")?,
         error,
+        websocket: None,
     })
 }
 

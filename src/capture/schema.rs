@@ -15,7 +15,7 @@ use crate::flow::{HeaderField, Headers};
 pub const APPLICATION_ID: i64 = 0x4B49_4E53;
 
 /// `PRAGMA user_version` of the schema this kinspect writes and reads.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The oldest schema this kinspect still reads (it appends only to its own).
 pub const OLDEST_READABLE_SCHEMA: i64 = 1;
@@ -102,6 +102,30 @@ CREATE TABLE bodies (
 -- Partial: flows without a request id (most non-Kinvey traffic) cost no index entry.
 CREATE INDEX flows_kinvey_request_id ON flows(kinvey_request_id)
     WHERE kinvey_request_id IS NOT NULL;
+"#;
+
+/// What schema 4 added to schema 3: the messages of WebSocket flows. A schema 3 capture
+/// is brought up to 4 when appended to.
+pub const WEBSOCKET_TABLES: &str = r#"
+-- A row per flow that switched to a WebSocket: what of its messages was not kept.
+CREATE TABLE websockets (
+    flow_id           INTEGER PRIMARY KEY REFERENCES flows(id),
+    messages_dropped  INTEGER NOT NULL,
+    unreadable        TEXT
+);
+
+-- Its messages (and control frames), in the order they began; payloads decompressed,
+-- as far as --max-body kept them (size is the whole payload's).
+CREATE TABLE websocket_messages (
+    flow_id      INTEGER NOT NULL REFERENCES flows(id),
+    position     INTEGER NOT NULL,
+    from_client  INTEGER NOT NULL,
+    at_ns        INTEGER NOT NULL,
+    opcode       INTEGER NOT NULL,
+    size         INTEGER NOT NULL,
+    payload      BLOB    NOT NULL,
+    PRIMARY KEY (flow_id, position)
+) WITHOUT ROWID;
 "#;
 
 /// A side's header fields as the capture stores them: a JSON array of `[name, value]`,
@@ -257,7 +281,13 @@ pub(crate) fn open_for_writing(path: &Path) -> Result<(Connection, std::fs::File
     let conn = Connection::open(path).map_err(|e| sqlite_error(path, e))?;
     let contents = inspect(&conn, path)?;
     if let Contents::Capture(found) = contents {
-        if found != SCHEMA_VERSION {
+        if found == 3 {
+            // Schema 4 only added tables: a schema 3 capture gains them.
+            conn.execute_batch(&format!(
+                "BEGIN; {WEBSOCKET_TABLES} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
+            .map_err(|e| sqlite_error(path, e))?;
+        } else if found != SCHEMA_VERSION {
             return Err(CaptureError::AppendToOlder {
                 path: path.to_owned(),
                 found,
@@ -280,6 +310,7 @@ pub(crate) fn open_for_writing(path: &Path) -> Result<(Connection, std::fs::File
         let script = format!(
             "BEGIN;
              {SCHEMA}
+             {WEBSOCKET_TABLES}
              INSERT INTO meta (key, value) VALUES ('created_at', '{created}');
              INSERT INTO meta (key, value) VALUES ('kinspect_version', '{version}');
              PRAGMA application_id = {APPLICATION_ID};

@@ -41,6 +41,38 @@ const INSERT_FLOW: &str = "INSERT INTO flows (
           ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34,
           ?35, ?36, ?37, ?38, ?39, ?40, ?41, ?42, ?43, ?44, ?45, ?46, ?47, ?48)";
 const INSERT_BODIES: &str = "INSERT INTO bodies (flow_id, request, response) VALUES (?1, ?2, ?3)";
+const INSERT_WEBSOCKET: &str =
+    "INSERT INTO websockets (flow_id, messages_dropped, unreadable) VALUES (?1, ?2, ?3)";
+const INSERT_MESSAGE: &str = "INSERT INTO websocket_messages
+    (flow_id, position, from_client, at_ns, opcode, size, payload)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+/// Stores the messages of WebSocket flow `id`.
+fn insert_messages(
+    tx: &rusqlite::Transaction<'_>,
+    id: FlowId,
+    log: &crate::websocket::MessageLog,
+) -> rusqlite::Result<()> {
+    let id = id as i64;
+    tx.prepare_cached(INSERT_WEBSOCKET)?.execute(params![
+        id,
+        log.dropped as i64,
+        log.unreadable
+    ])?;
+    let mut insert = tx.prepare_cached(INSERT_MESSAGE)?;
+    for (position, message) in log.messages.iter().enumerate() {
+        insert.execute(params![
+            id,
+            position as i64,
+            message.from_client,
+            epoch_nanos(message.at),
+            message.opcode,
+            message.size as i64,
+            &message.payload[..],
+        ])?;
+    }
+    Ok(())
+}
 
 /// Milliseconds as stored in the `time_*_ms` columns.
 pub(crate) fn millis(d: Duration) -> f64 {
@@ -127,6 +159,9 @@ fn write_in_transaction<'a>(
         let mut insert_bodies = tx.prepare_cached(INSERT_BODIES)?;
         for flow in flows {
             insert_one(flow, &mut insert_flow, &mut insert_bodies)?;
+            if let Some(log) = &flow.flow.websocket {
+                insert_messages(&tx, flow.flow.id, log)?;
+            }
             written += 1;
         }
     }

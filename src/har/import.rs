@@ -577,5 +577,49 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
         client_tls: None,
         server_tls: None,
         error,
+        websocket: websocket_messages(entry),
     })
+}
+
+/// The WebSocket messages Chrome (and kinspect) export as `_webSocketMessages`:
+/// `{type: "send" | "receive", time: seconds since the epoch, opcode, data}`, binary
+/// data in base64. Messages that do not read so are left out.
+fn websocket_messages(
+    entry: &serde_json::Map<String, Value>,
+) -> Option<Box<crate::websocket::MessageLog>> {
+    use base64::Engine;
+    let messages = entry.get("_webSocketMessages")?.as_array()?;
+    let messages = messages
+        .iter()
+        .filter_map(|message| {
+            let from_client = match message.get("type")?.as_str()? {
+                "send" => true,
+                "receive" => false,
+                _ => return None,
+            };
+            let opcode = u8::try_from(message.get("opcode")?.as_u64()?).ok()?;
+            let data = message.get("data")?.as_str()?;
+            let payload = match opcode {
+                crate::websocket::TEXT => bytes::Bytes::copy_from_slice(data.as_bytes()),
+                _ => base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .ok()?
+                    .into(),
+            };
+            let seconds = message.get("time")?.as_f64()?;
+            let at =
+                std::time::UNIX_EPOCH + std::time::Duration::try_from_secs_f64(seconds).ok()?;
+            Some(crate::websocket::Message {
+                from_client,
+                at,
+                opcode,
+                size: payload.len() as u64,
+                payload,
+            })
+        })
+        .collect();
+    Some(Box::new(crate::websocket::MessageLog {
+        messages,
+        ..Default::default()
+    }))
 }

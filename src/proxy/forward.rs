@@ -61,6 +61,7 @@ pub(crate) fn new_flow(
         client_tls: client.tls.clone(),
         server_tls: None,
         error: None,
+        websocket: None,
     };
     slot.started(&flow);
     flow
@@ -234,6 +235,7 @@ pub(crate) async fn forward(
             Upgrades {
                 client: client_upgrade,
                 upstream: upstream_upgrade,
+                max_body,
             },
             t0,
             t_headers,
@@ -414,10 +416,13 @@ fn keep_upgrade(headers: &mut http::HeaderMap, protocol: &http::HeaderValue) {
     headers.insert(http::header::UPGRADE, protocol.clone());
 }
 
-/// Both ends of a switched connection, once hyper hands them over.
+/// Both ends of a switched connection, once hyper hands them over, and how much of a
+/// WebSocket's messages to keep.
 struct Upgrades {
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
+    /// Payload bytes kept (`--max-body`).
+    max_body: usize,
 }
 
 /// Answers a 101 to the client and relays the switched connection (WebSocket) in both
@@ -440,7 +445,22 @@ fn switch_protocols(
     if let Some(protocol) = &protocol {
         keep_upgrade(&mut rparts.headers, protocol);
     }
-    let record = RelayRecord::new(slot, flow, t_headers);
+    let mut record = RelayRecord::new(slot, flow, t_headers);
+    let websocket = protocol
+        .as_ref()
+        .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if websocket {
+        let extensions = rparts
+            .headers
+            .get_all(http::header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let negotiated = crate::websocket::Negotiated::from_extensions(extensions);
+        record = record.reading_websocket(crate::websocket::Connection::new(
+            negotiated,
+            upgrades.max_body as u64,
+        ));
+    }
     tokio::spawn(async move {
         let error = match tokio::try_join!(upgrades.client, upgrades.upstream) {
             Ok((client, upstream)) => super::relay::relay(

@@ -1,25 +1,28 @@
 //! Relaying bytes both ways between two streams (blind tunnels, switched WebSocket
-//! connections), counting them even when the relay ends in an error, and recording the
-//! relay's flow even when kinspect stops while it is open.
+//! connections), counting them even when the relay ends in an error, reading a
+//! WebSocket's messages as they pass, and recording the relay's flow even when kinspect
+//! stops while it is open.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::forward::uncaptured;
 use crate::events::FlowSlot;
 use crate::flow::{Flow, FlowError, FlowErrorKind};
+use crate::websocket;
 
-/// The bytes relayed each way so far.
+/// The bytes relayed each way so far, and a WebSocket's messages when it is one.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Counts {
     up: Arc<AtomicU64>,
     down: Arc<AtomicU64>,
+    messages: Option<Arc<Mutex<websocket::Connection>>>,
 }
 
 impl Counts {
@@ -43,6 +46,7 @@ where
         inner: client,
         read: counts.up.clone(),
         written: counts.down.clone(),
+        messages: counts.messages.clone(),
     };
     let result = tokio::io::copy_bidirectional(&mut client, &mut server).await;
     // A peer that closes TLS without close_notify has still closed.
@@ -70,6 +74,12 @@ impl RelayRecord {
         }
     }
 
+    /// Reads the relayed bytes as the WebSocket `connection` (a flow switched to one).
+    pub(crate) fn reading_websocket(mut self, connection: websocket::Connection) -> Self {
+        self.counts.messages = Some(Arc::new(Mutex::new(connection)));
+        self
+    }
+
     /// Where the relay counts its bytes.
     pub(crate) fn counts(&self) -> &Counts {
         &self.counts
@@ -86,6 +96,11 @@ impl RelayRecord {
         flow.request.body = uncaptured(self.counts.up());
         if let Some(response) = flow.response.as_mut() {
             response.body = uncaptured(self.counts.down());
+        }
+        if let Some(messages) = &self.counts.messages {
+            // A reader that panicked left what it had read.
+            let mut connection = messages.lock().unwrap_or_else(|e| e.into_inner());
+            flow.websocket = Some(Box::new(connection.take_log()));
         }
         flow.timings.receive = self.opened.elapsed();
     }
@@ -118,11 +133,30 @@ impl Drop for RelayRecord {
     }
 }
 
-/// A stream that counts the bytes read from and written to it.
+/// A stream (the client's side) that counts the bytes read from and written to it, and
+/// reads them as WebSocket frames when given a connection to read them into.
 struct Counted<I> {
     inner: I,
     read: Arc<AtomicU64>,
     written: Arc<AtomicU64>,
+    messages: Option<Arc<Mutex<websocket::Connection>>>,
+}
+
+impl<I> Counted<I> {
+    /// Hands `bytes` to the WebSocket reader, if there is one.
+    fn read_messages(&self, bytes: &[u8], from_client: bool) {
+        let Some(messages) = &self.messages else {
+            return;
+        };
+        if bytes.is_empty() {
+            return;
+        }
+        let mut connection = messages.lock().unwrap_or_else(|e| e.into_inner());
+        match from_client {
+            true => connection.from_client(bytes, SystemTime::now()),
+            false => connection.from_server(bytes, SystemTime::now()),
+        }
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Counted<I> {
@@ -133,8 +167,9 @@ impl<I: AsyncRead + Unpin> AsyncRead for Counted<I> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = (buf.filled().len() - before) as u64;
-        self.read.fetch_add(n, Ordering::Relaxed);
+        let read = &buf.filled()[before..];
+        self.read.fetch_add(read.len() as u64, Ordering::Relaxed);
+        self.read_messages(read, true);
         polled
     }
 }
@@ -148,6 +183,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &polled {
             self.written.fetch_add(*n as u64, Ordering::Relaxed);
+            self.read_messages(&buf[..*n], false);
         }
         polled
     }
