@@ -1074,3 +1074,74 @@ fn an_encoded_request_body_imports_encoded_again() {
         Some(&b"{\"title\":\"Dune\"}"[..])
     );
 }
+
+#[test]
+fn websocket_messages_export_as_chrome_does_redacted_and_import_back() {
+    use kinspect::flow::Flow;
+    use kinspect::websocket::{Message, MessageLog, BINARY, CLOSE, PING, TEXT};
+    let client = "127.0.0.1:40000".parse().unwrap();
+    let mut flow = Flow::exchange(1, client, "GET", "wss://live.kinvey.test/", Some(101));
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(1_764_000_000_250);
+    let message = |from_client, opcode, payload: &[u8], size| Message {
+        from_client,
+        at,
+        opcode,
+        payload: payload.to_vec().into(),
+        size,
+    };
+    flow.websocket = Some(Box::new(MessageLog {
+        messages: vec![
+            message(
+                true,
+                TEXT,
+                br#"{"authtoken":"abcdef0123456789","op":"hello"}"#,
+                46,
+            ),
+            message(false, PING, b"", 0),
+            message(false, TEXT, b"{\"cut", 9000),
+            message(false, BINARY, &[0, 0xff], 2),
+            message(true, CLOSE, &[0x03, 0xe8], 2),
+        ],
+        ..MessageLog::default()
+    }));
+    let stored = StoredFlow {
+        flow,
+        kinvey: Default::default(),
+    };
+    let entry = har::har_entry(&stored, Default::default(), &mut 0);
+    let messages = entry["_webSocketMessages"].as_array().unwrap();
+    assert_eq!(messages.len(), 4, "the ping is left out, as Chrome does");
+    assert_eq!(messages[0]["type"], "send");
+    assert_eq!(messages[0]["opcode"], 1);
+    assert_eq!(messages[0]["time"], 1_764_000_000.25);
+    let data = messages[0]["data"].as_str().unwrap();
+    assert!(
+        !data.contains("abcdef0123456789") && data.contains("hello"),
+        "{data}"
+    );
+    assert_eq!(
+        (messages[1]["type"].as_str(), messages[1]["_size"].as_u64()),
+        (Some("receive"), Some(9000))
+    );
+    assert_eq!(messages[2]["data"], "AP8=", "binary in base64");
+
+    // Read back (unredacted), as kinspect reads Chrome's.
+    let raw = har::har_entry(
+        &stored,
+        har::ExportOptions {
+            redact: false,
+            ..Default::default()
+        },
+        &mut 0,
+    );
+    let document = serde_json::json!({"log": {"version": "1.2", "entries": [raw]}});
+    let imported = har::import_bytes(document.to_string().as_bytes(), Path::new("ws.har")).unwrap();
+    let log = imported[0].flow.websocket.as_ref().unwrap();
+    let original = stored.flow.websocket.as_ref().unwrap();
+    let kept: Vec<&Message> = original
+        .messages
+        .iter()
+        .filter(|m| m.opcode != PING)
+        .collect();
+    assert_eq!(log.messages.iter().collect::<Vec<_>>(), kept);
+}

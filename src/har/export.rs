@@ -338,6 +338,42 @@ fn body_content(
     }
 }
 
+/// A WebSocket's messages as Chrome exports them (`_webSocketMessages`): `type` `send`
+/// or `receive`, `time` in seconds since the epoch, `opcode`, and `data` (text
+/// redacted like a body; binary in base64). Control frames other than a close are
+/// left out, as Chrome does.
+fn websocket_messages_json(
+    log: &crate::websocket::MessageLog,
+    redactor: &mut Redactor<'_>,
+) -> Value {
+    use crate::websocket::{BINARY, CLOSE, TEXT};
+    let messages = log
+        .messages
+        .iter()
+        .filter(|m| [TEXT, BINARY, CLOSE].contains(&m.opcode))
+        .map(|m| {
+            let time =
+                m.at.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+            let data = match std::str::from_utf8(&m.payload) {
+                Ok(text) if m.opcode == TEXT => redactor.text(text),
+                _ => base64::engine::general_purpose::STANDARD.encode(&m.payload),
+            };
+            let mut message = json!({
+                "type": if m.from_client { "send" } else { "receive" },
+                "time": time,
+                "opcode": m.opcode,
+                "data": data,
+            });
+            if m.truncated() {
+                message["_size"] = json!(m.size);
+            }
+            message
+        })
+        .collect();
+    Value::Array(messages)
+}
+
 /// One flow as a HAR entry (with `_kinvey` results and `_error` for failed flows).
 pub fn har_entry(stored: &StoredFlow, options: ExportOptions, redactions: &mut u64) -> Value {
     entry_after(stored, options, redactions, &mut EarlierSecrets::default())
@@ -477,6 +513,12 @@ fn entry_after(
     if let Some(error) = &flow.error {
         entry.insert("_error".into(), json!(redactor.text(&error.message)));
         entry.insert("_errorKind".into(), json!(error.kind.as_str()));
+    }
+    if let Some(log) = &flow.websocket {
+        entry.insert(
+            "_webSocketMessages".into(),
+            websocket_messages_json(log, &mut redactor),
+        );
     }
     if kinvey.request_id.is_some() || kinvey.error.is_some() || !kinvey.anomalies.is_empty() {
         entry.insert("_kinvey".into(), kinvey_json(flow, kinvey, &mut redactor));

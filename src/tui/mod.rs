@@ -8,6 +8,7 @@
 
 pub mod body;
 mod editor;
+pub mod messages;
 pub mod state;
 pub mod text;
 pub mod update;

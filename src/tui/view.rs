@@ -562,6 +562,19 @@ fn header_lines(lines: &mut Vec<String>, headers: &crate::flow::Headers) {
     );
 }
 
+/// True for a flow whose connection was relayed after its head (a tunnel, a switched
+/// protocol such as a WebSocket): its "bodies" are the bytes relayed, never kept.
+fn relayed(flow: &Flow) -> bool {
+    flow.kind == crate::flow::FlowKind::Tunnel || flow.status() == Some(101)
+}
+
+fn relayed_line(bytes: u64, from: &str) -> String {
+    format!(
+        "({} relayed {from}; a relayed connection's bytes are not kept as a body)",
+        HumanSize(bytes)
+    )
+}
+
 /// The fields of a query string or form body (`pairs`), decoded, as a section headed
 /// `title` with the names aligned; nothing when there are none.
 fn field_lines(lines: &mut Vec<String>, title: &str, pairs: &str) {
@@ -624,6 +637,9 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab, view: BodyView) -> Vec<String
             lines.push(String::new());
             match under_way {
                 true => lines.push(format!("body {UNDER_WAY}")),
+                false if relayed(flow) => {
+                    lines.push(relayed_line(request.body.wire_size, "from the client"))
+                }
                 false => lines.extend(body_lines(&request.body, &request.headers, view)),
             }
         }
@@ -646,7 +662,14 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab, view: BodyView) -> Vec<String
                 ));
                 header_lines(&mut lines, &response.headers);
                 lines.push(String::new());
-                lines.extend(body_lines(&response.body, &response.headers, view));
+                match relayed(flow) {
+                    true => lines.push(relayed_line(response.body.wire_size, "from the server")),
+                    false => lines.extend(body_lines(&response.body, &response.headers, view)),
+                }
+                if let Some(log) = &flow.websocket {
+                    lines.push(String::new());
+                    lines.extend(super::messages::message_lines(log, view));
+                }
             }
             None if under_way => lines.push(format!("no response yet {UNDER_WAY}")),
             None => lines.push("(no response)".into()),

@@ -1,0 +1,146 @@
+//! A WebSocket's messages as the detail shows them: one line each, who sent it, when,
+//! its kind, size and payload.
+
+use super::body::BodyView;
+use crate::flow::printable_line;
+use crate::headless::HumanSize;
+use crate::websocket::{Message, MessageLog, BINARY, CLOSE};
+
+/// Payload bytes a binary message shows in hex.
+const HEX_SHOWN: usize = 32;
+
+/// Characters of a text payload shown on its line.
+const TEXT_SHOWN: usize = 2000;
+
+/// The lines of `log`: a heading with the counts, then a line per message (`→` from the
+/// client, `←` from the server). In [`BodyView::Hex`] every payload is shown in hex.
+pub fn message_lines(log: &MessageLog, view: BodyView) -> Vec<String> {
+    let from_client = log.messages.iter().filter(|m| m.from_client).count();
+    let mut lines = vec![format!(
+        "WebSocket messages: {} ({from_client} from the client, {} from the server)",
+        log.messages.len(),
+        log.messages.len() - from_client
+    )];
+    if log.dropped > 0 {
+        lines.push(format!(
+            "({} more messages were not kept: past {} per connection)",
+            log.dropped,
+            crate::websocket::MAX_MESSAGES
+        ));
+    }
+    if let Some(why) = &log.unreadable {
+        lines.push(format!(
+            "(reading stopped, the bytes were still relayed: {})",
+            printable_line(why)
+        ));
+    }
+    lines.extend(log.messages.iter().map(|m| message_line(m, view)));
+    lines
+}
+
+fn message_line(message: &Message, view: BodyView) -> String {
+    const FORMAT: &[time::format_description::FormatItem<'static>] =
+        time::macros::format_description!("[hour]:[minute]:[second].[subsecond digits:3]");
+    let at = time::OffsetDateTime::from(message.at)
+        .format(FORMAT)
+        .unwrap_or_default();
+    let arrow = if message.from_client { '→' } else { '←' };
+    let cut = if message.truncated() {
+        format!(" (first {} kept)", HumanSize(message.payload.len() as u64))
+    } else {
+        String::new()
+    };
+    format!(
+        "{arrow} {at}  {:<6} {:>9}  {}{cut}",
+        message.kind(),
+        HumanSize(message.size).to_string(),
+        payload_text(message, view)
+    )
+}
+
+/// A payload on one line: text as text, a close as its code and reason, anything else
+/// (and everything in the hex view) as hex.
+fn payload_text(message: &Message, view: BodyView) -> String {
+    let payload = &message.payload[..];
+    if view == BodyView::Hex || message.opcode == BINARY {
+        return hex(payload);
+    }
+    if message.opcode == CLOSE && payload.len() >= 2 {
+        let code = u16::from_be_bytes([payload[0], payload[1]]);
+        let reason = String::from_utf8_lossy(&payload[2..]);
+        return format!("{code} {}", printable_line(&reason))
+            .trim_end()
+            .to_owned();
+    }
+    match std::str::from_utf8(payload) {
+        Ok(text) => {
+            let shown: String = text.chars().take(TEXT_SHOWN).collect();
+            let more = if shown.len() < text.len() { "…" } else { "" };
+            format!("{}{more}", printable_line(&shown))
+        }
+        Err(_) => hex(payload),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let shown: Vec<String> = bytes
+        .iter()
+        .take(HEX_SHOWN)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let more = if bytes.len() > HEX_SHOWN { " …" } else { "" };
+    format!("{}{more}", shown.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::websocket::{PING, TEXT};
+    use bytes::Bytes;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn message(from_client: bool, opcode: u8, payload: &[u8], size: u64) -> Message {
+        Message {
+            from_client,
+            at: UNIX_EPOCH + Duration::from_millis(3_723_456),
+            opcode,
+            payload: Bytes::copy_from_slice(payload),
+            size,
+        }
+    }
+
+    #[test]
+    fn each_message_is_a_line_with_who_when_what_and_its_payload() {
+        let log = MessageLog {
+            messages: vec![
+                message(true, TEXT, b"{\"subscribe\":\"books\"}\n", 22),
+                message(false, TEXT, b"{\"cut", 70_000),
+                message(false, BINARY, &[0, 0xff, 7], 3),
+                message(true, PING, b"", 0),
+                message(false, CLOSE, b"\x03\xe8bye", 5),
+            ],
+            dropped: 2,
+            unreadable: Some("the server's frames: opcode 0x3 is reserved".into()),
+        };
+        let lines = message_lines(&log, BodyView::Pretty);
+        assert_eq!(
+            lines,
+            [
+                "WebSocket messages: 5 (2 from the client, 3 from the server)",
+                "(2 more messages were not kept: past 100000 per connection)",
+                "(reading stopped, the bytes were still relayed: the server's frames: opcode 0x3 is reserved)",
+                "→ 01:02:03.456  text        22 B  {\"subscribe\":\"books\"}\\u{a}",
+                "← 01:02:03.456  text    68.4 KiB  {\"cut (first 5 B kept)",
+                "← 01:02:03.456  binary       3 B  00 ff 07",
+                "→ 01:02:03.456  ping         0 B  ",
+                "← 01:02:03.456  close        5 B  1000 bye",
+            ]
+        );
+        let hex = message_lines(&log, BodyView::Hex);
+        assert!(
+            hex[3].ends_with("7b 22 73 75 62 73 63 72 69 62 65 22 3a 22 62 6f 6f 6b 73 22 7d 0a"),
+            "{}",
+            hex[3]
+        );
+    }
+}
