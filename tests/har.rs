@@ -1126,14 +1126,7 @@ fn websocket_messages_export_as_chrome_does_redacted_and_import_back() {
     assert_eq!(messages[2]["data"], "AP8=", "binary in base64");
 
     // Read back (unredacted), as kinspect reads Chrome's.
-    let raw = har::har_entry(
-        &stored,
-        har::ExportOptions {
-            redact: false,
-            ..Default::default()
-        },
-        &mut 0,
-    );
+    let raw = har::har_entry(&stored, har::ExportOptions { redact: false }, &mut 0);
     let document = serde_json::json!({"log": {"version": "1.2", "entries": [raw]}});
     let imported = har::import_bytes(document.to_string().as_bytes(), Path::new("ws.har")).unwrap();
     let log = imported[0].flow.websocket.as_ref().unwrap();
