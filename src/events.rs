@@ -127,6 +127,8 @@ struct UnderWay {
     flow: Flow,
     /// Handed to the viewer already.
     listed: bool,
+    /// The messages of a WebSocket it switched to, as they are read.
+    messages: Option<Arc<Mutex<crate::websocket::Connection>>>,
 }
 
 impl InFlight {
@@ -145,6 +147,24 @@ impl InFlight {
                 under_way.flow.clone()
             })
             .collect()
+    }
+
+    /// Exchange `id` as it stands now, if it is still under way: its request, the
+    /// response head once it switched to a WebSocket, and the messages so far.
+    pub fn current(&self, id: FlowId) -> Option<Flow> {
+        let board = self.board();
+        let under_way = board.get(&id)?;
+        let mut flow = under_way.flow.clone();
+        if let Some(messages) = &under_way.messages {
+            let connection = messages.lock().unwrap_or_else(|e| e.into_inner());
+            let (up, down) = connection.relayed();
+            flow.request.body = crate::flow::CapturedBody::uncaptured(up);
+            if let Some(response) = flow.response.as_mut() {
+                response.body = crate::flow::CapturedBody::uncaptured(down);
+            }
+            flow.websocket = Some(Box::new(connection.log().clone()));
+        }
+        Some(flow)
     }
 
     /// How many exchanges are under way.
@@ -225,8 +245,20 @@ impl FlowSlot {
             let under_way = UnderWay {
                 flow: flow.clone(),
                 listed: false,
+                messages: None,
             };
             in_flight.board().insert(self.id, under_way);
+        }
+    }
+
+    /// The exchange switched to a WebSocket (`flow` has its response head now) whose
+    /// messages are read into `messages`: a viewer sees them as they come.
+    pub fn switched(&self, flow: &Flow, messages: Arc<Mutex<crate::websocket::Connection>>) {
+        if let Some(in_flight) = &self.in_flight {
+            if let Some(under_way) = in_flight.board().get_mut(&self.id) {
+                under_way.flow = flow.clone();
+                under_way.messages = Some(messages);
+            }
         }
     }
 
@@ -300,6 +332,35 @@ impl FlowStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_websocket_under_way_shows_its_messages_so_far() {
+        use crate::websocket::{Connection, Negotiated};
+        let (mut publisher, _stream) = channel(4);
+        let in_flight = InFlight::default();
+        publisher.list_in_flight(in_flight.clone());
+        let client = "127.0.0.1:5000".parse().unwrap();
+        let slot = publisher.reserve().await;
+        let mut flow = Flow::exchange(slot.id(), client, "GET", "http://a.test/live", None);
+        slot.started(&flow);
+        assert!(in_flight.current(slot.id()).unwrap().websocket.is_none());
+        flow.response = Flow::exchange(1, client, "GET", "/", Some(101)).response;
+        let connection = Arc::new(Mutex::new(Connection::new(Negotiated::default(), 1024)));
+        slot.switched(&flow, connection.clone());
+        // An unmasked text frame from the server: "hi".
+        connection
+            .lock()
+            .unwrap()
+            .from_server(&[0x81, 2, b'h', b'i'], SystemTime::UNIX_EPOCH);
+        let now = in_flight.current(slot.id()).unwrap();
+        assert_eq!(now.status(), Some(101));
+        assert_eq!(now.response.unwrap().body.wire_size, 4);
+        let log = now.websocket.unwrap();
+        assert_eq!(&log.messages[0].payload[..], b"hi");
+        let id = slot.id();
+        slot.publish(flow);
+        assert!(in_flight.current(id).is_none(), "gone once published");
+    }
 
     #[tokio::test]
     async fn an_exchange_is_listed_as_under_way_until_its_flow_is_published() {

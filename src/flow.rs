@@ -195,6 +195,17 @@ pub struct CapturedBody {
 }
 
 impl CapturedBody {
+    /// The bytes of a relayed connection (a tunnel, a switched protocol): counted, never
+    /// kept.
+    pub fn uncaptured(bytes: u64) -> Self {
+        CapturedBody {
+            bytes: Bytes::new(),
+            wire_size: bytes,
+            truncated: bytes > 0,
+            incomplete: false,
+        }
+    }
+
     /// A body captured whole: every byte kept, ended normally.
     pub fn whole(bytes: impl Into<Bytes>) -> Self {
         let bytes = bytes.into();

@@ -100,6 +100,8 @@ pub struct Connection {
     log: MessageLog,
     /// Payload bytes that may still be kept.
     budget: u64,
+    /// Bytes relayed each way: from the client, from the server.
+    relayed: (u64, u64),
 }
 
 impl Connection {
@@ -111,11 +113,13 @@ impl Connection {
             server: FrameReader::new(false, negotiated),
             log: MessageLog::default(),
             budget: max_bytes,
+            relayed: (0, 0),
         }
     }
 
     /// Bytes the client sent, arriving at `now`.
     pub fn from_client(&mut self, bytes: &[u8], now: SystemTime) {
+        self.relayed.0 += bytes.len() as u64;
         let mut sink = Sink {
             log: &mut self.log,
             budget: &mut self.budget,
@@ -125,11 +129,22 @@ impl Connection {
 
     /// Bytes the server sent, arriving at `now`.
     pub fn from_server(&mut self, bytes: &[u8], now: SystemTime) {
+        self.relayed.1 += bytes.len() as u64;
         let mut sink = Sink {
             log: &mut self.log,
             budget: &mut self.budget,
         };
         self.server.feed(bytes, now, &mut sink);
+    }
+
+    /// The bytes relayed so far: from the client, from the server.
+    pub fn relayed(&self) -> (u64, u64) {
+        self.relayed
+    }
+
+    /// The log so far (a message still arriving is not in it).
+    pub fn log(&self) -> &MessageLog {
+        &self.log
     }
 
     /// The log so far, taken (a message still arriving is not in it).

@@ -389,3 +389,86 @@ sed -e 's/"1965"/1965/' -e 's/^POST /PUT /' "$1" > "$1.new" && mv "$1.new" "$1"
     );
     tmux.keys(&["Q"]);
 }
+
+#[test]
+fn an_open_websockets_messages_show_as_they_come() {
+    if !tool_available("tmux") {
+        return;
+    }
+    use std::io::{BufRead, BufReader, Read, Write};
+    /// An unmasked text frame, as a server sends it.
+    fn text_frame(text: &str) -> Vec<u8> {
+        let mut frame = vec![0x81, text.len() as u8];
+        frame.extend_from_slice(text.as_bytes());
+        frame
+    }
+    // A WebSocket origin that greets at once and sends a second message when told.
+    let origin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin_port = origin.local_addr().unwrap().port();
+    let (next, send_next) = std::sync::mpsc::channel::<()>();
+    let origin_thread = std::thread::spawn(move || {
+        let (stream, _) = origin.accept().unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 2 {
+            line.clear();
+        }
+        let stream = reader.get_mut();
+        stream
+            .write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\
+                  Upgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+            )
+            .unwrap();
+        stream.write_all(&text_frame("first hello")).unwrap();
+        let _ = send_next.recv_timeout(Duration::from_secs(60));
+        stream.write_all(&text_frame("second hello")).unwrap();
+        let _ = send_next.recv_timeout(Duration::from_secs(60));
+    });
+
+    let home = tempfile::tempdir().unwrap();
+    let tmux = Tmux {
+        socket: format!("kinspect-test-live-ws-{}", std::process::id()),
+    };
+    let command = format!(
+        "KINSPECT_HOME={home} {} --listen 127.0.0.1:0 --ca-dir {home}/ca --capture {home}/c.db",
+        env!("CARGO_BIN_EXE_kinspect"),
+        home = home.path().display(),
+    );
+    tmux.start(&command, 150, 24);
+    let screen = tmux.wait_for("the proxy's address", |s| s.contains("proxy http://"));
+    let port: u16 = regex::Regex::new(r"proxy http://127\.0\.0\.1:(\d+)")
+        .unwrap()
+        .captures(&screen)
+        .and_then(|c| c[1].parse().ok())
+        .unwrap_or_else(|| panic!("no proxy address on the screen:\n{screen}"));
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let request = format!(
+        "GET http://127.0.0.1:{origin_port}/live HTTP/1.1\r\nHost: 127.0.0.1:{origin_port}\r\n\
+         Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    client.write_all(request.as_bytes()).unwrap();
+    let mut head = [0u8; 12];
+    client.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+
+    // Listed while open (switched, its time running); its detail shows the messages so
+    // far, and then the next.
+    tmux.wait_for("the open WebSocket", |s| {
+        s.lines()
+            .any(|l| l.contains("/live") && l.contains(" 101 "))
+    });
+    tmux.keys(&["G", "Enter", "2"]);
+    let shown = tmux.wait_for("the first message", |s| s.contains("first hello"));
+    assert!(shown.contains("101 Switching Protocols"), "{shown}");
+    assert!(!shown.contains("second hello"));
+    next.send(()).unwrap();
+    tmux.wait_for("the second message, live", |s| {
+        s.contains("second hello") && s.contains("WebSocket messages: 2")
+    });
+    drop(client);
+    next.send(()).unwrap();
+    origin_thread.join().unwrap();
+    tmux.keys(&["Q"]);
+}

@@ -17,8 +17,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use super::access::credentials_refused;
 use super::bad_head::{record_rejected, HeadWatch};
 use super::forward::{
-    empty_body, error_chain, forward, full_body, new_flow, refuse, refuse_as_sent, uncaptured,
-    ClientSide,
+    empty_body, error_chain, forward, full_body, new_flow, refuse, refuse_as_sent, ClientSide,
 };
 use super::idle::IdleWatch;
 use super::pool::KeptConnection;
@@ -519,7 +518,7 @@ async fn blind_tunnel<I>(
                 status: 200,
                 version: HttpVersion::Http11,
                 headers: Headers::default(),
-                body: uncaptured(0),
+                body: CapturedBody::uncaptured(0),
                 from_proxy: true,
             });
             let record = RelayRecord::new(slot, flow, Instant::now());

@@ -487,16 +487,6 @@ fn switch_protocols(
     Response::from_parts(rparts, empty_body())
 }
 
-/// A body that was relayed without being kept (tunnels, switched connections).
-pub(crate) fn uncaptured(bytes: u64) -> CapturedBody {
-    CapturedBody {
-        bytes: Bytes::new(),
-        wire_size: bytes,
-        truncated: bytes > 0,
-        incomplete: false,
-    }
-}
-
 /// HTTP/2 clients send each cookie as its own field; HTTP/1 origins expect one `Cookie`
 /// line (RFC 9113 §8.2.3).
 fn join_cookies(headers: &mut http::HeaderMap) {

@@ -12,9 +12,8 @@ use std::time::{Instant, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::forward::uncaptured;
 use crate::events::FlowSlot;
-use crate::flow::{Flow, FlowError, FlowErrorKind};
+use crate::flow::{CapturedBody, Flow, FlowError, FlowErrorKind};
 use crate::websocket;
 
 /// The bytes relayed each way so far, and a WebSocket's messages when it is one.
@@ -74,9 +73,14 @@ impl RelayRecord {
         }
     }
 
-    /// Reads the relayed bytes as the WebSocket `connection` (a flow switched to one).
+    /// Reads the relayed bytes as the WebSocket `connection` (a flow switched to one),
+    /// its messages shown as they come to a viewer of the exchanges under way.
     pub(crate) fn reading_websocket(mut self, connection: websocket::Connection) -> Self {
-        self.counts.messages = Some(Arc::new(Mutex::new(connection)));
+        let messages = Arc::new(Mutex::new(connection));
+        if let Some((slot, flow)) = &self.parts {
+            slot.switched(flow, messages.clone());
+        }
+        self.counts.messages = Some(messages);
         self
     }
 
@@ -93,9 +97,9 @@ impl RelayRecord {
     }
 
     fn record_bytes(&self, flow: &mut Flow) {
-        flow.request.body = uncaptured(self.counts.up());
+        flow.request.body = CapturedBody::uncaptured(self.counts.up());
         if let Some(response) = flow.response.as_mut() {
-            response.body = uncaptured(self.counts.down());
+            response.body = CapturedBody::uncaptured(self.counts.down());
         }
         if let Some(messages) = &self.counts.messages {
             // A reader that panicked left what it had read.

@@ -214,6 +214,10 @@ fn event_loop(
                     // Rows under way show their running time: redrawn while there are any.
                     dirty |= !flows.is_empty() || !app.in_flight.is_empty();
                     update(app, Event::InFlight { flows, now });
+                    if let Some(flow) = newer_under_way(app, in_flight) {
+                        let kinvey = Default::default();
+                        update(app, Event::Loaded(Box::new(StoredFlow { flow, kinvey })));
+                    }
                 }
                 loop {
                     match flows.try_recv() {
@@ -243,6 +247,28 @@ fn event_loop(
             Feed::File => {}
         }
     }
+}
+
+/// The exchange under way the detail shows (a WebSocket), as it stands now, when it has
+/// moved on since shown: switched, or more messages.
+fn newer_under_way(app: &App, in_flight: &crate::events::InFlight) -> Option<crate::flow::Flow> {
+    let shown = [Some(&app.screen), app.behind.as_deref()]
+        .into_iter()
+        .flatten()
+        .find_map(|screen| match screen {
+            state::Screen::Detail(detail) if app.is_in_flight(detail.id) => detail.flow(),
+            _ => None,
+        })?;
+    let now = in_flight.current(shown.flow.id)?;
+    let progress = |flow: &crate::flow::Flow| {
+        let log = flow.websocket.as_deref();
+        (
+            flow.response.is_some(),
+            log.map(|l| l.messages.len() as u64 + l.dropped),
+            log.map(|l| l.unreadable.is_some()),
+        )
+    };
+    (progress(&now) != progress(&shown.flow)).then_some(now)
 }
 
 /// How much of each flow the active filter needs.
