@@ -892,16 +892,19 @@ async fn serve(
             ca.cert_pem_path().display()
         );
     }
+    // Requests the UI sends again: their exchanges are not the app's.
+    let replays = crate::replay::ReplaySources::default();
     let (recorder, tui_feed) = if args.headless {
         let viewer = HeadlessViewer::new(args.line_format(), filter);
         let recorder = Recorder::start(writer, stream, viewer);
         (recorder, None)
     } else {
         let (tx, rx) = std::sync::mpsc::channel();
-        let recorder = Recorder::start(writer, stream, move |stored| {
+        let viewer = move |stored| {
             // The UI evaluates its filter on the whole flow, then keeps a summary.
             let _ = tx.send(stored);
-        });
+        };
+        let recorder = Recorder::start_with(writer, stream, viewer, replays.clone());
         (recorder, Some(rx))
     };
     let recorder = recorder.context("cannot start the recorder thread")?;
@@ -938,8 +941,9 @@ async fn serve(
             har: None,
         };
         let proxy_authorization = args.proxy_auth.as_ref().map(ProxyCredentials::header_value);
-        let replay = crate::replay::Replayer::new(addr, ca.cert_der(), proxy_authorization)
-            .map_err(|e| format!("kinspect cannot send requests again: {e:#}"));
+        let replay =
+            crate::replay::Replayer::new(addr, ca.cert_der(), proxy_authorization, replays)
+                .map_err(|e| format!("kinspect cannot send requests again: {e:#}"));
         let feed = Feed::Live {
             flows: feed,
             in_flight,

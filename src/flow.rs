@@ -96,10 +96,16 @@ impl HeaderField {
     /// character (HTTP's historical charset for field values, RFC 9110 §5.5), so that
     /// `caf\xe9` shows as `café` rather than with a replacement character.
     pub fn value_lossy(&self) -> std::borrow::Cow<'_, str> {
-        match std::str::from_utf8(&self.value) {
-            Ok(text) => std::borrow::Cow::Borrowed(text),
-            Err(_) => std::borrow::Cow::Owned(self.value.iter().map(|&b| char::from(b)).collect()),
-        }
+        field_value_text(&self.value)
+    }
+}
+
+/// A header field value's bytes as text: as UTF-8 when they are, else each byte as its
+/// ISO-8859-1 character (see [`HeaderField::value_lossy`]).
+pub fn field_value_text(value: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(value) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => std::borrow::Cow::Owned(value.iter().map(|&b| char::from(b)).collect()),
     }
 }
 

@@ -15,7 +15,8 @@ use support::{Origin, OriginKind, TestProxy, STEP};
 
 fn replayer_through(proxy: &TestProxy, auth: Option<&ProxyCredentials>) -> Replayer {
     let ca = CertificateDer::from_pem_slice(proxy.ca_pem.as_bytes()).unwrap();
-    Replayer::new(proxy.addr, &ca, auth.map(ProxyCredentials::header_value)).unwrap()
+    let auth = auth.map(ProxyCredentials::header_value);
+    Replayer::new(proxy.addr, &ca, auth, proxy.replays.clone()).unwrap()
 }
 
 /// What the replayer said about the one request it sent.
@@ -124,7 +125,7 @@ async fn a_changed_request_is_sent_as_changed_through_proxy_auth() {
         "{text}"
     );
     let edited = text.replace("\"1965\"", "1965").replace("PUT ", "POST ") + "\n";
-    let changed = ReplayRequest::from_text(&edited, &text, request.http2).unwrap();
+    let changed = request.edited(&edited).unwrap().expect("changed");
 
     let replayer = replayer_through(&proxy, Some(&credentials));
     replayer.send(first.id, changed);
@@ -191,4 +192,47 @@ async fn an_empty_post_says_its_length_through_proxy_auth_over_plain_http() {
         "{headers}"
     );
     assert_eq!(echoed(&first)["headers"], *headers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_sent_again_is_not_taken_for_the_app_ignoring_a_stop() {
+    let simulator = kinspect::demo::simulator::Simulator::start(&["localhost"])
+        .await
+        .unwrap();
+    let root = simulator.ca_der().clone();
+    let mut proxy = TestProxy::start(None, |c| c.upstream_roots.push(root)).await;
+    let url = format!(
+        "https://localhost:{}/simulate/error/KinveyInternalErrorStop",
+        simulator.addr().port()
+    );
+    let client = proxy.client();
+    let send = || async {
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 500);
+        let _ = response.bytes().await.unwrap();
+    };
+    send().await;
+    let first = proxy.next_stored().await;
+    assert_eq!(first.kinvey.class, Some(kinspect::kinvey::ErrorClass::Stop));
+
+    let replayer = replayer_through(&proxy, None);
+    replayer.send(first.flow.id, ReplayRequest::of(&first.flow).unwrap());
+    assert!(outcome(&replayer).await.contains("sent again: 500"));
+    let again = proxy.next_stored().await;
+    assert!(
+        again.kinvey.warnings.is_empty(),
+        "{:?}",
+        again.kinvey.warnings
+    );
+
+    // The app sending it again is still told.
+    send().await;
+    let resent = proxy.next_stored().await;
+    let codes: Vec<&str> = resent
+        .kinvey
+        .warnings
+        .iter()
+        .map(|w| w.code.as_str())
+        .collect();
+    assert_eq!(codes, ["stop_resent"]);
 }

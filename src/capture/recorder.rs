@@ -11,6 +11,7 @@ use super::writer::{CheckpointPolicy, Checkpointer};
 use super::{CaptureWriter, StoredFlow};
 use crate::events::{Acknowledgement, FlowEvent, FlowStream};
 use crate::kinvey::{self, BehaviourTracker, KinveySummary};
+use crate::replay::ReplaySources;
 
 /// Most flows stored per transaction.
 const MAX_BATCH: usize = 1024;
@@ -61,9 +62,20 @@ impl Recorder {
     /// behaviour warnings, then showing it to `viewer`. Runs until the stream ends
     /// (every publisher dropped).
     pub fn start(
+        writer: CaptureWriter,
+        stream: FlowStream,
+        viewer: impl FlowViewer,
+    ) -> std::io::Result<Recorder> {
+        Recorder::start_with(writer, stream, viewer, ReplaySources::default())
+    }
+
+    /// [`Recorder::start`], the exchanges of requests sent again from `replays` kept
+    /// out of the client-behaviour checks (they are the user's, not the app's).
+    pub fn start_with(
         mut writer: CaptureWriter,
         mut stream: FlowStream,
         mut viewer: impl FlowViewer,
+        replays: ReplaySources,
     ) -> std::io::Result<Recorder> {
         let checkpointer = Checkpointer::start(writer.path(), CheckpointPolicy::DEFAULT)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -84,7 +96,10 @@ impl Recorder {
                     |event: FlowEvent, batch: &mut Vec<StoredFlow>, acks: &mut Vec<_>| {
                         let FlowEvent { flow, ack } = event;
                         let analysis = kinvey::analyze(&flow);
-                        let warnings = behaviour.observe(&flow, &analysis);
+                        let warnings = match replays.contains(flow.client_addr) {
+                            true => Vec::new(),
+                            false => behaviour.observe(&flow, &analysis),
+                        };
                         let kinvey = KinveySummary::new(&analysis, &warnings);
                         batch.push(StoredFlow { flow, kinvey });
                         acks.push(ack);

@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio_rustls::TlsConnector;
 
-use super::ReplayRequest;
+use super::{ReplayRequest, ReplaySources};
 use crate::flow::FlowId;
 use crate::proxy::headers::remove_in_order;
 use crate::proxy::Target;
@@ -32,6 +32,7 @@ pub struct Replayer {
     /// TLS through a tunnel, offering HTTP/1.1 only (the original came over HTTP/1).
     tls_h1: TlsConnector,
     proxy_authorization: Option<HeaderValue>,
+    sources: ReplaySources,
     runtime: tokio::runtime::Handle,
     said: Sender<String>,
     heard: Receiver<String>,
@@ -40,11 +41,13 @@ pub struct Replayer {
 impl Replayer {
     /// A replayer through the proxy listening on `listen`, trusting its CA `ca`, with
     /// its `--proxy-auth` credentials (a `Proxy-Authorization` value) if it asks for
-    /// them. It sends on the current tokio runtime: it panics when called outside one.
+    /// them; the addresses it sends from go into `sources`. It sends on the current
+    /// tokio runtime: it panics when called outside one.
     pub fn new(
         listen: SocketAddr,
         ca: &CertificateDer<'static>,
         proxy_authorization: Option<HeaderValue>,
+        sources: ReplaySources,
     ) -> anyhow::Result<Replayer> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.clone())?;
@@ -63,6 +66,7 @@ impl Replayer {
             tls_h2: offering(&[b"h2", b"http/1.1"]),
             tls_h1: offering(&[b"http/1.1"]),
             proxy_authorization,
+            sources,
             runtime: tokio::runtime::Handle::current(),
             said,
             heard,
@@ -78,17 +82,23 @@ impl Replayer {
             false => self.tls_h1.clone(),
         };
         let (proxy, auth) = (self.proxy, self.proxy_authorization.clone());
+        let sources = self.sources.clone();
         self.runtime.spawn(async move {
             let started = Instant::now();
             let outcome = tokio::time::timeout(
                 REPLAY_TIMEOUT,
-                exchange(proxy, &tls, auth.as_ref(), request),
+                exchange(proxy, &tls, auth.as_ref(), &sources, request),
             )
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {REPLAY_TIMEOUT:?}")));
             let message = match outcome {
-                Ok(status) => format!(
-                    "flow {id} sent again: {status} in {} ms (a new flow)",
+                Ok(answer) => format!(
+                    "flow {id} sent again: {}{} in {} ms (a new flow)",
+                    answer.status,
+                    match answer.by_kinspect {
+                        true => " made by kinspect (see the new flow's error)",
+                        false => "",
+                    },
                     started.elapsed().as_millis()
                 ),
                 Err(e) => format!("sending flow {id} again failed: {e}"),
@@ -121,23 +131,29 @@ async fn exchange(
     proxy: SocketAddr,
     tls: &TlsConnector,
     auth: Option<&HeaderValue>,
+    sources: &ReplaySources,
     request: ReplayRequest,
-) -> Result<u16, String> {
+) -> Result<Answer, String> {
     let target = Target::of_uri(&request.url)
         .ok_or_else(|| format!("{} is not a URL the proxy can send to", request.url))?;
     let tcp = tokio::net::TcpStream::connect(proxy)
         .await
         .map_err(|e| format!("cannot reach the proxy at {proxy}: {e}"))?;
     let _ = tcp.set_nodelay(true);
+    if let Ok(from) = tcp.local_addr() {
+        sources.add(from);
+    }
     let mut connection = match target.https {
         true => {
             let tunnel = connect_tunnel(tcp, &target, auth).await?;
             let name = ServerName::try_from(target.host.clone())
                 .map_err(|_| format!("{:?} is not a TLS server name", target.host))?;
-            let stream = tls
-                .connect(name, TokioIo::new(tunnel))
-                .await
-                .map_err(|e| format!("TLS through the proxy failed: {e}"))?;
+            let stream = tls.connect(name, TokioIo::new(tunnel)).await.map_err(|e| {
+                format!(
+                    "TLS through the proxy failed: {e} (a host in --ignore-hosts is passed \
+                         through untouched: kinspect cannot send its requests again)"
+                )
+            })?;
             match stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                 true => http2_connection(TokioIo::new(stream)).await?,
                 false => http1_connection(TokioIo::new(stream)).await?,
@@ -181,12 +197,24 @@ async fn exchange(
         }
     }
     .map_err(|e| format!("the proxy did not answer: {e}"))?;
-    let status = response.status().as_u16();
+    let answer = Answer {
+        status: response.status().as_u16(),
+        by_kinspect: response
+            .headers()
+            .contains_key(crate::proxy::KINSPECT_ERROR_HEADER),
+    };
     let mut body = response.into_body();
     while let Some(frame) = body.frame().await {
         frame.map_err(|e| format!("the response broke off: {e}"))?;
     }
-    Ok(status)
+    Ok(answer)
+}
+
+/// How a request sent again was answered.
+struct Answer {
+    status: u16,
+    /// kinspect answered itself: the origin could not be reached or did not answer.
+    by_kinspect: bool,
 }
 
 async fn http1_connection<I>(io: I) -> Result<ProxyConnection, String>

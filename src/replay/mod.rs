@@ -8,3 +8,46 @@ mod text;
 
 pub use client::Replayer;
 pub use text::ReplayRequest;
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+/// The client addresses requests were sent again from, so that their exchanges are not
+/// taken for the app's own: a STOP error sent again from the UI is not the app ignoring
+/// "do not retry". The latest [`ReplaySources::KEPT`] are kept.
+#[derive(Clone, Debug, Default)]
+pub struct ReplaySources(Arc<Mutex<Sources>>);
+
+#[derive(Debug, Default)]
+struct Sources {
+    known: HashSet<SocketAddr>,
+    order: VecDeque<SocketAddr>,
+}
+
+impl ReplaySources {
+    /// How many addresses are remembered.
+    pub const KEPT: usize = 1024;
+
+    fn sources(&self) -> std::sync::MutexGuard<'_, Sources> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A request is sent again from `addr`.
+    pub(crate) fn add(&self, addr: SocketAddr) {
+        let mut sources = self.sources();
+        if sources.known.insert(addr) {
+            sources.order.push_back(addr);
+        }
+        while sources.order.len() > Self::KEPT {
+            if let Some(oldest) = sources.order.pop_front() {
+                sources.known.remove(&oldest);
+            }
+        }
+    }
+
+    /// True when a flow from `addr` is a request sent again.
+    pub fn contains(&self, addr: SocketAddr) -> bool {
+        self.sources().known.contains(&addr)
+    }
+}

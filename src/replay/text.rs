@@ -111,35 +111,69 @@ impl ReplayRequest {
     /// header fields (without a `Host` that only names the URL's host, nor a
     /// `Content-Length`), an empty line and the body, decoded. A body that is not text cannot be changed this way.
     pub fn to_text(&self) -> Result<String, String> {
-        let encoding = self
-            .headers
-            .get(header::CONTENT_ENCODING)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        let body = crate::decode::decode_body(&self.body, encoding.as_deref())
-            .map_err(|e| format!("its body cannot be decoded ({e}): R sends it unchanged"))?;
-        let body = std::str::from_utf8(&body)
-            .map_err(|_| "its body is not text: R sends it unchanged".to_owned())?;
+        let body = self.body_text()?;
         let mut headers = self.headers.clone();
         without_implied_host(&mut headers, &self.url);
         // The body changed is measured again.
         remove_in_order(&mut headers, |name, _| name == header::CONTENT_LENGTH);
         let mut text = format!("{EDIT_HELP}{} {}\n", self.method, self.url);
         for (name, value) in &headers {
-            text.push_str(&format!(
-                "{name}: {}\n",
-                String::from_utf8_lossy(value.as_bytes())
-            ));
+            text.push_str(&format!("{name}: {}\n", value_text(value)));
         }
         text.push('\n');
-        text.push_str(body);
+        text.push_str(&body);
         Ok(text)
     }
 
-    /// The request written as [`ReplayRequest::to_text`] writes it, after editing: the
-    /// body encoded again as its `Content-Encoding` says. An editor's final newline is
-    /// not taken for part of the body when `original` (the text before editing) had
-    /// none. Errors name the line.
-    pub fn from_text(text: &str, original: &str, http2: bool) -> Result<ReplayRequest, String> {
+    /// The body decoded, as text; why not when it is not.
+    fn body_text(&self) -> Result<String, String> {
+        let encoding = self
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let body = crate::decode::decode_body(&self.body, encoding.as_deref())
+            .map_err(|e| format!("its body cannot be decoded ({e}): R sends it unchanged"))?;
+        String::from_utf8(body.to_vec())
+            .map_err(|_| "its body is not text: R sends it unchanged".to_owned())
+    }
+
+    /// The request after the user changed [`ReplayRequest::to_text`]'s text into
+    /// `text`; `None` when they left it as it was (quitting an editor without saving
+    /// sends nothing: `R` sends a request unchanged). The body is encoded again as its
+    /// `Content-Encoding` says; an editor's final newline is not taken for part of a
+    /// body that had none; a field left as it was keeps its bytes (a value that is not
+    /// UTF-8 is shown as ISO-8859-1). Errors name the line.
+    pub fn edited(&self, text: &str) -> Result<Option<ReplayRequest>, String> {
+        let original = self.to_text()?;
+        if text.replace("\r\n", "\n") == original {
+            return Ok(None);
+        }
+        let body_ended_a_line = self.body_text()?.ends_with('\n');
+        let mut changed = ReplayRequest::parse(text, body_ended_a_line, self.http2)?;
+        // Fields left as they were keep their bytes.
+        let fields: Vec<(HeaderName, HeaderValue)> = changed
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let kept = self
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .find(|v| value_text(v) == value_text(value));
+                (name.clone(), kept.unwrap_or(value).clone())
+            })
+            .collect();
+        changed.headers.clear();
+        for (name, value) in fields {
+            changed.headers.append(name, value);
+        }
+        Ok(Some(changed))
+    }
+
+    /// The request written as [`ReplayRequest::to_text`] writes it: the body encoded
+    /// as its `Content-Encoding` says, an editor's final newline left out unless
+    /// `body_ends_a_line`. Errors name the line.
+    fn parse(text: &str, body_ends_a_line: bool, http2: bool) -> Result<ReplayRequest, String> {
         // Comment lines before the request line are not part of it.
         let mut skipped = 0;
         let mut rest = text;
@@ -157,7 +191,7 @@ impl ReplayRequest {
             None => (rest.trim_end_matches(['\r', '\n']), ""),
         };
         let body = match body.strip_suffix("\r\n").or(body.strip_suffix('\n')) {
-            Some(trimmed) if !original.ends_with('\n') => trimmed,
+            Some(trimmed) if !body_ends_a_line => trimmed,
             _ => body,
         };
         let at = |index: usize| format!("line {}", skipped + index + 1);
@@ -166,7 +200,8 @@ impl ReplayRequest {
         let mut words = request_line.split_whitespace();
         let (Some(method), Some(url), None) = (words.next(), words.next(), words.next()) else {
             return Err(format!(
-                "{}: the request line must be METHOD URL (it is {request_line:?})",
+                "{}: the request line must be METHOD URL, a space in the URL written %20 \
+                 (it is {request_line:?})",
                 at(0)
             ));
         };
@@ -213,8 +248,16 @@ impl ReplayRequest {
     }
 }
 
-/// `url` if it is an absolute `http://` or `https://` URL the proxy can send to.
+/// A field value as the text shows it.
+fn value_text(value: &HeaderValue) -> std::borrow::Cow<'_, str> {
+    crate::flow::field_value_text(value.as_bytes())
+}
+
+/// `url` if it is an absolute `http://` or `https://` URL the proxy can send to;
+/// characters a URL cannot carry as they are (`é`) are percent-encoded.
 fn parse_url(url: &str) -> Result<Uri, String> {
+    let url = percent_encoding::utf8_percent_encode(url, percent_encoding::CONTROLS).to_string();
+    let url = url.as_str();
     let uri: Uri = url
         .parse()
         .map_err(|_| format!("{url:?} is not a URL that can be sent"))?;
@@ -342,39 +385,52 @@ mod tests {
              content-type: application/json\ncontent-encoding: gzip\n\n{\"year\":\"1965\"}",
             "no Host: it only names the URL's host"
         );
-        // Unchanged, it reads back as the request, its body gzipped again.
-        let back = ReplayRequest::from_text(&text, &text, false).unwrap();
+        // Left as it was, nothing is sent (R does that); CRLF endings are no change.
+        assert_eq!(request.edited(&text).unwrap(), None);
+        assert_eq!(request.edited(&text.replace('\n', "\r\n")).unwrap(), None);
+        // Changed, its body is gzipped again; an editor's final newline is not the
+        // body's.
+        let edited = text.replace("\"1965\"", "1965") + "\n";
+        let back = request.edited(&edited).unwrap().unwrap();
         let decoded = crate::decode::decode_body(&back.body, Some("gzip")).unwrap();
-        assert_eq!(&decoded[..], b"{\"year\":\"1965\"}");
+        assert_eq!(&decoded[..], b"{\"year\":1965}");
         assert_eq!(back.headers["content-encoding"], "gzip");
-        // An editor's final newline is not the body's; a body that had one keeps it.
-        let edited = text
-            .replace("\"1965\"", "1965")
-            .replace("content-encoding: gzip\n", "")
-            + "\n";
-        let back = ReplayRequest::from_text(&edited, &text, false).unwrap();
+        let plain = edited.replace("content-encoding: gzip\n", "");
+        let back = request.edited(&plain).unwrap().unwrap();
         assert_eq!(&back.body[..], b"{\"year\":1965}");
-        let lines = "GET http://a.test/\n\nline\n";
-        let back = ReplayRequest::from_text(lines, lines, false).unwrap();
+        // A body that ended a line keeps its newline; one added to none gets none.
+        let lines = ReplayRequest::of(&self::flow(&[], b"line\n")).unwrap();
+        let text_of_lines = lines.to_text().unwrap();
+        let back = lines
+            .edited(&text_of_lines.replace("POST", "PUT"))
+            .unwrap()
+            .unwrap();
         assert_eq!(&back.body[..], b"line\n");
+        let empty = ReplayRequest::of(&self::flow(&[], b"")).unwrap();
+        let added = empty.to_text().unwrap() + "added=body\n";
+        assert_eq!(
+            &empty.edited(&added).unwrap().unwrap().body[..],
+            b"added=body"
+        );
         // A Host naming another host is the user's: kept.
         let moved = text.replace("content-type", "host: other.test\ncontent-type");
-        let back = ReplayRequest::from_text(&moved, &text, false).unwrap();
+        let back = request.edited(&moved).unwrap().unwrap();
         assert_eq!(back.headers["host"], "other.test");
         // A body that is not text is sent as it is, not edited; nor is one kinspect
         // cannot encode again.
         let binary = ReplayRequest::of(&self::flow(&[], &[0xff, 0x00])).unwrap();
         assert!(binary.to_text().unwrap_err().contains("not text"));
         let odd = text.replace("content-encoding: gzip", "content-encoding: compress");
-        let said = ReplayRequest::from_text(&odd, &text, false).unwrap_err();
+        let said = request.edited(&odd).unwrap_err();
         assert!(said.contains("remove the Content-Encoding line"), "{said}");
     }
 
     #[test]
     fn edited_text_that_is_no_request_says_where() {
-        let original = "GET http://a.test/\n";
-        let error = |text: &str| ReplayRequest::from_text(text, original, false).unwrap_err();
+        let request = ReplayRequest::of(&flow(&[], b"")).unwrap();
+        let error = |text: &str| request.edited(text).unwrap_err();
         assert!(error("GET\n").starts_with("line 1: the request line must be METHOD URL"));
+        assert!(error("GET http://a.test/a b\n").contains("written %20"));
         assert!(error("# a comment\n\nGET\n").starts_with("line 3:"));
         assert!(error("GET http://u:p@a.test/\n").contains("Authorization field"));
         assert!(error("GET http://a.test:0/\n").contains("port from 1 to 65535"));
@@ -383,12 +439,31 @@ mod tests {
         assert!(error("GET http://a.test/\nx-a 1\n").starts_with("line 2:"));
         assert!(error("GET http://a.test/\nx-a: 1\nb@d: 2\n").starts_with("line 3:"));
         let crlf = "POST http://a.test/x\r\nx-a: 1\r\n\r\nbody\r\n";
-        let back = ReplayRequest::from_text(crlf, "POST http://a.test/x\n\nbody", false).unwrap();
+        let back = request.edited(crlf).unwrap().unwrap();
         assert_eq!(
             (back.headers["x-a"].as_bytes(), &back.body[..]),
             (&b"1"[..], &b"body"[..])
         );
-        let no_body = ReplayRequest::from_text("DELETE http://a.test/x", original, false).unwrap();
+        let no_body = request.edited("DELETE http://a.test/x").unwrap().unwrap();
         assert_eq!((no_body.method, no_body.body.len()), (Method::DELETE, 0));
+        let accented = request.edited("GET http://a.test/café\n").unwrap().unwrap();
+        assert_eq!(accented.url.path(), "/caf%C3%A9");
+    }
+
+    #[test]
+    fn a_field_left_as_it_was_keeps_bytes_that_are_not_utf8() {
+        let mut flow = flow(&[], b"");
+        flow.request.headers = [("x-latin", &b"caf\xe9"[..]), ("x-b", b"1")]
+            .into_iter()
+            .collect();
+        let request = ReplayRequest::of(&flow).unwrap();
+        let text = request.to_text().unwrap();
+        assert!(text.contains("x-latin: café\n"), "{text}");
+        let changed = request
+            .edited(&text.replace("x-b: 1", "x-b: 2"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(changed.headers["x-latin"].as_bytes(), b"caf\xe9");
+        assert_eq!(changed.headers["x-b"], "2");
     }
 }

@@ -399,8 +399,13 @@ fn send_again(
                     return Ok(format!("flow {id} not sent again: {why}"))
                 }
             };
-            match ReplayRequest::from_text(&edited, &original, request.http2) {
-                Ok(changed) => break changed,
+            match request.edited(&edited) {
+                Ok(Some(changed)) => break changed,
+                Ok(None) => {
+                    return Ok(format!(
+                        "flow {id} not sent again: the request was left as it was (R sends it unchanged)"
+                    ))
+                }
                 Err(e) => {
                     const SAID: &str = "# kinspect could not read this request: ";
                     let mut kept = edited.as_str();

@@ -438,6 +438,8 @@ pub struct TestProxy {
     /// Every flow, in the order the recorder stored it.
     pub flows: tokio::sync::mpsc::UnboundedReceiver<StoredFlow>,
     pub handle: ProxyHandle,
+    /// Where a replayer through this proxy notes the addresses it sends from.
+    pub replays: kinspect::replay::ReplaySources,
 }
 
 impl TestProxy {
@@ -465,9 +467,15 @@ impl TestProxy {
         let writer = CaptureWriter::open(&ca_dir.path().join("capture.db")).unwrap();
         let (tx, flows) = tokio::sync::mpsc::unbounded_channel();
         // The recorder thread ends with the stream, when the proxy is dropped.
-        let recorder = Recorder::start(writer, stream, move |stored| {
-            let _ = tx.send(stored);
-        })
+        let replays = kinspect::replay::ReplaySources::default();
+        let recorder = Recorder::start_with(
+            writer,
+            stream,
+            move |stored| {
+                let _ = tx.send(stored);
+            },
+            replays.clone(),
+        )
         .unwrap();
         drop(recorder);
         let proxy = Proxy::bind(config, ca.clone(), publisher).await.unwrap();
@@ -477,6 +485,7 @@ impl TestProxy {
             ca_dir,
             flows,
             handle: proxy.spawn(),
+            replays,
         }
     }
 
