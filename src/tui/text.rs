@@ -17,9 +17,46 @@ pub struct LaidOutText {
     pub width: usize,
 }
 
+/// Where the screen rows of `line` end, `width` columns each: a character two columns
+/// wide (CJK, most emoji) that does not fit goes to the next row. Each end is a byte
+/// offset; the last is the line's length. ASCII takes the short way.
+fn row_ends(line: &str, width: usize) -> impl Iterator<Item = usize> + '_ {
+    use unicode_width::UnicodeWidthChar;
+    let width = width.max(1);
+    let ascii = line.is_ascii();
+    let mut chars = line.char_indices().peekable();
+    let mut start = 0;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        if ascii {
+            let end = (start + width).min(line.len());
+            start = end;
+            done = end == line.len();
+            return Some(end);
+        }
+        let mut columns = 0;
+        while let Some(&(at, c)) = chars.peek() {
+            let wide = c.width().unwrap_or(0);
+            if columns + wide > width && columns > 0 {
+                return Some(at);
+            }
+            columns += wide;
+            chars.next();
+        }
+        done = true;
+        Some(line.len())
+    })
+}
+
 /// The screen rows a line of text takes in `width` columns (at least one).
 fn rows_of(line: &str, width: usize) -> usize {
-    line.chars().count().div_ceil(width.max(1)).max(1)
+    match line.is_ascii() {
+        true => line.len().div_ceil(width.max(1)).max(1),
+        false => row_ends(line, width).count(),
+    }
 }
 
 impl LaidOutText {
@@ -58,21 +95,14 @@ impl LaidOutText {
             .saturating_sub(1)
     }
 
-    /// The screen rows `line` takes, each at most `width` characters; an empty line is
-    /// one empty row. Made as they are taken: a line of megabytes costs only the rows
-    /// shown.
+    /// The screen rows `line` takes, each at most `width` columns; an empty line is one
+    /// empty row. Made as they are taken: a line of megabytes costs only the rows shown.
     pub fn rows_of_line<'a>(&self, line: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        let width = self.width;
-        let mut rest = Some(line);
-        std::iter::from_fn(move || {
-            let text = rest?;
-            let end = text
-                .char_indices()
-                .nth(width)
-                .map_or(text.len(), |(at, _)| at);
-            let (row, after) = text.split_at(end);
-            rest = (!after.is_empty()).then_some(after);
-            Some(row)
+        let mut start = 0;
+        row_ends(line, self.width).map(move |end| {
+            let row = &line[start..end];
+            start = end;
+            row
         })
     }
 }
@@ -102,5 +132,18 @@ mod tests {
             (0, 0, 1, 2)
         );
         assert_eq!(text.last_scroll(4), 1);
+    }
+
+    #[test]
+    fn wide_characters_take_two_columns_and_never_straddle_rows() {
+        let text = LaidOutText::new(vec!["漢字かなab🙂c".into()], 5);
+        let rows: Vec<&str> = text.rows_of_line(&text.lines[0]).collect();
+        assert_eq!(rows, ["漢字", "かなa", "b🙂c"]);
+        assert_eq!(text.rows, 3);
+        // A combining accent stays with its letter.
+        assert_eq!(
+            text.rows_of_line("abcde\u{301}f").collect::<Vec<_>>(),
+            ["abcde\u{301}", "f"]
+        );
     }
 }

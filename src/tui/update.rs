@@ -451,6 +451,17 @@ fn jump_to_match(detail: &mut Detail, forward: bool, width: usize, message: &mut
             .find(|&&i| i < detail.scroll)
             .or(hits.last())
     };
+    let wrapped = match (forward, found) {
+        (true, Some(&line)) => line <= detail.scroll,
+        (false, Some(&line)) => line >= detail.scroll,
+        _ => false,
+    };
+    if wrapped && hits.len() > 1 {
+        *message = Some(format!(
+            "search wrapped to the {}",
+            if forward { "first match" } else { "last match" }
+        ));
+    }
     match found {
         Some(&line) => detail.scroll = line,
         // The body's lines past the shown ones were not searched.
@@ -1038,10 +1049,19 @@ mod tests {
         press(&mut a, KeyCode::Char('n'));
         let second = scroll(&a);
         assert!(second > first, "{first} then {second}");
+        assert_eq!(a.message, None);
         press(&mut a, KeyCode::Char('n'));
         assert_eq!(scroll(&a), first, "wraps around");
+        assert_eq!(
+            a.message.as_deref(),
+            Some("search wrapped to the first match")
+        );
         press(&mut a, KeyCode::Char('N'));
         assert_eq!(scroll(&a), second);
+        assert_eq!(
+            a.message.as_deref(),
+            Some("search wrapped to the last match")
+        );
         // The prompt opens empty; Enter on nothing searches the last term again.
         press(&mut a, KeyCode::Char('/'));
         assert_eq!(a.prompt.as_ref().unwrap().input, "");

@@ -220,6 +220,8 @@ fn bottom_text(app: &App, width: usize) -> Vec<Line<'static>> {
         }
         return lines;
     }
+    // Sending requests again needs the running proxy.
+    let live = app.source.listen.is_some();
     match &app.message {
         Some(message) => error_lines(message, width)
             .into_iter()
@@ -227,8 +229,10 @@ fn bottom_text(app: &App, width: usize) -> Vec<Line<'static>> {
             .collect(),
         None => vec![Line::styled(
             match app.screen {
-                Screen::List => "Enter details  f filter  ? help  q quit  i request id  K Kinvey errors  r report  R resend  e edit+send  E export HAR  F follow  z clear",
-                Screen::Detail(_) => "Tab/←→ tabs  j/k scroll  ? help  q back  / search  n/N next/prev match  v body  r report  R resend  e edit+send",
+                Screen::List if live => "Enter details  f filter  ? help  q quit  i request id  K Kinvey errors  r report  R resend  e edit+send  E export HAR  F follow  z clear",
+                Screen::List => "Enter details  f filter  ? help  q quit  i request id  K Kinvey errors  r report  E export HAR  F follow  z clear",
+                Screen::Detail(_) if live => "Tab/←→ tabs  j/k scroll  ? help  q back  / search  n/N next/prev match  v body  r report  R resend  e edit+send",
+                Screen::Detail(_) => "Tab/←→ tabs  j/k scroll  ? help  q back  / search  n/N next/prev match  v body  r report",
                 Screen::KinveySummary { .. } => "j/k move  Enter list those flows  q back",
                 _ => "j/k scroll  q back",
             },
@@ -575,7 +579,7 @@ fn relayed_line(bytes: u64, from: &str) -> String {
     )
 }
 
-/// The fields of a query string or form body (`pairs`), decoded, as a section headed
+/// The fields of a query string or form body (`pairs`), decoded, as a section under
 /// `title` with the names aligned; nothing when there are none.
 fn field_lines(lines: &mut Vec<String>, title: &str, pairs: &str) {
     let fields: Vec<(String, String)> = form_fields(pairs)
@@ -591,7 +595,7 @@ fn field_lines(lines: &mut Vec<String>, title: &str, pairs: &str) {
         .unwrap_or(0)
         .min(MAX_ALIGNED_NAME);
     lines.push(String::new());
-    lines.push(format!("{title} (decoded)"));
+    lines.push(title.to_owned());
     lines.extend(
         fields
             .iter()
@@ -626,12 +630,21 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab, view: BodyView) -> Vec<String
                 request.version.as_str()
             ));
             header_lines(&mut lines, &request.headers);
-            field_lines(&mut lines, "Query", query_of(&request.url));
+            field_lines(&mut lines, "Query (decoded)", query_of(&request.url));
             let content_type = request.headers.get("content-type");
             if content_type.as_deref().is_some_and(is_form) && !under_way {
                 let encoding = request.headers.get("content-encoding");
                 if let Ok(form) = request.body.decoded(encoding.as_deref()) {
-                    field_lines(&mut lines, "Form", &String::from_utf8_lossy(&form));
+                    let form = String::from_utf8_lossy(&form);
+                    match request.body.truncated {
+                        // Cut at --max-body: its last field may be cut too.
+                        true => field_lines(
+                            &mut lines,
+                            "Form (decoded; cut at --max-body, its last field left out)",
+                            form.rsplit_once('&').map_or("", |(whole, _)| whole),
+                        ),
+                        false => field_lines(&mut lines, "Form (decoded)", &form),
+                    }
                 }
             }
             lines.push(String::new());
@@ -1117,6 +1130,16 @@ mod tests {
             form > query && at("user=ann&password=s%3Dcret") > Some(form),
             "{lines:?}"
         );
+        // A form cut at --max-body leaves its last field out: it may be cut too.
+        stored.flow.request.body.truncated = true;
+        stored.flow.request.body.bytes = "user=ann&password=s%3Dcr".into();
+        let lines = detail_lines(&stored, Tab::Request, BodyView::Pretty);
+        let form = lines
+            .iter()
+            .position(|l| l.starts_with("Form (decoded; cut"))
+            .unwrap();
+        assert_eq!(lines[form + 1], "  user  ann");
+        assert!(!lines[form + 2].contains("password"), "{lines:?}");
         // A body of another type has no form section; a URL without a query no query.
         stored.flow.request.url = "http://a.test/p".into();
         stored.flow.request.headers = crate::flow::Headers::default();
