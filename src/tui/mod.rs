@@ -185,6 +185,7 @@ fn event_loop(
                     Some(Event::Key(key))
                 }
                 TerminalEvent::Paste(text) => Some(Event::Paste(text)),
+                TerminalEvent::Resize(columns, _) => Some(Event::Resized(columns.into())),
                 _ => None,
             };
             if let Some(event) = event {

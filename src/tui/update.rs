@@ -13,6 +13,8 @@ use crate::flow::FlowId;
 pub enum Event {
     /// A key was pressed.
     Key(KeyEvent),
+    /// The terminal is now this many columns wide.
+    Resized(usize),
     /// Text was pasted (bracketed paste): typed into an open prompt, line breaks as
     /// spaces; ignored elsewhere.
     Paste(String),
@@ -130,6 +132,24 @@ pub fn update(app: &mut App, event: Event) -> Vec<Effect> {
         }
         Event::Filtered(ids) => {
             app.show_ids(&ids);
+            Vec::new()
+        }
+        Event::Resized(width) => {
+            // Text views scroll by rows: the line at the top stays at the top.
+            let before = app.width.max(1);
+            for screen in [Some(&mut app.screen), app.behind.as_deref_mut()]
+                .into_iter()
+                .flatten()
+            {
+                if let Screen::Detail(detail) = screen {
+                    if detail.flow().is_some() {
+                        let line = detail.text(before).line_at(detail.scroll);
+                        let starts = &detail.text(width).starts;
+                        detail.scroll = starts.get(line).copied().unwrap_or(0);
+                    }
+                }
+            }
+            app.width = width;
             Vec::new()
         }
         Event::Paste(text) => {
@@ -881,6 +901,37 @@ mod tests {
             (detail.id, detail.tab, detail.body_view),
             (3, Tab::Response, BodyView::Hex)
         );
+    }
+
+    #[test]
+    fn a_resize_keeps_the_line_at_the_top_of_the_detail() {
+        let mut a = app(3);
+        a.width = 20;
+        press(&mut a, KeyCode::Enter);
+        let mut full = stored(3, 200, None);
+        let body: String = (0..50)
+            .map(|i| format!("L{i:03} {}\n", "x".repeat(50)))
+            .collect();
+        full.flow.response.as_mut().unwrap().body = CapturedBody::whole(body.into_bytes());
+        update(&mut a, Event::Loaded(Box::new(full)));
+        press(&mut a, KeyCode::Char('2'));
+        for _ in 0..40 {
+            press(&mut a, KeyCode::Char('j'));
+        }
+        let top = |a: &App| match &a.screen {
+            Screen::Detail(d) => {
+                let text = d.text(a.width);
+                text.lines[text.line_at(d.scroll)].clone()
+            }
+            _ => panic!("not in the detail"),
+        };
+        let before = top(&a);
+        assert!(before.starts_with("L0"), "{before}");
+        update(&mut a, Event::Resized(70));
+        assert_eq!(a.width, 70);
+        assert_eq!(top(&a), before);
+        update(&mut a, Event::Resized(9));
+        assert_eq!(top(&a), before);
     }
 
     #[test]
