@@ -100,6 +100,19 @@ impl HeaderField {
     }
 }
 
+/// The charset the `charset` parameter of `headers`' content type names, if it names
+/// one that is known (`iso-8859-1`, `windows-1252`, `shift_jis`, `utf-8`...).
+pub fn declared_charset(headers: &Headers) -> Option<&'static encoding_rs::Encoding> {
+    let content_type = headers.get("content-type")?;
+    let label = content_type.split(';').skip(1).find_map(|parameter| {
+        let (name, value) = parameter.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| value.trim().trim_matches('"').to_owned())
+    })?;
+    encoding_rs::Encoding::for_label(label.as_bytes())
+}
+
 /// A header field value's bytes as text: as UTF-8 when they are, else each byte as its
 /// ISO-8859-1 character (see [`HeaderField::value_lossy`]).
 pub fn field_value_text(value: &[u8]) -> std::borrow::Cow<'_, str> {

@@ -124,9 +124,29 @@ pub fn decode_form_component(component: &str) -> String {
 /// The fields of a query string or form body, names and values decoded; a field
 /// without `=` has an empty value, as browsers read it.
 pub fn form_fields(pairs: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    pairs.split('&').filter(|p| !p.is_empty()).map(|pair| {
+    form_fields_in(pairs, None)
+}
+
+/// [`form_fields`] of a form in `charset` (`pairs` decoded from it already): a form
+/// sent as `application/x-www-form-urlencoded; charset=iso-8859-1` escapes `é` as
+/// `%E9`. UTF-8 when `None`.
+pub fn form_fields_in<'a>(
+    pairs: &'a str,
+    charset: Option<&'static encoding_rs::Encoding>,
+) -> impl Iterator<Item = (String, String)> + 'a {
+    let decode = move |component: &str| match charset {
+        Some(charset) if charset != encoding_rs::UTF_8 => {
+            // Back to the form's bytes (raw characters and escapes alike), then text.
+            let spaced = component.replace('+', " ");
+            let (raw, _, _) = charset.encode(&spaced);
+            let bytes: Vec<u8> = percent_encoding::percent_decode(&raw).collect();
+            charset.decode_without_bom_handling(&bytes).0.into_owned()
+        }
+        _ => decode_form_component(component),
+    };
+    pairs.split('&').filter(|p| !p.is_empty()).map(move |pair| {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (decode_form_component(name), decode_form_component(value))
+        (decode(name), decode(value))
     })
 }
 

@@ -10,8 +10,9 @@ use super::har_version;
 use crate::capture::StoredFlow;
 use crate::flow::{utc_timestamp, CapturedBody, Flow, FlowKind, Headers};
 use crate::redact::{
-    form_fields, is_form, is_form_body, is_secret_header, is_secret_json_field, is_secret_param,
-    is_url_header, query_of, redact_form, redact_url, EarlierSecrets, Secrets, REDACTED,
+    form_fields, form_fields_in, is_form, is_form_body, is_secret_header, is_secret_json_field,
+    is_secret_param, is_url_header, query_of, redact_form, redact_url, EarlierSecrets, Secrets,
+    REDACTED,
 };
 
 /// How to export.
@@ -288,14 +289,16 @@ fn cookies_json(headers: &Headers, header: &str, redactor: &mut Redactor<'_>) ->
 }
 
 fn query_json(url: &str, redactor: &mut Redactor<'_>) -> Value {
-    params_json(query_of(url), redactor)
+    params_json(form_fields(query_of(url)), redactor)
 }
 
-/// The `name=value` pairs of a query string or form body as HAR `{name, value}` objects,
-/// decoded.
-fn params_json(pairs: &str, redactor: &mut Redactor<'_>) -> Value {
+/// The decoded fields of a query string or form body as HAR `{name, value}` objects.
+fn params_json(
+    fields: impl Iterator<Item = (String, String)>,
+    redactor: &mut Redactor<'_>,
+) -> Value {
     Value::Array(
-        form_fields(pairs)
+        fields
             .map(|(name, value)| {
                 let value = redactor.param(&name, &value);
                 json!({"name": name, "value": value})
@@ -416,10 +419,20 @@ fn entry_after(
             .get("content-type")
             .unwrap_or_default()
             .into_owned();
-        // A form's fields are listed as params too (HAR 1.2 `postData.params`).
-        let params = match std::str::from_utf8(&request.body.bytes) {
-            Ok(form) if is_form(&mime) && !base64 => params_json(form, &mut redactor),
-            _ => json!([]),
+        // A form's fields are listed as params too (HAR 1.2 `postData.params`), in the
+        // charset its content type names.
+        let charset = crate::flow::declared_charset(&request.headers);
+        let encoding = request.headers.get("content-encoding");
+        let form = match request.body.decoded(encoding.as_deref()) {
+            Ok(form) if is_form(&mime) => match charset {
+                Some(charset) => Some(charset.decode_without_bom_handling(&form).0.into_owned()),
+                None => String::from_utf8(form.to_vec()).ok(),
+            },
+            _ => None,
+        };
+        let params = match form {
+            Some(form) => params_json(form_fields_in(&form, charset), &mut redactor),
+            None => json!([]),
         };
         let mut post = json!({"mimeType": mime, "params": params, "text": text});
         if base64 {

@@ -113,14 +113,7 @@ pub fn body_lines(body: &CapturedBody, headers: &Headers, view: BodyView) -> Vec
 /// `windows-1252`, `shift_jis`), with that charset's name; `None` when it names none,
 /// one not known, or the bytes are not valid in it.
 fn in_declared_charset(bytes: &[u8], headers: &Headers) -> Option<(String, &'static str)> {
-    let content_type = headers.get("content-type")?;
-    let label = content_type.split(';').skip(1).find_map(|parameter| {
-        let (name, value) = parameter.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("charset")
-            .then(|| value.trim().trim_matches('"').to_owned())
-    })?;
-    let encoding = encoding_rs::Encoding::for_label(label.as_bytes())?;
+    let encoding = crate::flow::declared_charset(headers)?;
     let (text, had_errors) = encoding.decode_without_bom_handling(bytes);
     (!had_errors).then(|| (text.into_owned(), encoding.name()))
 }

@@ -14,7 +14,7 @@ use crate::capture::StoredFlow;
 use crate::flow::{printable_line, Flow, ShownClient};
 use crate::headless::HumanSize;
 use crate::kinvey::{self, ErrorClass, KinveySummary};
-use crate::redact::{form_fields, is_form, query_of};
+use crate::redact::{form_fields, form_fields_in, is_form, query_of};
 
 /// Rows of flows the list shows in a terminal area of this size.
 pub fn list_page(area: Rect) -> usize {
@@ -579,10 +579,14 @@ fn relayed_line(bytes: u64, from: &str) -> String {
     )
 }
 
-/// The fields of a query string or form body (`pairs`), decoded, as a section under
-/// `title` with the names aligned; nothing when there are none.
-fn field_lines(lines: &mut Vec<String>, title: &str, pairs: &str) {
-    let fields: Vec<(String, String)> = form_fields(pairs)
+/// The fields of a query string or form body, decoded, as a section under `title` with
+/// the names aligned; nothing when there are none.
+fn field_lines(
+    lines: &mut Vec<String>,
+    title: &str,
+    fields: impl Iterator<Item = (String, String)>,
+) {
+    let fields: Vec<(String, String)> = fields
         .map(|(name, value)| (printable_line(&name).into(), printable_line(&value).into()))
         .collect();
     if fields.is_empty() {
@@ -630,20 +634,35 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab, view: BodyView) -> Vec<String
                 request.version.as_str()
             ));
             header_lines(&mut lines, &request.headers);
-            field_lines(&mut lines, "Query (decoded)", query_of(&request.url));
+            field_lines(
+                &mut lines,
+                "Query (decoded)",
+                form_fields(query_of(&request.url)),
+            );
             let content_type = request.headers.get("content-type");
             if content_type.as_deref().is_some_and(is_form) && !under_way {
                 let encoding = request.headers.get("content-encoding");
                 if let Ok(form) = request.body.decoded(encoding.as_deref()) {
-                    let form = String::from_utf8_lossy(&form);
+                    let charset = crate::flow::declared_charset(&request.headers);
+                    let form = match charset {
+                        Some(charset) => charset.decode_without_bom_handling(&form).0,
+                        None => String::from_utf8_lossy(&form),
+                    };
                     match request.body.truncated {
                         // Cut at --max-body: its last field may be cut too.
                         true => field_lines(
                             &mut lines,
                             "Form (decoded; cut at --max-body, its last field left out)",
-                            form.rsplit_once('&').map_or("", |(whole, _)| whole),
+                            form_fields_in(
+                                form.rsplit_once('&').map_or("", |(whole, _)| whole),
+                                charset,
+                            ),
                         ),
-                        false => field_lines(&mut lines, "Form (decoded)", &form),
+                        false => field_lines(
+                            &mut lines,
+                            "Form (decoded)",
+                            form_fields_in(&form, charset),
+                        ),
                     }
                 }
             }
@@ -1130,6 +1149,23 @@ mod tests {
             form > query && at("user=ann&password=s%3Dcret") > Some(form),
             "{lines:?}"
         );
+        // A form in another charset than UTF-8: escaped and raw bytes alike.
+        let mut latin1 = stored.clone();
+        let mut map = http::HeaderMap::new();
+        map.insert(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=ISO-8859-1"
+                .parse()
+                .unwrap(),
+        );
+        latin1.flow.request.headers = crate::flow::Headers::from_map(&map);
+        latin1.flow.request.body =
+            crate::flow::CapturedBody::whole(&b"name=caf%E9&raw=\xe9t\xe9"[..]);
+        let lines = detail_lines(&latin1, Tab::Request, BodyView::Pretty);
+        let form = lines.iter().position(|l| l == "Form (decoded)").unwrap();
+        assert_eq!(lines[form + 1..form + 3], ["  name  café", "  raw   été"]);
+        let entry = crate::har::har_entry(&latin1, Default::default(), &mut 0);
+        assert_eq!(entry["request"]["postData"]["params"][1]["value"], "été");
         // A form cut at --max-body leaves its last field out: it may be cut too.
         stored.flow.request.body.truncated = true;
         stored.flow.request.body.bytes = "user=ann&password=s%3Dcr".into();
