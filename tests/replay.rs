@@ -19,6 +19,25 @@ fn replayer_through(proxy: &TestProxy, auth: Option<&ProxyCredentials>) -> Repla
     Replayer::new(proxy.addr, &ca, auth, proxy.replays.clone()).unwrap()
 }
 
+/// A proxy for `origin` asking for --proxy-auth credentials, the credentials, and a
+/// client that sends them and trusts the proxy's CA.
+async fn behind_proxy_auth(origin: &Origin) -> (TestProxy, ProxyCredentials, reqwest::Client) {
+    let credentials: ProxyCredentials = "dev:s3cret".parse().unwrap();
+    let auth = credentials.clone();
+    let proxy = TestProxy::start(Some(origin), |c| c.proxy_auth = Some(auth)).await;
+    let client = reqwest::Client::builder()
+        .proxy(
+            reqwest::Proxy::all(proxy.url())
+                .unwrap()
+                .custom_http_auth(credentials.header_value()),
+        )
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(proxy.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    (proxy, credentials, client)
+}
+
 /// What the replayer said about the one request it sent.
 async fn outcome(replayer: &Replayer) -> String {
     let deadline = Instant::now() + STEP;
@@ -89,19 +108,7 @@ async fn a_request_sent_again_reaches_the_origin_as_the_client_sent_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_request_is_sent_as_changed_through_proxy_auth() {
     let origin = Origin::start(OriginKind::Https).await;
-    let credentials: ProxyCredentials = "dev:s3cret".parse().unwrap();
-    let auth = credentials.clone();
-    let mut proxy = TestProxy::start(Some(&origin), |c| c.proxy_auth = Some(auth)).await;
-    let client = reqwest::Client::builder()
-        .proxy(
-            reqwest::Proxy::all(proxy.url())
-                .unwrap()
-                .custom_http_auth(credentials.header_value()),
-        )
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(proxy.ca_pem.as_bytes()).unwrap())
-        .build()
-        .unwrap();
+    let (mut proxy, credentials, client) = behind_proxy_auth(&origin).await;
     let response = client
         .put(origin.url("/echo/books/1"))
         .header("content-type", "application/json")
@@ -157,17 +164,7 @@ async fn a_changed_request_is_sent_as_changed_through_proxy_auth() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_post_says_its_length_through_proxy_auth_over_plain_http() {
     let origin = Origin::start(OriginKind::Plain).await;
-    let credentials: ProxyCredentials = "dev:s3cret".parse().unwrap();
-    let auth = credentials.clone();
-    let mut proxy = TestProxy::start(Some(&origin), |c| c.proxy_auth = Some(auth)).await;
-    let client = reqwest::Client::builder()
-        .proxy(
-            reqwest::Proxy::all(proxy.url())
-                .unwrap()
-                .custom_http_auth(credentials.header_value()),
-        )
-        .build()
-        .unwrap();
+    let (mut proxy, credentials, client) = behind_proxy_auth(&origin).await;
     let response = client
         .post(origin.url("/echo/logout"))
         .header("content-length", "0")

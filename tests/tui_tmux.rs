@@ -73,6 +73,26 @@ impl Drop for Tmux {
     }
 }
 
+impl Tmux {
+    /// Starts kinspect's UI, its proxy on a free port with its CA and capture in `home`
+    /// (`env`, `NAME=value ...`, before the command), and returns the proxy's port as
+    /// the status bar shows it.
+    fn start_proxy(&self, home: &std::path::Path, env: &str, width: u16, height: u16) -> u16 {
+        let command = format!(
+            "{env} KINSPECT_HOME={home} {} --listen 127.0.0.1:0 --ca-dir {home}/ca --capture {home}/c.db",
+            env!("CARGO_BIN_EXE_kinspect"),
+            home = home.display(),
+        );
+        self.start(&command, width, height);
+        let screen = self.wait_for("the proxy's address", |s| s.contains("proxy http://"));
+        regex::Regex::new(r"proxy http://127\.0\.0\.1:(\d+)")
+            .unwrap()
+            .captures(&screen)
+            .and_then(|c| c[1].parse().ok())
+            .unwrap_or_else(|| panic!("no proxy address on the screen:\n{screen}"))
+    }
+}
+
 #[test]
 fn the_demo_ui_filters_opens_details_and_quits() {
     if !tool_available("tmux") {
@@ -206,18 +226,7 @@ fn a_request_still_waiting_for_its_answer_is_listed_then_finished_in_place() {
     let tmux = Tmux {
         socket: format!("kinspect-test-inflight-{}", std::process::id()),
     };
-    let command = format!(
-        "KINSPECT_HOME={home} {} --listen 127.0.0.1:0 --ca-dir {home}/ca --capture {home}/c.db",
-        env!("CARGO_BIN_EXE_kinspect"),
-        home = home.path().display(),
-    );
-    tmux.start(&command, 150, 20);
-    let screen = tmux.wait_for("the proxy's address", |s| s.contains("proxy http://"));
-    let port: u16 = regex::Regex::new(r"proxy http://127\.0\.0\.1:(\d+)")
-        .unwrap()
-        .captures(&screen)
-        .and_then(|c| c[1].parse().ok())
-        .unwrap_or_else(|| panic!("no proxy address on the screen:\n{screen}"));
+    let port = tmux.start_proxy(home.path(), "", 150, 20);
 
     let client = std::thread::spawn(move || {
         let mut proxy = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -310,19 +319,12 @@ sed -e 's/"1965"/1965/' -e 's/^POST /PUT /' "$1" > "$1.new" && mv "$1.new" "$1"
     let tmux = Tmux {
         socket: format!("kinspect-test-replay-{}", std::process::id()),
     };
-    let command = format!(
-        "VISUAL= EDITOR={editor} KINSPECT_HOME={home} {} --listen 127.0.0.1:0 --ca-dir {home}/ca --capture {home}/c.db",
-        env!("CARGO_BIN_EXE_kinspect"),
-        editor = editor.display(),
-        home = home.path().display(),
+    let port = tmux.start_proxy(
+        home.path(),
+        &format!("VISUAL= EDITOR={}", editor.display()),
+        150,
+        20,
     );
-    tmux.start(&command, 150, 20);
-    let screen = tmux.wait_for("the proxy's address", |s| s.contains("proxy http://"));
-    let port: u16 = regex::Regex::new(r"proxy http://127\.0\.0\.1:(\d+)")
-        .unwrap()
-        .captures(&screen)
-        .and_then(|c| c[1].parse().ok())
-        .unwrap_or_else(|| panic!("no proxy address on the screen:\n{screen}"));
 
     let body = r#"{"year":"1965"}"#;
     let mut proxy = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -430,18 +432,7 @@ fn an_open_websockets_messages_show_as_they_come() {
     let tmux = Tmux {
         socket: format!("kinspect-test-live-ws-{}", std::process::id()),
     };
-    let command = format!(
-        "KINSPECT_HOME={home} {} --listen 127.0.0.1:0 --ca-dir {home}/ca --capture {home}/c.db",
-        env!("CARGO_BIN_EXE_kinspect"),
-        home = home.path().display(),
-    );
-    tmux.start(&command, 150, 24);
-    let screen = tmux.wait_for("the proxy's address", |s| s.contains("proxy http://"));
-    let port: u16 = regex::Regex::new(r"proxy http://127\.0\.0\.1:(\d+)")
-        .unwrap()
-        .captures(&screen)
-        .and_then(|c| c[1].parse().ok())
-        .unwrap_or_else(|| panic!("no proxy address on the screen:\n{screen}"));
+    let port = tmux.start_proxy(home.path(), "", 150, 24);
     let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let request = format!(
         "GET http://127.0.0.1:{origin_port}/live HTTP/1.1\r\nHost: 127.0.0.1:{origin_port}\r\n\
