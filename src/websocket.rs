@@ -49,7 +49,7 @@ impl Message {
     }
 }
 
-/// An opcode's name: `text`, `binary`, `close`, `ping`, `pong` (or `opcode N`).
+/// An opcode's name: `text`, `binary`, `close`, `ping`, `pong` (else `other`).
 pub fn opcode_name(opcode: u8) -> &'static str {
     match opcode {
         TEXT => "text",
@@ -147,8 +147,18 @@ impl Connection {
         &self.log
     }
 
-    /// The log so far, taken (a message still arriving is not in it).
+    /// The log, taken once the connection has closed: a message it closed in the middle
+    /// of is not in it, and the log says so.
     pub fn take_log(&mut self) -> MessageLog {
+        for reader in [&self.client, &self.server] {
+            if let Some(cut) = reader.unfinished() {
+                let mut sink = Sink {
+                    log: &mut self.log,
+                    budget: &mut self.budget,
+                };
+                sink.stop(reader.from_client, cut);
+            }
+        }
         std::mem::take(&mut self.log)
     }
 }
@@ -160,17 +170,11 @@ struct Sink<'a> {
 }
 
 impl Sink<'_> {
-    /// Payload bytes that may still be kept.
-    fn room(&self) -> usize {
-        usize::try_from(*self.budget).unwrap_or(usize::MAX)
-    }
-
     fn push(&mut self, message: Message) {
         if self.log.messages.len() >= MAX_MESSAGES {
             self.log.dropped += 1;
             return;
         }
-        *self.budget -= (message.payload.len() as u64).min(*self.budget);
         self.log.messages.push(message);
     }
 
@@ -198,6 +202,8 @@ struct Frame {
 struct Partial {
     opcode: u8,
     compressed: bool,
+    /// Its deflate stream ended (a final block): the rest of it is not inflated.
+    stream_ended: bool,
     at: SystemTime,
     kept: Vec<u8>,
     size: u64,
@@ -233,6 +239,28 @@ impl FrameReader {
             control: None,
             inflater: None,
             stopped: false,
+        }
+    }
+
+    /// What the connection closed in the middle of, if anything.
+    fn unfinished(&self) -> Option<String> {
+        if self.stopped {
+            return None;
+        }
+        match (&self.frame, &self.message) {
+            (_, Some(message)) => Some(format!(
+                "the connection closed in the middle of a {} message ({} of it arrived)",
+                opcode_name(message.opcode),
+                crate::headless::HumanSize(message.size)
+            )),
+            (Some(frame), None) => Some(format!(
+                "the connection closed in the middle of a {} frame",
+                opcode_name(frame.opcode)
+            )),
+            (None, None) if !self.header.is_empty() => {
+                Some("the connection closed in the middle of a frame header".into())
+            }
+            (None, None) => None,
         }
     }
 
@@ -329,6 +357,7 @@ impl FrameReader {
         let partial = |opcode, compressed| Partial {
             opcode,
             compressed,
+            stream_ended: false,
             at: now,
             kept: Vec::new(),
             size: 0,
@@ -354,7 +383,6 @@ impl FrameReader {
     /// Unmasked payload bytes of the current frame.
     fn payload(&mut self, chunk: &[u8], sink: &mut Sink<'_>) {
         let is_control = self.frame.as_ref().is_some_and(|f| f.opcode >= 0x8);
-        let room = sink.room();
         let partial = match is_control {
             true => self.control.as_mut(),
             false => self.message.as_mut(),
@@ -363,11 +391,12 @@ impl FrameReader {
             return;
         };
         if !partial.compressed {
-            keep(partial, chunk, room);
+            keep(partial, chunk, sink.budget);
             return;
         }
         let inflater = self.inflater.get_or_insert_with(|| Decompress::new(false));
-        if let Err(e) = inflate(inflater, chunk, FlushDecompress::None, partial, room) {
+        let flush = FlushDecompress::None;
+        if let Err(e) = inflate(inflater, chunk, flush, partial, sink.budget) {
             self.stopped = true;
             sink.stop(
                 self.from_client,
@@ -392,16 +421,10 @@ impl FrameReader {
         let Some(mut message) = self.message.take() else {
             return;
         };
-        if message.compressed {
-            let room = sink.room();
+        if message.compressed && !message.stream_ended {
             let inflater = self.inflater.get_or_insert_with(|| Decompress::new(false));
-            match inflate(
-                inflater,
-                &DEFLATE_TAIL,
-                FlushDecompress::Sync,
-                &mut message,
-                room,
-            ) {
+            let flush = FlushDecompress::Sync;
+            match inflate(inflater, &DEFLATE_TAIL, flush, &mut message, sink.budget) {
                 Ok(()) => {}
                 Err(e) => {
                     self.stopped = true;
@@ -427,32 +450,41 @@ fn finished(partial: Partial, from_client: bool) -> Message {
     }
 }
 
-/// Counts `bytes` into `partial`, keeping as many as `room` allows.
-fn keep(partial: &mut Partial, bytes: &[u8], room: usize) {
+/// Counts `bytes` into `partial`, keeping as many as `budget` (the connection's payload
+/// bytes still to keep) allows, and charging it.
+fn keep(partial: &mut Partial, bytes: &[u8], budget: &mut u64) {
     partial.size += bytes.len() as u64;
-    let take = room.saturating_sub(partial.kept.len()).min(bytes.len());
+    let take = usize::try_from(*budget)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
     partial.kept.extend_from_slice(&bytes[..take]);
+    *budget -= take as u64;
 }
 
-/// Inflates `input` into `partial`. A sender that ended its deflate stream (a final
-/// block) starts a new one with its next message.
+/// Inflates `input` into `partial`. A sender may end its deflate stream with a message
+/// (a final block, RFC 7692 §7.2.3.3): the rest of that message is not inflated, and
+/// its next message starts a new stream.
 fn inflate(
     inflater: &mut Decompress,
     mut input: &[u8],
     flush: FlushDecompress,
     partial: &mut Partial,
-    room: usize,
+    budget: &mut u64,
 ) -> Result<(), flate2::DecompressError> {
+    if partial.stream_ended {
+        return Ok(());
+    }
     let mut out = [0u8; 16 * 1024];
     loop {
         let (before_in, before_out) = (inflater.total_in(), inflater.total_out());
         let status = inflater.decompress(input, &mut out, flush)?;
         let consumed = (inflater.total_in() - before_in) as usize;
         let produced = (inflater.total_out() - before_out) as usize;
-        keep(partial, &out[..produced], room);
+        keep(partial, &out[..produced], budget);
         input = &input[consumed..];
         if status == Status::StreamEnd {
             inflater.reset(false);
+            partial.stream_ended = true;
             return Ok(());
         }
         // Done when all input is in and the output did not fill up (nothing waits).
@@ -602,6 +634,51 @@ mod tests {
             ]
         );
         assert_eq!(log.unreadable, None);
+    }
+
+    #[test]
+    fn a_sender_that_ends_its_deflate_stream_with_each_message_is_read_whole() {
+        let negotiated = Negotiated { deflate: true };
+        let mut connection = Connection::new(negotiated, 1 << 20);
+        for text in ["first", "second", "third"] {
+            let mut compress = Compress::new(Compression::default(), false);
+            let mut out = Vec::with_capacity(64);
+            compress
+                .compress_vec(text.as_bytes(), &mut out, FlushCompress::Finish)
+                .unwrap();
+            connection.from_server(&frame(true, true, TEXT, &out, None), T0);
+        }
+        let log = connection.take_log();
+        let texts: Vec<String> = texts(&log).into_iter().map(|(_, _, t)| t).collect();
+        assert_eq!(texts, ["first", "second", "third"]);
+        assert_eq!(log.unreadable, None);
+    }
+
+    #[test]
+    fn the_budget_counts_messages_still_arriving_both_ways() {
+        let mut connection = Connection::new(Negotiated::default(), 1000);
+        let server = frame(true, false, TEXT, &[b's'; 900], None);
+        connection.from_server(&server[..504], T0);
+        connection.from_client(&frame(true, false, TEXT, &[b'c'; 900], MASK), T0);
+        connection.from_server(&server[504..], T0);
+        let log = connection.take_log();
+        let kept: usize = log.messages.iter().map(|m| m.payload.len()).sum();
+        assert_eq!(kept, 1000);
+        assert_eq!(log.messages.iter().map(|m| m.size).sum::<u64>(), 1800);
+    }
+
+    #[test]
+    fn a_connection_closed_in_the_middle_of_a_message_says_so() {
+        let mut connection = Connection::new(Negotiated::default(), 1 << 20);
+        connection.from_client(&frame(true, false, TEXT, b"whole", MASK), T0);
+        let cut = frame(true, false, BINARY, &[7u8; 100], MASK);
+        connection.from_client(&cut[..60], T0);
+        let log = connection.take_log();
+        assert_eq!(texts(&log), [(true, "text", "whole".to_owned())]);
+        assert_eq!(
+            log.unreadable.as_deref(),
+            Some("the client's frames: the connection closed in the middle of a binary message (54 B of it arrived)")
+        );
     }
 
     #[test]

@@ -1101,8 +1101,12 @@ fn websocket_messages_export_as_chrome_does_redacted_and_import_back() {
             message(false, TEXT, b"{\"cut", 9000),
             message(false, BINARY, &[0, 0xff], 2),
             message(true, CLOSE, &[0x03, 0xe8], 2),
+            // Cut inside a character, and not UTF-8 at all.
+            message(false, TEXT, "aé".as_bytes().split_at(2).0, 1201),
+            message(false, TEXT, b"caf\xe9 \xff", 6),
         ],
-        ..MessageLog::default()
+        dropped: 7,
+        unreadable: Some("the server's frames: opcode 0x3 is reserved".into()),
     }));
     let stored = StoredFlow {
         flow,
@@ -1110,7 +1114,7 @@ fn websocket_messages_export_as_chrome_does_redacted_and_import_back() {
     };
     let entry = har::har_entry(&stored, Default::default(), &mut 0);
     let messages = entry["_webSocketMessages"].as_array().unwrap();
-    assert_eq!(messages.len(), 4, "the ping is left out, as Chrome does");
+    assert_eq!(messages.len(), 7, "pings kept");
     assert_eq!(messages[0]["type"], "send");
     assert_eq!(messages[0]["opcode"], 1);
     assert_eq!(messages[0]["time"], 1_764_000_000.25);
@@ -1120,21 +1124,27 @@ fn websocket_messages_export_as_chrome_does_redacted_and_import_back() {
         "{data}"
     );
     assert_eq!(
-        (messages[1]["type"].as_str(), messages[1]["_size"].as_u64()),
+        (messages[2]["type"].as_str(), messages[2]["_size"].as_u64()),
         (Some("receive"), Some(9000))
     );
-    assert_eq!(messages[2]["data"], "AP8=", "binary in base64");
+    assert_eq!(messages[3]["data"], "AP8=", "binary in base64");
+    assert_eq!(messages[5]["data"], "a", "text cut inside a character");
+    assert_eq!(
+        (
+            messages[6]["opcode"].as_u64(),
+            messages[6]["_encoding"].as_str()
+        ),
+        (Some(1), Some("base64"))
+    );
+    assert_eq!(entry["_webSocketMessagesDropped"], 7);
 
-    // Read back (unredacted), as kinspect reads Chrome's.
+    // Read back (unredacted), as kinspect reads Chrome's: the same log.
     let raw = har::har_entry(&stored, har::ExportOptions { redact: false }, &mut 0);
     let document = serde_json::json!({"log": {"version": "1.2", "entries": [raw]}});
     let imported = har::import_bytes(document.to_string().as_bytes(), Path::new("ws.har")).unwrap();
     let log = imported[0].flow.websocket.as_ref().unwrap();
-    let original = stored.flow.websocket.as_ref().unwrap();
-    let kept: Vec<&Message> = original
-        .messages
-        .iter()
-        .filter(|m| m.opcode != PING)
-        .collect();
-    assert_eq!(log.messages.iter().collect::<Vec<_>>(), kept);
+    let mut original = stored.flow.websocket.as_deref().unwrap().clone();
+    // The character cut in half is left out of the text.
+    original.messages[5].payload = "a".into();
+    assert_eq!(*log.as_ref(), original);
 }

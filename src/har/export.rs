@@ -342,32 +342,37 @@ fn body_content(
 }
 
 /// A WebSocket's messages as Chrome exports them (`_webSocketMessages`): `type` `send`
-/// or `receive`, `time` in seconds since the epoch, `opcode`, and `data` (text
-/// redacted like a body; binary in base64). Control frames other than a close are
-/// left out, as Chrome does.
+/// or `receive`, `time` in seconds since the epoch, `opcode`, and `data`: text redacted
+/// like a body, anything else in base64 (Chrome's way for binary; a text message whose
+/// kept bytes are not UTF-8 says so with `_encoding`). kinspect adds `_size` for a
+/// payload kept only in part, and keeps pings and pongs, which Chrome leaves out.
 fn websocket_messages_json(
     log: &crate::websocket::MessageLog,
     redactor: &mut Redactor<'_>,
 ) -> Value {
-    use crate::websocket::{BINARY, CLOSE, TEXT};
+    use crate::websocket::TEXT;
     let messages = log
         .messages
         .iter()
-        .filter(|m| [TEXT, BINARY, CLOSE].contains(&m.opcode))
         .map(|m| {
             let time =
                 m.at.duration_since(std::time::UNIX_EPOCH)
                     .map_or(0.0, |d| d.as_secs_f64());
-            let data = match std::str::from_utf8(&m.payload) {
-                Ok(text) if m.opcode == TEXT => redactor.text(text),
-                _ => base64::engine::general_purpose::STANDARD.encode(&m.payload),
-            };
+            let text = (m.opcode == TEXT)
+                .then(|| crate::flow::utf8_text(&m.payload, m.truncated()))
+                .flatten();
             let mut message = json!({
                 "type": if m.from_client { "send" } else { "receive" },
                 "time": time,
                 "opcode": m.opcode,
-                "data": data,
+                "data": match text {
+                    Some(text) => redactor.text(text),
+                    None => base64::engine::general_purpose::STANDARD.encode(&m.payload),
+                },
             });
+            if m.opcode == TEXT && text.is_none() {
+                message["_encoding"] = json!("base64");
+            }
             if m.truncated() {
                 message["_size"] = json!(m.size);
             }
@@ -532,6 +537,12 @@ fn entry_after(
             "_webSocketMessages".into(),
             websocket_messages_json(log, &mut redactor),
         );
+        if log.dropped > 0 {
+            entry.insert("_webSocketMessagesDropped".into(), json!(log.dropped));
+        }
+        if let Some(why) = &log.unreadable {
+            entry.insert("_webSocketUnreadable".into(), json!(redactor.text(why)));
+        }
     }
     if kinvey.request_id.is_some() || kinvey.error.is_some() || !kinvey.anomalies.is_empty() {
         entry.insert("_kinvey".into(), kinvey_json(flow, kinvey, &mut redactor));

@@ -583,7 +583,8 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
 
 /// The WebSocket messages Chrome (and kinspect) export as `_webSocketMessages`:
 /// `{type: "send" | "receive", time: seconds since the epoch, opcode, data}`, binary
-/// data in base64. Messages that do not read so are left out.
+/// data in base64; with kinspect's `_size`, `_encoding`, `_webSocketMessagesDropped`
+/// and `_webSocketUnreadable`. Messages that do not read so are left out.
 fn websocket_messages(
     entry: &serde_json::Map<String, Value>,
 ) -> Option<Box<crate::websocket::MessageLog>> {
@@ -599,8 +600,11 @@ fn websocket_messages(
             };
             let opcode = u8::try_from(message.get("opcode")?.as_u64()?).ok()?;
             let data = message.get("data")?.as_str()?;
+            // Text is written as it is unless the entry says base64 (kinspect, for text
+            // that is not UTF-8); everything else is base64, as Chrome writes binary.
+            let base64 = message.get("_encoding").and_then(Value::as_str) == Some("base64");
             let payload = match opcode {
-                crate::websocket::TEXT => bytes::Bytes::copy_from_slice(data.as_bytes()),
+                crate::websocket::TEXT if !base64 => bytes::Bytes::copy_from_slice(data.as_bytes()),
                 _ => base64::engine::general_purpose::STANDARD
                     .decode(data)
                     .ok()?
@@ -622,6 +626,13 @@ fn websocket_messages(
         .collect();
     Some(Box::new(crate::websocket::MessageLog {
         messages,
-        ..Default::default()
+        dropped: entry
+            .get("_webSocketMessagesDropped")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        unreadable: entry
+            .get("_webSocketUnreadable")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     }))
 }

@@ -4,7 +4,7 @@
 use super::body::BodyView;
 use crate::flow::printable_line;
 use crate::headless::HumanSize;
-use crate::websocket::{Message, MessageLog, BINARY, CLOSE};
+use crate::websocket::{Message, MessageLog, CLOSE, TEXT};
 
 /// Payload bytes a binary message shows in hex.
 const HEX_SHOWN: usize = 32;
@@ -62,15 +62,17 @@ fn message_line(message: &Message, view: BodyView) -> String {
 /// (and everything in the hex view) as hex.
 fn payload_text(message: &Message, view: BodyView) -> String {
     let payload = &message.payload[..];
-    if view == BodyView::Hex || message.opcode == BINARY {
-        return hex(payload);
-    }
-    if message.opcode == CLOSE && payload.len() >= 2 {
-        let code = u16::from_be_bytes([payload[0], payload[1]]);
-        let reason = String::from_utf8_lossy(&payload[2..]);
-        return format!("{code} {}", printable_line(&reason))
-            .trim_end()
-            .to_owned();
+    match message.opcode {
+        TEXT if view != BodyView::Hex => {}
+        CLOSE if view != BodyView::Hex && payload.len() >= 2 => {
+            let code = u16::from_be_bytes([payload[0], payload[1]]);
+            let reason = String::from_utf8_lossy(&payload[2..]);
+            return format!("{code} {}", printable_line(&reason))
+                .trim_end()
+                .to_owned();
+        }
+        // Binary, pings' and pongs' bytes, a close without a code.
+        _ => return hex(payload),
     }
     match std::str::from_utf8(payload) {
         Ok(text) => {
@@ -95,7 +97,7 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::websocket::{PING, TEXT};
+    use crate::websocket::{BINARY, PING};
     use bytes::Bytes;
     use std::time::{Duration, UNIX_EPOCH};
 
@@ -116,7 +118,7 @@ mod tests {
                 message(true, TEXT, b"{\"subscribe\":\"books\"}\n", 22),
                 message(false, TEXT, b"{\"cut", 70_000),
                 message(false, BINARY, &[0, 0xff, 7], 3),
-                message(true, PING, b"", 0),
+                message(true, PING, b"o\x10", 2),
                 message(false, CLOSE, b"\x03\xe8bye", 5),
             ],
             dropped: 2,
@@ -132,7 +134,7 @@ mod tests {
                 "→ 01:02:03.456  text        22 B  {\"subscribe\":\"books\"}\\u{a}",
                 "← 01:02:03.456  text    68.4 KiB  {\"cut (first 5 B kept)",
                 "← 01:02:03.456  binary       3 B  00 ff 07",
-                "→ 01:02:03.456  ping         0 B  ",
+                "→ 01:02:03.456  ping         2 B  6f 10",
                 "← 01:02:03.456  close        5 B  1000 bye",
             ]
         );

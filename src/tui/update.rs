@@ -108,8 +108,17 @@ pub fn update(app: &mut App, event: Event) -> Vec<Effect> {
             Vec::new()
         }
         Event::Loaded(stored) => {
+            let (width, page) = (app.width.max(1), app.page.max(1));
             if let Some(detail) = detail_of(app, stored.flow.id) {
+                // Scrolled to the end of a text that grows (an open WebSocket's
+                // messages), the detail stays at its end, as `tail -f` does.
+                let at_end = detail.flow().is_some()
+                    && detail.scroll > 0
+                    && detail.scroll >= detail.text(width).last_scroll(page);
                 detail.set_flow(stored);
+                if at_end {
+                    detail.scroll = detail.text(width).last_scroll(page);
+                }
             }
             Vec::new()
         }
@@ -932,6 +941,33 @@ mod tests {
         assert_eq!(top(&a), before);
         update(&mut a, Event::Resized(9));
         assert_eq!(top(&a), before);
+    }
+
+    #[test]
+    fn a_detail_scrolled_to_its_end_stays_there_as_the_flow_grows() {
+        let mut a = app(3);
+        a.width = 80;
+        press(&mut a, KeyCode::Enter);
+        let with_lines = |n: usize| {
+            let mut full = stored(3, 200, None);
+            let body: String = (0..n).map(|i| format!("line {i}\n")).collect();
+            full.flow.response.as_mut().unwrap().body = CapturedBody::whole(body.into_bytes());
+            Box::new(full)
+        };
+        update(&mut a, Event::Loaded(with_lines(20)));
+        press(&mut a, KeyCode::Char('2'));
+        press(&mut a, KeyCode::Char('G'));
+        let scroll = |a: &App| match &a.screen {
+            Screen::Detail(d) => (d.scroll, d.text(a.width).last_scroll(a.page)),
+            _ => panic!("not in the detail"),
+        };
+        let (at, last) = scroll(&a);
+        assert_eq!(at, last);
+        update(&mut a, Event::Loaded(with_lines(30)));
+        assert_eq!(scroll(&a), (last + 10, last + 10), "followed");
+        press(&mut a, KeyCode::Char('k'));
+        update(&mut a, Event::Loaded(with_lines(40)));
+        assert_eq!(scroll(&a).0, last + 9, "not at the end: left where it was");
     }
 
     #[test]
