@@ -904,7 +904,7 @@ async fn serve(
             // The UI evaluates its filter on the whole flow, then keeps a summary.
             let _ = tx.send(stored);
         };
-        let recorder = Recorder::start_with(writer, stream, viewer, replays.clone());
+        let recorder = Recorder::start_ignoring_replays(writer, stream, viewer, replays.clone());
         (recorder, Some(rx))
     };
     let recorder = recorder.context("cannot start the recorder thread")?;

@@ -152,11 +152,16 @@ impl InFlight {
     /// Exchange `id` as it stands now, if it is still under way: its request, the
     /// response head once it switched to a WebSocket, and the messages so far.
     pub fn current(&self, id: FlowId) -> Option<Flow> {
-        let board = self.board();
-        let under_way = board.get(&id)?;
-        let mut flow = under_way.flow.clone();
-        if let Some(messages) = &under_way.messages {
+        // The board is held only to copy the entry: every exchange takes it twice.
+        let (mut flow, messages) = {
+            let board = self.board();
+            let under_way = board.get(&id)?;
+            (under_way.flow.clone(), under_way.messages.clone())
+        };
+        if let Some(messages) = &messages {
             let connection = messages.lock().unwrap_or_else(|e| e.into_inner());
+            // Closed: its flow is about to be published, with the log.
+            connection.progress()?;
             let (up, down) = connection.relayed();
             flow.request.body = crate::flow::CapturedBody::uncaptured(up);
             if let Some(response) = flow.response.as_mut() {
@@ -165,6 +170,14 @@ impl InFlight {
             flow.websocket = Some(Box::new(connection.log().clone()));
         }
         Some(flow)
+    }
+
+    /// How far WebSocket exchange `id` has come, if it is one and still under way: a
+    /// viewer copies it ([`InFlight::current`]) only when this changed.
+    pub fn progress(&self, id: FlowId) -> Option<crate::websocket::Progress> {
+        let messages = self.board().get(&id)?.messages.clone()?;
+        let connection = messages.lock().unwrap_or_else(|e| e.into_inner());
+        connection.progress()
     }
 
     /// How many exchanges are under way.

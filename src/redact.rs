@@ -134,6 +134,8 @@ pub fn form_fields_in<'a>(
     pairs: &'a str,
     charset: Option<&'static encoding_rs::Encoding>,
 ) -> impl Iterator<Item = (String, String)> + 'a {
+    // UTF-16 forms (never seen) are read as the UTF-8 encoding_rs writes for them.
+    let charset = charset.map(encoding_rs::Encoding::output_encoding);
     let decode = move |component: &str| match charset {
         Some(charset) if charset != encoding_rs::UTF_8 => {
             // Back to the form's bytes (raw characters and escapes alike), then text.
@@ -148,6 +150,30 @@ pub fn form_fields_in<'a>(
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         (decode(name), decode(value))
     })
+}
+
+/// The fields of a form body (`application/x-www-form-urlencoded`, as `headers` say),
+/// decoded from its content-encoding and its charset; a form cut at `--max-body` leaves
+/// its last field out, as it may be cut too. `None` for a body that is no form.
+pub fn form_body_fields(
+    body: &crate::flow::CapturedBody,
+    headers: &crate::flow::Headers,
+) -> Option<Vec<(String, String)>> {
+    if !headers.get("content-type").as_deref().is_some_and(is_form) {
+        return None;
+    }
+    let encoding = headers.get("content-encoding");
+    let form = body.decoded(encoding.as_deref()).ok()?;
+    let charset = crate::flow::declared_charset(headers);
+    let form = match charset {
+        Some(charset) => charset.decode_without_bom_handling(&form).0,
+        None => String::from_utf8_lossy(&form),
+    };
+    let form = match body.truncated {
+        true => form.rsplit_once('&').map_or("", |(whole, _)| whole),
+        false => &form,
+    };
+    Some(form_fields_in(form, charset).collect())
 }
 
 /// The query string of `url`: what follows its `?`, up to any `#`.

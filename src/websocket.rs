@@ -1,7 +1,7 @@
 //! The messages of a WebSocket connection (RFC 6455), read from the bytes the proxy
 //! relays each way: frames unmasked, fragments joined, `permessage-deflate` (RFC 7692)
-//! undone. Pure: bytes in, messages out. Reading never holds the relay up; bytes it
-//! cannot read are relayed all the same, and the log says where reading stopped.
+//! undone. Pure: bytes in, messages out. Bytes it cannot read are relayed all the
+//! same, and the log says where reading stopped.
 
 use std::time::SystemTime;
 
@@ -27,7 +27,7 @@ pub const MAX_MESSAGES: usize = 100_000;
 pub struct Message {
     /// Sent by the client (else by the server).
     pub from_client: bool,
-    /// When its first frame began to arrive.
+    /// When its first frame passed the proxy.
     pub at: SystemTime,
     /// [`TEXT`], [`BINARY`], [`CLOSE`], [`PING`] or [`PONG`].
     pub opcode: u8,
@@ -61,7 +61,8 @@ pub fn opcode_name(opcode: u8) -> &'static str {
     }
 }
 
-/// The messages of one connection, both ways, in the order they began.
+/// The messages of one connection, both ways, in the order they were completed (a ping
+/// between a message's fragments comes before it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MessageLog {
     /// The messages kept.
@@ -102,6 +103,30 @@ pub struct Connection {
     budget: u64,
     /// Bytes relayed each way: from the client, from the server.
     relayed: (u64, u64),
+    /// The connection has closed and its log was taken.
+    closed: bool,
+}
+
+/// How far a connection has come: a viewer looks again only when it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Messages seen (kept or not).
+    pub messages: u64,
+    /// Reading stopped.
+    pub stopped: bool,
+    /// Bytes relayed: from the client, from the server.
+    pub relayed: (u64, u64),
+}
+
+impl MessageLog {
+    /// How far a connection with this log has come, having relayed `relayed`.
+    pub fn progress(&self, relayed: (u64, u64)) -> Progress {
+        Progress {
+            messages: self.messages.len() as u64 + self.dropped,
+            stopped: self.unreadable.is_some(),
+            relayed,
+        }
+    }
 }
 
 impl Connection {
@@ -114,6 +139,7 @@ impl Connection {
             log: MessageLog::default(),
             budget: max_bytes,
             relayed: (0, 0),
+            closed: false,
         }
     }
 
@@ -142,6 +168,11 @@ impl Connection {
         self.relayed
     }
 
+    /// How far it has come; `None` once it has closed.
+    pub fn progress(&self) -> Option<Progress> {
+        (!self.closed).then(|| self.log.progress(self.relayed))
+    }
+
     /// The log so far (a message still arriving is not in it).
     pub fn log(&self) -> &MessageLog {
         &self.log
@@ -159,6 +190,7 @@ impl Connection {
                 sink.stop(reader.from_client, cut);
             }
         }
+        self.closed = true;
         std::mem::take(&mut self.log)
     }
 }
@@ -202,6 +234,9 @@ struct Frame {
 struct Partial {
     opcode: u8,
     compressed: bool,
+    /// It will be kept: the connection has not reached [`MAX_MESSAGES`]. One that
+    /// will not is only counted (and not inflated: its words are never shown).
+    kept_at_all: bool,
     /// Its deflate stream ended (a final block): the rest of it is not inflated.
     stream_ended: bool,
     at: SystemTime,
@@ -274,12 +309,17 @@ impl FrameReader {
             let take = usize::try_from(frame.len - frame.read)
                 .unwrap_or(usize::MAX)
                 .min(bytes.len());
-            let mut chunk = bytes[..take].to_vec();
-            if let Some(mask) = frame.mask {
-                for (i, byte) in chunk.iter_mut().enumerate() {
-                    *byte ^= mask[(frame.read as usize + i) % 4];
+            let chunk = match frame.mask {
+                Some(mask) => {
+                    let offset = (frame.read % 4) as usize;
+                    let unmasked = bytes[..take]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, byte)| byte ^ mask[(offset + i) % 4]);
+                    std::borrow::Cow::Owned(unmasked.collect())
                 }
-            }
+                None => std::borrow::Cow::Borrowed(&bytes[..take]),
+            };
             frame.read += take as u64;
             bytes = &bytes[take..];
             self.payload(&chunk, sink);
@@ -336,6 +376,7 @@ impl FrameReader {
                 "reserved bits {rsv:#04x} set that no extension allows"
             )),
             0x3..=0x7 | 0xB..=0xF => Some(format!("opcode {opcode:#x} is reserved")),
+            _ if len >> 63 != 0 => Some("a frame length has its top bit set".into()),
             0x8..=0xA if !fin || len > 125 => {
                 Some("a control frame is fragmented or longer than 125 bytes".into())
             }
@@ -354,9 +395,11 @@ impl FrameReader {
             sink.stop(self.from_client, problem);
             return &[];
         }
+        let kept_at_all = sink.log.messages.len() < MAX_MESSAGES;
         let partial = |opcode, compressed| Partial {
             opcode,
             compressed,
+            kept_at_all,
             stream_ended: false,
             at: now,
             kept: Vec::new(),
@@ -454,6 +497,9 @@ fn finished(partial: Partial, from_client: bool) -> Message {
 /// bytes still to keep) allows, and charging it.
 fn keep(partial: &mut Partial, bytes: &[u8], budget: &mut u64) {
     partial.size += bytes.len() as u64;
+    if !partial.kept_at_all {
+        return;
+    }
     let take = usize::try_from(*budget)
         .unwrap_or(usize::MAX)
         .min(bytes.len());
@@ -471,7 +517,7 @@ fn inflate(
     partial: &mut Partial,
     budget: &mut u64,
 ) -> Result<(), flate2::DecompressError> {
-    if partial.stream_ended {
+    if partial.stream_ended || !partial.kept_at_all {
         return Ok(());
     }
     let mut out = [0u8; 16 * 1024];

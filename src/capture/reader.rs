@@ -35,7 +35,7 @@ pub struct CaptureReader {
     conn: Connection,
     path: PathBuf,
     /// The file's schema version: from 2 on, headers are columns of `flows`; from 3 on,
-    /// a flow's bodies are one row of `bodies`.
+    /// a flow's bodies are one row of `bodies`; from 4 on, WebSocket messages are kept.
     schema: i64,
 }
 

@@ -66,12 +66,12 @@ impl Recorder {
         stream: FlowStream,
         viewer: impl FlowViewer,
     ) -> std::io::Result<Recorder> {
-        Recorder::start_with(writer, stream, viewer, ReplaySources::default())
+        Recorder::start_ignoring_replays(writer, stream, viewer, ReplaySources::default())
     }
 
     /// [`Recorder::start`], the exchanges of requests sent again from `replays` kept
     /// out of the client-behaviour checks (they are the user's, not the app's).
-    pub fn start_with(
+    pub fn start_ignoring_replays(
         mut writer: CaptureWriter,
         mut stream: FlowStream,
         mut viewer: impl FlowViewer,

@@ -17,7 +17,8 @@ pub const APPLICATION_ID: i64 = 0x4B49_4E53;
 /// `PRAGMA user_version` of the schema this kinspect writes and reads.
 pub const SCHEMA_VERSION: i64 = 4;
 
-/// The oldest schema this kinspect still reads (it appends only to its own).
+/// The oldest schema this kinspect still reads (it appends only to its own, and to
+/// schema 3, which it brings up to 4).
 pub const OLDEST_READABLE_SCHEMA: i64 = 1;
 
 /// The schema (documented for users in the README).
@@ -114,8 +115,8 @@ CREATE TABLE websockets (
     unreadable        TEXT
 );
 
--- Its messages (and control frames), in the order they began; payloads decompressed,
--- as far as --max-body kept them (size is the whole payload's).
+-- Its messages (and control frames), in the order they were completed; payloads
+-- decompressed, as far as --max-body kept them (size is the whole payload's).
 CREATE TABLE websocket_messages (
     flow_id      INTEGER NOT NULL REFERENCES flows(id),
     position     INTEGER NOT NULL,
@@ -282,7 +283,12 @@ pub(crate) fn open_for_writing(path: &Path) -> Result<(Connection, std::fs::File
     let contents = inspect(&conn, path)?;
     if let Contents::Capture(found) = contents {
         if found == 3 {
-            // Schema 4 only added tables: a schema 3 capture gains them.
+            // Schema 4 only added tables: a schema 3 capture gains them. A kinspect
+            // older than schema 4 then no longer reads the file.
+            tracing::info!(
+                "{}: capture schema 3 brought up to {SCHEMA_VERSION} (WebSocket messages)",
+                path.display()
+            );
             conn.execute_batch(&format!(
                 "BEGIN; {WEBSOCKET_TABLES} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             ))

@@ -81,9 +81,10 @@ pub(crate) fn millis(d: Duration) -> f64 {
 
 /// Nanoseconds since the Unix epoch (negative before it).
 pub(crate) fn epoch_nanos(at: SystemTime) -> i64 {
+    // Past 2262 (a time from a hand-made HAR): the furthest that can be stored.
     match at.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_nanos() as i64,
-        Err(e) => -(e.duration().as_nanos() as i64),
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_nanos()).map_or(i64::MIN, |n| -n),
     }
 }
 

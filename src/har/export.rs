@@ -10,7 +10,7 @@ use super::har_version;
 use crate::capture::StoredFlow;
 use crate::flow::{utc_timestamp, CapturedBody, Flow, FlowKind, Headers};
 use crate::redact::{
-    form_fields, form_fields_in, is_form, is_form_body, is_secret_header, is_secret_json_field,
+    form_body_fields, form_fields, is_form_body, is_secret_header, is_secret_json_field,
     is_secret_param, is_url_header, query_of, redact_form, redact_url, EarlierSecrets, Secrets,
     REDACTED,
 };
@@ -424,19 +424,9 @@ fn entry_after(
             .get("content-type")
             .unwrap_or_default()
             .into_owned();
-        // A form's fields are listed as params too (HAR 1.2 `postData.params`), in the
-        // charset its content type names.
-        let charset = crate::flow::declared_charset(&request.headers);
-        let encoding = request.headers.get("content-encoding");
-        let form = match request.body.decoded(encoding.as_deref()) {
-            Ok(form) if is_form(&mime) => match charset {
-                Some(charset) => Some(charset.decode_without_bom_handling(&form).0.into_owned()),
-                None => String::from_utf8(form.to_vec()).ok(),
-            },
-            _ => None,
-        };
-        let params = match form {
-            Some(form) => params_json(form_fields_in(&form, charset), &mut redactor),
+        // A form's fields are listed as params too (HAR 1.2 `postData.params`).
+        let params = match form_body_fields(&request.body, &request.headers) {
+            Some(fields) => params_json(fields.into_iter(), &mut redactor),
             None => json!([]),
         };
         let mut post = json!({"mimeType": mime, "params": params, "text": text});

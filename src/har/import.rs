@@ -611,8 +611,8 @@ fn websocket_messages(
                     .into(),
             };
             let seconds = message.get("time")?.as_f64()?;
-            let at =
-                std::time::UNIX_EPOCH + std::time::Duration::try_from_secs_f64(seconds).ok()?;
+            let at = std::time::UNIX_EPOCH
+                .checked_add(std::time::Duration::try_from_secs_f64(seconds).ok()?)?;
             // kinspect's exports say the whole size of a payload they cut.
             let size = message.get("_size").and_then(Value::as_u64);
             Some(crate::websocket::Message {

@@ -140,9 +140,7 @@ async fn exchange(
         .await
         .map_err(|e| format!("cannot reach the proxy at {proxy}: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    if let Ok(from) = tcp.local_addr() {
-        sources.add(from);
-    }
+    let _sending = tcp.local_addr().ok().map(|from| sources.sending_from(from));
     let mut connection = match target.https {
         true => {
             let tunnel = connect_tunnel(tcp, &target, auth).await?;

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 /// The client addresses requests were sent again from, so that their exchanges are not
 /// taken for the app's own: a STOP error sent again from the UI is not the app ignoring
-/// "do not retry". The latest [`ReplaySources::KEPT`] are kept.
+/// "do not retry". At most [`ReplaySources::KEPT`] are kept.
 #[derive(Clone, Debug, Default)]
 pub struct ReplaySources(Arc<Mutex<Sources>>);
 
@@ -33,8 +33,10 @@ impl ReplaySources {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A request is sent again from `addr`.
-    pub(crate) fn add(&self, addr: SocketAddr) {
+    /// A request is sent again from `addr` until the returned guard is dropped (its
+    /// exchange is over: the proxy recorded it before the response ended), after which
+    /// the port may be the app's again.
+    pub(crate) fn sending_from(&self, addr: SocketAddr) -> Sending<'_> {
         let mut sources = self.sources();
         if sources.known.insert(addr) {
             sources.order.push_back(addr);
@@ -44,10 +46,28 @@ impl ReplaySources {
                 sources.known.remove(&oldest);
             }
         }
+        Sending {
+            sources: self,
+            addr,
+        }
     }
 
     /// True when a flow from `addr` is a request sent again.
     pub fn contains(&self, addr: SocketAddr) -> bool {
         self.sources().known.contains(&addr)
+    }
+}
+
+/// A request being sent again from an address ([`ReplaySources::sending_from`]).
+pub(crate) struct Sending<'a> {
+    sources: &'a ReplaySources,
+    addr: SocketAddr,
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        let mut sources = self.sources.sources();
+        sources.known.remove(&self.addr);
+        sources.order.retain(|addr| *addr != self.addr);
     }
 }

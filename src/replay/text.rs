@@ -145,7 +145,8 @@ impl ReplayRequest {
     /// UTF-8 is shown as ISO-8859-1). Errors name the line.
     pub fn edited(&self, text: &str) -> Result<Option<ReplayRequest>, String> {
         let original = self.to_text()?;
-        if text.replace("\r\n", "\n") == original {
+        // Whatever line endings the editor saved with.
+        if text.replace("\r\n", "\n") == original.replace("\r\n", "\n") {
             return Ok(None);
         }
         let body_ended_a_line = self.body_text()?.ends_with('\n');
@@ -388,6 +389,13 @@ mod tests {
         // Left as it was, nothing is sent (R does that); CRLF endings are no change.
         assert_eq!(request.edited(&text).unwrap(), None);
         assert_eq!(request.edited(&text.replace('\n', "\r\n")).unwrap(), None);
+        let multipart = ReplayRequest::of(&self::flow(&[], b"--b\r\npart\r\n--b--\r\n")).unwrap();
+        let text_of_multipart = multipart.to_text().unwrap();
+        assert_eq!(
+            multipart.edited(&text_of_multipart).unwrap(),
+            None,
+            "CRLF in the body"
+        );
         // Changed, its body is gzipped again; an editor's final newline is not the
         // body's.
         let edited = text.replace("\"1965\"", "1965") + "\n";

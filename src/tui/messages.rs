@@ -74,13 +74,14 @@ fn payload_text(message: &Message, view: BodyView) -> String {
         // Binary, pings' and pongs' bytes, a close without a code.
         _ => return hex(payload),
     }
-    match std::str::from_utf8(payload) {
-        Ok(text) => {
+    // A payload cut inside a character is still text.
+    match crate::flow::utf8_text(payload, message.truncated()) {
+        Some(text) => {
             let shown: String = text.chars().take(TEXT_SHOWN).collect();
             let more = if shown.len() < text.len() { "…" } else { "" };
             format!("{}{more}", printable_line(&shown))
         }
-        Err(_) => hex(payload),
+        None => hex(payload),
     }
 }
 

@@ -260,16 +260,21 @@ fn newer_under_way(app: &App, in_flight: &crate::events::InFlight) -> Option<cra
             state::Screen::Detail(detail) if app.is_in_flight(detail.id) => detail.flow(),
             _ => None,
         })?;
-    let now = in_flight.current(shown.flow.id)?;
-    let progress = |flow: &crate::flow::Flow| {
-        let log = flow.websocket.as_deref();
-        (
-            flow.response.is_some(),
-            log.map(|l| l.messages.len() as u64 + l.dropped),
-            log.map(|l| l.unreadable.is_some()),
-        )
+    let id = shown.flow.id;
+    let shown_progress = |flow: &crate::flow::Flow| {
+        let relayed = (
+            flow.request.body.wire_size,
+            flow.response.as_ref().map_or(0, |r| r.body.wire_size),
+        );
+        flow.websocket.as_ref().map(|log| log.progress(relayed))
     };
-    (progress(&now) != progress(&shown.flow)).then_some(now)
+    match (shown_progress(&shown.flow), in_flight.progress(id)) {
+        // Still as shown: nothing to copy.
+        (Some(shown), Some(now)) if shown == now => None,
+        // Not switched yet when shown, or moved on since.
+        (_, Some(_)) => in_flight.current(id),
+        _ => None,
+    }
 }
 
 /// How much of each flow the active filter needs.

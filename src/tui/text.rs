@@ -17,14 +17,17 @@ pub struct LaidOutText {
     pub width: usize,
 }
 
-/// Where the screen rows of `line` end, `width` columns each: a character two columns
-/// wide (CJK, most emoji) that does not fit goes to the next row. Each end is a byte
-/// offset; the last is the line's length. ASCII takes the short way.
+/// Where the screen rows of `line` end, `width` columns each, measured as the terminal
+/// draws them: by grapheme cluster (an emoji with its variation selector, a ZWJ family,
+/// a letter with its accent), one that is two columns wide (CJK, most emoji) and does
+/// not fit going to the next row. Each end is a byte offset; the last is the line's
+/// length. ASCII takes the short way.
 fn row_ends(line: &str, width: usize) -> impl Iterator<Item = usize> + '_ {
-    use unicode_width::UnicodeWidthChar;
+    use unicode_segmentation::UnicodeSegmentation;
+    use unicode_width::UnicodeWidthStr;
     let width = width.max(1);
     let ascii = line.is_ascii();
-    let mut chars = line.char_indices().peekable();
+    let mut graphemes = line.grapheme_indices(true).peekable();
     let mut start = 0;
     let mut done = false;
     std::iter::from_fn(move || {
@@ -38,13 +41,13 @@ fn row_ends(line: &str, width: usize) -> impl Iterator<Item = usize> + '_ {
             return Some(end);
         }
         let mut columns = 0;
-        while let Some(&(at, c)) = chars.peek() {
-            let wide = c.width().unwrap_or(0);
+        while let Some(&(at, grapheme)) = graphemes.peek() {
+            let wide = grapheme.width();
             if columns + wide > width && columns > 0 {
                 return Some(at);
             }
             columns += wide;
-            chars.next();
+            graphemes.next();
         }
         done = true;
         Some(line.len())
@@ -140,10 +143,19 @@ mod tests {
         let rows: Vec<&str> = text.rows_of_line(&text.lines[0]).collect();
         assert_eq!(rows, ["漢字", "かなa", "b🙂c"]);
         assert_eq!(text.rows, 3);
-        // A combining accent stays with its letter.
+        // A combining accent stays with its letter; an emoji with its variation
+        // selector is two columns, a ZWJ family one emoji.
         assert_eq!(
             text.rows_of_line("abcde\u{301}f").collect::<Vec<_>>(),
             ["abcde\u{301}", "f"]
+        );
+        assert_eq!(
+            text.rows_of_line("abcd❤️e").collect::<Vec<_>>(),
+            ["abcd", "❤️e"]
+        );
+        assert_eq!(
+            text.rows_of_line("ab👨‍👩‍👧cd").collect::<Vec<_>>(),
+            ["ab👨‍👩‍👧c", "d"]
         );
     }
 }

@@ -144,21 +144,30 @@ pub fn update(app: &mut App, event: Event) -> Vec<Effect> {
             Vec::new()
         }
         Event::Resized(width) => {
-            // Text views scroll by rows: the line at the top stays at the top.
-            let before = app.width.max(1);
+            // Text views scroll by rows: the text at the top stays at the top (its line,
+            // and about as far into a long one).
+            let (before, after) = (app.width.max(1), width.max(1));
+            app.width = width;
+            if before == after {
+                return Vec::new();
+            }
             for screen in [Some(&mut app.screen), app.behind.as_deref_mut()]
                 .into_iter()
                 .flatten()
             {
                 if let Screen::Detail(detail) = screen {
                     if detail.flow().is_some() {
-                        let line = detail.text(before).line_at(detail.scroll);
-                        let starts = &detail.text(width).starts;
-                        detail.scroll = starts.get(line).copied().unwrap_or(0);
+                        let old = detail.text(before);
+                        let line = old.line_at(detail.scroll);
+                        let into = detail.scroll - old.starts.get(line).copied().unwrap_or(0);
+                        let new = detail.text(after);
+                        let start = new.starts.get(line).copied().unwrap_or(0);
+                        let end = new.starts.get(line + 1).copied().unwrap_or(new.rows);
+                        let rows_in = (into * before / after).min(end.saturating_sub(start + 1));
+                        detail.scroll = start + rows_in;
                     }
                 }
             }
-            app.width = width;
             Vec::new()
         }
         Event::Paste(text) => {
@@ -941,6 +950,32 @@ mod tests {
         assert_eq!(top(&a), before);
         update(&mut a, Event::Resized(9));
         assert_eq!(top(&a), before);
+        // Deep in one long line, about as far in; a height-only resize moves nothing.
+        let mut long = stored(3, 200, None);
+        long.flow.response.as_mut().unwrap().body =
+            CapturedBody::whole(format!("{}END", "x".repeat(2000)).into_bytes());
+        update(&mut a, Event::Loaded(Box::new(long)));
+        update(&mut a, Event::Resized(20));
+        for _ in 0..60 {
+            press(&mut a, KeyCode::Char('j'));
+        }
+        let scroll = |a: &App| match &a.screen {
+            Screen::Detail(d) => d.scroll,
+            _ => panic!("not in the detail"),
+        };
+        let line_start = |a: &App, width: usize| match &a.screen {
+            Screen::Detail(d) => {
+                let text = d.text(width);
+                text.starts[text.line_at(d.scroll)]
+            }
+            _ => panic!("not in the detail"),
+        };
+        let (deep, start) = (scroll(&a), line_start(&a, 20));
+        assert!(deep - start > 10, "inside the long line");
+        update(&mut a, Event::Resized(20));
+        assert_eq!(scroll(&a), deep);
+        update(&mut a, Event::Resized(40));
+        assert_eq!(scroll(&a) - line_start(&a, 40), (deep - start) / 2);
     }
 
     #[test]

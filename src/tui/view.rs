@@ -14,7 +14,7 @@ use crate::capture::StoredFlow;
 use crate::flow::{printable_line, Flow, ShownClient};
 use crate::headless::HumanSize;
 use crate::kinvey::{self, ErrorClass, KinveySummary};
-use crate::redact::{form_fields, form_fields_in, is_form, query_of};
+use crate::redact::{form_body_fields, form_fields, query_of};
 
 /// Rows of flows the list shows in a terminal area of this size.
 pub fn list_page(area: Rect) -> usize {
@@ -639,32 +639,12 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab, view: BodyView) -> Vec<String
                 "Query (decoded)",
                 form_fields(query_of(&request.url)),
             );
-            let content_type = request.headers.get("content-type");
-            if content_type.as_deref().is_some_and(is_form) && !under_way {
-                let encoding = request.headers.get("content-encoding");
-                if let Ok(form) = request.body.decoded(encoding.as_deref()) {
-                    let charset = crate::flow::declared_charset(&request.headers);
-                    let form = match charset {
-                        Some(charset) => charset.decode_without_bom_handling(&form).0,
-                        None => String::from_utf8_lossy(&form),
-                    };
-                    match request.body.truncated {
-                        // Cut at --max-body: its last field may be cut too.
-                        true => field_lines(
-                            &mut lines,
-                            "Form (decoded; cut at --max-body, its last field left out)",
-                            form_fields_in(
-                                form.rsplit_once('&').map_or("", |(whole, _)| whole),
-                                charset,
-                            ),
-                        ),
-                        false => field_lines(
-                            &mut lines,
-                            "Form (decoded)",
-                            form_fields_in(&form, charset),
-                        ),
-                    }
-                }
+            if let Some(fields) = form_body_fields(&request.body, &request.headers) {
+                let title = match request.body.truncated {
+                    true => "Form (decoded; cut at --max-body, its last field left out)",
+                    false => "Form (decoded)",
+                };
+                field_lines(&mut lines, title, fields.into_iter());
             }
             lines.push(String::new());
             match under_way {

@@ -468,7 +468,7 @@ impl TestProxy {
         let (tx, flows) = tokio::sync::mpsc::unbounded_channel();
         // The recorder thread ends with the stream, when the proxy is dropped.
         let replays = kinspect::replay::ReplaySources::default();
-        let recorder = Recorder::start_with(
+        let recorder = Recorder::start_ignoring_replays(
             writer,
             stream,
             move |stored| {
