@@ -728,6 +728,52 @@ mod tests {
     }
 
     #[test]
+    fn a_ping_between_compressed_fragments_and_the_message_cap() {
+        let mut connection = Connection::new(Negotiated { deflate: true }, 1 << 20);
+        let compressed = deflated(&["split by a ping"]).remove(0);
+        let (a, b) = compressed.split_at(4);
+        connection.from_server(&frame(false, true, TEXT, a, None), T0);
+        connection.from_server(&frame(true, false, PING, b"?", None), T0);
+        connection.from_server(&frame(true, false, 0x0, b, None), T0);
+        let log = connection.take_log();
+        assert_eq!(
+            texts(&log),
+            [
+                (false, "ping", "?".to_owned()),
+                (false, "text", "split by a ping".to_owned())
+            ]
+        );
+        // Past the cap, messages are counted, not kept.
+        let mut connection = Connection::new(Negotiated::default(), 1 << 20);
+        let one = frame(true, false, TEXT, b"x", None);
+        let many: Vec<u8> = one
+            .iter()
+            .copied()
+            .cycle()
+            .take(one.len() * (MAX_MESSAGES + 3))
+            .collect();
+        connection.from_server(&many, T0);
+        let log = connection.take_log();
+        assert_eq!((log.messages.len(), log.dropped), (MAX_MESSAGES, 3));
+    }
+
+    #[test]
+    fn bad_deflate_data_a_huge_length_and_a_cut_header_are_said() {
+        let said = |negotiated, bytes: &[u8]| {
+            let mut connection = Connection::new(negotiated, 1 << 20);
+            connection.from_server(bytes, T0);
+            connection.take_log().unreadable.unwrap_or_default()
+        };
+        let deflate = Negotiated { deflate: true };
+        let bad = frame(true, true, TEXT, &[0xff, 0xff, 0xff], None);
+        assert!(said(deflate, &bad).contains("cannot be inflated"));
+        let mut huge = vec![0x82, 127];
+        huge.extend_from_slice(&u64::MAX.to_be_bytes());
+        assert!(said(Negotiated::default(), &huge).contains("top bit set"));
+        assert!(said(Negotiated::default(), &[0x81, 126, 1]).contains("middle of a frame header"));
+    }
+
+    #[test]
     fn frames_that_break_the_protocol_stop_the_reading_not_the_log() {
         let mut connection = Connection::new(Negotiated::default(), 1 << 20);
         connection.from_client(&frame(true, false, TEXT, b"first", MASK), T0);

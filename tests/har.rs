@@ -1147,4 +1147,13 @@ fn websocket_messages_export_as_chrome_does_redacted_and_import_back() {
     // The character cut in half is left out of the text.
     original.messages[5].payload = "a".into();
     assert_eq!(*log.as_ref(), original);
+
+    // A time no clock can hold (or none) leaves the message out instead of failing.
+    let mut odd = raw.clone();
+    odd["_webSocketMessages"][0]["time"] = serde_json::json!(1e19);
+    odd["_webSocketMessages"][1]["time"] = serde_json::json!(-5);
+    let document = serde_json::json!({"log": {"version": "1.2", "entries": [odd]}});
+    let imported = har::import_bytes(document.to_string().as_bytes(), Path::new("ws.har")).unwrap();
+    let log = imported[0].flow.websocket.as_ref().unwrap();
+    assert_eq!(log.messages.len(), original.messages.len() - 2);
 }
