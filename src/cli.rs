@@ -910,6 +910,8 @@ async fn serve(
     let recorder = recorder.context("cannot start the recorder thread")?;
     let handle = proxy.spawn();
 
+    // What the demo script and the UI's replays send when --proxy-auth is set.
+    let proxy_authorization = args.proxy_auth.as_ref().map(ProxyCredentials::header_value);
     let script = simulator.as_ref().map(|simulator| {
         if args.headless {
             notice!(
@@ -928,7 +930,7 @@ async fn serve(
             },
             dictionary_tour: true,
             client_tag: format!("{}", std::process::id()),
-            proxy_authorization: args.proxy_auth.as_ref().map(ProxyCredentials::header_value),
+            proxy_authorization: proxy_authorization.clone(),
         };
         tokio::spawn(script::run(options))
     });
@@ -940,7 +942,6 @@ async fn serve(
             ca: Some(ca.cert_pem_path()),
             har: None,
         };
-        let proxy_authorization = args.proxy_auth.as_ref().map(ProxyCredentials::header_value);
         let replay =
             crate::replay::Replayer::new(addr, ca.cert_der(), proxy_authorization, replays)
                 .map_err(|e| format!("kinspect cannot send requests again: {e:#}"));

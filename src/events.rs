@@ -116,8 +116,9 @@ impl Future for Stored {
 }
 
 /// The exchanges under way, for a viewer that shows them before they end (the UI):
-/// each flow as it was when its exchange started (the request head), until the flow is
-/// published.
+/// each flow as it was when its exchange started (the request head) or, once it
+/// switched to a WebSocket, with the response head and the messages so far; until the
+/// flow is published.
 #[derive(Clone, Debug, Default)]
 pub struct InFlight(Arc<Mutex<BTreeMap<FlowId, UnderWay>>>);
 
@@ -127,8 +128,8 @@ struct UnderWay {
     flow: Flow,
     /// Handed to the viewer already.
     listed: bool,
-    /// The messages of a WebSocket it switched to, as they are read.
-    messages: Option<Arc<Mutex<crate::websocket::Connection>>>,
+    /// The WebSocket it switched to, its messages read as they pass.
+    websocket: Option<Arc<Mutex<crate::websocket::Connection>>>,
 }
 
 impl InFlight {
@@ -153,20 +154,17 @@ impl InFlight {
     /// response head once it switched to a WebSocket, and the messages so far.
     pub fn current(&self, id: FlowId) -> Option<Flow> {
         // The board is held only to copy the entry: every exchange takes it twice.
-        let (mut flow, messages) = {
+        let (mut flow, websocket) = {
             let board = self.board();
             let under_way = board.get(&id)?;
-            (under_way.flow.clone(), under_way.messages.clone())
+            (under_way.flow.clone(), under_way.websocket.clone())
         };
-        if let Some(messages) = &messages {
-            let connection = messages.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(websocket) = &websocket {
+            let connection = websocket.lock().unwrap_or_else(|e| e.into_inner());
             // Closed: its flow is about to be published, with the log.
             connection.progress()?;
             let (up, down) = connection.relayed();
-            flow.request.body = crate::flow::CapturedBody::uncaptured(up);
-            if let Some(response) = flow.response.as_mut() {
-                response.body = crate::flow::CapturedBody::uncaptured(down);
-            }
+            flow.record_relayed(up, down);
             flow.websocket = Some(Box::new(connection.log().clone()));
         }
         Some(flow)
@@ -175,8 +173,8 @@ impl InFlight {
     /// How far WebSocket exchange `id` has come, if it is one and still under way: a
     /// viewer copies it ([`InFlight::current`]) only when this changed.
     pub fn progress(&self, id: FlowId) -> Option<crate::websocket::Progress> {
-        let messages = self.board().get(&id)?.messages.clone()?;
-        let connection = messages.lock().unwrap_or_else(|e| e.into_inner());
+        let websocket = self.board().get(&id)?.websocket.clone()?;
+        let connection = websocket.lock().unwrap_or_else(|e| e.into_inner());
         connection.progress()
     }
 
@@ -258,19 +256,19 @@ impl FlowSlot {
             let under_way = UnderWay {
                 flow: flow.clone(),
                 listed: false,
-                messages: None,
+                websocket: None,
             };
             in_flight.board().insert(self.id, under_way);
         }
     }
 
     /// The exchange switched to a WebSocket (`flow` has its response head now) whose
-    /// messages are read into `messages`: a viewer sees them as they come.
-    pub fn switched(&self, flow: &Flow, messages: Arc<Mutex<crate::websocket::Connection>>) {
+    /// messages are read into `websocket`: a viewer sees them as they come.
+    pub fn switched(&self, flow: &Flow, websocket: Arc<Mutex<crate::websocket::Connection>>) {
         if let Some(in_flight) = &self.in_flight {
             if let Some(under_way) = in_flight.board().get_mut(&self.id) {
                 under_way.flow = flow.clone();
-                under_way.messages = Some(messages);
+                under_way.websocket = Some(websocket);
             }
         }
     }
@@ -364,7 +362,7 @@ mod tests {
         connection
             .lock()
             .unwrap()
-            .from_server(&[0x81, 2, b'h', b'i'], SystemTime::UNIX_EPOCH);
+            .server_sent(&[0x81, 2, b'h', b'i'], SystemTime::UNIX_EPOCH);
         let now = in_flight.current(slot.id()).unwrap();
         assert_eq!(now.status(), Some(101));
         assert_eq!(now.response.unwrap().body.wire_size, 4);

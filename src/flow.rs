@@ -478,6 +478,15 @@ impl std::fmt::Display for ShownClient {
 }
 
 impl Flow {
+    /// The bytes of a relayed connection (a tunnel, a WebSocket): `up` from the client,
+    /// `down` from the server, counted as its bodies, never kept.
+    pub fn record_relayed(&mut self, up: u64, down: u64) {
+        self.request.body = CapturedBody::uncaptured(up);
+        if let Some(response) = self.response.as_mut() {
+            response.body = CapturedBody::uncaptured(down);
+        }
+    }
+
     /// The client's address, unless it is not known: a HAR does not record it, so an
     /// imported flow has `0.0.0.0:0`.
     pub fn client_known(&self) -> Option<SocketAddr> {

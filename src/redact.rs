@@ -130,7 +130,7 @@ pub fn form_fields(pairs: &str) -> impl Iterator<Item = (String, String)> + '_ {
 /// [`form_fields`] of a form in `charset` (`pairs` decoded from it already): a form
 /// sent as `application/x-www-form-urlencoded; charset=iso-8859-1` escapes `é` as
 /// `%E9`. UTF-8 when `None`.
-pub fn form_fields_in<'a>(
+fn form_fields_in<'a>(
     pairs: &'a str,
     charset: Option<&'static encoding_rs::Encoding>,
 ) -> impl Iterator<Item = (String, String)> + 'a {

@@ -144,7 +144,7 @@ impl Connection {
     }
 
     /// Bytes the client sent, arriving at `now`.
-    pub fn from_client(&mut self, bytes: &[u8], now: SystemTime) {
+    pub fn client_sent(&mut self, bytes: &[u8], now: SystemTime) {
         self.relayed.0 += bytes.len() as u64;
         let mut sink = Sink {
             log: &mut self.log,
@@ -154,7 +154,7 @@ impl Connection {
     }
 
     /// Bytes the server sent, arriving at `now`.
-    pub fn from_server(&mut self, bytes: &[u8], now: SystemTime) {
+    pub fn server_sent(&mut self, bytes: &[u8], now: SystemTime) {
         self.relayed.1 += bytes.len() as u64;
         let mut sink = Sink {
             log: &mut self.log,
@@ -284,7 +284,7 @@ impl FrameReader {
         }
         match (&self.frame, &self.message) {
             (_, Some(message)) => Some(format!(
-                "the connection closed in the middle of a {} message ({} of it arrived)",
+                "the connection closed in the middle of a {} message ({} of it read)",
                 opcode_name(message.opcode),
                 crate::headless::HumanSize(message.size)
             )),
@@ -440,12 +440,14 @@ impl FrameReader {
         let inflater = self.inflater.get_or_insert_with(|| Decompress::new(false));
         let flush = FlushDecompress::None;
         if let Err(e) = inflate(inflater, chunk, flush, partial, sink.budget) {
-            self.stopped = true;
-            sink.stop(
-                self.from_client,
-                format!("a compressed message cannot be inflated: {e}"),
-            );
+            self.cannot_inflate(e, sink);
         }
+    }
+
+    fn cannot_inflate(&mut self, error: flate2::DecompressError, sink: &mut Sink<'_>) {
+        self.stopped = true;
+        let why = format!("a compressed message cannot be inflated: {error}");
+        sink.stop(self.from_client, why);
     }
 
     fn end_frame(&mut self, sink: &mut Sink<'_>) {
@@ -467,16 +469,9 @@ impl FrameReader {
         if message.compressed && !message.stream_ended {
             let inflater = self.inflater.get_or_insert_with(|| Decompress::new(false));
             let flush = FlushDecompress::Sync;
-            match inflate(inflater, &DEFLATE_TAIL, flush, &mut message, sink.budget) {
-                Ok(()) => {}
-                Err(e) => {
-                    self.stopped = true;
-                    sink.stop(
-                        self.from_client,
-                        format!("a compressed message cannot be inflated: {e}"),
-                    );
-                    return;
-                }
+            if let Err(e) = inflate(inflater, &DEFLATE_TAIL, flush, &mut message, sink.budget) {
+                self.cannot_inflate(e, sink);
+                return;
             }
         }
         sink.push(finished(message, self.from_client));
@@ -597,7 +592,7 @@ mod tests {
         for step in [1, bytes.len()] {
             let mut connection = Connection::new(Negotiated::default(), 1 << 20);
             for chunk in bytes.chunks(step) {
-                connection.from_client(chunk, T0);
+                connection.client_sent(chunk, T0);
             }
             let log = connection.take_log();
             assert_eq!(
@@ -619,11 +614,11 @@ mod tests {
     fn long_payloads_use_the_extended_lengths_and_the_budget_cuts_them() {
         let big = vec![b'x'; 70_000];
         let mut connection = Connection::new(Negotiated::default(), 1000);
-        connection.from_server(&frame(true, false, TEXT, &big, None), T0);
-        connection.from_server(&frame(true, false, TEXT, &big[..200], None), T0);
+        connection.server_sent(&frame(true, false, TEXT, &big, None), T0);
+        connection.server_sent(&frame(true, false, TEXT, &big[..200], None), T0);
         let mut close = 1000u16.to_be_bytes().to_vec();
         close.extend_from_slice(b"bye");
-        connection.from_server(&frame(true, false, CLOSE, &close, None), T0);
+        connection.server_sent(&frame(true, false, CLOSE, &close, None), T0);
         let log = connection.take_log();
         let sizes: Vec<(u64, usize)> = log
             .messages
@@ -665,11 +660,11 @@ mod tests {
         let mut connection = Connection::new(negotiated, 1 << 20);
         // The first split over two frames, the second in one.
         let (a, b) = compressed[0].split_at(5);
-        connection.from_server(&frame(false, true, TEXT, a, None), T0);
-        connection.from_server(&frame(true, false, 0x0, b, None), T0);
-        connection.from_server(&frame(true, true, TEXT, &compressed[1], None), T0);
+        connection.server_sent(&frame(false, true, TEXT, a, None), T0);
+        connection.server_sent(&frame(true, false, 0x0, b, None), T0);
+        connection.server_sent(&frame(true, true, TEXT, &compressed[1], None), T0);
         // An uncompressed message on the same connection (RSV1 clear).
-        connection.from_server(&frame(true, false, TEXT, b"plain", None), T0);
+        connection.server_sent(&frame(true, false, TEXT, b"plain", None), T0);
         let log = connection.take_log();
         assert_eq!(
             texts(&log),
@@ -692,7 +687,7 @@ mod tests {
             compress
                 .compress_vec(text.as_bytes(), &mut out, FlushCompress::Finish)
                 .unwrap();
-            connection.from_server(&frame(true, true, TEXT, &out, None), T0);
+            connection.server_sent(&frame(true, true, TEXT, &out, None), T0);
         }
         let log = connection.take_log();
         let texts: Vec<String> = texts(&log).into_iter().map(|(_, _, t)| t).collect();
@@ -704,9 +699,9 @@ mod tests {
     fn the_budget_counts_messages_still_arriving_both_ways() {
         let mut connection = Connection::new(Negotiated::default(), 1000);
         let server = frame(true, false, TEXT, &[b's'; 900], None);
-        connection.from_server(&server[..504], T0);
-        connection.from_client(&frame(true, false, TEXT, &[b'c'; 900], MASK), T0);
-        connection.from_server(&server[504..], T0);
+        connection.server_sent(&server[..504], T0);
+        connection.client_sent(&frame(true, false, TEXT, &[b'c'; 900], MASK), T0);
+        connection.server_sent(&server[504..], T0);
         let log = connection.take_log();
         let kept: usize = log.messages.iter().map(|m| m.payload.len()).sum();
         assert_eq!(kept, 1000);
@@ -716,14 +711,14 @@ mod tests {
     #[test]
     fn a_connection_closed_in_the_middle_of_a_message_says_so() {
         let mut connection = Connection::new(Negotiated::default(), 1 << 20);
-        connection.from_client(&frame(true, false, TEXT, b"whole", MASK), T0);
+        connection.client_sent(&frame(true, false, TEXT, b"whole", MASK), T0);
         let cut = frame(true, false, BINARY, &[7u8; 100], MASK);
-        connection.from_client(&cut[..60], T0);
+        connection.client_sent(&cut[..60], T0);
         let log = connection.take_log();
         assert_eq!(texts(&log), [(true, "text", "whole".to_owned())]);
         assert_eq!(
             log.unreadable.as_deref(),
-            Some("the client's frames: the connection closed in the middle of a binary message (54 B of it arrived)")
+            Some("the client's frames: the connection closed in the middle of a binary message (54 B of it read)")
         );
     }
 
@@ -732,9 +727,9 @@ mod tests {
         let mut connection = Connection::new(Negotiated { deflate: true }, 1 << 20);
         let compressed = deflated(&["split by a ping"]).remove(0);
         let (a, b) = compressed.split_at(4);
-        connection.from_server(&frame(false, true, TEXT, a, None), T0);
-        connection.from_server(&frame(true, false, PING, b"?", None), T0);
-        connection.from_server(&frame(true, false, 0x0, b, None), T0);
+        connection.server_sent(&frame(false, true, TEXT, a, None), T0);
+        connection.server_sent(&frame(true, false, PING, b"?", None), T0);
+        connection.server_sent(&frame(true, false, 0x0, b, None), T0);
         let log = connection.take_log();
         assert_eq!(
             texts(&log),
@@ -752,7 +747,7 @@ mod tests {
             .cycle()
             .take(one.len() * (MAX_MESSAGES + 3))
             .collect();
-        connection.from_server(&many, T0);
+        connection.server_sent(&many, T0);
         let log = connection.take_log();
         assert_eq!((log.messages.len(), log.dropped), (MAX_MESSAGES, 3));
     }
@@ -761,7 +756,7 @@ mod tests {
     fn bad_deflate_data_a_huge_length_and_a_cut_header_are_said() {
         let said = |negotiated, bytes: &[u8]| {
             let mut connection = Connection::new(negotiated, 1 << 20);
-            connection.from_server(bytes, T0);
+            connection.server_sent(bytes, T0);
             connection.take_log().unreadable.unwrap_or_default()
         };
         let deflate = Negotiated { deflate: true };
@@ -776,19 +771,22 @@ mod tests {
     #[test]
     fn frames_that_break_the_protocol_stop_the_reading_not_the_log() {
         let mut connection = Connection::new(Negotiated::default(), 1 << 20);
-        connection.from_client(&frame(true, false, TEXT, b"first", MASK), T0);
-        connection.from_client(&frame(true, false, 0x3, b"?", MASK), T0);
-        connection.from_client(&frame(true, false, TEXT, b"after", MASK), T0);
-        // Compressed without permessage-deflate agreed.
-        connection.from_server(&frame(true, true, TEXT, b"zz", None), T0);
+        connection.client_sent(&frame(true, false, TEXT, b"first", MASK), T0);
+        connection.client_sent(&frame(true, false, 0x3, b"?", MASK), T0);
+        connection.client_sent(&frame(true, false, TEXT, b"after", MASK), T0);
         let log = connection.take_log();
         assert_eq!(texts(&log), [(true, "text", "first".to_owned())]);
         assert_eq!(
             log.unreadable.as_deref(),
             Some("the client's frames: opcode 0x3 is reserved")
         );
+        // Compressed without permessage-deflate agreed.
         let mut connection = Connection::new(Negotiated::default(), 1 << 20);
-        connection.from_server(&frame(true, false, 0x0, b"x", None), T0);
+        connection.server_sent(&frame(true, true, TEXT, b"zz", None), T0);
+        let said = connection.take_log().unreadable.unwrap();
+        assert!(said.contains("reserved bits 0x40"), "{said}");
+        let mut connection = Connection::new(Negotiated::default(), 1 << 20);
+        connection.server_sent(&frame(true, false, 0x0, b"x", None), T0);
         let said = connection.take_log().unreadable.unwrap();
         assert!(said.contains("continues no message"), "{said}");
     }

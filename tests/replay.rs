@@ -180,7 +180,14 @@ async fn an_empty_post_says_its_length_through_proxy_auth_over_plain_http() {
     let said = outcome(&replayer).await;
     assert!(said.contains("sent again: 200"), "{said}");
     let again = proxy.next_flow().await;
-    let headers = &echoed(&again)["headers"];
+    assert_eq!(echoed(&first)["headers"], echoed(&again)["headers"]);
+    // Without the field (an edited request has its length measured again), the
+    // replay writes it: HTTP/1.1 would send an empty POST without one.
+    let mut measured = ReplayRequest::of(&first).unwrap();
+    measured.headers.remove("content-length");
+    replayer.send(first.id, measured);
+    assert!(outcome(&replayer).await.contains("sent again: 200"));
+    let headers = &echoed(&proxy.next_flow().await)["headers"];
     assert!(
         headers
             .as_array()
@@ -188,7 +195,6 @@ async fn an_empty_post_says_its_length_through_proxy_auth_over_plain_http() {
             .contains(&serde_json::json!(["content-length", "0"])),
         "{headers}"
     );
-    assert_eq!(echoed(&first)["headers"], *headers);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -263,7 +263,7 @@ fn a_request_still_waiting_for_its_answer_is_listed_then_finished_in_place() {
 
 #[cfg(unix)]
 #[test]
-fn e_sends_the_request_again_as_changed_in_the_editor_and_r_as_it_was() {
+fn e_sends_the_request_again_as_changed_in_the_editor_and_capital_r_as_it_was() {
     if !tool_available("tmux") {
         return;
     }

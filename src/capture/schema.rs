@@ -21,7 +21,8 @@ pub const SCHEMA_VERSION: i64 = 4;
 /// schema 3, which it brings up to 4).
 pub const OLDEST_READABLE_SCHEMA: i64 = 1;
 
-/// The schema (documented for users in the README).
+/// Schema 3's tables; with [`WEBSOCKET_TABLES`], schema 4 (documented for users in the
+/// README).
 pub const SCHEMA: &str = r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,

@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::events::FlowSlot;
-use crate::flow::{CapturedBody, Flow, FlowError, FlowErrorKind};
+use crate::flow::{Flow, FlowError, FlowErrorKind};
 use crate::websocket;
 
 /// The bytes relayed each way so far, and a WebSocket's messages when it is one.
@@ -21,7 +21,7 @@ use crate::websocket;
 pub(crate) struct Counts {
     up: Arc<AtomicU64>,
     down: Arc<AtomicU64>,
-    messages: Option<Arc<Mutex<websocket::Connection>>>,
+    websocket: Option<Arc<Mutex<websocket::Connection>>>,
 }
 
 impl Counts {
@@ -45,7 +45,7 @@ where
         inner: client,
         read: counts.up.clone(),
         written: counts.down.clone(),
-        messages: counts.messages.clone(),
+        websocket: counts.websocket.clone(),
     };
     let result = tokio::io::copy_bidirectional(&mut client, &mut server).await;
     // A peer that closes TLS without close_notify has still closed.
@@ -76,11 +76,11 @@ impl RelayRecord {
     /// Reads the relayed bytes as the WebSocket `connection` (a flow switched to one),
     /// its messages shown as they come to a viewer of the exchanges under way.
     pub(crate) fn reading_websocket(mut self, connection: websocket::Connection) -> Self {
-        let messages = Arc::new(Mutex::new(connection));
+        let websocket = Arc::new(Mutex::new(connection));
         if let Some((slot, flow)) = &self.parts {
-            slot.switched(flow, messages.clone());
+            slot.switched(flow, websocket.clone());
         }
-        self.counts.messages = Some(messages);
+        self.counts.websocket = Some(websocket);
         self
     }
 
@@ -97,13 +97,10 @@ impl RelayRecord {
     }
 
     fn record_bytes(&self, flow: &mut Flow) {
-        flow.request.body = CapturedBody::uncaptured(self.counts.up());
-        if let Some(response) = flow.response.as_mut() {
-            response.body = CapturedBody::uncaptured(self.counts.down());
-        }
-        if let Some(messages) = &self.counts.messages {
+        flow.record_relayed(self.counts.up(), self.counts.down());
+        if let Some(websocket) = &self.counts.websocket {
             // A reader that panicked left what it had read.
-            let mut connection = messages.lock().unwrap_or_else(|e| e.into_inner());
+            let mut connection = websocket.lock().unwrap_or_else(|e| e.into_inner());
             flow.websocket = Some(Box::new(connection.take_log()));
         }
         flow.timings.receive = self.opened.elapsed();
@@ -143,22 +140,22 @@ struct Counted<I> {
     inner: I,
     read: Arc<AtomicU64>,
     written: Arc<AtomicU64>,
-    messages: Option<Arc<Mutex<websocket::Connection>>>,
+    websocket: Option<Arc<Mutex<websocket::Connection>>>,
 }
 
 impl<I> Counted<I> {
     /// Hands `bytes` to the WebSocket reader, if there is one.
     fn read_messages(&self, bytes: &[u8], from_client: bool) {
-        let Some(messages) = &self.messages else {
+        let Some(websocket) = &self.websocket else {
             return;
         };
         if bytes.is_empty() {
             return;
         }
-        let mut connection = messages.lock().unwrap_or_else(|e| e.into_inner());
+        let mut connection = websocket.lock().unwrap_or_else(|e| e.into_inner());
         match from_client {
-            true => connection.from_client(bytes, SystemTime::now()),
-            false => connection.from_server(bytes, SystemTime::now()),
+            true => connection.client_sent(bytes, SystemTime::now()),
+            false => connection.server_sent(bytes, SystemTime::now()),
         }
     }
 }

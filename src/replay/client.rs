@@ -126,7 +126,7 @@ fn expects_a_body(method: &Method) -> bool {
 }
 
 /// One exchange through the proxy. The response body is read to its end (the proxy
-/// records the exchange once it ends). Returns the status.
+/// records the exchange once it ends). Returns how it was answered.
 async fn exchange(
     proxy: SocketAddr,
     tls: &TlsConnector,

@@ -15,7 +15,7 @@ pub enum Edited {
 }
 
 /// The editor the user asked for: `$VISUAL`, else `$EDITOR`, else `vi`.
-pub fn editor() -> String {
+fn editor() -> String {
     ["VISUAL", "EDITOR"]
         .iter()
         .filter_map(|name| std::env::var(name).ok())
@@ -32,6 +32,14 @@ struct Suspended {
 
 impl Suspended {
     fn new() -> std::io::Result<Suspended> {
+        // A handler, unlike an ignored signal, is reset to the default in the editor.
+        let interrupt = signal_hook::flag::register(
+            signal_hook::consts::SIGINT,
+            Arc::new(AtomicBool::new(false)),
+        )
+        .ok();
+        // The guard first: it restores the terminal however far this gets.
+        let suspended = Suspended { interrupt };
         crossterm::terminal::disable_raw_mode()?;
         crossterm::execute!(
             std::io::stdout(),
@@ -39,13 +47,7 @@ impl Suspended {
             crossterm::terminal::LeaveAlternateScreen,
             crossterm::cursor::Show
         )?;
-        // A handler, unlike an ignored signal, is reset to the default in the editor.
-        let interrupt = signal_hook::flag::register(
-            signal_hook::consts::SIGINT,
-            Arc::new(AtomicBool::new(false)),
-        )
-        .ok();
-        Ok(Suspended { interrupt })
+        Ok(suspended)
     }
 }
 

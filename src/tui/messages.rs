@@ -30,7 +30,7 @@ pub fn message_lines(log: &MessageLog, view: BodyView) -> Vec<String> {
     }
     if let Some(why) = &log.unreadable {
         lines.push(format!(
-            "(reading stopped, the bytes were still relayed: {})",
+            "(reading stopped: {}; every byte was still relayed)",
             printable_line(why)
         ));
     }
@@ -39,11 +39,7 @@ pub fn message_lines(log: &MessageLog, view: BodyView) -> Vec<String> {
 }
 
 fn message_line(message: &Message, view: BodyView) -> String {
-    const FORMAT: &[time::format_description::FormatItem<'static>] =
-        time::macros::format_description!("[hour]:[minute]:[second].[subsecond digits:3]");
-    let at = time::OffsetDateTime::from(message.at)
-        .format(FORMAT)
-        .unwrap_or_default();
+    let at = super::view::clock(message.at);
     let arrow = if message.from_client { '→' } else { '←' };
     let cut = if message.truncated() {
         format!(" (first {} kept)", HumanSize(message.payload.len() as u64))
@@ -131,7 +127,7 @@ mod tests {
             [
                 "WebSocket messages: 5 (2 from the client, 3 from the server)",
                 "(2 more messages were not kept: past 100000 per connection)",
-                "(reading stopped, the bytes were still relayed: the server's frames: opcode 0x3 is reserved)",
+                "(reading stopped: the server's frames: opcode 0x3 is reserved; every byte was still relayed)",
                 "→ 01:02:03.456  text        22 B  {\"subscribe\":\"books\"}\\u{a}",
                 "← 01:02:03.456  text    68.4 KiB  {\"cut (first 5 B kept)",
                 "← 01:02:03.456  binary       3 B  00 ff 07",

@@ -146,7 +146,8 @@ impl Detail {
 pub type Shown = (Tab, BodyView);
 
 /// A detail's text: the lines of each tab and body view it has shown, and the layout of
-/// the last one shown. Filled while drawing, so not part of the state: two details
+/// the last one shown. Filled when first asked for (drawing, scrolling), so not part of
+/// the state: two details
 /// alike are equal whatever either has laid out.
 #[derive(Clone, Default)]
 pub struct TextCache {

@@ -54,7 +54,8 @@ pub enum Effect {
     /// [`Event::Message`] saying where.
     ExportHar(Vec<FlowId>),
     /// Send flow `id`'s request again through the proxy, after the user has changed it
-    /// in an editor when `edit`, then send a [`Event::Message`] saying how it went.
+    /// in an editor when `edit`, then send a [`Event::Message`] saying what was sent
+    /// (how it went comes later, from the replayer).
     Replay {
         /// The flow.
         id: FlowId,

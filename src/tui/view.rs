@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::body::{body_lines, BodyView};
 use super::state::{App, Detail, PromptKind, Screen, Tab};
-pub use super::text::LaidOutText;
+use super::text::LaidOutText;
 use crate::capture::StoredFlow;
 use crate::flow::{printable_line, Flow, ShownClient};
 use crate::headless::HumanSize;
@@ -309,10 +309,11 @@ fn badge_style(badge: &str) -> Style {
     }
 }
 
-fn clock(flow: &Flow) -> String {
+/// The time of day of `at` (UTC) with milliseconds, as the list and the detail show it.
+pub fn clock(at: std::time::SystemTime) -> String {
     const FORMAT: &[time::format_description::FormatItem<'static>] =
         time::macros::format_description!("[hour]:[minute]:[second].[subsecond digits:3]");
-    time::OffsetDateTime::from(flow.started_at)
+    time::OffsetDateTime::from(at)
         .format(FORMAT)
         .unwrap_or_default()
 }
@@ -496,7 +497,7 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
             };
             let cell = |column: Column| match column {
                 Column::Id => Cell::from(flow.id.to_string()),
-                Column::Time => Cell::from(clock(flow)),
+                Column::Time => Cell::from(clock(flow.started_at)),
                 Column::Method => Cell::from(flow.request.method.clone()),
                 Column::Host => Cell::from(flow.host.clone()),
                 Column::Path => Cell::from(path_of(flow).to_owned()),
@@ -568,7 +569,7 @@ fn header_lines(lines: &mut Vec<String>, headers: &crate::flow::Headers) {
 
 /// True for a flow whose connection was relayed after its head (a tunnel, a switched
 /// protocol such as a WebSocket): its "bodies" are the bytes relayed, never kept.
-fn relayed(flow: &Flow) -> bool {
+fn is_relayed(flow: &Flow) -> bool {
     flow.kind == crate::flow::FlowKind::Tunnel || flow.status() == Some(101)
 }
 
@@ -649,7 +650,7 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab, view: BodyView) -> Vec<String
             lines.push(String::new());
             match under_way {
                 true => lines.push(format!("body {UNDER_WAY}")),
-                false if relayed(flow) => {
+                false if is_relayed(flow) => {
                     lines.push(relayed_line(request.body.wire_size, "from the client"))
                 }
                 false => lines.extend(body_lines(&request.body, &request.headers, view)),
@@ -674,7 +675,7 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab, view: BodyView) -> Vec<String
                 ));
                 header_lines(&mut lines, &response.headers);
                 lines.push(String::new());
-                match relayed(flow) {
+                match is_relayed(flow) {
                     true => lines.push(relayed_line(response.body.wire_size, "from the server")),
                     false => lines.extend(body_lines(&response.body, &response.headers, view)),
                 }
@@ -822,8 +823,10 @@ impl Detail {
 /// The keys that do what a Kinvey error of `class` asks for.
 fn keys_for(class: ErrorClass) -> &'static str {
     match class {
-        ErrorClass::Retry => "R sends the request again",
-        ErrorClass::Fix => "e changes the request in your editor, then sends it",
+        ErrorClass::Retry => "R sends the request again (while kinspect is proxying)",
+        ErrorClass::Fix => {
+            "e changes the request in your editor, then sends it (while kinspect is proxying)"
+        }
         ErrorClass::Stop => "r makes the report to send to Kinvey support",
     }
 }
