@@ -82,19 +82,31 @@ fn header_matches(headers: &Headers, pattern: &BytesPattern) -> bool {
 }
 
 /// True when a non-empty body on `side` matches, decoded when its `Content-Encoding` can
-/// be undone (as captured otherwise, e.g. when truncated).
+/// be undone (as captured otherwise, e.g. when truncated). A WebSocket's messages are
+/// its bodies: the client's on the request side, the server's on the response side.
 fn body_matches(flow: &Flow, side: Side, pattern: &BytesPattern) -> bool {
+    let messages = |from_client: bool| {
+        flow.websocket.as_ref().is_some_and(|log| {
+            log.messages.iter().any(|m| {
+                m.from_client == from_client
+                    && !m.payload.is_empty()
+                    && pattern.0.is_match(&m.payload)
+            })
+        })
+    };
     let test = |raw: &Bytes, decoded: &dyn Fn() -> Option<Bytes>| {
         !raw.is_empty()
             && pattern
                 .0
                 .is_match(&decoded().unwrap_or_else(|| raw.clone()))
     };
-    let request = || test(&flow.request.body.bytes, &|| flow.decoded_request_body());
+    let request =
+        || test(&flow.request.body.bytes, &|| flow.decoded_request_body()) || messages(true);
     let response = || {
         flow.response
             .as_ref()
             .is_some_and(|r| test(&r.body.bytes, &|| flow.decoded_response_body()))
+            || messages(false)
     };
     match side {
         Side::Request => request(),
@@ -278,6 +290,27 @@ mod tests {
         check("~bs ping", &[], &[&both]);
         let pending = flow().request_body(b"ping").build();
         check("~bs .", &[], &[&pending]);
+    }
+
+    #[test]
+    fn a_websockets_messages_are_its_bodies() {
+        use crate::websocket::{Message, MessageLog, TEXT};
+        let mut socket = flow().status(101).build();
+        let message = |from_client, text: &str| Message {
+            from_client,
+            at: std::time::UNIX_EPOCH,
+            opcode: TEXT,
+            payload: bytes::Bytes::copy_from_slice(text.as_bytes()),
+            size: text.len() as u64,
+        };
+        socket.flow.websocket = Some(Box::new(MessageLog {
+            messages: vec![message(true, "subscribe books"), message(false, "welcome")],
+            ..MessageLog::default()
+        }));
+        check("~b books", &[&socket], &[]);
+        check("~bq subscribe", &[&socket], &[]);
+        check("~bq welcome", &[], &[&socket]);
+        check("~bs welcome", &[&socket], &[]);
     }
 
     #[test]
