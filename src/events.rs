@@ -269,6 +269,8 @@ impl FlowSlot {
             if let Some(under_way) = in_flight.board().get_mut(&self.id) {
                 under_way.flow = flow.clone();
                 under_way.websocket = Some(websocket);
+                // Listed before it switched: listed again, with its 101.
+                under_way.listed = false;
             }
         }
     }
@@ -357,7 +359,11 @@ mod tests {
         assert!(in_flight.current(slot.id()).unwrap().websocket.is_none());
         flow.response = Flow::exchange(1, client, "GET", "/", Some(101)).response;
         let connection = Arc::new(Mutex::new(Connection::new(Negotiated::default(), 1024)));
+        let later = SystemTime::now() + Duration::from_secs(1);
+        assert_eq!(in_flight.list_started_before(later).len(), 1);
         slot.switched(&flow, connection.clone());
+        let listed = in_flight.list_started_before(later);
+        assert_eq!(listed[0].status(), Some(101), "listed again, switched");
         // An unmasked text frame from the server: "hi".
         connection
             .lock()

@@ -453,21 +453,29 @@ impl App {
         }
     }
 
-    /// Lists exchanges under way (oldest first) that are not listed yet, whole; `now`
-    /// is the time their durations run to.
+    /// Lists exchanges under way (oldest first), whole: new ones last, one listed
+    /// already (it switched to a WebSocket since) in its place; `now` is the time their
+    /// durations run to.
     pub fn push_in_flight(&mut self, flows: Vec<crate::flow::Flow>, now: std::time::SystemTime) {
         self.clock = now;
         for flow in flows {
-            if self.in_flight.contains_key(&flow.id) {
-                continue;
-            }
             let stored = Box::new(StoredFlow {
                 flow,
                 kinvey: Default::default(),
             });
             let shown = self.filter.as_ref().is_none_or(|f| f.matches(&stored));
-            self.in_flight.insert(stored.flow.id, self.flows.len());
-            self.append(stored, shown);
+            match self.in_flight.get(&stored.flow.id).copied() {
+                // Hidden by a `z` since it was listed: it stays so.
+                Some(index) if index < self.cleared => self.flows[index] = stored,
+                Some(index) => {
+                    self.flows[index] = stored;
+                    self.show_at(index, shown);
+                }
+                None => {
+                    self.in_flight.insert(stored.flow.id, self.flows.len());
+                    self.append(stored, shown);
+                }
+            }
         }
     }
 

@@ -760,6 +760,24 @@ mod tests {
         }
         assert_eq!(a.flows.len(), 3, "listed once");
         assert_eq!(a.clock, now);
+        // Listed again once it switched (a WebSocket): in its place, with its 101.
+        let mut switched = slow.clone();
+        switched.response = Flow::exchange(3, client, "GET", url, Some(101)).response;
+        update(
+            &mut a,
+            Event::InFlight {
+                flows: vec![switched],
+                now,
+            },
+        );
+        assert_eq!((a.flows.len(), a.flows[2].flow.status()), (3, Some(101)));
+        update(
+            &mut a,
+            Event::InFlight {
+                flows: vec![slow.clone()],
+                now,
+            },
+        );
         apply_filter(&mut a, "~q").unwrap();
         assert_eq!(a.view, [2], "~q: no response yet");
         update(&mut a, Event::Flow(Box::new(stored(4, 200, None))));
