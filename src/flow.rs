@@ -463,6 +463,8 @@ pub struct Flow {
     pub error: Option<FlowError>,
     /// The messages of a WebSocket connection, when the flow switched to one.
     pub websocket: Option<Box<crate::websocket::MessageLog>>,
+    /// The flow whose request this one sent again from the UI (`R`, `e`), if it did.
+    pub replay_of: Option<FlowId>,
 }
 
 /// A client address as shown to people: `-` when it is not known.
@@ -538,6 +540,7 @@ impl Flow {
             server_tls: None,
             error: None,
             websocket: None,
+            replay_of: None,
         }
     }
 

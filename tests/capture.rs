@@ -92,6 +92,7 @@ fn full_flow(id: u64) -> Flow {
             message: "upstream broke off the response body".into(),
         }),
         websocket: None,
+        replay_of: None,
     }
 }
 
@@ -118,6 +119,7 @@ fn tunnel_flow(id: u64) -> Flow {
         server_tls: None,
         error: None,
         websocket: None,
+        replay_of: None,
     }
 }
 
@@ -827,12 +829,15 @@ fn websocket_messages_round_trip_and_a_schema_3_capture_gains_their_tables() {
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
-            "DROP TABLE websocket_messages; DROP TABLE websockets; PRAGMA user_version = 3;",
+            "DROP TABLE websocket_messages; DROP TABLE websockets;
+             ALTER TABLE flows DROP COLUMN replay_of; PRAGMA user_version = 3;",
         )
         .unwrap();
     }
     let mut writer = CaptureWriter::open(&path).unwrap();
-    let flows = [stored(websocket_flow(1)), stored(tunnel_flow(2))];
+    let mut replayed = tunnel_flow(2);
+    replayed.replay_of = Some(1);
+    let flows = [stored(websocket_flow(1)), stored(replayed)];
     writer.write_batch(&flows).unwrap();
     drop(writer);
     let reader = CaptureReader::open(&path).unwrap();

@@ -92,6 +92,13 @@ async fn a_request_sent_again_reaches_the_origin_as_the_client_sent_it() {
         );
         let again = proxy.next_flow().await;
         assert!(again.id > first.id);
+        assert_eq!((first.replay_of, again.replay_of), (None, Some(first.id)));
+        let stored = kinspect::capture::StoredFlow {
+            flow: again.clone(),
+            kinvey: Default::default(),
+        };
+        let entry = kinspect::har::har_entry(&stored, Default::default(), &mut 0);
+        assert_eq!(entry["_replayOf"], first.id);
         assert_eq!(again.request.method, "POST");
         assert_eq!(again.request.url, first.request.url);
         assert_eq!(again.request.version, version, "{kind:?}");

@@ -91,6 +91,7 @@ fn exchange(
         })),
         error: None,
         websocket: None,
+        replay_of: None,
     }
 }
 

@@ -360,9 +360,14 @@ sed -e 's/"1965"/1965/' -e 's/^POST /PUT /' "$1" > "$1.new" && mv "$1.new" "$1"
         again.starts_with("POST /books HTTP/1.1") && again.ends_with(body),
         "{again}"
     );
-    tmux.wait_for("the third flow and how it went", |s| {
+    let screen = tmux.wait_for("the third flow and how it went", |s| {
         s.matches("/books").count() == 3 && s.contains("flow 1 sent again: 200")
     });
+    assert_eq!(
+        screen.matches("↻ /books").count(),
+        2,
+        "replays marked:\n{screen}"
+    );
 
     // An editor that fails, or a file left empty, sends nothing and says why.
     let marker = |name: &str| home.path().join(name);

@@ -455,6 +455,11 @@ fn flow_from_row(row: &Row<'_>) -> rusqlite::Result<Flow> {
         server_tls: tls(row, "server_tls")?,
         error,
         websocket: None,
+        // Schema 4 on; an older capture has no such column.
+        replay_of: row
+            .get::<_, Option<i64>>("replay_of")
+            .unwrap_or(None)
+            .map(|id| id as FlowId),
     })
 }
 

@@ -94,11 +94,12 @@ impl Recorder {
                 let mut acks: Vec<Acknowledgement> = Vec::with_capacity(MAX_BATCH);
                 let mut take =
                     |event: FlowEvent, batch: &mut Vec<StoredFlow>, acks: &mut Vec<_>| {
-                        let FlowEvent { flow, ack } = event;
+                        let FlowEvent { mut flow, ack } = event;
                         let analysis = kinvey::analyze(&flow);
-                        let warnings = match replays.contains(flow.client_addr) {
-                            true => Vec::new(),
-                            false => behaviour.observe(&flow, &analysis),
+                        flow.replay_of = replays.original_of(flow.client_addr);
+                        let warnings = match flow.replay_of {
+                            Some(_) => Vec::new(),
+                            None => behaviour.observe(&flow, &analysis),
                         };
                         let kinvey = KinveySummary::new(&analysis, &warnings);
                         batch.push(StoredFlow { flow, kinvey });

@@ -21,7 +21,7 @@ pub const SCHEMA_VERSION: i64 = 4;
 /// schema 3, which it brings up to 4).
 pub const OLDEST_READABLE_SCHEMA: i64 = 1;
 
-/// Schema 3's tables; with [`WEBSOCKET_TABLES`], schema 4 (documented for users in the
+/// Schema 3's tables; with [`SCHEMA_4_ADDITIONS`], schema 4 (documented for users in the
 /// README).
 pub const SCHEMA: &str = r#"
 CREATE TABLE meta (
@@ -106,9 +106,13 @@ CREATE INDEX flows_kinvey_request_id ON flows(kinvey_request_id)
     WHERE kinvey_request_id IS NOT NULL;
 "#;
 
-/// What schema 4 added to schema 3: the messages of WebSocket flows. A schema 3 capture
-/// is brought up to 4 when appended to.
-pub const WEBSOCKET_TABLES: &str = r#"
+/// What schema 4 added to schema 3: the messages of WebSocket flows, and which flow a
+/// request sent again from the UI repeats. A schema 3 capture is brought up to 4 when
+/// appended to.
+pub const SCHEMA_4_ADDITIONS: &str = r#"
+-- The flow whose request this one sent again (the UI's R or e), if it did.
+ALTER TABLE flows ADD COLUMN replay_of INTEGER;
+
 -- A row per flow that switched to a WebSocket: what of its messages was not kept.
 CREATE TABLE websockets (
     flow_id           INTEGER PRIMARY KEY REFERENCES flows(id),
@@ -284,14 +288,14 @@ pub(crate) fn open_for_writing(path: &Path) -> Result<(Connection, std::fs::File
     let contents = inspect(&conn, path)?;
     if let Contents::Capture(found) = contents {
         if found == 3 {
-            // Schema 4 only added tables: a schema 3 capture gains them. A kinspect
-            // older than schema 4 then no longer reads the file.
+            // Schema 4 only added a column and tables: a schema 3 capture gains them. A
+            // kinspect older than schema 4 then no longer reads the file.
             tracing::info!(
-                "{}: capture schema 3 brought up to {SCHEMA_VERSION} (WebSocket messages)",
+                "{}: capture schema 3 brought up to {SCHEMA_VERSION} (WebSocket messages, replays)",
                 path.display()
             );
             conn.execute_batch(&format!(
-                "BEGIN; {WEBSOCKET_TABLES} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                "BEGIN; {SCHEMA_4_ADDITIONS} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             ))
             .map_err(|e| sqlite_error(path, e))?;
         } else if found != SCHEMA_VERSION {
@@ -317,7 +321,7 @@ pub(crate) fn open_for_writing(path: &Path) -> Result<(Connection, std::fs::File
         let script = format!(
             "BEGIN;
              {SCHEMA}
-             {WEBSOCKET_TABLES}
+             {SCHEMA_4_ADDITIONS}
              INSERT INTO meta (key, value) VALUES ('created_at', '{created}');
              INSERT INTO meta (key, value) VALUES ('kinspect_version', '{version}');
              PRAGMA application_id = {APPLICATION_ID};

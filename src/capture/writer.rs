@@ -36,10 +36,10 @@ const INSERT_FLOW: &str = "INSERT INTO flows (
     client_tls, client_tls_sni, client_tls_alpn, client_tls_version,
     server_tls, server_tls_sni, server_tls_alpn, server_tls_version,
     error_kind, error_message, kinvey_request_id, kinvey_error, kinvey_class, kinvey_known,
-    kinvey_anomalies, kinvey_warnings, request_headers, response_headers
+    kinvey_anomalies, kinvey_warnings, request_headers, response_headers, replay_of
 ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
           ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34,
-          ?35, ?36, ?37, ?38, ?39, ?40, ?41, ?42, ?43, ?44, ?45, ?46, ?47, ?48)";
+          ?35, ?36, ?37, ?38, ?39, ?40, ?41, ?42, ?43, ?44, ?45, ?46, ?47, ?48, ?49)";
 const INSERT_BODIES: &str = "INSERT INTO bodies (flow_id, request, response) VALUES (?1, ?2, ?3)";
 const INSERT_WEBSOCKET: &str =
     "INSERT INTO websockets (flow_id, messages_dropped, unreadable) VALUES (?1, ?2, ?3)";
@@ -301,7 +301,8 @@ fn insert_one(
     };
     let request_headers = headers_to_json(&request.headers);
     let response_headers = response.map(|r| headers_to_json(&r.headers));
-    let values: [&dyn ToSql; 48] = [
+    let replay_of = flow.replay_of.map(|id| id as i64);
+    let values: [&dyn ToSql; 49] = [
         &id,
         &flow.kind.as_str(),
         &utc_timestamp(flow.started_at),
@@ -350,6 +351,7 @@ fn insert_one(
         &findings_json(&kinvey.warnings),
         &request_headers,
         &response_headers,
+        &replay_of,
     ];
     insert_flow.execute(&values[..])?;
     let request_body = kept(&request.body);

@@ -522,6 +522,9 @@ fn entry_after(
         entry.insert("_error".into(), json!(redactor.text(&error.message)));
         entry.insert("_errorKind".into(), json!(error.kind.as_str()));
     }
+    if let Some(original) = flow.replay_of {
+        entry.insert("_replayOf".into(), json!(original));
+    }
     if let Some(log) = &flow.websocket {
         entry.insert(
             "_webSocketMessages".into(),

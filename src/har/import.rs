@@ -578,6 +578,7 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
         server_tls: None,
         error,
         websocket: websocket_messages(entry),
+        replay_of: entry.get("_replayOf").and_then(Value::as_u64),
     })
 }
 

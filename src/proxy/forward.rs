@@ -62,6 +62,7 @@ pub(crate) fn new_flow(
         server_tls: None,
         error: None,
         websocket: None,
+        replay_of: None,
     };
     slot.started(&flow);
     flow

@@ -87,7 +87,7 @@ impl Replayer {
             let started = Instant::now();
             let outcome = tokio::time::timeout(
                 REPLAY_TIMEOUT,
-                exchange(proxy, &tls, auth.as_ref(), &sources, request),
+                exchange(proxy, &tls, auth.as_ref(), (&sources, id), request),
             )
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {REPLAY_TIMEOUT:?}")));
@@ -131,7 +131,7 @@ async fn exchange(
     proxy: SocketAddr,
     tls: &TlsConnector,
     auth: Option<&HeaderValue>,
-    sources: &ReplaySources,
+    (sources, original): (&ReplaySources, FlowId),
     request: ReplayRequest,
 ) -> Result<Answer, String> {
     let target = Target::of_uri(&request.url)
@@ -140,7 +140,10 @@ async fn exchange(
         .await
         .map_err(|e| format!("cannot reach the proxy at {proxy}: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    let _sending = tcp.local_addr().ok().map(|from| sources.sending_from(from));
+    let _sending = tcp
+        .local_addr()
+        .ok()
+        .map(|from| sources.sending_from(from, original));
     let mut connection = match target.https {
         true => {
             let tunnel = connect_tunnel(tcp, &target, auth).await?;

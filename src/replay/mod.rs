@@ -9,7 +9,7 @@ mod text;
 pub use client::Replayer;
 pub use text::ReplayRequest;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +21,8 @@ pub struct ReplaySources(Arc<Mutex<Sources>>);
 
 #[derive(Debug, Default)]
 struct Sources {
-    known: HashSet<SocketAddr>,
+    /// Each address and the flow whose request it sends again.
+    known: HashMap<SocketAddr, crate::flow::FlowId>,
     order: VecDeque<SocketAddr>,
 }
 
@@ -33,12 +34,16 @@ impl ReplaySources {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A request is sent again from `addr` until the returned guard is dropped (its
-    /// exchange is over: the proxy recorded it before the response ended), after which
-    /// the port may be the app's again.
-    pub(crate) fn sending_from(&self, addr: SocketAddr) -> Sending<'_> {
+    /// Flow `original`'s request is sent again from `addr` until the returned guard is
+    /// dropped (its exchange is over: the proxy recorded it before the response ended),
+    /// after which the port may be the app's again.
+    pub(crate) fn sending_from(
+        &self,
+        addr: SocketAddr,
+        original: crate::flow::FlowId,
+    ) -> Sending<'_> {
         let mut sources = self.sources();
-        if sources.known.insert(addr) {
+        if sources.known.insert(addr, original).is_none() {
             sources.order.push_back(addr);
         }
         while sources.order.len() > Self::KEPT {
@@ -52,9 +57,9 @@ impl ReplaySources {
         }
     }
 
-    /// True when a flow from `addr` is a request sent again.
-    pub fn contains(&self, addr: SocketAddr) -> bool {
-        self.sources().known.contains(&addr)
+    /// The flow whose request a flow from `addr` sends again, if it is a replay.
+    pub fn original_of(&self, addr: SocketAddr) -> Option<crate::flow::FlowId> {
+        self.sources().known.get(&addr).copied()
     }
 }
 

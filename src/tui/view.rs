@@ -500,7 +500,11 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
                 Column::Time => Cell::from(clock(flow.started_at)),
                 Column::Method => Cell::from(flow.request.method.clone()),
                 Column::Host => Cell::from(flow.host.clone()),
-                Column::Path => Cell::from(path_of(flow).to_owned()),
+                Column::Path => Cell::from(match flow.replay_of {
+                    // Sent again from the UI: marked as mitmproxy marks a replay.
+                    Some(_) => format!("↻ {}", path_of(flow)),
+                    None => path_of(flow).to_owned(),
+                }),
                 Column::Status => Cell::from(match (&flow.response, &flow.error) {
                     (Some(r), Some(_)) if !r.from_proxy => r.status.to_string(),
                     (_, Some(e)) => status_label(e.kind).to_owned(),
@@ -634,6 +638,11 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab, view: BodyView) -> Vec<String
                 request.url,
                 request.version.as_str()
             ));
+            if let Some(original) = flow.replay_of {
+                lines.push(format!(
+                    "(↻ flow {original}'s request, sent again from kinspect)"
+                ));
+            }
             header_lines(&mut lines, &request.headers);
             field_lines(
                 &mut lines,
