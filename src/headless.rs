@@ -85,6 +85,9 @@ pub fn write_text_line(out: &mut impl Write, stored: &StoredFlow) -> std::io::Re
     if !kinvey.anomalies.is_empty() {
         out.write_all(b"]")?;
     }
+    if let Some(original) = flow.replay_of {
+        write!(out, " replay_of[{original}]")?;
+    }
     if let Some(error) = &flow.error {
         write!(out, " error[{}]: {}", error.kind.as_str(), error.message)?;
     }
@@ -154,6 +157,7 @@ pub fn json_object(stored: &StoredFlow) -> Value {
         "client_tls": flow.client_tls,
         "server_tls": flow.server_tls,
         "error": flow.error,
+        "replay_of": flow.replay_of,
         "kinvey": kinvey_json(kinvey),
     })
 }
@@ -248,7 +252,7 @@ mod tests {
     }
 
     #[test]
-    fn a_text_line_carries_the_kinvey_verdict_findings_and_error() {
+    fn a_text_line_carries_the_kinvey_verdict_findings_replay_and_error() {
         use crate::flow::{CapturedBody, Flow, FlowError, FlowErrorKind};
         use crate::kinvey::{ErrorClass, Finding, KinveySummary};
         let finding = |code: &str| Finding {
@@ -265,6 +269,7 @@ mod tests {
             kind: FlowErrorKind::Protocol,
             message: "reset".into(),
         });
+        flow.replay_of = Some(3);
         let stored = StoredFlow {
             flow,
             kinvey: KinveySummary {
@@ -283,9 +288,10 @@ mod tests {
             format!(
                 "1970-01-01T00:00:00.000Z 127.0.0.1:40000 GET {url} 500 RETRY \
                  KinveyInternalErrorRetry 1.5 KiB 0ms warning[retry_storm] \
-                 anomalies[missing_api_version,wrapped_body] error[protocol]: reset"
+                 anomalies[missing_api_version,wrapped_body] replay_of[3] error[protocol]: reset"
             )
         );
+        assert_eq!(json_object(&stored)["replay_of"], 3);
     }
 
     #[test]
