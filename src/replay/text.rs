@@ -111,7 +111,11 @@ impl ReplayRequest {
     /// header fields (without a `Host` that only names the URL's host, nor a
     /// `Content-Length`), an empty line and the body, decoded. A body that is not text cannot be changed this way.
     pub fn to_text(&self) -> Result<String, String> {
-        let body = self.body_text()?;
+        Ok(self.text_with(&self.body_text()?))
+    }
+
+    /// [`ReplayRequest::to_text`] with the body decoded already.
+    fn text_with(&self, body: &str) -> String {
         let mut headers = self.headers.clone();
         without_implied_host(&mut headers, &self.url);
         // The body changed is measured again.
@@ -121,8 +125,8 @@ impl ReplayRequest {
             text.push_str(&format!("{name}: {}\n", value_text(value)));
         }
         text.push('\n');
-        text.push_str(&body);
-        Ok(text)
+        text.push_str(body);
+        text
     }
 
     /// The body decoded, as text; why not when it is not.
@@ -144,12 +148,13 @@ impl ReplayRequest {
     /// body that had none; a field left as it was keeps its bytes (a value that is not
     /// UTF-8 is shown as ISO-8859-1). Errors name the line.
     pub fn edited(&self, text: &str) -> Result<Option<ReplayRequest>, String> {
-        let original = self.to_text()?;
+        let body = self.body_text()?;
+        let original = self.text_with(&body);
         // Whatever line endings the editor saved with.
         if text.replace("\r\n", "\n") == original.replace("\r\n", "\n") {
             return Ok(None);
         }
-        let body_ended_a_line = self.body_text()?.ends_with('\n');
+        let body_ended_a_line = body.ends_with('\n');
         let mut changed = ReplayRequest::parse(text, body_ended_a_line, self.http2)?;
         // Fields left as they were keep their bytes.
         let fields: Vec<(HeaderName, HeaderValue)> = changed

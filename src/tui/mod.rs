@@ -253,13 +253,10 @@ fn event_loop(
 /// The exchange under way the detail shows (a WebSocket), as it stands now, when it has
 /// moved on since shown: switched, or more messages.
 fn newer_under_way(app: &App, in_flight: &crate::events::InFlight) -> Option<crate::flow::Flow> {
-    let shown = [Some(&app.screen), app.behind.as_deref()]
-        .into_iter()
-        .flatten()
-        .find_map(|screen| match screen {
-            state::Screen::Detail(detail) if app.is_in_flight(detail.id) => detail.flow(),
-            _ => None,
-        })?;
+    let shown = app
+        .details()
+        .filter(|detail| app.is_in_flight(detail.id))
+        .find_map(|detail| detail.flow())?;
     let id = shown.flow.id;
     let shown_progress = |flow: &crate::flow::Flow| {
         let relayed = (

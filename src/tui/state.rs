@@ -420,6 +420,28 @@ impl App {
         }
     }
 
+    /// The flow details open: the one shown, and one under the help or a report.
+    pub fn details(&self) -> impl Iterator<Item = &Detail> {
+        [Some(&self.screen), self.behind.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|screen| match screen {
+                Screen::Detail(detail) => Some(detail),
+                _ => None,
+            })
+    }
+
+    /// [`App::details`], to change.
+    pub fn details_mut(&mut self) -> impl Iterator<Item = &mut Detail> {
+        [Some(&mut self.screen), self.behind.as_deref_mut()]
+            .into_iter()
+            .flatten()
+            .filter_map(|screen| match screen {
+                Screen::Detail(detail) => Some(detail),
+                _ => None,
+            })
+    }
+
     /// The flow under the selection, if any.
     pub fn selected_flow(&self) -> Option<&StoredFlow> {
         self.view.get(self.selected).map(|&i| &*self.flows[i])

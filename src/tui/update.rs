@@ -81,14 +81,7 @@ fn key(code: KeyCode) -> KeyEvent {
 
 /// The detail of flow `id`, shown or under the screen shown.
 fn detail_of(app: &mut App, id: FlowId) -> Option<&mut Detail> {
-    let behind = app.behind.as_deref_mut();
-    [Some(&mut app.screen), behind]
-        .into_iter()
-        .flatten()
-        .find_map(|screen| match screen {
-            Screen::Detail(detail) if detail.id == id => Some(detail),
-            _ => None,
-        })
+    app.details_mut().find(|detail| detail.id == id)
 }
 
 /// Applies `event` to `app`.
@@ -152,22 +145,15 @@ pub fn update(app: &mut App, event: Event) -> Vec<Effect> {
             if before == after {
                 return Vec::new();
             }
-            for screen in [Some(&mut app.screen), app.behind.as_deref_mut()]
-                .into_iter()
-                .flatten()
-            {
-                if let Screen::Detail(detail) = screen {
-                    if detail.flow().is_some() {
-                        let old = detail.text(before);
-                        let line = old.line_at(detail.scroll);
-                        let into = detail.scroll - old.starts.get(line).copied().unwrap_or(0);
-                        let new = detail.text(after);
-                        let start = new.starts.get(line).copied().unwrap_or(0);
-                        let end = new.starts.get(line + 1).copied().unwrap_or(new.rows);
-                        let rows_in = (into * before / after).min(end.saturating_sub(start + 1));
-                        detail.scroll = start + rows_in;
-                    }
-                }
+            for detail in app.details_mut().filter(|d| d.flow().is_some()) {
+                let old = detail.text(before);
+                let line = old.line_at(detail.scroll);
+                let into = detail.scroll - old.starts.get(line).copied().unwrap_or(0);
+                let new = detail.text(after);
+                let start = new.starts.get(line).copied().unwrap_or(0);
+                let end = new.starts.get(line + 1).copied().unwrap_or(new.rows);
+                let rows_in = (into * before / after).min(end.saturating_sub(start + 1));
+                detail.scroll = start + rows_in;
             }
             Vec::new()
         }
