@@ -43,7 +43,7 @@ async fn outcome(replayer: &Replayer) -> String {
     let deadline = Instant::now() + STEP;
     loop {
         if let Some(said) = replayer.outcome() {
-            return said;
+            return said.message();
         }
         assert!(Instant::now() < deadline, "the replay never ended");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;

@@ -350,7 +350,7 @@ sed -e 's/"1965"/1965/' -e 's/^POST /PUT /' "$1" > "$1.new" && mv "$1.new" "$1"
     assert!(changed.ends_with("\n{\"year\":1965}"), "{changed}");
     assert!(changed.contains("content-length: 13"), "{changed}");
     let screen = tmux.wait_for("the changed request's flow", |s| {
-        s.contains("sent again: 200") && s.contains("PUT")
+        s.contains("flow 1 sent again as flow 2: 200") && s.contains("PUT")
     });
     assert_eq!(screen.matches("/books").count(), 2, "{screen}");
 
@@ -361,7 +361,7 @@ sed -e 's/"1965"/1965/' -e 's/^POST /PUT /' "$1" > "$1.new" && mv "$1.new" "$1"
         "{again}"
     );
     let screen = tmux.wait_for("the third flow and how it went", |s| {
-        s.matches("/books").count() == 3 && s.contains("flow 1 sent again: 200")
+        s.matches("/books").count() == 3 && s.contains("flow 1 sent again as flow 3: 200")
     });
     assert_eq!(
         screen.matches("↻ /books").count(),

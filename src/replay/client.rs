@@ -34,8 +34,8 @@ pub struct Replayer {
     proxy_authorization: Option<HeaderValue>,
     sources: ReplaySources,
     runtime: tokio::runtime::Handle,
-    said: Sender<String>,
-    heard: Receiver<String>,
+    said: Sender<ReplayOutcome>,
+    heard: Receiver<ReplayOutcome>,
 }
 
 impl Replayer {
@@ -85,30 +85,23 @@ impl Replayer {
         let sources = self.sources.clone();
         self.runtime.spawn(async move {
             let started = Instant::now();
-            let outcome = tokio::time::timeout(
+            let answer = tokio::time::timeout(
                 REPLAY_TIMEOUT,
                 exchange(proxy, &tls, auth.as_ref(), (&sources, id), request),
             )
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {REPLAY_TIMEOUT:?}")));
-            let message = match outcome {
-                Ok(answer) => format!(
-                    "flow {id} sent again: {}{} in {} ms (a new flow)",
-                    answer.status,
-                    match answer.by_kinspect {
-                        true => " made by kinspect (see the new flow's error)",
-                        false => "",
-                    },
-                    started.elapsed().as_millis()
-                ),
-                Err(e) => format!("sending flow {id} again failed: {e}"),
+            let outcome = ReplayOutcome {
+                original: id,
+                answer,
+                took: started.elapsed(),
             };
-            let _ = said.send(message);
+            let _ = said.send(outcome);
         });
     }
 
     /// What came of a request sent since the last call, if anything did.
-    pub fn outcome(&self) -> Option<String> {
+    pub fn outcome(&self) -> Option<ReplayOutcome> {
         self.heard.try_recv().ok()
     }
 }
@@ -211,11 +204,49 @@ async fn exchange(
     Ok(answer)
 }
 
+/// What came of a request sent again.
+#[derive(Debug)]
+pub struct ReplayOutcome {
+    /// The flow whose request was sent.
+    pub original: FlowId,
+    /// How the proxy answered, or why it did not.
+    pub answer: Result<Answer, String>,
+    /// From sending to the response's end (or the failure).
+    pub took: Duration,
+}
+
+impl ReplayOutcome {
+    /// True when the proxy answered: the exchange is then a new flow, which repeats
+    /// [`ReplayOutcome::original`].
+    pub fn answered(&self) -> bool {
+        self.answer.is_ok()
+    }
+
+    /// One line saying how it went.
+    pub fn message(&self) -> String {
+        let id = self.original;
+        match &self.answer {
+            Ok(answer) => format!(
+                "flow {id} sent again: {}{} in {} ms (a new flow)",
+                answer.status,
+                match answer.by_kinspect {
+                    true => " made by kinspect (see the new flow's error)",
+                    false => "",
+                },
+                self.took.as_millis()
+            ),
+            Err(e) => format!("sending flow {id} again failed: {e}"),
+        }
+    }
+}
+
 /// How a request sent again was answered.
-struct Answer {
-    status: u16,
+#[derive(Debug)]
+pub struct Answer {
+    /// The response's status.
+    pub status: u16,
     /// kinspect answered itself: the origin could not be reached or did not answer.
-    by_kinspect: bool,
+    pub by_kinspect: bool,
 }
 
 async fn http1_connection<I>(io: I) -> Result<ProxyConnection, String>

@@ -6,7 +6,7 @@
 mod client;
 mod text;
 
-pub use client::Replayer;
+pub use client::{Answer, ReplayOutcome, Replayer};
 pub use text::ReplayRequest;
 
 use std::collections::{HashMap, VecDeque};

@@ -202,8 +202,8 @@ fn event_loop(
                 in_flight,
                 replay,
             } => {
-                while let Some(message) = replay.as_ref().ok().and_then(|r| r.outcome()) {
-                    update(app, Event::Message(message));
+                while let Some(outcome) = replay.as_ref().ok().and_then(|r| r.outcome()) {
+                    update(app, Event::Replayed(outcome));
                     dirty = true;
                 }
                 // Listed before the finished flows are taken: a flow that finished since

@@ -394,6 +394,9 @@ pub struct App {
     pub behind: Option<Box<Screen>>,
     /// Flows by request id, for `i`.
     pub request_ids: RequestIdIndex,
+    /// Per flow sent again: its replays listed whose replayer has not said yet how they
+    /// went (their line is said already).
+    pub replays_listed: std::collections::HashMap<FlowId, u32>,
 }
 
 impl App {
@@ -417,6 +420,7 @@ impl App {
             width: 80,
             behind: None,
             request_ids: RequestIdIndex::new(),
+            replays_listed: std::collections::HashMap::new(),
         }
     }
 

@@ -33,6 +33,8 @@ pub enum Event {
     Report(FlowId, String),
     /// A line to show (a failure, or what an effect did).
     Message(String),
+    /// What came of a request sent again ([`Effect::Replay`]).
+    Replayed(crate::replay::ReplayOutcome),
     /// The ids of the flows matching the filter, evaluated on the capture
     /// ([`Effect::FilterFromCapture`]).
     Filtered(std::collections::HashSet<FlowId>),
@@ -84,11 +86,29 @@ fn detail_of(app: &mut App, id: FlowId) -> Option<&mut Detail> {
     app.details_mut().find(|detail| detail.id == id)
 }
 
+/// The line that says a request sent again (flow `original`'s) was recorded as `flow`.
+fn replay_recorded(flow: &crate::flow::Flow, original: FlowId) -> String {
+    let said = format!("flow {original} sent again as flow {}", flow.id);
+    let took = flow.duration().as_millis();
+    match (&flow.response, &flow.error) {
+        (Some(r), Some(error)) if r.from_proxy => {
+            format!("{said}: {} made by kinspect: {}", r.status, error.message)
+        }
+        (Some(r), _) => format!("{said}: {} in {took} ms", r.status),
+        (None, Some(error)) => format!("{said}: failed: {}", error.message),
+        (None, None) => format!("{said}: no response"),
+    }
+}
+
 /// Applies `event` to `app`.
 pub fn update(app: &mut App, event: Event) -> Vec<Effect> {
     match event {
         Event::Flow(stored) => {
             let id = stored.flow.id;
+            if let Some(original) = stored.flow.replay_of {
+                app.message = Some(replay_recorded(&stored.flow, original));
+                *app.replays_listed.entry(original).or_default() += 1;
+            }
             let finished = app.push(stored);
             // A detail opened while it was under way (shown, or under the help or a
             // report) shows it finished.
@@ -131,6 +151,16 @@ pub fn update(app: &mut App, event: Event) -> Vec<Effect> {
         }
         Event::Message(message) => {
             app.message = Some(message);
+            Vec::new()
+        }
+        Event::Replayed(outcome) => {
+            // An answered replay is a flow: the line it got when listed names it, and
+            // says more than the replayer can.
+            let listed = app.replays_listed.get_mut(&outcome.original);
+            match listed {
+                Some(count) if *count > 0 && outcome.answered() => *count -= 1,
+                _ => app.message = Some(outcome.message()),
+            }
             Vec::new()
         }
         Event::Filtered(ids) => {
@@ -1506,5 +1536,71 @@ mod tests {
         assert_eq!(press(&mut a, KeyCode::Char('Q')), [Effect::Quit]);
         let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
         assert_eq!(update(&mut a, Event::Key(ctrl_c)), [Effect::Quit]);
+    }
+
+    #[test]
+    fn a_replay_listed_names_its_new_flow_and_a_told_success_is_not_said_again() {
+        use crate::replay::{Answer, ReplayOutcome};
+        let told = |status| ReplayOutcome {
+            original: 3,
+            answer: Ok(Answer {
+                status,
+                by_kinspect: false,
+            }),
+            took: Duration::from_millis(5),
+        };
+        let replay = |id| {
+            let mut replay = stored(id, 201, None);
+            replay.flow.replay_of = Some(3);
+            replay.flow.timings.wait = Duration::from_millis(12);
+            Event::Flow(Box::new(replay))
+        };
+        let mut a = app(3);
+        update(&mut a, replay(4));
+        let listed = "flow 3 sent again as flow 4: 201 in 12 ms";
+        assert_eq!(a.message.as_deref(), Some(listed));
+        update(&mut a, Event::Replayed(told(201)));
+        assert_eq!(a.message.as_deref(), Some(listed), "said once, by the flow");
+
+        // Told first: the flow's line follows and names it.
+        update(&mut a, Event::Replayed(told(201)));
+        assert_eq!(
+            a.message.as_deref(),
+            Some("flow 3 sent again: 201 in 5 ms (a new flow)")
+        );
+        update(&mut a, replay(5));
+        assert_eq!(
+            a.message.as_deref(),
+            Some("flow 3 sent again as flow 5: 201 in 12 ms")
+        );
+
+        // A failure is always said, even with a replay listed and not yet told.
+        update(&mut a, replay(6));
+        update(
+            &mut a,
+            Event::Replayed(ReplayOutcome {
+                original: 3,
+                answer: Err("no answer within 300s".into()),
+                took: Duration::from_secs(300),
+            }),
+        );
+        assert_eq!(
+            a.message.as_deref(),
+            Some("sending flow 3 again failed: no answer within 300s")
+        );
+
+        // kinspect's own answer says why.
+        let mut failed = stored(7, 502, None);
+        failed.flow.replay_of = Some(3);
+        failed.flow.response.as_mut().unwrap().from_proxy = true;
+        failed.flow.error = Some(crate::flow::FlowError {
+            kind: crate::flow::FlowErrorKind::Connect,
+            message: "cannot connect to baas.kinvey.com:443".into(),
+        });
+        update(&mut a, Event::Flow(Box::new(failed)));
+        assert_eq!(
+            a.message.as_deref(),
+            Some("flow 3 sent again as flow 7: 502 made by kinspect: cannot connect to baas.kinvey.com:443")
+        );
     }
 }
