@@ -430,13 +430,25 @@ fn list(file: &Path, json: bool, filter: Option<&str>) -> anyhow::Result<()> {
         detail = Detail::Headers;
     }
     let mut printer = LinePrinter::new(std::io::stdout().lock(), format);
-    reader.for_each(detail, |stored| {
-        if filter.as_ref().is_none_or(|f| f.matches(&stored)) {
+    let mut failed = None;
+    reader.for_each(detail, |mut stored| {
+        // A WebSocket's line counts its messages (a full read has them already).
+        if failed.is_none() && stored.flow.websocket.is_none() && stored.flow.status() == Some(101)
+        {
+            match reader.websocket_messages(stored.flow.id) {
+                Ok(log) => stored.flow.websocket = log.map(Box::new),
+                Err(e) => failed = Some(e),
+            }
+        }
+        if failed.is_none() && filter.as_ref().is_none_or(|f| f.matches(&stored)) {
             printer.print(&stored);
         }
     })?;
     printer.flush();
-    Ok(())
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 /// A capture to read `file` from: the file itself, or, for a HAR, a capture it was

@@ -88,6 +88,21 @@ pub fn write_text_line(out: &mut impl Write, stored: &StoredFlow) -> std::io::Re
     if let Some(original) = flow.replay_of {
         write!(out, " replay_of[{original}]")?;
     }
+    if let Some(log) = &flow.websocket {
+        let counts = log.counts();
+        write!(
+            out,
+            " messages[{} from client, {} from server",
+            counts.from_client, counts.from_server
+        )?;
+        if counts.dropped > 0 {
+            write!(out, ", {} not kept", counts.dropped)?;
+        }
+        if counts.unreadable.is_some() {
+            out.write_all(b", unreadable")?;
+        }
+        out.write_all(b"]")?;
+    }
     if let Some(error) = &flow.error {
         write!(out, " error[{}]: {}", error.kind.as_str(), error.message)?;
     }
@@ -158,6 +173,7 @@ pub fn json_object(stored: &StoredFlow) -> Value {
         "server_tls": flow.server_tls,
         "error": flow.error,
         "replay_of": flow.replay_of,
+        "websocket": flow.websocket.as_deref().map(crate::websocket::MessageLog::counts),
         "kinvey": kinvey_json(kinvey),
     })
 }
@@ -292,6 +308,52 @@ mod tests {
             )
         );
         assert_eq!(json_object(&stored)["replay_of"], 3);
+    }
+
+    #[test]
+    fn a_websocket_flow_says_how_many_messages_went_each_way() {
+        use crate::flow::Flow;
+        use crate::websocket::{Message, MessageLog, TEXT};
+        let client = "127.0.0.1:40000".parse().unwrap();
+        let mut flow = Flow::exchange(9, client, "GET", "http://127.0.0.1:1/ws", Some(101));
+        let message = |from_client, text: &str| Message {
+            from_client,
+            at: std::time::UNIX_EPOCH,
+            opcode: TEXT,
+            payload: bytes::Bytes::copy_from_slice(text.as_bytes()),
+            size: text.len() as u64,
+        };
+        flow.websocket = Some(Box::new(MessageLog {
+            messages: vec![
+                message(true, "hi"),
+                message(false, "hello"),
+                message(false, "!"),
+            ],
+            dropped: 4,
+            unreadable: Some("a frame from the server is masked".into()),
+        }));
+        let stored = StoredFlow {
+            flow,
+            kinvey: Default::default(),
+        };
+        let mut line = Vec::new();
+        write_text_line(&mut line, &stored).unwrap();
+        let line = String::from_utf8(line).unwrap();
+        assert!(
+            line.ends_with(" messages[1 from client, 2 from server, 4 not kept, unreadable]"),
+            "{line}"
+        );
+        assert_eq!(
+            json_object(&stored)["websocket"],
+            serde_json::json!({
+                "from_client": 1, "from_server": 2, "bytes_from_client": 2,
+                "bytes_from_server": 6, "dropped": 4,
+                "unreadable": "a frame from the server is masked",
+            })
+        );
+        let mut plain = stored;
+        plain.flow.websocket = None;
+        assert_eq!(json_object(&plain)["websocket"], serde_json::Value::Null);
     }
 
     #[test]

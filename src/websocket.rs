@@ -118,7 +118,43 @@ pub struct Progress {
     pub relayed: (u64, u64),
 }
 
+/// A connection's messages counted, for listings (`ls`, `--headless`): the kept ones
+/// each way with their payload sizes (whole, decompressed), and what was not kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MessageCounts {
+    /// Messages (and control frames) kept that the client sent.
+    pub from_client: u64,
+    /// Messages (and control frames) kept that the server sent.
+    pub from_server: u64,
+    /// Payload bytes of the client's kept messages.
+    pub bytes_from_client: u64,
+    /// Payload bytes of the server's kept messages.
+    pub bytes_from_server: u64,
+    /// Messages not kept: past [`MAX_MESSAGES`].
+    pub dropped: u64,
+    /// Why reading stopped, if it did.
+    pub unreadable: Option<String>,
+}
+
 impl MessageLog {
+    /// The messages counted.
+    pub fn counts(&self) -> MessageCounts {
+        let mut counts = MessageCounts {
+            dropped: self.dropped,
+            unreadable: self.unreadable.clone(),
+            ..MessageCounts::default()
+        };
+        for message in &self.messages {
+            let (n, bytes) = match message.from_client {
+                true => (&mut counts.from_client, &mut counts.bytes_from_client),
+                false => (&mut counts.from_server, &mut counts.bytes_from_server),
+            };
+            *n += 1;
+            *bytes += message.size;
+        }
+        counts
+    }
+
     /// How far a connection with this log has come, having relayed `relayed`.
     pub fn progress(&self, relayed: (u64, u64)) -> Progress {
         Progress {

@@ -344,4 +344,30 @@ async fn websocket_messages_are_read_as_they_pass_compressed_or_not() {
     let reader = kinspect::capture::CaptureReader::open(&proxy.capture_path()).unwrap();
     let stored = reader.flow(flow.id).unwrap().unwrap();
     assert_eq!(stored.flow.websocket, flow.websocket);
+
+    // Listings count them each way.
+    let ls = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_kinspect"))
+            .arg("ls")
+            .args(args)
+            .arg(proxy.capture_path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let line = ls(&[]);
+    assert!(
+        line.trim_end()
+            .ends_with(" messages[1 from client, 3 from server]"),
+        "{line}"
+    );
+    let object: serde_json::Value = serde_json::from_str(ls(&["--json"]).trim()).unwrap();
+    assert_eq!(
+        object["websocket"],
+        serde_json::json!({
+            "from_client": 1, "from_server": 3, "bytes_from_client": 21,
+            "bytes_from_server": 54, "dropped": 0, "unreadable": null,
+        })
+    );
 }

@@ -224,14 +224,17 @@ impl CaptureReader {
             }
         }
         // Only a flow that switched protocols can have messages.
-        if self.schema >= 4 && flow.status() == Some(101) {
+        if flow.status() == Some(101) {
             flow.websocket = self.websocket_messages(flow.id)?.map(Box::new);
         }
         Ok(())
     }
 
     /// The messages of WebSocket flow `id`, if it was read as one.
-    fn websocket_messages(&self, id: FlowId) -> Result<Option<MessageLog>, CaptureError> {
+    pub fn websocket_messages(&self, id: FlowId) -> Result<Option<MessageLog>, CaptureError> {
+        if self.schema < 4 {
+            return Ok(None);
+        }
         let error = |e| self.error(e);
         let mut statement = self
             .conn
