@@ -5,6 +5,7 @@ mod access;
 mod bad_head;
 mod ca_page;
 mod connect;
+mod cores;
 mod errors;
 mod forward;
 pub(crate) mod headers;
@@ -149,6 +150,9 @@ pub enum ProxyStartError {
     /// The leaf cache could not be set up.
     #[error(transparent)]
     Leaf(#[from] LeafError),
+    /// The threads that serve connections could not be started.
+    #[error("cannot start the proxy's connection threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// State shared by every connection of one proxy.
@@ -172,6 +176,7 @@ pub(crate) struct Shared {
 pub struct Proxy {
     shared: Arc<Shared>,
     listener: TcpListener,
+    cores: cores::Cores,
 }
 
 impl Proxy {
@@ -225,6 +230,7 @@ impl Proxy {
                 ca,
             }),
             listener,
+            cores: cores::Cores::start().map_err(ProxyStartError::Threads)?,
         })
     }
 
@@ -238,7 +244,8 @@ impl Proxy {
         self.shared.leaves.minted()
     }
 
-    /// Accepts and serves clients until the task is cancelled.
+    /// Accepts clients and serves them on the connection threads until the task is
+    /// cancelled; cancelled, it stops them.
     pub async fn run(self) {
         loop {
             match self.listener.accept().await {
@@ -255,7 +262,10 @@ impl Proxy {
                     };
                     match admitted {
                         Ok(permit) => {
-                            tokio::spawn(serve_client(shared, stream, peer, Arc::new(permit)));
+                            let permit = Arc::new(permit);
+                            self.cores.serve(stream, move |stream| {
+                                serve_client(shared, stream, peer, permit)
+                            });
                         }
                         Err(refusal) => {
                             tracing::warn!("refused client {peer}: {refusal:?}");
@@ -309,8 +319,9 @@ impl ProxyHandle {
 }
 
 impl Drop for ProxyHandle {
-    /// Stops accepting; the exchanges under way end with the runtime, each recorded as
-    /// stopped by kinspect rather than by its client.
+    /// Stops accepting, and the connection threads once the accepting task is gone: the
+    /// exchanges under way end, each recorded as stopped by kinspect rather than by its
+    /// client.
     fn drop(&mut self) {
         self.shared.publisher.announce_stop();
         self.task.abort();
