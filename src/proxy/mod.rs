@@ -282,7 +282,8 @@ impl Proxy {
         }
     }
 
-    /// Runs the proxy on the current runtime; dropping the handle stops accepting.
+    /// Runs the proxy on the current runtime (its connections on the proxy's own
+    /// threads); dropping the handle stops accepting and ends the connections.
     pub fn spawn(self) -> ProxyHandle {
         let addr = self.local_addr();
         let shared = self.shared.clone();
