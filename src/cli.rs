@@ -430,25 +430,28 @@ fn list(file: &Path, json: bool, filter: Option<&str>) -> anyhow::Result<()> {
         detail = Detail::Headers;
     }
     let mut printer = LinePrinter::new(std::io::stdout().lock(), format);
-    let mut failed = None;
-    reader.for_each(detail, |mut stored| {
-        // A WebSocket's line counts its messages (a full read has them already).
-        if failed.is_none() && stored.flow.websocket.is_none() && stored.flow.status() == Some(101)
-        {
-            match reader.websocket_messages(stored.flow.id) {
-                Ok(log) => stored.flow.websocket = log.map(Box::new),
-                Err(e) => failed = Some(e),
+    reader.for_each(detail, |stored| {
+        if filter.as_ref().is_some_and(|f| !f.matches(&stored)) {
+            return;
+        }
+        // A WebSocket's line counts its messages (counted in SQL unless read already).
+        let counts = match &stored.flow.websocket {
+            Some(log) => Some(log.counts()),
+            None if stored.flow.status() == Some(101) => {
+                reader.websocket_counts(stored.flow.id).unwrap_or_else(|e| {
+                    notice!(
+                        "flow {}: its WebSocket messages were not counted: {e}",
+                        stored.flow.id
+                    );
+                    None
+                })
             }
-        }
-        if failed.is_none() && filter.as_ref().is_none_or(|f| f.matches(&stored)) {
-            printer.print(&stored);
-        }
+            None => None,
+        };
+        printer.print_counted(&stored, counts.as_ref());
     })?;
     printer.flush();
-    match failed {
-        Some(e) => Err(e.into()),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 /// A capture to read `file` from: the file itself, or, for a HAR, a capture it was

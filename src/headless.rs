@@ -8,6 +8,7 @@ use crate::capture::{FlowViewer, StoredFlow};
 use crate::filter::Filter;
 use crate::flow::{utc_timestamp, write_utc_timestamp, FlowKind, Headers, ShownClient};
 use crate::kinvey::KinveySummary;
+use crate::websocket::{MessageCounts, MessageLog};
 
 /// How each flow is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +50,12 @@ impl std::fmt::Display for HumanSize {
 
 /// Writes the one-line summary of a flow (without a newline) straight into `out`: it
 /// runs on the recorder thread for every flow, so it builds no strings of its own.
-pub fn write_text_line(out: &mut impl Write, stored: &StoredFlow) -> std::io::Result<()> {
+/// `websocket` counts its WebSocket messages, if it switched to one.
+pub fn write_text_line(
+    out: &mut impl Write,
+    stored: &StoredFlow,
+    websocket: Option<&MessageCounts>,
+) -> std::io::Result<()> {
     let StoredFlow { flow, kinvey } = stored;
     write_utc_timestamp(out, flow.started_at)?;
     write!(
@@ -88,8 +94,7 @@ pub fn write_text_line(out: &mut impl Write, stored: &StoredFlow) -> std::io::Re
     if let Some(original) = flow.replay_of {
         write!(out, " replay_of[{original}]")?;
     }
-    if let Some(log) = &flow.websocket {
-        let counts = log.counts();
+    if let Some(counts) = websocket {
         write!(
             out,
             " messages[{} from client, {} from server",
@@ -129,8 +134,9 @@ fn kinvey_json(kinvey: &KinveySummary) -> Value {
     summary
 }
 
-/// The JSON object of a flow (`--jsonl`): everything but the bodies' bytes.
-pub fn json_object(stored: &StoredFlow) -> Value {
+/// The JSON object of a flow (`--jsonl`): everything but the bodies' bytes, with
+/// `websocket`, the counts of its WebSocket messages if it switched to one.
+pub fn json_object(stored: &StoredFlow, websocket: Option<&MessageCounts>) -> Value {
     let StoredFlow { flow, kinvey } = stored;
     let response = flow.response.as_ref().map(|r| {
         json!({
@@ -173,7 +179,7 @@ pub fn json_object(stored: &StoredFlow) -> Value {
         "server_tls": flow.server_tls,
         "error": flow.error,
         "replay_of": flow.replay_of,
-        "websocket": flow.websocket.as_deref().map(crate::websocket::MessageLog::counts),
+        "websocket": websocket,
         "kinvey": kinvey_json(kinvey),
     })
 }
@@ -195,20 +201,29 @@ impl<W: Write> LinePrinter<W> {
         }
     }
 
-    /// Prints one flow. Once the output is closed (e.g. piped into `head`) it prints
-    /// nothing more, and never fails: the proxy must not stop for its printer. Output
-    /// may stay buffered until [`LinePrinter::flush`].
+    /// Prints one flow, its WebSocket messages counted from its log if it has one. Once
+    /// the output is closed (e.g. piped into `head`) it prints nothing more, and never
+    /// fails: the proxy must not stop for its printer. Output may stay buffered until
+    /// [`LinePrinter::flush`].
     pub fn print(&mut self, flow: &StoredFlow) {
+        let counts = flow.flow.websocket.as_deref().map(MessageLog::counts);
+        self.print_counted(flow, counts.as_ref());
+    }
+
+    /// [`LinePrinter::print`] with its WebSocket messages counted already (a listing
+    /// that does not load them).
+    pub fn print_counted(&mut self, flow: &StoredFlow, websocket: Option<&MessageCounts>) {
         if self.closed {
             return;
         }
         let written = match self.format {
-            LineFormat::Text => {
-                write_text_line(&mut self.out, flow).and_then(|()| self.out.write_all(b"\n"))
-            }
-            LineFormat::JsonLines => serde_json::to_writer(&mut self.out, &json_object(flow))
-                .map_err(std::io::Error::from)
+            LineFormat::Text => write_text_line(&mut self.out, flow, websocket)
                 .and_then(|()| self.out.write_all(b"\n")),
+            LineFormat::JsonLines => {
+                serde_json::to_writer(&mut self.out, &json_object(flow, websocket))
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| self.out.write_all(b"\n"))
+            }
         };
         if written.is_err() {
             self.closed = true;
@@ -298,7 +313,7 @@ mod tests {
             },
         };
         let mut line = Vec::new();
-        write_text_line(&mut line, &stored).unwrap();
+        write_text_line(&mut line, &stored, None).unwrap();
         assert_eq!(
             String::from_utf8(line).unwrap(),
             format!(
@@ -307,7 +322,7 @@ mod tests {
                  anomalies[missing_api_version,wrapped_body] replay_of[3] error[protocol]: reset"
             )
         );
-        assert_eq!(json_object(&stored)["replay_of"], 3);
+        assert_eq!(json_object(&stored, None)["replay_of"], 3);
     }
 
     #[test]
@@ -337,23 +352,25 @@ mod tests {
             kinvey: Default::default(),
         };
         let mut line = Vec::new();
-        write_text_line(&mut line, &stored).unwrap();
+        let counts = stored.flow.websocket.as_deref().map(MessageLog::counts);
+        write_text_line(&mut line, &stored, counts.as_ref()).unwrap();
         let line = String::from_utf8(line).unwrap();
         assert!(
             line.ends_with(" messages[1 from client, 2 from server, 4 not kept, unreadable]"),
             "{line}"
         );
         assert_eq!(
-            json_object(&stored)["websocket"],
+            json_object(&stored, counts.as_ref())["websocket"],
             serde_json::json!({
                 "from_client": 1, "from_server": 2, "bytes_from_client": 2,
                 "bytes_from_server": 6, "dropped": 4,
                 "unreadable": "a frame from the server is masked",
             })
         );
-        let mut plain = stored;
-        plain.flow.websocket = None;
-        assert_eq!(json_object(&plain)["websocket"], serde_json::Value::Null);
+        assert_eq!(
+            json_object(&stored, None)["websocket"],
+            serde_json::Value::Null
+        );
     }
 
     #[test]

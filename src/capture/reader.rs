@@ -17,7 +17,7 @@ use crate::flow::{
     Timings, TlsInfo,
 };
 use crate::kinvey::{Finding, KinveySummary};
-use crate::websocket::{Message, MessageLog};
+use crate::websocket::{Message, MessageCounts, MessageLog};
 
 /// How much of each flow to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,6 +228,47 @@ impl CaptureReader {
             flow.websocket = self.websocket_messages(flow.id)?.map(Box::new);
         }
         Ok(())
+    }
+
+    /// The messages of WebSocket flow `id` counted, if it was read as one: what
+    /// [`MessageLog::counts`] gives, without reading the payloads.
+    pub fn websocket_counts(&self, id: FlowId) -> Result<Option<MessageCounts>, CaptureError> {
+        if self.schema < 4 {
+            return Ok(None);
+        }
+        let error = |e| self.error(e);
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT messages_dropped, unreadable FROM websockets WHERE flow_id = ?1",
+            )
+            .map_err(error)?;
+        let mut rows = statement.query(params![id as i64]).map_err(error)?;
+        let Some(row) = rows.next().map_err(error)? else {
+            return Ok(None);
+        };
+        let mut counts = MessageCounts {
+            dropped: row.get::<_, i64>(0).map_err(error)? as u64,
+            unreadable: row.get(1).map_err(error)?,
+            ..MessageCounts::default()
+        };
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT from_client, count(*), total(size) FROM websocket_messages
+                 WHERE flow_id = ?1 GROUP BY from_client",
+            )
+            .map_err(error)?;
+        let mut rows = statement.query(params![id as i64]).map_err(error)?;
+        while let Some(row) = rows.next().map_err(error)? {
+            let n = row.get::<_, i64>(1).map_err(error)? as u64;
+            let bytes = row.get::<_, f64>(2).map_err(error)? as u64;
+            match row.get::<_, bool>(0).map_err(error)? {
+                true => (counts.from_client, counts.bytes_from_client) = (n, bytes),
+                false => (counts.from_server, counts.bytes_from_server) = (n, bytes),
+            }
+        }
+        Ok(Some(counts))
     }
 
     /// The messages of WebSocket flow `id`, if it was read as one.

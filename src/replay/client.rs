@@ -85,14 +85,23 @@ impl Replayer {
         let sources = self.sources.clone();
         self.runtime.spawn(async move {
             let started = Instant::now();
+            let mut from = None;
             let answer = tokio::time::timeout(
                 REPLAY_TIMEOUT,
-                exchange(proxy, &tls, auth.as_ref(), (&sources, id), request),
+                exchange(
+                    proxy,
+                    &tls,
+                    auth.as_ref(),
+                    (&sources, id),
+                    request,
+                    &mut from,
+                ),
             )
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {REPLAY_TIMEOUT:?}")));
             let outcome = ReplayOutcome {
                 original: id,
+                from,
                 answer,
                 took: started.elapsed(),
             };
@@ -118,14 +127,16 @@ fn expects_a_body(method: &Method) -> bool {
     [Method::POST, Method::PUT, Method::PATCH].contains(method)
 }
 
-/// One exchange through the proxy. The response body is read to its end (the proxy
-/// records the exchange once it ends). Returns how it was answered.
+/// One exchange through the proxy, from the address it puts in `from`. The response
+/// body is read to its end (the proxy records the exchange once it ends). Returns how
+/// it was answered.
 async fn exchange(
     proxy: SocketAddr,
     tls: &TlsConnector,
     auth: Option<&HeaderValue>,
     (sources, original): (&ReplaySources, FlowId),
     request: ReplayRequest,
+    from: &mut Option<SocketAddr>,
 ) -> Result<Answer, String> {
     let target = Target::of_uri(&request.url)
         .ok_or_else(|| format!("{} is not a URL the proxy can send to", request.url))?;
@@ -133,10 +144,8 @@ async fn exchange(
         .await
         .map_err(|e| format!("cannot reach the proxy at {proxy}: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    let _sending = tcp
-        .local_addr()
-        .ok()
-        .map(|from| sources.sending_from(from, original));
+    *from = tcp.local_addr().ok();
+    let _sending = from.map(|from| sources.sending_from(from, original));
     let mut connection = match target.https {
         true => {
             let tunnel = connect_tunnel(tcp, &target, auth).await?;
@@ -209,6 +218,8 @@ async fn exchange(
 pub struct ReplayOutcome {
     /// The flow whose request was sent.
     pub original: FlowId,
+    /// The address it was sent from, once connected to the proxy: the new flow's client.
+    pub from: Option<SocketAddr>,
     /// How the proxy answered, or why it did not.
     pub answer: Result<Answer, String>,
     /// From sending to the response's end (or the failure).

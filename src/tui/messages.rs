@@ -15,11 +15,12 @@ const TEXT_SHOWN: usize = 2000;
 /// The lines of `log`: a heading with the counts, then a line per message (`→` from the
 /// client, `←` from the server). In [`BodyView::Hex`] every payload is shown in hex.
 pub fn message_lines(log: &MessageLog, view: BodyView) -> Vec<String> {
-    let from_client = log.messages.iter().filter(|m| m.from_client).count();
+    let counts = log.counts();
     let mut lines = vec![format!(
-        "WebSocket messages: {} ({from_client} from the client, {} from the server)",
+        "WebSocket messages: {} ({} from the client, {} from the server)",
         log.messages.len(),
-        log.messages.len() - from_client
+        counts.from_client,
+        counts.from_server
     )];
     if log.dropped > 0 {
         lines.push(format!(

@@ -394,9 +394,12 @@ pub struct App {
     pub behind: Option<Box<Screen>>,
     /// Flows by request id, for `i`.
     pub request_ids: RequestIdIndex,
-    /// Per flow sent again: its replays listed whose replayer has not said yet how they
-    /// went (their line is said already).
-    pub replays_listed: std::collections::HashMap<FlowId, u32>,
+    /// Requests sent again (by the address they came from) whose flow was listed before
+    /// the replayer said how they went: the flow's line said it.
+    pub replays_listed: std::collections::HashSet<std::net::SocketAddr>,
+    /// Requests sent again whose replayer said how they went before their flow was
+    /// listed.
+    pub replays_told: std::collections::HashSet<std::net::SocketAddr>,
 }
 
 impl App {
@@ -420,7 +423,8 @@ impl App {
             width: 80,
             behind: None,
             request_ids: RequestIdIndex::new(),
-            replays_listed: std::collections::HashMap::new(),
+            replays_listed: std::collections::HashSet::new(),
+            replays_told: std::collections::HashSet::new(),
         }
     }
 

@@ -94,7 +94,10 @@ fn replay_recorded(flow: &crate::flow::Flow, original: FlowId) -> String {
         (Some(r), Some(error)) if r.from_proxy => {
             format!("{said}: {} made by kinspect: {}", r.status, error.message)
         }
-        (Some(r), _) => format!("{said}: {} in {took} ms", r.status),
+        (Some(r), Some(error)) => {
+            format!("{said}: {} in {took} ms, then: {}", r.status, error.message)
+        }
+        (Some(r), None) => format!("{said}: {} in {took} ms", r.status),
         (None, Some(error)) => format!("{said}: failed: {}", error.message),
         (None, None) => format!("{said}: no response"),
     }
@@ -105,9 +108,13 @@ pub fn update(app: &mut App, event: Event) -> Vec<Effect> {
     match event {
         Event::Flow(stored) => {
             let id = stored.flow.id;
-            if let Some(original) = stored.flow.replay_of {
+            // Sent again from this UI (a capture only read has replays of other runs).
+            if let (Some(original), Some(_)) = (stored.flow.replay_of, app.source.listen) {
                 app.message = Some(replay_recorded(&stored.flow, original));
-                *app.replays_listed.entry(original).or_default() += 1;
+                let from = stored.flow.client_addr;
+                if !app.replays_told.remove(&from) {
+                    app.replays_listed.insert(from);
+                }
             }
             let finished = app.push(stored);
             // A detail opened while it was under way (shown, or under the help or a
@@ -156,10 +163,14 @@ pub fn update(app: &mut App, event: Event) -> Vec<Effect> {
         Event::Replayed(outcome) => {
             // An answered replay is a flow: the line it got when listed names it, and
             // says more than the replayer can.
-            let listed = app.replays_listed.get_mut(&outcome.original);
-            match listed {
-                Some(count) if *count > 0 && outcome.answered() => *count -= 1,
-                _ => app.message = Some(outcome.message()),
+            let listed = outcome
+                .from
+                .is_some_and(|from| app.replays_listed.remove(&from));
+            if !(listed && outcome.answered()) {
+                app.message = Some(outcome.message());
+                if let (Some(from), false) = (outcome.from, listed) {
+                    app.replays_told.insert(from);
+                }
             }
             Vec::new()
         }
@@ -1541,66 +1552,91 @@ mod tests {
     #[test]
     fn a_replay_listed_names_its_new_flow_and_a_told_success_is_not_said_again() {
         use crate::replay::{Answer, ReplayOutcome};
-        let told = |status| ReplayOutcome {
+        let from = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let told = |port, answer| ReplayOutcome {
             original: 3,
-            answer: Ok(Answer {
-                status,
-                by_kinspect: false,
-            }),
+            from: Some(from(port)),
+            answer,
             took: Duration::from_millis(5),
         };
-        let replay = |id| {
+        let answered = |status| {
+            Ok(Answer {
+                status,
+                by_kinspect: false,
+            })
+        };
+        let replay = |id, port| {
             let mut replay = stored(id, 201, None);
             replay.flow.replay_of = Some(3);
+            replay.flow.client_addr = from(port);
             replay.flow.timings.wait = Duration::from_millis(12);
-            Event::Flow(Box::new(replay))
+            replay
         };
         let mut a = app(3);
-        update(&mut a, replay(4));
+        a.source.listen = Some(from(8080));
+        update(&mut a, Event::Flow(Box::new(replay(4, 50004))));
         let listed = "flow 3 sent again as flow 4: 201 in 12 ms";
         assert_eq!(a.message.as_deref(), Some(listed));
-        update(&mut a, Event::Replayed(told(201)));
+        update(&mut a, Event::Replayed(told(50004, answered(201))));
         assert_eq!(a.message.as_deref(), Some(listed), "said once, by the flow");
 
         // Told first: the flow's line follows and names it.
-        update(&mut a, Event::Replayed(told(201)));
+        update(&mut a, Event::Replayed(told(50005, answered(201))));
         assert_eq!(
             a.message.as_deref(),
             Some("flow 3 sent again: 201 in 5 ms (a new flow)")
         );
-        update(&mut a, replay(5));
+        update(&mut a, Event::Flow(Box::new(replay(5, 50005))));
         assert_eq!(
             a.message.as_deref(),
             Some("flow 3 sent again as flow 5: 201 in 12 ms")
         );
+        assert!(a.replays_listed.is_empty() && a.replays_told.is_empty());
 
-        // A failure is always said, even with a replay listed and not yet told.
-        update(&mut a, replay(6));
+        // A success with no flow listed for its address is said, whatever was listed
+        // for other replays of the same flow.
+        update(&mut a, Event::Flow(Box::new(replay(6, 50006))));
+        update(&mut a, Event::Replayed(told(50007, answered(200))));
+        assert_eq!(
+            a.message.as_deref(),
+            Some("flow 3 sent again: 200 in 5 ms (a new flow)")
+        );
+
+        // A failure is always said, even with its flow listed.
         update(
             &mut a,
-            Event::Replayed(ReplayOutcome {
-                original: 3,
-                answer: Err("no answer within 300s".into()),
-                took: Duration::from_secs(300),
-            }),
+            Event::Replayed(told(50006, Err("the response broke off".into()))),
         );
         assert_eq!(
             a.message.as_deref(),
-            Some("sending flow 3 again failed: no answer within 300s")
+            Some("sending flow 3 again failed: the response broke off")
         );
 
-        // kinspect's own answer says why.
-        let mut failed = stored(7, 502, None);
-        failed.flow.replay_of = Some(3);
-        failed.flow.response.as_mut().unwrap().from_proxy = true;
-        failed.flow.error = Some(crate::flow::FlowError {
-            kind: crate::flow::FlowErrorKind::Connect,
-            message: "cannot connect to baas.kinvey.com:443".into(),
+        // The flow's own error is said with its status; kinspect's answer says why.
+        let mut broken = replay(8, 50008);
+        broken.flow.error = Some(crate::flow::FlowError {
+            kind: crate::flow::FlowErrorKind::Protocol,
+            message: "the response broke off".into(),
         });
-        update(&mut a, Event::Flow(Box::new(failed)));
+        update(&mut a, Event::Flow(Box::new(broken.clone())));
         assert_eq!(
             a.message.as_deref(),
-            Some("flow 3 sent again as flow 7: 502 made by kinspect: cannot connect to baas.kinvey.com:443")
+            Some("flow 3 sent again as flow 8: 201 in 12 ms, then: the response broke off")
         );
+        broken.flow.id = 9;
+        broken.flow.response.as_mut().unwrap().from_proxy = true;
+        broken.flow.error.as_mut().unwrap().message =
+            "cannot connect to baas.kinvey.com:443".into();
+        update(&mut a, Event::Flow(Box::new(broken.clone())));
+        assert_eq!(
+            a.message.as_deref(),
+            Some("flow 3 sent again as flow 9: 201 made by kinspect: cannot connect to baas.kinvey.com:443")
+        );
+
+        // A capture only read lists replays of other runs as any flow.
+        let mut read = app(3);
+        update(&mut read, Event::Flow(Box::new(replay(4, 50004))));
+        assert_eq!(read.message, None);
+        assert!(read.replays_listed.is_empty());
     }
 }
