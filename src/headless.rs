@@ -328,16 +328,10 @@ mod tests {
     #[test]
     fn a_websocket_flow_says_how_many_messages_went_each_way() {
         use crate::flow::Flow;
-        use crate::websocket::{Message, MessageLog, TEXT};
+        use crate::websocket::{Message, MessageLog};
         let client = "127.0.0.1:40000".parse().unwrap();
         let mut flow = Flow::exchange(9, client, "GET", "http://127.0.0.1:1/ws", Some(101));
-        let message = |from_client, text: &str| Message {
-            from_client,
-            at: std::time::UNIX_EPOCH,
-            opcode: TEXT,
-            payload: bytes::Bytes::copy_from_slice(text.as_bytes()),
-            size: text.len() as u64,
-        };
+        let message = Message::text;
         flow.websocket = Some(Box::new(MessageLog {
             messages: vec![
                 message(true, "hi"),

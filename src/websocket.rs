@@ -38,6 +38,18 @@ pub struct Message {
 }
 
 impl Message {
+    /// A whole text message, at the epoch (for tests).
+    #[cfg(test)]
+    pub(crate) fn text(from_client: bool, text: &str) -> Message {
+        Message {
+            from_client,
+            at: std::time::UNIX_EPOCH,
+            opcode: TEXT,
+            payload: Bytes::copy_from_slice(text.as_bytes()),
+            size: text.len() as u64,
+        }
+    }
+
     /// True when only the first part of the payload was kept.
     pub fn truncated(&self) -> bool {
         (self.payload.len() as u64) < self.size

@@ -230,9 +230,9 @@ impl CaptureReader {
         Ok(())
     }
 
-    /// The messages of WebSocket flow `id` counted, if it was read as one: what
-    /// [`MessageLog::counts`] gives, without reading the payloads.
-    pub fn websocket_counts(&self, id: FlowId) -> Result<Option<MessageCounts>, CaptureError> {
+    /// The `websockets` row of flow `id` (messages not kept, why reading stopped), if it
+    /// was read as a WebSocket.
+    fn websocket_row(&self, id: FlowId) -> Result<Option<(u64, Option<String>)>, CaptureError> {
         if self.schema < 4 {
             return Ok(None);
         }
@@ -244,12 +244,25 @@ impl CaptureReader {
             )
             .map_err(error)?;
         let mut rows = statement.query(params![id as i64]).map_err(error)?;
-        let Some(row) = rows.next().map_err(error)? else {
+        match rows.next().map_err(error)? {
+            Some(row) => Ok(Some((
+                row.get::<_, i64>(0).map_err(error)? as u64,
+                row.get(1).map_err(error)?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// The messages of WebSocket flow `id` counted, if it was read as one: what
+    /// [`MessageLog::counts`] gives, without reading the payloads.
+    pub fn websocket_counts(&self, id: FlowId) -> Result<Option<MessageCounts>, CaptureError> {
+        let Some((dropped, unreadable)) = self.websocket_row(id)? else {
             return Ok(None);
         };
+        let error = |e| self.error(e);
         let mut counts = MessageCounts {
-            dropped: row.get::<_, i64>(0).map_err(error)? as u64,
-            unreadable: row.get(1).map_err(error)?,
+            dropped,
+            unreadable,
             ..MessageCounts::default()
         };
         let mut statement = self
@@ -273,24 +286,14 @@ impl CaptureReader {
 
     /// The messages of WebSocket flow `id`, if it was read as one.
     pub fn websocket_messages(&self, id: FlowId) -> Result<Option<MessageLog>, CaptureError> {
-        if self.schema < 4 {
-            return Ok(None);
-        }
-        let error = |e| self.error(e);
-        let mut statement = self
-            .conn
-            .prepare_cached(
-                "SELECT messages_dropped, unreadable FROM websockets WHERE flow_id = ?1",
-            )
-            .map_err(error)?;
-        let mut rows = statement.query(params![id as i64]).map_err(error)?;
-        let Some(row) = rows.next().map_err(error)? else {
+        let Some((dropped, unreadable)) = self.websocket_row(id)? else {
             return Ok(None);
         };
+        let error = |e| self.error(e);
         let mut log = MessageLog {
             messages: Vec::new(),
-            dropped: row.get::<_, i64>(0).map_err(error)? as u64,
-            unreadable: row.get(1).map_err(error)?,
+            dropped,
+            unreadable,
         };
         let mut statement = self
             .conn

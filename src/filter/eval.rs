@@ -294,15 +294,9 @@ mod tests {
 
     #[test]
     fn a_websockets_messages_are_its_bodies() {
-        use crate::websocket::{Message, MessageLog, TEXT};
+        use crate::websocket::{Message, MessageLog};
         let mut socket = flow().status(101).build();
-        let message = |from_client, text: &str| Message {
-            from_client,
-            at: std::time::UNIX_EPOCH,
-            opcode: TEXT,
-            payload: bytes::Bytes::copy_from_slice(text.as_bytes()),
-            size: text.len() as u64,
-        };
+        let message = Message::text;
         socket.flow.websocket = Some(Box::new(MessageLog {
             messages: vec![message(true, "subscribe books"), message(false, "welcome")],
             ..MessageLog::default()
