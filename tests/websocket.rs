@@ -166,15 +166,12 @@ async fn plain_websockets_are_relayed_and_recorded() {
     assert!(flow.error.is_none(), "{:?}", flow.error);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn secure_websockets_are_intercepted_relayed_and_recorded() {
-    let origin_ca = TestCa::new();
-    let origin = ws_origin(Some(&origin_ca)).await;
-    let ca_path = origin_ca.pem_path.clone();
-    let mut proxy = TestProxy::start(None, |c| c.upstream_ca.push(ca_path)).await;
-
+/// TLS with kinspect's leaf for `authority` (HTTP/1.1), through a CONNECT tunnel.
+async fn tls_through(
+    proxy: &TestProxy,
+    authority: &str,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut tunnel = TcpStream::connect(proxy.addr).await.unwrap();
-    let authority = format!("localhost:{}", origin.port());
     tunnel
         .write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
         .await
@@ -192,8 +189,62 @@ async fn secure_websockets_are_intercepted_relayed_and_recorded() {
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = connector.connect(name, tunnel).await.unwrap();
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host);
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned()).unwrap();
+    connector.connect(name, tunnel).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_websocket_keeps_its_connections_place_under_max_connections() {
+    let origin_ca = TestCa::new();
+    let plain = ws_origin(None).await;
+    let secure = ws_origin(Some(&origin_ca)).await;
+    let ca_path = origin_ca.pem_path.clone();
+    let mut proxy = TestProxy::start(None, |c| {
+        c.upstream_ca.push(ca_path);
+        c.max_connections = 1;
+    })
+    .await;
+    // Another connection while the socket is open: refused, as the limit says.
+    let another = |proxy: std::net::SocketAddr| async move {
+        let mut stream = TcpStream::connect(proxy).await.unwrap();
+        let request = format!("GET http://{plain}/ HTTP/1.1\r\nHost: {plain}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        read_head(&mut stream).await
+    };
+
+    let mut socket = TcpStream::connect(proxy.addr).await.unwrap();
+    handshake_and_echo(
+        &mut socket,
+        &format!("http://{plain}/live"),
+        &plain.to_string(),
+    )
+    .await;
+    assert!(another(proxy.addr).await.starts_with("HTTP/1.1 503"));
+    assert_eq!(proxy.next_flow().await.status(), Some(503));
+    drop(socket);
+    assert_eq!(proxy.next_flow().await.status(), Some(101));
+
+    let authority = format!("localhost:{}", secure.port());
+    let mut socket = tls_through(&proxy, &authority).await;
+    handshake_and_echo(&mut socket, "/live", &authority).await;
+    assert!(another(proxy.addr).await.starts_with("HTTP/1.1 503"));
+    assert_eq!(proxy.next_flow().await.status(), Some(503));
+    drop(socket);
+    assert_eq!(proxy.next_flow().await.status(), Some(101));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_websockets_are_intercepted_relayed_and_recorded() {
+    let origin_ca = TestCa::new();
+    let origin = ws_origin(Some(&origin_ca)).await;
+    let ca_path = origin_ca.pem_path.clone();
+    let mut proxy = TestProxy::start(None, |c| c.upstream_ca.push(ca_path)).await;
+
+    let authority = format!("localhost:{}", origin.port());
+    let mut tls = tls_through(&proxy, &authority).await;
     handshake_and_echo(&mut tls, "/live", &authority).await;
     drop(tls);
 

@@ -55,6 +55,7 @@ pub(crate) async fn route(
                     let client = ClientSide {
                         addr: peer,
                         tls: None,
+                        permit: None,
                     };
                     refuse(&shared, &client, &target, req, failure).await
                 }
@@ -81,6 +82,7 @@ pub(crate) async fn route(
     let client = ClientSide {
         addr: peer,
         tls: None,
+        permit: Some(permit),
     };
     if let Some(target) = Target::of_uri(req.uri()) {
         return forward(&shared, &client, kept, &target, req).await;
@@ -165,10 +167,10 @@ async fn handle_connect(
     let started = (SystemTime::now(), Instant::now());
     tokio::spawn(async move {
         // The tunnel outlives the HTTP connection it came from: it keeps the permit.
-        let _permit = permit;
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
-                intercept(shared, peer, target, TokioIo::new(upgraded), started).await;
+                let io = TokioIo::new(upgraded);
+                intercept(shared, (peer, permit), target, io, started).await;
             }
             Err(e) => tracing::debug!("CONNECT upgrade from {peer} failed: {e}"),
         }
@@ -187,6 +189,7 @@ async fn refuse_outright(
     let client = ClientSide {
         addr: peer,
         tls: None,
+        permit: None,
     };
     let failure = ProxyFailure::new(FlowErrorKind::BadRequest, problem);
     let mut response = refuse_as_sent(shared, &client, req, failure).await;
@@ -200,7 +203,7 @@ async fn refuse_outright(
 /// Decides what to do with a CONNECT tunnel and does it.
 async fn intercept<I>(
     shared: Arc<Shared>,
-    peer: SocketAddr,
+    (peer, permit): (SocketAddr, ConnectionPermit),
     target: Target,
     mut io: I,
     started: (SystemTime, Instant),
@@ -224,7 +227,7 @@ async fn intercept<I>(
     };
     let io = Rewind::new(prefix.clone(), io);
     match verdict {
-        Sniffed::Tls => terminate_tls(shared, peer, target, io, started).await,
+        Sniffed::Tls => terminate_tls(shared, (peer, permit), target, io, started).await,
         Sniffed::Http => {
             let plain = Target {
                 https: false,
@@ -234,6 +237,7 @@ async fn intercept<I>(
             let client = ClientSide {
                 addr: peer,
                 tls: None,
+                permit: Some(permit),
             };
             serve_http(shared, client, plain, io, h2).await;
         }
@@ -307,7 +311,7 @@ async fn sniff_tunnel<I: AsyncRead + Unpin>(
 
 async fn terminate_tls<I>(
     shared: Arc<Shared>,
-    peer: SocketAddr,
+    (peer, permit): (SocketAddr, ConnectionPermit),
     target: Target,
     io: I,
     started: (SystemTime, Instant),
@@ -320,6 +324,7 @@ async fn terminate_tls<I>(
             let client = ClientSide {
                 addr: peer,
                 tls: Some(Arc::new(client_tls)),
+                permit: Some(permit),
             };
             serve_http(shared, client, upstream, tls, h2).await;
         }
@@ -458,6 +463,7 @@ fn connect_flow(
     let client = ClientSide {
         addr: peer,
         tls: None,
+        permit: None,
     };
     let request = RequestRecord {
         method: "CONNECT".into(),

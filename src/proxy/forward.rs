@@ -22,7 +22,7 @@ use super::tee::{
     UnreadSlot,
 };
 use super::upstream::ConnectionInfo;
-use super::{port_number, split_port, BoxError, ProxyBody, Shared, Target};
+use super::{port_number, split_port, BoxError, ConnectionPermit, ProxyBody, Shared, Target};
 use crate::events::{FlowSlot, Stored};
 use crate::flow::{
     unbracketed, CapturedBody, Flow, FlowError, FlowErrorKind, FlowKind, Headers, RequestRecord,
@@ -34,6 +34,9 @@ use crate::flow::{
 pub(crate) struct ClientSide {
     pub(crate) addr: SocketAddr,
     pub(crate) tls: Option<Arc<TlsInfo>>,
+    /// The client connection's place under `--max-connections`, for what outlives the
+    /// connection's HTTP serving (a WebSocket relay) to hold; none for a refusal.
+    pub(crate) permit: Option<ConnectionPermit>,
 }
 
 /// A flow with only its request side known yet, listed as under way
@@ -237,6 +240,7 @@ pub(crate) async fn forward(
                 client: client_upgrade,
                 upstream: upstream_upgrade,
                 max_body,
+                permit: client.permit.clone(),
             },
             t0,
             t_headers,
@@ -424,6 +428,8 @@ struct Upgrades {
     upstream: hyper::upgrade::OnUpgrade,
     /// Payload bytes kept (`--max-body`).
     max_body: usize,
+    /// The client connection's place, held while the relay runs.
+    permit: Option<ConnectionPermit>,
 }
 
 /// Answers a 101 to the client and relays the switched connection (WebSocket) in both
@@ -463,6 +469,7 @@ fn switch_protocols(
         ));
     }
     tokio::spawn(async move {
+        let _permit = upgrades.permit;
         let error = match tokio::try_join!(upgrades.client, upgrades.upstream) {
             Ok((client, upstream)) => super::relay::relay(
                 hyper_util::rt::TokioIo::new(client),

@@ -368,6 +368,7 @@ async fn serve_client(
         let client = ClientSide {
             addr: peer,
             tls: None,
+            permit: None,
         };
         bad_head::record_rejected(&shared, &client, None, rejected).await;
     }
@@ -407,6 +408,7 @@ async fn refuse(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, refusa
             let client = ClientSide {
                 addr: peer,
                 tls: None,
+                permit: None,
             };
             let response = forward::refuse_as_sent(&shared, &client, req, refusal.failure());
             Ok::<_, Infallible>(response.await)
