@@ -74,9 +74,11 @@ fn payload_text(message: &Message, view: BodyView) -> String {
     // A payload cut inside a character is still text.
     match crate::flow::utf8_text(payload, message.truncated()) {
         Some(text) => {
-            let shown: String = text.chars().take(TEXT_SHOWN).collect();
-            let more = if shown.len() < text.len() { "…" } else { "" };
-            format!("{}{more}", printable_line(&shown))
+            let (shown, more) = match text.char_indices().nth(TEXT_SHOWN) {
+                Some((cut, _)) => (&text[..cut], "…"),
+                None => (text, ""),
+            };
+            format!("{}{more}", printable_line(shown))
         }
         None => hex(payload),
     }
