@@ -41,7 +41,7 @@ use kinspect::headless::HumanSize;
 use kinspect::proxy::{HostOverrides, ProxyConfig, ProxyHandle};
 use support::{
     client, client_builder, env_number, load, ms, print_table_header, rate_row, rss_text, runtime,
-    selected, KinspectProcess, Origin, OriginKind, Row, Until, BENCH_DOMAIN,
+    selected, KinspectProcess, Origin, OriginKind, ReferenceProxy, Row, Until, BENCH_DOMAIN,
 };
 use tokio::runtime::Runtime;
 
@@ -142,6 +142,18 @@ fn keep_alive(
             t.requests
         ));
     }
+    // The reference speaks HTTP/1.1 only, and one client measures latency, not throughput.
+    if !h2 && concurrency > 1 {
+        notes.add(match reference_ratio(&origin, &run) {
+            Ok(reference) => format!(
+                "{name}: the minimal hyper + rustls proxy that records nothing (examples/minimal_mitm) reached {:.3} of direct in this run; kinspect {:.3}, {:.2} of it",
+                reference / d.rate(),
+                row.ratio,
+                t.rate() / reference
+            ),
+            Err(why) => format!("{name}: no reference proxy: {why}"),
+        });
+    }
     if kind == OriginKind::Plain {
         return;
     }
@@ -162,6 +174,29 @@ fn keep_alive(
             ),
         );
     }
+}
+
+/// Requests/s of the same load through `examples/minimal_mitm`, or why it could not run.
+fn reference_ratio(
+    origin: &Origin,
+    run: &dyn Fn(&reqwest::Client) -> support::Outcome,
+) -> Result<f64, String> {
+    let binary = ReferenceProxy::binary().ok_or(
+        "examples/minimal_mitm is not built (`cargo bench` builds it, and so does `cargo build --release --example minimal_mitm`)",
+    )?;
+    let reference = ReferenceProxy::start(&binary, &origin.pem);
+    let client = client_builder(Some(reference.addr), &[&reference.ca_pem])
+        .http1_only()
+        .build()
+        .unwrap();
+    let outcome = run(&client);
+    if outcome.errors > 0 {
+        return Err(format!(
+            "{} requests through it failed; the first: {:?}",
+            outcome.errors, outcome.first_error
+        ));
+    }
+    Ok(outcome.rate())
 }
 
 /// kinspect run from the library on its own two-worker runtime, recording into a capture

@@ -337,6 +337,67 @@ impl Drop for KinspectProcess {
     }
 }
 
+/// `examples/minimal_mitm.rs` as a child process: the intercepting proxy that records
+/// nothing, run beside kinspect so a ratio to direct can be read against what this machine
+/// allows any hyper + rustls proxy.
+pub struct ReferenceProxy {
+    child: Child,
+    /// The proxy's address.
+    pub addr: SocketAddr,
+    /// The CA certificate (PEM) its leaves chain to.
+    pub ca_pem: String,
+    _home: tempfile::TempDir,
+}
+
+impl ReferenceProxy {
+    /// Where Cargo puts the example beside this bench's executable (`cargo bench` builds
+    /// it; `cargo bench --bench NAME` alone does not).
+    pub fn binary() -> Option<PathBuf> {
+        let exe = std::env::current_exe().ok()?;
+        let profile_dir = exe.parent()?.parent()?;
+        let binary = profile_dir.join("examples").join("minimal_mitm");
+        binary.is_file().then_some(binary)
+    }
+
+    /// Starts the example from `binary` trusting `origin_pem` for origins.
+    pub fn start(binary: &Path, origin_pem: &str) -> ReferenceProxy {
+        let home = tempfile::tempdir().unwrap();
+        let origin_ca = home.path().join("origin.pem");
+        std::fs::write(&origin_ca, origin_pem).unwrap();
+        let mut child = Command::new(binary)
+            .arg(home.path())
+            .arg(&origin_ca)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the minimal_mitm example runs");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let addr = first
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("minimal_mitm said {first:?}, not its address"));
+        let ca_pem =
+            std::fs::read_to_string(home.path().join(kinspect::ca::CERT_PEM_FILE)).unwrap();
+        ReferenceProxy {
+            child,
+            addr,
+            ca_pem,
+            _home: home,
+        }
+    }
+}
+
+impl Drop for ReferenceProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A process's resident memory, in bytes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Memory {
