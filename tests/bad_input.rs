@@ -431,25 +431,90 @@ async fn oversized_headers_and_too_many_fields_get_a_431() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_oversized_http2_header_list_is_refused() {
+async fn an_oversized_http2_header_list_gets_kinspects_431_and_a_flow() {
     let origin = Origin::start(OriginKind::Https).await;
     let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
-    let max_bytes = kinspect::proxy::ProxyConfig::default().max_header_bytes;
+    let defaults = kinspect::proxy::ProxyConfig::default();
+    let (max_bytes, max_fields) = (defaults.max_header_bytes, defaults.max_headers);
     let client = proxy
         .client_builder()
         .http2_prior_knowledge()
         .build()
         .unwrap();
+    let url = origin.url("/status/200");
+    let big = "b".repeat(max_bytes + 1024);
+    let cases: [(&str, Vec<(String, String)>, &str); 3] = [
+        (
+            "one huge field",
+            vec![("x-big".into(), big.clone())],
+            "--max-header-bytes",
+        ),
+        (
+            "many large fields",
+            (0..80)
+                .map(|i| (format!("x-f{i}"), "m".repeat(1000)))
+                .collect(),
+            "--max-header-bytes",
+        ),
+        (
+            "too many fields",
+            (0..max_fields + 1)
+                .map(|i| (format!("x-f{i}"), i.to_string()))
+                .collect(),
+            "--max-headers",
+        ),
+    ];
+    for (name, fields, limit) in cases {
+        let mut request = client.get(&url);
+        for (field, value) in &fields {
+            request = request.header(field, value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 431, "{name}");
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        assert!(
+            response.headers().contains_key("x-kinspect-error"),
+            "{name}: kinspect's own answer, not the HTTP/2 layer's"
+        );
+        let body: serde_json::Value = response.json().await.unwrap();
+        let debug = body["debug"].as_str().unwrap();
+        assert!(debug.contains(limit), "{name}: {debug}");
+        // Recorded, with what was sent: the user sees which field made it too large.
+        let flow = proxy.next_flow().await;
+        assert_eq!(flow.status(), Some(431), "{name}");
+        assert_eq!(flow.request.url, url, "{name}");
+        let error = flow.error.as_ref().expect("recorded as an error");
+        assert_eq!(error.kind, FlowErrorKind::BadRequest);
+        assert_eq!(error.message, debug);
+        let (field, value) = &fields[0];
+        assert_eq!(
+            flow.request.headers.get(field).as_deref(),
+            Some(value.as_str()),
+            "{name}"
+        );
+    }
+    // Just under both limits is served.
+    let mut request = client.get(&url);
+    // (The origin, hyper's HTTP/2 server, takes 16 KiB of header list.)
+    for i in 0..max_fields - 5 {
+        request = request.header(format!("x-f{i}"), "f".repeat(100));
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.status(), Some(200));
+    let sent = flow.request.headers.len();
+    assert!((max_fields - 5..=max_fields).contains(&sent), "{sent} fields");
+    // Past what the HTTP/2 layer decodes at all, it refuses the stream itself, unseen.
+    let limit = kinspect::proxy::http2_header_list_limit(max_bytes) as usize;
     let response = client
-        .get(origin.url("/status/200"))
-        .header("x-big", "b".repeat(max_bytes + 1024))
+        .get(&url)
+        .header("x-huge", "h".repeat(limit))
         .send()
         .await
         .unwrap();
-    // h2 answers the stream itself; the request never reaches the proxy's service, so
-    // no flow is recorded (assert_serves checks that the next flow is the normal one).
     assert_eq!(response.status(), 431);
-    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert!(!response.headers().contains_key("x-kinspect-error"));
     proxy.assert_serves(&origin).await;
 }
 

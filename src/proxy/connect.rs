@@ -419,7 +419,7 @@ where
             async move { Ok::<_, Infallible>(response.await) }
         });
         let (io, activity) = IdleWatch::new(io);
-        let header_list = u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX);
+        let header_list = super::forward::http2_header_list_limit(config.max_header_bytes);
         let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .auto_date_header(false)

@@ -124,6 +124,73 @@ pub(crate) async fn refuse_as_sent(
     pending.answer(None, failure).await
 }
 
+/// kinspect's 431 for an HTTP/2 request over the head limits hyper holds HTTP/1 heads
+/// to (`--max-header-bytes`, `--max-headers`), or `None`. The HTTP/2 layer lets larger
+/// header lists through (see [`http2_header_list_limit`]) so that such a request is
+/// answered and recorded here, as an HTTP/1 one is, instead of refused unseen. A list's
+/// size is counted as HTTP/2 counts it: each field's name and value plus 32 bytes,
+/// pseudo-fields included (RFC 9113 §6.5.2).
+fn oversized_http2_head(
+    req: &Request<Incoming>,
+    config: &super::ProxyConfig,
+) -> Option<ProxyFailure> {
+    if req.version() != Version::HTTP_2 {
+        return None;
+    }
+    let uri = req.uri();
+    let pseudo = [
+        (":method".len(), req.method().as_str().len()),
+        (":scheme".len(), uri.scheme_str().map_or(0, str::len)),
+        (
+            ":authority".len(),
+            uri.authority().map_or(0, |a| a.as_str().len()),
+        ),
+        (
+            ":path".len(),
+            uri.path_and_query().map_or(0, |p| p.as_str().len()),
+        ),
+    ];
+    let fields = req
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.as_str().len(), value.len()));
+    let size: usize = pseudo
+        .into_iter()
+        .filter(|&(_, value)| value > 0)
+        .chain(fields)
+        .map(|(name, value)| name + value + 32)
+        .sum();
+    let count = req.headers().len();
+    let what = if size > config.max_header_bytes {
+        format!(
+            "its header list is {size} bytes as HTTP/2 counts it (each field's name and value \
+             plus 32), more than --max-header-bytes ({}) allows",
+            config.max_header_bytes
+        )
+    } else if count > config.max_headers {
+        format!(
+            "it has {count} header fields, more than --max-headers ({}) allows",
+            config.max_headers
+        )
+    } else {
+        return None;
+    };
+    let mut failure = ProxyFailure::new(
+        FlowErrorKind::BadRequest,
+        format!("the request is too large to proxy: {what}"),
+    );
+    failure.status = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+    Some(failure)
+}
+
+/// The header list the HTTP/2 layer decodes before refusing a request unseen (with its
+/// own bare 431): well past `max_header_bytes`, so that kinspect answers and records
+/// requests over that limit, yet bounded, since a list is held whole while decoded.
+pub fn http2_header_list_limit(max_header_bytes: usize) -> u32 {
+    let limit = max_header_bytes.saturating_mul(16).max(1 << 20);
+    u32::try_from(limit).unwrap_or(u32::MAX)
+}
+
 /// Proxies one request to `target` and returns the response to send to the client.
 pub(crate) async fn forward(
     shared: &Arc<Shared>,
@@ -132,6 +199,9 @@ pub(crate) async fn forward(
     target: &Target,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    if let Some(failure) = oversized_http2_head(&req, &shared.config) {
+        return refuse(shared, client, target, req, failure).await;
+    }
     if super::ca_page::is_ca_host(&target.host) {
         return super::ca_page::respond(&shared.ca, req.uri().path()).map(full_body);
     }

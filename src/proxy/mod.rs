@@ -19,6 +19,7 @@ mod upstream;
 pub use access::{is_public, ProxyCredentials, Refusal};
 pub use ca_page::CA_HOST;
 pub use errors::{ProxyFailure, KINSPECT_ERROR_HEADER};
+pub use forward::http2_header_list_limit;
 pub use headers::strip_hop_by_hop;
 pub(crate) use pool::origin_form;
 pub use tee::{BodyCapture, ReturnedIfUnread, TeeBody};
