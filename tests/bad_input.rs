@@ -430,6 +430,9 @@ async fn oversized_headers_and_too_many_fields_get_a_431() {
     proxy.assert_serves(&origin).await;
 }
 
+/// Header fields to send, in order.
+type Fields = Vec<(String, String)>;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_http2_header_list_gets_kinspects_431_and_a_flow() {
     let origin = Origin::start(OriginKind::Https).await;
@@ -443,7 +446,7 @@ async fn an_oversized_http2_header_list_gets_kinspects_431_and_a_flow() {
         .unwrap();
     let url = origin.url("/status/200");
     let big = "b".repeat(max_bytes + 1024);
-    let cases: [(&str, Vec<(String, String)>, &str); 3] = [
+    let cases: [(&str, Fields, &str); 3] = [
         (
             "one huge field",
             vec![("x-big".into(), big.clone())],
@@ -504,7 +507,10 @@ async fn an_oversized_http2_header_list_gets_kinspects_431_and_a_flow() {
     let flow = proxy.next_flow().await;
     assert_eq!(flow.status(), Some(200));
     let sent = flow.request.headers.len();
-    assert!((max_fields - 5..=max_fields).contains(&sent), "{sent} fields");
+    assert!(
+        (max_fields - 5..=max_fields).contains(&sent),
+        "{sent} fields"
+    );
     // Past what the HTTP/2 layer decodes at all, it refuses the stream itself, unseen.
     let limit = kinspect::proxy::http2_header_list_limit(max_bytes) as usize;
     let response = client
