@@ -189,7 +189,7 @@ fn oversized_http2_head(
 /// own bare 431): well past `max_header_bytes`, so that kinspect answers and records
 /// requests over that limit, yet bounded, since a list is held whole while decoded.
 pub fn http2_header_list_limit(max_header_bytes: usize) -> u32 {
-    let limit = max_header_bytes.saturating_mul(16).max(1 << 20);
+    let limit = max_header_bytes.saturating_mul(4).max(256 << 10);
     u32::try_from(limit).unwrap_or(u32::MAX)
 }
 
