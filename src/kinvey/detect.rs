@@ -30,6 +30,20 @@ pub fn analyze(flow: &Flow) -> KinveyAnalysis {
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty());
     let content_type = response.headers.get("content-type").map(|c| c.into_owned());
+    let kinvey = analysis.request_id.is_some()
+        || analysis.api_version.is_some()
+        || {
+            let host = flow.host.trim_end_matches('.').to_ascii_lowercase();
+            host == "kinvey.com" || host.ends_with(".kinvey.com")
+        }
+        || flow
+            .request
+            .headers
+            .get("authorization")
+            .is_some_and(|auth| {
+                auth.get(..7)
+                    .is_some_and(|scheme| scheme.eq_ignore_ascii_case("kinvey "))
+            });
 
     if let Some(body) = flow
         .decoded_response_body()
@@ -38,7 +52,7 @@ pub fn analyze(flow: &Flow) -> KinveyAnalysis {
         match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(object)) => {
                 let before = analysis.errors.len();
-                read_object(&object, response.status, &mut analysis);
+                read_object(&object, response.status, kinvey, &mut analysis);
                 let found = analysis.errors.len() > before;
                 let is_json = content_type
                     .as_deref()
@@ -53,7 +67,8 @@ pub fn analyze(flow: &Flow) -> KinveyAnalysis {
             Err(e) if response.status >= 400 => {
                 let text = String::from_utf8_lossy(&body);
                 let fields = kinvey_looking_fields(&text);
-                if let Some(name) = fields.error {
+                let taken = |name: &String| is_taken(kinvey, name, fields.description.is_some());
+                if let Some(name) = fields.error.clone().filter(taken) {
                     // A body cut at --max-body is whole on the wire: only its start was
                     // kept, and the error read from it.
                     if !response.body.truncated {
@@ -97,8 +112,23 @@ fn starts_an_object(body: &[u8]) -> bool {
     body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
-/// Reads a JSON object body: a wrapper, a batch, or a plain error.
-fn read_object(object: &Map<String, Value>, http_status: u16, analysis: &mut KinveyAnalysis) {
+/// Whether an error named `name` is taken as Kinvey's: on a Kinvey exchange (`kinvey`:
+/// a request id, an API version, a Kinvey host or Kinvey credentials), a name from the
+/// dictionary, or Kinvey's shape (`shaped`: `error` with a `description`). Other JSON
+/// errors (OAuth's `{error, error_description}`, a web framework's `{error, message}`)
+/// are another server's, not Kinvey errors with an unknown name.
+fn is_taken(kinvey: bool, name: &str, shaped: bool) -> bool {
+    kinvey || shaped || lookup(name).is_some()
+}
+
+/// Reads a JSON object body: a wrapper, a batch, or a plain error. `kinvey`: the
+/// exchange is Kinvey's ([`is_taken`]).
+fn read_object(
+    object: &Map<String, Value>,
+    http_status: u16,
+    kinvey: bool,
+    analysis: &mut KinveyAnalysis,
+) {
     if object.contains_key("result") && object.contains_key("headers") {
         analysis.anomalies.push(Anomaly::WrappedBody);
         let status = object
@@ -107,7 +137,7 @@ fn read_object(object: &Map<String, Value>, http_status: u16, analysis: &mut Kin
             .and_then(|s| u16::try_from(s).ok())
             .unwrap_or(http_status);
         if let Some(Value::Object(inner)) = object.get("result") {
-            read_object(inner, status, analysis);
+            read_object(inner, status, kinvey, analysis);
         }
         return;
     }
@@ -115,7 +145,7 @@ fn read_object(object: &Map<String, Value>, http_status: u16, analysis: &mut Kin
         let before = analysis.errors.len();
         for element in errors.iter().filter_map(Value::as_object) {
             let index = element.get("index").and_then(Value::as_u64);
-            read_error(element, http_status, index, analysis);
+            read_error(element, http_status, index, kinvey, analysis);
         }
         let count = analysis.errors.len() - before;
         if count > 0 {
@@ -124,23 +154,34 @@ fn read_object(object: &Map<String, Value>, http_status: u16, analysis: &mut Kin
         return;
     }
     if http_status >= 400 {
-        read_error(object, http_status, None, analysis);
+        read_error(object, http_status, None, kinvey, analysis);
     }
 }
 
-/// Reads one `{error, description, debug}` (or `{name, message}`) object.
+/// Reads one `{error, description, debug}` (or `{name, message}`) object, when
+/// [`is_taken`] as Kinvey's.
 fn read_error(
     object: &Map<String, Value>,
     status: u16,
     index: Option<u64>,
+    kinvey: bool,
     analysis: &mut KinveyAnalysis,
 ) {
     let (name, description) = match (object.get("error"), object.get("name")) {
         // An empty name names no error (as in bodies that are not JSON).
         (Some(Value::String(name)), _) if name.is_empty() => return,
-        (Some(Value::String(name)), _) => (name, object.get("description")),
+        (Some(Value::String(name)), _) => {
+            let description = object.get("description");
+            if !is_taken(kinvey, name, description.is_some()) {
+                return;
+            }
+            (name, description)
+        }
         (_, Some(Value::String(name))) if name.is_empty() => return,
         (_, Some(Value::String(name))) => {
+            if !is_taken(kinvey, name, false) {
+                return;
+            }
             analysis.anomalies.push(Anomaly::NameMessageVariant);
             (name, object.get("message").or(object.get("description")))
         }
@@ -320,6 +361,79 @@ mod tests {
             !plain.is_kinvey(),
             "an error field on a 200 is not an error"
         );
+    }
+
+    /// A flow of another server: no Kinvey host, header or credentials.
+    fn foreign_flow(status: u16, body: &str) -> Flow {
+        let mut f = flow(status, &[JSON], body);
+        f.host = "auth.example.com".into();
+        f.request.url = "https://auth.example.com/oauth/token".into();
+        f.request.headers = Headers::default();
+        f
+    }
+
+    #[test]
+    fn another_servers_json_errors_are_not_kinvey_errors() {
+        for (status, body) in [
+            (
+                400,
+                r#"{"error":"invalid_grant","error_description":"Bad code"}"#,
+            ),
+            (500, r#"{"error":"Internal Server Error","message":"boom"}"#),
+            (404, r#"{"name":"NotFoundError","message":"no route"}"#),
+            (502, "{'error': 'upstream', oops}"),
+        ] {
+            let a = analyze(&foreign_flow(status, body));
+            assert!(!a.is_kinvey(), "{body}: {:?}", a.errors);
+            assert!(a.anomalies.is_empty(), "{body}: {:?}", a.anomalies);
+        }
+        // The same body on a Kinvey exchange is a Kinvey error with an unknown name.
+        let body = r#"{"error":"invalid_grant","error_description":"Bad code"}"#;
+        let kinvey = [
+            (
+                "response id",
+                "x-kinvey-request-id",
+                "r1",
+                "auth.example.com",
+            ),
+            (
+                "API version",
+                "x-kinvey-api-version",
+                "5",
+                "auth.example.com",
+            ),
+            (
+                "credentials",
+                "authorization",
+                "Kinvey abc.def",
+                "auth.example.com",
+            ),
+            ("host", "x-other", "1", "kvy-us2-baas.kinvey.com"),
+        ];
+        for (what, name, value, host) in kinvey {
+            let mut f = foreign_flow(400, body);
+            f.host = host.into();
+            let sent = headers(&[(name, value)]);
+            match name {
+                "x-kinvey-request-id" => f.response.as_mut().unwrap().headers = sent,
+                _ => f.request.headers = sent,
+            }
+            let a = analyze(&f);
+            let e = a.primary().unwrap_or_else(|| panic!("{what}: no error"));
+            assert_eq!(
+                (e.name.as_str(), e.known),
+                ("invalid_grant", false),
+                "{what}"
+            );
+        }
+        // Kinvey's shape, or a name from the dictionary, is taken from any server.
+        let shaped = analyze(&foreign_flow(
+            400,
+            r#"{"error":"Custom","description":"d"}"#,
+        ));
+        assert_eq!(shaped.primary().map(|e| e.known), Some(false));
+        let known = analyze(&foreign_flow(404, r#"{"error":"EntityNotFound"}"#));
+        assert_eq!(known.primary().map(|e| e.known), Some(true));
     }
 
     #[test]
