@@ -593,7 +593,11 @@ fn summary_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
             if let Some(row) = rows.get(*selected) {
                 // A quote in the name is escaped inside the quoted argument.
                 let name = regex::escape(&row.error).replace('\'', "\\'");
-                let text = format!("~kerr '^{name}$'");
+                // The rows count the flows of the view: narrow it, do not replace it.
+                let text = match &app.filter {
+                    Some(current) => format!("({}) & ~kerr '^{name}$'", current.text()),
+                    None => format!("~kerr '^{name}$'"),
+                };
                 app.screen = Screen::List;
                 return apply_filter(app, &text).unwrap_or_default();
             }
@@ -1508,6 +1512,33 @@ mod tests {
         press(&mut a, KeyCode::Enter);
         assert_eq!(a.filter.as_ref().unwrap().text(), r"~kerr '^It\'s Broken$'");
         assert_eq!(a.view.len(), 1);
+
+        // Chosen under a filter, a row lists the flows it counted: the filter narrowed.
+        for id in [11, 12] {
+            let retry = Some(("KinveyInternalErrorRetry", ErrorClass::Retry));
+            update(&mut a, Event::Flow(Box::new(stored(id, 500, retry))));
+        }
+        press(&mut a, KeyCode::Char('f'));
+        update(
+            &mut a,
+            Event::Key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL)),
+        );
+        for c in "~kerr Retry & !~u books/12".chars() {
+            press(&mut a, KeyCode::Char(c));
+        }
+        press(&mut a, KeyCode::Enter);
+        press(&mut a, KeyCode::Char('K'));
+        let Screen::KinveySummary { rows, .. } = &a.screen else {
+            panic!()
+        };
+        assert_eq!(rows[0].count, 1);
+        press(&mut a, KeyCode::Enter);
+        assert_eq!(
+            a.filter.as_ref().unwrap().text(),
+            "(~kerr Retry & !~u books/12) & ~kerr '^KinveyInternalErrorRetry$'"
+        );
+        let listed: Vec<FlowId> = a.view.iter().map(|&i| a.flows[i].flow.id).collect();
+        assert_eq!(listed, [11]);
     }
 
     #[test]
