@@ -3,7 +3,8 @@
 mod support;
 
 use kinspect::flow::{FlowKind, HttpVersion};
-use support::{Origin, OriginKind, TestProxy};
+use support::{Origin, OriginKind, TestCa, TestProxy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_http1_get_is_intercepted_and_recorded() {
@@ -225,6 +226,39 @@ async fn ip_hosts_are_intercepted_with_an_ip_certificate() {
         None,
         "clients send no SNI for IPs"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_to_an_ip_whose_tls_names_a_host_goes_to_that_ip() {
+    // An app that resolves names itself (or a hosts entry on the device): CONNECT to an
+    // address, TLS for a name. The name resolves nowhere, so only the address reaches
+    // the origin; the name is what the flow shows and the origin's certificate names.
+    let name = "app.kinspect.invalid";
+    let ca = TestCa::new();
+    let origin = Origin::start_tls(ca.leaf_config(&[name], None, &[b"http/1.1"]), ca).await;
+    let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
+    let tunnel = proxy.open_tunnel(&origin.addr.to_string()).await;
+    let server_name = rustls_pki_types::ServerName::try_from(name).unwrap();
+    let mut tls = proxy
+        .tls_connector(&[b"http/1.1"])
+        .connect(server_name, tunnel)
+        .await
+        .unwrap();
+    let request = format!("GET /status/200 HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.status(), Some(200));
+    assert_eq!(flow.host, name);
+    assert_eq!(
+        flow.request.url,
+        format!("https://{name}:{}/status/200", origin.addr.port())
+    );
+    assert_eq!(flow.server_ip, Some(origin.addr.ip()));
+    assert_eq!(flow.client_tls.unwrap().sni.as_deref(), Some(name));
 }
 
 /// The names of the fields an `/echo` origin received, in order.

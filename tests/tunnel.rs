@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kinspect::flow::{Flow, FlowKind};
 use regex::Regex;
-use support::{Origin, OriginKind, TestProxy, STEP};
+use support::{tls_connector_trusting, Origin, OriginKind, TestCa, TestProxy, STEP};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -188,6 +188,45 @@ async fn ignored_hosts_are_tunnelled_without_interception() {
     assert_eq!(flow.host, "localhost");
     assert!(flow.request.body.wire_size > 0);
     assert_eq!(proxy.handle.leaves_minted(), 0, "nothing was intercepted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_to_an_address_is_ignored_by_the_name_its_tls_asks_for() {
+    // A pinned app that resolves names itself: CONNECT to an address, TLS for a name.
+    let (ignored, other) = ("ignored.kinspect.invalid", "other.kinspect.invalid");
+    let ca = TestCa::new();
+    let pinned = tls_connector_trusting(&ca.pem, &[b"http/1.1"]);
+    let config = ca.leaf_config(&[ignored, other], None, &[b"http/1.1"]);
+    let origin = Origin::start_tls(config, ca).await;
+    let mut proxy = TestProxy::start(Some(&origin), |c| {
+        c.ignore_hosts = Some(Regex::new(r"^ignored\.").unwrap())
+    })
+    .await;
+    let address = origin.addr.to_string();
+    let tunnel = proxy.open_tunnel(&address).await;
+    let name = rustls_pki_types::ServerName::try_from(ignored).unwrap();
+    let mut tls = pinned
+        .connect(name, tunnel)
+        .await
+        .expect("the origin's own certificate: passed through");
+    let request =
+        format!("GET /status/200 HTTP/1.1\r\nHost: {ignored}\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(tls);
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.kind, FlowKind::Tunnel);
+    assert_eq!(flow.host, "127.0.0.1");
+    assert_eq!(proxy.handle.leaves_minted(), 0, "nothing was intercepted");
+
+    // Another name at the same address is intercepted: the pinned app refuses the leaf.
+    let tunnel = proxy.open_tunnel(&address).await;
+    let name = rustls_pki_types::ServerName::try_from(other).unwrap();
+    assert!(pinned.connect(name, tunnel).await.is_err());
+    assert_eq!(proxy.handle.leaves_minted(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,7 @@ use super::forward::{
 use super::idle::IdleWatch;
 use super::pool::KeptConnection;
 use super::relay::RelayRecord;
-use super::sniff::{sniff_into, Rewind, Sniffed};
+use super::sniff::{client_hello_name, sniff_into, Rewind, Sniffed};
 use super::upstream::{session_info, ConnectError};
 use super::{
     ca_page, http1_server, port_number, split_port, ConnectionPermit, ProxyBody, ProxyFailure,
@@ -138,6 +138,7 @@ fn connect_target(uri: &http::Uri) -> Result<Target, &'static str> {
         https: true,
         host: host.to_owned(),
         port,
+        dial: None,
     })
 }
 
@@ -218,13 +219,29 @@ async fn intercept<I>(
     if ignored {
         return blind_tunnel(&shared, peer, &target, io, started, None).await;
     }
-    let (verdict, prefix, dialled) = match sniff_tunnel(&shared, &target, &mut io).await {
+    let (verdict, mut prefix, dialled) = match sniff_tunnel(&shared, &target, &mut io).await {
         Ok(sniffed) => sniffed,
         Err(e) => {
             tracing::debug!("tunnel from {peer} to {}: {e}", target.authority());
             return;
         }
     };
+    // A CONNECT to an address: the name its TLS asks for is the host to check (a
+    // certificate-pinning app that resolves names itself).
+    if let (Some(ignore), Sniffed::Tls, Ok(_)) = (
+        &shared.config.ignore_hosts,
+        verdict,
+        target.host.parse::<IpAddr>(),
+    ) {
+        let mut hello = bytes::BytesMut::from(&prefix[..]);
+        let limit = shared.config.client_header_timeout;
+        let name = client_hello_name(&mut io, &mut hello, limit).await;
+        prefix = hello.freeze();
+        if name.is_some_and(|name| ignore.is_match(&name)) {
+            let io = Rewind::new(prefix, io);
+            return blind_tunnel(&shared, peer, &target, io, started, dialled).await;
+        }
+    }
     let io = Rewind::new(prefix.clone(), io);
     match verdict {
         Sniffed::Tls => terminate_tls(shared, (peer, permit), target, io, started).await,
@@ -359,10 +376,12 @@ where
         Err(_) => return Err(handshake_stalled(target, handshake_timeout)),
     };
     let sni = start.client_hello().server_name().map(str::to_owned);
-    // Apps that resolve names themselves CONNECT to an IP but still send the name.
-    let upstream = match &sni {
-        Some(name) if target.host.parse::<IpAddr>().is_ok() => Target {
+    // Apps that resolve names themselves CONNECT to an IP but still send the name: the
+    // name is the host (its URL, the origin's certificate), the address where it is.
+    let upstream = match (&sni, target.host.parse::<IpAddr>()) {
+        (Some(name), Ok(ip)) => Target {
             host: name.clone(),
+            dial: Some(ip),
             ..target.clone()
         },
         _ => target.clone(),

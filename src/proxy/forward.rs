@@ -118,6 +118,7 @@ pub(crate) async fn refuse_as_sent(
             .authority()
             .and_then(|a| port_number(split_port(a.as_str()).1?))
             .unwrap_or(0),
+        dial: None,
     };
     let url = uri.to_string();
     let pending = Pending::start(shared, client, &target, &mut parts, url).await;

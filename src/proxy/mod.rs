@@ -446,6 +446,10 @@ pub(crate) struct Target {
     pub(crate) https: bool,
     pub(crate) host: String,
     pub(crate) port: u16,
+    /// The address to connect to instead of resolving `host`: a CONNECT to an IP whose
+    /// TLS names the host (an app that resolves names itself, a hosts entry on the
+    /// device); the host is still what the origin's certificate must name.
+    pub(crate) dial: Option<IpAddr>,
 }
 
 impl Target {
@@ -467,6 +471,7 @@ impl Target {
             https,
             host: host.to_owned(),
             port,
+            dial: None,
         })
     }
 
@@ -590,6 +595,7 @@ impl ProxyAddress {
             https: false,
             host: ip.to_string(),
             port: self.port,
+            dial: None,
         }
     }
 
@@ -650,6 +656,7 @@ mod tests {
             https: true,
             host: "api.kinvey.com".into(),
             port: 443,
+            dial: None,
         };
         assert_eq!(t.url("/appdata/kid"), "https://api.kinvey.com/appdata/kid");
         assert_eq!(t.authority(), "api.kinvey.com:443");
@@ -657,6 +664,7 @@ mod tests {
             https: false,
             host: "::1".into(),
             port: 8081,
+            dial: None,
         };
         assert_eq!(v6.url("/"), "http://[::1]:8081/");
         assert_eq!(v6.host_header(), "[::1]:8081");
@@ -664,6 +672,7 @@ mod tests {
             https: false,
             host: "localhost".into(),
             port: 80,
+            dial: None,
         };
         assert_eq!(plain.url("/x?y=1"), "http://localhost/x?y=1");
         assert_eq!(plain.host_header(), "localhost");
@@ -688,6 +697,7 @@ mod tests {
             https: false,
             host: host.into(),
             port,
+            dial: None,
         };
         assert!(itself.is_target(&t("127.0.0.1", 8080)));
         assert!(itself.is_target(&t("localhost", 8080)));

@@ -265,6 +265,7 @@ fn origin_key(target: &Target) -> Target {
         https: target.https,
         host: target.host.to_ascii_lowercase(),
         port: target.port,
+        dial: target.dial,
     }
 }
 
@@ -273,6 +274,7 @@ fn same_origin(kept: &Target, target: &Target) -> bool {
     kept.https == target.https
         && kept.port == target.port
         && kept.host.eq_ignore_ascii_case(&target.host)
+        && kept.dial == target.dial
 }
 
 /// Why a request got no response.

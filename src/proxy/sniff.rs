@@ -85,6 +85,38 @@ pub async fn sniff_into<I: AsyncRead + Unpin>(
     }
 }
 
+/// Bytes of a TLS record's header: content type, version, length.
+const RECORD_HEADER: usize = 5;
+
+/// The server name (SNI) of the TLS ClientHello that `buf` begins with, reading the rest
+/// of its first record from `io` into `buf` when it is not all there yet (within
+/// `timeout`; every byte read stays in `buf`); `None` when the hello names no server or
+/// cannot be read whole.
+pub async fn client_hello_name<I: AsyncRead + Unpin>(
+    io: &mut I,
+    buf: &mut BytesMut,
+    timeout: Duration,
+) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let record_end =
+        |buf: &BytesMut| RECORD_HEADER + usize::from(u16::from_be_bytes([buf[3], buf[4]]));
+    while buf.len() < RECORD_HEADER || buf.len() < record_end(buf) {
+        match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
+            Ok(Ok(1..)) => {}
+            _ => return None,
+        }
+    }
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut rest = &buf[..];
+    while !rest.is_empty() {
+        acceptor.read_tls(&mut rest).ok()?;
+        if let Some(accepted) = acceptor.accept().ok()? {
+            return accepted.client_hello().server_name().map(str::to_owned);
+        }
+    }
+    None
+}
+
 /// A stream that first replays bytes already read from it.
 #[derive(Debug)]
 pub struct Rewind<I> {
@@ -149,6 +181,44 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+
+    /// The first bytes a TLS client naming `name` sends.
+    fn client_hello(name: &str) -> Vec<u8> {
+        let config = rustls::ClientConfig::builder_with_provider(crate::tls::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let name = rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap();
+        let mut client = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        let mut hello = Vec::new();
+        client.write_tls(&mut hello).unwrap();
+        hello
+    }
+
+    #[tokio::test]
+    async fn a_client_hellos_name_is_read_also_when_it_arrives_in_pieces() {
+        let hello = client_hello("api.kinvey.com");
+        for split in [hello.len(), 200, 5, 2] {
+            let mut buf = BytesMut::from(&hello[..split]);
+            let mut rest = &hello[split..];
+            let name = client_hello_name(&mut rest, &mut buf, Duration::from_secs(1)).await;
+            assert_eq!(name.as_deref(), Some("api.kinvey.com"), "split at {split}");
+            assert_eq!(buf[..], hello[..], "every byte read is kept");
+        }
+        // Cut short (the client stops sending), or not a hello: no name.
+        let mut cut = &hello[100..hello.len() - 1];
+        let mut buf = BytesMut::from(&hello[..100]);
+        assert_eq!(
+            client_hello_name(&mut cut, &mut buf, Duration::from_secs(1)).await,
+            None
+        );
+        let mut junk = BytesMut::from(&[0x16, 3, 1, 0, 4, 1, 2, 3, 4][..]);
+        assert_eq!(
+            client_hello_name(&mut &b""[..], &mut junk, Duration::from_secs(1)).await,
+            None
+        );
+    }
 
     #[test]
     fn detects_tls_http_and_other() {

@@ -132,10 +132,22 @@ impl Dialer {
         host: &str,
         port: u16,
     ) -> Result<(TcpStream, SocketAddr, Option<Duration>), ConnectError> {
+        self.connect_at(host, None, port).await
+    }
+
+    /// [`Dialer::connect`], to `dial` instead of `host`'s addresses when given.
+    pub(crate) async fn connect_at(
+        &self,
+        host: &str,
+        dial: Option<IpAddr>,
+        port: u16,
+    ) -> Result<(TcpStream, SocketAddr, Option<Duration>), ConnectError> {
         let timeout = self.timeout;
         let deadline = Instant::now() + timeout;
         let bare = unbracketed(host);
-        let fixed = bare.parse::<IpAddr>().ok().or_else(|| self.hosts.get(bare));
+        let fixed = dial
+            .or_else(|| bare.parse::<IpAddr>().ok())
+            .or_else(|| self.hosts.get(bare));
         let (addrs, dns) = match fixed {
             Some(ip) => (vec![SocketAddr::new(ip, port)], None),
             None => {
@@ -236,7 +248,7 @@ impl UpstreamConnector {
     pub(crate) async fn open(&self, target: &Target) -> Result<UpstreamConnection, ConnectError> {
         let (host, port, https) = (target.host_for_url(), target.port, target.https);
         let started = Instant::now();
-        let (tcp, server_addr, dns) = self.dialer.connect(&host, port).await?;
+        let (tcp, server_addr, dns) = self.dialer.connect_at(&host, target.dial, port).await?;
         if !https {
             let info = ConnectionInfo {
                 server_addr,

@@ -150,6 +150,21 @@ fn private_key(key: &KeyPair) -> PrivateKeyDer<'static> {
     PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()))
 }
 
+/// A TLS connector trusting only the CA certificates of `pem`, offering `alpn`.
+pub fn tls_connector_trusting(pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(kinspect::tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
 /// A TLS server config presenting `chain` with `key`, offering `alpn`.
 pub fn tls_server_config(
     chain: Vec<CertificateDer<'static>>,
@@ -551,18 +566,7 @@ impl TestProxy {
 
     /// A TLS connector trusting only this proxy's CA, offering `alpn`.
     pub fn tls_connector(&self, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let mut config =
-            rustls::ClientConfig::builder_with_provider(kinspect::tls::crypto_provider())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        tokio_rustls::TlsConnector::from(Arc::new(config))
+        tls_connector_trusting(&self.ca_pem, alpn)
     }
 
     /// Asserts that the proxy still serves a normal request to `origin` and that the
