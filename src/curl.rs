@@ -22,7 +22,10 @@ pub fn curl_command(flow: &Flow) -> String {
     let body = std::str::from_utf8(&request.body.bytes).ok();
     let sends_body = request.body.wire_size > 0 && body.is_some() && !request.body.truncated;
     let implied = if sends_body { "POST" } else { "GET" };
-    if request.method != implied {
+    if request.method == "HEAD" && !sends_body {
+        // With `-X HEAD` curl waits for the body the response's length announces.
+        words.push("--head".into());
+    } else if request.method != implied {
         words.push("-X".into());
         words.push(quoted(&request.method));
     }
@@ -93,6 +96,8 @@ mod tests {
         );
         let put = curl_command(&flow("PUT", b"{}"));
         assert!(put.starts_with("curl -X 'PUT' "), "{put}");
+        let head = curl_command(&flow("HEAD", b""));
+        assert!(head.starts_with("curl --head 'https://"), "{head}");
     }
 
     #[test]
