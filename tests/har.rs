@@ -1157,3 +1157,27 @@ fn websocket_messages_export_as_chrome_does_redacted_and_import_back() {
     let log = imported[0].flow.websocket.as_ref().unwrap();
     assert_eq!(log.messages.len(), original.messages.len() - 2);
 }
+
+#[test]
+fn an_entry_timed_only_as_a_whole_keeps_its_time() {
+    let entry = |time: &str, timings: &str| {
+        format!(
+            r#"{{"startedDateTime":"2026-11-20T10:00:01Z","time":{time},"timings":{timings},"request":{{"method":"GET","url":"https://baas.kinvey.com/a"}},"response":{{"status":200}}}}"#
+        )
+    };
+    let har_text = har_of(&[
+        // Only the whole is known: it is the flow's duration.
+        &entry("12.5", r#"{"send":-1,"wait":-1,"receive":-1}"#),
+        // With its connection timed: the rest of the whole is waiting.
+        &entry("30", r#"{"connect":10,"send":-1,"wait":-1,"receive":-1}"#),
+        // Phases timed: they are the duration, whatever `time` says.
+        &entry("99", r#"{"send":1,"wait":2,"receive":3}"#),
+    ]);
+    let flows = har::import_bytes(har_text.as_bytes(), Path::new("x.har")).unwrap();
+    let totals: Vec<f64> = flows
+        .iter()
+        .map(|f| f.flow.timings.total().as_secs_f64() * 1000.0)
+        .collect();
+    assert_eq!(totals, [12.5, 30.0, 6.0]);
+    assert_eq!(flows[1].flow.timings.wait.as_millis(), 20);
+}

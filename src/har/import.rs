@@ -550,6 +550,31 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
         .get("serverIPAddress")
         .and_then(Value::as_str)
         .and_then(|ip| unbracketed(ip).parse::<IpAddr>().ok());
+    let send = timing(r, timings, &at, "send")?;
+    let wait = timing(r, timings, &at, "wait")?;
+    let receive = timing(r, timings, &at, "receive")?;
+    let mut timings = Timings {
+        blocked: timing(r, timings, &at, "blocked")?,
+        dns: timing(r, timings, &at, "dns")?,
+        connect: timing(r, timings, &at, "connect")?,
+        ssl: timing(r, timings, &at, "ssl")?,
+        send: send.unwrap_or_default(),
+        wait: wait.unwrap_or_default(),
+        receive: receive.unwrap_or_default(),
+    };
+    // An entry that times only its whole (send, wait and receive unknown, -1): the rest
+    // of its `time` is counted as waiting, so that its duration is what the HAR says.
+    if (send, wait, receive) == (None, None, None) {
+        let time = entry
+            .get("time")
+            .and_then(Value::as_f64)
+            .filter(|ms| *ms >= 0.0)
+            .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
+            .filter(|d| *d <= MAX_TIMING);
+        if let Some(time) = time {
+            timings.wait = time.saturating_sub(timings.total());
+        }
+    }
     Ok(Flow {
         id: index as u64 + 1,
         kind: FlowKind::Http,
@@ -564,15 +589,7 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
         port,
         request: request_record,
         response: response_record,
-        timings: Timings {
-            blocked: timing(r, timings, &at, "blocked")?,
-            dns: timing(r, timings, &at, "dns")?,
-            connect: timing(r, timings, &at, "connect")?,
-            ssl: timing(r, timings, &at, "ssl")?,
-            send: timing(r, timings, &at, "send")?.unwrap_or_default(),
-            wait: timing(r, timings, &at, "wait")?.unwrap_or_default(),
-            receive: timing(r, timings, &at, "receive")?.unwrap_or_default(),
-        },
+        timings,
         server_ip,
         client_tls: None,
         server_tls: None,
