@@ -327,8 +327,8 @@ fn run_effects(
                 }
                 update(app, Event::Filtered(ids));
             }
-            Effect::ExportHar(ids) => {
-                let message = match export_view(app, reader, &ids) {
+            Effect::ExportHar { ids, under_way } => {
+                let message = match export_view(app, reader, &ids, under_way) {
                     Ok(message) => message,
                     Err(e) => format!("HAR export failed: {e:#}"),
                 };
@@ -428,11 +428,13 @@ fn send_again(
     Ok(said)
 }
 
-/// Writes the flows `ids` as a redacted HAR in the current directory.
+/// Writes the flows `ids` as a redacted HAR in the current directory; `under_way`
+/// exchanges of the view were left out.
 fn export_view(
     app: &App,
     reader: &mut Option<CaptureReader>,
     ids: &[FlowId],
+    under_way: usize,
 ) -> anyhow::Result<String> {
     let stem = format!("{}-{}-flows", capture_stem(app), ids.len());
     let (file, path) = new_file(&std::env::current_dir()?, &stem, "har")?;
@@ -449,9 +451,17 @@ fn export_view(
         }
     }
     let stats = writer.finish()?;
+    let flows = match stats.entries {
+        1 => "1 flow".to_owned(),
+        n => format!("{n} flows"),
+    };
+    let left_out = match under_way {
+        0 => String::new(),
+        1 => "; 1 exchange under way left out".to_owned(),
+        n => format!("; {n} exchanges under way left out"),
+    };
     Ok(format!(
-        "exported {} flows to {} ({} values redacted)",
-        stats.entries,
+        "exported {flows} to {} ({} values redacted{left_out})",
         path.display(),
         stats.redactions
     ))

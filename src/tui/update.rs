@@ -54,7 +54,12 @@ pub enum Effect {
     FilterFromCapture,
     /// Export these flows (the view) as a redacted HAR file, then send a
     /// [`Event::Message`] saying where.
-    ExportHar(Vec<FlowId>),
+    ExportHar {
+        /// The flows, all stored.
+        ids: Vec<FlowId>,
+        /// Exchanges of the view still under way, left out (not stored yet).
+        under_way: usize,
+    },
     /// Send flow `id`'s request again through the proxy, after the user has changed it
     /// in an editor when `edit`, then send a [`Event::Message`] saying what was sent
     /// (how it went comes later, from the replayer).
@@ -286,8 +291,18 @@ fn list_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
             if app.view.is_empty() {
                 app.message = Some("nothing to export: the view is empty".into());
             } else {
-                let ids = app.view.iter().map(|&i| app.flows[i].flow.id).collect();
-                return vec![Effect::ExportHar(ids)];
+                let (ids, under_way): (Vec<FlowId>, Vec<FlowId>) = app
+                    .view
+                    .iter()
+                    .map(|&i| app.flows[i].flow.id)
+                    .partition(|&id| !app.is_in_flight(id));
+                if ids.is_empty() {
+                    app.message =
+                        Some("nothing to export: every exchange listed is under way".into());
+                } else {
+                    let under_way = under_way.len();
+                    return vec![Effect::ExportHar { ids, under_way }];
+                }
             }
         }
         KeyCode::Char('r') => {
@@ -809,7 +824,16 @@ mod tests {
                 now,
             },
         );
+        // An export leaves it out (it is not stored yet), and says so.
+        let export = press(&mut a, KeyCode::Char('E'));
+        let expected = Effect::ExportHar {
+            ids: vec![1, 2],
+            under_way: 1,
+        };
+        assert_eq!(export, [expected]);
         apply_filter(&mut a, "~q").unwrap();
+        assert_eq!(press(&mut a, KeyCode::Char('E')), []);
+        assert!(a.message.as_ref().unwrap().contains("under way"));
         assert_eq!(a.view, [2], "~q: no response yet");
         update(&mut a, Event::Flow(Box::new(stored(4, 200, None))));
         assert_eq!(a.view, [2]);
@@ -1569,7 +1593,10 @@ mod tests {
 
         assert_eq!(
             press(&mut a, KeyCode::Char('E')),
-            [Effect::ExportHar(vec![4])]
+            [Effect::ExportHar {
+                ids: vec![4],
+                under_way: 0
+            }]
         );
         update(&mut a, Event::Message("gone".into()));
         assert_eq!(a.message.as_deref(), Some("gone"));
