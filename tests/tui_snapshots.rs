@@ -214,7 +214,7 @@ fn run_effects(app: &mut App, effects: Vec<Effect>) {
             }
             Effect::Quit
             | Effect::FilterFromCapture
-            | Effect::ExportHar(_)
+            | Effect::ExportHar { .. }
             | Effect::Replay { .. }
             | Effect::SaveBody { .. }
             | Effect::CopyCurl(_) => {}
