@@ -806,12 +806,27 @@ fn run_session(args: ProxyArgs, mode: Mode) -> anyhow::Result<()> {
     };
     crate::tls::install_crypto_provider();
     let ca = Arc::new(CertificateAuthority::load_or_create(&args.ca.ca_dir()?)?);
+    let created = !capture_path.exists();
     let writer = CaptureWriter::open(&capture_path)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let recorder = runtime.block_on(serve(args, mode, ca, writer, filter))?;
+    let recorder = match runtime.block_on(serve(args, mode, ca, writer, filter)) {
+        Ok(recorder) => recorder,
+        // Nothing was recorded (the proxy did not start: a port in use, an --upstream-ca
+        // that cannot be read): a capture made for this run goes too.
+        Err(e) => {
+            if created {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut path = capture_path.clone().into_os_string();
+                    path.push(suffix);
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+            return Err(e);
+        }
+    };
     // Every task goes, and with them every flow publisher: the recorder stores what is
     // left and closes the capture, and SQLite folds its WAL back into the file, so the
     // .db file alone holds every flow.

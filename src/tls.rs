@@ -58,6 +58,10 @@ pub fn upstream_client_config(
     let builder = ClientConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()?;
     let mut config = if insecure {
+        // Not used, but a file named that cannot be read is still the user's mistake.
+        for path in root_files {
+            add_pem_roots(&mut RootCertStore::empty(), path)?;
+        }
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(crypto_provider())))

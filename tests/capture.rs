@@ -16,7 +16,9 @@ use kinspect::flow::{
     RequestRecord, ResponseRecord, Timings, TlsInfo,
 };
 use kinspect::kinvey::{ErrorClass, Finding, KinveySummary};
-use support::{refused_at_start, KinspectProcess, Origin, OriginKind};
+use support::{
+    headless_command, headless_command_on, refused_at_start, KinspectProcess, Origin, OriginKind,
+};
 
 fn header(name: &str, value: &[u8]) -> HeaderField {
     HeaderField {
@@ -577,7 +579,7 @@ fn a_second_kinspect_recording_into_the_same_capture_is_refused() {
 
     // Two proxies: the second stops at start-up with that message, the first goes on.
     let running = KinspectProcess::start(home.path(), &capture, |_| {});
-    let second = refused_at_start(home.path(), &capture);
+    let second = refused_at_start(headless_command(home.path(), &capture));
     let said = String::from_utf8_lossy(&second.stderr);
     assert!(
         said.contains("another kinspect is recording into"),
@@ -590,13 +592,67 @@ fn a_second_kinspect_recording_into_the_same_capture_is_refused() {
     let fresh = tempfile::tempdir().unwrap();
     let missing = fresh.path().join("no-such-dir").join("x.db");
     let said =
-        String::from_utf8_lossy(&refused_at_start(fresh.path(), &missing).stderr).into_owned();
+        String::from_utf8_lossy(&refused_at_start(headless_command(fresh.path(), &missing)).stderr)
+            .into_owned();
     assert!(said.contains("no-such-dir does not exist"), "{said}");
     assert_eq!(
         std::fs::read_dir(fresh.path()).unwrap().count(),
         0,
         "nothing created"
     );
+}
+
+#[test]
+fn a_proxy_that_cannot_start_leaves_no_capture_behind() {
+    let home = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port_in_use = taken.local_addr().unwrap().to_string();
+    let missing_ca = home.path().join("no-such-ca.pem");
+    let capture = home.path().join("new.db");
+    let with_args = |args: &[&std::ffi::OsStr]| {
+        let mut command = headless_command(home.path(), &capture);
+        command.args(args);
+        command
+    };
+    let cases = [
+        (
+            "a port in use",
+            headless_command_on(home.path(), &capture, &port_in_use),
+            port_in_use.as_str(),
+        ),
+        (
+            "an --upstream-ca that is not there",
+            with_args(&["--upstream-ca".as_ref(), missing_ca.as_os_str()]),
+            "no-such-ca.pem",
+        ),
+        (
+            "the same with --insecure-upstream",
+            with_args(&[
+                "--upstream-ca".as_ref(),
+                missing_ca.as_os_str(),
+                "--insecure-upstream".as_ref(),
+            ]),
+            "no-such-ca.pem",
+        ),
+    ];
+    for (what, command, named) in cases {
+        let refused = refused_at_start(command);
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(said.contains(named), "{what}: {said}");
+        let left: Vec<_> = std::fs::read_dir(home.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("new.db"))
+            .collect();
+        assert!(left.is_empty(), "{what}: {left:?} left behind");
+    }
+    // A capture that was there before stays.
+    let kept = home.path().join("kept.db");
+    CaptureWriter::open(&kept).unwrap();
+    let mut command = headless_command(home.path(), &kept);
+    command.args(["--upstream-ca", "/no/such/ca.pem"]);
+    refused_at_start(command);
+    assert!(kept.exists());
 }
 
 #[test]

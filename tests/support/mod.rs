@@ -598,10 +598,15 @@ pub struct KinspectProcess {
 /// `kinspect --headless --listen 127.0.0.1:0 --ca-dir HOME --capture CAPTURE` with
 /// `KINSPECT_HOME=HOME`, its stdout discarded and its stderr piped.
 pub fn headless_command(home: &Path, capture: &Path) -> Command {
+    headless_command_on(home, capture, "127.0.0.1:0")
+}
+
+/// [`headless_command`] listening on `listen`.
+pub fn headless_command_on(home: &Path, capture: &Path, listen: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kinspect"));
     command
         .env("KINSPECT_HOME", home)
-        .args(["--headless", "--listen", "127.0.0.1:0"])
+        .args(["--headless", "--listen", listen])
         .arg("--ca-dir")
         .arg(home)
         .arg("--capture")
@@ -612,15 +617,16 @@ pub fn headless_command(home: &Path, capture: &Path) -> Command {
     command
 }
 
-/// Runs [`headless_command`] expecting kinspect to refuse to start: its output once it
-/// has exited; killed, and the test failed, if it is still running after 10 s.
-pub fn refused_at_start(home: &Path, capture: &Path) -> std::process::Output {
-    let mut child = headless_command(home, capture).spawn().unwrap();
+/// Runs `command` (a [`headless_command`]) expecting kinspect to refuse to start: its
+/// output once it has exited; killed, and the test failed, if it is still running after
+/// 10 s.
+pub fn refused_at_start(mut command: Command) -> std::process::Output {
+    let mut child = command.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
             child.kill().unwrap();
-            panic!("kinspect started with --capture {}", capture.display());
+            panic!("kinspect started: {command:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
