@@ -190,21 +190,21 @@ pub struct ProxyArgs {
     pub max_body: usize,
 
     /// Seconds to wait for an origin's response headers before answering 504.
-    #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = seconds())]
+    #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = parse_seconds)]
     pub upstream_timeout: u64,
 
     /// Seconds allowed to resolve, connect and finish TLS with an origin (then 504).
-    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = seconds())]
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = parse_seconds)]
     pub connect_timeout: u64,
 
     /// Seconds a client may take to send a request's headers or its TLS handshake; also
     /// how long an idle HTTP/1 keep-alive connection is kept.
-    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = seconds())]
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = parse_seconds)]
     pub client_timeout: u64,
 
     /// Seconds an HTTP/2 client connection may sit with no bytes moving before it is
     /// closed (requests in flight finish first).
-    #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = seconds())]
+    #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = parse_seconds)]
     pub idle_timeout: u64,
 
     /// Largest request head (request line and headers) accepted; larger gets 431.
@@ -253,8 +253,19 @@ pub struct ProxyArgs {
 }
 
 /// A timeout in whole seconds, at least one.
-fn seconds() -> clap::builder::RangedU64ValueParser {
-    clap::value_parser!(u64).range(1..)
+/// Parses a whole number of seconds, at least 1.
+fn parse_seconds(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(0) => Err("0 seconds would give up at once: write at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => match text.trim().parse::<f64>() {
+            Ok(secs) if secs.is_finite() && secs > 0.0 => Err(format!(
+                "{text:?} is not a whole number of seconds: write {}",
+                secs.ceil()
+            )),
+            _ => Err(format!("{text:?} is not a whole number of seconds")),
+        },
+    }
 }
 
 /// Parses a `--reverse` base URL: `http` or `https` with a host.
@@ -660,7 +671,7 @@ fn export_har(
         1 => "1 entry".to_owned(),
         n => format!("{n} entries"),
     };
-    if stats.entries == 0 && filter.is_some() {
+    if stats.entries == 0 && stats.tunnels_skipped == 0 && filter.is_some() {
         notice!("no flow matched the filter");
     }
     notice!(
@@ -723,13 +734,15 @@ fn report(file: &Path, request_id: &str) -> anyhow::Result<()> {
     }
     let (_import, capture) = readable(file)?;
     let reader = CaptureReader::open(&capture)?;
+    // Pasted from a log or a header, with its surrounding blanks.
+    let request_id = request_id.trim();
     let found = reader.find_request_id(request_id)?;
     let mut ids: Vec<&str> = found.iter().map(|(id, _)| id.as_str()).collect();
     ids.dedup();
     match ids.len() {
         0 => anyhow::bail!(
             "no flow in {} has a request id equal to or starting with {request_id:?}; \
-             `kinspect ls --json {}` shows each flow's request_id",
+             `kinspect ls --json {}` shows each flow's kinvey.request_id",
             file.display(),
             file.display()
         ),
@@ -1057,6 +1070,12 @@ mod tests {
             .contains("e.g. 127.0.0.1:8080"));
         assert_eq!(parse_head_size("1K"), Ok(1024));
         assert!(parse_head_size("0").unwrap_err().contains("at least 1K"));
+        assert_eq!(parse_seconds("30"), Ok(30));
+        assert!(parse_seconds("0").unwrap_err().contains("at least 1"));
+        assert!(parse_seconds("1.5").unwrap_err().contains("write 2"));
+        assert!(parse_seconds("soon")
+            .unwrap_err()
+            .contains("whole number of seconds"));
         assert_eq!(parse_count("1"), Ok(1));
         assert!(parse_count("0").unwrap_err().contains("at least 1"));
         assert!(parse_count("-1")

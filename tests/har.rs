@@ -518,9 +518,19 @@ fn a_request_id_carried_by_two_flows_reports_both_and_says_so() {
     );
     assert_eq!(text.matches("Request ID:  dup0001").count(), 2, "{text}");
 
+    // Pasted with blanks around it, it is found all the same.
+    let pasted = kinspect(&[
+        "report",
+        path.to_str().unwrap(),
+        "--request-id",
+        " dup0001\n",
+    ]);
+    assert_eq!(pasted.stdout, report.stdout);
+
     let unknown = kinspect(&["report", path.to_str().unwrap(), "--request-id", "zzz"]);
     let said = String::from_utf8_lossy(&unknown.stderr);
     assert!(said.contains("`kinspect ls --json"), "{said}");
+    assert!(said.contains("kinvey.request_id"), "{said}");
 }
 
 #[test]
