@@ -262,7 +262,8 @@ fn list_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
         KeyCode::PageDown | KeyCode::Char(' ') => select(app, app.selected + page),
         KeyCode::PageUp => select(app, app.selected.saturating_sub(page)),
         KeyCode::Enter => return open_selected(app, Tab::Request, None),
-        KeyCode::Char('f') => {
+        // `/` searches in a detail; in the list, where it would search, it filters.
+        KeyCode::Char('f' | '/') => {
             let current = app.filter.as_ref().map(|f| f.text().to_owned());
             open_prompt(app, PromptKind::Filter, current.unwrap_or_default());
         }
@@ -1563,6 +1564,16 @@ mod tests {
         );
         let listed: Vec<FlowId> = a.view.iter().map(|&i| a.flows[i].flow.id).collect();
         assert_eq!(listed, [11]);
+    }
+
+    #[test]
+    fn a_slash_in_the_list_opens_the_filter_prompt() {
+        let mut a = app(3);
+        press(&mut a, KeyCode::Char('/'));
+        assert_eq!(a.prompt.as_ref().map(|p| p.kind), Some(PromptKind::Filter));
+        // Typed keys go to the prompt, not to the list (where q would quit).
+        assert_eq!(press(&mut a, KeyCode::Char('q')), []);
+        assert_eq!(a.prompt.as_ref().unwrap().input, "q");
     }
 
     #[test]

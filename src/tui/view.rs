@@ -124,33 +124,48 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         }
     }
     frame.render_widget(
-        Paragraph::new(status_line(app)).style(Style::new().bg(Color::Blue).fg(Color::White)),
+        Paragraph::new(status_line(app, width))
+            .style(Style::new().bg(Color::Blue).fg(Color::White)),
         status,
     );
     frame.render_widget(Paragraph::new(bottom_text(app, width)), bottom);
 }
 
-/// The status bar: what changes first (counts, filter), then where things are.
-fn status_line(app: &App) -> String {
-    let mut parts = vec![format!("flows {}/{}", app.view.len(), app.flows.len())];
-    if let Some(filter) = &app.filter {
-        parts.push(format!("filter {}", filter.text()));
-    }
-    if app.follow {
-        parts.push("follow".into());
-    }
-    if let Some(listen) = app.source.listen {
-        parts.push(format!("proxy http://{listen}"));
-    }
-    parts.push(match &app.source.har {
-        Some(har) => format!("HAR {}", har.display()),
-        None => format!("capture {}", app.source.capture.display()),
-    });
-    if let Some(ca) = &app.source.ca {
-        parts.push(format!("CA {}", ca.display()));
-    }
-    parts.push("? help".into());
-    format!(" kinspect │ {}", parts.join(" │ "))
+/// The status bar, `width` cells wide: what changes first (counts, filter), then where
+/// things are. Where it does not fit, files are named without their directories, then
+/// the CA is left out, so that `? help` stays in sight.
+fn status_line(app: &App, width: usize) -> String {
+    use unicode_width::UnicodeWidthStr;
+    let file = |path: &std::path::Path, whole: bool| match (whole, path.file_name()) {
+        (false, Some(name)) => name.to_string_lossy().into_owned(),
+        _ => path.display().to_string(),
+    };
+    let line = |whole_paths: bool, with_ca: bool| {
+        let mut parts = vec![format!("flows {}/{}", app.view.len(), app.flows.len())];
+        if let Some(filter) = &app.filter {
+            parts.push(format!("filter {}", filter.text()));
+        }
+        if app.follow {
+            parts.push("follow".into());
+        }
+        if let Some(listen) = app.source.listen {
+            parts.push(format!("proxy http://{listen}"));
+        }
+        parts.push(match &app.source.har {
+            Some(har) => format!("HAR {}", file(har, whole_paths)),
+            None => format!("capture {}", file(&app.source.capture, whole_paths)),
+        });
+        if let (Some(ca), true) = (&app.source.ca, with_ca) {
+            parts.push(format!("CA {}", file(ca, whole_paths)));
+        }
+        parts.push("? help".into());
+        format!(" kinspect │ {}", parts.join(" │ "))
+    };
+    [(true, true), (false, true), (false, false)]
+        .into_iter()
+        .map(|(whole_paths, with_ca)| line(whole_paths, with_ca))
+        .find(|line| line.width() <= width)
+        .unwrap_or_else(|| line(false, false))
 }
 
 /// A prompt's error (or a message) as shown `width` cells wide: its first line wrapped
@@ -326,6 +341,23 @@ fn path_of(flow: &Flow) -> &str {
     }
 }
 
+/// The HOST column's text: the host, with its port unless the scheme's own (two local
+/// servers on one host are told apart).
+fn shown_host(flow: &Flow) -> String {
+    let default = match flow.scheme.as_str() {
+        "https" | "wss" => 443,
+        _ => 80,
+    };
+    match (flow.port, flow.host.contains(':')) {
+        (port, _) if port == default || port == 0 => flow.host.clone(),
+        (port, true) => format!("[{}]:{port}", flow.host),
+        (port, false) => format!("{}:{port}", flow.host),
+    }
+}
+
+/// The response's media type in the TYPE column's four cells: a subtype that fits as it
+/// is, a structured suffix (`vnd.kinvey+json` is json), or a short name for the common
+/// long ones (`plain` is text, `octet-stream` bin).
 fn short_type(flow: &Flow) -> String {
     let content_type = flow
         .response
@@ -333,7 +365,31 @@ fn short_type(flow: &Flow) -> String {
         .and_then(|r| r.headers.get("content-type"))
         .unwrap_or_default();
     let essence = content_type.split(';').next().unwrap_or("").trim();
-    essence.rsplit('/').next().unwrap_or("").to_owned()
+    let (kind, subtype) = essence.split_once('/').unwrap_or(("", essence));
+    let subtype = subtype.to_ascii_lowercase();
+    let short = match subtype.as_str() {
+        "plain" => "text",
+        "octet-stream" => "bin",
+        "javascript" | "x-javascript" | "ecmascript" => "js",
+        "x-www-form-urlencoded" => "form",
+        "form-data" => "form",
+        "event-stream" => "sse",
+        "svg+xml" => "svg",
+        "jpeg" => "jpg",
+        "x-icon" | "vnd.microsoft.icon" => "ico",
+        "x-ndjson" | "ndjson" | "jsonl" => "json",
+        "x-protobuf" | "protobuf" | "x-google-protobuf" => "pb",
+        "grpc" | "grpc+proto" => "grpc",
+        "markdown" => "md",
+        _ => match subtype.rsplit_once('+') {
+            Some((_, suffix)) => return suffix.chars().take(4).collect(),
+            None if subtype.chars().count() <= 4 => return subtype,
+            // woff2, x-www-something: the type says more than a cut subtype.
+            None if kind.eq_ignore_ascii_case("font") => "font",
+            None => return subtype.trim_start_matches("x-").chars().take(4).collect(),
+        },
+    };
+    short.to_owned()
 }
 
 /// The list's KINVEY cell: the class badge, ⚑ when the flow has an anomaly and ⚠ when
@@ -499,7 +555,7 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
                 Column::Id => Cell::from(flow.id.to_string()),
                 Column::Time => Cell::from(clock(flow.started_at)),
                 Column::Method => Cell::from(flow.request.method.clone()),
-                Column::Host => Cell::from(flow.host.clone()),
+                Column::Host => Cell::from(shown_host(flow)),
                 Column::Path => Cell::from(match flow.replay_of {
                     // Sent again from the UI: marked as mitmproxy marks a replay.
                     Some(_) => format!("↻ {}", path_of(flow)),
@@ -869,7 +925,7 @@ pub fn help_lines(width: usize) -> Vec<String> {
             "] [",
             "in the detail: the next / previous flow, on the same tab",
         ),
-        ("f", "filter the list (empty to clear)"),
+        ("f", "filter the list (empty to clear; / in the list too)"),
         ("F", "follow new flows on / off"),
         ("i", "jump to a request id (whole or a prefix)"),
         (
@@ -979,6 +1035,44 @@ mod tests {
 
     fn text(line: &Line<'_>) -> String {
         line.spans.iter().map(|s| s.content.as_ref()).collect()
+    }
+
+    #[test]
+    fn the_list_shows_ports_that_are_not_the_schemes_and_short_media_types() {
+        let client = "127.0.0.1:5000".parse().unwrap();
+        let flow = |url: &str, content_type: &str| {
+            let mut flow = Flow::exchange(1, client, "GET", url, Some(200));
+            if let Some(response) = flow.response.as_mut() {
+                response.headers = [("Content-Type", content_type)].into_iter().collect();
+            }
+            flow
+        };
+        let hosts = [
+            ("https://baas.kinvey.com/a", "baas.kinvey.com"),
+            ("http://127.0.0.1:18081/a", "127.0.0.1:18081"),
+            ("https://127.0.0.1:18444/a", "127.0.0.1:18444"),
+            ("http://[::1]:8080/a", "[::1]:8080"),
+            ("http://localhost/a", "localhost"),
+        ];
+        for (url, shown) in hosts {
+            assert_eq!(shown_host(&flow(url, "")), shown, "{url}");
+        }
+        let types = [
+            ("application/json; charset=utf-8", "json"),
+            ("text/plain", "text"),
+            ("application/octet-stream", "bin"),
+            ("application/vnd.kinvey+json", "json"),
+            ("image/svg+xml", "svg"),
+            ("text/html", "html"),
+            ("application/x-www-form-urlencoded", "form"),
+            ("font/woff2", "font"),
+            ("application/x-shockwave-flash", "shoc"),
+            ("", ""),
+        ];
+        for (content_type, shown) in types {
+            let f = flow("https://baas.kinvey.com/a", content_type);
+            assert_eq!(short_type(&f), shown, "{content_type}");
+        }
     }
 
     #[test]
