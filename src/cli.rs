@@ -427,7 +427,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// objects.
 fn list(file: &Path, json: bool, filter: Option<&str>) -> anyhow::Result<()> {
     let filter = filter.map(parse_filter).transpose()?;
-    let (_import, file) = readable(file)?;
+    let (_import, file, _) = readable(file)?;
     let reader = CaptureReader::open(&file)?;
     let needs = |check: fn(&Filter) -> bool| filter.as_ref().is_some_and(check);
     let (format, mut detail) = if json {
@@ -467,9 +467,9 @@ fn list(file: &Path, json: bool, filter: Option<&str>) -> anyhow::Result<()> {
 
 /// A capture to read `file` from: the file itself, or, for a HAR, a capture it was
 /// imported into (kept as long as the returned guard).
-fn readable(file: &Path) -> anyhow::Result<(Option<tempfile::TempDir>, PathBuf)> {
+fn readable(file: &Path) -> anyhow::Result<(Option<tempfile::TempDir>, PathBuf, usize)> {
     if !is_har(file) {
-        return Ok((None, file.to_owned()));
+        return Ok((None, file.to_owned(), 0));
     }
     let (guard, capture, skipped) = har::import_to_capture(file)?;
     const SHOWN: usize = 5;
@@ -479,7 +479,7 @@ fn readable(file: &Path) -> anyhow::Result<(Option<tempfile::TempDir>, PathBuf)>
     if skipped.len() > SHOWN {
         notice!("left out {} more entries", skipped.len() - SHOWN);
     }
-    Ok((Some(guard), capture))
+    Ok((Some(guard), capture, skipped.len()))
 }
 
 /// True when both paths name one existing file.
@@ -590,7 +590,7 @@ fn export_har(
     let filter = filter.map(parse_filter).transpose()?;
     // Where it goes is checked before a long import or export.
     let destination = HarOutput::of(output)?;
-    let (import, capture) = readable(file)?;
+    let (import, capture, _) = readable(file)?;
     if import.is_none() && same_file(&capture, output) {
         anyhow::bail!(
             "{} is the capture being exported: writing the HAR over it would destroy it; \
@@ -706,7 +706,7 @@ fn file_beside(dir: &Path, redacted: bool) -> std::io::Result<tempfile::NamedTem
 fn open(file: PathBuf) -> anyhow::Result<()> {
     tui::require_terminal()?;
     // The guard keeps a HAR's temporary capture until the UI is done with it.
-    let (import, capture) = readable(&file)?;
+    let (import, capture, har_left_out) = readable(&file)?;
     let har = import.is_some().then_some(file);
     let file = capture;
     let reader = CaptureReader::open(&file)?;
@@ -721,6 +721,7 @@ fn open(file: PathBuf) -> anyhow::Result<()> {
         capture: file,
         ca: None,
         har,
+        har_left_out,
     };
     tui::run(source, flows, Feed::File)
 }
@@ -732,7 +733,7 @@ fn report(file: &Path, request_id: &str) -> anyhow::Result<()> {
             "--request-id is empty: give the X-Kinvey-Request-ID, or its first characters"
         );
     }
-    let (_import, capture) = readable(file)?;
+    let (_import, capture, _) = readable(file)?;
     let reader = CaptureReader::open(&capture)?;
     // Pasted from a log or a header, with its surrounding blanks.
     let request_id = request_id.trim();
@@ -984,6 +985,7 @@ async fn serve(
             capture: capture_path,
             ca: Some(ca.cert_pem_path()),
             har: None,
+            har_left_out: 0,
         };
         let replay =
             crate::replay::Replayer::new(addr, ca.cert_der(), proxy_authorization, replays)

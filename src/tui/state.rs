@@ -48,6 +48,8 @@ pub struct SourceInfo {
     pub ca: Option<PathBuf>,
     /// The HAR the capture was imported from (into a temporary file): what is shown.
     pub har: Option<PathBuf>,
+    /// Entries of that HAR that could not be read, left out (each said on stderr).
+    pub har_left_out: usize,
 }
 
 /// The tabs of the flow detail.
@@ -405,6 +407,17 @@ pub struct App {
 impl App {
     /// An empty UI for `source`, following new flows.
     pub fn new(source: SourceInfo) -> App {
+        // Said on stderr too, which the UI's screen then covers.
+        let message = match (&source.har, source.har_left_out) {
+            (Some(har), n @ 1..) => Some(format!(
+                "{n} {} of {} could not be read and {} left out (`kinspect ls {}` says why)",
+                if n == 1 { "entry" } else { "entries" },
+                har.display(),
+                if n == 1 { "is" } else { "are" },
+                har.display()
+            )),
+            _ => None,
+        };
         App {
             source,
             flows: Vec::new(),
@@ -418,7 +431,7 @@ impl App {
             follow: true,
             screen: Screen::List,
             prompt: None,
-            message: None,
+            message,
             page: 20,
             width: 80,
             behind: None,
@@ -628,6 +641,22 @@ impl App {
 mod tests {
     use super::*;
     use crate::flow::{CapturedBody, Flow};
+
+    #[test]
+    fn entries_left_out_of_a_har_are_said_when_the_ui_opens() {
+        let source = |har_left_out| SourceInfo {
+            har: Some("trip.har".into()),
+            har_left_out,
+            ..SourceInfo::default()
+        };
+        assert_eq!(App::new(source(0)).message, None);
+        let said = App::new(source(2)).message.unwrap();
+        assert!(
+            said.starts_with("2 entries of trip.har could not be read and are left out"),
+            "{said}"
+        );
+        assert!(said.contains("kinspect ls trip.har"), "{said}");
+    }
 
     #[test]
     fn a_summary_keeps_only_a_copy_of_the_content_type() {
