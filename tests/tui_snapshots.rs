@@ -224,7 +224,12 @@ fn run_effects(app: &mut App, effects: Vec<Effect>) {
 }
 
 fn screen(app: &mut App) -> String {
-    let mut terminal = Terminal::new(TestBackend::new(140, 24)).unwrap();
+    screen_sized(app, 140, 24)
+}
+
+/// [`screen`] in a terminal `width` × `height` cells.
+fn screen_sized(app: &mut App, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
     terminal
         .draw(|frame| {
             app.page = view::list_page(frame.area());
@@ -271,6 +276,22 @@ fn each_detail_tab() {
     insta::assert_snapshot!("detail_kinvey", screen(&mut app));
     press(&mut app, KeyCode::Tab);
     insta::assert_snapshot!("detail_timing", screen(&mut app));
+    // Narrow, every tab stays in sight: the body view's name goes, then titles shorten.
+    let mut tabs = |width| {
+        let screen = screen_sized(&mut app, width, 10);
+        screen.lines().next().unwrap().to_owned()
+    };
+    assert!(tabs(100).contains("4 Timing & TLS") && tabs(100).contains("v body"));
+    let middling = tabs(60);
+    assert!(
+        middling.contains("4 Timing & TLS") && !middling.contains("v body"),
+        "{middling}"
+    );
+    let narrow = tabs(40);
+    assert!(
+        narrow.contains("3 Kinvey") && narrow.contains("4 TLS"),
+        "{narrow}"
+    );
 }
 
 #[test]

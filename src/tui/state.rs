@@ -79,6 +79,16 @@ impl Tab {
         }
     }
 
+    /// Its title where the whole ones do not fit.
+    pub fn short_title(self) -> &'static str {
+        match self {
+            Tab::Request => "Req",
+            Tab::Response => "Resp",
+            Tab::Kinvey => "Kinvey",
+            Tab::Timing => "TLS",
+        }
+    }
+
     fn index(self) -> usize {
         Tab::ALL.iter().position(|t| *t == self).unwrap_or(0)
     }

@@ -38,13 +38,32 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         Screen::Detail(detail) => {
             let [tabs, body] =
                 Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(main);
-            let titles: Vec<String> = Tab::ALL
-                .iter()
-                .enumerate()
-                .map(|(i, t)| format!("{} {}", i + 1, t.title()))
-                .collect();
+            let make_titles = |short: bool| -> Vec<String> {
+                Tab::ALL
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| match short {
+                        false => format!("{} {}", i + 1, t.title()),
+                        true => format!("{} {}", i + 1, t.short_title()),
+                    })
+                    .collect()
+            };
+            // Each title is padded by a cell on both sides, with a divider between.
+            let room = |titles: &[String]| -> usize {
+                titles.iter().map(|t| t.chars().count() + 3).sum::<usize>()
+            };
             let selected = Tab::ALL.iter().position(|t| *t == detail.tab);
-            let view = format!("v body: {} ", detail.body_view.name());
+            let mut view = format!("v body: {} ", detail.body_view.name());
+            let width = usize::from(tabs.width);
+            let mut titles = make_titles(false);
+            // Narrow: the body view's name goes first, then the titles get shorter, so
+            // that every tab stays in sight.
+            if room(&titles) + view.len() > width {
+                view.clear();
+                if room(&titles) > width {
+                    titles = make_titles(true);
+                }
+            }
             let [tabs, view_area] = Layout::horizontal([
                 Constraint::Min(1),
                 Constraint::Length(view.chars().count() as u16),
