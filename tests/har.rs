@@ -1191,3 +1191,52 @@ fn an_entry_timed_only_as_a_whole_keeps_its_time() {
     assert_eq!(totals, [12.5, 30.0, 6.0]);
     assert_eq!(flows[1].flow.timings.wait.as_millis(), 20);
 }
+
+#[test]
+fn a_redacted_har_exported_again_is_unchanged_and_nothing_more_is_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = r#"{"_id":"u1","_kmd":{"authtoken":"secret-token-123"},"username":"ada"}"#;
+    let entry = format!(
+        r#"{{"startedDateTime":"2026-11-20T10:00:01Z","time":5,
+          "request":{{"method":"POST","url":"https://baas.kinvey.com/user/kid_x/login",
+            "headers":[{{"name":"Authorization","value":"Basic a2lkX3g6c2VjcmV0"}}],
+            "postData":{{"mimeType":"application/json","text":"{{\"username\":\"ada\",\"password\":\"hunter22\"}}"}}}},
+          "response":{{"status":200,"bodySize":{},
+            "headers":[{{"name":"Content-Type","value":"application/json"}},
+                       {{"name":"Set-Cookie","value":"sid=abc"}}],
+            "content":{{"size":{},"mimeType":"application/json","text":{}}}}}}}"#,
+        body.len(),
+        body.len(),
+        serde_json::to_string(body).unwrap()
+    );
+    let original = dir.path().join("original.har");
+    std::fs::write(&original, har_of(&[&entry])).unwrap();
+    let once = dir.path().join("once.har");
+    let twice = dir.path().join("twice.har");
+    let export = |from: &Path, to: &Path| {
+        let out = kinspect(&["har", from.to_str().unwrap(), "-o", to.to_str().unwrap()]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let said = export(&original, &once);
+    assert!(!said.contains("(0 values redacted"), "{said}");
+    let said = export(&once, &twice);
+    assert!(said.contains("(0 values redacted"), "{said}");
+    let read = |path: &Path| -> serde_json::Value {
+        let har: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        har["log"]["entries"][0].clone()
+    };
+    let (once, twice) = (read(&once), read(&twice));
+    let content = &once["response"]["content"];
+    assert_eq!(
+        content["size"],
+        body.len(),
+        "the size that came, not the redacted text's"
+    );
+    assert_eq!(content["compression"], 0);
+    for part in ["request", "response"] {
+        for field in ["headers", "cookies", "postData", "content", "bodySize"] {
+            assert_eq!(once[part][field], twice[part][field], "{part}.{field}");
+        }
+    }
+}

@@ -150,8 +150,13 @@ struct Redactor<'a> {
 impl Redactor<'_> {
     fn header_value(&mut self, name: &str, value: &str) -> String {
         if self.on && is_secret_header(name) {
-            *self.count += 1;
-            return REDACTED.to_owned();
+            if let Some(redacted) = cookie_values_redacted(name, value) {
+                if redacted != value {
+                    *self.count += 1;
+                }
+                return redacted;
+            }
+            return self.replaced(value);
         }
         if is_url_header(name) {
             return self.url(value);
@@ -166,10 +171,18 @@ impl Redactor<'_> {
             return value.to_owned();
         }
         if is_secret_param(name) {
-            *self.count += 1;
-            return REDACTED.to_owned();
+            return self.replaced(value);
         }
         self.scrubbed(value)
+    }
+
+    /// [`REDACTED`] in place of `value`, counted unless `value` was that already (a HAR
+    /// exported redacted, imported and exported again).
+    fn replaced(&mut self, value: &str) -> String {
+        if value != REDACTED {
+            *self.count += 1;
+        }
+        REDACTED.to_owned()
     }
 
     /// `text` with every secret of this flow and of the flows before it replaced.
@@ -183,8 +196,7 @@ impl Redactor<'_> {
 
     fn cookie(&mut self, value: &str) -> String {
         if self.on {
-            *self.count += 1;
-            return REDACTED.to_owned();
+            return self.replaced(value);
         }
         value.to_owned()
     }
@@ -233,7 +245,11 @@ impl Redactor<'_> {
         match value {
             Value::Object(map) => {
                 for (key, value) in map.iter_mut() {
-                    if is_secret_json_field(key) && (value.is_string() || value.is_number()) {
+                    let done = value.as_str() == Some(REDACTED);
+                    if is_secret_json_field(key)
+                        && !done
+                        && (value.is_string() || value.is_number())
+                    {
                         *value = Value::String(REDACTED.into());
                         *self.count += 1;
                         changed = true;
@@ -251,6 +267,25 @@ impl Redactor<'_> {
         }
         changed
     }
+}
+
+/// A `Cookie` or `Set-Cookie` value with every cookie's value redacted, its names (and
+/// a `Set-Cookie`'s attributes) kept; `None` for other fields.
+fn cookie_values_redacted(name: &str, value: &str) -> Option<String> {
+    let pair = |pair: &str| match pair.split_once('=') {
+        Some((name, _)) => format!("{}={REDACTED}", name.trim()),
+        None => REDACTED.to_owned(),
+    };
+    if name.eq_ignore_ascii_case("cookie") {
+        return Some(value.split(';').map(pair).collect::<Vec<_>>().join("; "));
+    }
+    if name.eq_ignore_ascii_case("set-cookie") {
+        return Some(match value.split_once(';') {
+            Some((first, attributes)) => format!("{};{attributes}", pair(first)),
+            None => pair(value),
+        });
+    }
+    None
 }
 
 fn headers_json(headers: &Headers, redactor: &mut Redactor<'_>) -> Value {
@@ -320,8 +355,9 @@ fn body_content(
     let decoded = body
         .decoded(encoding.as_deref())
         .unwrap_or_else(|_| body.bytes.clone());
-    // A body cut at --max-body: its whole size is known when it was not encoded.
-    let size = match body.truncated && encoding.is_none() {
+    // Not encoded, the body's size is what came (also for a body cut at --max-body, or
+    // a HAR's body imported redacted, whose text is no longer what came).
+    let size = match encoding.is_none() {
         true => body.wire_size,
         false => decoded.len() as u64,
     };
