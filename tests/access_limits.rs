@@ -6,7 +6,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -299,17 +298,8 @@ async fn a_stalled_tls_handshake_and_an_idle_http2_connection_are_closed() {
 
     // HTTP/2 inside the tunnel: one request, then silence until the proxy closes.
     let stream = tunnel(proxy.addr, &target).await;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(proxy.ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(kinspect::tls::crypto_provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let tls = proxy
+        .tls_connector(&[b"h2"])
         .connect(ServerName::try_from("localhost").unwrap(), stream)
         .await
         .unwrap();
