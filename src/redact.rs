@@ -30,6 +30,80 @@ pub fn is_secret_header(name: &str) -> bool {
         || (name.starts_with("x-kinvey-") && name.contains("auth"))
 }
 
+/// `Some(true)` for a `Set-Cookie` field, `Some(false)` for a `Cookie` one.
+pub fn cookie_field(name: &str) -> Option<bool> {
+    match name {
+        _ if name.eq_ignore_ascii_case("set-cookie") => Some(true),
+        _ if name.eq_ignore_ascii_case("cookie") => Some(false),
+        _ => None,
+    }
+}
+
+/// The cookies of a `Cookie` field's value (`set_cookie` false) or a `Set-Cookie` one's,
+/// as (name, value): a `Cookie`'s `;`-separated pairs, the first pair of each line of a
+/// `Set-Cookie` (browsers' HAR files put one cookie a line).
+pub fn cookie_pairs(value: &str, set_cookie: bool) -> Vec<(&str, &str)> {
+    let mut pairs = Vec::new();
+    for line in value.split('\n') {
+        let pieces = line
+            .split(';')
+            .take(if set_cookie { 1 } else { usize::MAX });
+        for piece in pieces {
+            if let Some((name, value)) = piece.split_once('=') {
+                pairs.push((name.trim(), value.trim()));
+            }
+        }
+    }
+    pairs
+}
+
+/// A `Cookie` or `Set-Cookie` field's `value` with every cookie's value [`REDACTED`]: the
+/// names stay, and a `Set-Cookie`'s attributes when each is one whose value cannot
+/// carry a secret of its own (`Secure`, `HttpOnly`, `Partitioned`, `SameSite` and
+/// `Priority` words, `Max-Age` digits, a `Domain`, an `Expires` date, a `Path` of path
+/// characters). `None` when some part does not read so (a cookie without `=`, cookies
+/// folded into one line with commas): then all of it is a secret.
+pub fn redact_cookie_field(value: &str, set_cookie: bool) -> Option<String> {
+    let mut lines = Vec::new();
+    for line in value.split('\n') {
+        let mut parts = Vec::new();
+        for (i, piece) in line.split(';').map(str::trim).enumerate() {
+            if piece.is_empty() {
+                continue;
+            }
+            if i == 0 || !set_cookie {
+                let (name, _) = piece.split_once('=')?;
+                parts.push(format!("{}={REDACTED}", name.trim()));
+            } else if is_plain_cookie_attribute(piece) {
+                parts.push(piece.to_owned());
+            } else {
+                return None;
+            }
+        }
+        lines.push(parts.join("; "));
+    }
+    Some(lines.join("\n"))
+}
+
+fn is_plain_cookie_attribute(piece: &str) -> bool {
+    let (name, value) = match piece.split_once('=') {
+        Some((name, value)) => (name.trim(), Some(value.trim())),
+        None => (piece, None),
+    };
+    let made_of = |ok: fn(char) -> bool| value.is_some_and(|v| !v.is_empty() && v.chars().all(ok));
+    match name.to_ascii_lowercase().as_str() {
+        "secure" | "httponly" | "partitioned" => value.is_none(),
+        "samesite" | "priority" => made_of(|c| c.is_ascii_alphabetic()),
+        "max-age" => made_of(|c| c.is_ascii_digit() || c == '-'),
+        "domain" => made_of(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-')),
+        "expires" => made_of(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | ',' | ':' | '-')),
+        "path" => {
+            made_of(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '~'))
+        }
+        _ => false,
+    }
+}
+
 /// True for headers whose values are URLs, whose secret parameters are redacted as a
 /// request's URL is (a login's redirect carries its `code` in `Location`).
 pub fn is_url_header(name: &str) -> bool {
@@ -266,6 +340,16 @@ impl Secrets {
                 continue;
             }
             let value = field.value_lossy().trim().to_owned();
+            if let Some(set_cookie) = cookie_field(&field.name) {
+                for (_, cookie) in cookie_pairs(&value, set_cookie) {
+                    secrets.add(cookie);
+                }
+                // Redacted whole where its cookies cannot be told apart.
+                if redact_cookie_field(&value, set_cookie).is_none() {
+                    secrets.add(&value);
+                }
+                continue;
+            }
             if let Some((scheme, credentials)) = value.split_once(' ') {
                 let credentials = credentials.trim();
                 if scheme.eq_ignore_ascii_case("basic") {
@@ -280,11 +364,6 @@ impl Secrets {
                     }
                 }
                 secrets.add(credentials);
-            }
-            for cookie in value.split(';') {
-                if let Some((_, v)) = cookie.split_once('=') {
-                    secrets.add(v.trim());
-                }
             }
             secrets.add(&value);
         }
@@ -464,6 +543,27 @@ impl EarlierSecrets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cookie_fields_values_go_and_its_names_stay() {
+        let cookie = redact_cookie_field("session=s3cr3t; theme=dark", false);
+        assert_eq!(
+            cookie.as_deref(),
+            Some("session=[redacted]; theme=[redacted]")
+        );
+        assert_eq!(redact_cookie_field("justatoken123", false), None);
+        let set = redact_cookie_field("sid=x; Domain=.kinvey.com; Priority=High", true);
+        assert_eq!(
+            set.as_deref(),
+            Some("sid=[redacted]; Domain=.kinvey.com; Priority=High")
+        );
+        assert_eq!(redact_cookie_field("sid=x; Path=/a b", true), None);
+        assert_eq!(redact_cookie_field("sid=x; Secure=yes", true), None);
+        let pairs = cookie_pairs("a=1; Path=/\nb=2", true);
+        assert_eq!(pairs, [("a", "1"), ("b", "2")]);
+        assert_eq!(cookie_field("SET-COOKIE"), Some(true));
+        assert_eq!(cookie_field("x-cookie"), None);
+    }
 
     #[test]
     fn earlier_secrets_are_scrubbed_however_many() {

@@ -1240,3 +1240,65 @@ fn a_redacted_har_exported_again_is_unchanged_and_nothing_more_is_redacted() {
         }
     }
 }
+
+#[test]
+fn every_cookie_of_a_set_cookie_field_is_redacted_however_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let set_cookie = |value: &str| {
+        format!(
+            r#"{{"startedDateTime":"2026-11-20T10:00:01Z","request":{{"method":"GET","url":"https://baas.kinvey.com/a"}},
+              "response":{{"status":200,"headers":[{{"name":"Set-Cookie","value":{}}}]}}}}"#,
+            serde_json::to_string(value).unwrap()
+        )
+    };
+    let har_text = har_of(&[
+        // Chrome's and Firefox's HAR files: the cookies of a field one a line.
+        &set_cookie("lang=en; Path=/\nsession=SESSIONSECRET999; Path=/; HttpOnly"),
+        // Folded into one line with a comma, as some origins send them.
+        &set_cookie("pref=1; Path=/, token=FOLDEDSECRET777; Path=/"),
+        &set_cookie("a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT, b=DATEFOLDED555"),
+        // An attribute kinspect does not know: its value may be anything.
+        &set_cookie("c=1; X-Note=NOTESECRET444"),
+        &set_cookie("sid=PLAINSECRET333; Path=/; Secure; SameSite=Lax; Max-Age=3600"),
+    ]);
+    let input = dir.path().join("in.har");
+    std::fs::write(&input, har_text).unwrap();
+    let output = dir.path().join("out.har");
+    let out = kinspect(&[
+        "har",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let written = std::fs::read_to_string(&output).unwrap();
+    for secret in [
+        "SESSIONSECRET999",
+        "FOLDEDSECRET777",
+        "DATEFOLDED555",
+        "NOTESECRET444",
+        "PLAINSECRET333",
+    ] {
+        assert!(!written.contains(secret), "{secret} in {written}");
+    }
+    let har: serde_json::Value = serde_json::from_str(&written).unwrap();
+    let entries = har["log"]["entries"].as_array().unwrap();
+    let field = |i: usize| entries[i]["response"]["headers"][0]["value"].clone();
+    assert_eq!(
+        field(0),
+        "lang=[redacted]; Path=/\nsession=[redacted]; Path=/; HttpOnly"
+    );
+    assert_eq!(field(1), "[redacted]", "folded: all of it");
+    assert_eq!(field(3), "[redacted]", "an unknown attribute: all of it");
+    assert_eq!(
+        field(4),
+        "sid=[redacted]; Path=/; Secure; SameSite=Lax; Max-Age=3600"
+    );
+    let names: Vec<&str> = entries[0]["response"]["cookies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["lang", "session"]);
+}

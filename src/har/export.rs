@@ -10,9 +10,9 @@ use super::har_version;
 use crate::capture::StoredFlow;
 use crate::flow::{utc_timestamp, CapturedBody, Flow, FlowKind, Headers};
 use crate::redact::{
-    form_body_fields, form_fields, is_form_body, is_secret_header, is_secret_json_field,
-    is_secret_param, is_url_header, query_of, redact_form, redact_url, EarlierSecrets, Secrets,
-    REDACTED,
+    cookie_field, cookie_pairs, form_body_fields, form_fields, is_form_body, is_secret_header,
+    is_secret_json_field, is_secret_param, is_url_header, query_of, redact_cookie_field,
+    redact_form, redact_url, EarlierSecrets, Secrets, REDACTED,
 };
 
 /// How to export.
@@ -150,13 +150,15 @@ struct Redactor<'a> {
 impl Redactor<'_> {
     fn header_value(&mut self, name: &str, value: &str) -> String {
         if self.on && is_secret_header(name) {
-            if let Some(redacted) = cookie_values_redacted(name, value) {
-                if redacted != value {
-                    *self.count += 1;
-                }
-                return redacted;
+            let cookies = cookie_field(name).and_then(|set| redact_cookie_field(value, set));
+            let Some(redacted) = cookies else {
+                return self.replaced(value);
+            };
+            if redacted != value {
+                *self.count += 1;
             }
-            return self.replaced(value);
+            // A token the flow sent elsewhere, in a cookie's path, say.
+            return self.scrubbed(&redacted);
         }
         if is_url_header(name) {
             return self.url(value);
@@ -269,25 +271,6 @@ impl Redactor<'_> {
     }
 }
 
-/// A `Cookie` or `Set-Cookie` value with every cookie's value redacted, its names (and
-/// a `Set-Cookie`'s attributes) kept; `None` for other fields.
-fn cookie_values_redacted(name: &str, value: &str) -> Option<String> {
-    let pair = |pair: &str| match pair.split_once('=') {
-        Some((name, _)) => format!("{}={REDACTED}", name.trim()),
-        None => REDACTED.to_owned(),
-    };
-    if name.eq_ignore_ascii_case("cookie") {
-        return Some(value.split(';').map(pair).collect::<Vec<_>>().join("; "));
-    }
-    if name.eq_ignore_ascii_case("set-cookie") {
-        return Some(match value.split_once(';') {
-            Some((first, attributes)) => format!("{};{attributes}", pair(first)),
-            None => pair(value),
-        });
-    }
-    None
-}
-
 fn headers_json(headers: &Headers, redactor: &mut Redactor<'_>) -> Value {
     Value::Array(
         headers
@@ -307,17 +290,9 @@ fn cookies_json(headers: &Headers, header: &str, redactor: &mut Redactor<'_>) ->
         .filter(|h| h.name.eq_ignore_ascii_case(header))
     {
         let value = field.value_lossy();
-        // A Cookie header holds many pairs; a Set-Cookie one pair and its attributes.
-        let pairs: Vec<&str> = if header == "cookie" {
-            value.split(';').collect()
-        } else {
-            value.split(';').take(1).collect()
-        };
-        for pair in pairs {
-            if let Some((name, v)) = pair.split_once('=') {
-                let v = redactor.cookie(v.trim());
-                cookies.push(json!({"name": name.trim(), "value": v}));
-            }
+        for (name, v) in cookie_pairs(&value, header == "set-cookie") {
+            let v = redactor.cookie(v);
+            cookies.push(json!({"name": name, "value": v}));
         }
     }
     Value::Array(cookies)
