@@ -826,12 +826,14 @@ fn run_session(args: ProxyArgs, mode: Mode) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let recorder = match runtime.block_on(serve(args, mode, ca, writer, filter)) {
+    let mut listening = false;
+    let session = serve(args, mode, ca, writer, filter, &mut listening);
+    let recorder = match runtime.block_on(session) {
         Ok(recorder) => recorder,
-        // Nothing was recorded (the proxy did not start: a port in use, an --upstream-ca
-        // that cannot be read): a capture made for this run goes too.
+        // The proxy never listened (a port in use, an --upstream-ca that cannot be
+        // read), so nothing was recorded: a capture made for this run goes too.
         Err(e) => {
-            if created {
+            if created && !listening {
                 for suffix in ["", "-wal", "-shm"] {
                     let mut path = capture_path.clone().into_os_string();
                     path.push(suffix);
@@ -873,6 +875,7 @@ async fn serve(
     ca: Arc<CertificateAuthority>,
     writer: CaptureWriter,
     filter: Option<Filter>,
+    listening: &mut bool,
 ) -> anyhow::Result<Recorder> {
     let capture_path = writer.path().to_owned();
     let (default_listen, simulator) = match mode {
@@ -897,6 +900,7 @@ async fn serve(
         publisher.list_in_flight(in_flight.clone());
     }
     let proxy = Proxy::bind(config, ca.clone(), publisher).await?;
+    *listening = true;
     let addr = proxy.local_addr();
     notice!(
         "kinspect {} listening on http://{addr}",
