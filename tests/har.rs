@@ -1234,6 +1234,18 @@ fn a_redacted_har_exported_again_is_unchanged_and_nothing_more_is_redacted() {
         "the size that came, not the redacted text's"
     );
     assert_eq!(content["compression"], 0);
+
+    // An entry served from a cache: a body, none on the wire.
+    let cached = r#"{"startedDateTime":"2026-11-20T10:00:01Z","request":{"method":"GET","url":"https://baas.kinvey.com/a"},
+          "response":{"status":200,"bodySize":0,"content":{"size":5,"mimeType":"text/plain","text":"hello"}}}"#;
+    std::fs::write(&original, har_of(&[cached])).unwrap();
+    let exported = dir.path().join("cached.har");
+    export(&original, &exported);
+    let content = read(&exported)["response"]["content"].clone();
+    assert_eq!(
+        (&content["size"], &content["compression"]),
+        (&5.into(), &0.into())
+    );
     for part in ["request", "response"] {
         for field in ["headers", "cookies", "postData", "content", "bodySize"] {
             assert_eq!(once[part][field], twice[part][field], "{part}.{field}");

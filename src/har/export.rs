@@ -331,8 +331,9 @@ fn body_content(
         .decoded(encoding.as_deref())
         .unwrap_or_else(|_| body.bytes.clone());
     // Not encoded, the body's size is what came (also for a body cut at --max-body, or
-    // a HAR's body imported redacted, whose text is no longer what came).
-    let size = match encoding.is_none() {
+    // a HAR's body imported redacted, whose text is no longer what came); a HAR's entry
+    // served from a cache has a body but none on the wire.
+    let size = match encoding.is_none() && body.wire_size > 0 {
         true => body.wire_size,
         false => decoded.len() as u64,
     };
@@ -456,10 +457,16 @@ fn entry_after(
                 "size": size,
                 "mimeType": response.headers.get("content-type").unwrap_or_default(),
             });
-            // compression = bytes saved on the wire: only known for a whole body, and
-            // none when encoding made it larger.
+            // compression = bytes saved on the wire by its Content-Encoding: only known
+            // for a whole body, and none when encoding made it larger.
+            let encoded = response.headers.get("content-encoding").is_some();
             if !response.body.truncated && size >= response.body.wire_size {
-                content["compression"] = json!(size - response.body.wire_size);
+                let saved = if encoded {
+                    size - response.body.wire_size
+                } else {
+                    0
+                };
+                content["compression"] = json!(saved);
             }
             if let Some((text, base64)) = text {
                 content["text"] = json!(text);
