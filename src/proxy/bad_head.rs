@@ -29,7 +29,7 @@ use crate::flow::{CapturedBody, FlowErrorKind, FlowKind, Headers, HttpVersion, R
 /// Bytes kept of what may be a head, for its flow and its error message: more than
 /// nearly every head (big cookies and tokens included), so that what is wrong is found
 /// wherever it is, yet a small copy when an upload's first read brings its body along.
-const HEAD_KEPT: usize = 16 * 1024;
+pub(crate) const HEAD_KEPT: usize = 16 * 1024;
 
 /// Bytes of the head quoted in the error message.
 const HEAD_QUOTED: usize = 160;

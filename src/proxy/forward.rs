@@ -180,18 +180,47 @@ fn oversized_http2_head(
     };
     let mut failure = ProxyFailure::new(
         FlowErrorKind::BadRequest,
-        format!("the request is too large to proxy: {what}"),
+        format!("the request is too large to proxy: {what} (the capture keeps its fields' first 16 KiB)"),
     );
     failure.status = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
     Some(failure)
 }
 
 /// The header list the HTTP/2 layer decodes before refusing a request unseen (with its
-/// own bare 431): well past `max_header_bytes`, so that kinspect answers and records
-/// requests over that limit, yet bounded, since a list is held whole while decoded.
+/// own bare 431): past `max_header_bytes`, so that kinspect answers and records requests
+/// over that limit, yet bounded, since a list is held whole while decoded (and each of
+/// a connection's streams may hold one).
 pub fn http2_header_list_limit(max_header_bytes: usize) -> u32 {
-    let limit = max_header_bytes.saturating_mul(4).max(256 << 10);
+    let limit = max_header_bytes.saturating_mul(2).max(128 << 10);
     u32::try_from(limit).unwrap_or(u32::MAX)
+}
+
+/// Bytes of a value kept in the flow of a request refused for its head's size.
+const OVERSIZED_VALUE_KEPT: usize = 1024;
+
+/// What the flow of a request refused for its head's size keeps of its fields: each
+/// value's first KiB (`...` after a cut one), fields in order until
+/// [`HEAD_KEPT`](super::bad_head::HEAD_KEPT) bytes, as for an HTTP/1 head; enough to
+/// see which field made it too large, little to store however large it was.
+fn head_kept(headers: &http::HeaderMap) -> http::HeaderMap {
+    let mut kept = http::HeaderMap::new();
+    let mut room = super::bad_head::HEAD_KEPT;
+    for (name, value) in headers {
+        let bytes = value.as_bytes();
+        let cut = bytes.len().min(OVERSIZED_VALUE_KEPT);
+        let shown = match cut < bytes.len() {
+            true => [&bytes[..cut], b"..."].concat(),
+            false => bytes.to_vec(),
+        };
+        let Some(left) = room.checked_sub(name.as_str().len() + shown.len()) else {
+            break;
+        };
+        room = left;
+        if let Ok(value) = http::HeaderValue::from_bytes(&shown) {
+            kept.append(name.clone(), value);
+        }
+    }
+    kept
 }
 
 /// Proxies one request to `target` and returns the response to send to the client.
@@ -203,6 +232,8 @@ pub(crate) async fn forward(
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     if let Some(failure) = oversized_http2_head(&req, &shared.config) {
+        let kept = head_kept(req.headers());
+        *req.headers_mut() = kept;
         return refuse(shared, client, target, req, failure).await;
     }
     if super::ca_page::is_ca_host(&target.host) {
