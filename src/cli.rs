@@ -667,17 +667,16 @@ fn export_har(
     } else {
         "nothing redacted (--no-redact)".to_owned()
     };
-    let entries = match stats.entries {
-        1 => "1 entry".to_owned(),
-        n => format!("{n} entries"),
-    };
+    let entries = crate::headless::counted(stats.entries, "entry", "entries");
     if stats.entries == 0 && stats.tunnels_skipped == 0 && filter.is_some() {
         notice!("no flow matched the filter");
     }
     notice!(
         "wrote {entries} to {shown} ({redacted}{})",
         if stats.tunnels_skipped > 0 {
-            format!("; {} blind tunnels left out", stats.tunnels_skipped)
+            let tunnels =
+                crate::headless::counted(stats.tunnels_skipped, "blind tunnel", "blind tunnels");
+            format!("; {tunnels} left out")
         } else {
             String::new()
         }

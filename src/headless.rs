@@ -19,6 +19,14 @@ pub enum LineFormat {
     JsonLines,
 }
 
+/// `n` with its noun, `one` or `many`: `1 flow`, `2 flows`.
+pub fn counted(n: u64, one: &str, many: &str) -> String {
+    match n {
+        1 => format!("1 {one}"),
+        n => format!("{n} {many}"),
+    }
+}
+
 /// A byte count as people read it (`512 B`, `1.5 KiB`, `3.2 MiB`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanSize(pub u64);

@@ -24,6 +24,7 @@ use crossterm::event::{self as terminal_event, Event as TerminalEvent, KeyEventK
 use crate::capture::{CaptureReader, Detail as LoadDetail, StoredFlow};
 use crate::flow::FlowId;
 use crate::har::{ExportOptions, HarWriter};
+use crate::headless::counted;
 use crate::kinvey::{self, report::support_report};
 use crate::replay::ReplayRequest;
 use state::{App, SourceInfo};
@@ -328,7 +329,10 @@ fn run_effects(
                 update(app, Event::Filtered(ids));
             }
             Effect::ExportHar { ids, under_way } => {
-                let message = match export_view(app, reader, &ids, under_way) {
+                let exported = std::env::current_dir()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|dir| export_view(app, reader, &ids, under_way, &dir));
+                let message = match exported {
                     Ok(message) => message,
                     Err(e) => format!("HAR export failed: {e:#}"),
                 };
@@ -428,16 +432,17 @@ fn send_again(
     Ok(said)
 }
 
-/// Writes the flows `ids` as a redacted HAR in the current directory; `under_way`
-/// exchanges of the view were left out.
+/// Writes the flows `ids` as a redacted HAR in `dir` (the current directory);
+/// `under_way` exchanges of the view were left out.
 fn export_view(
     app: &App,
     reader: &mut Option<CaptureReader>,
     ids: &[FlowId],
     under_way: usize,
+    dir: &std::path::Path,
 ) -> anyhow::Result<String> {
-    let stem = format!("{}-{}-flows", capture_stem(app), ids.len());
-    let (file, path) = new_file(&std::env::current_dir()?, &stem, "har")?;
+    let stem = |count: usize| format!("{}-{count}-flows", capture_stem(app));
+    let (file, path) = new_file(dir, &stem(ids.len()), "har")?;
     let title = app.source.capture.display().to_string();
     let mut writer = HarWriter::new(
         std::io::BufWriter::new(file),
@@ -451,15 +456,25 @@ fn export_view(
         }
     }
     let stats = writer.finish()?;
-    let flows = match stats.entries {
-        1 => "1 flow".to_owned(),
-        n => format!("{n} flows"),
+    // Named for what it holds: blind tunnels hold no HTTP exchange to write.
+    let path = match stats.entries == ids.len() as u64 {
+        true => path,
+        false => {
+            let (_, named) = new_file(dir, &stem(stats.entries as usize), "har")?;
+            std::fs::rename(&path, &named)?;
+            named
+        }
     };
-    let left_out = match under_way {
-        0 => String::new(),
-        1 => "; 1 exchange under way left out".to_owned(),
-        n => format!("; {n} exchanges under way left out"),
-    };
+    let flows = counted(stats.entries, "flow", "flows");
+    let mut left_out = String::new();
+    if stats.tunnels_skipped > 0 {
+        let tunnels = counted(stats.tunnels_skipped, "blind tunnel", "blind tunnels");
+        left_out.push_str(&format!("; {tunnels} left out"));
+    }
+    if under_way > 0 {
+        let exchanges = counted(under_way as u64, "exchange", "exchanges");
+        left_out.push_str(&format!("; {exchanges} under way left out"));
+    }
     Ok(format!(
         "exported {flows} to {} ({} values redacted{left_out})",
         path.display(),
@@ -634,6 +649,47 @@ mod tests {
             ["c-3-flows.har", "c-3-flows-2.har", "c-3-flows-3.har"]
         );
         assert_eq!(std::fs::read_to_string(&first).unwrap(), "earlier export");
+    }
+
+    #[test]
+    fn an_export_is_named_for_the_flows_it_holds_and_says_what_it_left_out() {
+        use crate::capture::CaptureWriter;
+        use crate::flow::{Flow, FlowKind};
+        let dir = tempfile::tempdir().unwrap();
+        let capture = dir.path().join("day.db");
+        let client = "127.0.0.1:40000".parse().unwrap();
+        let flows: Vec<StoredFlow> = (1..=3)
+            .map(|id| {
+                let mut flow = Flow::exchange(id, client, "GET", "https://kvy.test/a", Some(200));
+                if id == 3 {
+                    flow.kind = FlowKind::Tunnel;
+                }
+                StoredFlow {
+                    flow,
+                    kinvey: Default::default(),
+                }
+            })
+            .collect();
+        CaptureWriter::open(&capture)
+            .unwrap()
+            .write_batch(&flows)
+            .unwrap();
+        let app = App::new(SourceInfo {
+            capture,
+            ..SourceInfo::default()
+        });
+        let said = export_view(&app, &mut None, &[1, 2, 3], 1, dir.path()).unwrap();
+        assert!(said.starts_with("exported 2 flows to "), "{said}");
+        assert!(said.contains("day-2-flows.har"), "{said}");
+        assert!(
+            said.contains("; 1 blind tunnel left out; 1 exchange under way left out"),
+            "{said}"
+        );
+        let har: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("day-2-flows.har")).unwrap())
+                .unwrap();
+        assert_eq!(har["log"]["entries"].as_array().unwrap().len(), 2);
+        assert!(!dir.path().join("day-3-flows.har").exists());
     }
 
     #[test]

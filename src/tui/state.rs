@@ -420,8 +420,8 @@ impl App {
         // Said on stderr too, which the UI's screen then covers.
         let message = match (&source.har, source.har_left_out) {
             (Some(har), n @ 1..) => Some(format!(
-                "{n} {} of {} could not be read and {} left out (`kinspect ls {}` says why)",
-                if n == 1 { "entry" } else { "entries" },
+                "{} of {} could not be read and {} left out (`kinspect ls {}` says why)",
+                crate::headless::counted(n as u64, "entry", "entries"),
                 har.display(),
                 if n == 1 { "is" } else { "are" },
                 har.display()
