@@ -252,11 +252,16 @@ pub struct ProxyArgs {
     pub filter: Option<String>,
 }
 
-/// A timeout in whole seconds, at least one.
-/// Parses a whole number of seconds, at least 1.
+/// Longest timeout taken: a year (deadlines further off overflow the clock).
+const MAX_SECONDS: u64 = 365 * 24 * 3600;
+
+/// Parses a whole number of seconds, from 1 to [`MAX_SECONDS`].
 fn parse_seconds(text: &str) -> Result<u64, String> {
     match text.trim().parse::<u64>() {
         Ok(0) => Err("0 seconds would give up at once: write at least 1".into()),
+        Ok(n) if n > MAX_SECONDS => Err(format!(
+            "{n} seconds is longer than kinspect waits: write at most {MAX_SECONDS} (a year)"
+        )),
         Ok(n) => Ok(n),
         Err(_) => match text.trim().parse::<f64>() {
             Ok(secs) if secs.is_finite() && secs > 0.0 => Err(format!(
@@ -1078,6 +1083,10 @@ mod tests {
         assert_eq!(parse_seconds("30"), Ok(30));
         assert!(parse_seconds("0").unwrap_err().contains("at least 1"));
         assert!(parse_seconds("1.5").unwrap_err().contains("write 2"));
+        assert!(parse_seconds("18446744073709551615")
+            .unwrap_err()
+            .contains("at most"));
+        assert_eq!(parse_seconds("31536000"), Ok(31_536_000));
         assert!(parse_seconds("soon")
             .unwrap_err()
             .contains("whole number of seconds"));

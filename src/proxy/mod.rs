@@ -611,6 +611,10 @@ impl ProxyAddress {
 
     /// True when `host:port`, named before any DNS lookup, is this proxy.
     pub(crate) fn is_target(&self, target: &Target) -> bool {
+        // Dialled where the client's CONNECT said, whatever its TLS named.
+        if let Some(ip) = target.dial {
+            return self.is(SocketAddr::new(ip, target.port));
+        }
         match target.host.parse::<IpAddr>() {
             Ok(ip) => self.is(SocketAddr::new(ip, target.port)),
             Err(_) => {
@@ -700,6 +704,12 @@ mod tests {
             dial: None,
         };
         assert!(itself.is_target(&t("127.0.0.1", 8080)));
+        let dialled = |host: &str, ip: &str| Target {
+            dial: Some(ip.parse().unwrap()),
+            ..t(host, 8080)
+        };
+        assert!(itself.is_target(&dialled("api.kinvey.com", "127.0.0.1")));
+        assert!(!itself.is_target(&dialled("localhost", "10.1.2.3")));
         assert!(itself.is_target(&t("localhost", 8080)));
         assert!(itself.is_target(&t("::ffff:127.0.0.1", 8080)));
         assert!(!itself.is_target(&t("localhost", 8081)));
