@@ -432,8 +432,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// objects.
 fn list(file: &Path, json: bool, filter: Option<&str>) -> anyhow::Result<()> {
     let filter = filter.map(parse_filter).transpose()?;
-    let (_import, file, _) = readable(file)?;
-    let reader = CaptureReader::open(&file)?;
+    let readable = readable(file)?;
+    let reader = CaptureReader::open(&readable.capture)?;
     let needs = |check: fn(&Filter) -> bool| filter.as_ref().is_some_and(check);
     let (format, mut detail) = if json {
         (LineFormat::JsonLines, Detail::Headers)
@@ -470,11 +470,26 @@ fn list(file: &Path, json: bool, filter: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A capture to read a file from.
+struct Readable {
+    /// For a HAR, the temporary directory of the capture it was imported into, removed
+    /// when this goes.
+    import: Option<tempfile::TempDir>,
+    /// The capture: the file itself, or the HAR's import.
+    capture: PathBuf,
+    /// Entries of the HAR that could not be read (each said on stderr).
+    har_left_out: usize,
+}
+
 /// A capture to read `file` from: the file itself, or, for a HAR, a capture it was
-/// imported into (kept as long as the returned guard).
-fn readable(file: &Path) -> anyhow::Result<(Option<tempfile::TempDir>, PathBuf, usize)> {
+/// imported into.
+fn readable(file: &Path) -> anyhow::Result<Readable> {
     if !is_har(file) {
-        return Ok((None, file.to_owned(), 0));
+        return Ok(Readable {
+            import: None,
+            capture: file.to_owned(),
+            har_left_out: 0,
+        });
     }
     let (guard, capture, skipped) = har::import_to_capture(file)?;
     const SHOWN: usize = 5;
@@ -484,7 +499,11 @@ fn readable(file: &Path) -> anyhow::Result<(Option<tempfile::TempDir>, PathBuf, 
     if skipped.len() > SHOWN {
         notice!("left out {} more entries", skipped.len() - SHOWN);
     }
-    Ok((Some(guard), capture, skipped.len()))
+    Ok(Readable {
+        import: Some(guard),
+        capture,
+        har_left_out: skipped.len(),
+    })
 }
 
 /// True when both paths name one existing file.
@@ -595,7 +614,9 @@ fn export_har(
     let filter = filter.map(parse_filter).transpose()?;
     // Where it goes is checked before a long import or export.
     let destination = HarOutput::of(output)?;
-    let (import, capture, _) = readable(file)?;
+    let Readable {
+        import, capture, ..
+    } = readable(file)?;
     if import.is_none() && same_file(&capture, output) {
         anyhow::bail!(
             "{} is the capture being exported: writing the HAR over it would destroy it; \
@@ -710,7 +731,11 @@ fn file_beside(dir: &Path, redacted: bool) -> std::io::Result<tempfile::NamedTem
 fn open(file: PathBuf) -> anyhow::Result<()> {
     tui::require_terminal()?;
     // The guard keeps a HAR's temporary capture until the UI is done with it.
-    let (import, capture, har_left_out) = readable(&file)?;
+    let Readable {
+        import,
+        capture,
+        har_left_out,
+    } = readable(&file)?;
     let har = import.is_some().then_some(file);
     let file = capture;
     let reader = CaptureReader::open(&file)?;
@@ -737,8 +762,8 @@ fn report(file: &Path, request_id: &str) -> anyhow::Result<()> {
             "--request-id is empty: give the X-Kinvey-Request-ID, or its first characters"
         );
     }
-    let (_import, capture, _) = readable(file)?;
-    let reader = CaptureReader::open(&capture)?;
+    let readable = readable(file)?;
+    let reader = CaptureReader::open(&readable.capture)?;
     // Pasted from a log or a header, with its surrounding blanks.
     let request_id = request_id.trim();
     let found = reader.find_request_id(request_id)?;

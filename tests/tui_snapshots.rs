@@ -289,7 +289,7 @@ fn each_detail_tab() {
     );
     let narrow = tabs(40);
     assert!(
-        narrow.contains("3 Kinvey") && narrow.contains("4 TLS"),
+        narrow.contains("3 Kinvey") && narrow.contains("4 Timing"),
         "{narrow}"
     );
 }

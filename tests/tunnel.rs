@@ -219,7 +219,9 @@ async fn a_connect_to_an_address_is_ignored_by_the_name_its_tls_asks_for() {
     drop(tls);
     let flow = proxy.next_flow().await;
     assert_eq!(flow.kind, FlowKind::Tunnel);
-    assert_eq!(flow.host, "127.0.0.1");
+    // Listed under the name it was passed through for, dialled at the address.
+    assert_eq!(flow.host, ignored);
+    assert_eq!(flow.server_ip, Some(origin.addr.ip()));
     assert_eq!(proxy.handle.leaves_minted(), 0, "nothing was intercepted");
 
     // Another name at the same address is intercepted: the pinned app refuses the leaf.

@@ -237,9 +237,15 @@ async fn intercept<I>(
         let limit = shared.config.client_header_timeout;
         let name = client_hello_name(&mut io, &mut hello, limit).await;
         prefix = hello.freeze();
-        if name.is_some_and(|name| ignore.is_match(&name)) {
+        if let Some(name) = name.filter(|name| ignore.is_match(name)) {
+            // Listed under the name it was passed through for, dialled at the address.
+            let named = Target {
+                dial: target.host.parse().ok(),
+                host: name,
+                ..target
+            };
             let io = Rewind::new(prefix, io);
-            return blind_tunnel(&shared, peer, &target, io, started, dialled).await;
+            return blind_tunnel(&shared, peer, &named, io, started, dialled).await;
         }
     }
     let io = Rewind::new(prefix.clone(), io);
@@ -282,7 +288,10 @@ struct Dialled {
 impl Dialled {
     async fn dial(shared: &Shared, target: &Target) -> Result<Dialled, ConnectError> {
         let started = Instant::now();
-        let (server, addr, dns) = shared.dialer.connect(&target.host, target.port).await?;
+        let dialer = &shared.dialer;
+        let (server, addr, dns) = dialer
+            .connect_at(&target.host, target.dial, target.port)
+            .await?;
         Ok(Dialled {
             server,
             addr,

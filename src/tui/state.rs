@@ -85,7 +85,7 @@ impl Tab {
             Tab::Request => "Req",
             Tab::Response => "Resp",
             Tab::Kinvey => "Kinvey",
-            Tab::Timing => "TLS",
+            Tab::Timing => "Timing",
         }
     }
 

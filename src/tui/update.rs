@@ -609,10 +609,17 @@ fn summary_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
             if let Some(row) = rows.get(*selected) {
                 // A quote in the name is escaped inside the quoted argument.
                 let name = regex::escape(&row.error).replace('\'', "\\'");
-                // The rows count the flows of the view: narrow it, do not replace it.
-                let text = match &app.filter {
-                    Some(current) => format!("({}) & ~kerr '^{name}$'", current.text()),
-                    None => format!("~kerr '^{name}$'"),
+                // The rows count the flows of the view: narrow it, do not replace it
+                // (nor narrow it again by the same name).
+                let clause = format!("~kerr '^{name}$'");
+                let text = match app.filter.as_ref().map(Filter::text) {
+                    Some(current)
+                        if current == clause || current.ends_with(&format!(" & {clause}")) =>
+                    {
+                        current.to_owned()
+                    }
+                    Some(current) => format!("({current}) & {clause}"),
+                    None => clause,
                 };
                 app.screen = Screen::List;
                 return apply_filter(app, &text).unwrap_or_default();
@@ -1564,6 +1571,11 @@ mod tests {
         );
         let listed: Vec<FlowId> = a.view.iter().map(|&i| a.flows[i].flow.id).collect();
         assert_eq!(listed, [11]);
+        // The same error chosen again narrows nothing more.
+        let narrowed = a.filter.as_ref().unwrap().text().to_owned();
+        press(&mut a, KeyCode::Char('K'));
+        press(&mut a, KeyCode::Enter);
+        assert_eq!(a.filter.as_ref().unwrap().text(), narrowed);
     }
 
     #[test]

@@ -42,9 +42,9 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
                 Tab::ALL
                     .iter()
                     .enumerate()
-                    .map(|(i, t)| match short {
-                        false => format!("{} {}", i + 1, t.title()),
-                        true => format!("{} {}", i + 1, t.short_title()),
+                    .map(|(i, t)| {
+                        let title = if short { t.short_title() } else { t.title() };
+                        format!("{} {title}", i + 1)
                     })
                     .collect()
             };
