@@ -1314,3 +1314,33 @@ fn every_cookie_of_a_set_cookie_field_is_redacted_however_it_is_written() {
         .collect();
     assert_eq!(names, ["lang", "session"]);
 }
+
+#[test]
+fn a_kinvey_errors_description_is_redacted_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = r#"{"error":"InvalidCredentials","description":"token SECKINVEY03 is expired","debug":"SECKINVEY03"}"#;
+    let entry = format!(
+        r#"{{"startedDateTime":"2026-11-20T10:00:01Z",
+          "request":{{"method":"GET","url":"https://baas.kinvey.com/appdata/kid_x/books",
+            "headers":[{{"name":"Authorization","value":"Kinvey SECKINVEY03"}},{{"name":"X-Kinvey-API-Version","value":"5"}}]}},
+          "response":{{"status":401,"headers":[{{"name":"Content-Type","value":"application/json"}}],
+            "content":{{"size":{},"mimeType":"application/json","text":{}}}}}}}"#,
+        body.len(),
+        serde_json::to_string(body).unwrap()
+    );
+    let input = dir.path().join("in.har");
+    std::fs::write(&input, har_of(&[&entry])).unwrap();
+    let output = dir.path().join("out.har");
+    let out = kinspect(&[
+        "har",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let written = std::fs::read_to_string(&output).unwrap();
+    assert!(!written.contains("SECKINVEY03"), "{written}");
+    let har: serde_json::Value = serde_json::from_str(&written).unwrap();
+    let kinvey = &har["log"]["entries"][0]["_kinvey"];
+    assert_eq!(kinvey["description"], "token [redacted] is expired");
+}

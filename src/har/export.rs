@@ -572,7 +572,7 @@ fn kinvey_json(
     json!({
         "requestId": kinvey.request_id,
         "error": kinvey.error,
-        "description": primary.and_then(|e| e.description.clone()),
+        "description": primary.and_then(|e| e.description.as_deref().map(|d| redactor.text(d))),
         "debug": primary.and_then(|e| e.debug.as_deref().map(|d| redactor.text(d))),
         "class": kinvey.class.map(|c| c.as_str()),
         "known": kinvey.known_error(),

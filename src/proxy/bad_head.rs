@@ -458,6 +458,7 @@ fn failure_for(status: StatusCode, head: &[u8]) -> ProxyFailure {
         (_, Err(httparse::Error::Version)) => "its HTTP version is not HTTP/1.0 or HTTP/1.1",
         _ => "its target, Content-Length or Transfer-Encoding is not valid",
     };
+    let head = quotable(head);
     let quoted = head[..head.len().min(HEAD_QUOTED)].escape_ascii();
     let more = if head.len() > HEAD_QUOTED { "..." } else { "" };
     let message = if head.is_empty() {
@@ -468,6 +469,38 @@ fn failure_for(status: StatusCode, head: &[u8]) -> ProxyFailure {
     let mut failure = ProxyFailure::new(FlowErrorKind::BadRequest, message);
     failure.status = status;
     failure
+}
+
+/// `head` with the values of its secret fields (`Cookie`, `Authorization`, a token's)
+/// [`REDACTED`](crate::redact::REDACTED): the error quotes it wherever it is shown, and
+/// an oversized `Cookie` is the usual cause of a 431.
+fn quotable(head: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(head.len());
+    // The request line names no field (its URL may hold a colon).
+    for (i, line) in head.split_inclusive(|&b| b == b'\n').enumerate() {
+        let secret = line.iter().position(|&b| b == b':').filter(|&colon| {
+            i > 0 && {
+                let name = String::from_utf8_lossy(&line[..colon]);
+                crate::redact::is_secret_header(name.trim())
+            }
+        });
+        match secret {
+            Some(colon) => {
+                let end = line.len()
+                    - line
+                        .iter()
+                        .rev()
+                        .take_while(|b| b"\r\n".contains(b))
+                        .count();
+                out.extend_from_slice(&line[..=colon]);
+                out.extend_from_slice(b" ");
+                out.extend_from_slice(crate::redact::REDACTED.as_bytes());
+                out.extend_from_slice(&line[end.max(colon + 1)..]);
+            }
+            None => out.extend_from_slice(line),
+        }
+    }
+    out
 }
 
 /// `failure` as the bytes of a response in `version` that closes the connection.
@@ -525,6 +558,17 @@ mod tests {
             let found = hypers_answer(written).map(|(v, s)| (v, s.as_u16()));
             assert_eq!(found, expected, "{}", written.escape_ascii());
         }
+    }
+
+    #[test]
+    fn the_quoted_head_has_no_secret_field_values() {
+        let head = b"GET http://h/secret:x HTTP/1.1\r\nCookie: sid=SECRET1\r\nAuthorization: Bearer SECRET2\r\nX-Auth-Token: SECRET3\nBad Header: x\r\n\r\n";
+        let message = failure_for(StatusCode::BAD_REQUEST, head).error.message;
+        assert!(!message.contains("SECRET"), "{message}");
+        assert!(
+            message.contains(r"GET http://h/secret:x HTTP/1.1\r\nCookie: [redacted]\r\nAuthorization: [redacted]\r\nX-Auth-Token: [redacted]\nBad"),
+            "{message}"
+        );
     }
 
     #[test]
