@@ -57,6 +57,38 @@ pub fn cookie_pairs(value: &str, set_cookie: bool) -> Vec<(&str, &str)> {
     pairs
 }
 
+/// Every value in a `Cookie` or `Set-Cookie` field's `value` that may be a cookie's, to
+/// scrub wherever else it turns up: pieces between `;`, `,` and line ends, their quotes
+/// trimmed; a `Set-Cookie`'s attributes left out, and of its pieces without `=` only
+/// those that are no flag and hold no space (a cookie's value never does; a date does).
+pub fn cookie_secret_values(value: &str, set_cookie: bool) -> Vec<&str> {
+    const ATTRIBUTES: [&str; 11] = [
+        "path",
+        "domain",
+        "expires",
+        "max-age",
+        "samesite",
+        "secure",
+        "httponly",
+        "partitioned",
+        "priority",
+        "comment",
+        "version",
+    ];
+    let attribute =
+        |name: &str| set_cookie && ATTRIBUTES.iter().any(|a| a.eq_ignore_ascii_case(name));
+    let mut values = Vec::new();
+    for piece in value.split([';', ',', '\n']).map(str::trim) {
+        match piece.split_once('=') {
+            Some((name, _)) if attribute(name.trim()) => {}
+            Some((_, value)) => values.push(value.trim().trim_matches('"')),
+            None if attribute(piece) || (set_cookie && piece.contains(' ')) => {}
+            None => values.push(piece.trim_matches('"')),
+        }
+    }
+    values
+}
+
 /// A `Cookie` or `Set-Cookie` field's `value` with every cookie's value [`REDACTED`]: the
 /// names stay, and a `Set-Cookie`'s attributes when each is one whose value cannot
 /// carry a secret of its own (`Secure`, `HttpOnly`, `Partitioned`, `SameSite` and
@@ -341,7 +373,7 @@ impl Secrets {
             }
             let value = field.value_lossy().trim().to_owned();
             if let Some(set_cookie) = cookie_field(&field.name) {
-                for (_, cookie) in cookie_pairs(&value, set_cookie) {
+                for cookie in cookie_secret_values(&value, set_cookie) {
                     secrets.add(cookie);
                 }
                 // Redacted whole where its cookies cannot be told apart.
@@ -421,7 +453,11 @@ impl Secrets {
 
     /// Adds `value` unless it is too short or known; true when added.
     fn add(&mut self, value: &str) -> bool {
-        let added = value.len() >= MIN_SECRET_LEN && !self.values.iter().any(|v| v == value);
+        // Part of the marker itself (a password `redacted`): scrubbing would mangle the
+        // markers already in place.
+        let added = value.len() >= MIN_SECRET_LEN
+            && !REDACTED.contains(value)
+            && !self.values.iter().any(|v| v == value);
         if added {
             self.values.push(value.to_owned());
         }
@@ -559,6 +595,15 @@ mod tests {
         );
         assert_eq!(redact_cookie_field("sid=x; Path=/a b", true), None);
         assert_eq!(redact_cookie_field("sid=x; Secure=yes", true), None);
+        let secrets = cookie_secret_values(
+            "c1=S1; Path=/, c2=S2; Expires=Wed, 21 Oct 2026 07:28:00 GMT\nNOEQ; Secure\nq=\"S3\"",
+            true,
+        );
+        assert_eq!(secrets, ["S1", "S2", "NOEQ", "S3"]);
+        assert_eq!(
+            cookie_secret_values("x=S4, y=S5; S6", false),
+            ["S4", "S5", "S6"]
+        );
         let pairs = cookie_pairs("a=1; Path=/\nb=2", true);
         assert_eq!(pairs, [("a", "1"), ("b", "2")]);
         assert_eq!(cookie_field("SET-COOKIE"), Some(true));

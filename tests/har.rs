@@ -1256,22 +1256,39 @@ fn a_redacted_har_exported_again_is_unchanged_and_nothing_more_is_redacted() {
 #[test]
 fn every_cookie_of_a_set_cookie_field_is_redacted_however_it_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let set_cookie = |value: &str| {
+    // Each body repeats its cookie's value: scrubbed there too, from its own field's.
+    let set_cookie = |value: &str, secret: &str| {
         format!(
             r#"{{"startedDateTime":"2026-11-20T10:00:01Z","request":{{"method":"GET","url":"https://baas.kinvey.com/a"}},
-              "response":{{"status":200,"headers":[{{"name":"Set-Cookie","value":{}}}]}}}}"#,
+              "response":{{"status":200,"headers":[{{"name":"Set-Cookie","value":{}}}],
+                "content":{{"mimeType":"text/plain","text":"seen: {secret}"}}}}}}"#,
             serde_json::to_string(value).unwrap()
         )
     };
     let har_text = har_of(&[
         // Chrome's and Firefox's HAR files: the cookies of a field one a line.
-        &set_cookie("lang=en; Path=/\nsession=SESSIONSECRET999; Path=/; HttpOnly"),
+        &set_cookie(
+            "lang=en; Path=/\nsession=SESSIONSECRET999; Path=/; HttpOnly",
+            "SESSIONSECRET999",
+        ),
         // Folded into one line with a comma, as some origins send them.
-        &set_cookie("pref=1; Path=/, token=FOLDEDSECRET777; Path=/"),
-        &set_cookie("a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT, b=DATEFOLDED555"),
+        &set_cookie(
+            "pref=1; Path=/, token=FOLDEDSECRET777; Path=/",
+            "FOLDEDSECRET777",
+        ),
+        &set_cookie(
+            "a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT, b=DATEFOLDED555",
+            "DATEFOLDED555",
+        ),
         // An attribute kinspect does not know: its value may be anything.
-        &set_cookie("c=1; X-Note=NOTESECRET444"),
-        &set_cookie("sid=PLAINSECRET333; Path=/; Secure; SameSite=Lax; Max-Age=3600"),
+        &set_cookie("c=1; X-Note=NOTESECRET444", "NOTESECRET444"),
+        &set_cookie(
+            "sid=PLAINSECRET333; Path=/; Secure; SameSite=Lax; Max-Age=3600",
+            "PLAINSECRET333",
+        ),
+        // Quoted, and without a name.
+        &set_cookie("q=\"QUOTEDSECRET222\"; Path=/", "QUOTEDSECRET222"),
+        &set_cookie("NAMELESSSECRET111; Path=/", "NAMELESSSECRET111"),
     ]);
     let input = dir.path().join("in.har");
     std::fs::write(&input, har_text).unwrap();
@@ -1290,6 +1307,8 @@ fn every_cookie_of_a_set_cookie_field_is_redacted_however_it_is_written() {
         "DATEFOLDED555",
         "NOTESECRET444",
         "PLAINSECRET333",
+        "QUOTEDSECRET222",
+        "NAMELESSSECRET111",
     ] {
         assert!(!written.contains(secret), "{secret} in {written}");
     }
