@@ -17,7 +17,8 @@ pub fn analyze(flow: &Flow) -> KinveyAnalysis {
             .request
             .headers
             .get("x-kinvey-api-version")
-            .map(|v| v.into_owned()),
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty()),
         errors: Vec::new(),
         anomalies: Vec::new(),
     };
@@ -129,7 +130,8 @@ fn read_object(
     kinvey: bool,
     analysis: &mut KinveyAnalysis,
 ) {
-    if object.contains_key("result") && object.contains_key("headers") {
+    // Kinvey's X-Kinvey-ResponseWrapper shape; another server's `result` is its own.
+    if kinvey && object.contains_key("result") && object.contains_key("headers") {
         analysis.anomalies.push(Anomaly::WrappedBody);
         let status = object
             .get("statusCode")
@@ -178,10 +180,10 @@ fn read_error(
             (name, description)
         }
         (_, Some(Value::String(name))) if name.is_empty() => return,
+        // Many servers' errors are `{name, message}` (Feathers' BadRequest, say): only
+        // on a Kinvey exchange is it Kinvey's variant.
+        (_, Some(Value::String(_))) if !kinvey => return,
         (_, Some(Value::String(name))) => {
-            if !is_taken(kinvey, name, false) {
-                return;
-            }
             analysis.anomalies.push(Anomaly::NameMessageVariant);
             (name, object.get("message").or(object.get("description")))
         }
@@ -381,6 +383,12 @@ mod tests {
             ),
             (500, r#"{"error":"Internal Server Error","message":"boom"}"#),
             (404, r#"{"name":"NotFoundError","message":"no route"}"#),
+            (400, r#"{"name":"BadRequest","message":"Feathers says no"}"#),
+            (
+                500,
+                r#"{"result":{"error":"x","message":"y"},"headers":{},"statusCode":500}"#,
+            ),
+            (200, r#"{"result":[],"headers":{}}"#),
             (502, "{'error': 'upstream', oops}"),
         ] {
             let a = analyze(&foreign_flow(status, body));
@@ -426,6 +434,10 @@ mod tests {
                 "{what}"
             );
         }
+        // An empty API version is no Kinvey signal.
+        let mut empty = foreign_flow(400, body);
+        empty.request.headers = headers(&[("x-kinvey-api-version", " ")]);
+        assert!(!analyze(&empty).is_kinvey());
         // Kinvey's shape, or a name from the dictionary, is taken from any server.
         let shaped = analyze(&foreign_flow(
             400,
