@@ -263,6 +263,13 @@ fn parse_seconds(text: &str) -> Result<u64, String> {
             "{n} seconds is longer than kinspect waits: write at most {MAX_SECONDS} (a year)"
         )),
         Ok(n) => Ok(n),
+        // Digits past what a u64 holds.
+        Err(_) if text.trim().bytes().all(|b| b.is_ascii_digit()) && !text.trim().is_empty() => {
+            Err(format!(
+                "{} seconds is longer than kinspect waits: write at most {MAX_SECONDS} (a year)",
+                text.trim()
+            ))
+        }
         Err(_) => match text.trim().parse::<f64>() {
             Ok(secs) if secs.is_finite() && secs > 0.0 => Err(format!(
                 "{text:?} is not a whole number of seconds: write {}",
@@ -689,7 +696,10 @@ fn export_har(
     }
     progress.finish_and_clear();
     let redacted = if redact {
-        format!("{} values redacted", stats.redactions)
+        format!(
+            "{} redacted",
+            crate::headless::counted(stats.redactions, "value", "values")
+        )
     } else {
         "nothing redacted (--no-redact)".to_owned()
     };
@@ -1109,6 +1119,9 @@ mod tests {
         assert!(parse_seconds("0").unwrap_err().contains("at least 1"));
         assert!(parse_seconds("1.5").unwrap_err().contains("write 2"));
         assert!(parse_seconds("18446744073709551615")
+            .unwrap_err()
+            .contains("at most"));
+        assert!(parse_seconds("18446744073709551616")
             .unwrap_err()
             .contains("at most"));
         assert_eq!(parse_seconds("31536000"), Ok(31_536_000));

@@ -456,6 +456,10 @@ fn export_view(
         }
     }
     let stats = writer.finish()?;
+    if stats.entries == 0 {
+        std::fs::remove_file(&path)?;
+        return Ok("nothing exported: blind tunnels hold no HTTP exchange".into());
+    }
     // Named for what it holds: blind tunnels hold no HTTP exchange to write.
     let path = match stats.entries == ids.len() as u64 {
         true => path,
@@ -475,10 +479,10 @@ fn export_view(
         let exchanges = counted(under_way as u64, "exchange", "exchanges");
         left_out.push_str(&format!("; {exchanges} under way left out"));
     }
+    let redacted = counted(stats.redactions, "value", "values");
     Ok(format!(
-        "exported {flows} to {} ({} values redacted{left_out})",
-        path.display(),
-        stats.redactions
+        "exported {flows} to {} ({redacted} redacted{left_out})",
+        path.display()
     ))
 }
 
@@ -690,6 +694,10 @@ mod tests {
                 .unwrap();
         assert_eq!(har["log"]["entries"].as_array().unwrap().len(), 2);
         assert!(!dir.path().join("day-3-flows.har").exists());
+        // Only a tunnel: no empty file.
+        let said = export_view(&app, &mut None, &[3], 0, dir.path()).unwrap();
+        assert!(said.starts_with("nothing exported"), "{said}");
+        assert!(!dir.path().join("day-1-flows.har").exists());
     }
 
     #[test]

@@ -152,15 +152,19 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
 
 /// The status bar, `width` cells wide: what changes first (counts, filter), then where
 /// things are. Where it does not fit, files are named without their directories, then
-/// the CA is left out, so that `? help` stays in sight.
+/// the CA is left out, then `? help` moves up behind the counts, so that it stays in
+/// sight.
 fn status_line(app: &App, width: usize) -> String {
     use unicode_width::UnicodeWidthStr;
     let file = |path: &std::path::Path, whole: bool| match (whole, path.file_name()) {
         (false, Some(name)) => name.to_string_lossy().into_owned(),
         _ => path.display().to_string(),
     };
-    let line = |whole_paths: bool, with_ca: bool| {
+    let line = |whole_paths: bool, with_ca: bool, help_first: bool| {
         let mut parts = vec![format!("flows {}/{}", app.view.len(), app.flows.len())];
+        if help_first {
+            parts.push("? help".into());
+        }
         if let Some(filter) = &app.filter {
             parts.push(format!("filter {}", filter.text()));
         }
@@ -177,14 +181,16 @@ fn status_line(app: &App, width: usize) -> String {
         if let (Some(ca), true) = (&app.source.ca, with_ca) {
             parts.push(format!("CA {}", file(ca, whole_paths)));
         }
-        parts.push("? help".into());
+        if !help_first {
+            parts.push("? help".into());
+        }
         format!(" kinspect │ {}", parts.join(" │ "))
     };
     [(true, true), (false, true), (false, false)]
         .into_iter()
-        .map(|(whole_paths, with_ca)| line(whole_paths, with_ca))
+        .map(|(whole_paths, with_ca)| line(whole_paths, with_ca, false))
         .find(|line| line.width() <= width)
-        .unwrap_or_else(|| line(false, false))
+        .unwrap_or_else(|| line(false, false, true))
 }
 
 /// A prompt's error (or a message) as shown `width` cells wide: its first line wrapped
@@ -1054,6 +1060,33 @@ mod tests {
 
     fn text(line: &Line<'_>) -> String {
         line.spans.iter().map(|s| s.content.as_ref()).collect()
+    }
+
+    #[test]
+    fn the_status_bar_keeps_help_in_sight_at_any_width() {
+        use unicode_width::UnicodeWidthStr;
+        let mut app = App::new(crate::tui::state::SourceInfo {
+            listen: Some("127.0.0.1:8080".parse().unwrap()),
+            capture: "/home/ada/.kinspect/captures/2026-11-25T00-06-02Z.db".into(),
+            ca: Some("/home/ada/.kinspect/kinspect-ca.pem".into()),
+            ..Default::default()
+        });
+        app.filter = Some(crate::filter::Filter::parse("~k & !~u simulate & ~c 5xx").unwrap());
+        for width in [60, 80, 100, 120, 160, 240] {
+            let line = status_line(&app, width);
+            let shown: String = line
+                .chars()
+                .scan(0, |used, c| {
+                    *used += unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+                    (*used <= width).then_some(c)
+                })
+                .collect();
+            assert!(shown.contains("? help"), "{width}: {line}");
+            if line.width() <= width {
+                assert!(line.ends_with("? help"), "{width}: {line}");
+            }
+        }
+        assert!(status_line(&app, 240).contains("/home/ada/.kinspect/captures/"));
     }
 
     #[test]
