@@ -348,6 +348,84 @@ fn redact_user_info(url: &str) -> String {
     }
 }
 
+/// Every string inside `value`.
+fn string_leaves<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+    match value {
+        serde_json::Value::String(text) => out.push(text),
+        serde_json::Value::Array(items) => items.iter().for_each(|item| string_leaves(item, out)),
+        serde_json::Value::Object(fields) => fields.values().for_each(|v| string_leaves(v, out)),
+        _ => {}
+    }
+}
+
+/// The JSON of a body, however the body holds it.
+#[derive(Debug)]
+pub enum JsonBody {
+    /// All of it is one document (after a byte-order mark, if any).
+    Whole(serde_json::Value),
+    /// A document per non-blank line (NDJSON, JSON Lines).
+    Lines(Vec<serde_json::Value>),
+    /// A document, then bytes that are not JSON from this offset on.
+    Leading(serde_json::Value, usize),
+}
+
+impl JsonBody {
+    /// The JSON of `text` (its byte-order mark left out), or `None` when it opens no
+    /// object or array.
+    pub fn of(text: &str) -> Option<JsonBody> {
+        let text = text.trim_start_matches('\u{feff}');
+        if !text.trim_start().starts_with(['{', '[']) {
+            return None;
+        }
+        if let Ok(whole) = serde_json::from_str(text) {
+            return Some(JsonBody::Whole(whole));
+        }
+        let lines: Option<Vec<serde_json::Value>> = text
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| serde_json::from_str(line).ok())
+            .collect();
+        if let Some(lines) = lines.filter(|lines| lines.len() > 1) {
+            return Some(JsonBody::Lines(lines));
+        }
+        let mut stream = serde_json::Deserializer::from_str(text).into_iter();
+        let first = stream.next()?.ok()?;
+        Some(JsonBody::Leading(first, stream.byte_offset()))
+    }
+
+    /// Its documents.
+    pub fn documents(&mut self) -> Vec<&mut serde_json::Value> {
+        match self {
+            JsonBody::Whole(value) | JsonBody::Leading(value, _) => vec![value],
+            JsonBody::Lines(values) => values.iter_mut().collect(),
+        }
+    }
+
+    /// The body again, from `text` (what it was read from) and its documents as they
+    /// are now.
+    pub fn text(&self, text: &str) -> String {
+        let bom = if text.starts_with('\u{feff}') {
+            "\u{feff}"
+        } else {
+            ""
+        };
+        match self {
+            JsonBody::Whole(value) => format!("{bom}{value}"),
+            JsonBody::Lines(values) => {
+                let lines: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+                format!("{bom}{}", lines.join("\n"))
+            }
+            JsonBody::Leading(value, end) => {
+                let rest = text
+                    .trim_start_matches('\u{feff}')
+                    .get(*end..)
+                    .unwrap_or("");
+                format!("{bom}{value}{rest}")
+            }
+        }
+    }
+}
+
 /// The secret strings of one flow, to scrub from any text derived from it.
 #[derive(Debug, Default)]
 pub struct Secrets {
@@ -403,15 +481,13 @@ impl Secrets {
         // wherever else in the flow (or later flows) their values turn up.
         let bodies = [flow.decoded_request_body(), flow.decoded_response_body()];
         for body in bodies.iter().flatten() {
-            let starts_json = body
-                .iter()
-                .find(|b| !b.is_ascii_whitespace())
-                .is_some_and(|b| matches!(b, b'{' | b'['));
-            if let Some(json) = starts_json
-                .then(|| serde_json::from_slice::<serde_json::Value>(body).ok())
-                .flatten()
-            {
-                secrets.add_json(&json);
+            let Ok(text) = std::str::from_utf8(body) else {
+                continue;
+            };
+            if let Some(mut json) = JsonBody::of(text) {
+                for document in json.documents() {
+                    secrets.add_json(document);
+                }
             }
         }
         let query = flow.request.url.split_once('?').map(|(_, q)| q);
@@ -440,6 +516,18 @@ impl Secrets {
                         serde_json::Value::String(text) if is_credential_field(name) => {
                             if self.from_json < MAX_JSON_SECRETS && self.add(text) {
                                 self.from_json += 1;
+                            }
+                        }
+                        // `"password": {"value": …}`: every string in it.
+                        nested @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))
+                            if is_credential_field(name) =>
+                        {
+                            let mut texts = Vec::new();
+                            string_leaves(nested, &mut texts);
+                            for text in texts {
+                                if self.from_json < MAX_JSON_SECRETS && self.add(text) {
+                                    self.from_json += 1;
+                                }
                             }
                         }
                         other => self.add_json(other),

@@ -1363,3 +1363,64 @@ fn a_kinvey_errors_description_is_redacted_too() {
     let kinvey = &har["log"]["entries"][0]["_kinvey"];
     assert_eq!(kinvey["description"], "token [redacted] is expired");
 }
+
+#[test]
+fn secrets_in_json_bodies_are_redacted_however_the_json_is_framed() {
+    let dir = tempfile::tempdir().unwrap();
+    let entry = |request: &str, response: &str| {
+        format!(
+            r#"{{"startedDateTime":"2026-11-20T10:00:01Z",
+              "request":{{"method":"POST","url":"https://baas.kinvey.com/user/kid_x/login",
+                "postData":{{"mimeType":"application/json","text":{}}}}},
+              "response":{{"status":200,"content":{{"mimeType":"application/json","text":{}}}}}}}"#,
+            serde_json::to_string(request).unwrap(),
+            serde_json::to_string(response).unwrap()
+        )
+    };
+    let har_text = har_of(&[
+        // A byte-order mark before the JSON.
+        &entry("\u{feff}{\"username\":\"ada\",\"password\":\"BOMPASSWORD1\"}", "{}"),
+        // NDJSON: a document a line.
+        &entry(
+            "{\"password\":\"NDJSONPASS2\"}\n{\"password\":\"NDJSONPASS3\"}",
+            "{}",
+        ),
+        // A secret-named field holding an object or an array.
+        &entry(
+            "{\"password\":{\"value\":\"NESTEDPASS4\"},\"secret\":[\"NESTEDPASS5\"]}",
+            "{}",
+        ),
+        // Bytes after the JSON document.
+        &entry(
+            "{}",
+            "{\"_kmd\":{\"authtoken\":\"TRAILINGTOKEN6\"},\"access_token\":\"TRAILINGTOKEN7\"}\n--end--",
+        ),
+    ]);
+    let input = dir.path().join("in.har");
+    std::fs::write(&input, har_text).unwrap();
+    let output = dir.path().join("out.har");
+    let out = kinspect(&[
+        "har",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let written = std::fs::read_to_string(&output).unwrap();
+    for secret in [
+        "BOMPASSWORD1",
+        "NDJSONPASS2",
+        "NDJSONPASS3",
+        "NESTEDPASS4",
+        "NESTEDPASS5",
+        "TRAILINGTOKEN6",
+        "TRAILINGTOKEN7",
+    ] {
+        assert!(!written.contains(secret), "{secret} in {written}");
+    }
+    // What is not secret stays, framing and all.
+    assert!(
+        written.contains("ada") && written.contains("--end--"),
+        "{written}"
+    );
+}

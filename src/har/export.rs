@@ -12,7 +12,7 @@ use crate::flow::{utc_timestamp, CapturedBody, Flow, FlowKind, Headers};
 use crate::redact::{
     cookie_field, cookie_pairs, form_body_fields, form_fields, is_form_body, is_secret_header,
     is_secret_json_field, is_secret_param, is_url_header, query_of, redact_cookie_field,
-    redact_form, redact_url, EarlierSecrets, Secrets, REDACTED,
+    redact_form, redact_url, EarlierSecrets, JsonBody, Secrets, REDACTED,
 };
 
 /// How to export.
@@ -233,13 +233,34 @@ impl Redactor<'_> {
         if !self.on {
             return text.to_owned();
         }
-        let mut text = text.to_owned();
-        if let Ok(mut json) = serde_json::from_str::<Value>(&text) {
-            if self.json(&mut json) {
-                text = json.to_string();
+        let mut redacted = text.to_owned();
+        if let Some(mut json) = JsonBody::of(text) {
+            let mut changed = false;
+            for document in json.documents() {
+                changed |= self.json(document);
+            }
+            if changed {
+                redacted = json.text(text);
             }
         }
-        self.scrubbed(&text)
+        self.scrubbed(&redacted)
+    }
+
+    /// Redacts every string and number inside `value`; true when one changed.
+    fn leaves(&mut self, value: &mut Value) -> bool {
+        match value {
+            Value::String(text) if text == REDACTED => false,
+            Value::String(_) | Value::Number(_) => {
+                *value = Value::String(REDACTED.into());
+                *self.count += 1;
+                true
+            }
+            Value::Array(items) => items
+                .iter_mut()
+                .fold(false, |c, item| self.leaves(item) | c),
+            Value::Object(fields) => fields.values_mut().fold(false, |c, v| self.leaves(v) | c),
+            _ => false,
+        }
     }
 
     fn json(&mut self, value: &mut Value) -> bool {
@@ -255,6 +276,9 @@ impl Redactor<'_> {
                         *value = Value::String(REDACTED.into());
                         *self.count += 1;
                         changed = true;
+                    } else if is_secret_json_field(key) && (value.is_object() || value.is_array()) {
+                        // `"password": {"value": …}`: every string and number in it.
+                        changed |= self.leaves(value);
                     } else {
                         changed |= self.json(value);
                     }
