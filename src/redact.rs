@@ -330,6 +330,14 @@ pub fn redact_url(url: &str) -> String {
     redacted
 }
 
+/// The password in `scheme://user:password@host…`, if `url` has one.
+fn user_info_password(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let (user_info, _) = authority.rsplit_once('@')?;
+    user_info.split_once(':').map(|(_, password)| password)
+}
+
 /// `url` with the password in `scheme://user:password@host` replaced.
 fn redact_user_info(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -490,12 +498,31 @@ impl Secrets {
                 }
             }
         }
-        let query = flow.request.url.split_once('?').map(|(_, q)| q);
+        // The request's URL and those of Location, Referer…: their secret parameters
+        // (a login's redirect carries its `code`), query and fragment, and a password.
+        let response_headers = flow.response.iter().flat_map(|r| r.headers.iter());
+        let url_fields: Vec<String> = (flow.request.headers.iter().chain(response_headers))
+            .filter(|field| is_url_header(&field.name))
+            .map(|field| field.value_lossy().into_owned())
+            .collect();
+        let urls =
+            std::iter::once(flow.request.url.as_str()).chain(url_fields.iter().map(String::as_str));
+        let mut url_params = Vec::new();
+        for url in urls {
+            if let Some(password) = user_info_password(url) {
+                secrets.add(password);
+            }
+            let (before_fragment, fragment) = url
+                .split_once('#')
+                .map_or((url, None), |(b, f)| (b, Some(f)));
+            url_params.extend(before_fragment.split_once('?').map(|(_, q)| q));
+            url_params.extend(fragment);
+        }
         // A form is ASCII: a body that is not UTF-8 is none, and is not copied to look.
         let body = std::str::from_utf8(&flow.request.body.bytes).ok();
         let content_type = flow.request.headers.get("content-type");
         let form = body.filter(|body| is_form_body(content_type.as_deref(), body));
-        for pairs in query.into_iter().chain(form) {
+        for pairs in url_params.into_iter().chain(form) {
             for (name, value) in form_pairs(pairs) {
                 if is_secret_param(&name) {
                     secrets.add(value);

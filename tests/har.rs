@@ -1424,3 +1424,33 @@ fn secrets_in_json_bodies_are_redacted_however_the_json_is_framed() {
         "{written}"
     );
 }
+
+#[test]
+fn a_urls_password_and_a_redirects_code_are_scrubbed_wherever_they_turn_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = "seen USERINFOPASS8 and LOCATIONCODE9";
+    let entry = format!(
+        r#"{{"startedDateTime":"2026-11-20T10:00:01Z",
+          "request":{{"method":"GET","url":"https://ada:USERINFOPASS8@baas.kinvey.com/a"}},
+          "response":{{"status":302,"headers":[{{"name":"Location","value":"https://app.test/cb?code=LOCATIONCODE9&state=s"}}],
+            "content":{{"mimeType":"text/plain","text":"{echo}"}}}}}}"#
+    );
+    let input = dir.path().join("in.har");
+    std::fs::write(&input, har_of(&[&entry])).unwrap();
+    let output = dir.path().join("out.har");
+    let out = kinspect(&[
+        "har",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let written = std::fs::read_to_string(&output).unwrap();
+    for secret in ["USERINFOPASS8", "LOCATIONCODE9"] {
+        assert!(!written.contains(secret), "{secret} in {written}");
+    }
+    assert!(
+        written.contains("seen [redacted] and [redacted]"),
+        "{written}"
+    );
+}
