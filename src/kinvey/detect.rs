@@ -34,8 +34,10 @@ pub fn analyze(flow: &Flow) -> KinveyAnalysis {
     let kinvey = analysis.request_id.is_some()
         || analysis.api_version.is_some()
         || {
-            let host = flow.host.trim_end_matches('.').to_ascii_lowercase();
-            host == "kinvey.com" || host.ends_with(".kinvey.com")
+            let host = flow.host.trim_end_matches('.');
+            let suffix = host.get(host.len().saturating_sub(".kinvey.com".len())..);
+            host.eq_ignore_ascii_case("kinvey.com")
+                || suffix.is_some_and(|s| s.eq_ignore_ascii_case(".kinvey.com"))
         }
         || flow
             .request
