@@ -569,6 +569,22 @@ fn har_urls_take_websocket_schemes_user_info_and_ports_that_are_none() {
 const A_GET: &str = r#"{"startedDateTime":"2026-11-20T10:00:00Z","request":{"method":"GET","url":"https://a/"},"response":{"status":200}}"#;
 
 /// A HAR 1.2 document of `entries` (JSON objects).
+/// `har_text` written as `in.har` in `dir` and exported redacted with `kinspect har`: the
+/// exported HAR's text.
+fn exported_redacted(dir: &Path, har_text: &str) -> String {
+    let input = dir.join("in.har");
+    std::fs::write(&input, har_text).unwrap();
+    let output = dir.join("out.har");
+    let out = kinspect(&[
+        "har",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    std::fs::read_to_string(&output).unwrap()
+}
+
 fn har_of(entries: &[&str]) -> String {
     format!(
         r#"{{"log":{{"version":"1.2","entries":[{}]}}}}"#,
@@ -1290,17 +1306,7 @@ fn every_cookie_of_a_set_cookie_field_is_redacted_however_it_is_written() {
         &set_cookie("q=\"QUOTEDSECRET222\"; Path=/", "QUOTEDSECRET222"),
         &set_cookie("NAMELESSSECRET111; Path=/", "NAMELESSSECRET111"),
     ]);
-    let input = dir.path().join("in.har");
-    std::fs::write(&input, har_text).unwrap();
-    let output = dir.path().join("out.har");
-    let out = kinspect(&[
-        "har",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{out:?}");
-    let written = std::fs::read_to_string(&output).unwrap();
+    let written = exported_redacted(dir.path(), &har_text);
     for secret in [
         "SESSIONSECRET999",
         "FOLDEDSECRET777",
@@ -1347,17 +1353,7 @@ fn a_kinvey_errors_description_is_redacted_too() {
         body.len(),
         serde_json::to_string(body).unwrap()
     );
-    let input = dir.path().join("in.har");
-    std::fs::write(&input, har_of(&[&entry])).unwrap();
-    let output = dir.path().join("out.har");
-    let out = kinspect(&[
-        "har",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{out:?}");
-    let written = std::fs::read_to_string(&output).unwrap();
+    let written = exported_redacted(dir.path(), &har_of(&[&entry]));
     assert!(!written.contains("SECKINVEY03"), "{written}");
     let har: serde_json::Value = serde_json::from_str(&written).unwrap();
     let kinvey = &har["log"]["entries"][0]["_kinvey"];
@@ -1396,17 +1392,7 @@ fn secrets_in_json_bodies_are_redacted_however_the_json_is_framed() {
             "{\"_kmd\":{\"authtoken\":\"TRAILINGTOKEN6\"},\"access_token\":\"TRAILINGTOKEN7\"}\n--end--",
         ),
     ]);
-    let input = dir.path().join("in.har");
-    std::fs::write(&input, har_text).unwrap();
-    let output = dir.path().join("out.har");
-    let out = kinspect(&[
-        "har",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{out:?}");
-    let written = std::fs::read_to_string(&output).unwrap();
+    let written = exported_redacted(dir.path(), &har_text);
     for secret in [
         "BOMPASSWORD1",
         "NDJSONPASS2",
@@ -1435,17 +1421,7 @@ fn a_urls_password_and_a_redirects_code_are_scrubbed_wherever_they_turn_up() {
           "response":{{"status":302,"headers":[{{"name":"Location","value":"https://app.test/cb?code=LOCATIONCODE9&state=s"}}],
             "content":{{"mimeType":"text/plain","text":"{echo}"}}}}}}"#
     );
-    let input = dir.path().join("in.har");
-    std::fs::write(&input, har_of(&[&entry])).unwrap();
-    let output = dir.path().join("out.har");
-    let out = kinspect(&[
-        "har",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{out:?}");
-    let written = std::fs::read_to_string(&output).unwrap();
+    let written = exported_redacted(dir.path(), &har_of(&[&entry]));
     for secret in ["USERINFOPASS8", "LOCATIONCODE9"] {
         assert!(!written.contains(secret), "{secret} in {written}");
     }
