@@ -176,6 +176,17 @@ pub fn is_secret_json_field(name: &str) -> bool {
 /// [`is_secret_param`], whose `key`, `code` and `*_tokens` counts would carry ordinary
 /// words and numbers into every text of the export.
 fn is_credential_field(name: &str) -> bool {
+    credential_word(name, false)
+}
+
+/// True for a JSON field that is a credential as a whole (`password`, `credentials`,
+/// `client_secret`): all its value is secret, objects and arrays too. Not
+/// `passwordPolicy` or `tokenUsage`, whose contents are ordinary settings and counts.
+pub fn holds_credentials(name: &str) -> bool {
+    credential_word(name, true)
+}
+
+fn credential_word(name: &str, whole: bool) -> bool {
     let name = name.to_ascii_lowercase().replace(['-', '_'], "");
     [
         "password",
@@ -192,7 +203,14 @@ fn is_credential_field(name: &str) -> bool {
         "jwt",
     ]
     .iter()
-    .any(|word| name.contains(word))
+    .any(|word| match whole {
+        true => {
+            name == *word
+                || name.strip_suffix('s') == Some(word)
+                || name.ends_with(&format!("client{word}"))
+        }
+        false => name.contains(word),
+    })
 }
 
 /// Most values one flow's JSON bodies add to its secrets.
@@ -440,7 +458,24 @@ pub struct Secrets {
     values: Vec<String>,
     /// How many came from JSON bodies.
     from_json: usize,
+    /// How many came from cookies.
+    from_cookies: usize,
 }
+
+/// Whose URL parameters are read for secrets.
+#[derive(Debug, Clone, Copy)]
+enum UrlOf {
+    /// The request's own URL (and form body).
+    Request,
+    /// A `Location`: a login's redirect carries its `code`.
+    Location,
+    /// A `Referer` or `Content-Location`.
+    Header,
+}
+
+/// Most cookie values one flow adds to its secrets: each is looked for in every text of
+/// the flow, and a field of thousands of cookies made an export take seconds.
+const MAX_COOKIE_SECRETS: usize = 64;
 
 /// Secrets shorter than this are not scrubbed from free text (too many false hits).
 const MIN_SECRET_LEN: usize = 4;
@@ -460,7 +495,9 @@ impl Secrets {
             let value = field.value_lossy().trim().to_owned();
             if let Some(set_cookie) = cookie_field(&field.name) {
                 for cookie in cookie_secret_values(&value, set_cookie) {
-                    secrets.add(cookie);
+                    if secrets.from_cookies < MAX_COOKIE_SECRETS && secrets.add(cookie) {
+                        secrets.from_cookies += 1;
+                    }
                 }
                 // Redacted whole where its cookies cannot be told apart.
                 if redact_cookie_field(&value, set_cookie).is_none() {
@@ -501,30 +538,51 @@ impl Secrets {
         // The request's URL and those of Location, Referer…: their secret parameters
         // (a login's redirect carries its `code`), query and fragment, and a password.
         let response_headers = flow.response.iter().flat_map(|r| r.headers.iter());
-        let url_fields: Vec<String> = (flow.request.headers.iter().chain(response_headers))
-            .filter(|field| is_url_header(&field.name))
-            .map(|field| field.value_lossy().into_owned())
-            .collect();
-        let urls =
-            std::iter::once(flow.request.url.as_str()).chain(url_fields.iter().map(String::as_str));
+        let url_fields: Vec<(String, UrlOf)> =
+            (flow.request.headers.iter().chain(response_headers))
+                .filter(|field| is_url_header(&field.name))
+                .map(|field| {
+                    let of = match field.name.eq_ignore_ascii_case("location") {
+                        true => UrlOf::Location,
+                        false => UrlOf::Header,
+                    };
+                    (field.value_lossy().into_owned(), of)
+                })
+                .collect();
+        let urls = std::iter::once((flow.request.url.as_str(), UrlOf::Request))
+            .chain(url_fields.iter().map(|(url, of)| (url.as_str(), *of)));
         let mut url_params = Vec::new();
-        for url in urls {
+        for (url, of) in urls {
             if let Some(password) = user_info_password(url) {
                 secrets.add(password);
+                secrets.add(&decode_form_component(password));
             }
             let (before_fragment, fragment) = url
                 .split_once('#')
                 .map_or((url, None), |(b, f)| (b, Some(f)));
-            url_params.extend(before_fragment.split_once('?').map(|(_, q)| q));
-            url_params.extend(fragment);
+            url_params.extend(before_fragment.split_once('?').map(|(_, q)| (q, of)));
+            url_params.extend(fragment.map(|f| (f, of)));
         }
         // A form is ASCII: a body that is not UTF-8 is none, and is not copied to look.
         let body = std::str::from_utf8(&flow.request.body.bytes).ok();
         let content_type = flow.request.headers.get("content-type");
         let form = body.filter(|body| is_form_body(content_type.as_deref(), body));
-        for pairs in url_params.into_iter().chain(form) {
+        // The request's own parameters by the broad test; those of a Referer (sent with
+        // every browser request) or a Location only when they name a credential or a
+        // login's `code`, not the `key` and `session` of an ordinary page.
+        let all_params = url_params
+            .into_iter()
+            .chain(form.map(|form| (form, UrlOf::Request)));
+        for (pairs, of) in all_params {
             for (name, value) in form_pairs(pairs) {
-                if is_secret_param(&name) {
+                let secret = match of {
+                    UrlOf::Request => is_secret_param(&name),
+                    UrlOf::Location => {
+                        is_credential_field(&name) || name.eq_ignore_ascii_case("code")
+                    }
+                    UrlOf::Header => is_credential_field(&name),
+                };
+                if secret {
                     secrets.add(value);
                     secrets.add(&decode_form_component(value));
                 }
@@ -547,7 +605,7 @@ impl Secrets {
                         }
                         // `"password": {"value": …}`: every string in it.
                         nested @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))
-                            if is_credential_field(name) =>
+                            if holds_credentials(name) =>
                         {
                             let mut texts = Vec::new();
                             string_leaves(nested, &mut texts);
@@ -730,7 +788,7 @@ mod tests {
         let mut earlier = EarlierSecrets::default();
         let of = |values: &[&str]| Secrets {
             values: values.iter().map(|v| v.to_string()).collect(),
-            from_json: 0,
+            ..Secrets::default()
         };
         earlier.add(&of(&["token-one-x", "token-one-x-longer", "en-US"]));
         assert_eq!(

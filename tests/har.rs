@@ -1429,4 +1429,22 @@ fn a_urls_password_and_a_redirects_code_are_scrubbed_wherever_they_turn_up() {
         written.contains("seen [redacted] and [redacted]"),
         "{written}"
     );
+
+    // A Referer's ordinary `key` and `code`, and a secret-sounding JSON object that
+    // holds no credential, stay.
+    let entry = r#"{"startedDateTime":"2026-11-20T10:00:01Z",
+          "request":{"method":"GET","url":"https://baas.kinvey.com/appdata/kid_x/books/b1",
+            "headers":[{"name":"Referer","value":"https://console.app.test/list?key=books&code=shelf-view"}]},
+          "response":{"status":200,"content":{"mimeType":"application/json",
+            "text":"{\"collection\":\"books\",\"view\":\"shelf-view\",\"session\":{\"user\":{\"name\":\"ada\"}},\"passwordPolicy\":{\"minLength\":8}}"}}}"#;
+    let written = exported_redacted(dir.path(), &har_of(&[entry]));
+    for kept in [
+        "/appdata/kid_x/books/b1",
+        r#"\"collection\":\"books\""#,
+        r#"\"view\":\"shelf-view\""#,
+        r#"\"name\":\"ada\""#,
+        r#"\"minLength\":8"#,
+    ] {
+        assert!(written.contains(kept), "{kept} not in {written}");
+    }
 }

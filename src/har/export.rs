@@ -10,9 +10,9 @@ use super::har_version;
 use crate::capture::StoredFlow;
 use crate::flow::{utc_timestamp, CapturedBody, Flow, FlowKind, Headers};
 use crate::redact::{
-    cookie_field, cookie_pairs, form_body_fields, form_fields, is_form_body, is_secret_header,
-    is_secret_json_field, is_secret_param, is_url_header, query_of, redact_cookie_field,
-    redact_form, redact_url, EarlierSecrets, JsonBody, Secrets, REDACTED,
+    cookie_field, cookie_pairs, form_body_fields, form_fields, holds_credentials, is_form_body,
+    is_secret_header, is_secret_json_field, is_secret_param, is_url_header, query_of,
+    redact_cookie_field, redact_form, redact_url, EarlierSecrets, JsonBody, Secrets, REDACTED,
 };
 
 /// How to export.
@@ -276,8 +276,9 @@ impl Redactor<'_> {
                         *value = Value::String(REDACTED.into());
                         *self.count += 1;
                         changed = true;
-                    } else if is_secret_json_field(key) && (value.is_object() || value.is_array()) {
-                        // `"password": {"value": …}`: every string and number in it.
+                    } else if holds_credentials(key) && (value.is_object() || value.is_array()) {
+                        // `"password": {"value": …}`: every string and number in it (a
+                        // `session` or `tokenUsage` object is walked into instead).
                         changed |= self.leaves(value);
                     } else {
                         changed |= self.json(value);
