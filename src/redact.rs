@@ -452,6 +452,61 @@ impl JsonBody {
     }
 }
 
+/// `text` with the values of its secret-named JSON fields [`REDACTED`] (however its JSON
+/// is framed, see [`JsonBody`]), and how many were; `text` as it is when it holds no
+/// JSON.
+pub fn redact_json_text(text: &str) -> (String, usize) {
+    let Some(mut json) = JsonBody::of(text) else {
+        return (text.to_owned(), 0);
+    };
+    let redacted: usize = json.documents().into_iter().map(redact_json_fields).sum();
+    match redacted {
+        0 => (text.to_owned(), 0),
+        n => (json.text(text), n),
+    }
+}
+
+/// Redacts the values of the secret-named fields in `value`, however deep: a string or
+/// number, or every one inside a field that is a credential as a whole. How many.
+fn redact_json_fields(value: &mut serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::Object(fields) => fields
+            .iter_mut()
+            .map(|(name, value)| match value {
+                Value::String(text) if text == REDACTED => 0,
+                Value::String(_) | Value::Number(_) if is_secret_json_field(name) => {
+                    *value = Value::String(REDACTED.into());
+                    1
+                }
+                // `"password": {"value": …}`: all of it (a `session` or `tokenUsage`
+                // object is walked into instead).
+                Value::Object(_) | Value::Array(_) if holds_credentials(name) => {
+                    redact_leaves(value)
+                }
+                _ => redact_json_fields(value),
+            })
+            .sum(),
+        Value::Array(items) => items.iter_mut().map(redact_json_fields).sum(),
+        _ => 0,
+    }
+}
+
+/// Redacts every string and number inside `value`: how many.
+fn redact_leaves(value: &mut serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::String(text) if text == REDACTED => 0,
+        Value::String(_) | Value::Number(_) => {
+            *value = Value::String(REDACTED.into());
+            1
+        }
+        Value::Array(items) => items.iter_mut().map(redact_leaves).sum(),
+        Value::Object(fields) => fields.values_mut().map(redact_leaves).sum(),
+        _ => 0,
+    }
+}
+
 /// The secret strings of one flow, to scrub from any text derived from it.
 #[derive(Debug, Default)]
 pub struct Secrets {

@@ -1448,3 +1448,25 @@ fn a_urls_password_and_a_redirects_code_are_scrubbed_wherever_they_turn_up() {
         assert!(written.contains(kept), "{kept} not in {written}");
     }
 }
+
+#[test]
+fn a_support_report_redacts_secret_fields_of_a_json_debug() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = r#"{"error":"BLRuntimeError","description":"boom","debug":{"token":"RPTLEAK1234","session":"RPTSESS5678","signature":"RPTSIG9999","step":"save"}}"#;
+    let entry = format!(
+        r#"{{"startedDateTime":"2026-11-20T10:00:01Z",
+          "request":{{"method":"POST","url":"https://baas.kinvey.com/rpc/kid_x/custom/x"}},
+          "response":{{"status":400,"headers":[{{"name":"X-Kinvey-Request-ID","value":"rpt0001"}},{{"name":"Content-Type","value":"application/json"}}],
+            "content":{{"mimeType":"application/json","text":{}}}}}}}"#,
+        serde_json::to_string(body).unwrap()
+    );
+    let path = dir.path().join("in.har");
+    std::fs::write(&path, har_of(&[&entry])).unwrap();
+    let report = kinspect(&["report", path.to_str().unwrap(), "--request-id", "rpt0001"]);
+    assert!(report.status.success(), "{report:?}");
+    let text = String::from_utf8_lossy(&report.stdout);
+    for secret in ["RPTLEAK1234", "RPTSESS5678", "RPTSIG9999"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    assert!(text.contains(r#""step":"save""#), "{text}");
+}

@@ -10,9 +10,9 @@ use super::har_version;
 use crate::capture::StoredFlow;
 use crate::flow::{utc_timestamp, CapturedBody, Flow, FlowKind, Headers};
 use crate::redact::{
-    cookie_field, cookie_pairs, form_body_fields, form_fields, holds_credentials, is_form_body,
-    is_secret_header, is_secret_json_field, is_secret_param, is_url_header, query_of,
-    redact_cookie_field, redact_form, redact_url, EarlierSecrets, JsonBody, Secrets, REDACTED,
+    cookie_field, cookie_pairs, form_body_fields, form_fields, is_form_body, is_secret_header,
+    is_secret_param, is_url_header, query_of, redact_cookie_field, redact_form, redact_json_text,
+    redact_url, EarlierSecrets, Secrets, REDACTED,
 };
 
 /// How to export.
@@ -233,66 +233,9 @@ impl Redactor<'_> {
         if !self.on {
             return text.to_owned();
         }
-        let mut redacted = text.to_owned();
-        if let Some(mut json) = JsonBody::of(text) {
-            let mut changed = false;
-            for document in json.documents() {
-                changed |= self.json(document);
-            }
-            if changed {
-                redacted = json.text(text);
-            }
-        }
+        let (redacted, fields) = redact_json_text(text);
+        *self.count += fields as u64;
         self.scrubbed(&redacted)
-    }
-
-    /// Redacts every string and number inside `value`; true when one changed.
-    fn leaves(&mut self, value: &mut Value) -> bool {
-        match value {
-            Value::String(text) if text == REDACTED => false,
-            Value::String(_) | Value::Number(_) => {
-                *value = Value::String(REDACTED.into());
-                *self.count += 1;
-                true
-            }
-            Value::Array(items) => items
-                .iter_mut()
-                .fold(false, |c, item| self.leaves(item) | c),
-            Value::Object(fields) => fields.values_mut().fold(false, |c, v| self.leaves(v) | c),
-            _ => false,
-        }
-    }
-
-    fn json(&mut self, value: &mut Value) -> bool {
-        let mut changed = false;
-        match value {
-            Value::Object(map) => {
-                for (key, value) in map.iter_mut() {
-                    let done = value.as_str() == Some(REDACTED);
-                    if is_secret_json_field(key)
-                        && !done
-                        && (value.is_string() || value.is_number())
-                    {
-                        *value = Value::String(REDACTED.into());
-                        *self.count += 1;
-                        changed = true;
-                    } else if holds_credentials(key) && (value.is_object() || value.is_array()) {
-                        // `"password": {"value": …}`: every string and number in it (a
-                        // `session` or `tokenUsage` object is walked into instead).
-                        changed |= self.leaves(value);
-                    } else {
-                        changed |= self.json(value);
-                    }
-                }
-            }
-            Value::Array(items) => {
-                for item in items {
-                    changed |= self.json(item);
-                }
-            }
-            _ => {}
-        }
-        changed
     }
 }
 

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use super::{Finding, KinveyAnalysis};
 use crate::flow::{printable_line, utc_timestamp, Flow};
-use crate::redact::{redact_url, Secrets};
+use crate::redact::{redact_json_text, redact_url, Secrets};
 
 /// The report for `flow`, given its analysis and the behaviour warnings stored with it.
 /// No credential, token, cookie or app secret of the flow appears in it.
@@ -13,7 +13,9 @@ pub fn support_report(flow: &Flow, analysis: &KinveyAnalysis, warnings: &[Findin
     let secrets = Secrets::of(flow);
     let mut out = String::new();
     let mut line = |label: &str, value: &str| {
-        let _ = writeln!(out, "{label:<13}{}", printable_line(&secrets.scrub(value)));
+        // A debug is often JSON: its secret-named fields go too, as in a HAR.
+        let (value, _) = redact_json_text(value);
+        let _ = writeln!(out, "{label:<13}{}", printable_line(&secrets.scrub(&value)));
     };
     line(
         "Request ID:",

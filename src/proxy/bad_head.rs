@@ -476,29 +476,53 @@ fn failure_for(status: StatusCode, head: &[u8]) -> ProxyFailure {
 /// an oversized `Cookie` is the usual cause of a 431.
 fn quotable(head: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(head.len());
-    // The request line names no field (its URL may hold a colon).
-    for (i, line) in head.split_inclusive(|&b| b == b'\n').enumerate() {
-        let secret = line.iter().position(|&b| b == b':').filter(|&colon| {
-            i > 0 && {
-                let name = String::from_utf8_lossy(&line[..colon]);
-                crate::redact::is_secret_header(name.trim())
+    // Lines end at CR or LF alike here: a head with bare CRs is one that gets quoted.
+    let mut in_secret = false;
+    for (i, line) in head
+        .split_inclusive(|&b| b == b'\n' || b == b'\r')
+        .enumerate()
+    {
+        let end = line.len()
+            - line
+                .iter()
+                .rev()
+                .take_while(|b| b"\r\n".contains(b))
+                .count();
+        let (text, ending) = line.split_at(end);
+        if i == 0 {
+            // The request line: its target's secret parameters and password.
+            let text = String::from_utf8_lossy(text);
+            let shown: Vec<String> = text
+                .split(' ')
+                .map(|word| match word.contains('?') || word.contains('@') {
+                    true => crate::redact::redact_url(word),
+                    false => word.to_owned(),
+                })
+                .collect();
+            out.extend_from_slice(shown.join(" ").as_bytes());
+        } else if text.is_empty() {
+            // The CR of a CRLF, or the blank line ending the head.
+        } else if text.starts_with(b" ") || text.starts_with(b"\t") {
+            // A folded line goes on with the field above it.
+            match in_secret {
+                true => out.extend_from_slice(b" [redacted]"),
+                false => out.extend_from_slice(text),
             }
-        });
-        match secret {
-            Some(colon) => {
-                let end = line.len()
-                    - line
-                        .iter()
-                        .rev()
-                        .take_while(|b| b"\r\n".contains(b))
-                        .count();
-                out.extend_from_slice(&line[..=colon]);
-                out.extend_from_slice(b" ");
-                out.extend_from_slice(crate::redact::REDACTED.as_bytes());
-                out.extend_from_slice(&line[end.max(colon + 1)..]);
+        } else {
+            let colon = text.iter().position(|&b| b == b':');
+            in_secret = colon.is_some_and(|colon| {
+                crate::redact::is_secret_header(String::from_utf8_lossy(&text[..colon]).trim())
+            });
+            match (in_secret, colon) {
+                (true, Some(colon)) => {
+                    out.extend_from_slice(&text[..=colon]);
+                    out.extend_from_slice(b" ");
+                    out.extend_from_slice(crate::redact::REDACTED.as_bytes());
+                }
+                _ => out.extend_from_slice(text),
             }
-            None => out.extend_from_slice(line),
         }
+        out.extend_from_slice(ending);
     }
     out
 }
@@ -557,6 +581,21 @@ mod tests {
         for (written, expected) in answers {
             let found = hypers_answer(written).map(|(v, s)| (v, s.as_u16()));
             assert_eq!(found, expected, "{}", written.escape_ascii());
+        }
+    }
+
+    #[test]
+    fn a_quoted_head_with_bare_crs_folded_fields_or_a_token_in_its_url_has_no_secret() {
+        let heads: [&[u8]; 3] = [
+            b"GET http://h.test/ HTTP/1.1\rCookie: sid=BARECR1\rAuthorization: Bearer BARECR2\r\r",
+            b"GET / HTTP/1.1\r\nAuthorization: Bearer\r\n FOLDED3xyz\r\nBad Header: x\r\n\r\n",
+            b"GET http://h.test/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa?access_token=CUTTOKEN4ABCDEFGHIJKLMNOPQRSTUVWXYZ HTTP/1.1\r\nBad Header: x\r\n\r\n",
+        ];
+        for head in heads {
+            let message = failure_for(StatusCode::BAD_REQUEST, head).error.message;
+            for secret in ["BARECR", "FOLDED3", "CUTTOKEN4"] {
+                assert!(!message.contains(secret), "{message}");
+            }
         }
     }
 
