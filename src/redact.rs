@@ -78,8 +78,12 @@ pub fn cookie_secret_values(value: &str, set_cookie: bool) -> Vec<&str> {
     let attribute =
         |name: &str| set_cookie && ATTRIBUTES.iter().any(|a| a.eq_ignore_ascii_case(name));
     let mut values = Vec::new();
-    for piece in value.split([';', ',', '\n']).map(str::trim) {
+    let segments = value.split([',', '\n']);
+    // A segment's first piece is a cookie, whatever its name (`version=…`).
+    let pieces = segments.flat_map(|segment| segment.split(';').map(str::trim).enumerate());
+    for (i, piece) in pieces {
         match piece.split_once('=') {
+            Some((_, value)) if i == 0 => values.push(value.trim().trim_matches('"')),
             Some((name, _)) if attribute(name.trim()) => {}
             Some((_, value)) => values.push(value.trim().trim_matches('"')),
             None if attribute(piece) || (set_cookie && piece.contains(' ')) => {}
@@ -828,6 +832,8 @@ mod tests {
             true,
         );
         assert_eq!(secrets, ["S1", "S2", "NOEQ", "S3"]);
+        let named_like_an_attribute = cookie_secret_values("version=VERSECRET12; Path=/", true);
+        assert_eq!(named_like_an_attribute, ["VERSECRET12"]);
         assert_eq!(
             cookie_secret_values("x=S4, y=S5; S6", false),
             ["S4", "S5", "S6"]
