@@ -388,72 +388,136 @@ fn string_leaves<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
     }
 }
 
-/// The JSON of a body, however the body holds it.
+/// The JSON of a body, however the body holds it: one document, a document a line
+/// (NDJSON), documents one after another, a document cut short (at `--max-body`), or a
+/// document then other bytes; a byte-order mark before it.
 #[derive(Debug)]
-pub enum JsonBody {
-    /// All of it is one document (after a byte-order mark, if any).
-    Whole(serde_json::Value),
-    /// A document per non-blank line (NDJSON, JSON Lines).
-    Lines(Vec<serde_json::Value>),
-    /// A document, then bytes that are not JSON from this offset on.
-    Leading(serde_json::Value, usize),
+pub struct JsonBody {
+    bom: bool,
+    segments: Vec<Segment>,
 }
 
+/// A stretch of a [`JsonBody`].
+#[derive(Debug)]
+enum Segment {
+    /// A whole JSON document.
+    Json(serde_json::Value),
+    /// Text between, around or after documents, or a document that does not parse
+    /// (cut short): its secret-named fields are found by their `"name": "value"` shape.
+    Raw(String),
+}
+
+/// Documents that fail to parse before the rest of a body is taken as raw text: each
+/// failed attempt reads on to the error, so unbounded attempts could take quadratic time.
+const MAX_FAILED_DOCUMENTS: usize = 64;
+
 impl JsonBody {
-    /// The JSON of `text` (its byte-order mark left out), or `None` when it opens no
-    /// object or array.
+    /// The JSON of `text`, or `None` when it opens no object or array.
     pub fn of(text: &str) -> Option<JsonBody> {
-        let text = text.trim_start_matches('\u{feff}');
-        if !text.trim_start().starts_with(['{', '[']) {
+        let body = text.trim_start_matches('\u{feff}');
+        let bom = body.len() != text.len();
+        if !body.trim_start().starts_with(['{', '[']) {
             return None;
         }
-        if let Ok(whole) = serde_json::from_str(text) {
-            return Some(JsonBody::Whole(whole));
+        if let Ok(whole) = serde_json::from_str(body) {
+            let segments = vec![Segment::Json(whole)];
+            return Some(JsonBody { bom, segments });
         }
-        let lines: Option<Vec<serde_json::Value>> = text
-            .lines()
-            .filter(|line| !line.trim().is_empty())
-            .map(|line| serde_json::from_str(line).ok())
-            .collect();
-        if let Some(lines) = lines.filter(|lines| lines.len() > 1) {
-            return Some(JsonBody::Lines(lines));
+        let mut segments = Vec::new();
+        let raw = |segments: &mut Vec<Segment>, text: &str| {
+            if !text.is_empty() {
+                segments.push(Segment::Raw(text.to_owned()));
+            }
+        };
+        let (mut at, mut failed) = (0, 0);
+        while at < body.len() {
+            let Some(start) = body[at..].find(['{', '[']).map(|i| at + i) else {
+                break;
+            };
+            raw(&mut segments, &body[at..start]);
+            let mut stream = serde_json::Deserializer::from_str(&body[start..]).into_iter();
+            match stream.next() {
+                Some(Ok(document)) => {
+                    segments.push(Segment::Json(document));
+                    at = start + stream.byte_offset();
+                }
+                // Cut short: the rest is one unfinished document.
+                Some(Err(e)) if e.is_eof() => {
+                    at = start;
+                    break;
+                }
+                _ => {
+                    failed += 1;
+                    let end = body[start..]
+                        .find('\n')
+                        .map_or(body.len(), |i| start + i + 1);
+                    raw(&mut segments, &body[start..end]);
+                    at = end;
+                    if failed >= MAX_FAILED_DOCUMENTS {
+                        break;
+                    }
+                }
+            }
         }
-        let mut stream = serde_json::Deserializer::from_str(text).into_iter();
-        let first = stream.next()?.ok()?;
-        Some(JsonBody::Leading(first, stream.byte_offset()))
+        raw(&mut segments, &body[at..]);
+        Some(JsonBody { bom, segments })
     }
 
     /// Its documents.
-    pub fn documents(&mut self) -> Vec<&mut serde_json::Value> {
-        match self {
-            JsonBody::Whole(value) | JsonBody::Leading(value, _) => vec![value],
-            JsonBody::Lines(values) => values.iter_mut().collect(),
-        }
+    pub fn documents(&mut self) -> impl Iterator<Item = &mut serde_json::Value> {
+        self.segments
+            .iter_mut()
+            .filter_map(|segment| match segment {
+                Segment::Json(document) => Some(document),
+                Segment::Raw(_) => None,
+            })
     }
 
-    /// The body again, from `text` (what it was read from) and its documents as they
-    /// are now.
-    pub fn text(&self, text: &str) -> String {
-        let bom = if text.starts_with('\u{feff}') {
-            "\u{feff}"
-        } else {
-            ""
-        };
-        match self {
-            JsonBody::Whole(value) => format!("{bom}{value}"),
-            JsonBody::Lines(values) => {
-                let lines: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-                format!("{bom}{}", lines.join("\n"))
-            }
-            JsonBody::Leading(value, end) => {
-                let rest = text
-                    .trim_start_matches('\u{feff}')
-                    .get(*end..)
-                    .unwrap_or("");
-                format!("{bom}{value}{rest}")
+    /// Its text that is not in whole documents.
+    fn raw(&mut self) -> impl Iterator<Item = &mut String> {
+        self.segments
+            .iter_mut()
+            .filter_map(|segment| match segment {
+                Segment::Raw(text) => Some(text),
+                Segment::Json(_) => None,
+            })
+    }
+
+    /// The body again, its documents as they are now.
+    pub fn text(&self) -> String {
+        let mut out = String::from(if self.bom { "\u{feff}" } else { "" });
+        for segment in &self.segments {
+            match segment {
+                Segment::Json(document) => out.push_str(&document.to_string()),
+                Segment::Raw(text) => out.push_str(text),
             }
         }
+        out
     }
+}
+
+/// A `"name": "value"` pair in text that is not whole JSON.
+static LOOSE_FIELD: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r#""([^"\\]{1,64})"\s*:\s*"((?:[^"\\]|\\.)*)""#)
+        .expect("the pattern is valid")
+});
+
+/// `text` (not whole JSON) with the values of its secret-named `"name": "value"` pairs
+/// [`REDACTED`], and how many were.
+fn redact_loose_fields(text: &str) -> (String, usize) {
+    let mut count = 0;
+    let redacted = LOOSE_FIELD.replace_all(text, |found: &regex::Captures<'_>| {
+        let (whole, name, value) = (&found[0], &found[1], &found[2]);
+        match is_secret_json_field(name) && value != REDACTED {
+            true => {
+                count += 1;
+                // The pair as written, its value (and closing quote) replaced.
+                format!("{}{REDACTED}\"", &whole[..whole.len() - value.len() - 1])
+            }
+            false => whole.to_owned(),
+        }
+    });
+    (redacted.into_owned(), count)
 }
 
 /// `text` with the values of its secret-named JSON fields [`REDACTED`] (however its JSON
@@ -463,10 +527,15 @@ pub fn redact_json_text(text: &str) -> (String, usize) {
     let Some(mut json) = JsonBody::of(text) else {
         return (text.to_owned(), 0);
     };
-    let redacted: usize = json.documents().into_iter().map(redact_json_fields).sum();
+    let mut redacted: usize = json.documents().map(redact_json_fields).sum();
+    for raw in json.raw() {
+        let (loose, count) = redact_loose_fields(raw);
+        *raw = loose;
+        redacted += count;
+    }
     match redacted {
         0 => (text.to_owned(), 0),
-        n => (json.text(text), n),
+        n => (json.text(), n),
     }
 }
 
@@ -591,6 +660,16 @@ impl Secrets {
             if let Some(mut json) = JsonBody::of(text) {
                 for document in json.documents() {
                     secrets.add_json(document);
+                }
+                for raw in json.raw() {
+                    for found in LOOSE_FIELD.captures_iter(raw) {
+                        if is_credential_field(&found[1])
+                            && secrets.from_json < MAX_JSON_SECRETS
+                            && secrets.add(&found[2])
+                        {
+                            secrets.from_json += 1;
+                        }
+                    }
                 }
             }
         }

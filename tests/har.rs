@@ -1391,6 +1391,15 @@ fn secrets_in_json_bodies_are_redacted_however_the_json_is_framed() {
             "{}",
             "{\"_kmd\":{\"authtoken\":\"TRAILINGTOKEN6\"},\"access_token\":\"TRAILINGTOKEN7\"}\n--end--",
         ),
+        // NDJSON whose last line is cut (as at --max-body), documents one after
+        // another, pretty documents, a document cut short.
+        &entry(
+            "{}",
+            "{\"a\":1}\n{\"password\":\"NDJSONCUT8\"}\n{\"access_token\":\"NDJSONCUT9\"}\n{\"x\":",
+        ),
+        &entry("{}", "{\"a\":1}{\"password\":\"CONCAT10\"}"),
+        &entry("{}", "{\n \"a\": 1\n}\n{\n \"password\": \"PRETTY11\"\n}"),
+        &entry("{}", "[{\"password\":\"CUTSHORT12\"},{\"b\":"),
     ]);
     let written = exported_redacted(dir.path(), &har_text);
     for secret in [
@@ -1401,6 +1410,11 @@ fn secrets_in_json_bodies_are_redacted_however_the_json_is_framed() {
         "NESTEDPASS5",
         "TRAILINGTOKEN6",
         "TRAILINGTOKEN7",
+        "NDJSONCUT8",
+        "NDJSONCUT9",
+        "CONCAT10",
+        "PRETTY11",
+        "CUTSHORT12",
     ] {
         assert!(!written.contains(secret), "{secret} in {written}");
     }
