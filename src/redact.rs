@@ -392,7 +392,7 @@ fn string_leaves<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
 /// (NDJSON), documents one after another, a document cut short (at `--max-body`), or a
 /// document then other bytes; a byte-order mark before it.
 #[derive(Debug)]
-pub struct JsonBody {
+struct JsonBody {
     bom: bool,
     segments: Vec<Segment>,
 }
@@ -413,7 +413,7 @@ const MAX_FAILED_DOCUMENTS: usize = 64;
 
 impl JsonBody {
     /// The JSON of `text`, or `None` when it opens no object or array.
-    pub fn of(text: &str) -> Option<JsonBody> {
+    fn of(text: &str) -> Option<JsonBody> {
         let body = text.trim_start_matches('\u{feff}');
         let bom = body.len() != text.len();
         if !body.trim_start().starts_with(['{', '[']) {
@@ -464,7 +464,7 @@ impl JsonBody {
     }
 
     /// Its documents.
-    pub fn documents(&mut self) -> impl Iterator<Item = &mut serde_json::Value> {
+    fn documents(&mut self) -> impl Iterator<Item = &mut serde_json::Value> {
         self.segments
             .iter_mut()
             .filter_map(|segment| match segment {
@@ -484,7 +484,7 @@ impl JsonBody {
     }
 
     /// The body again, its documents as they are now.
-    pub fn text(&self) -> String {
+    fn text(&self) -> String {
         let mut out = String::from(if self.bom { "\u{feff}" } else { "" });
         for segment in &self.segments {
             match segment {

@@ -31,22 +31,7 @@ pub fn analyze(flow: &Flow) -> KinveyAnalysis {
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty());
     let content_type = response.headers.get("content-type").map(|c| c.into_owned());
-    let kinvey = analysis.request_id.is_some()
-        || analysis.api_version.is_some()
-        || {
-            let host = flow.host.trim_end_matches('.');
-            let suffix = host.get(host.len().saturating_sub(".kinvey.com".len())..);
-            host.eq_ignore_ascii_case("kinvey.com")
-                || suffix.is_some_and(|s| s.eq_ignore_ascii_case(".kinvey.com"))
-        }
-        || flow
-            .request
-            .headers
-            .get("authorization")
-            .is_some_and(|auth| {
-                auth.get(..7)
-                    .is_some_and(|scheme| scheme.eq_ignore_ascii_case("kinvey "))
-            });
+    let kinvey = is_kinvey_exchange(flow, &analysis);
 
     if let Some(body) = flow
         .decoded_response_body()
@@ -98,6 +83,27 @@ pub fn analyze(flow: &Flow) -> KinveyAnalysis {
         analysis.anomalies.push(Anomaly::MissingApiVersion);
     }
     analysis
+}
+
+/// True for an exchange with Kinvey: a request id in its response, an API version or
+/// Kinvey credentials in its request, or a `*.kinvey.com` host.
+fn is_kinvey_exchange(flow: &Flow, analysis: &KinveyAnalysis) -> bool {
+    let host = flow.host.trim_end_matches('.');
+    let suffix = host.get(host.len().saturating_sub(".kinvey.com".len())..);
+    let kinvey_host = host.eq_ignore_ascii_case("kinvey.com")
+        || suffix.is_some_and(|s| s.eq_ignore_ascii_case(".kinvey.com"));
+    let kinvey_credentials = flow
+        .request
+        .headers
+        .get("authorization")
+        .is_some_and(|auth| {
+            auth.get(..7)
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("kinvey "))
+        });
+    analysis.request_id.is_some()
+        || analysis.api_version.is_some()
+        || kinvey_host
+        || kinvey_credentials
 }
 
 /// Why a body is not JSON, as the parser says, or the byte-order mark it starts with

@@ -505,7 +505,10 @@ fn quotable(head: &[u8]) -> Vec<u8> {
         } else if text.starts_with(b" ") || text.starts_with(b"\t") {
             // A folded line goes on with the field above it.
             match in_secret {
-                true => out.extend_from_slice(b" [redacted]"),
+                true => {
+                    out.extend_from_slice(b" ");
+                    out.extend_from_slice(crate::redact::REDACTED.as_bytes());
+                }
                 false => out.extend_from_slice(text),
             }
         } else {

@@ -237,13 +237,9 @@ async fn intercept<I>(
         let limit = shared.config.client_header_timeout;
         let name = client_hello_name(&mut io, &mut hello, limit).await;
         prefix = hello.freeze();
-        if let Some(name) = name.filter(|name| ignore.is_match(name)) {
-            // Listed under the name it was passed through for, dialled at the address.
-            let named = Target {
-                dial: target.host.parse().ok(),
-                host: name,
-                ..target
-            };
+        // Listed under the name it was passed through for, dialled at the address.
+        let passed = name.filter(|name| ignore.is_match(name));
+        if let Some(named) = passed.and_then(|name| target.named(&name)) {
             let io = Rewind::new(prefix, io);
             return blind_tunnel(&shared, peer, &named, io, started, dialled).await;
         }
@@ -387,14 +383,10 @@ where
     let sni = start.client_hello().server_name().map(str::to_owned);
     // Apps that resolve names themselves CONNECT to an IP but still send the name: the
     // name is the host (its URL, the origin's certificate), the address where it is.
-    let upstream = match (&sni, target.host.parse::<IpAddr>()) {
-        (Some(name), Ok(ip)) => Target {
-            host: name.clone(),
-            dial: Some(ip),
-            ..target.clone()
-        },
-        _ => target.clone(),
-    };
+    let upstream = sni
+        .as_deref()
+        .and_then(|name| target.named(name))
+        .unwrap_or_else(|| target.clone());
     let cert_host = sni.clone().unwrap_or_else(|| target.host.clone());
     let config = shared
         .leaves

@@ -475,6 +475,17 @@ impl Target {
         })
     }
 
+    /// This target, a CONNECT to an address, as the host `name` its client's TLS asks
+    /// for, dialled at that address; `None` when the target is no address.
+    pub(crate) fn named(&self, name: &str) -> Option<Target> {
+        let ip = self.host.parse::<IpAddr>().ok()?;
+        Some(Target {
+            host: name.to_owned(),
+            dial: Some(ip),
+            ..self.clone()
+        })
+    }
+
     /// The `Host` header value for this target (default port left out).
     pub(crate) fn host_header(&self) -> String {
         let mut host = String::new();
