@@ -257,26 +257,28 @@ const MAX_SECONDS: u64 = 365 * 24 * 3600;
 
 /// Parses a whole number of seconds, from 1 to [`MAX_SECONDS`].
 fn parse_seconds(text: &str) -> Result<u64, String> {
-    match text.trim().parse::<u64>() {
-        Ok(0) => Err("0 seconds would give up at once: write at least 1".into()),
-        Ok(n) if n > MAX_SECONDS => Err(format!(
-            "{n} seconds is longer than kinspect waits: write at most {MAX_SECONDS} (a year)"
+    let too_long = || {
+        format!(
+            "{} seconds is longer than kinspect waits: write at most {MAX_SECONDS} (a year)",
+            text.trim()
+        )
+    };
+    let digits = text.trim().strip_prefix('+').unwrap_or(text.trim());
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        // More digits than a u64 holds is too long as well.
+        return match digits.parse::<u64>() {
+            Ok(0) => Err("0 seconds would give up at once: write at least 1".into()),
+            Ok(n) if n <= MAX_SECONDS => Ok(n),
+            _ => Err(too_long()),
+        };
+    }
+    match digits.parse::<f64>() {
+        Ok(secs) if secs > MAX_SECONDS as f64 => Err(too_long()),
+        Ok(secs) if secs.is_finite() && secs > 0.0 => Err(format!(
+            "{text:?} is not a whole number of seconds: write {}",
+            secs.ceil()
         )),
-        Ok(n) => Ok(n),
-        // Digits past what a u64 holds.
-        Err(_) if text.trim().bytes().all(|b| b.is_ascii_digit()) && !text.trim().is_empty() => {
-            Err(format!(
-                "{} seconds is longer than kinspect waits: write at most {MAX_SECONDS} (a year)",
-                text.trim()
-            ))
-        }
-        Err(_) => match text.trim().parse::<f64>() {
-            Ok(secs) if secs.is_finite() && secs > 0.0 => Err(format!(
-                "{text:?} is not a whole number of seconds: write {}",
-                secs.ceil()
-            )),
-            _ => Err(format!("{text:?} is not a whole number of seconds")),
-        },
+        _ => Err(format!("{text:?} is not a whole number of seconds")),
     }
 }
 
@@ -1125,6 +1127,9 @@ mod tests {
             .unwrap_err()
             .contains("at most"));
         assert_eq!(parse_seconds("31536000"), Ok(31_536_000));
+        assert_eq!(parse_seconds("+30"), Ok(30));
+        assert!(parse_seconds("+0").unwrap_err().contains("at least 1"));
+        assert!(parse_seconds("1e30").unwrap_err().contains("at most"));
         assert!(parse_seconds("soon")
             .unwrap_err()
             .contains("whole number of seconds"));
