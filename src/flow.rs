@@ -103,14 +103,19 @@ impl HeaderField {
 /// The charset the `charset` parameter of `headers`' content type names, if it names
 /// one that is known (`iso-8859-1`, `windows-1252`, `shift_jis`, `utf-8`...).
 pub fn declared_charset(headers: &Headers) -> Option<&'static encoding_rs::Encoding> {
-    let content_type = headers.get("content-type")?;
-    let label = content_type.split(';').skip(1).find_map(|parameter| {
-        let (name, value) = parameter.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("charset")
-            .then(|| value.trim().trim_matches('"').to_owned())
-    })?;
+    let label = media_type_parameter(&headers.get("content-type")?, "charset")?;
     encoding_rs::Encoding::for_label(label.as_bytes())
+}
+
+/// The value of parameter `name` of a media type (`charset` of `text/html;
+/// charset=utf-8`, `boundary` of a multipart body's), unquoted.
+pub fn media_type_parameter(media_type: &str, name: &str) -> Option<String> {
+    media_type.split(';').skip(1).find_map(|parameter| {
+        let (key, value) = parameter.split_once('=')?;
+        key.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| value.trim().trim_matches('"').to_owned())
+    })
 }
 
 /// A header field value's bytes as text: as UTF-8 when they are, else each byte as its

@@ -332,6 +332,151 @@ pub fn redact_form(pairs: &str) -> String {
         .join("&")
 }
 
+/// The boundary of a `multipart/form-data` body (a file upload, a login form sent by
+/// `FormData`), from its `Content-Type`.
+pub fn form_data_boundary(content_type: &str) -> Option<String> {
+    let media_type = content_type.split(';').next()?.trim();
+    if !media_type.eq_ignore_ascii_case("multipart/form-data") {
+        return None;
+    }
+    crate::flow::media_type_parameter(content_type, "boundary").filter(|b| !b.is_empty())
+}
+
+/// One part of a `multipart/form-data` body: the field it carries and where its
+/// content lies in the body.
+#[derive(Debug, PartialEq, Eq)]
+struct FormDataPart {
+    name: String,
+    content: std::ops::Range<usize>,
+}
+
+/// The parts of a `multipart/form-data` body separated by `boundary` (RFC 7578), lines
+/// ended by CRLF or LF alone. A body cut short (at `--max-body`) ends its last part
+/// where it ends; a part without a name, or whose head never ends, is left out.
+fn form_data_parts(body: &[u8], boundary: &str) -> Vec<FormDataPart> {
+    let delimiter = format!("--{boundary}");
+    // A delimiter is a line of its own (blanks after it allowed), or the closing one.
+    let is_delimiter = |at: usize| {
+        let rest = &body[at + delimiter.len()..];
+        let padding = rest
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+        (at == 0 || body[at - 1] == b'\n')
+            && (rest.starts_with(b"--") || matches!(rest.get(padding), None | Some(b'\r' | b'\n')))
+    };
+    let starts: Vec<usize> = memchr::memmem::find_iter(body, delimiter.as_bytes())
+        .filter(|&at| is_delimiter(at))
+        .collect();
+    let mut parts = Vec::new();
+    for (i, &start) in starts.iter().enumerate() {
+        let after = start + delimiter.len();
+        if body[after..].starts_with(b"--") {
+            break;
+        }
+        let Some(line_end) = memchr::memchr(b'\n', &body[after..]) else {
+            break;
+        };
+        let head_start = after + line_end + 1;
+        let end = match starts.get(i + 1) {
+            // The line break before the next delimiter belongs to it.
+            Some(&next) => {
+                let end = next.saturating_sub(1).max(head_start);
+                match end > head_start && body[end - 1] == b'\r' {
+                    true => end - 1,
+                    false => end,
+                }
+            }
+            None => body.len(),
+        };
+        let region = &body[head_start..end];
+        let Some((head_len, blank_len)) = [&b"\r\n\r\n"[..], b"\n\n"]
+            .iter()
+            .filter_map(|blank| Some((memchr::memmem::find(region, blank)?, blank.len())))
+            .min()
+        else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&region[..head_len]);
+        let name = head.lines().find_map(|line| {
+            let (field, value) = line.split_once(':')?;
+            field
+                .trim()
+                .eq_ignore_ascii_case("content-disposition")
+                .then(|| disposition_name(value))
+                .flatten()
+        });
+        if let Some(name) = name {
+            let content_start = head_start + head_len + blank_len;
+            parts.push(FormDataPart {
+                name,
+                content: content_start.min(end)..end,
+            });
+        }
+    }
+    parts
+}
+
+/// The `name` parameter of a `Content-Disposition: form-data; name="…"` value, quoted
+/// or not; a `;` inside quotes is part of it.
+fn disposition_name(value: &str) -> Option<String> {
+    let mut parameters = Vec::new();
+    let (mut current, mut quoted, mut escaped) = (String::new(), false, false);
+    for c in value.chars() {
+        match c {
+            _ if escaped => {
+                current.push(c);
+                escaped = false;
+            }
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ';' if !quoted => parameters.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    parameters.push(current);
+    parameters.into_iter().skip(1).find_map(|parameter| {
+        let (key, value) = parameter.split_once('=')?;
+        key.trim()
+            .eq_ignore_ascii_case("name")
+            .then(|| value.trim().to_owned())
+    })
+}
+
+/// Most values one flow's multipart bodies add to its secrets, and the longest value
+/// taken (a longer part is a file, not a credential).
+const MAX_FORM_DATA_SECRETS: usize = 64;
+const MAX_FORM_DATA_SECRET_LEN: usize = 4096;
+
+/// The contents of the secret-named parts of a `multipart/form-data` body.
+fn form_data_secrets<'a>(body: &'a [u8], boundary: &str) -> impl Iterator<Item = &'a [u8]> {
+    form_data_parts(body, boundary)
+        .into_iter()
+        .filter(|part| is_secret_param(&part.name))
+        .map(move |part| &body[part.content])
+}
+
+/// `body` (`multipart/form-data` with `boundary`) with the content of every part named
+/// as a secret parameter is (`password`, `token`, `api_key`) replaced, and how many
+/// were. Bytes, not text: a form with a file in it is often no UTF-8.
+pub fn redact_form_data(body: &[u8], boundary: &str) -> (Vec<u8>, usize) {
+    let mut redacted = Vec::with_capacity(body.len());
+    let mut copied = 0;
+    let mut count = 0;
+    for part in form_data_parts(body, boundary) {
+        let content = &body[part.content.clone()];
+        if !is_secret_param(&part.name) || content.is_empty() || content == REDACTED.as_bytes() {
+            continue;
+        }
+        redacted.extend_from_slice(&body[copied..part.content.start]);
+        redacted.extend_from_slice(REDACTED.as_bytes());
+        copied = part.content.end;
+        count += 1;
+    }
+    redacted.extend_from_slice(&body[copied..]);
+    (redacted, count)
+}
+
 /// `url` with the password of its user info (`user:password@`) and the values of secret
 /// query parameters replaced, in the fragment too (where OAuth's implicit flow puts its
 /// `access_token`).
@@ -588,6 +733,8 @@ pub struct Secrets {
     from_json: usize,
     /// How many came from cookies.
     from_cookies: usize,
+    /// How many came from multipart forms.
+    from_form_data: usize,
 }
 
 /// Whose URL parameters are read for secrets.
@@ -670,6 +817,31 @@ impl Secrets {
                             secrets.from_json += 1;
                         }
                     }
+                }
+            }
+        }
+        // A multipart form's password, wherever else it turns up.
+        let parts = [
+            (flow.decoded_request_body(), Some(&flow.request.headers)),
+            (
+                flow.decoded_response_body(),
+                flow.response.as_ref().map(|r| &r.headers),
+            ),
+        ];
+        for (body, headers) in parts {
+            let boundary = headers
+                .and_then(|h| h.get("content-type"))
+                .and_then(|content_type| form_data_boundary(&content_type));
+            let (Some(body), Some(boundary)) = (body, boundary) else {
+                continue;
+            };
+            for content in form_data_secrets(&body, &boundary) {
+                let value = String::from_utf8_lossy(content);
+                if content.len() <= MAX_FORM_DATA_SECRET_LEN
+                    && secrets.from_form_data < MAX_FORM_DATA_SECRETS
+                    && secrets.add(value.trim())
+                {
+                    secrets.from_form_data += 1;
                 }
             }
         }
@@ -890,6 +1062,58 @@ impl EarlierSecrets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_multipart_forms_secret_parts_are_redacted_and_the_rest_kept() {
+        let body = "preamble\r\n--XyZ\r\n\
+            Content-Disposition: form-data; name=\"username\"\r\n\r\nada\r\n\
+            --XyZ\r\n\
+            content-disposition: form-data; name=\"my;password\"\r\n\r\nsecret\r\n--XyZ not\r\n\
+            --XyZ\r\n\
+            Content-Disposition: form-data; name=api_key; filename=\"k.txt\"\r\n\
+            Content-Type: text/plain\r\n\r\nk-123\r\n\
+            --XyZ\r\n\
+            Content-Disposition: form-data; name=\"avatar\"; filename=\"a.png\"\r\n\r\n\
+            --XyZ is no delimiter here\r\n\
+            --XyZ--\r\nepilogue";
+        let (redacted, parts) = redact_form_data(body.as_bytes(), "XyZ");
+        let expected = body
+            .replace("secret\r\n--XyZ not", "[redacted]")
+            .replace("k-123", "[redacted]");
+        assert_eq!(String::from_utf8(redacted.clone()).unwrap(), expected);
+        assert_eq!(parts, 2);
+        // Exported again: nothing more to redact.
+        assert_eq!(redact_form_data(&redacted, "XyZ"), (redacted, 0));
+    }
+
+    #[test]
+    fn multipart_forms_with_bare_line_feeds_binary_files_or_cut_short_are_read() {
+        let mut body = b"--b\nContent-Disposition: form-data; name=\"file\"\n\n".to_vec();
+        body.extend([0xff, 0x00, 0xfe, b'\n']);
+        body.extend(b"--b\nContent-Disposition: form-data; name=\"password\"\n\nhunter22");
+        // Cut at --max-body before the password's part ended.
+        let (redacted, parts) = redact_form_data(&body, "b");
+        assert_eq!(parts, 1);
+        assert!(redacted.ends_with(b"name=\"password\"\n\n[redacted]"));
+        assert!(redacted.starts_with(&body[..body.len() - b"hunter22".len()]));
+        // A part whose head never ends is no part; no boundary, no parts.
+        let unfinished = b"--b\r\nContent-Disposition: form-data; name=\"token\"\r\nabc";
+        assert_eq!(redact_form_data(unfinished, "b").1, 0);
+        assert_eq!(redact_form_data(b"password=x", "b").1, 0);
+    }
+
+    #[test]
+    fn only_form_data_has_a_boundary_to_redact_by() {
+        let boundary = form_data_boundary("multipart/form-data; boundary=\"a b\"");
+        assert_eq!(boundary.as_deref(), Some("a b"));
+        assert_eq!(
+            form_data_boundary("Multipart/Form-Data;boundary=x").as_deref(),
+            Some("x")
+        );
+        assert_eq!(form_data_boundary("multipart/mixed; boundary=x"), None);
+        assert_eq!(form_data_boundary("multipart/form-data"), None);
+        assert_eq!(form_data_boundary("multipart/form-data; boundary="), None);
+    }
 
     #[test]
     fn a_cookie_fields_values_go_and_its_names_stay() {

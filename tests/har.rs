@@ -1484,3 +1484,76 @@ fn a_support_report_redacts_secret_fields_of_a_json_debug() {
     }
     assert!(text.contains(r#""step":"save""#), "{text}");
 }
+
+#[test]
+fn a_multipart_forms_password_is_redacted_beside_a_binary_file_and_wherever_it_turns_up() {
+    use base64::Engine;
+    use kinspect::flow::{CapturedBody, Flow};
+    let client = "127.0.0.1:40000".parse().unwrap();
+    let password = "multipart-pw-77";
+    let mut upload = Flow::exchange(
+        1,
+        client,
+        "POST",
+        "https://baas.kinvey.com/user/kid_x/login",
+        Some(200),
+    );
+    let boundary = "----WebKitFormBoundary7MA4YWxkTrZu0gW";
+    upload.request.headers = [(
+        "Content-Type",
+        format!("multipart/form-data; boundary={boundary}"),
+    )]
+    .into_iter()
+    .collect();
+    let png = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0xff, 0x00];
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\nada\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"avatar\"; filename=\"a.png\"\r\n\
+         Content-Type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend(png);
+    body.extend(
+        format!(
+            "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\n\
+             {password}\r\n--{boundary}--\r\n"
+        )
+        .bytes(),
+    );
+    upload.request.body = CapturedBody::whole(body);
+    let response = upload.response.as_mut().unwrap();
+    response.headers = [("content-type", "text/plain")].into_iter().collect();
+    response.body = CapturedBody::whole(format!("signed in with {password}"));
+    let flows = [StoredFlow {
+        flow: upload,
+        kinvey: Default::default(),
+    }];
+    let mut out = Vec::new();
+    let stats = har::export(&mut out, "t", flows, Default::default()).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let har: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let entry = &har["log"]["entries"][0];
+    let post = &entry["request"]["postData"];
+    // The file is no UTF-8, so the form is base64: redacted before it was encoded.
+    assert_eq!(post["_encoding"], "base64", "{post}");
+    let sent = base64::engine::general_purpose::STANDARD
+        .decode(post["text"].as_str().unwrap())
+        .unwrap();
+    let sent_text = String::from_utf8_lossy(&sent);
+    assert!(!sent_text.contains(password), "{sent_text}");
+    assert!(
+        sent_text.contains("name=\"password\"\r\n\r\n[redacted]\r\n"),
+        "{sent_text}"
+    );
+    assert!(
+        sent.windows(png.len()).any(|w| w == png),
+        "the file was kept"
+    );
+    assert!(sent_text.contains("name=\"username\"\r\n\r\nada\r\n"));
+    assert_eq!(
+        entry["response"]["content"]["text"], "signed in with [redacted]",
+        "{entry}"
+    );
+    assert!(!text.contains(password));
+    assert_eq!(stats.redactions, 2, "the part and the echo");
+}

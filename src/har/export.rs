@@ -10,9 +10,9 @@ use super::har_version;
 use crate::capture::StoredFlow;
 use crate::flow::{utc_timestamp, CapturedBody, Flow, FlowKind, Headers};
 use crate::redact::{
-    cookie_field, cookie_pairs, form_body_fields, form_fields, is_form_body, is_secret_header,
-    is_secret_param, is_url_header, query_of, redact_cookie_field, redact_form, redact_json_text,
-    redact_url, EarlierSecrets, Secrets, REDACTED,
+    cookie_field, cookie_pairs, form_body_fields, form_data_boundary, form_fields, is_form_body,
+    is_secret_header, is_secret_param, is_url_header, query_of, redact_cookie_field, redact_form,
+    redact_form_data, redact_json_text, redact_url, EarlierSecrets, Secrets, REDACTED,
 };
 
 /// How to export.
@@ -228,6 +228,21 @@ impl Redactor<'_> {
         self.text(&redacted)
     }
 
+    /// A body: when it is a multipart form, its secret-named parts' contents replaced
+    /// (before it is read as text or base64, since a form with a file is often no UTF-8).
+    fn form_data(&mut self, body: bytes::Bytes, content_type: Option<&str>) -> bytes::Bytes {
+        let boundary = content_type.and_then(form_data_boundary);
+        let Some(boundary) = boundary.filter(|_| self.on) else {
+            return body;
+        };
+        let (redacted, parts) = redact_form_data(&body, &boundary);
+        *self.count += parts as u64;
+        match parts {
+            0 => body,
+            _ => redacted.into(),
+        }
+    }
+
     /// Free text: every secret of the flow scrubbed; in JSON, secret-named fields too.
     fn text(&mut self, text: &str) -> String {
         if !self.on {
@@ -306,6 +321,7 @@ fn body_content(
         false => decoded.len() as u64,
     };
     let content_type = headers.get("content-type");
+    let decoded = redactor.form_data(decoded, content_type.as_deref());
     match crate::flow::utf8_text(&decoded, body.truncated) {
         Some(text) if is_form_body(content_type.as_deref(), text) => {
             (size, Some((redactor.form(text), false)))
