@@ -315,7 +315,8 @@ pub enum FlowErrorKind {
     Timeout,
     /// The upstream broke the HTTP protocol or closed the connection.
     Protocol,
-    /// The client went away before the exchange finished.
+    /// The client went away before the exchange finished, or stalled in the middle of
+    /// its request head past `--client-timeout` (kinspect answered 408).
     ClientAbort,
     /// The client refused kinspect's certificate or broke off the TLS handshake.
     ClientTls,

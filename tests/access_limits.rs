@@ -218,18 +218,27 @@ async fn slow_headers_and_idle_keep_alive_connections_are_closed() {
     let limit = Duration::from_millis(600);
     let mut proxy = TestProxy::start(None, |c| c.client_header_timeout = limit).await;
 
-    // Slowloris: a header line every 150 ms never finishes the head in time.
+    // Slowloris: a header line every 150 ms never finishes the head in time. It gets
+    // kinspect's 408, and the flow quotes what came of its head.
     let mut slow = TcpStream::connect(proxy.addr).await.unwrap();
     let started = Instant::now();
-    let request = format!("GET {} HTTP/1.1\r\n", origin.url("/echo"));
+    let request = format!(
+        "GET {} HTTP/1.1\r\nCookie: sid=s3cret-v\r\n",
+        origin.url("/echo")
+    );
     slow.write_all(request.as_bytes()).await.unwrap();
     let mut dripped = 0;
+    let mut answer = Vec::new();
     while slow.write_all(b"X-Drip: 1\r\n").await.is_ok() && started.elapsed() < STEP {
         dripped += 1;
         tokio::time::sleep(Duration::from_millis(150)).await;
         let mut probe = [0u8; 1];
         match tokio::time::timeout(Duration::from_millis(1), slow.read(&mut probe)).await {
-            Ok(Ok(_)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                answer.extend_from_slice(&probe[..n]);
+                break;
+            }
+            Ok(Err(_)) => break,
             Err(_) => continue,
         }
     }
@@ -237,6 +246,48 @@ async fn slow_headers_and_idle_keep_alive_connections_are_closed() {
     assert!(
         lasted < limit * 4,
         "a dripping client was cut off after {lasted:?} ({dripped} lines)"
+    );
+    let _ = tokio::time::timeout(STEP, slow.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("\"error\":\"ClientError\""), "{answer}");
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.request.url, origin.url("/echo"));
+    assert_eq!(flow.status(), Some(408));
+    let error = flow.error.expect("recorded as an error");
+    assert_eq!(error.kind, FlowErrorKind::ClientAbort);
+    assert!(
+        error
+            .message
+            .contains("only part of its request head within 600ms")
+            && error.message.contains("X-Drip: 1")
+            && error.message.contains("Cookie: [redacted]"),
+        "{}",
+        error.message
+    );
+
+    // One that closes in the middle of its head is recorded as having gone away.
+    let mut gone = TcpStream::connect(proxy.addr).await.unwrap();
+    let request = format!("POST {} HTTP/1.1\r\nHost: x\r\n", origin.url("/upload"));
+    gone.write_all(request.as_bytes()).await.unwrap();
+    drop(gone);
+    let flow = proxy.next_flow().await;
+    assert_eq!(
+        (flow.request.method.as_str(), flow.request.url.as_str()),
+        ("POST", origin.url("/upload").as_str())
+    );
+    assert!(flow.response.is_none());
+    let error = flow.error.expect("recorded as an error");
+    assert_eq!(error.kind, FlowErrorKind::ClientAbort);
+    assert!(
+        error
+            .message
+            .contains("closed the connection in the middle of its request head"),
+        "{}",
+        error.message
     );
 
     // A keep-alive connection that goes quiet after one request is closed too.
@@ -295,6 +346,25 @@ async fn a_stalled_tls_handshake_and_an_idle_http2_connection_are_closed() {
         "{}",
         error.message
     );
+
+    // Inside the tunnel's TLS, half a request head, then nothing: a 408 over TLS.
+    let stream = tunnel(proxy.addr, &target).await;
+    let mut tls = proxy
+        .tls_connector(&[b"http/1.1"])
+        .connect(ServerName::try_from("localhost").unwrap(), stream)
+        .await
+        .unwrap();
+    tls.write_all(b"GET /echo HTTP/1.1\r\nHost: loc")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(STEP, tls.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.request.url, origin.url("/echo"));
+    assert_eq!(flow.status(), Some(408));
+    assert!(flow.client_tls.is_some(), "the tunnel's TLS is recorded");
 
     // HTTP/2 inside the tunnel: one request, then silence until the proxy closes.
     let stream = tunnel(proxy.addr, &target).await;

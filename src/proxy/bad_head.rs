@@ -19,7 +19,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::errors::ProxyFailure;
 use super::forward::{new_flow, ClientSide};
@@ -150,7 +150,7 @@ impl Drop for EndsExchange {
 /// An HTTP/1 client connection as hyper's server sees it: see the module's description.
 #[derive(Debug)]
 pub(crate) struct HeadWatch<I> {
-    io: I,
+    io: Option<I>,
     state: Arc<ExchangeState>,
     /// The first bytes read since the exchange `head_of` began.
     head: Vec<u8>,
@@ -159,21 +159,55 @@ pub(crate) struct HeadWatch<I> {
     bodiless: bool,
     /// kinspect's answer in place of hyper's, and how much of it is written.
     answer: Option<(Bytes, usize)>,
+    /// Where the connection goes when hyper drops it in the middle of a head.
+    stalled: StalledSlot<I>,
 }
 
+/// A request head hyper gave up on before it was whole (the client stalled past
+/// `--client-timeout`, or closed), with the client connection to answer on.
+#[derive(Debug)]
+pub(crate) struct StalledHead<I> {
+    /// The head's first bytes (at most 16 KiB).
+    pub(crate) head: Vec<u8>,
+    pub(crate) io: I,
+}
+
+/// Filled by a [`HeadWatch`] dropped in the middle of a head.
+pub(crate) type StalledSlot<I> = Arc<Mutex<Option<StalledHead<I>>>>;
+
 impl<I> HeadWatch<I> {
-    /// Watches `io`; the state is for the connection's service.
-    pub(crate) fn new(io: I) -> (HeadWatch<I>, Arc<ExchangeState>) {
+    /// Watches `io`; the state is for the connection's service, the slot for the
+    /// connection after hyper is done with it.
+    pub(crate) fn new(io: I) -> (HeadWatch<I>, Arc<ExchangeState>, StalledSlot<I>) {
         let state = Arc::new(ExchangeState::default());
+        let stalled = StalledSlot::default();
         let watch = HeadWatch {
-            io,
+            io: Some(io),
             state: state.clone(),
             head: Vec::new(),
             head_of: 0,
             bodiless: false,
             answer: None,
+            stalled: stalled.clone(),
         };
-        (watch, state)
+        (watch, state, stalled)
+    }
+
+    /// The connection, there until the watch is dropped.
+    fn io(&mut self) -> Pin<&mut I>
+    where
+        I: Unpin,
+    {
+        Pin::new(self.io.as_mut().expect("taken only when dropped"))
+    }
+
+    /// The bytes of a head begun and not parsed, with no exchange open and no answer of
+    /// kinspect's under way.
+    fn unfinished_head(&self) -> Option<&[u8]> {
+        if self.state.phase() != IDLE || self.answer.is_some() {
+            return None;
+        }
+        self.rejected_head().filter(|head| !head.is_empty())
     }
 
     /// Keeps what was just read when it may be a head hyper is about to parse: between
@@ -256,6 +290,19 @@ impl<I> HeadWatch<I> {
     }
 }
 
+impl<I> Drop for HeadWatch<I> {
+    /// Hands the connection over when hyper gives it up in the middle of a head.
+    fn drop(&mut self) {
+        let Some(head) = self.unfinished_head().map(<[u8]>::to_vec) else {
+            return;
+        };
+        if let Some(io) = self.io.take() {
+            *self.stalled.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(StalledHead { head, io });
+        }
+    }
+}
+
 impl<I: AsyncWrite + Unpin> HeadWatch<I> {
     /// Writes what is left of kinspect's answer.
     fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -263,7 +310,9 @@ impl<I: AsyncWrite + Unpin> HeadWatch<I> {
             if *written == bytes.len() {
                 break;
             }
-            let n = std::task::ready!(Pin::new(&mut self.io).poll_write(cx, &bytes[*written..]))?;
+            let n =
+                std::task::ready!(Pin::new(self.io.as_mut().expect("taken only when dropped"))
+                    .poll_write(cx, &bytes[*written..]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -281,7 +330,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for HeadWatch<I> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let read = Pin::new(&mut this.io).poll_read(cx, buf);
+        let read = this.io().poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = read {
             this.keep(&buf.filled()[before..]);
         }
@@ -301,7 +350,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for HeadWatch<I> {
             let _ = this.poll_answer(cx)?;
             return Poll::Ready(Ok(buf.len()));
         }
-        Pin::new(&mut this.io).poll_write(cx, buf)
+        this.io().poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -322,17 +371,17 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for HeadWatch<I> {
             let _ = this.poll_answer(cx)?;
             return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
         }
-        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
+        this.io().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        self.io.as_ref().is_some_and(|io| io.is_write_vectored())
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         std::task::ready!(this.poll_answer(cx))?;
-        let flushed = Pin::new(&mut this.io).poll_flush(cx);
+        let flushed = this.io().poll_flush(cx);
         if let Poll::Ready(Ok(())) = flushed {
             // hyper flushes after writing everything it holds: a response whose body
             // has ended is now out whole.
@@ -344,15 +393,12 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for HeadWatch<I> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         std::task::ready!(this.poll_answer(cx))?;
-        Pin::new(&mut this.io).poll_shutdown(cx)
+        this.io().poll_shutdown(cx)
     }
 }
 
 /// Records a head hyper rejected as a flow from `client`: inside a tunnel to `tunnel`,
-/// else sent to the proxy itself. The method and URL are what the request line names
-/// when they are valid (a token; an absolute URL, or a path on the tunnel's or the
-/// reverse proxy's origin), else `?` and where the request went; the head itself is
-/// quoted, escaped, in the error.
+/// else sent to the proxy itself.
 pub(crate) async fn record_rejected(
     shared: &Shared,
     client: &ClientSide,
@@ -360,6 +406,57 @@ pub(crate) async fn record_rejected(
     rejected: RejectedHead,
 ) {
     let RejectedHead { head, failure } = rejected;
+    record_head(shared, client, tunnel, &head, failure, true).await;
+}
+
+/// Longest kinspect tries to send its 408 to a client that stalled.
+const STALLED_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Answers and records a head hyper gave up on with `error`, if it did: a client that
+/// stalled in the middle of its head past `--client-timeout` gets kinspect's 408, and
+/// one that closed in the middle of it a flow of its abort. (A connection idle between
+/// requests left no head, and is no flow.)
+pub(crate) async fn record_stalled<I: AsyncWrite + Unpin>(
+    shared: &Shared,
+    client: &ClientSide,
+    tunnel: Option<&Target>,
+    error: &hyper::Error,
+    stalled: &StalledSlot<I>,
+) {
+    let taken = stalled.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let Some(StalledHead { head, mut io }) = taken else {
+        return;
+    };
+    let began = began(&head);
+    if error.is_timeout() {
+        let limit = shared.config.client_header_timeout;
+        let mut failure = ProxyFailure::new(
+            FlowErrorKind::ClientAbort,
+            format!(
+                "the client sent only part of its request head within {limit:?} \
+                 (--client-timeout){began}"
+            ),
+        );
+        failure.status = StatusCode::REQUEST_TIMEOUT;
+        let answer = answer_bytes(request_line(&head).2.as_str(), &failure);
+        let _ = tokio::time::timeout(STALLED_ANSWER_WAIT, async {
+            io.write_all(&answer).await?;
+            io.shutdown().await
+        })
+        .await;
+        record_head(shared, client, tunnel, &head, failure, true).await;
+    } else if error.is_incomplete_message() {
+        let failure = ProxyFailure::new(
+            FlowErrorKind::ClientAbort,
+            format!("the client closed the connection in the middle of its request head{began}"),
+        );
+        record_head(shared, client, tunnel, &head, failure, false).await;
+    }
+}
+
+/// The method, target and version of `head`'s request line, as far as they are valid:
+/// a method (a token) or `?`, and the version HTTP/1.1 unless it says HTTP/1.0.
+fn request_line(head: &[u8]) -> (String, Option<http::Uri>, HttpVersion) {
     let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
     let mut words = head[..line_end]
         .split(|&b| b == b' ')
@@ -374,6 +471,23 @@ pub(crate) async fn record_rejected(
         Some(b"HTTP/1.0") => HttpVersion::Http10,
         _ => HttpVersion::Http11,
     };
+    (method, named, version)
+}
+
+/// Records `head` as a flow from `client` that ended in `failure`, answered with it or
+/// not: inside a tunnel to `tunnel`, else sent to the proxy itself. The method and URL
+/// are what the request line names when they are valid (a token; an absolute URL, or a
+/// path on the tunnel's or the reverse proxy's origin), else `?` and where the request
+/// went; the head itself is quoted, escaped, in the error.
+async fn record_head(
+    shared: &Shared,
+    client: &ClientSide,
+    tunnel: Option<&Target>,
+    head: &[u8],
+    failure: ProxyFailure,
+    answered: bool,
+) {
+    let (method, named, version) = request_line(head);
     let path = named
         .as_ref()
         .and_then(|uri| uri.path_and_query())
@@ -402,8 +516,10 @@ pub(crate) async fn record_rejected(
         &target,
         request,
     );
-    let body = failure.body();
-    flow.response = Some(failure.recorded(&failure.response(()), &body, version));
+    if answered {
+        let body = failure.body();
+        flow.response = Some(failure.recorded(&failure.response(()), &body, version));
+    }
     flow.error = Some(failure.error);
     slot.publish(flow);
 }
@@ -458,17 +574,22 @@ fn failure_for(status: StatusCode, head: &[u8]) -> ProxyFailure {
         (_, Err(httparse::Error::Version)) => "its HTTP version is not HTTP/1.0 or HTTP/1.1",
         _ => "its target, Content-Length or Transfer-Encoding is not valid",
     };
-    let head = quotable(head);
-    let quoted = head[..head.len().min(HEAD_QUOTED)].escape_ascii();
-    let more = if head.len() > HEAD_QUOTED { "..." } else { "" };
-    let message = if head.is_empty() {
-        format!("the request could not be parsed: {what}")
-    } else {
-        format!("the request could not be parsed: {what}; it began: {quoted}{more}")
-    };
+    let message = format!("the request could not be parsed: {what}{}", began(head));
     let mut failure = ProxyFailure::new(FlowErrorKind::BadRequest, message);
     failure.status = status;
     failure
+}
+
+/// `; it began: …` quoting the start of `head` escaped, its secret fields redacted;
+/// nothing for no head.
+fn began(head: &[u8]) -> String {
+    if head.is_empty() {
+        return String::new();
+    }
+    let head = quotable(head);
+    let quoted = head[..head.len().min(HEAD_QUOTED)].escape_ascii();
+    let more = if head.len() > HEAD_QUOTED { "..." } else { "" };
+    format!("; it began: {quoted}{more}")
 }
 
 /// `head` with the values of its secret fields (`Cookie`, `Authorization`, a token's)
@@ -680,7 +801,7 @@ mod tests {
 
     #[test]
     fn a_head_kept_behind_bodiless_requests_is_found_and_behind_a_body_is_not() {
-        let (mut watch, state) = HeadWatch::new(());
+        let (mut watch, state, _) = HeadWatch::new(());
         let good = b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n";
         let bad = b"GET /two HTTP/1.1\r\nBad Header: x\r\n\r\n";
         watch.keep(&[&good[..], &bad[..]].concat());
@@ -692,7 +813,7 @@ mod tests {
         state.begin();
         assert_eq!(watch.rejected_head(), Some(&bad[..]));
 
-        let (mut watch, state) = HeadWatch::new(());
+        let (mut watch, state, _) = HeadWatch::new(());
         let post = b"POST /one HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}";
         watch.keep(&[&post[..], &bad[..]].concat());
         state.begin();
@@ -702,12 +823,12 @@ mod tests {
             "where the body ends is not known here"
         );
         // Read on while the first is answered, a long head is kept whole; a body is not.
-        let (mut watch, state) = HeadWatch::new(());
+        let (mut watch, state, _) = HeadWatch::new(());
         watch.keep(&[&good[..], &bad[..10]].concat());
         state.begin();
         watch.keep(&bad[10..]);
         assert_eq!(watch.rejected_head(), Some(&bad[..]));
-        let (mut watch, state) = HeadWatch::new(());
+        let (mut watch, state, _) = HeadWatch::new(());
         watch.keep(&post[..]);
         state.begin();
         watch.keep(b"more of the body");

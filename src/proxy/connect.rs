@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::LazyConfigAcceptor;
 
 use super::access::credentials_refused;
-use super::bad_head::{record_rejected, HeadWatch};
+use super::bad_head::{record_rejected, record_stalled, HeadWatch};
 use super::forward::{
     empty_body, error_chain, forward, full_body, new_flow, refuse, refuse_as_sent, ClientSide,
 };
@@ -449,7 +449,7 @@ where
             .close_when_idle(connection, config.idle_timeout, |c| c.graceful_shutdown())
             .await
     } else {
-        let (io, exchanges) = HeadWatch::new(io);
+        let (io, exchanges, stalled) = HeadWatch::new(io);
         let service_exchanges = exchanges.clone();
         let service = service_fn(move |req| {
             let exchanges = service_exchanges.clone();
@@ -461,8 +461,11 @@ where
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades()
             .await;
+        let (client, target, _) = &*ends;
+        if let Err(e) = &result {
+            record_stalled(&shared, client, Some(target), e, &stalled).await;
+        }
         if let Some(rejected) = exchanges.take_rejected() {
-            let (client, target, _) = &*ends;
             record_rejected(&shared, client, Some(target), rejected).await;
         }
         result

@@ -343,7 +343,7 @@ async fn serve_client(
     let _ = stream.set_nodelay(true);
     let builder = http1_server(&shared.config);
     let kept = KeptConnection::new(&shared.upstreams);
-    let (stream, exchanges) = HeadWatch::new(stream);
+    let (stream, exchanges, stalled) = HeadWatch::new(stream);
     let service_shared = shared.clone();
     let service_exchanges = exchanges.clone();
     let service = service_fn(move |req| {
@@ -362,15 +362,16 @@ async fn serve_client(
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades()
         .await;
+    let client = ClientSide {
+        addr: peer,
+        tls: None,
+        permit: None,
+    };
     if let Err(e) = result {
         tracing::debug!("client {peer}: {e}");
+        bad_head::record_stalled(&shared, &client, None, &e, &stalled).await;
     }
     if let Some(rejected) = exchanges.take_rejected() {
-        let client = ClientSide {
-            addr: peer,
-            tls: None,
-            permit: None,
-        };
         bad_head::record_rejected(&shared, &client, None, rejected).await;
     }
 }
