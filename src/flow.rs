@@ -108,13 +108,30 @@ pub fn declared_charset(headers: &Headers) -> Option<&'static encoding_rs::Encod
 }
 
 /// The value of parameter `name` of a media type (`charset` of `text/html;
-/// charset=utf-8`, `boundary` of a multipart body's), unquoted.
+/// charset=utf-8`, `boundary` of a multipart body's) or of a field shaped like one
+/// (`name` of `form-data; name="password"`), unquoted; a `;` inside quotes is part of
+/// a value.
 pub fn media_type_parameter(media_type: &str, name: &str) -> Option<String> {
-    media_type.split(';').skip(1).find_map(|parameter| {
+    let mut parameters = Vec::new();
+    let (mut current, mut quoted, mut escaped) = (String::new(), false, false);
+    for c in media_type.chars() {
+        match c {
+            _ if escaped => {
+                current.push(c);
+                escaped = false;
+            }
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ';' if !quoted => parameters.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    parameters.push(current);
+    parameters.into_iter().skip(1).find_map(|parameter| {
         let (key, value) = parameter.split_once('=')?;
         key.trim()
             .eq_ignore_ascii_case(name)
-            .then(|| value.trim().trim_matches('"').to_owned())
+            .then(|| value.trim().to_owned())
     })
 }
 

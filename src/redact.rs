@@ -403,7 +403,7 @@ fn form_data_parts(body: &[u8], boundary: &str) -> Vec<FormDataPart> {
             field
                 .trim()
                 .eq_ignore_ascii_case("content-disposition")
-                .then(|| disposition_name(value))
+                .then(|| crate::flow::media_type_parameter(value, "name"))
                 .flatten()
         });
         if let Some(name) = name {
@@ -417,55 +417,32 @@ fn form_data_parts(body: &[u8], boundary: &str) -> Vec<FormDataPart> {
     parts
 }
 
-/// The `name` parameter of a `Content-Disposition: form-data; name="…"` value, quoted
-/// or not; a `;` inside quotes is part of it.
-fn disposition_name(value: &str) -> Option<String> {
-    let mut parameters = Vec::new();
-    let (mut current, mut quoted, mut escaped) = (String::new(), false, false);
-    for c in value.chars() {
-        match c {
-            _ if escaped => {
-                current.push(c);
-                escaped = false;
-            }
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            ';' if !quoted => parameters.push(std::mem::take(&mut current)),
-            _ => current.push(c),
-        }
-    }
-    parameters.push(current);
-    parameters.into_iter().skip(1).find_map(|parameter| {
-        let (key, value) = parameter.split_once('=')?;
-        key.trim()
-            .eq_ignore_ascii_case("name")
-            .then(|| value.trim().to_owned())
-    })
-}
-
 /// Most values one flow's multipart bodies add to its secrets, and the longest value
 /// taken (a longer part is a file, not a credential).
 const MAX_FORM_DATA_SECRETS: usize = 64;
 const MAX_FORM_DATA_SECRET_LEN: usize = 4096;
 
-/// The contents of the secret-named parts of a `multipart/form-data` body.
+/// The contents of the credential parts of a `multipart/form-data` body (`password`,
+/// `api_key`; not an upload's `key`, the name its file is stored under).
 fn form_data_secrets<'a>(body: &'a [u8], boundary: &str) -> impl Iterator<Item = &'a [u8]> {
     form_data_parts(body, boundary)
         .into_iter()
-        .filter(|part| is_secret_param(&part.name))
+        .filter(|part| is_credential_field(&part.name))
         .map(move |part| &body[part.content])
 }
 
 /// `body` (`multipart/form-data` with `boundary`) with the content of every part named
-/// as a secret parameter is (`password`, `token`, `api_key`) replaced, and how many
-/// were. Bytes, not text: a form with a file in it is often no UTF-8.
+/// as a secret JSON field is (`password`, `token`, `api_key`; not a bare `key` or
+/// `code`, an upload's file name and a promotion's) replaced, and how many were. Bytes,
+/// not text: a form with a file in it is often no UTF-8.
 pub fn redact_form_data(body: &[u8], boundary: &str) -> (Vec<u8>, usize) {
     let mut redacted = Vec::with_capacity(body.len());
     let mut copied = 0;
     let mut count = 0;
     for part in form_data_parts(body, boundary) {
         let content = &body[part.content.clone()];
-        if !is_secret_param(&part.name) || content.is_empty() || content == REDACTED.as_bytes() {
+        if !is_secret_json_field(&part.name) || content.is_empty() || content == REDACTED.as_bytes()
+        {
             continue;
         }
         redacted.extend_from_slice(&body[copied..part.content.start]);
@@ -1073,6 +1050,8 @@ mod tests {
             Content-Disposition: form-data; name=api_key; filename=\"k.txt\"\r\n\
             Content-Type: text/plain\r\n\r\nk-123\r\n\
             --XyZ\r\n\
+            Content-Disposition: form-data; name=key\r\n\r\nuploads/photo-2024.jpg\r\n\
+            --XyZ\r\n\
             Content-Disposition: form-data; name=\"avatar\"; filename=\"a.png\"\r\n\r\n\
             --XyZ is no delimiter here\r\n\
             --XyZ--\r\nepilogue";
@@ -1110,6 +1089,8 @@ mod tests {
             form_data_boundary("Multipart/Form-Data;boundary=x").as_deref(),
             Some("x")
         );
+        let quoted = form_data_boundary("multipart/form-data; boundary=\"a;b\"; charset=x");
+        assert_eq!(quoted.as_deref(), Some("a;b"));
         assert_eq!(form_data_boundary("multipart/mixed; boundary=x"), None);
         assert_eq!(form_data_boundary("multipart/form-data"), None);
         assert_eq!(form_data_boundary("multipart/form-data; boundary="), None);

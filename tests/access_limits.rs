@@ -257,6 +257,14 @@ async fn slow_headers_and_idle_keep_alive_connections_are_closed() {
     let flow = proxy.next_flow().await;
     assert_eq!(flow.request.url, origin.url("/echo"));
     assert_eq!(flow.status(), Some(408));
+    // From its first byte, with the header lines that came whole; never sent again.
+    assert!(flow.timings.send >= limit / 2, "{:?}", flow.timings);
+    assert!(flow.started_at <= std::time::SystemTime::now() - limit / 2);
+    assert_eq!(
+        flow.request.headers.get("cookie").as_deref(),
+        Some("sid=s3cret-v")
+    );
+    assert!(flow.request.body.incomplete);
     let error = flow.error.expect("recorded as an error");
     assert_eq!(error.kind, FlowErrorKind::ClientAbort);
     assert!(
@@ -268,6 +276,37 @@ async fn slow_headers_and_idle_keep_alive_connections_are_closed() {
         "{}",
         error.message
     );
+
+    // Empty lines between requests (RFC 9112 §2.2) are no head: the idle connection
+    // is closed with no answer and no flow (the next flow is assert_serves' below).
+    let mut spaced = TcpStream::connect(proxy.addr).await.unwrap();
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\n\r\n\r\n",
+        origin.url("/echo")
+    );
+    spaced.write_all(request.as_bytes()).await.unwrap();
+    let answer = read_to_close(&mut spaced).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(!answer.contains("408"), "{answer}");
+    proxy.next_flow().await;
+
+    // A partial CONNECT is listed under its target; a reset is a break-off.
+    let mut reset = TcpStream::connect(proxy.addr).await.unwrap();
+    reset
+        .write_all(b"CONNECT kvy.example:443 HTTP/1.1\r\nHost: kvy")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    reset.set_zero_linger().unwrap();
+    drop(reset);
+    let flow = proxy.next_flow().await;
+    assert_eq!(
+        (flow.request.method.as_str(), flow.request.url.as_str()),
+        ("CONNECT", "kvy.example:443")
+    );
+    let error = flow.error.expect("recorded as an error");
+    assert_eq!(error.kind, FlowErrorKind::ClientAbort);
+    assert!(error.message.contains("broke off"), "{}", error.message);
 
     // One that closes in the middle of its head is recorded as having gone away.
     let mut gone = TcpStream::connect(proxy.addr).await.unwrap();

@@ -168,8 +168,18 @@ async fn garbage_bytes_get_a_400_or_a_close() {
         let answer = raw_exchange(proxy.addr, noise).await;
         let response = error_or_close(&answer, &[400]);
         eprintln!("{name}: {:?}", response.as_ref().map(|r| r.status));
-        if response.is_some() {
-            assert_rejected_head(&mut proxy, &answer, 400).await;
+        match response {
+            Some(response) if noise == tls => {
+                // Said plainly: the proxy's address was written with https://.
+                let body = response.kinspect_error();
+                let debug = body["debug"].as_str().unwrap();
+                assert!(debug.contains("spoke TLS (HTTPS) to kinspect"), "{debug}");
+                assert_eq!(proxy.next_flow().await.status(), Some(400));
+            }
+            Some(_) => {
+                assert_rejected_head(&mut proxy, &answer, 400).await;
+            }
+            None => {}
         }
     }
     proxy.assert_serves(&origin).await;
@@ -761,6 +771,41 @@ async fn http2_protocol_errors_close_the_connection_with_goaway() {
         }
     }
     proxy.assert_serves(&origin).await;
+}
+
+/// HTTP/2 with prior knowledge straight to the listener (served only inside a tunnel)
+/// is told to use HTTP/1.1 in HTTP/2's own terms, and recorded; so in reverse mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_without_tls_to_the_listener_is_told_to_use_http11_and_recorded() {
+    let origin = Origin::start(OriginKind::Plain).await;
+    let reverse = origin.url("/");
+    let mut proxy = TestProxy::start(None, |c| c.reverse = Some(reverse.parse().unwrap())).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(H2_PREFACE).await.unwrap();
+    stream.write_all(&h2_frame(0x4, 0, 0, &[])).await.unwrap();
+    let answer = read_until_close(&mut stream).await;
+    assert_eq!(
+        goaway_code(&answer),
+        Some(0xd),
+        "HTTP_1_1_REQUIRED: {answer:?}"
+    );
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.request.method, "PRI");
+    assert!(flow.response.is_none());
+    let error = flow.error.expect("recorded as an error");
+    assert_eq!(error.kind, FlowErrorKind::BadRequest);
+    assert!(
+        error.message.contains("HTTP/2 without TLS"),
+        "{}",
+        error.message
+    );
+    let direct = reqwest::Client::builder().no_proxy().build().unwrap();
+    let response = direct
+        .get(format!("{}/echo", proxy.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "reverse mode still serves HTTP/1.1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

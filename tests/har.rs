@@ -1491,6 +1491,8 @@ fn a_multipart_forms_password_is_redacted_beside_a_binary_file_and_wherever_it_t
     use kinspect::flow::{CapturedBody, Flow};
     let client = "127.0.0.1:40000".parse().unwrap();
     let password = "multipart-pw-77";
+    // An upload's `key` is the name its file is stored under, no secret.
+    let object = "uploads/photo-2024.jpg";
     let mut upload = Flow::exchange(
         1,
         client,
@@ -1508,6 +1510,7 @@ fn a_multipart_forms_password_is_redacted_beside_a_binary_file_and_wherever_it_t
     let png = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0xff, 0x00];
     let mut body = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\nada\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\n{object}\r\n\
          --{boundary}\r\nContent-Disposition: form-data; name=\"avatar\"; filename=\"a.png\"\r\n\
          Content-Type: image/png\r\n\r\n"
     )
@@ -1524,10 +1527,17 @@ fn a_multipart_forms_password_is_redacted_beside_a_binary_file_and_wherever_it_t
     let response = upload.response.as_mut().unwrap();
     response.headers = [("content-type", "text/plain")].into_iter().collect();
     response.body = CapturedBody::whole(format!("signed in with {password}"));
-    let flows = [StoredFlow {
-        flow: upload,
+    let later = Flow::exchange(
+        2,
+        client,
+        "GET",
+        &format!("https://baas.kinvey.com/{object}"),
+        Some(200),
+    );
+    let flows = [upload, later].map(|flow| StoredFlow {
+        flow,
         kinvey: Default::default(),
-    }];
+    });
     let mut out = Vec::new();
     let stats = har::export(&mut out, "t", flows, Default::default()).unwrap();
     let text = String::from_utf8(out).unwrap();
@@ -1550,6 +1560,12 @@ fn a_multipart_forms_password_is_redacted_beside_a_binary_file_and_wherever_it_t
         "the file was kept"
     );
     assert!(sent_text.contains("name=\"username\"\r\n\r\nada\r\n"));
+    assert!(sent_text.contains(&format!("name=\"key\"\r\n\r\n{object}\r\n")));
+    let later_url = &har["log"]["entries"][1]["request"]["url"];
+    assert_eq!(
+        later_url.as_str(),
+        Some(&*format!("https://baas.kinvey.com/{object}"))
+    );
     assert_eq!(
         entry["response"]["content"]["text"], "signed in with [redacted]",
         "{entry}"

@@ -154,6 +154,8 @@ pub(crate) struct HeadWatch<I> {
     state: Arc<ExchangeState>,
     /// The first bytes read since the exchange `head_of` began.
     head: Vec<u8>,
+    /// When the first of them came.
+    head_started: Option<SystemTime>,
     head_of: u64,
     /// The exchange being answered has no body: what is read meanwhile is a head.
     bodiless: bool,
@@ -169,6 +171,8 @@ pub(crate) struct HeadWatch<I> {
 pub(crate) struct StalledHead<I> {
     /// The head's first bytes (at most 16 KiB).
     pub(crate) head: Vec<u8>,
+    /// When they began to come.
+    pub(crate) started: SystemTime,
     pub(crate) io: I,
 }
 
@@ -185,6 +189,7 @@ impl<I> HeadWatch<I> {
             io: Some(io),
             state: state.clone(),
             head: Vec::new(),
+            head_started: None,
             head_of: 0,
             bodiless: false,
             answer: None,
@@ -202,12 +207,15 @@ impl<I> HeadWatch<I> {
     }
 
     /// The bytes of a head begun and not parsed, with no exchange open and no answer of
-    /// kinspect's under way.
+    /// kinspect's under way; the empty lines a client may send between requests
+    /// (RFC 9112 §2.2) are no head.
     fn unfinished_head(&self) -> Option<&[u8]> {
         if self.state.phase() != IDLE || self.answer.is_some() {
             return None;
         }
-        self.rejected_head().filter(|head| !head.is_empty())
+        let head = self.rejected_head()?;
+        let start = head.iter().position(|b| !b"\r\n".contains(b))?;
+        Some(&head[start..])
     }
 
     /// Keeps what was just read when it may be a head hyper is about to parse: between
@@ -231,9 +239,13 @@ impl<I> HeadWatch<I> {
                 }
             }
             self.head_of = begun;
+            self.head_started = None;
         }
         if phase == BUSY && !self.bodiless {
             return;
+        }
+        if self.head_started.is_none() {
+            self.head_started = Some(SystemTime::now());
         }
         let room = HEAD_KEPT.saturating_sub(self.head.len());
         self.head.extend_from_slice(&read[..read.len().min(room)]);
@@ -296,9 +308,10 @@ impl<I> Drop for HeadWatch<I> {
         let Some(head) = self.unfinished_head().map(<[u8]>::to_vec) else {
             return;
         };
+        let started = self.head_started.unwrap_or_else(SystemTime::now);
         if let Some(io) = self.io.take() {
             *self.stalled.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(StalledHead { head, io });
+                Some(StalledHead { head, started, io });
         }
     }
 }
@@ -406,7 +419,27 @@ pub(crate) async fn record_rejected(
     rejected: RejectedHead,
 ) {
     let RejectedHead { head, failure } = rejected;
-    record_head(shared, client, tunnel, &head, failure, true).await;
+    let ended = EndedHead {
+        head: &head,
+        started: SystemTime::now(),
+        failure,
+        answered: true,
+        unfinished: false,
+    };
+    record_head(shared, client, tunnel, ended).await;
+}
+
+/// A request head to record as a flow, and how it ended.
+struct EndedHead<'a> {
+    head: &'a [u8],
+    /// When its first bytes came.
+    started: SystemTime,
+    failure: ProxyFailure,
+    /// The client got `failure` as its answer.
+    answered: bool,
+    /// The head never came whole (the client stalled or went away): its whole header
+    /// lines are kept, and the request is incomplete (it is not sent again).
+    unfinished: bool,
 }
 
 /// Longest kinspect tries to send its 408 to a client that stalled.
@@ -424,11 +457,32 @@ pub(crate) async fn record_stalled<I: AsyncWrite + Unpin>(
     stalled: &StalledSlot<I>,
 ) {
     let taken = stalled.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let Some(StalledHead { head, mut io }) = taken else {
+    let Some(StalledHead {
+        head,
+        started,
+        mut io,
+    }) = taken
+    else {
         return;
     };
     let began = began(&head);
-    if error.is_timeout() {
+    // kinspect's failure, and what it sends the client: its HTTP answer or not.
+    let (failure, answer, answered) = if head.starts_with(HTTP2_PREFACE_START) {
+        // HTTP/2 with prior knowledge, which kinspect serves only inside a tunnel: told so
+        // in HTTP/2 (an empty SETTINGS, then GOAWAY HTTP_1_1_REQUIRED) for the client to
+        // come again in HTTP/1.1.
+        let failure = ProxyFailure::new(
+            FlowErrorKind::BadRequest,
+            "the client spoke HTTP/2 without TLS (prior knowledge), which kinspect serves \
+             only inside a CONNECT tunnel: send HTTP/1.1, or HTTPS (kinspect answered \
+             GOAWAY with HTTP_1_1_REQUIRED)",
+        );
+        (
+            failure,
+            Some(Bytes::from_static(HTTP2_HTTP_1_1_REQUIRED)),
+            false,
+        )
+    } else if error.is_timeout() {
         let limit = shared.config.client_header_timeout;
         let mut failure = ProxyFailure::new(
             FlowErrorKind::ClientAbort,
@@ -439,20 +493,47 @@ pub(crate) async fn record_stalled<I: AsyncWrite + Unpin>(
         );
         failure.status = StatusCode::REQUEST_TIMEOUT;
         let answer = answer_bytes(request_line(&head).2.as_str(), &failure);
+        (failure, Some(answer), true)
+    } else {
+        // A close (FIN), a reset, a TLS connection cut without its close_notify.
+        let how = match error.is_incomplete_message() {
+            true => "closed the connection".to_owned(),
+            false => format!("broke off ({})", super::forward::error_chain(error)),
+        };
+        let failure = ProxyFailure::new(
+            FlowErrorKind::ClientAbort,
+            format!("the client {how} in the middle of its request head{began}"),
+        );
+        (failure, None, false)
+    };
+    if let Some(answer) = &answer {
         let _ = tokio::time::timeout(STALLED_ANSWER_WAIT, async {
-            io.write_all(&answer).await?;
+            io.write_all(answer).await?;
             io.shutdown().await
         })
         .await;
-        record_head(shared, client, tunnel, &head, failure, true).await;
-    } else if error.is_incomplete_message() {
-        let failure = ProxyFailure::new(
-            FlowErrorKind::ClientAbort,
-            format!("the client closed the connection in the middle of its request head{began}"),
-        );
-        record_head(shared, client, tunnel, &head, failure, false).await;
     }
+    let ended = EndedHead {
+        head: &head,
+        started,
+        answered,
+        unfinished: true,
+        failure,
+    };
+    record_head(shared, client, tunnel, ended).await;
 }
+
+/// How an HTTP/2 client's connection preface begins.
+const HTTP2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
+
+/// An empty SETTINGS frame (an HTTP/2 server's preface), then a GOAWAY frame with error
+/// HTTP_1_1_REQUIRED (0xd) and no stream processed (RFC 9113 §6.5, §6.8, §7).
+const HTTP2_HTTP_1_1_REQUIRED: &[u8] = &[
+    0, 0, 0, 0x4, 0, 0, 0, 0, 0, // SETTINGS, no parameters
+    0, 0, 8, 0x7, 0, 0, 0, 0, 0, // GOAWAY, 8 bytes, stream 0
+    0, 0, 0, 0, // last stream id 0
+    0, 0, 0, 0xd, // HTTP_1_1_REQUIRED
+];
 
 /// The method, target and version of `head`'s request line, as far as they are valid:
 /// a method (a token) or `?`, and the version HTTP/1.1 unless it says HTTP/1.0.
@@ -474,54 +555,91 @@ fn request_line(head: &[u8]) -> (String, Option<http::Uri>, HttpVersion) {
     (method, named, version)
 }
 
-/// Records `head` as a flow from `client` that ended in `failure`, answered with it or
-/// not: inside a tunnel to `tunnel`, else sent to the proxy itself. The method and URL
-/// are what the request line names when they are valid (a token; an absolute URL, or a
-/// path on the tunnel's or the reverse proxy's origin), else `?` and where the request
-/// went; the head itself is quoted, escaped, in the error.
+/// Records `ended` as a flow from `client`: inside a tunnel to `tunnel`, else sent to
+/// the proxy itself. The method and URL are what the request line names when they are
+/// valid (a token; an absolute URL, a CONNECT's host and port, or a path on the tunnel's
+/// or the reverse proxy's origin), else `?` and where the request went; the head itself
+/// is quoted, escaped, in the error.
 async fn record_head(
     shared: &Shared,
     client: &ClientSide,
     tunnel: Option<&Target>,
-    head: &[u8],
-    failure: ProxyFailure,
-    answered: bool,
+    ended: EndedHead<'_>,
 ) {
+    let EndedHead {
+        head,
+        started,
+        failure,
+        answered,
+        unfinished,
+    } = ended;
     let (method, named, version) = request_line(head);
     let path = named
         .as_ref()
         .and_then(|uri| uri.path_and_query())
         .map_or("/", |path| path.as_str());
-    let target = match (tunnel, named.as_ref().and_then(Target::of_uri)) {
-        (Some(tunnel), _) => tunnel.clone(),
-        (None, Some(named)) => named,
-        (None, None) => (shared.config.reverse.as_ref())
+    let connect_to = named
+        .as_ref()
+        .filter(|_| tunnel.is_none() && method == "CONNECT")
+        .and_then(|uri| super::connect::connect_target(uri).ok());
+    let target = match (tunnel, &connect_to, named.as_ref().and_then(Target::of_uri)) {
+        (Some(tunnel), _, _) => tunnel.clone(),
+        (None, Some(to), _) => to.clone(),
+        (None, None, Some(named)) => named,
+        (None, None, None) => (shared.config.reverse.as_ref())
             .and_then(Target::of_uri)
             .unwrap_or_else(|| shared.itself.as_target()),
     };
-    let url = target.url(path);
+    let url = match &connect_to {
+        Some(to) => to.authority(),
+        None => target.url(path),
+    };
+    let headers = match unfinished {
+        true => whole_header_lines(head),
+        false => Headers::default(),
+    };
     let request = RequestRecord {
         method,
         url,
         version,
-        headers: Headers::default(),
-        body: CapturedBody::default(),
+        headers,
+        body: CapturedBody {
+            incomplete: unfinished,
+            ..CapturedBody::default()
+        },
     };
     let slot = shared.publisher.reserve().await;
-    let mut flow = new_flow(
-        &slot,
-        FlowKind::Http,
-        client,
-        SystemTime::now(),
-        &target,
-        request,
-    );
+    let mut flow = new_flow(&slot, FlowKind::Http, client, started, &target, request);
+    flow.timings.send = SystemTime::now()
+        .duration_since(started)
+        .unwrap_or_default();
     if answered {
         let body = failure.body();
         flow.response = Some(failure.recorded(&failure.response(()), &body, version));
     }
     flow.error = Some(failure.error);
     slot.publish(flow);
+}
+
+/// The header fields of the lines of `head` after its request line that came whole
+/// (ended by a line feed) and read as fields; the rest is left out.
+fn whole_header_lines(head: &[u8]) -> Headers {
+    let whole = match head.iter().rposition(|&b| b == b'\n') {
+        Some(end) => &head[..end],
+        None => return Headers::default(),
+    };
+    let fields: Vec<(&str, &[u8])> = whole
+        .split(|&b| b == b'\n')
+        .skip(1)
+        .filter_map(|line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let colon = line.iter().position(|&b| b == b':')?;
+            let name = std::str::from_utf8(&line[..colon]).ok()?;
+            let valid = http::HeaderName::from_bytes(name.as_bytes()).is_ok();
+            valid.then(|| (name, line[colon + 1..].trim_ascii()))
+        })
+        .collect();
+    fields.into_iter().collect()
 }
 
 /// The version and status of `written` if it is hyper's answer to a head it could not
@@ -551,6 +669,16 @@ fn hypers_answer(written: &[u8]) -> Option<(&'static str, StatusCode)> {
 /// it as far as the head shows.
 fn failure_for(status: StatusCode, head: &[u8]) -> ProxyFailure {
     let mut fields = [httparse::EMPTY_HEADER; 256];
+    if super::sniff::detect(head) == Some(super::sniff::Sniffed::Tls) {
+        let mut failure = ProxyFailure::new(
+            FlowErrorKind::BadRequest,
+            "the client spoke TLS (HTTPS) to kinspect, which listens for plain HTTP: write \
+             kinspect's address with http:// (the proxy's URL, or the base URL in --reverse \
+             mode); HTTPS requests go through the proxy with CONNECT",
+        );
+        failure.status = status;
+        return failure;
+    }
     let what = match (status, httparse::Request::new(&mut fields).parse(head)) {
         _ if head.is_empty() => {
             "it came behind another request on this connection, and kinspect did not keep it"
@@ -611,16 +739,19 @@ fn quotable(head: &[u8]) -> Vec<u8> {
                 .count();
         let (text, ending) = line.split_at(end);
         if i == 0 {
-            // The request line: its target's secret parameters and password.
-            let text = String::from_utf8_lossy(text);
-            let shown: Vec<String> = text
-                .split(' ')
-                .map(|word| match word.contains('?') || word.contains('@') {
-                    true => crate::redact::redact_url(word),
-                    false => word.to_owned(),
-                })
-                .collect();
-            out.extend_from_slice(shown.join(" ").as_bytes());
+            // The request line: its target's secret parameters and password; bytes that
+            // are no text quoted as they came.
+            for (j, word) in text.split(|&b| b == b' ').enumerate() {
+                if j > 0 {
+                    out.push(b' ');
+                }
+                match std::str::from_utf8(word) {
+                    Ok(word) if word.contains('?') || word.contains('@') => {
+                        out.extend_from_slice(crate::redact::redact_url(word).as_bytes())
+                    }
+                    _ => out.extend_from_slice(word),
+                }
+            }
         } else if text.is_empty() {
             // The CR of a CRLF, or the blank line ending the head.
         } else if text.starts_with(b" ") || text.starts_with(b"\t") {
@@ -721,6 +852,44 @@ mod tests {
                 assert!(!message.contains(secret), "{message}");
             }
         }
+    }
+
+    #[test]
+    fn a_request_line_that_is_no_text_is_quoted_as_it_came() {
+        let quoted = quotable(b"GE\xffT /x?token=abcdef HTTP/1.1\r\nHost: h\r\n");
+        assert_eq!(
+            quoted,
+            b"GE\xffT /x?token=[redacted] HTTP/1.1\r\nHost: h\r\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn a_stalled_head_keeps_its_whole_header_lines_and_blank_lines_are_no_head() {
+        let fields =
+            whole_header_lines(b"GET / HTTP/1.1\r\nHost: h\r\nBad Field\r\nX-A:  1 \nCooki");
+        assert_eq!(fields, [("Host", "h"), ("X-A", "1")].into_iter().collect());
+        assert_eq!(whole_header_lines(b"GET / HTT"), Headers::default());
+
+        let (mut watch, state, stalled) = HeadWatch::new(());
+        watch.keep(b"GET / HTTP/1.1\r\n\r\n");
+        state.begin();
+        drop(state.respond(false, Response::new(ProxyBody::default())));
+        state.flushed();
+        watch.keep(b"\r\n\r\n");
+        assert_eq!(
+            watch.unfinished_head(),
+            None,
+            "empty lines between requests"
+        );
+        watch.keep(b"GET /next HT");
+        assert_eq!(watch.unfinished_head(), Some(&b"GET /next HT"[..]));
+        drop(watch);
+        let handed = stalled
+            .lock()
+            .unwrap()
+            .take()
+            .expect("handed over when dropped");
+        assert_eq!(handed.head, b"GET /next HT");
     }
 
     #[test]

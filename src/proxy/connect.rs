@@ -120,7 +120,7 @@ pub(crate) async fn route(
 }
 
 /// A CONNECT request's target, or what is wrong with it.
-fn connect_target(uri: &http::Uri) -> Result<Target, &'static str> {
+pub(crate) fn connect_target(uri: &http::Uri) -> Result<Target, &'static str> {
     let Some(authority) = uri.authority() else {
         return Err("CONNECT needs a host:port target");
     };

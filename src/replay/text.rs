@@ -81,7 +81,7 @@ impl ReplayRequest {
         }
         if request.body.incomplete {
             return Err(format!(
-                "flow {id}'s request body never arrived whole (its client stopped sending)"
+                "flow {id}'s request never arrived whole (its client stopped sending)"
             ));
         }
         let method = Method::from_bytes(request.method.as_bytes())
