@@ -221,6 +221,12 @@ impl Connection {
         (!self.closed).then(|| self.log.progress(self.relayed))
     }
 
+    /// Both sides have sent their close frame (RFC 6455 §7.1.2): the connection closed
+    /// cleanly, however its TCP or TLS connection ends after that.
+    pub fn closed_cleanly(&self) -> bool {
+        self.client.sent_close && self.server.sent_close
+    }
+
     /// The log so far (a message still arriving is not in it).
     pub fn log(&self) -> &MessageLog {
         &self.log
@@ -306,6 +312,8 @@ struct FrameReader {
     control: Option<Partial>,
     inflater: Option<Decompress>,
     stopped: bool,
+    /// A close frame came whole: this side has begun or answered the closing handshake.
+    sent_close: bool,
 }
 
 /// What ends every compressed message, removed by its sender (RFC 7692 §7.2.1).
@@ -322,6 +330,7 @@ impl FrameReader {
             control: None,
             inflater: None,
             stopped: false,
+            sent_close: false,
         }
     }
 
@@ -503,6 +512,7 @@ impl FrameReader {
             return;
         };
         if frame.opcode >= 0x8 {
+            self.sent_close |= frame.opcode == CLOSE;
             if let Some(control) = self.control.take() {
                 sink.push(finished(control, self.from_client));
             }
@@ -656,6 +666,24 @@ mod tests {
             );
             assert_eq!(log.unreadable, None);
         }
+    }
+
+    #[test]
+    fn a_connection_closed_cleanly_once_both_sides_sent_their_close_frame() {
+        let mut connection = Connection::new(Negotiated::default(), 1000);
+        let close = 1000u16.to_be_bytes();
+        connection.server_sent(&frame(true, false, TEXT, b"bye soon", None), T0);
+        assert!(!connection.closed_cleanly());
+        connection.server_sent(&frame(true, false, CLOSE, &close, None), T0);
+        assert!(!connection.closed_cleanly(), "only the server has closed");
+        let answer = frame(true, false, CLOSE, &close, Some([1, 2, 3, 4]));
+        connection.client_sent(&answer[..3], T0);
+        assert!(
+            !connection.closed_cleanly(),
+            "its close frame is not whole yet"
+        );
+        connection.client_sent(&answer[3..], T0);
+        assert!(connection.closed_cleanly());
     }
 
     #[test]

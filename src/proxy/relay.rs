@@ -48,10 +48,17 @@ where
         websocket: counts.websocket.clone(),
     };
     let result = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-    // A peer that closes TLS without close_notify has still closed.
+    // A peer that closes TLS without close_notify has still closed; so has a WebSocket
+    // whose closing handshake is done, whatever its connection does next (a reset).
+    let closed_cleanly = counts.websocket.as_ref().is_some_and(|websocket| {
+        websocket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .closed_cleanly()
+    });
     result
         .err()
-        .filter(|e| e.kind() != io::ErrorKind::UnexpectedEof)
+        .filter(|e| e.kind() != io::ErrorKind::UnexpectedEof && !closed_cleanly)
 }
 
 /// The flow of a relayed connection (a tunnel, a switched WebSocket), published however
