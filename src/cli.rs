@@ -848,6 +848,14 @@ fn run_session(args: ProxyArgs, mode: Mode) -> anyhow::Result<()> {
     }
     // A bad filter is reported before anything is bound or created.
     let filter = args.parsed_filter()?;
+    if args.reverse.is_some() && args.proxy_auth.is_some() {
+        anyhow::bail!(
+            "--proxy-auth cannot guard --reverse: an app whose base URL points at kinspect \
+             sends no proxy credentials, so every request would get a 407. Leave out \
+             --proxy-auth (and keep kinspect on loopback or a trusted network), or point the \
+             app at kinspect as its proxy instead of using --reverse"
+        );
+    }
     let capture_path = match &args.capture {
         // A mistyped directory is not created behind the user's back (the default one is).
         Some(path) if !parent_dir(path).is_dir() => anyhow::bail!(

@@ -626,6 +626,16 @@ fn a_proxy_that_cannot_start_leaves_no_capture_behind() {
             "no-such-ca.pem",
         ),
         (
+            "--proxy-auth with --reverse (the app sends no proxy credentials)",
+            with_args(&[
+                "--reverse".as_ref(),
+                "http://127.0.0.1:9/".as_ref(),
+                "--proxy-auth".as_ref(),
+                "dev:pw".as_ref(),
+            ]),
+            "--proxy-auth cannot guard --reverse",
+        ),
+        (
             "the same with --insecure-upstream",
             with_args(&[
                 "--upstream-ca".as_ref(),
