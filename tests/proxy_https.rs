@@ -54,6 +54,33 @@ async fn https_http1_get_is_intercepted_and_recorded() {
     assert!(flow.timings.ssl <= flow.timings.connect);
 }
 
+/// A client that offers only HTTP/1.0 by ALPN (`curl --http1.0`) is served, not refused
+/// as if it did not trust kinspect's CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_client_offering_only_http10_is_served() {
+    let origin = Origin::start(OriginKind::Https).await;
+    let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
+    let target = format!("localhost:{}", origin.addr.port());
+    let tunnel = proxy.open_tunnel(&target).await;
+    let mut tls = proxy
+        .tls_connector(&[b"http/1.0"])
+        .connect("localhost".try_into().unwrap(), tunnel)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.0"[..]));
+    tls.write_all(b"GET /echo HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.request.version, HttpVersion::Http10);
+    let alpn = flow.client_tls.as_ref().and_then(|tls| tls.alpn.as_deref());
+    assert_eq!(alpn, Some("http/1.0"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_http2_post_is_intercepted_and_the_connection_reused() {
     let origin = Origin::start(OriginKind::Https).await;

@@ -159,7 +159,8 @@ impl LeafCache {
             })?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(OneCertificate(certified.clone())));
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // A client that offers only HTTP/1.0 (`curl --http1.0`) is served HTTP/1.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), b"http/1.0".to_vec()];
         Ok(MintedLeaf {
             config: Arc::new(config),
             certified,
