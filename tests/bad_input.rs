@@ -836,6 +836,7 @@ async fn a_client_that_disconnects_mid_upload_is_recorded_as_aborted() {
         error.kind, error.message, flow.request.body.wire_size
     );
     assert_eq!(error.kind, FlowErrorKind::ClientAbort, "{error:?}");
+    assert!(flow.response.is_none(), "no answer reached the client");
     assert!(flow.request.body.incomplete);
     assert!(flow.request.body.wire_size <= SENT as u64);
     proxy.assert_serves(&origin).await;

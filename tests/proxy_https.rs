@@ -375,3 +375,43 @@ async fn forwarded_fields_keep_their_order_and_http2_origins_get_no_host_field()
     let echo: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(echoed_names(&echo), ["host", "x-first"]);
 }
+
+/// An HTTP/2 client that cancels one download (RST_STREAM) keeps its connection: the
+/// flow says the request was cancelled, and the next request on it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_stream_cancelled_by_its_client_is_recorded_as_cancelled() {
+    use http_body_util::{BodyExt, Empty};
+    let origin = Origin::start(OriginKind::Https).await;
+    let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
+    let target = format!("localhost:{}", origin.addr.port());
+    let tunnel = proxy.open_tunnel(&target).await;
+    let tls = proxy
+        .tls_connector(&[b"h2"])
+        .connect("localhost".try_into().unwrap(), tunnel)
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let get = |path: &str| {
+        http::Request::get(origin.url(path))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let response = sender.send_request(get("/bytes/1000000000")).await.unwrap();
+    let mut body = response.into_body();
+    body.frame().await.unwrap().unwrap();
+    drop(body);
+    let flow = proxy.next_flow().await;
+    let error = flow.error.expect("recorded as cancelled");
+    assert_eq!(error.kind, kinspect::flow::FlowErrorKind::ClientAbort);
+    assert!(error.message.contains("cancelled the request"), "{}", error.message);
+    let next = sender.send_request(get("/echo")).await.unwrap();
+    assert_eq!(next.status(), 200);
+    next.into_body().collect().await.unwrap();
+    assert!(proxy.next_flow().await.error.is_none());
+}

@@ -689,7 +689,10 @@ impl Pending {
         let conn = self.used.take().or(reached);
         let body = failure.body();
         let response = failure.response(());
-        flow.response = Some(failure.recorded(&response, &body, flow.request.version));
+        // A client that went away in the middle of its upload gets no answer.
+        if failure.error.kind != FlowErrorKind::ClientAbort {
+            flow.response = Some(failure.recorded(&response, &body, flow.request.version));
+        }
         self.record_unanswered(&mut flow, conn.as_ref());
         flow.error = Some(failure.error);
         slot.publish_durable(flow).await;
@@ -788,7 +791,15 @@ impl ExchangeEnd {
             }),
             BodyEnd::Abandoned => Some(FlowError {
                 kind: FlowErrorKind::ClientAbort,
-                message: "the client closed the connection before the response body ended".into(),
+                message: match flow.request.version {
+                    // A stream is cancelled alone; its connection may serve on.
+                    crate::flow::HttpVersion::Http2 => {
+                        "the client cancelled the request (reset its stream, or closed the \
+                         connection) before the response body ended"
+                            .into()
+                    }
+                    _ => "the client closed the connection before the response body ended".into(),
+                },
             }),
         };
         (slot, flow)
