@@ -1267,6 +1267,23 @@ fn a_redacted_har_exported_again_is_unchanged_and_nothing_more_is_redacted() {
             assert_eq!(once[part][field], twice[part][field], "{part}.{field}");
         }
     }
+
+    // Phases finer than a microsecond: `time` is the sum of the phases as written, and
+    // stays so when exported again.
+    let timed = r#"{"startedDateTime":"2026-11-20T10:00:01Z","time":0.637,
+          "request":{"method":"GET","url":"https://baas.kinvey.com/a"},
+          "response":{"status":204,"content":{"size":0,"mimeType":""}},
+          "timings":{"send":0.1234,"wait":0.2564,"receive":0.2572}}"#;
+    std::fs::write(&original, har_of(&[timed])).unwrap();
+    let (once_path, twice_path) = (dir.path().join("t1.har"), dir.path().join("t2.har"));
+    export(&original, &once_path);
+    export(&once_path, &twice_path);
+    let (once, twice) = (read(&once_path), read(&twice_path));
+    assert_eq!(once["time"], 0.636, "{once}");
+    assert_eq!(
+        (&once["time"], &once["timings"]),
+        (&twice["time"], &twice["timings"])
+    );
 }
 
 #[test]

@@ -409,7 +409,11 @@ async fn an_http2_stream_cancelled_by_its_client_is_recorded_as_cancelled() {
     let flow = proxy.next_flow().await;
     let error = flow.error.expect("recorded as cancelled");
     assert_eq!(error.kind, kinspect::flow::FlowErrorKind::ClientAbort);
-    assert!(error.message.contains("cancelled the request"), "{}", error.message);
+    assert!(
+        error.message.contains("cancelled the request"),
+        "{}",
+        error.message
+    );
     let next = sender.send_request(get("/echo")).await.unwrap();
     assert_eq!(next.status(), 200);
     next.into_body().collect().await.unwrap();
