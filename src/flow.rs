@@ -112,26 +112,45 @@ pub fn declared_charset(headers: &Headers) -> Option<&'static encoding_rs::Encod
 /// (`name` of `form-data; name="password"`), unquoted; a `;` inside quotes is part of
 /// a value.
 pub fn media_type_parameter(media_type: &str, name: &str) -> Option<String> {
+    // The parameters: split at each `;` outside quotes.
     let mut parameters = Vec::new();
-    let (mut current, mut quoted, mut escaped) = (String::new(), false, false);
-    for c in media_type.chars() {
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (at, c) in media_type.char_indices() {
         match c {
-            _ if escaped => {
-                current.push(c);
-                escaped = false;
-            }
+            _ if escaped => escaped = false,
             '\\' if quoted => escaped = true,
             '"' => quoted = !quoted,
-            ';' if !quoted => parameters.push(std::mem::take(&mut current)),
-            _ => current.push(c),
+            ';' if !quoted => {
+                parameters.push(&media_type[start..at]);
+                start = at + 1;
+            }
+            _ => {}
         }
     }
-    parameters.push(current);
+    parameters.push(&media_type[start..]);
     parameters.into_iter().skip(1).find_map(|parameter| {
         let (key, value) = parameter.split_once('=')?;
-        key.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| value.trim().to_owned())
+        if !key.trim().eq_ignore_ascii_case(name) {
+            return None;
+        }
+        let value = value.trim();
+        let Some(quoted) = value.strip_prefix('"') else {
+            return Some(value.to_owned());
+        };
+        // A quoted string: what is between its quotes (blanks too), escapes undone.
+        let (mut unquoted, mut escaped) = (String::new(), false);
+        for c in quoted.chars() {
+            match c {
+                _ if escaped => {
+                    unquoted.push(c);
+                    escaped = false;
+                }
+                '\\' => escaped = true,
+                '"' => break,
+                _ => unquoted.push(c),
+            }
+        }
+        Some(unquoted)
     })
 }
 
@@ -305,16 +324,23 @@ pub struct Timings {
 impl Timings {
     /// Total duration as HAR counts it: every phase except `ssl` (inside `connect`).
     pub fn total(&self) -> Duration {
+        self.counted()
+            .into_iter()
+            .flatten()
+            .fold(Duration::ZERO, Duration::saturating_add)
+    }
+
+    /// The phases HAR's `time` adds up (`ssl` is inside `connect`); `None` for one that
+    /// did not apply.
+    pub fn counted(&self) -> [Option<Duration>; 6] {
         [
-            self.blocked.unwrap_or_default(),
-            self.dns.unwrap_or_default(),
-            self.connect.unwrap_or_default(),
-            self.send,
-            self.wait,
-            self.receive,
+            self.blocked,
+            self.dns,
+            self.connect,
+            Some(self.send),
+            Some(self.wait),
+            Some(self.receive),
         ]
-        .into_iter()
-        .fold(Duration::ZERO, Duration::saturating_add)
     }
 }
 

@@ -355,15 +355,17 @@ struct FormDataPart {
 /// where it ends; a part without a name, or whose head never ends, is left out.
 fn form_data_parts(body: &[u8], boundary: &str) -> Vec<FormDataPart> {
     let delimiter = format!("--{boundary}");
-    // A delimiter is a line of its own (blanks after it allowed), or the closing one.
+    // A delimiter, or the closing one (`--` after it), is a line of its own: blanks may
+    // follow it, nothing else.
     let is_delimiter = |at: usize| {
         let rest = &body[at + delimiter.len()..];
+        let rest = rest.strip_prefix(b"--").unwrap_or(rest);
         let padding = rest
             .iter()
             .take_while(|&&b| b == b' ' || b == b'\t')
             .count();
         (at == 0 || body[at - 1] == b'\n')
-            && (rest.starts_with(b"--") || matches!(rest.get(padding), None | Some(b'\r' | b'\n')))
+            && matches!(rest.get(padding), None | Some(b'\r' | b'\n'))
     };
     let starts: Vec<usize> = memchr::memmem::find_iter(body, delimiter.as_bytes())
         .filter(|&at| is_delimiter(at))
@@ -1079,6 +1081,12 @@ mod tests {
         let unfinished = b"--b\r\nContent-Disposition: form-data; name=\"token\"\r\nabc";
         assert_eq!(redact_form_data(unfinished, "b").1, 0);
         assert_eq!(redact_form_data(b"password=x", "b").1, 0);
+        // `--b--` followed by more on its line is no closing delimiter.
+        let early = b"--b\nContent-Disposition: form-data; name=note\n\n--b--x\n\
+            --b\nContent-Disposition: form-data; name=token\n\nt0k3n\n--b--\n";
+        let (redacted, parts) = redact_form_data(early, "b");
+        assert_eq!(parts, 1);
+        assert!(!redacted.windows(5).any(|w| w == b"t0k3n"));
     }
 
     #[test]
@@ -1091,6 +1099,12 @@ mod tests {
         );
         let quoted = form_data_boundary("multipart/form-data; boundary=\"a;b\"; charset=x");
         assert_eq!(quoted.as_deref(), Some("a;b"));
+        let spaced = form_data_boundary("multipart/form-data; boundary=\" a\\\"b \"");
+        assert_eq!(
+            spaced.as_deref(),
+            Some(" a\"b "),
+            "quoted blanks and escapes kept"
+        );
         assert_eq!(form_data_boundary("multipart/mixed; boundary=x"), None);
         assert_eq!(form_data_boundary("multipart/form-data"), None);
         assert_eq!(form_data_boundary("multipart/form-data; boundary="), None);

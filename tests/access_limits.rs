@@ -290,7 +290,32 @@ async fn slow_headers_and_idle_keep_alive_connections_are_closed() {
     assert!(!answer.contains("408"), "{answer}");
     proxy.next_flow().await;
 
-    // A partial CONNECT is listed under its target; a reset is a break-off.
+    // Idle first, then half a head: the time ran from the idle start, and the error
+    // says the head came late rather than slowly.
+    let mut late = TcpStream::connect(proxy.addr).await.unwrap();
+    tokio::time::sleep(limit * 3 / 4).await;
+    late.write_all(b"GET /echo HTTP/1.1\r\nHo").await.unwrap();
+    let answer = read_to_close(&mut late).await;
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    let error = proxy.next_flow().await.error.expect("recorded as an error");
+    assert!(
+        error.message.contains("before it ran out"),
+        "{}",
+        error.message
+    );
+
+    // A partial CONNECT is listed under its target, a target cut short not at all; a
+    // reset is a break-off.
+    let mut cut = TcpStream::connect(proxy.addr).await.unwrap();
+    cut.write_all(b"CONNECT kvy.example:44").await.unwrap();
+    drop(cut);
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.request.method, "CONNECT");
+    assert!(
+        !flow.request.url.contains("kvy.example"),
+        "{}",
+        flow.request.url
+    );
     let mut reset = TcpStream::connect(proxy.addr).await.unwrap();
     reset
         .write_all(b"CONNECT kvy.example:443 HTTP/1.1\r\nHost: kvy")

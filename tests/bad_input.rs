@@ -791,11 +791,15 @@ async fn http2_without_tls_to_the_listener_is_told_to_use_http11_and_recorded() 
     );
     let flow = proxy.next_flow().await;
     assert_eq!(flow.request.method, "PRI");
+    assert_eq!(flow.request.url, origin.url("/"), "`*` is no path");
     assert!(flow.response.is_none());
     let error = flow.error.expect("recorded as an error");
     assert_eq!(error.kind, FlowErrorKind::BadRequest);
     assert!(
-        error.message.contains("HTTP/2 without TLS"),
+        error
+            .message
+            .contains("HTTP/2 with prior knowledge straight to kinspect")
+            && error.message.contains("--reverse mode HTTP/1.1 only"),
         "{}",
         error.message
     );

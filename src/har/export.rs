@@ -498,15 +498,7 @@ fn entry_after(
     );
     // The sum of the phases as written (HAR's rule), so that an export read back and
     // written again keeps its `time` to the last digit.
-    let phases = [
-        t.blocked,
-        t.dns,
-        t.connect,
-        Some(t.send),
-        Some(t.wait),
-        Some(t.receive),
-    ];
-    let time: f64 = phases.into_iter().flatten().map(ms).sum();
+    let time: f64 = t.counted().into_iter().flatten().map(ms).sum();
     entry.insert("time".into(), json!((time * 1000.0).round() / 1000.0));
     entry.insert("request".into(), request_json);
     entry.insert("response".into(), response_json);

@@ -19,7 +19,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::errors::ProxyFailure;
 use super::forward::{new_flow, ClientSide};
@@ -449,7 +449,7 @@ const STALLED_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(
 /// stalled in the middle of its head past `--client-timeout` gets kinspect's 408, and
 /// one that closed in the middle of it a flow of its abort. (A connection idle between
 /// requests left no head, and is no flow.)
-pub(crate) async fn record_stalled<I: AsyncWrite + Unpin>(
+pub(crate) async fn record_stalled<I: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared,
     client: &ClientSide,
     tunnel: Option<&Target>,
@@ -468,14 +468,31 @@ pub(crate) async fn record_stalled<I: AsyncWrite + Unpin>(
     let began = began(&head);
     // kinspect's failure, and what it sends the client: its HTTP answer or not.
     let (failure, answer, answered) = if head.starts_with(HTTP2_PREFACE_START) {
-        // HTTP/2 with prior knowledge, which kinspect serves only inside a tunnel: told so
-        // in HTTP/2 (an empty SETTINGS, then GOAWAY HTTP_1_1_REQUIRED) for the client to
-        // come again in HTTP/1.1.
+        // HTTP/2 where kinspect reads HTTP/1: told so in HTTP/2 (an empty SETTINGS, then
+        // GOAWAY HTTP_1_1_REQUIRED) for the client to come again in HTTP/1.1.
+        let why = match (tunnel, &client.tls) {
+            (None, _) if shared.config.reverse.is_some() => {
+                "straight to kinspect, which serves an app in --reverse mode HTTP/1.1 only"
+            }
+            (None, _) => {
+                "straight to kinspect, which serves HTTP/2 only to clients that use it as \
+                 their proxy (CONNECT)"
+            }
+            (Some(_), None) => {
+                "in a tunnel, but its preface did not come first and whole, so kinspect read \
+                 the tunnel as HTTP/1.1"
+            }
+            (Some(_), Some(_)) => {
+                "over TLS without offering h2 by ALPN, so kinspect read the connection as \
+                 HTTP/1.1"
+            }
+        };
         let failure = ProxyFailure::new(
             FlowErrorKind::BadRequest,
-            "the client spoke HTTP/2 without TLS (prior knowledge), which kinspect serves \
-             only inside a CONNECT tunnel: send HTTP/1.1, or HTTPS (kinspect answered \
-             GOAWAY with HTTP_1_1_REQUIRED)",
+            format!(
+                "the client spoke HTTP/2 with prior knowledge {why} (kinspect answered GOAWAY \
+                 with HTTP_1_1_REQUIRED)"
+            ),
         );
         (
             failure,
@@ -483,16 +500,25 @@ pub(crate) async fn record_stalled<I: AsyncWrite + Unpin>(
             false,
         )
     } else if error.is_timeout() {
+        // The time runs from when the connection began to wait for a head: after an idle
+        // keep-alive spell, the head itself may have come late rather than slowly.
         let limit = shared.config.client_header_timeout;
+        let sending = SystemTime::now()
+            .duration_since(started)
+            .unwrap_or_default();
+        let when = match sending < limit / 2 {
+            true => format!(
+                "within {limit:?} (--client-timeout, counted from the end of the \
+                 connection's last exchange; the head began {sending:.1?} before it ran out)"
+            ),
+            false => format!("within {limit:?} (--client-timeout)"),
+        };
         let mut failure = ProxyFailure::new(
             FlowErrorKind::ClientAbort,
-            format!(
-                "the client sent only part of its request head within {limit:?} \
-                 (--client-timeout){began}"
-            ),
+            format!("the client sent only part of its request head {when}{began}"),
         );
         failure.status = StatusCode::REQUEST_TIMEOUT;
-        let answer = answer_bytes(request_line(&head).2.as_str(), &failure);
+        let answer = answer_bytes(request_line(&head, true).2.as_str(), &failure);
         (failure, Some(answer), true)
     } else {
         // A close (FIN), a reset, a TLS connection cut without its close_notify.
@@ -521,6 +547,16 @@ pub(crate) async fn record_stalled<I: AsyncWrite + Unpin>(
         failure,
     };
     record_head(shared, client, tunnel, ended).await;
+    if answer.is_some() {
+        // Read on to the client's close: closing with its bytes unread would reset the
+        // connection, and the client might lose the answer.
+        let _ = tokio::time::timeout(STALLED_ANSWER_WAIT, async {
+            let mut unread = [0u8; 4096];
+            while io.read(&mut unread).await? > 0 {}
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
+    }
 }
 
 /// How an HTTP/2 client's connection preface begins.
@@ -536,12 +572,20 @@ const HTTP2_HTTP_1_1_REQUIRED: &[u8] = &[
 ];
 
 /// The method, target and version of `head`'s request line, as far as they are valid:
-/// a method (a token) or `?`, and the version HTTP/1.1 unless it says HTTP/1.0.
-fn request_line(head: &[u8]) -> (String, Option<http::Uri>, HttpVersion) {
+/// a method (a token) or `?`, and the version HTTP/1.1 unless it says HTTP/1.0. In an
+/// `unfinished` head (its client stopped within it) a line without its end may end in a
+/// cut word (`CONNECT api.example.com:44`), which is not taken.
+fn request_line(head: &[u8], unfinished: bool) -> (String, Option<http::Uri>, HttpVersion) {
     let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
-    let mut words = head[..line_end]
+    let line = &head[..line_end];
+    let mut words: Vec<&[u8]> = line
         .split(|&b| b == b' ')
-        .filter(|word| !word.is_empty());
+        .filter(|word| !word.is_empty())
+        .collect();
+    if unfinished && line_end == head.len() && !line.ends_with(b" ") {
+        words.pop();
+    }
+    let mut words = words.into_iter();
     let method = words
         .next()
         .and_then(|word| http::Method::from_bytes(word).ok())
@@ -573,11 +617,14 @@ async fn record_head(
         answered,
         unfinished,
     } = ended;
-    let (method, named, version) = request_line(head);
+    let (method, named, version) = request_line(head, unfinished);
+    // `*` (`OPTIONS *`, HTTP/2's `PRI *`) is no path of a URL.
     let path = named
         .as_ref()
         .and_then(|uri| uri.path_and_query())
-        .map_or("/", |path| path.as_str());
+        .map(|path| path.as_str())
+        .filter(|path| path.starts_with('/'))
+        .unwrap_or("/");
     let connect_to = named
         .as_ref()
         .filter(|_| tunnel.is_none() && method == "CONNECT")
