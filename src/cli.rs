@@ -764,7 +764,7 @@ fn open(file: PathBuf) -> anyhow::Result<()> {
         har,
         har_left_out,
     };
-    tui::run(source, flows, Feed::File)
+    tui::run(source, flows, Feed::File, None)
 }
 
 /// `kinspect report`: the support report of the flow(s) with a request id.
@@ -991,11 +991,14 @@ async fn serve(
     }
     // Requests the UI sends again: their exchanges are not the app's.
     let replays = crate::replay::ReplaySources::default();
+    // --filter: what the headless printer prints, or the UI's filter to begin with.
+    let mut ui_filter = None;
     let (recorder, tui_feed) = if args.headless {
         let viewer = HeadlessViewer::new(args.line_format(), filter);
         let recorder = Recorder::start(writer, stream, viewer);
         (recorder, None)
     } else {
+        ui_filter = filter;
         let (tx, rx) = std::sync::mpsc::channel();
         let viewer = move |stored| {
             // The UI evaluates its filter on the whole flow, then keeps a summary.
@@ -1048,7 +1051,7 @@ async fn serve(
             in_flight,
             replay,
         };
-        let ui = tokio::task::spawn_blocking(move || tui::run(source, Vec::new(), feed));
+        let ui = tokio::task::spawn_blocking(move || tui::run(source, Vec::new(), feed, ui_filter));
         ui.await.context("the terminal UI failed")??;
         if let Some(script) = script {
             script.abort();

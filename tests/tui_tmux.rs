@@ -102,31 +102,38 @@ fn the_demo_ui_filters_opens_details_and_quits() {
     let tmux = Tmux {
         socket: format!("kinspect-test-{}", std::process::id()),
     };
+    // --filter is the UI's filter from the start.
     let command = format!(
-        "cd {home} && KINSPECT_HOME={home} {} demo --capture {home}/demo.db",
+        "cd {home} && KINSPECT_HOME={home} {} demo --capture {home}/demo.db --filter '~kc fix'",
         env!("CARGO_BIN_EXE_kinspect"),
         home = home.path().display(),
     );
     tmux.start(&command, 160, 45);
+    let only = |class: &str, screen: &str| {
+        let rows: Vec<&str> = screen
+            .lines()
+            .filter(|l| l.contains("baas.kinvey.test"))
+            .collect();
+        assert!(!rows.is_empty(), "{screen}");
+        assert!(
+            rows.iter().all(|r| r.contains(class)),
+            "only {class} flows:\n{screen}"
+        );
+    };
+    let started = tmux.wait_for("the demo's FIX flows", |s| {
+        s.contains("filter ~kc fix") && s.contains("FIX")
+    });
+    only("FIX", &started);
 
     // The scripted app's traffic arrives live; the dictionary tour ends with BLInternalError.
-    tmux.wait_for("the demo's flows", |s| {
-        s.contains("STOP") && s.contains("BLInternalError")
-    });
-
-    tmux.keys(&["f"]);
+    // The prompt opens on the filter in force: cleared first.
+    tmux.keys(&["f", "C-u"]);
     tmux.keys(&["-l", "~kc stop"]);
     tmux.keys(&["Enter"]);
-    let filtered = tmux.wait_for("the filter to apply", |s| s.contains("filter ~kc stop"));
-    let rows: Vec<&str> = filtered
-        .lines()
-        .filter(|l| l.contains("baas.kinvey.test"))
-        .collect();
-    assert!(!rows.is_empty(), "{filtered}");
-    assert!(
-        rows.iter().all(|r| r.contains("STOP")),
-        "only STOP flows:\n{filtered}"
-    );
+    let filtered = tmux.wait_for("the filter to apply", |s| {
+        s.contains("filter ~kc stop") && s.contains("BLInternalError")
+    });
+    only("STOP", &filtered);
 
     tmux.keys(&["g", "Enter", "3"]);
     let kinvey_tab = tmux.wait_for("the Kinvey tab", |s| s.contains("What to do"));

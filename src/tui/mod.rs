@@ -75,10 +75,17 @@ pub fn require_terminal() -> anyhow::Result<()> {
     )
 }
 
-/// Runs the UI until the user quits. `initial` flows are shown first.
+/// Runs the UI until the user quits. `initial` flows are shown first, through `filter`
+/// (`--filter`) if there is one.
 /// Callers check [`require_terminal`] first, before any work the UI would show.
-pub fn run(source: SourceInfo, initial: Vec<Box<StoredFlow>>, feed: Feed) -> anyhow::Result<()> {
+pub fn run(
+    source: SourceInfo,
+    initial: Vec<Box<StoredFlow>>,
+    feed: Feed,
+    filter: Option<crate::filter::Filter>,
+) -> anyhow::Result<()> {
     let mut app = App::new(source);
+    app.filter = filter;
     for stored in initial {
         app.push(stored);
     }
