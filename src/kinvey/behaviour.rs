@@ -20,6 +20,27 @@ pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// previous one: a constant backoff measured with a little timer noise is not growing.
 pub const MIN_GROWTH: f64 = 1.2;
 
+/// A retry this long after the attempt before it begins a new series (the user ran it
+/// again): its gap is no backoff step to compare the next one with.
+pub const SERIES_BREAK: Duration = Duration::from_secs(10);
+
+/// Request fields that differ between attempts of the same request (a timestamp, a
+/// tracing id), left out when telling whether a request was re-sent unchanged.
+const PER_ATTEMPT_FIELDS: [&str; 12] = [
+    "date",
+    "content-length",
+    "traceparent",
+    "tracestate",
+    "baggage",
+    "sentry-trace",
+    "x-request-id",
+    "x-correlation-id",
+    "x-amzn-trace-id",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+];
+
 /// Request series remembered at most (oldest forgotten first).
 const TRACKED_SERIES: usize = 16 * 1024;
 
@@ -34,7 +55,8 @@ pub enum BehaviourWarning {
         /// Its error.
         error: String,
     },
-    /// The previous attempt got a fix-class error and the client re-sent the same body.
+    /// The previous attempt got a fix-class error and the client re-sent the same request
+    /// (body and fields but per-attempt ones), and it failed again.
     FixResentUnchanged {
         /// The earlier flow.
         previous: FlowId,
@@ -103,7 +125,8 @@ struct LastAttempt {
     id: FlowId,
     ended_at: SystemTime,
     error: Option<(ErrorClass, String)>,
-    body_digest: u64,
+    /// Its [`request_digest`], when it got a fix-class error.
+    request_digest: Option<u64>,
     /// The gap before this attempt, when it was itself a retry.
     retry_gap: Option<Duration>,
 }
@@ -129,10 +152,23 @@ impl std::fmt::Debug for BehaviourTracker {
     }
 }
 
-fn body_digest(flow: &Flow) -> u64 {
+/// What tells a re-sent request from a changed one: its body and its header fields
+/// (in any order; [`PER_ATTEMPT_FIELDS`] left out). A fix is often a field: the
+/// credentials after `InvalidCredentials`, the API version after
+/// `APIVersionNotAvailable`.
+fn request_digest(flow: &Flow) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     flow.request.body.bytes.hash(&mut hasher);
     flow.request.body.wire_size.hash(&mut hasher);
+    let mut fields: Vec<(compact_str::CompactString, &[u8])> = flow
+        .request
+        .headers
+        .iter()
+        .map(|field| (field.name.to_ascii_lowercase(), &field.value[..]))
+        .filter(|(name, _)| !PER_ATTEMPT_FIELDS.contains(&name.as_str()))
+        .collect();
+    fields.sort();
+    fields.hash(&mut hasher);
     hasher.finish()
 }
 
@@ -150,7 +186,15 @@ impl BehaviourTracker {
             method: flow.request.method.clone(),
             url: flow.request.url.clone(),
         };
-        let digest = body_digest(flow);
+        let error = analysis
+            .primary()
+            .map(|e| (e.class, e.trimmed_name().to_owned()));
+        // Digested only where it is compared: after a fix-class error, and to be
+        // compared with the next attempt after one.
+        let mut digest = None;
+        let mut digest_of = |flow: &Flow| *digest.get_or_insert_with(|| request_digest(flow));
+        // Re-sent unchanged and answered: no fix was needed after all (the data changed).
+        let failed = flow.response.as_ref().is_none_or(|r| r.status >= 400);
         let mut warnings = Vec::new();
         let mut retry_gap = None;
         if let Some(previous) = self.last.get(&key) {
@@ -163,14 +207,16 @@ impl BehaviourTracker {
                     previous: previous.id,
                     error: error.clone(),
                 }),
-                Some((ErrorClass::Fix, error)) if previous.body_digest == digest => {
+                Some((ErrorClass::Fix, error))
+                    if failed && previous.request_digest == Some(digest_of(flow)) =>
+                {
                     warnings.push(BehaviourWarning::FixResentUnchanged {
                         previous: previous.id,
                         error: error.clone(),
                     })
                 }
                 Some((ErrorClass::Retry, _)) => {
-                    retry_gap = Some(gap);
+                    retry_gap = Some(gap).filter(|gap| *gap < SERIES_BREAK);
                     if gap < MIN_BACKOFF {
                         warnings.push(BehaviourWarning::RetryWithoutBackoff {
                             previous: previous.id,
@@ -178,6 +224,7 @@ impl BehaviourTracker {
                         });
                     } else if let Some(previous_gap) = previous
                         .retry_gap
+                        .filter(|_| gap < SERIES_BREAK)
                         .filter(|p| gap.as_secs_f64() < p.as_secs_f64() * MIN_GROWTH)
                     {
                         warnings.push(BehaviourWarning::RetryBackoffNotGrowing {
@@ -190,9 +237,7 @@ impl BehaviourTracker {
                 _ => {}
             }
         }
-        let error = analysis
-            .primary()
-            .map(|e| (e.class, e.trimmed_name().to_owned()));
+        let request_digest = matches!(error, Some((ErrorClass::Fix, _))).then(|| digest_of(flow));
         self.last.put(
             key,
             LastAttempt {
@@ -203,7 +248,7 @@ impl BehaviourTracker {
                     .checked_add(flow.duration())
                     .unwrap_or(flow.started_at),
                 error,
-                body_digest: digest,
+                request_digest,
                 retry_gap,
             },
         );
@@ -272,6 +317,29 @@ mod tests {
         assert!(t
             .observe(&attempt(3, 2000, "{\"good\":1}"), &ok())
             .is_empty());
+
+        // A fix in a field (the credentials) is a change; a tracing id is not. The same
+        // request answered is no warning either.
+        let mut t = BehaviourTracker::new();
+        let denied = failed("InvalidCredentials", ErrorClass::Fix);
+        let signed = |id, at, token: &str, trace: &str| {
+            let mut flow = attempt(id, at, "{}");
+            flow.request.headers = [("Authorization", token), ("traceparent", trace)]
+                .into_iter()
+                .collect();
+            flow
+        };
+        t.observe(&signed(1, 0, "Kinvey bad", "00-a"), &denied);
+        assert_eq!(
+            codes(&t.observe(&signed(2, 1000, "Kinvey bad", "00-b"), &denied)),
+            ["fix_resent_unchanged"]
+        );
+        assert!(t
+            .observe(&signed(3, 2000, "Kinvey good", "00-c"), &denied)
+            .is_empty());
+        let mut answered = signed(4, 3000, "Kinvey good", "00-d");
+        answered.response.as_mut().unwrap().status = 200;
+        assert!(t.observe(&answered, &ok()).is_empty());
     }
 
     #[test]
@@ -298,6 +366,15 @@ mod tests {
         assert!(
             good.observe(&attempt(4, 1430, ""), &ok()).is_empty(),
             "800 ms"
+        );
+
+        // After a long pause the user ran it again: a new series, not a shrinking gap.
+        let mut again = BehaviourTracker::new();
+        again.observe(&attempt(1, 0, ""), &retry);
+        assert!(again.observe(&attempt(2, 20_000, ""), &retry).is_empty());
+        assert!(
+            again.observe(&attempt(3, 20_220, ""), &retry).is_empty(),
+            "200 ms after a 20 s pause"
         );
 
         let mut flat = BehaviourTracker::new();
