@@ -316,6 +316,7 @@ if [ -e "$dir/next" ]; then
   grep -q '^# kinspect could not read this request: line' "$1" && mv "$dir/next" "$1"
   exit 0
 fi
+if [ -e "$dir/keep" ]; then exit 0; fi
 sed -e 's/"1965"/1965/' -e 's/^POST /PUT /' "$1" > "$1.new" && mv "$1.new" "$1"
 "#,
     )
@@ -401,6 +402,12 @@ sed -e 's/"1965"/1965/' -e 's/^POST /PUT /' "$1" > "$1.new" && mv "$1.new" "$1"
         requests.recv_timeout(Duration::from_millis(300)).is_err(),
         "nothing else was sent"
     );
+    // Shown the error, an editor quit without saving: kinspect gives up, no loop.
+    std::fs::write(marker("broken"), "").unwrap();
+    std::fs::write(marker("keep"), "").unwrap();
+    tmux.keys(&["e"]);
+    tmux.wait_for("giving up", |s| s.contains("the editor left it unchanged"));
+    assert!(requests.recv_timeout(Duration::from_millis(300)).is_err());
     tmux.keys(&["Q"]);
 }
 

@@ -413,6 +413,13 @@ fn send_again(
                     return Ok(format!("flow {id} not sent again: {why}"))
                 }
             };
+            // Back as it was given, error and all: the user quit without saving.
+            if text != original && edited == text {
+                return Ok(format!(
+                    "flow {id} not sent again: the request still could not be read, and \
+                     the editor left it unchanged"
+                ));
+            }
             match request.edited(&edited) {
                 Ok(Some(changed)) => break changed,
                 Ok(None) => {
