@@ -300,6 +300,48 @@ fn open_reader<'a>(
     Ok(reader.as_ref().expect("just opened"))
 }
 
+/// Shows the flows the filter matches, read from the capture; a capture that cannot be
+/// read (damaged on disk) clears the filter, and the UI goes on saying why.
+fn filter_by_capture(app: &mut App, reader: &mut Option<CaptureReader>) {
+    match filter_from_capture(app, reader) {
+        Ok(ids) => {
+            update(app, Event::Filtered(ids));
+        }
+        Err(e) => {
+            app.filter = None;
+            app.refilter();
+            let said = format!(
+                "the filter was cleared: it could not read {}: {e:#}",
+                app.source.capture.display()
+            );
+            update(app, Event::Message(said));
+        }
+    }
+}
+
+/// The ids of the flows the filter matches, read from the capture (a filter on what the
+/// list does not keep: bodies, header values).
+fn filter_from_capture(
+    app: &App,
+    reader: &mut Option<CaptureReader>,
+) -> anyhow::Result<std::collections::HashSet<FlowId>> {
+    let detail = needed_detail(app);
+    let after = app
+        .flows
+        .get(app.cleared)
+        .map_or(0, |f| f.flow.id.saturating_sub(1));
+    let reader = open_reader(app, reader)?;
+    let mut ids = std::collections::HashSet::new();
+    if let Some(filter) = &app.filter {
+        reader.for_each_after(after, detail, |stored| {
+            if filter.matches(&stored) {
+                ids.insert(stored.flow.id);
+            }
+        })?;
+    }
+    Ok(ids)
+}
+
 /// Carries out effects; true when the UI must quit.
 fn run_effects(
     app: &mut App,
@@ -314,27 +356,21 @@ fn run_effects(
             Effect::LoadFlow(id) => {
                 let event = match load(app, reader, id) {
                     Ok(stored) => Event::Loaded(Box::new(stored)),
-                    Err(message) => Event::Message(message),
+                    Err(message) => {
+                        // A detail that cannot load goes back to the list, saying why.
+                        let loading = matches!(
+                            &app.screen,
+                            state::Screen::Detail(detail) if detail.id == id && detail.flow().is_none()
+                        );
+                        if loading {
+                            app.screen = state::Screen::List;
+                        }
+                        Event::Message(message)
+                    }
                 };
                 update(app, event);
             }
-            Effect::FilterFromCapture => {
-                let detail = needed_detail(app);
-                let after = app
-                    .flows
-                    .get(app.cleared)
-                    .map_or(0, |f| f.flow.id.saturating_sub(1));
-                let reader = open_reader(app, reader)?;
-                let mut ids = std::collections::HashSet::new();
-                if let Some(filter) = &app.filter {
-                    reader.for_each_after(after, detail, |stored| {
-                        if filter.matches(&stored) {
-                            ids.insert(stored.flow.id);
-                        }
-                    })?;
-                }
-                update(app, Event::Filtered(ids));
-            }
+            Effect::FilterFromCapture => filter_by_capture(app, reader),
             Effect::ExportHar { ids, under_way } => {
                 let exported = std::env::current_dir()
                     .map_err(anyhow::Error::from)
@@ -653,6 +689,29 @@ fn load(app: &App, reader: &mut Option<CaptureReader>, id: FlowId) -> Result<Sto
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_filter_on_a_capture_that_cannot_be_read_is_cleared_and_the_ui_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        // Not a capture at all, as a page damaged on disk reads.
+        let capture = dir.path().join("damaged.db");
+        std::fs::write(&capture, vec![0x5a; 64 * 1024]).unwrap();
+        let mut app = App::new(SourceInfo {
+            listen: None,
+            capture: capture.clone(),
+            ca: None,
+            har: None,
+            har_left_out: 0,
+        });
+        app.filter = Some(crate::filter::Filter::parse("~b Ada").unwrap());
+        filter_by_capture(&mut app, &mut None);
+        assert!(app.filter.is_none());
+        let said = app.message.clone().unwrap_or_default();
+        assert!(
+            said.contains("the filter was cleared") && said.contains("damaged.db"),
+            "{said}"
+        );
+    }
 
     #[test]
     fn an_export_never_replaces_an_earlier_one() {
