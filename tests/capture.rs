@@ -835,7 +835,12 @@ fn of_two_request_ids_that_differ_only_in_case_the_one_written_as_given_is_found
     };
     let mut writer = CaptureWriter::open(&path).unwrap();
     writer
-        .write_batch(&[stored(1, "casedup1"), stored(2, "CASEDUP1")])
+        .write_batch(&[
+            stored(1, "casedup1"),
+            stored(2, "CASEDUP1"),
+            stored(3, "CaseRID123"),
+            stored(4, "50%_off"),
+        ])
         .unwrap();
     let reader = CaptureReader::open(&path).unwrap();
     let found = |query| reader.find_request_id(query).unwrap();
@@ -846,6 +851,14 @@ fn of_two_request_ids_that_differ_only_in_case_the_one_written_as_given_is_found
         2,
         "neither written so: both, to choose"
     );
+    // Written in mixed case: found in any case, whole or by a prefix.
+    let mixed = [("CaseRID123".to_string(), 3)];
+    assert_eq!(found("caserid123"), mixed);
+    assert_eq!(found("caserid"), mixed);
+    assert_eq!(found("CASErid1"), mixed);
+    // LIKE's wildcards in a query are its characters.
+    assert_eq!(found("50%_OFF"), [("50%_off".to_string(), 4)]);
+    assert!(found("5_").is_empty());
 }
 
 /// A WebSocket flow with messages each way, one cut short, one binary, a close.

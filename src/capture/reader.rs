@@ -58,6 +58,11 @@ pub(crate) const FIND_REQUEST_ID_RANGE: &str = "SELECT kinvey_request_id, id FRO
      WHERE kinvey_request_id >= ?1 AND kinvey_request_id < ?2
      ORDER BY kinvey_request_id, id";
 
+/// Flows whose request id is LIKE ?1 (`\\` escapes): ASCII case ignored, every id read.
+const FIND_REQUEST_ID_LIKE: &str = "SELECT kinvey_request_id, id FROM flows
+     WHERE kinvey_request_id LIKE ?1 ESCAPE '\\'
+     ORDER BY kinvey_request_id, id";
+
 impl CaptureReader {
     /// Opens `path`, checking it is a capture of the schema this kinspect reads.
     pub fn open(path: &Path) -> Result<CaptureReader, CaptureError> {
@@ -166,7 +171,36 @@ impl CaptureReader {
         if !exact.is_empty() || query.is_empty() {
             return Ok(exact);
         }
-        lookup(FIND_REQUEST_ID_RANGE, true)
+        let prefixed = lookup(FIND_REQUEST_ID_RANGE, true)?;
+        if !prefixed.is_empty() {
+            return Ok(prefixed);
+        }
+        // An id in mixed case (`CaseRID123`), which no spelling above finds: every id
+        // compared, whole first, then as a prefix.
+        let escaped: String = query
+            .chars()
+            .flat_map(|c| match c {
+                '%' | '_' | '\\' => vec!['\\', c],
+                _ => vec![c],
+            })
+            .collect();
+        for pattern in [escaped.clone(), format!("{escaped}%")] {
+            let mut statement = self
+                .conn
+                .prepare_cached(FIND_REQUEST_ID_LIKE)
+                .map_err(|e| self.error(e))?;
+            let found = statement
+                .query_map([pattern], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as FlowId))
+                })
+                .map_err(|e| self.error(e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.error(e))?;
+            if !found.is_empty() {
+                return Ok(found);
+            }
+        }
+        Ok(Vec::new())
     }
 
     /// One flow with everything, if it exists.
