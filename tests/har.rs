@@ -1500,6 +1500,20 @@ fn a_support_report_redacts_secret_fields_of_a_json_debug() {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
     assert!(text.contains(r#""step":"save""#), "{text}");
+
+    // A stack trace in `debug` keeps its lines, indented under the label.
+    let body = r#"{"error":"BLRuntimeError","description":"boom","debug":"TypeError: x\r\n    at save (bl.js:3)"}"#;
+    let entry = entry.replace("rpt0001", "rpt0002").replace(
+        &serde_json::to_string(r#"{"error":"BLRuntimeError","description":"boom","debug":{"token":"RPTLEAK1234","session":"RPTSESS5678","signature":"RPTSIG9999","step":"save"}}"#).unwrap(),
+        &serde_json::to_string(body).unwrap(),
+    );
+    std::fs::write(&path, har_of(&[&entry])).unwrap();
+    let report = kinspect(&["report", path.to_str().unwrap(), "--request-id", "rpt0002"]);
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        text.contains("Debug:       TypeError: x\n                 at save (bl.js:3)\n"),
+        "{text}"
+    );
 }
 
 #[test]

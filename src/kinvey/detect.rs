@@ -225,8 +225,9 @@ fn push_error(
 ) {
     // What the server wrote is shown on terminals: no escape sequences get through.
     let name = printable_line(&name).into_owned();
-    let description = description.map(|d| printable(&d).into_owned());
-    let debug = debug.map(|d| printable(&d).into_owned());
+    // Lines ended by CRLF (a stack trace) are lines, not escaped carriage returns.
+    let description = description.map(|d| printable(&d.replace("\r\n", "\n")).into_owned());
+    let debug = debug.map(|d| printable(&d.replace("\r\n", "\n")).into_owned());
     if name.trim() != name {
         analysis
             .anomalies

@@ -15,7 +15,13 @@ pub fn support_report(flow: &Flow, analysis: &KinveyAnalysis, warnings: &[Findin
     let mut line = |label: &str, value: &str| {
         // A debug is often JSON: its secret-named fields go too, as in a HAR.
         let (value, _) = redact_json_text(value);
-        let _ = writeln!(out, "{label:<13}{}", printable_line(&secrets.scrub(&value)));
+        let value = secrets.scrub(&value);
+        // A value of several lines (a stack trace) keeps them, indented under the first.
+        let mut label = label;
+        for text in value.lines().chain(value.is_empty().then_some("")) {
+            let _ = writeln!(out, "{label:<13}{}", printable_line(text));
+            label = "";
+        }
     };
     line(
         "Request ID:",

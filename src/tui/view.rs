@@ -703,6 +703,18 @@ fn millis(d: Option<std::time::Duration>) -> String {
     )
 }
 
+/// `text` under `label`, a line of its own for each of its lines (a Business Logic stack
+/// trace in `debug`), indented under the first; tabs as spaces.
+fn labelled_lines(lines: &mut Vec<String>, label: &str, text: &str) {
+    for (i, line) in text.lines().enumerate() {
+        let label = if i == 0 { label } else { "" };
+        lines.push(format!("{label:<12} {}", line.replace('\t', "    ")));
+    }
+    if text.lines().next().is_none() {
+        lines.push(format!("{label:<12} "));
+    }
+}
+
 /// The text of one detail tab of a fully loaded flow.
 pub fn detail_lines(stored: &StoredFlow, tab: Tab, view: BodyView) -> Vec<String> {
     let flow = &stored.flow;
@@ -807,14 +819,16 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab, view: BodyView) -> Vec<String
                     error.trimmed_name()
                 ));
                 lines.push(format!("Status       {}", error.status));
-                lines.push(format!(
-                    "Description  {}",
-                    error.description.as_deref().unwrap_or("(none)")
-                ));
-                lines.push(format!(
-                    "Debug        {}",
-                    error.debug.as_deref().unwrap_or("(none)")
-                ));
+                labelled_lines(
+                    &mut lines,
+                    "Description",
+                    error.description.as_deref().unwrap_or("(none)"),
+                );
+                labelled_lines(
+                    &mut lines,
+                    "Debug",
+                    error.debug.as_deref().unwrap_or("(none)"),
+                );
                 lines.push(format!("What to do   {}", error.next_step()));
                 lines.push(format!("In kinspect  {}", keys_for(error.class)));
             }
@@ -1339,6 +1353,32 @@ mod tests {
             }
             assert!(!lines.iter().any(|l| l.contains("(no body)")), "{lines:?}");
         }
+    }
+
+    #[test]
+    fn a_multi_line_description_and_debug_keep_their_lines_in_the_kinvey_tab() {
+        let client = "127.0.0.1:5000".parse().unwrap();
+        let url = "https://baas.kinvey.com/rpc/kid_x/custom/op";
+        let mut flow = crate::flow::Flow::exchange(1, client, "POST", url, Some(400));
+        let response = flow.response.as_mut().unwrap();
+        response.headers = [("Content-Type", "application/json")].into_iter().collect();
+        response.body = crate::flow::CapturedBody::whole(
+            r#"{"error":"BLRuntimeError","description":"line1\nline2","debug":"at a()\r\n\tat b()"}"#,
+        );
+        let stored = StoredFlow {
+            flow,
+            kinvey: KinveySummary::default(),
+        };
+        let lines = detail_lines(&stored, Tab::Kinvey, BodyView::Pretty);
+        let shown = lines.join("\n");
+        assert!(
+            shown.contains("Description  line1\n             line2"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("Debug        at a()\n                 at b()"),
+            "{shown}"
+        );
     }
 
     #[test]
