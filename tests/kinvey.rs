@@ -166,7 +166,8 @@ async fn every_anomaly_is_flagged() {
         (
             "/simulate/anomaly/batch",
             "batch_errors",
-            Some("KinveyInternalErrorRetry"),
+            // Listed by its gravest element: a FIX after a RETRY.
+            Some("ParameterValueOutOfRange"),
         ),
         (
             "/simulate/error/QuotaExceeded?status=429",

@@ -570,6 +570,12 @@ mod tests {
         assert_eq!(a.errors.len(), 2);
         assert_eq!(a.errors[1].index, Some(2));
         assert_eq!(a.errors[1].class, ErrorClass::Fix);
+        // The flow is listed (and filtered) by its gravest element, the first of those.
+        assert_eq!(a.primary().unwrap().name, "ParameterValueOutOfRange");
+        let stop = r#"{"errors":[{"index":0,"error":"JSONParseError"},{"index":1,"error":"KinveyInternalErrorStop"},{"index":2,"error":"KinveyInternalErrorStop"}]}"#;
+        let a = analyze(&flow(207, &[JSON], stop));
+        let primary = a.primary().unwrap();
+        assert_eq!((primary.class, primary.index), (ErrorClass::Stop, Some(1)));
     }
 
     #[test]

@@ -193,9 +193,20 @@ impl KinveyAnalysis {
         self.request_id.is_some() || !self.errors.is_empty()
     }
 
-    /// The main error.
+    /// The main error: the gravest (`STOP` over `FIX` over `RETRY`), the first of those
+    /// that are as grave. A batch's `KinveyInternalErrorStop` is not hidden behind the
+    /// `JSONParseError` of an element before it.
     pub fn primary(&self) -> Option<&KinveyError> {
-        self.errors.first()
+        let gravity = |class: ErrorClass| match class {
+            ErrorClass::Retry => 0,
+            ErrorClass::Fix => 1,
+            ErrorClass::Stop => 2,
+        };
+        // The first of the gravest: max_by_key would take the last.
+        self.errors
+            .iter()
+            .rev()
+            .max_by_key(|error| gravity(error.class))
     }
 }
 

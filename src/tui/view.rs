@@ -806,13 +806,18 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab, view: BodyView) -> Vec<String
                         .into(),
                 );
             }
-            for (i, error) in analysis.errors.iter().enumerate() {
+            let primary = analysis.primary();
+            for error in &analysis.errors {
                 lines.push(String::new());
                 let at = error
                     .index
                     .map(|i| format!(" (batch element {i})"))
                     .unwrap_or_default();
-                let heading = if i == 0 { "Error" } else { "Also" };
+                // The one the flow is listed by; a batch's other elements in their order.
+                let heading = match primary.is_some_and(|p| std::ptr::eq(p, error)) {
+                    true => "Error",
+                    false => "Also",
+                };
                 lines.push(format!(
                     "{heading:<12} {} {}{at}",
                     error.badge(),
