@@ -857,6 +857,11 @@ fn run_session(args: ProxyArgs, mode: Mode) -> anyhow::Result<()> {
         );
     }
     let capture_path = match &args.capture {
+        Some(path) if path.is_dir() => anyhow::bail!(
+            "cannot record into {}: it is a directory; name a file in it, such as {}",
+            path.display(),
+            path.join("capture.db").display()
+        ),
         // A mistyped directory is not created behind the user's back (the default one is).
         Some(path) if !parent_dir(path).is_dir() => anyhow::bail!(
             "cannot record into {}: the directory {} does not exist; create it, or name a \

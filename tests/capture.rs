@@ -614,11 +614,23 @@ fn a_proxy_that_cannot_start_leaves_no_capture_behind() {
         command.args(args);
         command
     };
+    let not_a_dir = home.path().join("a-file");
+    std::fs::write(&not_a_dir, "").unwrap();
     let cases = [
         (
             "a port in use",
             headless_command_on(home.path(), &capture, &port_in_use),
             port_in_use.as_str(),
+        ),
+        (
+            "a directory as --capture",
+            headless_command(home.path(), home.path()),
+            "it is a directory; name a file in it",
+        ),
+        (
+            "a file as --ca-dir",
+            headless_command(&not_a_dir, &capture),
+            "is a file, not a directory",
         ),
         (
             "an --upstream-ca that is not there",
@@ -940,4 +952,44 @@ fn websocket_messages_round_trip_and_a_schema_3_capture_gains_their_tables() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(sizes, [21, 70_000, 3, 2]);
+}
+
+#[test]
+fn a_capture_damaged_on_disk_is_an_error_that_says_so_and_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("damaged.db");
+    {
+        let mut writer = CaptureWriter::open(&path).unwrap();
+        let flows: Vec<StoredFlow> = (1..=40)
+            .map(|id| {
+                let mut flow = full_flow(id);
+                flow.request.body = kinspect::flow::CapturedBody::whole(vec![b'x'; 3000]);
+                StoredFlow {
+                    flow,
+                    kinvey: KinveySummary::default(),
+                }
+            })
+            .collect();
+        writer.write_batch(&flows).unwrap();
+    }
+    // Every page but the first (the header, the schema) overwritten.
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() > 16 * 4096, "{} bytes", bytes.len());
+    for byte in &mut bytes[4096..] {
+        *byte = 0x5a;
+    }
+    std::fs::write(&path, bytes).unwrap();
+    let reader = CaptureReader::open(&path);
+    let error = match reader {
+        Err(e) => e,
+        Ok(reader) => reader.for_each(Detail::Full, |_| {}).unwrap_err(),
+    };
+    let said = error.to_string();
+    assert!(said.contains("the file is damaged"), "{said}");
+    assert!(said.contains(".recover"), "{said}");
+    assert_eq!(
+        said.matches("malformed").count(),
+        1,
+        "SQLite's words once: {said}"
+    );
 }

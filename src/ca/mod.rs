@@ -39,6 +39,12 @@ pub enum CaError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The CA's directory is a file.
+    #[error("{path} is a file, not a directory: give --ca-dir (or KINSPECT_HOME) a directory for the CA's files")]
+    NotADirectory {
+        /// The file.
+        path: PathBuf,
+    },
     /// A CA file exists but does not hold what it should.
     #[error("{path} is not a valid {what}: {reason}. Restore it from a backup, or move the directory away to create a new CA (devices that trusted the old one must then trust the new one)")]
     Corrupt {
@@ -325,6 +331,11 @@ fn read_text(path: &Path) -> Result<String, CaError> {
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), CaError> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(CaError::NotADirectory {
+            path: dir.to_owned(),
+        });
+    }
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]

@@ -80,13 +80,31 @@ pub enum CaptureError {
         path: PathBuf,
     },
     /// SQLite failed.
-    #[error("capture {path}: {source}")]
+    #[error("capture {path}: {}", sqlite_message(.source, path))]
     Sqlite {
         /// The file.
         path: PathBuf,
         /// What SQLite said.
         source: rusqlite::Error,
     },
+}
+
+/// What SQLite said (once: its message repeats its code's text), and what to do when
+/// the file is damaged or the disk full.
+fn sqlite_message(error: &rusqlite::Error, path: &Path) -> String {
+    let rusqlite::Error::SqliteFailure(failure, message) = error else {
+        return error.to_string();
+    };
+    let said = message.clone().unwrap_or_else(|| failure.to_string());
+    match failure.code {
+        rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase => format!(
+            "{said}: the file is damaged. `sqlite3 {} .recover` may save what is left \
+             into a new database; record into a new --capture file",
+            path.display()
+        ),
+        rusqlite::ErrorCode::DiskFull => format!("{said}: free space on its disk"),
+        _ => said,
+    }
 }
 
 /// The file a run captures to when `--capture` is not given:

@@ -372,9 +372,8 @@ fn run_effects(
             }
             Effect::FilterFromCapture => filter_by_capture(app, reader),
             Effect::ExportHar { ids, under_way } => {
-                let exported = std::env::current_dir()
-                    .map_err(anyhow::Error::from)
-                    .and_then(|dir| export_view(app, reader, &ids, under_way, &dir));
+                let exported =
+                    working_dir().and_then(|dir| export_view(app, reader, &ids, under_way, &dir));
                 let message = match exported {
                     Ok(message) => message,
                     Err(e) => format!("HAR export failed: {e:#}"),
@@ -400,9 +399,7 @@ fn run_effects(
                 update(app, Event::Message(message));
             }
             Effect::SaveBody { id, response } => {
-                let saved = std::env::current_dir()
-                    .map_err(anyhow::Error::from)
-                    .and_then(|dir| save_body(app, id, response, &dir));
+                let saved = working_dir().and_then(|dir| save_body(app, id, response, &dir));
                 let message = match saved {
                     Ok(message) => message,
                     Err(e) => format!("saving the body failed: {e:#}"),
@@ -651,6 +648,16 @@ fn capture_stem(app: &App) -> String {
         .map_or_else(|| "capture".into(), |s| s.to_string_lossy().into_owned())
 }
 
+/// The current directory, where `E` and `w` write.
+fn working_dir() -> anyhow::Result<std::path::PathBuf> {
+    std::env::current_dir().map_err(|e| {
+        anyhow::anyhow!(
+            "the current directory cannot be used ({e}): was it removed? Start kinspect \
+             from a directory it can write in"
+        )
+    })
+}
+
 /// Creates `STEM.EXT` in `dir`, or `STEM-2.EXT` and so on when taken: a file the UI
 /// writes never replaces an earlier one.
 fn new_file(
@@ -671,7 +678,10 @@ fn new_file(
         {
             Ok(file) => return Ok((file, path)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
+            Err(e) => {
+                let said = format!("cannot create {}: {e}", path.display());
+                return Err(std::io::Error::new(e.kind(), said));
+            }
         }
     }
     unreachable!("the attempts never run out")
@@ -726,6 +736,10 @@ mod tests {
             ["c-3-flows.har", "c-3-flows-2.har", "c-3-flows-3.har"]
         );
         assert_eq!(std::fs::read_to_string(&first).unwrap(), "earlier export");
+        // A directory it cannot write in is named.
+        let gone = dir.path().join("gone");
+        let said = new_file(&gone, "c", "har").unwrap_err().to_string();
+        assert!(said.contains(&*gone.display().to_string()), "{said}");
     }
 
     #[test]
