@@ -431,6 +431,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }) => setup::show_ca(&ca.ca_dir()?, export.as_deref(), with_key),
         Some(Command::Env { shell, listen, ca }) => {
             let listen = listen.unwrap_or(SocketAddr::from(DEFAULT_LISTEN));
+            if listen.port() == 0 {
+                anyhow::bail!(
+                    "--listen {listen}: port 0 is where kinspect picks a free port; give the \
+                     port it printed when it started (`proxy http://…:PORT`)"
+                );
+            }
             setup::print_env(&ca.ca_dir()?, listen, shell)
         }
         None => run_session(cli.proxy, Mode::Proxy),
@@ -506,7 +512,9 @@ fn readable(file: &Path) -> anyhow::Result<Readable> {
         notice!("left out: {entry}");
     }
     if skipped.len() > SHOWN {
-        notice!("left out {} more entries", skipped.len() - SHOWN);
+        let more = skipped.len() - SHOWN;
+        let entries = if more == 1 { "entry" } else { "entries" };
+        notice!("left out {more} more {entries}");
     }
     Ok(Readable {
         import: Some(guard),

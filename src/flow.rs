@@ -107,6 +107,12 @@ pub fn declared_charset(headers: &Headers) -> Option<&'static encoding_rs::Encod
     encoding_rs::Encoding::for_label(label.as_bytes())
 }
 
+/// `d` in milliseconds to the microsecond, as HAR and JSON listings write times (no
+/// float noise such as `0.23044699999999999`).
+pub fn milliseconds(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
+}
+
 /// The value of parameter `name` of a media type (`charset` of `text/html;
 /// charset=utf-8`, `boundary` of a multipart body's) or of a field shaped like one
 /// (`name` of `form-data; name="password"`), unquoted; a `;` inside quotes is part of

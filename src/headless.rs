@@ -132,7 +132,7 @@ fn headers_json(headers: &Headers) -> Value {
 }
 
 fn millis(d: Option<std::time::Duration>) -> Value {
-    d.map_or(json!(-1), |d| json!(d.as_secs_f64() * 1000.0))
+    d.map_or(json!(-1), |d| json!(crate::flow::milliseconds(d)))
 }
 
 /// The Kinvey summary as JSON, `known` null when there is no error to know.
@@ -176,7 +176,7 @@ pub fn json_object(stored: &StoredFlow, websocket: Option<&MessageCounts>) -> Va
         },
         "response": response,
         "status": flow.status(),
-        "duration_ms": flow.duration().as_secs_f64() * 1000.0,
+        "duration_ms": crate::flow::milliseconds(flow.duration()),
         "timings": {
             "blocked": millis(t.blocked), "dns": millis(t.dns), "connect": millis(t.connect),
             "ssl": millis(t.ssl), "send": millis(Some(t.send)), "wait": millis(Some(t.wait)),

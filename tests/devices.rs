@@ -127,6 +127,14 @@ async fn curl_python_and_node_configured_by_kinspect_env_go_through_the_proxy() 
     let env = kinspect_env(&proxy);
     assert_eq!(env["HTTPS_PROXY"], proxy.url());
     assert_eq!(env["NO_PROXY"], "");
+    // Port 0 is no port a program can be pointed at.
+    let zero = Command::new(env!("CARGO_BIN_EXE_kinspect"))
+        .args(["env", "--listen", "127.0.0.1:0", "--ca-dir"])
+        .arg(proxy.ca_dir.path())
+        .output()
+        .unwrap();
+    assert!(!zero.status.success());
+    assert!(String::from_utf8_lossy(&zero.stderr).contains("port 0"));
     let clients = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
     let mut expected = Vec::new();
 

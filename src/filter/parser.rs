@@ -707,6 +707,11 @@ mod tests {
             panic!()
         };
         assert!(p.0.is_match(b"{\"name\":1}"));
+        // As the README says: `(?-i)` makes one match case.
+        let Expr::Test(Test::KinveyError(p)) = ok("~kerr '(?-i)^BL'") else {
+            panic!()
+        };
+        assert!(p.0.is_match("BLRuntimeError") && !p.0.is_match("BlobNotFound"));
     }
 
     #[test]

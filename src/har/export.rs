@@ -131,9 +131,7 @@ pub fn export<W: Write>(
     writer.finish()
 }
 
-fn ms(d: std::time::Duration) -> f64 {
-    (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
-}
+use crate::flow::milliseconds as ms;
 
 fn optional_ms(d: Option<std::time::Duration>) -> f64 {
     d.map_or(-1.0, ms)
