@@ -123,11 +123,22 @@ pub fn update(app: &mut App, event: Event) -> Vec<Effect> {
             }
             let finished = app.push(stored);
             // A detail opened while it was under way (shown, or under the help or a
-            // report) shows it finished.
-            match detail_of(app, id) {
-                Some(_) if finished => vec![Effect::LoadFlow(id)],
-                _ => Vec::new(),
+            // report) shows it finished; a report asked for meanwhile is made now.
+            let mut effects = Vec::new();
+            if finished && detail_of(app, id).is_some() {
+                effects.push(Effect::LoadFlow(id));
             }
+            if let Screen::Report {
+                id: shown,
+                text: None,
+                ..
+            } = &app.screen
+            {
+                if finished && *shown == id {
+                    effects.push(Effect::MakeReport(id));
+                }
+            }
+            effects
         }
         Event::InFlight { flows, now } => {
             app.push_in_flight(flows, now);
@@ -356,7 +367,11 @@ fn open_report(app: &mut App, id: FlowId) -> Vec<Effect> {
             scroll: 0,
         },
     );
-    vec![Effect::MakeReport(id)]
+    // An exchange under way is reported once it has ended and is stored.
+    match app.is_in_flight(id) {
+        true => Vec::new(),
+        false => vec![Effect::MakeReport(id)],
+    }
 }
 
 /// Leaves a report or the help for the screen it was opened from.
@@ -798,6 +813,28 @@ mod tests {
         for c in text.chars() {
             press(app, KeyCode::Char(c));
         }
+    }
+
+    #[test]
+    fn a_report_asked_for_under_way_is_made_once_the_exchange_has_ended() {
+        let mut a = app(2);
+        let client = "127.0.0.1:5000".parse().unwrap();
+        let url = "https://baas.kinvey.com/rpc/kid_x/custom/slow";
+        let flows = vec![Flow::exchange(3, client, "POST", url, None)];
+        let now = UNIX_EPOCH + Duration::from_secs(60);
+        update(&mut a, Event::InFlight { flows, now });
+        press(&mut a, KeyCode::Char('G'));
+        assert_eq!(press(&mut a, KeyCode::Char('r')), [], "not stored yet");
+        assert!(matches!(
+            a.screen,
+            Screen::Report {
+                id: 3,
+                text: None,
+                ..
+            }
+        ));
+        let effects = update(&mut a, Event::Flow(Box::new(stored(3, 500, None))));
+        assert_eq!(effects, [Effect::MakeReport(3)]);
     }
 
     #[test]
