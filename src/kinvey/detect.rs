@@ -336,6 +336,14 @@ mod tests {
         let a = analyze(&flow(400, &[("content-type", "application/json")], body));
         let e = a.primary().unwrap();
         assert_eq!(e.name, r"Evil\u{1b}[2J");
+        // Named in a finding as it is shown, its escape written out once.
+        let unknown = a.anomalies.iter().map(|f| f.message()).collect::<Vec<_>>();
+        assert!(
+            unknown
+                .iter()
+                .any(|m| m.starts_with(r#""Evil\u{1b}[2J" is not in"#)),
+            "{unknown:?}"
+        );
         assert_eq!(e.description.as_deref(), Some(r"red\u{1b}[31m"));
         assert_eq!(e.debug.as_deref(), Some("a\nb\\u{7}"), "newlines stay");
         // A name is one word on a line of its own: no newline gets through either.

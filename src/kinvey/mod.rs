@@ -146,10 +146,11 @@ impl Anomaly {
                 expected.iter().map(u16::to_string).collect::<Vec<_>>().join(" or ")
             ),
             Anomaly::UnknownName { name } => format!(
-                "{name:?} is not in Kinvey's error dictionary: classified by its status"
+                // Quoted as it is: the name is already printable (escapes written out).
+                "\"{name}\" is not in Kinvey's error dictionary: classified by its status"
             ),
             Anomaly::StrayWhitespace { name } => {
-                format!("the error name {name:?} has stray whitespace; code comparing names exactly will miss it")
+                format!("the error name \"{name}\" has stray whitespace; code comparing names exactly will miss it")
             }
             Anomaly::UnparseableBody { reason } => format!(
                 "the body looks like a Kinvey error but is not valid JSON ({reason}); SDKs cannot parse it"
