@@ -518,18 +518,22 @@ impl Column {
             Column::Time => 12,
             Column::Method => 6,
             Column::Host => 16,
-            Column::Path => 14,
+            Column::Path => 24,
             Column::Status => 7,
             Column::Type => 4,
             // `99.9 KiB`, `999 KiB`
             Column::Size => 8,
             // `999ms`, `59.9s`, `59m59s`
             Column::Duration => 6,
-            // Badge, marks and the longest error name in the dictionary.
-            Column::Kinvey => 38,
+            // Badge and marks (10), and the longest error name in the dictionary
+            // (IndirectCollectionAccessDisallowed, 34).
+            Column::Kinvey => 44,
         }
     }
 }
+
+/// Columns of the KINVEY column's width given up before any other column is left out.
+const KINVEY_GIVES_FIRST: u16 = 12;
 
 /// The columns shown in `width` terminal columns when ids have `id_digits` digits, with
 /// the KINVEY column's width: the least useful columns are left out rather than every
@@ -538,18 +542,18 @@ fn list_columns(width: u16, id_digits: u16) -> (Vec<Column>, u16) {
     // Each column is followed by one column of spacing.
     let needed = |shown: &[Column]| shown.iter().map(|c| c.width(id_digits) + 1).sum::<u16>();
     let mut shown = Column::ALL.to_vec();
+    // The KINVEY column first gives up the room only the longest names need (most are
+    // under 22 characters), then the least useful columns go, then it narrows further.
+    let full = Column::Kinvey.width(id_digits);
+    let given = needed(&shown).saturating_sub(width).min(KINVEY_GIVES_FIRST);
     for dropped in Column::DROPPED_FIRST {
-        if needed(&shown) <= width {
+        if needed(&shown) - given <= width {
             break;
         }
         shown.retain(|c| *c != dropped);
     }
     let short = needed(&shown).saturating_sub(width);
-    let kinvey = Column::Kinvey
-        .width(id_digits)
-        .saturating_sub(short)
-        .max(12);
-    (shown, kinvey)
+    (shown, full.saturating_sub(short).max(12))
 }
 
 fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
@@ -1439,16 +1443,20 @@ mod tests {
 
     #[test]
     fn narrow_terminals_leave_columns_out_instead_of_cutting_them_all() {
+        // Every column, the longest error name whole, and room for the path.
         let (all, kinvey) = list_columns(160, 4);
-        assert_eq!((all.len(), kinvey), (10, 38));
-        let (columns, _) = list_columns(120, 4);
-        assert!(!columns.contains(&Column::Type) && columns.contains(&Column::Duration));
+        assert_eq!((all.len(), kinvey), (10, 44));
+        // The KINVEY column gives up what only long names need, then TYPE and DUR go.
+        let (columns, kinvey) = list_columns(120, 4);
+        assert!(!columns.contains(&Column::Type) && !columns.contains(&Column::Duration));
+        assert!(columns.contains(&Column::Time) && columns.contains(&Column::Size));
+        assert_eq!(kinvey, 35);
         let (columns, kinvey) = list_columns(60, 4);
         assert_eq!(
             columns,
             [Column::Method, Column::Path, Column::Status, Column::Kinvey]
         );
-        assert_eq!(kinvey, 29, "the badge and most of the name still fit");
+        assert_eq!(kinvey, 19, "the badge and the start of the name still fit");
     }
 
     #[test]
