@@ -1430,9 +1430,9 @@ mod tests {
 
     #[test]
     fn the_id_column_is_as_wide_as_the_largest_id() {
-        let (columns, _) = list_columns(125, 4);
+        let (columns, _) = list_columns(129, 4);
         assert_eq!(columns.len(), 10);
-        let (columns, _) = list_columns(125, 6);
+        let (columns, _) = list_columns(129, 6);
         assert!(
             !columns.contains(&Column::Type),
             "two more digits take its room"
