@@ -852,6 +852,8 @@ fn of_two_request_ids_that_differ_only_in_case_the_one_written_as_given_is_found
             stored(2, "CASEDUP1"),
             stored(3, "CaseRID123"),
             stored(4, "50%_off"),
+            stored(5, "AbC1"),
+            stored(6, "abc12"),
         ])
         .unwrap();
     let reader = CaptureReader::open(&path).unwrap();
@@ -868,6 +870,8 @@ fn of_two_request_ids_that_differ_only_in_case_the_one_written_as_given_is_found
     assert_eq!(found("caserid123"), mixed);
     assert_eq!(found("caserid"), mixed);
     assert_eq!(found("CASErid1"), mixed);
+    // A whole id in mixed case before another id the query starts.
+    assert_eq!(found("abc1"), [("AbC1".to_string(), 5)]);
     // LIKE's wildcards in a query are its characters.
     assert_eq!(found("50%_OFF"), [("50%_off".to_string(), 4)]);
     assert!(found("5_").is_empty());

@@ -1517,6 +1517,38 @@ fn a_support_report_redacts_secret_fields_of_a_json_debug() {
 }
 
 #[test]
+fn a_support_report_on_a_batch_names_its_gravest_element_and_every_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = r#"{"entities":[{},{}],"errors":[{"index":0,"error":"JSONParseError","description":"bad"},{"index":1,"error":"KinveyInternalErrorStop","description":"gone"}]}"#;
+    let entry = format!(
+        r#"{{"startedDateTime":"2026-11-20T10:00:01Z",
+          "request":{{"method":"POST","url":"https://baas.kinvey.com/appdata/kid_x/books"}},
+          "response":{{"status":207,"headers":[{{"name":"X-Kinvey-Request-ID","value":"batch0001"}},{{"name":"Content-Type","value":"application/json"}}],
+            "content":{{"mimeType":"application/json","text":{}}}}}}}"#,
+        serde_json::to_string(body).unwrap()
+    );
+    let path = dir.path().join("in.har");
+    std::fs::write(&path, har_of(&[&entry])).unwrap();
+    let report = kinspect(&[
+        "report",
+        path.to_str().unwrap(),
+        "--request-id",
+        "batch0001",
+    ]);
+    assert!(report.status.success(), "{report:?}");
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        text.contains("Error:       KinveyInternalErrorStop (element 1)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Also:        JSONParseError (element 0): bad"),
+        "{text}"
+    );
+    assert_eq!(text.matches("KinveyInternalErrorStop").count(), 1, "{text}");
+}
+
+#[test]
 fn a_multipart_forms_password_is_redacted_beside_a_binary_file_and_wherever_it_turns_up() {
     use base64::Engine;
     use kinspect::flow::{CapturedBody, Flow};

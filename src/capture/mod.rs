@@ -98,8 +98,8 @@ fn sqlite_message(error: &rusqlite::Error, path: &Path) -> String {
     let said = message.clone().unwrap_or_else(|| failure.to_string());
     match failure.code {
         rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase => format!(
-            "{said}: the file is damaged. `sqlite3 {} .recover` may save what is left \
-             into a new database; record into a new --capture file",
+            "{said}: the file is damaged. `sqlite3 '{}' .recover | sqlite3 recovered.db` \
+             may save what is left into a new database; record into a new --capture file",
             path.display()
         ),
         rusqlite::ErrorCode::DiskFull => format!("{said}: free space on its disk"),

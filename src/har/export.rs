@@ -553,7 +553,7 @@ fn kinvey_json(
     redactor: &mut Redactor<'_>,
 ) -> Value {
     let analysis = crate::kinvey::analyze(flow);
-    let primary = analysis.primary();
+    let primary = analysis.listed_error(kinvey);
     json!({
         "requestId": kinvey.request_id,
         "error": kinvey.error,

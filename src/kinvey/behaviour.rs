@@ -194,7 +194,9 @@ impl BehaviourTracker {
         let mut digest = None;
         let mut digest_of = |flow: &Flow| *digest.get_or_insert_with(|| request_digest(flow));
         // Re-sent unchanged and answered: no fix was needed after all (the data changed).
-        let failed = flow.response.as_ref().is_none_or(|r| r.status >= 400);
+        // A 207 batch or a wrapped body fails with a 2xx status.
+        let failed =
+            flow.response.as_ref().is_none_or(|r| r.status >= 400) || analysis.primary().is_some();
         let mut warnings = Vec::new();
         let mut retry_gap = None;
         if let Some(previous) = self.last.get(&key) {
@@ -340,6 +342,20 @@ mod tests {
         let mut answered = signed(4, 3000, "Kinvey good", "00-d");
         answered.response.as_mut().unwrap().status = 200;
         assert!(t.observe(&answered, &ok()).is_empty());
+
+        // A 207 batch fails with a 2xx status: its element's error counts.
+        let mut t = BehaviourTracker::new();
+        let batch = |id, at| {
+            let mut flow = attempt(id, at, "[{},{}]");
+            flow.response.as_mut().unwrap().status = 207;
+            flow
+        };
+        let element = failed("ParameterValueOutOfRange", ErrorClass::Fix);
+        t.observe(&batch(1, 0), &element);
+        assert_eq!(
+            codes(&t.observe(&batch(2, 1000), &element)),
+            ["fix_resent_unchanged"]
+        );
     }
 
     #[test]

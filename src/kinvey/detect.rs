@@ -584,6 +584,15 @@ mod tests {
         let a = analyze(&flow(207, &[JSON], stop));
         let primary = a.primary().unwrap();
         assert_eq!((primary.class, primary.index), (ErrorClass::Stop, Some(1)));
+        // A capture recorded before keeps listing it by its first element: so do its
+        // exports and its Kinvey tab.
+        let older = crate::kinvey::KinveySummary {
+            error: Some("JSONParseError".into()),
+            ..Default::default()
+        };
+        assert_eq!(a.listed_error(&older).unwrap().index, Some(0));
+        let listed = a.listed_error(&Default::default()).unwrap();
+        assert_eq!(listed.index, Some(1));
     }
 
     #[test]

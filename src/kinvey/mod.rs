@@ -209,6 +209,17 @@ impl KinveyAnalysis {
             .rev()
             .max_by_key(|error| gravity(error.class))
     }
+
+    /// The error a flow with `summary` is listed by: the one its stored summary names
+    /// (a capture recorded before the gravest was chosen names a batch's first), else
+    /// [`KinveyAnalysis::primary`].
+    pub fn listed_error(&self, summary: &KinveySummary) -> Option<&KinveyError> {
+        let stored = summary.error.as_deref();
+        self.errors
+            .iter()
+            .find(|error| Some(error.trimmed_name()) == stored)
+            .or_else(|| self.primary())
+    }
 }
 
 /// A finding kept with a flow in the capture: a code and its sentence.

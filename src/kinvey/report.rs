@@ -52,9 +52,18 @@ pub fn support_report(flow: &Flow, analysis: &KinveyAnalysis, warnings: &[Findin
         );
         line("Body:", &kept);
     }
+    let element = |error: &super::KinveyError| {
+        error
+            .index
+            .map(|i| format!(" (element {i})"))
+            .unwrap_or_default()
+    };
     match analysis.primary() {
         Some(error) => {
-            line("Error:", error.trimmed_name());
+            line(
+                "Error:",
+                &format!("{}{}", error.trimmed_name(), element(error)),
+            );
             line(
                 "Class:",
                 &format!("{} - {}", error.badge(), error.next_step()),
@@ -64,16 +73,15 @@ pub fn support_report(flow: &Flow, analysis: &KinveyAnalysis, warnings: &[Findin
                 error.description.as_deref().unwrap_or("(none)"),
             );
             line("Debug:", error.debug.as_deref().unwrap_or("(none)"));
-            for more in &analysis.errors[1..] {
-                let at = more
-                    .index
-                    .map(|i| format!(" (element {i})"))
-                    .unwrap_or_default();
+            // A batch's other elements, in their order (the main one may not be first).
+            let others = analysis.errors.iter().filter(|e| !std::ptr::eq(*e, error));
+            for more in others {
                 line(
                     "Also:",
                     &format!(
-                        "{}{at}: {}",
+                        "{}{}: {}",
                         more.trimmed_name(),
+                        element(more),
                         more.description.as_deref().unwrap_or("")
                     ),
                 );

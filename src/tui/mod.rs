@@ -163,6 +163,8 @@ fn event_loop(
 ) -> anyhow::Result<()> {
     let mut reader: Option<CaptureReader> = None;
     let mut last_poll = Instant::now();
+    // A file that can no longer be read (damaged on disk) is not read again.
+    let mut file_unreadable = false;
     let mut dirty = true;
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -241,14 +243,22 @@ fn event_loop(
                     }
                 }
             }
-            Feed::File if last_poll.elapsed() >= FILE_POLL => {
+            Feed::File if !file_unreadable && last_poll.elapsed() >= FILE_POLL => {
                 last_poll = Instant::now();
                 let after = app.flows.last().map_or(0, |f| f.flow.id);
                 let detail = needed_detail(app);
-                let reader = open_reader(app, &mut reader)?;
                 let mut new = Vec::new();
-                reader.for_each_after(after, detail, |f| new.push(f))?;
-                dirty |= !new.is_empty();
+                let read = open_reader(app, &mut reader)
+                    .and_then(|reader| Ok(reader.for_each_after(after, detail, |f| new.push(f))?));
+                if let Err(e) = read {
+                    file_unreadable = true;
+                    let said = format!(
+                        "new flows are no longer read from {}: {e:#}",
+                        app.source.capture.display()
+                    );
+                    update(app, Event::Message(said));
+                }
+                dirty |= !new.is_empty() || file_unreadable;
                 for stored in new {
                     update(app, Event::Flow(Box::new(stored)));
                 }
@@ -413,7 +423,11 @@ fn run_effects(
                         let text = support_report(&stored.flow, &analysis, &stored.kinvey.warnings);
                         Event::Report(id, text)
                     }
-                    Err(message) => Event::Message(message),
+                    // Said where the report would be, rather than "making..." for good.
+                    Err(message) => Event::Report(
+                        id,
+                        format!("the support report could not be made: {message}"),
+                    ),
                 };
                 update(app, event);
             }
@@ -447,7 +461,11 @@ fn send_again(
                 }
             };
             // Back as it was given, error and all: the user quit without saving.
-            if text != original && edited == text {
+            // (Line ends and a final newline are an editor's, not a change.)
+            let same = |a: &str, b: &str| {
+                a.replace("\r\n", "\n").trim_end() == b.replace("\r\n", "\n").trim_end()
+            };
+            if text != original && same(&edited, &text) {
                 return Ok(format!(
                     "flow {id} not sent again: the request still could not be read, and \
                      the editor left it unchanged"
@@ -702,10 +720,32 @@ mod tests {
 
     #[test]
     fn a_filter_on_a_capture_that_cannot_be_read_is_cleared_and_the_ui_goes_on() {
+        use crate::capture::CaptureWriter;
+        use crate::flow::{CapturedBody, Flow};
         let dir = tempfile::tempdir().unwrap();
-        // Not a capture at all, as a page damaged on disk reads.
         let capture = dir.path().join("damaged.db");
-        std::fs::write(&capture, vec![0x5a; 64 * 1024]).unwrap();
+        let client = "127.0.0.1:40000".parse().unwrap();
+        let flows: Vec<StoredFlow> = (1..=40)
+            .map(|id| {
+                let mut flow = Flow::exchange(id, client, "POST", "https://kvy.test/a", Some(200));
+                flow.request.body = CapturedBody::whole(vec![b'x'; 3000]);
+                StoredFlow {
+                    flow,
+                    kinvey: Default::default(),
+                }
+            })
+            .collect();
+        CaptureWriter::open(&capture)
+            .unwrap()
+            .write_batch(&flows)
+            .unwrap();
+        // Opened while whole (as the UI does at start), then damaged on disk: every
+        // page past the schema's overwritten.
+        let mut reader = Some(CaptureReader::open(&capture).unwrap());
+        let mut bytes = std::fs::read(&capture).unwrap();
+        let schema_pages = 4 * 4096;
+        bytes[schema_pages..].fill(0x5a);
+        std::fs::write(&capture, bytes).unwrap();
         let mut app = App::new(SourceInfo {
             listen: None,
             capture: capture.clone(),
@@ -714,11 +754,11 @@ mod tests {
             har_left_out: 0,
         });
         app.filter = Some(crate::filter::Filter::parse("~b Ada").unwrap());
-        filter_by_capture(&mut app, &mut None);
+        filter_by_capture(&mut app, &mut reader);
         assert!(app.filter.is_none());
         let said = app.message.clone().unwrap_or_default();
         assert!(
-            said.contains("the filter was cleared") && said.contains("damaged.db"),
+            said.contains("the filter was cleared") && said.contains("the file is damaged"),
             "{said}"
         );
     }

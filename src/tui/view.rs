@@ -127,6 +127,9 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         Screen::Report { id, text, scroll } => {
             let lines: Vec<String> = match text {
                 Some(text) => text.lines().map(str::to_owned).collect(),
+                None if app.is_in_flight(*id) => vec![format!(
+                    "flow {id} is still under way: its support report is made once it has ended"
+                )],
                 None => vec![format!("making the support report of flow {id} ...")],
             };
             let [title, body] =
@@ -810,7 +813,7 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab, view: BodyView) -> Vec<String
                         .into(),
                 );
             }
-            let primary = analysis.primary();
+            let primary = analysis.listed_error(&stored.kinvey);
             for error in &analysis.errors {
                 lines.push(String::new());
                 let at = error
