@@ -928,7 +928,13 @@ impl Secrets {
 
     /// `text` with every secret replaced ([`redact_spans`]).
     pub fn scrub(&self, text: &str) -> String {
-        redact_spans(text, spans_of(&self.values, text).collect())
+        redact_text_spans(text, spans_of(&self.values, text.as_bytes()).collect())
+    }
+
+    /// [`Secrets::scrub`] of bytes that are no text (a binary body, a form with a file):
+    /// a secret is the same bytes there.
+    pub fn scrub_bytes<'a>(&self, bytes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        redact_byte_spans(bytes, spans_of(&self.values, bytes).collect())
     }
 
     /// True when no secret was found.
@@ -937,22 +943,21 @@ impl Secrets {
     }
 }
 
-/// Where each of `secrets` occurs in `text`: (start, end) byte spans.
-fn spans_of<'a>(secrets: &'a [String], text: &'a str) -> impl Iterator<Item = (usize, usize)> + 'a {
+/// Where each of `secrets` occurs in `bytes`: (start, end) spans.
+fn spans_of<'a>(
+    secrets: &'a [String],
+    bytes: &'a [u8],
+) -> impl Iterator<Item = (usize, usize)> + 'a {
     secrets.iter().flat_map(move |secret| {
-        text.match_indices(secret.as_str())
-            .map(|(at, found)| (at, at + found.len()))
+        memchr::memmem::find_iter(bytes, secret.as_bytes()).map(|at| (at, at + secret.len()))
     })
 }
 
-/// `text` with every stretch the `spans` cover, overlapping or not, replaced by one
+/// `bytes` with every stretch the `spans` cover, overlapping or not, replaced by one
 /// [`REDACTED`]: a secret inside (or across) another leaves no part of either.
-fn redact_spans(text: &str, mut spans: Vec<(usize, usize)>) -> String {
-    if spans.is_empty() {
-        return text.to_owned();
-    }
+fn redact_spans(bytes: &[u8], mut spans: Vec<(usize, usize)>) -> Vec<u8> {
     spans.sort_unstable();
-    let mut out = String::with_capacity(text.len());
+    let mut out = Vec::with_capacity(bytes.len());
     let mut copied = 0;
     let mut spans = spans.into_iter().peekable();
     while let Some((start, mut end)) = spans.next() {
@@ -963,12 +968,31 @@ fn redact_spans(text: &str, mut spans: Vec<(usize, usize)>) -> String {
             end = end.max(next_end);
             spans.next();
         }
-        out.push_str(&text[copied..start]);
-        out.push_str(REDACTED);
+        out.extend_from_slice(&bytes[copied..start]);
+        out.extend_from_slice(REDACTED.as_bytes());
         copied = end;
     }
-    out.push_str(&text[copied..]);
+    out.extend_from_slice(&bytes[copied..]);
     out
+}
+
+/// [`redact_spans`] of bytes, borrowed when there is nothing to replace (a binary body
+/// of megabytes is not copied to find no secret in it).
+fn redact_byte_spans(bytes: &[u8], spans: Vec<(usize, usize)>) -> std::borrow::Cow<'_, [u8]> {
+    match spans.is_empty() {
+        true => std::borrow::Cow::Borrowed(bytes),
+        false => std::borrow::Cow::Owned(redact_spans(bytes, spans)),
+    }
+}
+
+/// [`redact_spans`] of text: a secret (text itself) found in text begins and ends on
+/// character boundaries, so the result is text.
+fn redact_text_spans(text: &str, spans: Vec<(usize, usize)>) -> String {
+    if spans.is_empty() {
+        return text.to_owned();
+    }
+    String::from_utf8(redact_spans(text.as_bytes(), spans))
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// The secrets of the flows already exported, scrubbed from the later flows' text too:
@@ -1017,6 +1041,18 @@ impl EarlierSecrets {
 
     /// `text` with every earlier secret replaced ([`redact_spans`]).
     pub fn scrub(&mut self, text: &str) -> String {
+        let spans = self.spans(text.as_bytes());
+        redact_text_spans(text, spans)
+    }
+
+    /// [`EarlierSecrets::scrub`] of bytes that are no text.
+    pub fn scrub_bytes<'a>(&mut self, bytes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        let spans = self.spans(bytes);
+        redact_byte_spans(bytes, spans)
+    }
+
+    /// Where the earlier secrets are in `bytes`.
+    fn spans(&mut self, bytes: &[u8]) -> Vec<(usize, usize)> {
         if self.values.len() - self.matched > UNMATCHED_LIMIT {
             self.automaton = aho_corasick::AhoCorasick::new(&self.values).ok();
             self.matched = if self.automaton.is_some() {
@@ -1029,12 +1065,12 @@ impl EarlierSecrets {
         if let Some(automaton) = &self.automaton {
             spans.extend(
                 automaton
-                    .find_overlapping_iter(text)
+                    .find_overlapping_iter(bytes)
                     .map(|m| (m.start(), m.end())),
             );
         }
-        spans.extend(spans_of(&self.values[self.matched..], text));
-        redact_spans(text, spans)
+        spans.extend(spans_of(&self.values[self.matched..], bytes));
+        spans
     }
 }
 

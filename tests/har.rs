@@ -1564,15 +1564,20 @@ fn a_multipart_forms_password_is_redacted_beside_a_binary_file_and_wherever_it_t
         Some(200),
     );
     let boundary = "----WebKitFormBoundary7MA4YWxkTrZu0gW";
-    upload.request.headers = [(
-        "Content-Type",
-        format!("multipart/form-data; boundary={boundary}"),
-    )]
+    let token = "sess-token-31337";
+    upload.request.headers = [
+        (
+            "Content-Type",
+            format!("multipart/form-data; boundary={boundary}"),
+        ),
+        ("Authorization", format!("Kinvey {token}")),
+    ]
     .into_iter()
     .collect();
     let png = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0xff, 0x00];
     let mut body = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\nada\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nmy token is {token}\r\n\
          --{boundary}\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\n{object}\r\n\
          --{boundary}\r\nContent-Disposition: form-data; name=\"avatar\"; filename=\"a.png\"\r\n\
          Content-Type: image/png\r\n\r\n"
@@ -1614,6 +1619,11 @@ fn a_multipart_forms_password_is_redacted_beside_a_binary_file_and_wherever_it_t
         .unwrap();
     let sent_text = String::from_utf8_lossy(&sent);
     assert!(!sent_text.contains(password), "{sent_text}");
+    // The flow's other secrets are scrubbed from a form written in base64 too.
+    assert!(
+        sent_text.contains("my token is [redacted]\r\n"),
+        "{sent_text}"
+    );
     assert!(
         sent_text.contains("name=\"password\"\r\n\r\n[redacted]\r\n"),
         "{sent_text}"
@@ -1634,5 +1644,8 @@ fn a_multipart_forms_password_is_redacted_beside_a_binary_file_and_wherever_it_t
         "{entry}"
     );
     assert!(!text.contains(password));
-    assert_eq!(stats.redactions, 2, "the part and the echo");
+    assert_eq!(
+        stats.redactions, 4,
+        "the header, the part, the token in the note, the echo"
+    );
 }

@@ -241,6 +241,23 @@ impl Redactor<'_> {
         }
     }
 
+    /// Bytes that are no text, in base64: every secret of this flow and of the flows
+    /// before it scrubbed first, as the same bytes (a token in a binary body).
+    fn base64(&mut self, bytes: &[u8]) -> String {
+        let engine = &base64::engine::general_purpose::STANDARD;
+        if !self.on {
+            return engine.encode(bytes);
+        }
+        use std::borrow::Cow;
+        let once = self.secrets.scrub_bytes(bytes);
+        let scrubbed = self.earlier.scrub_bytes(&once);
+        // Owned only where something was replaced.
+        if matches!(once, Cow::Owned(_)) || matches!(scrubbed, Cow::Owned(_)) {
+            *self.count += 1;
+        }
+        engine.encode(&*scrubbed)
+    }
+
     /// Free text: every secret of the flow scrubbed; in JSON, secret-named fields too.
     fn text(&mut self, text: &str) -> String {
         if !self.on {
@@ -325,13 +342,7 @@ fn body_content(
             (size, Some((redactor.form(text), false)))
         }
         Some(text) => (size, Some((redactor.text(text), false))),
-        None => (
-            size,
-            Some((
-                base64::engine::general_purpose::STANDARD.encode(&decoded),
-                true,
-            )),
-        ),
+        None => (size, Some((redactor.base64(&decoded), true))),
     }
 }
 
@@ -361,7 +372,7 @@ fn websocket_messages_json(
                 "opcode": m.opcode,
                 "data": match text {
                     Some(text) => redactor.text(text),
-                    None => base64::engine::general_purpose::STANDARD.encode(&m.payload),
+                    None => redactor.base64(&m.payload),
                 },
             });
             if m.opcode == TEXT && text.is_none() {
