@@ -828,7 +828,7 @@ impl Secrets {
             let (Some(body), Some(boundary)) = (body, boundary) else {
                 continue;
             };
-            for content in form_data_secrets(&body, &boundary) {
+            for content in form_data_secrets(body, &boundary) {
                 let value = String::from_utf8_lossy(content);
                 if content.len() <= MAX_FORM_DATA_SECRET_LEN
                     && secrets.from_form_data < MAX_FORM_DATA_SECRETS
