@@ -718,27 +718,34 @@ fn load(app: &App, reader: &mut Option<CaptureReader>, id: FlowId) -> Result<Sto
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_filter_on_a_capture_that_cannot_be_read_is_cleared_and_the_ui_goes_on() {
-        use crate::capture::CaptureWriter;
-        use crate::flow::{CapturedBody, Flow};
-        let dir = tempfile::tempdir().unwrap();
-        let capture = dir.path().join("damaged.db");
+    /// A capture at `path` of flows 1 to `count` (GETs answered 200), each as `shape`
+    /// makes it.
+    fn capture_of(path: &std::path::Path, count: FlowId, shape: impl Fn(&mut crate::flow::Flow)) {
         let client = "127.0.0.1:40000".parse().unwrap();
-        let flows: Vec<StoredFlow> = (1..=40)
+        let flows: Vec<StoredFlow> = (1..=count)
             .map(|id| {
-                let mut flow = Flow::exchange(id, client, "POST", "https://kvy.test/a", Some(200));
-                flow.request.body = CapturedBody::whole(vec![b'x'; 3000]);
+                let url = "https://kvy.test/a";
+                let mut flow = crate::flow::Flow::exchange(id, client, "GET", url, Some(200));
+                shape(&mut flow);
                 StoredFlow {
                     flow,
                     kinvey: Default::default(),
                 }
             })
             .collect();
-        CaptureWriter::open(&capture)
+        crate::capture::CaptureWriter::open(path)
             .unwrap()
             .write_batch(&flows)
             .unwrap();
+    }
+
+    #[test]
+    fn a_filter_on_a_capture_that_cannot_be_read_is_cleared_and_the_ui_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let capture = dir.path().join("damaged.db");
+        capture_of(&capture, 40, |flow| {
+            flow.request.body = crate::flow::CapturedBody::whole(vec![b'x'; 3000]);
+        });
         // Opened while whole (as the UI does at start), then damaged on disk: every
         // page past the schema's overwritten.
         let mut reader = Some(CaptureReader::open(&capture).unwrap());
@@ -784,27 +791,13 @@ mod tests {
 
     #[test]
     fn an_export_is_named_for_the_flows_it_holds_and_says_what_it_left_out() {
-        use crate::capture::CaptureWriter;
-        use crate::flow::{Flow, FlowKind};
         let dir = tempfile::tempdir().unwrap();
         let capture = dir.path().join("day.db");
-        let client = "127.0.0.1:40000".parse().unwrap();
-        let flows: Vec<StoredFlow> = (1..=3)
-            .map(|id| {
-                let mut flow = Flow::exchange(id, client, "GET", "https://kvy.test/a", Some(200));
-                if id == 3 {
-                    flow.kind = FlowKind::Tunnel;
-                }
-                StoredFlow {
-                    flow,
-                    kinvey: Default::default(),
-                }
-            })
-            .collect();
-        CaptureWriter::open(&capture)
-            .unwrap()
-            .write_batch(&flows)
-            .unwrap();
+        capture_of(&capture, 3, |flow| {
+            if flow.id == 3 {
+                flow.kind = crate::flow::FlowKind::Tunnel;
+            }
+        });
         let app = App::new(SourceInfo {
             capture,
             ..SourceInfo::default()
