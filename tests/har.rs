@@ -1649,3 +1649,39 @@ fn a_multipart_forms_password_is_redacted_beside_a_binary_file_and_wherever_it_t
         "the header, the part, the token in the note, the echo"
     );
 }
+
+#[test]
+fn a_body_whose_encoding_cannot_be_undone_round_trips_as_it_came() {
+    use kinspect::flow::{CapturedBody, Flow};
+    let client = "127.0.0.1:40000".parse().unwrap();
+    let mut flow = Flow::exchange(1, client, "GET", "https://baas.kinvey.com/a", Some(200));
+    let response = flow.response.as_mut().unwrap();
+    response.headers = [("Content-Encoding", "gzip"), ("Content-Type", "text/plain")]
+        .into_iter()
+        .collect();
+    response.body = CapturedBody::whole("not gzip at all");
+    assert!(
+        flow.decoded_response_body().is_none(),
+        "it cannot be decoded"
+    );
+    let stored = StoredFlow {
+        flow,
+        kinvey: Default::default(),
+    };
+    let mut out = Vec::new();
+    har::export(&mut out, "t", [stored], Default::default()).unwrap();
+    let text = String::from_utf8(out.clone()).unwrap();
+    assert!(text.contains(r#""_asSent":true"#), "{text}");
+    let imported = har::import_bytes(&out, Path::new("t.har")).unwrap();
+    let flow = &imported[0].flow;
+    let response = flow.response.as_ref().unwrap();
+    assert_eq!(
+        &response.body.bytes[..],
+        b"not gzip at all",
+        "not gzipped again"
+    );
+    assert!(
+        flow.decoded_response_body().is_none(),
+        "still says it cannot"
+    );
+}

@@ -315,19 +315,30 @@ fn params_json(
     )
 }
 
+/// A body's HAR text.
+struct HarText {
+    text: String,
+    /// In base64 (bytes that are no UTF-8).
+    base64: bool,
+    /// The bytes as they came: its `Content-Encoding` could not be undone (kinspect's
+    /// `_asSent`, so that an import does not encode it again).
+    as_sent: bool,
+}
+
 /// A body as HAR text: decoded, UTF-8 as is, anything else base64.
 fn body_content(
     body: &CapturedBody,
     headers: &Headers,
     redactor: &mut Redactor<'_>,
-) -> (u64, Option<(String, bool)>) {
+) -> (u64, Option<HarText>) {
     if body.bytes.is_empty() {
         return (0, None);
     }
     let encoding = headers.get("content-encoding");
-    let decoded = body
-        .decoded(encoding.as_deref())
-        .unwrap_or_else(|_| body.bytes.clone());
+    let (decoded, as_sent) = match body.decoded(encoding.as_deref()) {
+        Ok(decoded) => (decoded, false),
+        Err(_) => (body.bytes.clone(), true),
+    };
     // Not encoded, the body's size is what came (also for a body cut at --max-body, or
     // a HAR's body imported redacted, whose text is no longer what came); a HAR's entry
     // served from a cache has a body but none on the wire.
@@ -339,10 +350,38 @@ fn body_content(
     let decoded = redactor.form_data(decoded, content_type.as_deref());
     match crate::flow::utf8_text(&decoded, body.truncated) {
         Some(text) if is_form_body(content_type.as_deref(), text) => {
-            (size, Some((redactor.form(text), false)))
+            let text = redactor.form(text);
+            (
+                size,
+                Some(HarText {
+                    text,
+                    base64: false,
+                    as_sent,
+                }),
+            )
         }
-        Some(text) => (size, Some((redactor.text(text), false))),
-        None => (size, Some((redactor.base64(&decoded), true))),
+        Some(text) => {
+            let text = redactor.text(text);
+            (
+                size,
+                Some(HarText {
+                    text,
+                    base64: false,
+                    as_sent,
+                }),
+            )
+        }
+        None => {
+            let text = redactor.base64(&decoded);
+            (
+                size,
+                Some(HarText {
+                    text,
+                    base64: true,
+                    as_sent,
+                }),
+            )
+        }
     }
 }
 
@@ -422,8 +461,7 @@ fn entry_after(
         "headersSize": -1,
         "bodySize": request.body.wire_size,
     });
-    if let (_, Some((text, base64))) = body_content(&request.body, &request.headers, &mut redactor)
-    {
+    if let (_, Some(body)) = body_content(&request.body, &request.headers, &mut redactor) {
         let mime = request
             .headers
             .get("content-type")
@@ -434,9 +472,12 @@ fn entry_after(
             Some(fields) => params_json(fields.into_iter(), &mut redactor),
             None => json!([]),
         };
-        let mut post = json!({"mimeType": mime, "params": params, "text": text});
-        if base64 {
+        let mut post = json!({"mimeType": mime, "params": params, "text": body.text});
+        if body.base64 {
             post["_encoding"] = json!("base64");
+        }
+        if body.as_sent {
+            post["_asSent"] = json!(true);
         }
         request_json["postData"] = post;
     }
@@ -461,10 +502,13 @@ fn entry_after(
                 };
                 content["compression"] = json!(saved);
             }
-            if let Some((text, base64)) = text {
-                content["text"] = json!(text);
-                if base64 {
+            if let Some(body) = text {
+                content["text"] = json!(body.text);
+                if body.base64 {
                     content["encoding"] = json!("base64");
+                }
+                if body.as_sent {
+                    content["_asSent"] = json!(true);
                 }
             }
             if response.body.truncated {

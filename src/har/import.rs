@@ -255,6 +255,12 @@ pub fn import_to_capture(
     Ok((dir, capture, skipped))
 }
 
+/// True for a body kinspect exported as it came (`_asSent`: its `Content-Encoding` could
+/// not be undone), not to be encoded again.
+fn as_sent(body: Option<&serde_json::Map<String, Value>>) -> bool {
+    body.and_then(|b| b.get("_asSent")).and_then(Value::as_bool) == Some(true)
+}
+
 /// HAR bodies are decoded: encoded again, a body goes with its `Content-Encoding` as it
 /// was sent; an encoding kinspect cannot apply is left out of the headers.
 fn encoded_as_sent(bytes: &mut Bytes, headers: &mut Headers) {
@@ -443,7 +449,9 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
             .and_then(Value::as_array)
             .map_or_else(Bytes::new, |params| Bytes::from(form_body(params))),
     };
-    encoded_as_sent(&mut request_bytes, &mut request_headers);
+    if !as_sent(post) {
+        encoded_as_sent(&mut request_bytes, &mut request_headers);
+    }
     let request_record = RequestRecord {
         method,
         url: url.clone(),
@@ -513,7 +521,9 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
             }
             None => Bytes::new(),
         };
-        encoded_as_sent(&mut bytes, &mut response_headers);
+        if !as_sent(content) {
+            encoded_as_sent(&mut bytes, &mut response_headers);
+        }
         Some(ResponseRecord {
             status,
             version: version(response.get("httpVersion").and_then(Value::as_str)),
