@@ -217,6 +217,19 @@ fn credential_word(name: &str, whole: bool) -> bool {
     })
 }
 
+/// A body as text to find credentials in: UTF-8 as it is; JSON or a form in another
+/// charset (ISO-8859-1) with its bytes that are no UTF-8 replaced, since a credential is
+/// ASCII whatever else the body holds. `None` for a binary body (a PNG, a ZIP): one
+/// that does not begin as JSON or a form does.
+fn credential_text(body: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    if let Ok(text) = std::str::from_utf8(body) {
+        return Some(std::borrow::Cow::Borrowed(text));
+    }
+    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
+    let textual = first.is_ascii_alphanumeric() || b"{[".contains(first);
+    textual.then(|| String::from_utf8_lossy(body))
+}
+
 /// Most values one flow's JSON bodies add to its secrets.
 const MAX_JSON_SECRETS: usize = 64;
 
@@ -746,6 +759,9 @@ enum UrlOf {
 /// the flow, and a field of thousands of cookies made an export take seconds.
 const MAX_COOKIE_SECRETS: usize = 64;
 
+/// Secrets shorter than this are not scrubbed from bytes that are no text.
+const MIN_BYTES_SECRET_LEN: usize = 8;
+
 /// Secrets shorter than this are not scrubbed from free text (too many false hits).
 const MIN_SECRET_LEN: usize = 4;
 
@@ -794,10 +810,10 @@ impl Secrets {
         // A login's password, a session's token: secret-named fields of JSON bodies,
         // wherever else in the flow (or later flows) their values turn up.
         let bodies = [flow.decoded_request_body(), flow.decoded_response_body()];
-        for body in bodies.iter().flatten() {
-            let Ok(text) = std::str::from_utf8(body) else {
-                continue;
-            };
+        let texts = bodies
+            .each_ref()
+            .map(|body| body.as_deref().and_then(credential_text));
+        for text in texts.iter().flatten() {
             if let Some(mut json) = JsonBody::of(text) {
                 for document in json.documents() {
                     secrets.add_json(document);
@@ -866,8 +882,9 @@ impl Secrets {
             url_params.extend(before_fragment.split_once('?').map(|(_, q)| (q, of)));
             url_params.extend(fragment.map(|f| (f, of)));
         }
-        // A form is ASCII: a body that is not UTF-8 is none, and is not copied to look.
-        let body = std::str::from_utf8(&flow.request.body.bytes).ok();
+        // The request body as decoded above (a gzip'd login form), read as text even in
+        // ISO-8859-1.
+        let body = texts[0].as_deref();
         let content_type = flow.request.headers.get("content-type");
         let form = body.filter(|body| is_form_body(content_type.as_deref(), body));
         // The request's own parameters by the broad test; those of a Referer (sent with
@@ -946,9 +963,15 @@ impl Secrets {
     }
 
     /// [`Secrets::scrub`] of bytes that are no text (a binary body, a form with a file):
-    /// a secret is the same bytes there.
+    /// a secret is the same bytes there. Only secrets of [`MIN_BYTES_SECRET_LEN`] or more:
+    /// a short cookie value (`dark`, `en-US`) turns up in files by chance, and replacing
+    /// it would break them.
     pub fn scrub_bytes<'a>(&self, bytes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
-        redact_byte_spans(bytes, spans_of(&self.values, bytes).collect())
+        let long = self
+            .values
+            .iter()
+            .filter(|v| v.len() >= MIN_BYTES_SECRET_LEN);
+        redact_byte_spans(bytes, spans_of(long, bytes).collect())
     }
 
     /// True when no secret was found.
@@ -959,10 +982,10 @@ impl Secrets {
 
 /// Where each of `secrets` occurs in `bytes`: (start, end) spans.
 fn spans_of<'a>(
-    secrets: &'a [String],
+    secrets: impl IntoIterator<Item = &'a String> + 'a,
     bytes: &'a [u8],
 ) -> impl Iterator<Item = (usize, usize)> + 'a {
-    secrets.iter().flat_map(move |secret| {
+    secrets.into_iter().flat_map(move |secret| {
         memchr::memmem::find_iter(bytes, secret.as_bytes()).map(|at| (at, at + secret.len()))
     })
 }

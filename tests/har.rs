@@ -1685,3 +1685,88 @@ fn a_body_whose_encoding_cannot_be_undone_round_trips_as_it_came() {
         "still says it cannot"
     );
 }
+
+#[test]
+fn secrets_in_gzipped_or_latin1_bodies_are_found_and_short_cookies_leave_files_alone() {
+    use base64::Engine;
+    use kinspect::flow::{CapturedBody, Flow};
+    let client = "127.0.0.1:40000".parse().unwrap();
+    let exchange = |id, request_headers: &[(&str, &str)], body: Vec<u8>, echo: &str| {
+        let mut flow = Flow::exchange(id, client, "POST", "https://baas.kinvey.com/a", Some(200));
+        flow.request.headers = request_headers.iter().copied().collect();
+        flow.request.body = CapturedBody::whole(body);
+        let response = flow.response.as_mut().unwrap();
+        response.headers = [("Content-Type", "text/plain")].into_iter().collect();
+        response.body = CapturedBody::whole(echo.to_owned());
+        StoredFlow {
+            flow,
+            kinvey: Default::default(),
+        }
+    };
+    let form = "application/x-www-form-urlencoded";
+    let gzipped = support::gzip(b"user=bob&password=gz_form_PW_31337");
+    let latin1_form = b"name=Jos\xe9&password=latin1_pw_SECRET&x=1".to_vec();
+    let latin1_json = b"{\"name\":\"Jos\xe9\",\"password\":\"latin1_json_SECRET\"}".to_vec();
+    // A file with bytes that happen to be cookie values.
+    let mut file = vec![0x89, b'P', b'N', b'G', 0, 0xff];
+    file.extend(b"theme dark lang en-US");
+    let flows = [
+        exchange(
+            1,
+            &[("Content-Type", form), ("Content-Encoding", "gzip")],
+            gzipped,
+            "you sent: user=bob&password=gz_form_PW_31337",
+        ),
+        exchange(
+            2,
+            &[("Content-Type", &format!("{form}; charset=iso-8859-1"))],
+            latin1_form,
+            "you sent latin1_pw_SECRET",
+        ),
+        exchange(
+            3,
+            &[("Content-Type", "application/json; charset=iso-8859-1")],
+            latin1_json,
+            "ok",
+        ),
+        exchange(
+            4,
+            &[
+                ("Content-Type", "image/png"),
+                ("Cookie", "theme=dark; lang=en-US"),
+            ],
+            file.clone(),
+            "ok",
+        ),
+    ];
+    let mut out = Vec::new();
+    har::export(&mut out, "t", flows, Default::default()).unwrap();
+    let har: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let entries = har["log"]["entries"].as_array().unwrap();
+    let sent = |i: usize| -> Vec<u8> {
+        let post = &entries[i]["request"]["postData"];
+        let text = post["text"].as_str().unwrap();
+        match post["_encoding"].as_str() {
+            Some("base64") => base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap(),
+            _ => text.as_bytes().to_vec(),
+        }
+    };
+    let text = String::from_utf8_lossy(&out);
+    for secret in ["gz_form_PW_31337", "latin1_pw_SECRET", "latin1_json_SECRET"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+        for i in 0..3 {
+            let body = sent(i);
+            assert!(
+                !body.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} in entry {i}'s body"
+            );
+        }
+    }
+    assert_eq!(
+        sent(3),
+        file,
+        "a file is not broken for short cookie values"
+    );
+}
