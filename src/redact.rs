@@ -230,6 +230,9 @@ fn credential_text(body: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     textual.then(|| String::from_utf8_lossy(body))
 }
 
+/// A WebSocket's text messages read for credentials, from its first.
+const MESSAGES_READ_FOR_SECRETS: usize = 256;
+
 /// Most values one flow's JSON bodies add to its secrets.
 const MAX_JSON_SECRETS: usize = 64;
 
@@ -813,7 +816,17 @@ impl Secrets {
         let texts = bodies
             .each_ref()
             .map(|body| body.as_deref().and_then(credential_text));
-        for text in texts.iter().flatten() {
+        // And a WebSocket's first messages, where an app signs in (`{"authtoken": …}`).
+        let messages = flow.websocket.iter().flat_map(|log| {
+            log.messages
+                .iter()
+                .filter(|m| m.opcode == crate::websocket::TEXT)
+                .take(MESSAGES_READ_FOR_SECRETS)
+                .filter_map(|m| credential_text(&m.payload))
+        });
+        let texts_read: Vec<std::borrow::Cow<'_, str>> =
+            texts.iter().flatten().cloned().chain(messages).collect();
+        for text in &texts_read {
             if let Some(mut json) = JsonBody::of(text) {
                 for document in json.documents() {
                     secrets.add_json(document);

@@ -1770,3 +1770,63 @@ fn secrets_in_gzipped_or_latin1_bodies_are_found_and_short_cookies_leave_files_a
         "a file is not broken for short cookie values"
     );
 }
+
+#[test]
+fn a_token_an_app_sends_in_a_websocket_message_is_scrubbed_from_every_message() {
+    use kinspect::websocket::{Message, MessageLog, BINARY, TEXT};
+    let client = "127.0.0.1:40000".parse().unwrap();
+    let mut flow =
+        kinspect::flow::Flow::exchange(1, client, "GET", "wss://live.kinvey.com/", Some(101));
+    let token = "ws_text_SECRET_555";
+    let message = |from_client, opcode, payload: Vec<u8>| Message {
+        from_client,
+        at: std::time::UNIX_EPOCH + Duration::from_secs(1_764_000_000),
+        opcode,
+        size: payload.len() as u64,
+        payload: payload.into(),
+    };
+    let mut binary = vec![0];
+    binary.extend(token.as_bytes());
+    binary.push(0xff);
+    flow.websocket = Some(Box::new(MessageLog {
+        messages: vec![
+            message(
+                true,
+                TEXT,
+                format!(r#"{{"authtoken":"{token}"}}"#).into_bytes(),
+            ),
+            message(true, BINARY, binary.clone()),
+            message(false, TEXT, format!("echo: {token}").into_bytes()),
+            message(false, BINARY, binary),
+        ],
+        dropped: 0,
+        unreadable: None,
+    }));
+    let stored = StoredFlow {
+        flow,
+        kinvey: Default::default(),
+    };
+    let mut out = Vec::new();
+    har::export(&mut out, "t", [stored], Default::default()).unwrap();
+    let har: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let messages = har["log"]["entries"][0]["_webSocketMessages"]
+        .as_array()
+        .unwrap();
+    assert_eq!(messages.len(), 4);
+    for m in messages {
+        let data = m["data"].as_str().unwrap();
+        let bytes = match m["opcode"].as_u64() {
+            Some(2) => {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .unwrap()
+            }
+            _ => data.as_bytes().to_vec(),
+        };
+        assert!(
+            !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+            "{m}"
+        );
+    }
+}
