@@ -854,6 +854,8 @@ fn of_two_request_ids_that_differ_only_in_case_the_one_written_as_given_is_found
             stored(4, "50%_off"),
             stored(5, "AbC1"),
             stored(6, "abc12"),
+            stored(7, "MiXeD_01"),
+            stored(8, "mixed_01"),
         ])
         .unwrap();
     let reader = CaptureReader::open(&path).unwrap();
@@ -870,6 +872,9 @@ fn of_two_request_ids_that_differ_only_in_case_the_one_written_as_given_is_found
     assert_eq!(found("caserid123"), mixed);
     assert_eq!(found("caserid"), mixed);
     assert_eq!(found("CASErid1"), mixed);
+    // Two that differ only in case, one in a spelling of the query: both, to choose.
+    let both: Vec<String> = found("MIXED_01").into_iter().map(|(id, _)| id).collect();
+    assert_eq!(both, ["MiXeD_01", "mixed_01"]);
     // A whole id in mixed case before another id the query starts.
     assert_eq!(found("abc1"), [("AbC1".to_string(), 5)]);
     // LIKE's wildcards in a query are its characters.

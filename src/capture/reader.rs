@@ -168,12 +168,13 @@ impl CaptureReader {
         if exact.iter().any(|(id, _)| id == query) {
             return Ok(exact.into_iter().filter(|(id, _)| id == query).collect());
         }
-        if !exact.is_empty() || query.is_empty() {
+        if query.is_empty() {
             return Ok(exact);
         }
-        // An id in mixed case (`CaseRID123`), which no spelling above finds whole: every
-        // id compared, ignoring case (a scan of the index, tens of milliseconds for
-        // 100,000 flows), before any id is taken for a prefix.
+        // Written in none of its spellings: every id compared, ignoring case (a scan of
+        // the index, tens of milliseconds for 100,000 flows), so that one in mixed case
+        // (`CaseRID123`) is found, and two that differ only in case are both offered,
+        // before any id is taken for a prefix.
         let escaped: String = query
             .chars()
             .flat_map(|c| match c {
