@@ -71,7 +71,7 @@ pub fn analyze(flow: &Flow) -> KinveyAnalysis {
                         status,
                         fields.description,
                         fields.debug,
-                        None,
+                        ErrorAt::Body,
                     );
                 }
             }
@@ -155,7 +155,13 @@ fn read_object(
         let before = analysis.errors.len();
         for element in errors.iter().filter_map(Value::as_object) {
             let index = element.get("index").and_then(Value::as_u64);
-            read_error(element, http_status, index, kinvey, analysis);
+            read_error(
+                element,
+                http_status,
+                ErrorAt::Batch(index),
+                kinvey,
+                analysis,
+            );
         }
         let count = analysis.errors.len() - before;
         if count > 0 {
@@ -164,16 +170,24 @@ fn read_object(
         return;
     }
     if http_status >= 400 {
-        read_error(object, http_status, None, kinvey, analysis);
+        read_error(object, http_status, ErrorAt::Body, kinvey, analysis);
     }
 }
 
 /// Reads one `{error, description, debug}` (or `{name, message}`) object, when
 /// [`is_taken`] as Kinvey's.
+/// Where an error was read: the body's own, or an element of a batch's `errors[]` (with
+/// its `index`, when it gives one).
+#[derive(Debug, Clone, Copy)]
+enum ErrorAt {
+    Body,
+    Batch(Option<u64>),
+}
+
 fn read_error(
     object: &Map<String, Value>,
     status: u16,
-    index: Option<u64>,
+    at: ErrorAt,
     kinvey: bool,
     analysis: &mut KinveyAnalysis,
 ) {
@@ -211,7 +225,7 @@ fn read_error(
         Value::String(text) => text.clone(),
         other => other.to_string(),
     });
-    push_error(analysis, name.clone(), status, description, debug, index);
+    push_error(analysis, name.clone(), status, description, debug, at);
 }
 
 /// Classifies a found error and flags what is odd about its name and status.
@@ -221,7 +235,7 @@ fn push_error(
     status: u16,
     description: Option<String>,
     debug: Option<String>,
-    index: Option<u64>,
+    at: ErrorAt,
 ) {
     // What the server wrote is shown on terminals: no escape sequences get through.
     let name = printable_line(&name).into_owned();
@@ -236,7 +250,7 @@ fn push_error(
     let (class, known) = match lookup(&name) {
         Some(entry) => {
             // Batch elements carry no status of their own.
-            if index.is_none() && !entry.statuses.contains(&status) {
+            if matches!(at, ErrorAt::Body) && !entry.statuses.contains(&status) {
                 analysis.anomalies.push(Anomaly::StatusMismatch {
                     name: entry.name.into(),
                     status,
@@ -259,7 +273,10 @@ fn push_error(
         debug,
         class,
         known,
-        index,
+        index: match at {
+            ErrorAt::Batch(index) => index,
+            ErrorAt::Body => None,
+        },
     });
 }
 
@@ -578,6 +595,10 @@ mod tests {
         assert_eq!(a.errors.len(), 2);
         assert_eq!(a.errors[1].index, Some(2));
         assert_eq!(a.errors[1].class, ErrorClass::Fix);
+        // Elements without an index are batch elements still: no status of their own.
+        let unindexed = r#"{"errors":[{"error":"ParameterValueOutOfRange"},{"error":"KinveyInternalErrorStop"}]}"#;
+        let u = analyze(&flow(207, &[JSON], unindexed));
+        assert_eq!(codes(&u), ["batch_errors"]);
         // The flow is listed (and filtered) by its gravest element, the first of those.
         assert_eq!(a.primary().unwrap().name, "ParameterValueOutOfRange");
         let stop = r#"{"errors":[{"index":0,"error":"JSONParseError"},{"index":1,"error":"KinveyInternalErrorStop"},{"index":2,"error":"KinveyInternalErrorStop"}]}"#;
