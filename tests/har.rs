@@ -1830,3 +1830,40 @@ fn a_token_an_app_sends_in_a_websocket_message_is_scrubbed_from_every_message() 
         );
     }
 }
+
+/// A message time finer than a microsecond is written to the microsecond, and read
+/// back and written again unchanged.
+#[test]
+fn websocket_times_are_written_again_as_they_were_read() {
+    use kinspect::websocket::{Message, MessageLog, TEXT};
+    let client = "127.0.0.1:40000".parse().unwrap();
+    let mut flow =
+        kinspect::flow::Flow::exchange(1, client, "GET", "wss://live.kinvey.com/", Some(101));
+    flow.websocket = Some(Box::new(MessageLog {
+        messages: vec![Message {
+            from_client: true,
+            at: std::time::UNIX_EPOCH + Duration::from_nanos(1_764_000_553_691_113_537),
+            opcode: TEXT,
+            size: 2,
+            payload: bytes::Bytes::from_static(b"hi"),
+        }],
+        dropped: 0,
+        unreadable: None,
+    }));
+    let export = |flows: Vec<StoredFlow>| {
+        let mut out = Vec::new();
+        har::export(&mut out, "t", flows, Default::default()).unwrap();
+        out
+    };
+    let once = export(vec![StoredFlow {
+        flow,
+        kinvey: Default::default(),
+    }]);
+    let twice = export(har::import_bytes(&once, Path::new("t.har")).unwrap());
+    let time = |out: &[u8]| {
+        let har: serde_json::Value = serde_json::from_slice(out).unwrap();
+        har["log"]["entries"][0]["_webSocketMessages"][0]["time"].clone()
+    };
+    assert_eq!(time(&once), 1_764_000_553.691114);
+    assert_eq!(time(&once), time(&twice));
+}

@@ -399,9 +399,11 @@ fn websocket_messages_json(
         .messages
         .iter()
         .map(|m| {
+            // To the microsecond: a time read back from the HAR and written again is the
+            // same (a double holds no more of a time since 1970 exactly).
             let time =
                 m.at.duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64());
+                    .map_or(0.0, |d| (d.as_secs_f64() * 1e6).round() / 1e6);
             let text = (m.opcode == TEXT)
                 .then(|| crate::flow::utf8_text(&m.payload, m.truncated()))
                 .flatten();
