@@ -128,53 +128,27 @@ impl CaptureReader {
     /// pairs in request-id order.
     pub fn find_request_id(&self, query: &str) -> Result<Vec<(String, FlowId)>, CaptureError> {
         let query = query.trim();
-        // Request ids are hex written in one case: the query as given, in lower and in
-        // upper case finds them, and each lookup still uses the index.
-        let mut spellings = [
-            query.to_owned(),
-            query.to_ascii_lowercase(),
-            query.to_ascii_uppercase(),
-        ]
-        .to_vec();
-        spellings.sort();
-        spellings.dedup();
-        let lookup = |sql: &str, range: bool| -> Result<Vec<(String, FlowId)>, CaptureError> {
+        let ids = |sql: &str, args: &[&dyn rusqlite::ToSql]| {
             let mut statement = self.conn.prepare_cached(sql).map_err(|e| self.error(e))?;
-            let mut found = Vec::new();
-            for spelling in &spellings {
-                // A range on the index: every string that starts with the prefix sorts
-                // below the prefix followed by the highest code point.
-                let upper = format!("{spelling}\u{10FFFF}");
-                let args: &[&dyn rusqlite::ToSql] = if range {
-                    &[spelling, &upper]
-                } else {
-                    &[spelling]
-                };
-                let rows = statement
-                    .query_map(args, |row| {
-                        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as FlowId))
-                    })
-                    .map_err(|e| self.error(e))?;
-                for row in rows {
-                    found.push(row.map_err(|e| self.error(e))?);
-                }
-            }
-            found.sort();
-            found.dedup();
-            Ok(found)
+            let found = statement
+                .query_map(args, |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as FlowId))
+                })
+                .map_err(|e| self.error(e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.error(e))?;
+            Ok::<_, CaptureError>(found)
         };
-        let exact = lookup(FIND_REQUEST_ID, false)?;
-        // Two ids that differ only in case: the one written as given.
-        if exact.iter().any(|(id, _)| id == query) {
-            return Ok(exact.into_iter().filter(|(id, _)| id == query).collect());
-        }
-        if query.is_empty() {
+        // Written as stored: the index finds it at once (of two ids that differ only in
+        // case, the one written as given).
+        let exact = ids(FIND_REQUEST_ID, &[&query])?;
+        if !exact.is_empty() || query.is_empty() {
             return Ok(exact);
         }
-        // Written in none of its spellings: every id compared, ignoring case (a scan of
-        // the index, tens of milliseconds for 100,000 flows), so that one in mixed case
-        // (`CaseRID123`) is found, and two that differ only in case are both offered,
-        // before any id is taken for a prefix.
+        // Whole, ignoring case: every id compared (a scan of the index, tens of
+        // milliseconds for 100,000 flows), so that one in mixed case (`CaseRID123`) is
+        // found, and two that differ only in case are both offered, before any id is
+        // taken for a prefix.
         let escaped: String = query
             .chars()
             .flat_map(|c| match c {
@@ -182,29 +156,32 @@ impl CaptureReader {
                 _ => vec![c],
             })
             .collect();
-        let like = |pattern: String| -> Result<Vec<(String, FlowId)>, CaptureError> {
-            let mut statement = self
-                .conn
-                .prepare_cached(FIND_REQUEST_ID_LIKE)
-                .map_err(|e| self.error(e))?;
-            let found = statement
-                .query_map([pattern], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as FlowId))
-                })
-                .map_err(|e| self.error(e))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| self.error(e))?;
-            Ok(found)
-        };
-        let whole = like(escaped.clone())?;
+        let whole = ids(FIND_REQUEST_ID_LIKE, &[&escaped])?;
         if !whole.is_empty() {
             return Ok(whole);
         }
-        let prefixed = lookup(FIND_REQUEST_ID_RANGE, true)?;
+        // A prefix. Request ids are hex written in one case: the query as given, in lower
+        // and in upper case finds them with a range on the index (every string that
+        // starts with the prefix sorts below it followed by the highest code point).
+        let mut spellings = vec![
+            query.to_owned(),
+            query.to_ascii_lowercase(),
+            query.to_ascii_uppercase(),
+        ];
+        spellings.sort();
+        spellings.dedup();
+        let mut prefixed = Vec::new();
+        for spelling in &spellings {
+            let upper = format!("{spelling}\u{10FFFF}");
+            prefixed.extend(ids(FIND_REQUEST_ID_RANGE, &[spelling, &upper])?);
+        }
+        prefixed.sort();
+        prefixed.dedup();
         if !prefixed.is_empty() {
             return Ok(prefixed);
         }
-        like(format!("{escaped}%"))
+        // In mixed case, ignoring it: every id compared.
+        ids(FIND_REQUEST_ID_LIKE, &[&format!("{escaped}%")])
     }
 
     /// One flow with everything, if it exists.
