@@ -1628,10 +1628,7 @@ fn a_multipart_forms_password_is_redacted_beside_a_binary_file_and_wherever_it_t
         sent_text.contains("name=\"password\"\r\n\r\n[redacted]\r\n"),
         "{sent_text}"
     );
-    assert!(
-        sent.windows(png.len()).any(|w| w == png),
-        "the file was kept"
-    );
+    assert!(holds(&sent, &png), "the file was kept");
     assert!(sent_text.contains("name=\"username\"\r\n\r\nada\r\n"));
     assert!(sent_text.contains(&format!("name=\"key\"\r\n\r\n{object}\r\n")));
     let later_url = &har["log"]["entries"][1]["request"]["url"];
@@ -1759,7 +1756,7 @@ fn secrets_in_gzipped_or_latin1_bodies_are_found_and_short_cookies_leave_files_a
         for i in 0..3 {
             let body = sent(i);
             assert!(
-                !body.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                !holds(&body, secret.as_bytes()),
                 "{secret} in entry {i}'s body"
             );
         }
@@ -1773,10 +1770,7 @@ fn secrets_in_gzipped_or_latin1_bodies_are_found_and_short_cookies_leave_files_a
 
 #[test]
 fn a_token_an_app_sends_in_a_websocket_message_is_scrubbed_from_every_message() {
-    use kinspect::websocket::{Message, MessageLog, BINARY, TEXT};
-    let client = "127.0.0.1:40000".parse().unwrap();
-    let mut flow =
-        kinspect::flow::Flow::exchange(1, client, "GET", "wss://live.kinvey.com/", Some(101));
+    use kinspect::websocket::{Message, BINARY, TEXT};
     let token = "ws_text_SECRET_555";
     let message = |from_client, opcode, payload: Vec<u8>| Message {
         from_client,
@@ -1788,24 +1782,16 @@ fn a_token_an_app_sends_in_a_websocket_message_is_scrubbed_from_every_message() 
     let mut binary = vec![0];
     binary.extend(token.as_bytes());
     binary.push(0xff);
-    flow.websocket = Some(Box::new(MessageLog {
-        messages: vec![
-            message(
-                true,
-                TEXT,
-                format!(r#"{{"authtoken":"{token}"}}"#).into_bytes(),
-            ),
-            message(true, BINARY, binary.clone()),
-            message(false, TEXT, format!("echo: {token}").into_bytes()),
-            message(false, BINARY, binary),
-        ],
-        dropped: 0,
-        unreadable: None,
-    }));
-    let stored = StoredFlow {
-        flow,
-        kinvey: Default::default(),
-    };
+    let stored = websocket_exchange(vec![
+        message(
+            true,
+            TEXT,
+            format!(r#"{{"authtoken":"{token}"}}"#).into_bytes(),
+        ),
+        message(true, BINARY, binary.clone()),
+        message(false, TEXT, format!("echo: {token}").into_bytes()),
+        message(false, BINARY, binary),
+    ]);
     let mut out = Vec::new();
     har::export(&mut out, "t", [stored], Default::default()).unwrap();
     let har: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -1824,41 +1810,49 @@ fn a_token_an_app_sends_in_a_websocket_message_is_scrubbed_from_every_message() 
             }
             _ => data.as_bytes().to_vec(),
         };
-        assert!(
-            !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
-            "{m}"
-        );
+        assert!(!holds(&bytes, token.as_bytes()), "{m}");
     }
+}
+
+/// A WebSocket exchange (`wss://live.kinvey.com/`, 101) that carried `messages`.
+fn websocket_exchange(messages: Vec<kinspect::websocket::Message>) -> StoredFlow {
+    let client = "127.0.0.1:40000".parse().unwrap();
+    let mut flow =
+        kinspect::flow::Flow::exchange(1, client, "GET", "wss://live.kinvey.com/", Some(101));
+    flow.websocket = Some(Box::new(kinspect::websocket::MessageLog {
+        messages,
+        dropped: 0,
+        unreadable: None,
+    }));
+    StoredFlow {
+        flow,
+        kinvey: Default::default(),
+    }
+}
+
+/// True when `part` occurs in `bytes`.
+fn holds(bytes: &[u8], part: &[u8]) -> bool {
+    bytes.windows(part.len()).any(|w| w == part)
 }
 
 /// A message time finer than a microsecond is written to the microsecond, and read
 /// back and written again unchanged.
 #[test]
 fn websocket_times_are_written_again_as_they_were_read() {
-    use kinspect::websocket::{Message, MessageLog, TEXT};
-    let client = "127.0.0.1:40000".parse().unwrap();
-    let mut flow =
-        kinspect::flow::Flow::exchange(1, client, "GET", "wss://live.kinvey.com/", Some(101));
-    flow.websocket = Some(Box::new(MessageLog {
-        messages: vec![Message {
-            from_client: true,
-            at: std::time::UNIX_EPOCH + Duration::from_nanos(1_764_000_553_691_113_537),
-            opcode: TEXT,
-            size: 2,
-            payload: bytes::Bytes::from_static(b"hi"),
-        }],
-        dropped: 0,
-        unreadable: None,
-    }));
+    use kinspect::websocket::{Message, TEXT};
+    let stored = websocket_exchange(vec![Message {
+        from_client: true,
+        at: std::time::UNIX_EPOCH + Duration::from_nanos(1_764_000_553_691_113_537),
+        opcode: TEXT,
+        size: 2,
+        payload: bytes::Bytes::from_static(b"hi"),
+    }]);
     let export = |flows: Vec<StoredFlow>| {
         let mut out = Vec::new();
         har::export(&mut out, "t", flows, Default::default()).unwrap();
         out
     };
-    let once = export(vec![StoredFlow {
-        flow,
-        kinvey: Default::default(),
-    }]);
+    let once = export(vec![stored]);
     let twice = export(har::import_bytes(&once, Path::new("t.har")).unwrap());
     let time = |out: &[u8]| {
         let har: serde_json::Value = serde_json::from_slice(out).unwrap();
