@@ -412,7 +412,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for HeadWatch<I> {
 
 /// Records a head hyper rejected as a flow from `client`: inside a tunnel to `tunnel`,
 /// else sent to the proxy itself.
-pub(crate) async fn record_rejected(
+async fn record_rejected(
     shared: &Shared,
     client: &ClientSide,
     tunnel: Option<&Target>,
@@ -442,6 +442,25 @@ struct EndedHead<'a> {
     unfinished: bool,
 }
 
+/// Records what hyper left of a connection's heads once done with it (`error`, if it
+/// ended in one): a head it gave up on midway, and a head it rejected, which kinspect
+/// answered.
+pub(crate) async fn record_left_heads<I: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    client: &ClientSide,
+    tunnel: Option<&Target>,
+    error: Option<&hyper::Error>,
+    exchanges: &ExchangeState,
+    stalled: &StalledSlot<I>,
+) {
+    if let Some(error) = error {
+        record_stalled(shared, client, tunnel, error, stalled).await;
+    }
+    if let Some(rejected) = exchanges.take_rejected() {
+        record_rejected(shared, client, tunnel, rejected).await;
+    }
+}
+
 /// Longest kinspect tries to send its 408 to a client that stalled.
 const STALLED_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -449,7 +468,7 @@ const STALLED_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(
 /// stalled in the middle of its head past `--client-timeout` gets kinspect's 408, and
 /// one that closed in the middle of it a flow of its abort. (A connection idle between
 /// requests left no head, and is no flow.)
-pub(crate) async fn record_stalled<I: AsyncRead + AsyncWrite + Unpin>(
+async fn record_stalled<I: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared,
     client: &ClientSide,
     tunnel: Option<&Target>,

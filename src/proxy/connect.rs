@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::LazyConfigAcceptor;
 
 use super::access::credentials_refused;
-use super::bad_head::{record_rejected, record_stalled, HeadWatch};
+use super::bad_head::{record_left_heads, HeadWatch};
 use super::forward::{
     empty_body, error_chain, forward, full_body, new_flow, refuse, refuse_as_sent, ClientSide,
 };
@@ -462,12 +462,8 @@ where
             .with_upgrades()
             .await;
         let (client, target, _) = &*ends;
-        if let Err(e) = &result {
-            record_stalled(&shared, client, Some(target), e, &stalled).await;
-        }
-        if let Some(rejected) = exchanges.take_rejected() {
-            record_rejected(&shared, client, Some(target), rejected).await;
-        }
+        let error = result.as_ref().err();
+        record_left_heads(&shared, client, Some(target), error, &exchanges, &stalled).await;
         result
     };
     if let Err(e) = result {

@@ -367,13 +367,11 @@ async fn serve_client(
         tls: None,
         permit: None,
     };
-    if let Err(e) = result {
+    if let Err(e) = &result {
         tracing::debug!("client {peer}: {e}");
-        bad_head::record_stalled(&shared, &client, None, &e, &stalled).await;
     }
-    if let Some(rejected) = exchanges.take_rejected() {
-        bad_head::record_rejected(&shared, &client, None, rejected).await;
-    }
+    let error = result.as_ref().err();
+    bad_head::record_left_heads(&shared, &client, None, error, &exchanges, &stalled).await;
 }
 
 /// The HTTP/1 server settings for clients: header limits and the header read timeout;
