@@ -15,7 +15,7 @@ use kinspect::flow::{
     CapturedBody, Flow, FlowError, FlowErrorKind, FlowKind, HeaderField, Headers, HttpVersion,
     RequestRecord, ResponseRecord, Timings, TlsInfo,
 };
-use kinspect::kinvey::{ErrorClass, Finding, KinveySummary};
+use kinspect::kinvey::{ErrorClass, Finding, KinveySummary, OtherError};
 use support::{
     headless_command, headless_command_on, refused_at_start, KinspectProcess, Origin, OriginKind,
 };
@@ -136,6 +136,7 @@ fn every_flow_field_round_trips_through_the_store() {
         error: Some("KinveyInternalErrorRetry".into()),
         class: Some(ErrorClass::Retry),
         known: true,
+        other_errors: Vec::new(),
         anomalies: vec![Finding {
             code: "missing_api_version".into(),
             message: "no version".into(),
@@ -930,7 +931,8 @@ fn websocket_messages_round_trip_and_a_schema_3_capture_gains_their_tables() {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
             "DROP TABLE websocket_messages; DROP TABLE websockets;
-             ALTER TABLE flows DROP COLUMN replay_of; PRAGMA user_version = 3;",
+             ALTER TABLE flows DROP COLUMN replay_of;
+             ALTER TABLE flows DROP COLUMN kinvey_other_errors; PRAGMA user_version = 3;",
         )
         .unwrap();
     }
@@ -952,7 +954,7 @@ fn websocket_messages_round_trip_and_a_schema_3_capture_gains_their_tables() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let sizes: Vec<i64> = conn
         .prepare("SELECT size FROM websocket_messages WHERE flow_id = 1 ORDER BY position")
         .unwrap()
@@ -961,6 +963,71 @@ fn websocket_messages_round_trip_and_a_schema_3_capture_gains_their_tables() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(sizes, [21, 70_000, 3, 2]);
+}
+
+#[test]
+fn a_batchs_other_errors_round_trip_and_a_schema_4_capture_gains_their_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v4.db");
+    let batch = |id| StoredFlow {
+        flow: full_flow(id),
+        kinvey: KinveySummary {
+            error: Some("KinveyInternalErrorStop".into()),
+            class: Some(ErrorClass::Stop),
+            known: true,
+            other_errors: vec![
+                OtherError {
+                    error: "JSONParseError".into(),
+                    class: ErrorClass::Fix,
+                    known: true,
+                },
+                OtherError {
+                    error: "MadeUp".into(),
+                    class: ErrorClass::Retry,
+                    known: false,
+                },
+            ],
+            ..KinveySummary::default()
+        },
+    };
+    // A capture as kinspect wrote it before a batch's other errors were kept.
+    let mut writer = CaptureWriter::open(&path).unwrap();
+    let mut older = batch(1);
+    writer.write_batch(std::slice::from_ref(&older)).unwrap();
+    drop(writer);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE flows DROP COLUMN kinvey_other_errors; PRAGMA user_version = 4;",
+        )
+        .unwrap();
+    }
+    let reader = CaptureReader::open(&path).unwrap();
+    older.kinvey.other_errors.clear();
+    assert_eq!(reader.flow(1).unwrap().unwrap(), older, "read as it is");
+    drop(reader);
+
+    let mut writer = CaptureWriter::open(&path).unwrap();
+    let newer = batch(2);
+    writer.write_batch(std::slice::from_ref(&newer)).unwrap();
+    drop(writer);
+    let reader = CaptureReader::open(&path).unwrap();
+    assert_eq!(reader.flow(1).unwrap().unwrap(), older);
+    assert_eq!(reader.flow(2).unwrap().unwrap(), newer);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let (version, stored): (i64, String) = conn
+        .query_row(
+            "SELECT (SELECT user_version FROM pragma_user_version), kinvey_other_errors
+             FROM flows WHERE id = 2",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(version, 5);
+    assert_eq!(
+        stored,
+        r#"[{"error":"JSONParseError","class":"fix","known":true},{"error":"MadeUp","class":"retry","known":false}]"#
+    );
 }
 
 #[test]

@@ -1546,6 +1546,16 @@ fn a_support_report_on_a_batch_names_its_gravest_element_and_every_other() {
         "{text}"
     );
     assert_eq!(text.matches("KinveyInternalErrorStop").count(), 1, "{text}");
+
+    // Filters find it by either element's error, not only the one it is listed by.
+    for filter in ["~kerr ^JSONParseError$", "~kc fix", "~kc stop"] {
+        let listed = kinspect(&["ls", path.to_str().unwrap(), "--filter", filter]);
+        assert!(listed.status.success(), "{listed:?}");
+        let text = String::from_utf8_lossy(&listed.stdout);
+        assert!(text.contains("/appdata/kid_x/books"), "{filter}: {text}");
+    }
+    let listed = kinspect(&["ls", path.to_str().unwrap(), "--filter", "~kc retry"]);
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains("/books"));
 }
 
 #[test]

@@ -16,7 +16,7 @@ use crate::flow::{
     CapturedBody, Flow, FlowError, FlowId, HeaderField, Headers, RequestRecord, ResponseRecord,
     Timings, TlsInfo,
 };
-use crate::kinvey::{Finding, KinveySummary};
+use crate::kinvey::KinveySummary;
 use crate::websocket::{Message, MessageCounts, MessageLog};
 
 /// How much of each flow to load.
@@ -432,10 +432,16 @@ fn tls(row: &Row<'_>, prefix: &str) -> rusqlite::Result<Option<Arc<TlsInfo>>> {
     })))
 }
 
-fn findings(row: &Row<'_>, column: &'static str) -> rusqlite::Result<Vec<Finding>> {
-    match row.get::<_, Option<String>>(column)? {
-        None => Ok(Vec::new()),
-        Some(json) => serde_json::from_str(&json).map_err(|e| bad(row, column, e.to_string())),
+/// The JSON array in `column`; empty when NULL, or when the capture's schema has no
+/// such column.
+fn json_list<T: serde::de::DeserializeOwned>(
+    row: &Row<'_>,
+    column: &'static str,
+) -> rusqlite::Result<Vec<T>> {
+    match row.get::<_, Option<String>>(column) {
+        Err(rusqlite::Error::InvalidColumnName(_)) | Ok(None) => Ok(Vec::new()),
+        Err(e) => Err(e),
+        Ok(Some(json)) => serde_json::from_str(&json).map_err(|e| bad(row, column, e.to_string())),
     }
 }
 
@@ -445,8 +451,10 @@ fn stored_from_row(row: &Row<'_>) -> rusqlite::Result<StoredFlow> {
         error: row.get("kinvey_error")?,
         class: parsed_opt(row, "kinvey_class")?,
         known: row.get::<_, Option<bool>>("kinvey_known")?.unwrap_or(true),
-        anomalies: findings(row, "kinvey_anomalies")?,
-        warnings: findings(row, "kinvey_warnings")?,
+        // Schema 5 on.
+        other_errors: json_list(row, "kinvey_other_errors")?,
+        anomalies: json_list(row, "kinvey_anomalies")?,
+        warnings: json_list(row, "kinvey_warnings")?,
     };
     Ok(StoredFlow {
         flow: flow_from_row(row)?,

@@ -15,14 +15,14 @@ use crate::flow::{HeaderField, Headers};
 pub const APPLICATION_ID: i64 = 0x4B49_4E53;
 
 /// `PRAGMA user_version` of the schema this kinspect writes and reads.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The oldest schema this kinspect still reads (it appends only to its own, and to
-/// schema 3, which it brings up to 4).
+/// schemas 3 and 4, which it brings up to 5).
 pub const OLDEST_READABLE_SCHEMA: i64 = 1;
 
-/// Schema 3's tables; with [`SCHEMA_4_ADDITIONS`], schema 4 (documented for users in the
-/// README).
+/// Schema 3's tables; with [`SCHEMA_4_ADDITIONS`], schema 4, and with
+/// [`SCHEMA_5_ADDITIONS`] too, schema 5 (documented for users in the README).
 pub const SCHEMA: &str = r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -132,6 +132,14 @@ CREATE TABLE websocket_messages (
     payload      BLOB    NOT NULL,
     PRIMARY KEY (flow_id, position)
 ) WITHOUT ROWID;
+"#;
+
+/// What schema 5 added to schema 4: the errors of a 207 batch other than the one its
+/// flow is listed by, so that filters find a flow by any of them. A schema 3 or 4
+/// capture is brought up to 5 when appended to (its flows keep no others).
+pub const SCHEMA_5_ADDITIONS: &str = r#"
+-- A JSON array of {"error", "class", "known"}: a batch's errors besides kinvey_error.
+ALTER TABLE flows ADD COLUMN kinvey_other_errors TEXT;
 "#;
 
 /// A side's header fields as the capture stores them: a JSON array of `[name, value]`,
@@ -287,15 +295,20 @@ pub(crate) fn open_for_writing(path: &Path) -> Result<(Connection, std::fs::File
     let conn = Connection::open(path).map_err(|e| sqlite_error(path, e))?;
     let contents = inspect(&conn, path)?;
     if let Contents::Capture(found) = contents {
-        if found == 3 {
-            // Schema 4 only added a column and tables: a schema 3 capture gains them. A
-            // kinspect older than schema 4 then no longer reads the file.
+        if found == 3 || found == 4 {
+            // Schemas 4 and 5 only added columns and tables: an older capture gains them.
+            // A kinspect older than the schema then no longer reads the file.
+            let additions = match found {
+                3 => format!("{SCHEMA_4_ADDITIONS} {SCHEMA_5_ADDITIONS}"),
+                _ => SCHEMA_5_ADDITIONS.to_owned(),
+            };
             tracing::info!(
-                "{}: capture schema 3 brought up to {SCHEMA_VERSION} (WebSocket messages, replays)",
+                "{}: capture schema {found} brought up to {SCHEMA_VERSION} (WebSocket \
+                 messages, replays, a batch's every Kinvey error)",
                 path.display()
             );
             conn.execute_batch(&format!(
-                "BEGIN; {SCHEMA_4_ADDITIONS} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                "BEGIN; {additions} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             ))
             .map_err(|e| sqlite_error(path, e))?;
         } else if found != SCHEMA_VERSION {
@@ -322,6 +335,7 @@ pub(crate) fn open_for_writing(path: &Path) -> Result<(Connection, std::fs::File
             "BEGIN;
              {SCHEMA}
              {SCHEMA_4_ADDITIONS}
+             {SCHEMA_5_ADDITIONS}
              INSERT INTO meta (key, value) VALUES ('created_at', '{created}');
              INSERT INTO meta (key, value) VALUES ('kinspect_version', '{version}');
              PRAGMA application_id = {APPLICATION_ID};

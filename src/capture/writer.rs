@@ -8,7 +8,6 @@ use rusqlite::{params, Connection, ToSql};
 use super::schema::{headers_to_json, open_for_writing, sqlite_error};
 use super::{CaptureError, StoredFlow};
 use crate::flow::{utc_timestamp, CapturedBody, FlowId, TlsInfo};
-use crate::kinvey::Finding;
 
 /// Appends flows to a capture file.
 pub struct CaptureWriter {
@@ -36,10 +35,11 @@ const INSERT_FLOW: &str = "INSERT INTO flows (
     client_tls, client_tls_sni, client_tls_alpn, client_tls_version,
     server_tls, server_tls_sni, server_tls_alpn, server_tls_version,
     error_kind, error_message, kinvey_request_id, kinvey_error, kinvey_class, kinvey_known,
-    kinvey_anomalies, kinvey_warnings, request_headers, response_headers, replay_of
+    kinvey_anomalies, kinvey_warnings, request_headers, response_headers, replay_of,
+    kinvey_other_errors
 ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
           ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34,
-          ?35, ?36, ?37, ?38, ?39, ?40, ?41, ?42, ?43, ?44, ?45, ?46, ?47, ?48, ?49)";
+          ?35, ?36, ?37, ?38, ?39, ?40, ?41, ?42, ?43, ?44, ?45, ?46, ?47, ?48, ?49, ?50)";
 const INSERT_BODIES: &str = "INSERT INTO bodies (flow_id, request, response) VALUES (?1, ?2, ?3)";
 const INSERT_WEBSOCKET: &str =
     "INSERT INTO websockets (flow_id, messages_dropped, unreadable) VALUES (?1, ?2, ?3)";
@@ -296,13 +296,14 @@ fn insert_one(
     let (c_tls, c_sni, c_alpn, c_version) = tls_columns(flow.client_tls.as_deref());
     let (s_tls, s_sni, s_alpn, s_version) = tls_columns(flow.server_tls.as_deref());
     let content_type = response.and_then(|r| r.headers.get("content-type"));
-    let findings_json = |findings: &[Finding]| {
-        (!findings.is_empty()).then(|| serde_json::to_string(findings).unwrap_or_default())
-    };
+    fn json_unless_empty<T: serde::Serialize>(items: &[T]) -> Option<String> {
+        (!items.is_empty()).then(|| serde_json::to_string(items).unwrap_or_default())
+    }
     let request_headers = headers_to_json(&request.headers);
     let response_headers = response.map(|r| headers_to_json(&r.headers));
     let replay_of = flow.replay_of.map(|id| id as i64);
-    let values: [&dyn ToSql; 49] = [
+    let other_errors = json_unless_empty(&kinvey.other_errors);
+    let values: [&dyn ToSql; 50] = [
         &id,
         &flow.kind.as_str(),
         &utc_timestamp(flow.started_at),
@@ -347,11 +348,12 @@ fn insert_one(
         &kinvey.error,
         &kinvey.class.map(|c| c.as_str()),
         &kinvey.known_error(),
-        &findings_json(&kinvey.anomalies),
-        &findings_json(&kinvey.warnings),
+        &json_unless_empty(&kinvey.anomalies),
+        &json_unless_empty(&kinvey.warnings),
         &request_headers,
         &response_headers,
         &replay_of,
+        &other_errors,
     ];
     insert_flow.execute(&values[..])?;
     let request_body = kept(&request.body);

@@ -43,9 +43,12 @@ impl Test {
             Test::Dst(p) => p.is_match(&format!("{}:{}", flow.host, flow.port)),
             Test::All => true,
             Test::Kinvey => kinvey.error.is_some(),
-            Test::KinveyError(p) => kinvey.error.as_deref().is_some_and(|e| p.is_match(e)),
-            Test::KinveyClass(ClassTest::Class(class)) => kinvey.class == Some(*class),
-            Test::KinveyClass(ClassTest::Unknown) => kinvey.error.is_some() && !kinvey.known,
+            // Any of a batch's errors, not only the one the flow is listed by.
+            Test::KinveyError(p) => kinvey.all_errors().any(|(e, _, _)| p.is_match(e)),
+            Test::KinveyClass(ClassTest::Class(class)) => {
+                kinvey.all_errors().any(|(_, c, _)| c == *class)
+            }
+            Test::KinveyClass(ClassTest::Unknown) => kinvey.all_errors().any(|(_, _, k)| !k),
             Test::RequestId(p) => kinvey.request_id.as_deref().is_some_and(|r| p.is_match(r)),
             Test::Anomaly => !kinvey.anomalies.is_empty(),
         }
@@ -479,6 +482,26 @@ mod tests {
             &[&retry, &fix, &stop, &none, &none_unknown],
         );
         check("~kc FIX & !~kc unknown", &[&fix], &[&unknown_fix]);
+    }
+
+    #[test]
+    fn a_batch_matches_by_any_of_its_errors() {
+        let batch = flow()
+            .status(207)
+            .kinvey_error("KinveyInternalErrorStop", ErrorClass::Stop, true)
+            .other_error("InvalidCredentials", ErrorClass::Fix, true)
+            .other_error("MadeUpError", ErrorClass::Retry, false)
+            .build();
+        let single = flow()
+            .kinvey_error("KinveyInternalErrorStop", ErrorClass::Stop, true)
+            .build();
+        check("~kerr InvalidCredentials", &[&batch], &[&single]);
+        check("~kerr ^MadeUpError$", &[&batch], &[&single]);
+        check("~kerr Stop", &[&batch, &single], &[]);
+        check("~kc fix", &[&batch], &[&single]);
+        check("~kc retry", &[&batch], &[&single]);
+        check("~kc unknown", &[&batch], &[&single]);
+        check("~kc stop", &[&batch, &single], &[]);
     }
 
     #[test]

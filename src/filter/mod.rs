@@ -125,10 +125,10 @@ pub const OPERATORS: &[(&str, &str)] = &[
     ("~dst REGEX", "server host:port"),
     ("~all", "every flow"),
     ("~k", "any Kinvey error"),
-    ("~kerr REGEX", "Kinvey error name"),
+    ("~kerr REGEX", "Kinvey error name (any of a batch's)"),
     (
         "~kc CLASS",
-        "Kinvey error class: retry, fix, stop or unknown",
+        "Kinvey error class (any of a batch's): retry, fix, stop or unknown",
     ),
     ("~rid REGEX", "Kinvey request id"),
     ("~anom", "any Kinvey anomaly"),
@@ -381,6 +381,16 @@ mod support {
             self.0.kinvey.error = Some(name.into());
             self.0.kinvey.class = Some(class);
             self.0.kinvey.known = known;
+            self
+        }
+
+        /// Another error of a 207 batch, besides the one the flow is listed by.
+        pub(super) fn other_error(mut self, name: &str, class: ErrorClass, known: bool) -> Self {
+            self.0.kinvey.other_errors.push(crate::kinvey::OtherError {
+                error: name.into(),
+                class,
+                known,
+            });
             self
         }
 

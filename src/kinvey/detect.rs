@@ -614,6 +614,15 @@ mod tests {
         assert_eq!(a.listed_error(&older).unwrap().index, Some(0));
         let listed = a.listed_error(&Default::default()).unwrap();
         assert_eq!(listed.index, Some(1));
+        // The summary keeps the others, each once, for filters.
+        let summary = crate::kinvey::KinveySummary::new(&a, &[]);
+        assert_eq!(summary.error.as_deref(), Some("KinveyInternalErrorStop"));
+        let others: Vec<_> = summary.all_errors().skip(1).collect();
+        assert_eq!(others, [("JSONParseError", ErrorClass::Fix, true)]);
+        let single = analyze(&flow(404, &[JSON], r#"{"error":"EntityNotFound"}"#));
+        assert!(crate::kinvey::KinveySummary::new(&single, &[])
+            .other_errors
+            .is_empty());
     }
 
     #[test]

@@ -2,10 +2,10 @@
 //! trimmed; APIVersionNotAvailable at both 400 and 501), plus the names Kinvey's SDKs
 //! are known to receive. Each entry says what the developer should do next.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What the developer should do about an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ErrorClass {
     /// A transient server fault: re-send the same request, with backoff.

@@ -242,13 +242,41 @@ pub struct KinveySummary {
     pub class: Option<ErrorClass>,
     /// False when the main error's name is not in the dictionary.
     pub known: bool,
+    /// A 207 batch's other errors: each element's that is not the main error's, every
+    /// name and class once (empty for a capture recorded before schema 5).
+    pub other_errors: Vec<OtherError>,
     /// Every anomaly.
     pub anomalies: Vec<Finding>,
     /// Client-behaviour warnings (across flows).
     pub warnings: Vec<Finding>,
 }
 
+/// An error of a 207 batch other than the one its flow is listed by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OtherError {
+    /// The name, trimmed.
+    pub error: String,
+    /// Its class.
+    pub class: ErrorClass,
+    /// False when the name is not in the dictionary.
+    pub known: bool,
+}
+
 impl KinveySummary {
+    /// Every error the flow carries as (name, class, known): the main one, then a batch's
+    /// others.
+    pub fn all_errors(&self) -> impl Iterator<Item = (&str, ErrorClass, bool)> {
+        let main = match (&self.error, self.class) {
+            (Some(error), Some(class)) => Some((error.as_str(), class, self.known)),
+            _ => None,
+        };
+        main.into_iter().chain(
+            self.other_errors
+                .iter()
+                .map(|o| (o.error.as_str(), o.class, o.known)),
+        )
+    }
+
     /// Whether the main error's name is in the dictionary; `None` without an error.
     pub fn known_error(&self) -> Option<bool> {
         self.class.map(|_| self.known)
@@ -262,6 +290,7 @@ impl KinveySummary {
             error: primary.map(|e| e.trimmed_name().to_owned()),
             class: primary.map(|e| e.class),
             known: primary.is_none_or(|e| e.known),
+            other_errors: other_errors(analysis, primary),
             anomalies: analysis
                 .anomalies
                 .iter()
@@ -284,4 +313,27 @@ impl KinveySummary {
     pub fn badge(&self) -> Option<String> {
         self.class.map(|c| badge(c, self.known))
     }
+}
+
+/// The errors of `analysis` other than `main`, each name and class once, in the order
+/// they came.
+fn other_errors(analysis: &KinveyAnalysis, main: Option<&KinveyError>) -> Vec<OtherError> {
+    let same = |a: &KinveyError, b: &KinveyError| {
+        a.trimmed_name() == b.trimmed_name() && a.class == b.class && a.known == b.known
+    };
+    let mut others: Vec<&KinveyError> = Vec::new();
+    for error in &analysis.errors {
+        if main.is_some_and(|main| same(main, error)) || others.iter().any(|o| same(o, error)) {
+            continue;
+        }
+        others.push(error);
+    }
+    others
+        .into_iter()
+        .map(|e| OtherError {
+            error: e.trimmed_name().to_owned(),
+            class: e.class,
+            known: e.known,
+        })
+        .collect()
 }

@@ -626,20 +626,21 @@ impl App {
     pub fn kinvey_summary(&self) -> Vec<SummaryRow> {
         let mut rows: Vec<SummaryRow> = Vec::new();
         for &i in &self.view {
-            let kinvey = &self.flows[i].kinvey;
-            let (Some(error), Some(badge)) = (&kinvey.error, kinvey.badge()) else {
-                continue;
-            };
-            match rows
-                .iter_mut()
-                .find(|r| &r.error == error && r.badge == badge)
-            {
-                Some(row) => row.count += 1,
-                None => rows.push(SummaryRow {
-                    error: error.clone(),
-                    badge,
-                    count: 1,
-                }),
+            // A batch counts once under each of its errors (the other errors are
+            // distinct already).
+            for (error, class, known) in self.flows[i].kinvey.all_errors() {
+                let badge = crate::kinvey::badge(class, known);
+                match rows
+                    .iter_mut()
+                    .find(|r| r.error == error && r.badge == badge)
+                {
+                    Some(row) => row.count += 1,
+                    None => rows.push(SummaryRow {
+                        error: error.to_owned(),
+                        badge,
+                        count: 1,
+                    }),
+                }
             }
         }
         rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.error.cmp(&b.error)));
@@ -666,6 +667,53 @@ mod tests {
             "{said}"
         );
         assert!(said.contains("kinspect ls trip.har"), "{said}");
+    }
+
+    #[test]
+    fn the_kinvey_summary_counts_a_batch_under_each_of_its_errors() {
+        use crate::kinvey::{ErrorClass, OtherError};
+        let client = "127.0.0.1:40000".parse().unwrap();
+        let stored = |id, error: &str, class, others: Vec<OtherError>| {
+            Box::new(StoredFlow {
+                flow: Flow::exchange(id, client, "POST", "http://example.test/", Some(207)),
+                kinvey: crate::kinvey::KinveySummary {
+                    error: Some(error.into()),
+                    class: Some(class),
+                    known: true,
+                    other_errors: others,
+                    ..Default::default()
+                },
+            })
+        };
+        let mut app = App::new(SourceInfo::default());
+        let other = |error: &str, class, known| OtherError {
+            error: error.into(),
+            class,
+            known,
+        };
+        app.push(stored(
+            1,
+            "KinveyInternalErrorStop",
+            ErrorClass::Stop,
+            vec![
+                other("JSONParseError", ErrorClass::Fix, true),
+                other("Made", ErrorClass::Fix, false),
+            ],
+        ));
+        app.push(stored(2, "JSONParseError", ErrorClass::Fix, vec![]));
+        let rows: Vec<_> = app
+            .kinvey_summary()
+            .into_iter()
+            .map(|r| (r.error, r.badge, r.count))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("JSONParseError".into(), "FIX".into(), 2),
+                ("KinveyInternalErrorStop".into(), "STOP".into(), 1),
+                ("Made".into(), "?FIX".into(), 1),
+            ]
+        );
     }
 
     #[test]

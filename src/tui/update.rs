@@ -788,8 +788,7 @@ mod tests {
                 error: error.map(|(name, _)| name.to_owned()),
                 class: error.map(|(_, class)| class),
                 known: true,
-                anomalies: Vec::new(),
-                warnings: Vec::new(),
+                ..KinveySummary::default()
             },
         }
     }
