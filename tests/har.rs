@@ -1871,3 +1871,60 @@ fn websocket_times_are_written_again_as_they_were_read() {
     assert_eq!(time(&once), 1_764_000_553.691114);
     assert_eq!(time(&once), time(&twice));
 }
+
+#[test]
+fn a_hars_replays_and_redacted_credentials_raise_no_behaviour_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let entry = |connection: &str, at: &str, status: u16, error: &str, extra: &str| {
+        let body = serde_json::to_string(&format!(r#"{{"error":"{error}"}}"#)).unwrap();
+        format!(
+            r#"{{"startedDateTime":"2026-11-20T10:00:0{at}Z","time":10,"connection":"{connection}",{extra}
+              "request":{{"method":"POST","url":"https://baas.kinvey.com/user/kid_x/login",
+                "headers":[{{"name":"Authorization","value":"Basic [redacted]"}}]}},
+              "response":{{"status":{status},"headers":[{{"name":"Content-Type","value":"application/json"}}],
+                "content":{{"mimeType":"application/json","text":{body}}}}}}}"#
+        )
+    };
+    let listed = |entries: &[&str]| -> Vec<serde_json::Value> {
+        let path = dir.path().join("in.har");
+        std::fs::write(&path, har_of(entries)).unwrap();
+        let out = kinspect(&["ls", path.to_str().unwrap(), "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let warnings = |flow: &serde_json::Value| flow["kinvey"]["warnings"].as_array().unwrap().len();
+
+    // Redacted credentials may have changed between attempts: no "re-sent unchanged".
+    let denied = entry("7", "1", 401, "InvalidCredentials", "");
+    let again = entry("8", "3", 401, "InvalidCredentials", "");
+    let flows = listed(&[&denied, &again]);
+    assert_eq!(warnings(&flows[1]), 0, "{}", flows[1]);
+
+    // A STOP sent again from the UI is no re-send of the app's, and names its original
+    // by the id it has once imported.
+    let stop = entry("7", "1", 500, "KinveyInternalErrorStop", "");
+    let replay = entry(
+        "9",
+        "3",
+        500,
+        "KinveyInternalErrorStop",
+        r#""_replayOf":7,"#,
+    );
+    let flows = listed(&[&stop, &replay]);
+    assert_eq!(warnings(&flows[1]), 0, "{}", flows[1]);
+    assert_eq!(flows[1]["replay_of"], 1, "{}", flows[1]);
+    // Its original left out of the HAR: still a replay, naming no flow.
+    let flows = listed(&[
+        &entry("3", "1", 500, "KinveyInternalErrorStop", ""),
+        &replay,
+    ]);
+    assert_eq!(warnings(&flows[1]), 0, "{}", flows[1]);
+    assert_eq!(flows[1]["replay_of"], serde_json::Value::Null);
+    // The app's own re-send is still flagged.
+    let resent = entry("9", "3", 500, "KinveyInternalErrorStop", "");
+    let flows = listed(&[&stop, &resent]);
+    assert_eq!(flows[1]["kinvey"]["warnings"][0]["code"], "stop_resent");
+}

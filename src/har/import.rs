@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 
 use crate::capture::{CaptureWriter, StoredFlow};
 use crate::flow::{
-    unbracketed, CapturedBody, Flow, FlowError, FlowErrorKind, FlowKind, HeaderField, Headers,
-    HttpVersion, RequestRecord, ResponseRecord, Timings,
+    unbracketed, CapturedBody, Flow, FlowError, FlowErrorKind, FlowId, FlowKind, HeaderField,
+    Headers, HttpVersion, RequestRecord, ResponseRecord, Timings,
 };
 use crate::kinvey::{self, BehaviourTracker, KinveySummary};
 use crate::proxy::{port_number, split_port};
@@ -204,25 +204,46 @@ fn read_entries(bytes: &[u8], path: &Path) -> Result<Imported, HarError> {
         }
         None => return Err(r.error("log.entries".into(), "missing")),
     };
+    // Each flow with the id kinspect exported it under (its `connection`), if any.
     let (mut flows, mut skipped) = (Vec::new(), Vec::new());
     for (index, entry) in entries.iter().enumerate() {
         match flow_from_entry(&r, index, entry) {
-            Ok(flow) => flows.push(flow),
+            Ok(flow) => {
+                let exported_id = entry
+                    .get("connection")
+                    .and_then(Value::as_str)
+                    .and_then(|id| id.parse::<FlowId>().ok());
+                flows.push((exported_id, flow))
+            }
             Err(e) => skipped.push(e),
         }
     }
     if flows.is_empty() && !skipped.is_empty() {
         return Err(skipped.remove(0));
     }
-    flows.sort_by_key(|f| f.started_at);
+    flows.sort_by_key(|(_, f)| f.started_at);
+    // A replay's `_replayOf` names its original by the exported id.
+    let renumbered: std::collections::HashMap<FlowId, FlowId> = flows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (exported, _))| Some(((*exported)?, i as FlowId + 1)))
+        .collect();
     let mut tracker = BehaviourTracker::new();
     let flows = flows
         .into_iter()
         .enumerate()
-        .map(|(i, mut flow)| {
+        .map(|(i, (_, mut flow))| {
             flow.id = i as u64 + 1;
             let analysis = kinvey::analyze(&flow);
-            let warnings = tracker.observe(&flow, &analysis);
+            // Sent again from the UI, not by the app: as when recorded, no behaviour of
+            // the app's (even when its original was left out of the HAR).
+            let warnings = match flow.replay_of {
+                Some(original) => {
+                    flow.replay_of = renumbered.get(&original).copied();
+                    Vec::new()
+                }
+                None => tracker.observe(&flow, &analysis),
+            };
             StoredFlow {
                 kinvey: KinveySummary::new(&analysis, &warnings),
                 flow,

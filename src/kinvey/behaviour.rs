@@ -24,6 +24,11 @@ pub const MIN_GROWTH: f64 = 1.2;
 /// again): its gap is no backoff step to compare the next one with.
 pub const SERIES_BREAK: Duration = Duration::from_secs(10);
 
+/// How far a flow may seem to start before the previous attempt of its series ended
+/// and still count as sent after it: a HAR's times are rounded to the millisecond,
+/// phase by phase.
+pub const OVERLAP_TOLERANCE: Duration = Duration::from_millis(5);
+
 /// Request fields that differ between attempts of the same request (a timestamp, a
 /// tracing id), left out when telling whether a request was re-sent unchanged.
 const PER_ATTEMPT_FIELDS: [&str; 12] = [
@@ -125,7 +130,7 @@ struct LastAttempt {
     id: FlowId,
     ended_at: SystemTime,
     error: Option<(ErrorClass, String)>,
-    /// Its [`request_digest`], when it got a fix-class error.
+    /// Its [`request_digest`], when it got a fix-class error (and was not redacted).
     request_digest: Option<u64>,
     /// The gap before this attempt, when it was itself a retry.
     retry_gap: Option<Duration>,
@@ -155,8 +160,17 @@ impl std::fmt::Debug for BehaviourTracker {
 /// What tells a re-sent request from a changed one: its body and its header fields
 /// (in any order; [`PER_ATTEMPT_FIELDS`] left out). A fix is often a field: the
 /// credentials after `InvalidCredentials`, the API version after
-/// `APIVersionNotAvailable`.
-fn request_digest(flow: &Flow) -> u64 {
+/// `APIVersionNotAvailable`. None for a request whose secrets were redacted (read from
+/// a HAR exported so): a changed credential would look the same.
+fn request_digest(flow: &Flow) -> Option<u64> {
+    let redacted =
+        |bytes: &[u8]| memchr::memmem::find(bytes, crate::redact::REDACTED.as_bytes()).is_some();
+    if redacted(flow.request.url.as_bytes())
+        || redacted(&flow.request.body.bytes)
+        || flow.request.headers.iter().any(|f| redacted(&f.value))
+    {
+        return None;
+    }
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     flow.request.body.bytes.hash(&mut hasher);
     flow.request.body.wire_size.hash(&mut hasher);
@@ -169,7 +183,7 @@ fn request_digest(flow: &Flow) -> u64 {
         .collect();
     fields.sort();
     fields.hash(&mut hasher);
-    hasher.finish()
+    Some(hasher.finish())
 }
 
 impl BehaviourTracker {
@@ -179,7 +193,10 @@ impl BehaviourTracker {
     }
 
     /// Judges `flow` against the previous attempt of its series, then remembers it.
-    /// Flows must be observed in the order they started.
+    /// Flows are observed in the order they ended (the recorder's) or started (an
+    /// import's). A flow that started before the previous attempt ended was not sent in
+    /// answer to it (an app fetching the same URL twice at once): it is judged against
+    /// nothing, and the one of the two that ended last is remembered.
     pub fn observe(&mut self, flow: &Flow, analysis: &KinveyAnalysis) -> Vec<BehaviourWarning> {
         let key = SeriesKey {
             client: flow.client_addr.ip(),
@@ -199,7 +216,22 @@ impl BehaviourTracker {
             flow.response.as_ref().is_none_or(|r| r.status >= 400) || analysis.primary().is_some();
         let mut warnings = Vec::new();
         let mut retry_gap = None;
-        if let Some(previous) = self.last.get(&key) {
+        // Saturating: an imported flow may carry any duration.
+        let ended_at = flow
+            .started_at
+            .checked_add(flow.duration())
+            .unwrap_or(flow.started_at);
+        let previous = self.last.get(&key);
+        let overlapping = previous.filter(|previous| {
+            flow.started_at
+                .checked_add(OVERLAP_TOLERANCE)
+                .is_some_and(|started| started < previous.ended_at)
+        });
+        if let Some(previous) = overlapping {
+            if previous.ended_at > ended_at {
+                return warnings;
+            }
+        } else if let Some(previous) = previous {
             let gap = flow
                 .started_at
                 .duration_since(previous.ended_at)
@@ -210,7 +242,9 @@ impl BehaviourTracker {
                     error: error.clone(),
                 }),
                 Some((ErrorClass::Fix, error))
-                    if failed && previous.request_digest == Some(digest_of(flow)) =>
+                    if failed
+                        && previous.request_digest.is_some()
+                        && previous.request_digest == digest_of(flow) =>
                 {
                     warnings.push(BehaviourWarning::FixResentUnchanged {
                         previous: previous.id,
@@ -239,16 +273,14 @@ impl BehaviourTracker {
                 _ => {}
             }
         }
-        let request_digest = matches!(error, Some((ErrorClass::Fix, _))).then(|| digest_of(flow));
+        let request_digest = matches!(error, Some((ErrorClass::Fix, _)))
+            .then(|| digest_of(flow))
+            .flatten();
         self.last.put(
             key,
             LastAttempt {
                 id: flow.id,
-                // Saturating: an imported flow may carry any duration.
-                ended_at: flow
-                    .started_at
-                    .checked_add(flow.duration())
-                    .unwrap_or(flow.started_at),
+                ended_at,
                 error,
                 request_digest,
                 retry_gap,
@@ -343,6 +375,16 @@ mod tests {
         answered.response.as_mut().unwrap().status = 200;
         assert!(t.observe(&answered, &ok()).is_empty());
 
+        // Credentials redacted (a HAR exported so) may have changed: no telling.
+        let mut t = BehaviourTracker::new();
+        t.observe(&signed(1, 0, "Kinvey [redacted]", "00-a"), &denied);
+        assert!(t
+            .observe(&signed(2, 1000, "Kinvey [redacted]", "00-b"), &denied)
+            .is_empty());
+        let login = |id, at| attempt(id, at, r#"{"username":"ada","password":"[redacted]"}"#);
+        t.observe(&login(3, 2000), &denied);
+        assert!(t.observe(&login(4, 3000), &denied).is_empty());
+
         // A 207 batch fails with a 2xx status: its element's error counts.
         let mut t = BehaviourTracker::new();
         let batch = |id, at| {
@@ -399,6 +441,41 @@ mod tests {
         assert_eq!(
             codes(&flat.observe(&attempt(3, 420, ""), &retry)),
             ["retry_backoff_not_growing"]
+        );
+    }
+
+    #[test]
+    fn requests_sent_at_once_are_no_re_sends_in_either_order_observed() {
+        let stop = failed("KinveyInternalErrorStop", ErrorClass::Stop);
+        let fix = failed("EntityNotFound", ErrorClass::Fix);
+        let retry = failed("KinveyInternalErrorRetry", ErrorClass::Retry);
+        // A slow one (0–1500 ms) and a fast one sent while it was under way (300–310).
+        let slow = || {
+            let mut flow = attempt(1, 0, "a");
+            flow.timings.wait = Duration::from_millis(1500);
+            flow
+        };
+        let fast = attempt(2, 300, "a");
+        for analysis in [&stop, &fix, &retry] {
+            let mut by_end = BehaviourTracker::new();
+            assert!(by_end.observe(&fast, analysis).is_empty());
+            assert!(by_end.observe(&slow(), analysis).is_empty());
+            let mut by_start = BehaviourTracker::new();
+            assert!(by_start.observe(&slow(), analysis).is_empty());
+            assert!(by_start.observe(&fast, analysis).is_empty());
+            // Either way, the next attempt is judged against the one that ended last.
+            for mut t in [by_end, by_start] {
+                let w = t.observe(&attempt(3, 1520, "a"), analysis);
+                assert_eq!(w.len(), 1, "{w:?}");
+                assert!(w[0].message().contains("(flow 1)"), "{}", w[0].message());
+            }
+        }
+        // Within a HAR's rounding of the previous end: sent after it.
+        let mut t = BehaviourTracker::new();
+        t.observe(&attempt(1, 0, "a"), &stop);
+        assert_eq!(
+            codes(&t.observe(&attempt(2, 7, "a"), &stop)),
+            ["stop_resent"]
         );
     }
 
