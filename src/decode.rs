@@ -52,11 +52,24 @@ pub fn decode_prefix(body: &Bytes, content_encoding: Option<&str>) -> Result<Byt
     decode_within(body, content_encoding, MAX_DECODED, Cut::Allowed)
 }
 
-/// Whether the input may stop short of the encoding's end.
+/// The decoded start of `body`: at most `limit` bytes, decoded as far as its bytes go
+/// (as [`decode_prefix`]). For reading what a body begins with when the whole of it
+/// would inflate past [`MAX_DECODED`].
+pub fn decode_start(
+    body: &Bytes,
+    content_encoding: Option<&str>,
+    limit: usize,
+) -> Result<Bytes, DecodeError> {
+    decode_within(body, content_encoding, limit, Cut::Start)
+}
+
+/// Whether the input may stop short of the encoding's end, and whether the output stops
+/// at the limit (the start of the body) instead of failing there.
 #[derive(Clone, Copy, PartialEq)]
 enum Cut {
     Allowed,
     Refused,
+    Start,
 }
 
 /// [`decode_body`] with the output of each step limited to `limit` bytes.
@@ -91,14 +104,17 @@ fn decode_within(
         };
         match result {
             // What came out before the bytes stopped is the start of the decoded body.
-            Err(_) if cut == Cut::Allowed && !out.is_empty() => {}
+            Err(_) if cut != Cut::Refused && !out.is_empty() => {}
             result => result.map_err(|source| DecodeError::Corrupt {
                 encoding: encoding.clone(),
                 source,
             })?,
         }
         if out.len() > limit {
-            return Err(DecodeError::TooLarge { encoding, limit });
+            match cut {
+                Cut::Start => out.truncate(limit),
+                _ => return Err(DecodeError::TooLarge { encoding, limit }),
+            }
         }
         data = Bytes::from(out);
     }
@@ -169,6 +185,23 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         enc.write_all(data).unwrap();
         Bytes::from(enc.finish().unwrap())
+    }
+
+    #[test]
+    fn the_start_of_a_body_too_large_once_decoded_is_decoded() {
+        let mut whole = b"{\"error\":\"KinveyInternalErrorStop\",\"debug\":\"".to_vec();
+        whole.resize(MAX_DECODED + 10, b'x');
+        let body = gzip(&whole);
+        assert!(matches!(
+            decode_body(&body, Some("gzip")),
+            Err(DecodeError::TooLarge { .. })
+        ));
+        let start = decode_start(&body, Some("gzip"), 4096).unwrap();
+        assert_eq!(&start[..], &whole[..4096]);
+        // Two encodings: the second decodes the start the first left.
+        let twice = gzip(&gzip(&whole));
+        let start = decode_start(&twice, Some("gzip, gzip"), 4096).unwrap();
+        assert_eq!(&start[..], &whole[..4096]);
     }
 
     #[test]

@@ -6,7 +6,11 @@ use regex::Regex;
 use serde_json::{Map, Value};
 
 use super::{lookup, Anomaly, ErrorClass, KinveyAnalysis, KinveyError};
+use crate::decode::{decode_start, DecodeError};
 use crate::flow::{printable, printable_line, Flow};
+
+/// How much of a body too large once decoded is decoded to read its error from.
+const TOO_LARGE_READ: usize = 1 << 20;
 
 /// Analyses one flow: request id, errors (batch elements included), their classes and
 /// every anomaly. Bodies are decoded (gzip, br, deflate, zstd) first.
@@ -32,11 +36,30 @@ pub fn analyze(flow: &Flow) -> KinveyAnalysis {
         .filter(|v| !v.is_empty());
     let content_type = response.headers.get("content-type").map(|c| c.into_owned());
     let kinvey = is_kinvey_exchange(flow, &analysis);
-
-    if let Some(body) = flow
-        .decoded_response_body()
-        .filter(|body| response.status >= 400 || starts_an_object(body))
-    {
+    let encoding = response.headers.get("content-encoding");
+    let (body, cut, undecodable) = match response.body.decoded(encoding.as_deref()) {
+        Ok(body) => (body, response.body.truncated, None),
+        // Too large once decoded: its start holds the error, as in a body cut at
+        // --max-body.
+        Err(DecodeError::TooLarge { .. }) => {
+            match decode_start(&response.body.bytes, encoding.as_deref(), TOO_LARGE_READ) {
+                Ok(start) => (start, true, None),
+                Err(e) => (
+                    response.body.bytes.clone(),
+                    response.body.truncated,
+                    Some(e),
+                ),
+            }
+        }
+        // SDKs fail on it too: flagged, and read as sent (plain JSON mislabelled).
+        Err(e) => (
+            response.body.bytes.clone(),
+            response.body.truncated,
+            Some(e),
+        ),
+    };
+    let errors_before = analysis.errors.len();
+    if response.status >= 400 || starts_an_object(&body) {
         match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(object)) => {
                 let before = analysis.errors.len();
@@ -58,8 +81,9 @@ pub fn analyze(flow: &Flow) -> KinveyAnalysis {
                 let taken = |name: &String| is_taken(kinvey, name, fields.description.is_some());
                 if let Some(name) = fields.error.clone().filter(taken) {
                     // A body cut at --max-body is whole on the wire: only its start was
-                    // kept, and the error read from it.
-                    if !response.body.truncated {
+                    // kept, and the error read from it. JSON nested deeper than the
+                    // parser goes may be valid: read loosely, not flagged.
+                    if !cut && !e.to_string().starts_with("recursion limit exceeded") {
                         analysis.anomalies.push(Anomaly::UnparseableBody {
                             reason: unparseable_because(&body, &e),
                         });
@@ -76,6 +100,14 @@ pub fn analyze(flow: &Flow) -> KinveyAnalysis {
                 }
             }
             Err(_) => {}
+        }
+    }
+    if let Some(e) = undecodable {
+        let found = analysis.errors.len() > errors_before;
+        if found || (kinvey && response.status >= 400) {
+            analysis.anomalies.push(Anomaly::UndecodableBody {
+                reason: e.to_string(),
+            });
         }
     }
 
@@ -199,7 +231,20 @@ fn read_error(
             if !is_taken(kinvey, name, description.is_some()) {
                 return;
             }
-            (name, description)
+            (name.clone(), description)
+        }
+        // Kinvey's `error` is a name; anything else in a failed Kinvey exchange (or
+        // beside a `description`) is flagged, and named as it came.
+        (Some(found), None) if !matches!(at, ErrorAt::Batch(_)) || !found.is_null() => {
+            let description = object.get("description");
+            if !(kinvey || description.is_some()) {
+                return;
+            }
+            let found = found.to_string();
+            analysis.anomalies.push(Anomaly::ErrorNotAName {
+                found: printable_line(&found).into_owned(),
+            });
+            (found, description)
         }
         (_, Some(Value::String(name))) if name.is_empty() => return,
         // Many servers' errors are `{name, message}` (Feathers' BadRequest, say): only
@@ -207,7 +252,10 @@ fn read_error(
         (_, Some(Value::String(_))) if !kinvey => return,
         (_, Some(Value::String(name))) => {
             analysis.anomalies.push(Anomaly::NameMessageVariant);
-            (name, object.get("message").or(object.get("description")))
+            (
+                name.clone(),
+                object.get("message").or(object.get("description")),
+            )
         }
         _ => return,
     };
@@ -225,7 +273,7 @@ fn read_error(
         Value::String(text) => text.clone(),
         other => other.to_string(),
     });
-    push_error(analysis, name.clone(), status, description, debug, at);
+    push_error(analysis, name, status, description, debug, at);
 }
 
 /// Classifies a found error and flags what is odd about its name and status.
@@ -237,17 +285,28 @@ fn push_error(
     debug: Option<String>,
     at: ErrorAt,
 ) {
-    // What the server wrote is shown on terminals: no escape sequences get through.
-    let name = printable_line(&name).into_owned();
     // Lines ended by CRLF (a stack trace) are lines, not escaped carriage returns.
     let description = description.map(|d| printable(&d.replace("\r\n", "\n")).into_owned());
     let debug = debug.map(|d| printable(&d.replace("\r\n", "\n")).into_owned());
-    if name.trim() != name {
-        analysis
-            .anomalies
-            .push(Anomaly::StrayWhitespace { name: name.clone() });
+    let trimmed = name.trim();
+    if trimmed != name {
+        analysis.anomalies.push(Anomaly::StrayWhitespace {
+            name: printable_line(&name).into_owned(),
+        });
     }
-    let (class, known) = match lookup(&name) {
+    let entry = lookup(trimmed);
+    // What the server wrote is shown on terminals: no escape sequences get through.
+    // Whitespace at the ends (a newline, a tab) is kept as spaces, so that the name
+    // still trims to the one it names.
+    let spaces = |part: &str| " ".repeat(part.chars().count());
+    let lead = name.len() - name.trim_start().len();
+    let name = format!(
+        "{}{}{}",
+        spaces(&name[..lead]),
+        printable_line(trimmed),
+        spaces(&name[lead + trimmed.len()..]),
+    );
+    let (class, known) = match entry {
         Some(entry) => {
             // Batch elements carry no status of their own.
             if matches!(at, ErrorAt::Body) && !entry.statuses.contains(&status) {
@@ -367,6 +426,114 @@ mod tests {
         let body = r#"{"error":"Fake\nRequest ID: x","description":"d"}"#;
         let a = analyze(&flow(400, &[("content-type", "application/json")], body));
         assert_eq!(a.primary().unwrap().name, r"Fake\u{a}Request ID: x");
+    }
+
+    #[test]
+    fn a_name_ending_in_a_newline_or_tab_is_the_known_name_with_stray_whitespace() {
+        for (sent, shown) in [
+            ("BLTimeoutError\n", r"BLTimeoutError\u{a}"),
+            ("BLTimeoutError\t", r"BLTimeoutError\u{9}"),
+            ("\r\nBLTimeoutError", r"\u{d}\u{a}BLTimeoutError"),
+        ] {
+            let body = serde_json::json!({ "error": sent, "description": "d" }).to_string();
+            let a = analyze(&flow(550, &[JSON], &body));
+            let e = a.primary().unwrap();
+            assert_eq!(
+                (e.trimmed_name(), e.class, e.known),
+                ("BLTimeoutError", ErrorClass::Fix, true)
+            );
+            assert_eq!(codes(&a), ["stray_whitespace"], "{sent:?}");
+            assert!(
+                a.anomalies[0].message().contains(shown),
+                "{}",
+                a.anomalies[0].message()
+            );
+            assert!(!e.name.contains(['\n', '\r', '\t']), "{:?}", e.name);
+        }
+    }
+
+    #[test]
+    fn an_error_that_is_not_a_name_is_flagged_and_classified_by_status() {
+        let a = analyze(&flow(
+            400,
+            &[JSON, ("X-Kinvey-Request-ID", "r")],
+            r#"{"error":42,"description":"numeric"}"#,
+        ));
+        let e = a.primary().unwrap();
+        assert_eq!(
+            (e.trimmed_name(), e.class, e.known),
+            ("42", ErrorClass::Fix, false)
+        );
+        assert_eq!(e.description.as_deref(), Some("numeric"));
+        assert_eq!(codes(&a)[0], "error_not_a_name");
+        let a = analyze(&flow(503, &[JSON], r#"{"error":{"code":7}}"#));
+        assert_eq!(a.primary().unwrap().class, ErrorClass::Retry);
+        assert!(a.anomalies[0]
+            .message()
+            .starts_with(r#"error is {"code":7}, not a name"#));
+        // Another server's error that is not Kinvey's: left alone.
+        let mut other = flow(400, &[JSON], r#"{"error":true}"#);
+        other.host = "api.example.com".into();
+        other.request.headers = Headers::default();
+        assert!(analyze(&other).errors.is_empty());
+        // A batch element that names no error is none.
+        let a = analyze(&flow(
+            207,
+            &[JSON],
+            r#"{"errors":[{"index":0,"error":null}]}"#,
+        ));
+        assert!(a.errors.is_empty());
+    }
+
+    #[test]
+    fn a_body_that_cannot_be_decoded_is_flagged_and_read_as_sent() {
+        let body = r#"{"error":"AppProblem","description":"x"}"#;
+        let a = analyze(&flow(403, &[JSON, ("Content-Encoding", "gzip")], body));
+        let e = a.primary().unwrap();
+        assert_eq!(
+            (e.trimmed_name(), e.class),
+            ("AppProblem", ErrorClass::Stop)
+        );
+        assert_eq!(codes(&a), ["undecodable_body"]);
+        // Nothing found, but a failed Kinvey exchange: flagged still.
+        let a = analyze(&flow(
+            500,
+            &[JSON, ("Content-Encoding", "br")],
+            "\u{1}\u{2}",
+        ));
+        assert_eq!(codes(&a), ["undecodable_body"]);
+        // A body whose whole would inflate too far is read from its start.
+        use std::io::Write;
+        let mut whole = br#"{"error":"KinveyInternalErrorStop","debug":""#.to_vec();
+        whole.resize(crate::decode::MAX_DECODED + 1, b'x');
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&whole).unwrap();
+        let mut huge = flow(500, &[JSON, ("Content-Encoding", "gzip")], "");
+        huge.response.as_mut().unwrap().body = CapturedBody::whole(gz.finish().unwrap());
+        let a = analyze(&huge);
+        assert_eq!(
+            a.primary().unwrap().trimmed_name(),
+            "KinveyInternalErrorStop"
+        );
+        assert!(a.anomalies.is_empty(), "{:?}", a.anomalies);
+    }
+
+    #[test]
+    fn json_nested_deeper_than_the_parser_goes_is_read_without_calling_it_invalid() {
+        let body = format!(
+            r#"{{"error":"BadRequest","description":"deep","debug":{}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let a = analyze(&flow(400, &[JSON], &body));
+        let e = a.primary().unwrap();
+        assert_eq!((e.trimmed_name(), e.class), ("BadRequest", ErrorClass::Fix));
+        assert_eq!(e.description.as_deref(), Some("deep"));
+        assert!(
+            !codes(&a).contains(&"unparseable_body"),
+            "{:?}",
+            a.anomalies
+        );
     }
 
     #[test]

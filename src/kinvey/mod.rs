@@ -101,6 +101,16 @@ pub enum Anomaly {
         /// The JSON parser's complaint.
         reason: String,
     },
+    /// A body that cannot be decoded as its `Content-Encoding` says (read as sent).
+    UndecodableBody {
+        /// Why not.
+        reason: String,
+    },
+    /// An `error` that is not a name (a number, an object, null).
+    ErrorNotAName {
+        /// It, as JSON.
+        found: String,
+    },
     /// A JSON error body sent with a content type that is not JSON.
     NonJsonContentType {
         /// The content type sent.
@@ -129,6 +139,8 @@ impl Anomaly {
             Anomaly::UnknownName { .. } => "unknown_name",
             Anomaly::StrayWhitespace { .. } => "stray_whitespace",
             Anomaly::UnparseableBody { .. } => "unparseable_body",
+            Anomaly::UndecodableBody { .. } => "undecodable_body",
+            Anomaly::ErrorNotAName { .. } => "error_not_a_name",
             Anomaly::NonJsonContentType { .. } => "non_json_content_type",
             Anomaly::NameMessageVariant => "name_message_variant",
             Anomaly::DebugIsObject => "debug_is_object",
@@ -154,6 +166,12 @@ impl Anomaly {
             }
             Anomaly::UnparseableBody { reason } => format!(
                 "the body looks like a Kinvey error but is not valid JSON ({reason}); SDKs cannot parse it"
+            ),
+            Anomaly::UndecodableBody { reason } => format!(
+                "the body cannot be decoded as its Content-Encoding says ({reason}); SDKs cannot read it: read as sent"
+            ),
+            Anomaly::ErrorNotAName { found } => format!(
+                "error is {found}, not a name: SDKs that read it as a string fail"
             ),
             Anomaly::NonJsonContentType { content_type } => format!(
                 "a JSON error body was sent as {content_type:?}; SDKs that trust the content type will not parse it"
