@@ -835,7 +835,12 @@ fn report(file: &Path, request_id: &str) -> anyhow::Result<()> {
         write!(
             out,
             "{}",
-            support_report(&stored.flow, &analysis, &stored.kinvey.warnings)
+            support_report(
+                &stored.flow,
+                &analysis,
+                &stored.kinvey.warnings,
+                &mut reader.secrets_before(*flow_id)?
+            )
         )?;
     }
     Ok(())

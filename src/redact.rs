@@ -762,7 +762,8 @@ enum UrlOf {
 /// the flow, and a field of thousands of cookies made an export take seconds.
 const MAX_COOKIE_SECRETS: usize = 64;
 
-/// Secrets shorter than this are not scrubbed from bytes that are no text.
+/// Secrets shorter than this are not scrubbed from bytes that are no text, and from
+/// text only where they stand alone ([`stands_alone`]).
 const MIN_BYTES_SECRET_LEN: usize = 8;
 
 /// Secrets shorter than this are not scrubbed from free text (too many false hits).
@@ -993,14 +994,31 @@ impl Secrets {
     }
 }
 
-/// Where each of `secrets` occurs in `bytes`: (start, end) spans.
+/// Where each of `secrets` occurs in `bytes`: (start, end) spans. A short secret only
+/// where it [`stands_alone`]: a password `kinvey` is not part of `baas.kinvey.com`, nor
+/// `Invalid` of `InvalidCredentials`.
 fn spans_of<'a>(
     secrets: impl IntoIterator<Item = &'a String> + 'a,
     bytes: &'a [u8],
 ) -> impl Iterator<Item = (usize, usize)> + 'a {
     secrets.into_iter().flat_map(move |secret| {
-        memchr::memmem::find_iter(bytes, secret.as_bytes()).map(|at| (at, at + secret.len()))
+        let short = secret.len() < MIN_BYTES_SECRET_LEN;
+        memchr::memmem::find_iter(bytes, secret.as_bytes())
+            .map(|at| (at, at + secret.len()))
+            .filter(move |&(start, end)| !short || stands_alone(bytes, start, end))
     })
+}
+
+/// True when `bytes[start..end]` is a value of its own: what is around it is no letter,
+/// digit or character that joins the parts of a name (`.`, `-`, `_`, `/`), nor part of
+/// a character outside ASCII.
+fn stands_alone(bytes: &[u8], start: usize, end: usize) -> bool {
+    let joins = |b: &u8| b.is_ascii_alphanumeric() || b".-_/".contains(b) || *b >= 0x80;
+    !start
+        .checked_sub(1)
+        .and_then(|i| bytes.get(i))
+        .is_some_and(joins)
+        && !bytes.get(end).is_some_and(joins)
 }
 
 /// `bytes` with every stretch the `spans` cover, overlapping or not, replaced by one
@@ -1226,6 +1244,43 @@ mod tests {
         assert_eq!(pairs, [("a", "1"), ("b", "2")]);
         assert_eq!(cookie_field("SET-COOKIE"), Some(true));
         assert_eq!(cookie_field("x-cookie"), None);
+    }
+
+    #[test]
+    fn a_short_password_is_scrubbed_where_it_stands_alone_not_inside_names() {
+        use base64::Engine;
+        let basic = base64::engine::general_purpose::STANDARD.encode("kid_abc:kinvey");
+        let mut flow = Flow::exchange(
+            1,
+            "127.0.0.1:4000".parse().unwrap(),
+            "POST",
+            "https://baas.kinvey.com/user/kid_abc/login",
+            Some(401),
+        );
+        flow.request.headers = [("Authorization", format!("Basic {basic}"))]
+            .into_iter()
+            .collect();
+        let secrets = Secrets::of(&flow);
+        for kept in [
+            "https://baas.kinvey.com/user/kid_abc/login",
+            "kinvey-sdk/1.0 kinvey_app",
+            "{\"error\":\"Kinveyish\"}",
+        ] {
+            assert_eq!(secrets.scrub(kept), kept);
+        }
+        assert_eq!(
+            secrets.scrub("password kinvey, user:kinvey@x \"kinvey\""),
+            "password [redacted], user:[redacted]@x \"[redacted]\""
+        );
+        // A long one is a secret wherever it is.
+        let long = base64::engine::general_purpose::STANDARD.encode("kid_abc:kinvey-secret-1");
+        flow.request.headers = [("Authorization", format!("Basic {long}"))]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            Secrets::of(&flow).scrub("x.kinvey-secret-1.y"),
+            "x.[redacted].y"
+        );
     }
 
     #[test]

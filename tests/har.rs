@@ -1928,3 +1928,49 @@ fn a_hars_replays_and_redacted_credentials_raise_no_behaviour_warning() {
     let flows = listed(&[&stop, &resent]);
     assert_eq!(flows[1]["kinvey"]["warnings"][0]["code"], "stop_resent");
 }
+
+#[test]
+fn a_support_report_scrubs_earlier_flows_tokens_but_not_names_a_short_password_is_part_of() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let token = "CROSSFLOWTOKEN0123456789";
+    // The app key's secret is `secret`: it is part of kinspect's own advice ("app
+    // key/secret") and of no name, and stays; the token of the flow before goes.
+    let basic = base64::engine::general_purpose::STANDARD.encode("kid_abc:secret");
+    let signed_in = format!(
+        r#"{{"startedDateTime":"2026-11-20T10:00:01Z","time":5,
+          "request":{{"method":"GET","url":"https://baas.kinvey.com/appdata/kid_abc/books",
+            "headers":[{{"name":"Authorization","value":"Kinvey {token}"}}]}},
+          "response":{{"status":200,"content":{{"mimeType":"application/json","text":"[]"}}}}}}"#
+    );
+    let body = serde_json::to_string(&format!(
+        r#"{{"error":"InvalidCredentials","description":"Invalid credentials. Please retry","debug":"session {token} expired"}}"#
+    ))
+    .unwrap();
+    let failed = format!(
+        r#"{{"startedDateTime":"2026-11-20T10:00:03Z","time":5,
+          "request":{{"method":"POST","url":"https://baas.kinvey.com/user/kid_abc/login",
+            "headers":[{{"name":"Authorization","value":"Basic {basic}"}}]}},
+          "response":{{"status":401,"headers":[{{"name":"X-Kinvey-Request-ID","value":"cross0002"}},{{"name":"Content-Type","value":"application/json"}}],
+            "content":{{"mimeType":"application/json","text":{body}}}}}}}"#
+    );
+    let path = dir.path().join("in.har");
+    std::fs::write(&path, har_of(&[&signed_in, &failed])).unwrap();
+    let report = kinspect(&[
+        "report",
+        path.to_str().unwrap(),
+        "--request-id",
+        "cross0002",
+    ]);
+    assert!(report.status.success(), "{report:?}");
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(!text.contains(token), "{text}");
+    assert!(text.contains("session [redacted] expired"), "{text}");
+    assert!(!text.contains(&basic), "{text}");
+    assert!(
+        text.contains("Request:     POST https://baas.kinvey.com/user/kid_abc/login"),
+        "{text}"
+    );
+    assert!(text.contains("Error:       InvalidCredentials"), "{text}");
+    assert!(text.contains("app key/secret"), "{text}");
+}

@@ -117,7 +117,8 @@ fn flows() -> Vec<StoredFlow> {
             r#"{"error":"EntityNotFound","description":"This entity not found in the collection","debug":"id nope"}"#,
         ),
         exchange(3, 300, "POST", "/rpc/kid_x/custom/sync", "{}", 500, retry),
-        exchange(4, 320, "POST", "/rpc/kid_x/custom/sync", "{}", 500, retry),
+        // Sent 8 ms after flow 3 ended.
+        exchange(4, 360, "POST", "/rpc/kid_x/custom/sync", "{}", 500, retry),
         exchange(
             5,
             700,
@@ -210,6 +211,7 @@ fn run_effects(app: &mut App, effects: Vec<Effect>) {
                     &stored.flow,
                     &analysis,
                     &stored.kinvey.warnings,
+                    &mut Default::default(),
                 );
                 update(app, Event::Report(id, text));
             }

@@ -17,6 +17,7 @@ use crate::flow::{
     Timings, TlsInfo,
 };
 use crate::kinvey::KinveySummary;
+use crate::redact::{EarlierSecrets, Secrets};
 use crate::websocket::{Message, MessageCounts, MessageLog};
 
 /// How much of each flow to load.
@@ -48,6 +49,9 @@ impl std::fmt::Debug for CaptureReader {
 }
 
 const SELECT_FLOWS: &str = "SELECT * FROM flows";
+
+/// How many flows before a support report's are read for secrets to scrub from it.
+pub const SECRETS_LOOKED_BACK: FlowId = 1000;
 
 /// Flows with one request id (an exact lookup on the request-id index).
 pub(crate) const FIND_REQUEST_ID: &str =
@@ -99,12 +103,23 @@ impl CaptureReader {
         &self,
         after: FlowId,
         detail: Detail,
+        each: impl FnMut(StoredFlow),
+    ) -> Result<(), CaptureError> {
+        self.for_each_in(after.saturating_add(1)..FlowId::MAX, detail, each)
+    }
+
+    /// Calls `each` with every flow whose id is in `ids`, in id order.
+    pub fn for_each_in(
+        &self,
+        ids: std::ops::Range<FlowId>,
+        detail: Detail,
         mut each: impl FnMut(StoredFlow),
     ) -> Result<(), CaptureError> {
-        let sql = format!("{SELECT_FLOWS} WHERE id > ?1 ORDER BY id");
+        let sql = format!("{SELECT_FLOWS} WHERE id >= ?1 AND id < ?2 ORDER BY id");
         let mut statement = self.conn.prepare_cached(&sql).map_err(|e| self.error(e))?;
+        let bound = |id: FlowId| i64::try_from(id).unwrap_or(i64::MAX);
         let mut rows = statement
-            .query(params![after as i64])
+            .query(params![bound(ids.start), bound(ids.end)])
             .map_err(|e| self.error(e))?;
         while let Some(row) = rows.next().map_err(|e| self.error(e))? {
             let mut stored = stored_from_row(row).map_err(|e| self.error(e))?;
@@ -112,6 +127,17 @@ impl CaptureReader {
             each(stored);
         }
         Ok(())
+    }
+
+    /// The secrets of the [`SECRETS_LOOKED_BACK`] flows before flow `id`, to scrub from
+    /// its support report: a token a login answered turns up in a later error's `debug`.
+    pub fn secrets_before(&self, id: FlowId) -> Result<EarlierSecrets, CaptureError> {
+        let mut earlier = EarlierSecrets::default();
+        let from = id.saturating_sub(SECRETS_LOOKED_BACK).max(1);
+        self.for_each_in(from..id, Detail::Full, |stored| {
+            earlier.add(&Secrets::of(&stored.flow))
+        })?;
+        Ok(earlier)
     }
 
     /// Calls `each` with every flow, in id order.

@@ -5,17 +5,30 @@ use std::fmt::Write;
 
 use super::{Finding, KinveyAnalysis};
 use crate::flow::{printable_line, utc_timestamp, Flow};
-use crate::redact::{redact_json_text, redact_url, Secrets};
+use crate::redact::{redact_json_text, redact_url, EarlierSecrets, Secrets};
 
 /// The report for `flow`, given its analysis and the behaviour warnings stored with it.
-/// No credential, token, cookie or app secret of the flow appears in it.
-pub fn support_report(flow: &Flow, analysis: &KinveyAnalysis, warnings: &[Finding]) -> String {
+/// No credential, token, cookie or app secret of the flow appears in it, nor one of
+/// `earlier` (the flows' before it: [`crate::capture::CaptureReader::secrets_before`]).
+pub fn support_report(
+    flow: &Flow,
+    analysis: &KinveyAnalysis,
+    warnings: &[Finding],
+    earlier: &mut EarlierSecrets,
+) -> String {
     let secrets = Secrets::of(flow);
     let mut out = String::new();
-    let mut line = |label: &str, value: &str| {
-        // A debug is often JSON: its secret-named fields go too, as in a HAR.
-        let (value, _) = redact_json_text(value);
-        let value = secrets.scrub(&value);
+    // What the flow sent is scrubbed of secrets; kinspect's own words and the error's
+    // name (`Clear`) are not: a short password must not rewrite them.
+    let mut line = |label: &str, value: &str, scrub: Scrub| {
+        let value = match scrub {
+            Scrub::Clear => value.to_owned(),
+            Scrub::Secrets => {
+                // A debug is often JSON: its secret-named fields go too, as in a HAR.
+                let (value, _) = redact_json_text(value);
+                earlier.scrub(&secrets.scrub(&value))
+            }
+        };
         // A value of several lines (a stack trace) keeps them, indented under the first.
         let mut label = label;
         for text in value.lines().chain(value.is_empty().then_some("")) {
@@ -23,22 +36,25 @@ pub fn support_report(flow: &Flow, analysis: &KinveyAnalysis, warnings: &[Findin
             label = "";
         }
     };
+    use Scrub::{Clear, Secrets as Scrubbed};
     line(
         "Request ID:",
         analysis
             .request_id
             .as_deref()
             .unwrap_or("(none: the response carried no X-Kinvey-Request-ID)"),
+        Scrubbed,
     );
-    line("Time (UTC):", &utc_timestamp(flow.started_at));
+    line("Time (UTC):", &utc_timestamp(flow.started_at), Clear);
     line(
         "Request:",
         &format!("{} {}", flow.request.method, redact_url(&flow.request.url)),
+        Scrubbed,
     );
     let status = flow
         .status()
         .map_or_else(|| "(no response)".to_owned(), |s| s.to_string());
-    line("Status:", &status);
+    line("Status:", &status, Clear);
     if let Some(body) = flow
         .response
         .as_ref()
@@ -50,7 +66,7 @@ pub fn support_report(flow: &Flow, analysis: &KinveyAnalysis, warnings: &[Findin
             body.bytes.len(),
             body.wire_size
         );
-        line("Body:", &kept);
+        line("Body:", &kept, Clear);
     }
     let element = |error: &super::KinveyError| {
         error
@@ -63,16 +79,23 @@ pub fn support_report(flow: &Flow, analysis: &KinveyAnalysis, warnings: &[Findin
             line(
                 "Error:",
                 &format!("{}{}", error.trimmed_name(), element(error)),
+                Clear,
             );
             line(
                 "Class:",
                 &format!("{} - {}", error.badge(), error.next_step()),
+                Clear,
             );
             line(
                 "Description:",
                 error.description.as_deref().unwrap_or("(none)"),
+                Scrubbed,
             );
-            line("Debug:", error.debug.as_deref().unwrap_or("(none)"));
+            line(
+                "Debug:",
+                error.debug.as_deref().unwrap_or("(none)"),
+                Scrubbed,
+            );
             // A batch's other elements, in their order (the main one may not be first).
             let others = analysis.errors.iter().filter(|e| !std::ptr::eq(*e, error));
             for more in others {
@@ -84,30 +107,41 @@ pub fn support_report(flow: &Flow, analysis: &KinveyAnalysis, warnings: &[Findin
                         element(more),
                         more.description.as_deref().unwrap_or("")
                     ),
+                    Scrubbed,
                 );
             }
         }
-        None => line("Error:", "(none)"),
+        None => line("Error:", "(none)", Clear),
     }
     if let Some(error) = &flow.error {
-        line("Proxy error:", &error.message);
+        line("Proxy error:", &error.message, Scrubbed);
     }
     line(
         "API version:",
         analysis.api_version.as_deref().unwrap_or("(not sent)"),
+        Scrubbed,
     );
-    line("Client app:", &client_app(flow));
+    line("Client app:", &client_app(flow), Scrubbed);
     for anomaly in &analysis.anomalies {
-        line("Anomaly:", &anomaly.message());
+        line("Anomaly:", &anomaly.message(), Scrubbed);
     }
     for warning in warnings {
-        line("Client:", &warning.message);
+        line("Client:", &warning.message, Clear);
     }
     let _ = writeln!(
         out,
         "(report by kinspect; credentials, tokens, cookies and secrets are redacted)"
     );
     out
+}
+
+/// Whether a line of the report is scrubbed of secrets.
+#[derive(Clone, Copy)]
+enum Scrub {
+    /// kinspect's own words, or an error's name.
+    Clear,
+    /// Text the flow carried.
+    Secrets,
 }
 
 /// The client's app and SDK as its headers describe them.

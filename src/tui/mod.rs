@@ -420,7 +420,14 @@ fn run_effects(
                 let event = match load(app, reader, id) {
                     Ok(stored) => {
                         let analysis = kinvey::analyze(&stored.flow);
-                        let text = support_report(&stored.flow, &analysis, &stored.kinvey.warnings);
+                        // Without the earlier flows' secrets if they cannot be read: the
+                        // flow's own are scrubbed still.
+                        let mut earlier = reader
+                            .as_ref()
+                            .and_then(|reader| reader.secrets_before(id).ok())
+                            .unwrap_or_default();
+                        let warnings = &stored.kinvey.warnings;
+                        let text = support_report(&stored.flow, &analysis, warnings, &mut earlier);
                         Event::Report(id, text)
                     }
                     // Said where the report would be, rather than "making..." for good.
