@@ -358,7 +358,8 @@ fn parse_count(text: &str) -> Result<usize, String> {
 
 /// The kinspect home directory: `$KINSPECT_HOME`, else `~/.kinspect`.
 pub fn kinspect_home() -> anyhow::Result<PathBuf> {
-    if let Some(home) = std::env::var_os("KINSPECT_HOME") {
+    // Empty is unset, as for HOME: not the current directory.
+    if let Some(home) = std::env::var_os("KINSPECT_HOME").filter(|home| !home.is_empty()) {
         return Ok(PathBuf::from(home));
     }
     let user_home = std::env::var_os("HOME")
@@ -566,6 +567,10 @@ impl HarOutput {
     fn of(output: &Path) -> anyhow::Result<HarOutput> {
         if output == Path::new("-") {
             return Ok(HarOutput::Stdout);
+        }
+        // Opened as named: a link to a pipe (/dev/stdout piped on) leads to no path.
+        if std::fs::metadata(output).is_ok_and(|meta| !meta.is_file() && !meta.is_dir()) {
+            return Ok(HarOutput::Special(output.to_owned()));
         }
         let path = follow_links(output);
         match std::fs::metadata(&path) {

@@ -136,8 +136,15 @@ pub fn env_exports(dir: &Path, listen: SocketAddr, shell: ShellKind) -> anyhow::
     let ca = CertificateAuthority::load_or_create(dir)?;
     let bundle = write_bundle(&ca)?;
     let proxy = local_proxy_url(listen);
-    let bundle = bundle.display().to_string();
-    let ca_pem = ca.cert_pem_path().display().to_string();
+    // Absolute: the variables outlive a `cd` in the shell that evaluates them.
+    let absolute = |path: &Path| {
+        std::path::absolute(path)
+            .unwrap_or_else(|_| path.to_owned())
+            .display()
+            .to_string()
+    };
+    let bundle = absolute(&bundle);
+    let ca_pem = absolute(&ca.cert_pem_path());
     let vars: [(&str, &str); 12] = [
         ("HTTP_PROXY", &proxy),
         ("HTTPS_PROXY", &proxy),

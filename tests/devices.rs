@@ -334,3 +334,42 @@ fn kinspect_ca_export_never_overwrites_a_ca() {
     );
     assert_eq!(contents(b.path()), b_files);
 }
+
+#[test]
+fn kinspect_env_exports_absolute_paths_and_an_empty_kinspect_home_is_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    // A CA directory given relative to where the shell was: the variables it evaluates
+    // still name the files after a `cd`.
+    let output = Command::new(env!("CARGO_BIN_EXE_kinspect"))
+        .args(["env", "--listen", "127.0.0.1:18080", "--ca-dir", "rel-ca"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    for name in ["SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "KINSPECT_CA"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("export {name}=")))
+            .unwrap();
+        let path = line.split_once('=').unwrap().1.trim_matches('\'');
+        assert!(Path::new(path).is_absolute(), "{line}");
+        assert!(
+            Path::new(path).starts_with(dir.path().join("rel-ca")),
+            "{line}"
+        );
+        assert!(Path::new(path).is_file(), "{line}");
+    }
+    // KINSPECT_HOME= is no home in the current directory: the CA goes under HOME.
+    let home = dir.path().join("home");
+    let output = Command::new(env!("CARGO_BIN_EXE_kinspect"))
+        .arg("ca")
+        .env("KINSPECT_HOME", "")
+        .env("HOME", &home)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(home.join(".kinspect/kinspect-ca.pem").is_file());
+    assert!(!dir.path().join("kinspect-ca.pem").exists());
+}

@@ -735,6 +735,16 @@ fn a_har_goes_to_standard_output_through_links_and_into_pipes_never_replacing_th
         assert_eq!(through["log"]["entries"].as_array().unwrap().len(), 1);
         use std::os::unix::fs::FileTypeExt;
         assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+
+        // /dev/stdout when standard output is a pipe: a link to no path (pipe:[N]).
+        let piped = Command::new(env!("CARGO_BIN_EXE_kinspect"))
+            .args(["har", from, "-o", "/dev/stdout"])
+            .stdout(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(piped.status.success(), "{piped:?}");
+        let through: serde_json::Value = serde_json::from_slice(&piped.stdout).unwrap();
+        assert_eq!(through["log"]["entries"].as_array().unwrap().len(), 1);
     }
 
     // A directory, or a directory that is missing: said plainly, without temporary names.
