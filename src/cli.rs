@@ -169,7 +169,8 @@ pub struct ProxyArgs {
     pub ca: CaDirArg,
 
     /// Capture file to record into (appended to if it exists).
-    /// Default: a new file in ~/.kinspect/captures/ named after the start time.
+    /// Default: a new file in ~/.kinspect/captures/ ($KINSPECT_HOME/captures/ when set)
+    /// named after the start time.
     #[arg(long, value_name = "FILE")]
     pub capture: Option<PathBuf>,
 
@@ -716,7 +717,7 @@ fn export_har(
             crate::headless::counted(stats.redactions, "value", "values")
         )
     } else {
-        "nothing redacted (--no-redact)".to_owned()
+        "nothing redacted: --no-redact".to_owned()
     };
     let entries = crate::headless::counted(stats.entries, "entry", "entries");
     if stats.entries == 0 && stats.tunnels_skipped == 0 && filter.is_some() {
@@ -985,6 +986,15 @@ async fn serve(
     );
     if ca.was_created() {
         notice!("  new CA: trust it once on each device (see certs/README.md)");
+    }
+    if let Some(day) = ca.expires_soon() {
+        notice!(
+            "  the CA expires on {day}: move {} away to create a new one, then trust it on each device",
+            ca.dir().display()
+        );
+    }
+    if args.insecure_upstream {
+        notice!("  --insecure-upstream: origins' certificates are not checked (anyone on the way can read and change traffic)");
     }
     notice!("capture: {}", capture_path.display());
     let lan_addresses = setup::lan_addresses(addr);

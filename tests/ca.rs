@@ -154,3 +154,75 @@ fn each_installation_gets_its_own_ca() {
     let (_b, ca_b, _) = setup();
     assert_ne!(ca_a.sha256_fingerprint(), ca_b.sha256_fingerprint());
 }
+
+/// A CA directory whose certificate (for a key of its own) is valid until `not_after`.
+fn ca_dir_valid_until(not_after: ::time::OffsetDateTime) -> tempfile::TempDir {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_before = not_after - ::time::Duration::days(400);
+    params.not_after = not_after;
+    let cert = params.self_signed(&key).unwrap();
+    let key_path = dir.path().join(kinspect::ca::KEY_FILE);
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    std::fs::write(dir.path().join(kinspect::ca::CERT_PEM_FILE), cert.pem()).unwrap();
+    dir
+}
+
+#[test]
+fn an_expired_ca_is_refused_and_one_expiring_soon_is_said_and_outlived_by_no_leaf() {
+    kinspect::tls::install_crypto_provider();
+    let now = ::time::OffsetDateTime::now_utc();
+    let expired = ca_dir_valid_until(now - ::time::Duration::days(1));
+    let said = CertificateAuthority::load_or_create(expired.path())
+        .unwrap_err()
+        .to_string();
+    assert!(said.contains("expired on"), "{said}");
+    assert!(
+        said.contains("move its directory away to create a new CA"),
+        "{said}"
+    );
+
+    let soon = ca_dir_valid_until(now + ::time::Duration::days(3));
+    let ca = Arc::new(CertificateAuthority::load_or_create(soon.path()).unwrap());
+    let day = ca.expires_soon().unwrap();
+    let expected = (now + ::time::Duration::days(3)).date().to_string();
+    assert_eq!(day, expected);
+    let leaves = LeafCache::new(ca.clone(), 8).unwrap();
+    let chain = leaves.certificate_chain("a.example").unwrap();
+    let (_, leaf) = X509Certificate::from_der(&chain[0]).unwrap();
+    let (_, ca_cert) = X509Certificate::from_der(ca.cert_der()).unwrap();
+    assert!(leaf.validity().not_after <= ca_cert.validity().not_after);
+    verify(&ca, &chain, "a.example").unwrap();
+
+    // A new CA is years from expiring.
+    let (_dir, fresh, _) = setup();
+    assert_eq!(fresh.expires_soon(), None);
+}
+
+#[test]
+fn a_cut_short_ca_certificate_is_said_so() {
+    let (dir, ca, _) = setup();
+    let pem = ca.cert_pem().to_owned();
+    drop(ca);
+    let path = dir.path().join(kinspect::ca::CERT_PEM_FILE);
+    std::fs::write(&path, &pem[..pem.len() / 2]).unwrap();
+    let said = CertificateAuthority::load_or_create(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        said.contains("cut short: no -----END CERTIFICATE----- line"),
+        "{said}"
+    );
+}

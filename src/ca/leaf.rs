@@ -143,7 +143,8 @@ impl LeafCache {
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(random_serial());
         params.not_before = now - BACKDATE;
-        params.not_after = params.not_before + LEAF_VALIDITY;
+        // Not past the CA: a client would take the leaf's date for the chain's.
+        params.not_after = (params.not_before + LEAF_VALIDITY).min(self.ca.not_after());
         let cert = params
             .signed_by(&self.leaf_key, self.ca.issuer())
             .map_err(mint_err)?;

@@ -75,6 +75,14 @@ pub enum CaError {
         /// The file that is missing.
         missing: PathBuf,
     },
+    /// The CA certificate is past its validity: no client accepts what it signs.
+    #[error("the CA certificate {path} expired on {expired}: move its directory away to create a new CA, then trust the new one on each device (certs/README.md)")]
+    Expired {
+        /// The certificate file.
+        path: PathBuf,
+        /// When it expired (UTC date).
+        expired: String,
+    },
     /// The key file can be read by other users.
     #[error("{path} is readable by other users (mode {mode:o}); the CA key must be private: run `chmod 600 {path}`")]
     InsecureKey {
@@ -94,8 +102,12 @@ pub struct CertificateAuthority {
     cert_pem: String,
     cert_der: CertificateDer<'static>,
     issuer: Issuer<'static, KeyPair>,
+    not_after: OffsetDateTime,
     created: bool,
 }
+
+/// A CA expiring within this long is said at start-up.
+pub const EXPIRY_WARNING: Duration = Duration::days(30);
 
 impl std::fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -156,12 +168,14 @@ impl CertificateAuthority {
         write_new_file(&dir.join(CERT_DER_FILE), cert.der(), 0o644)?;
 
         let cert_der = cert.der().clone();
+        let not_after = params.not_after;
         let issuer = Issuer::new(params, key);
         Ok(CertificateAuthority {
             dir: dir.to_owned(),
             cert_pem: cert.pem(),
             cert_der,
             issuer,
+            not_after,
             created: true,
         })
     }
@@ -194,6 +208,13 @@ impl CertificateAuthority {
                 path: cert_path,
                 what: "CA certificate",
                 reason: "it is not marked as a certificate authority".into(),
+            });
+        }
+        let not_after = parsed.validity().not_after.to_datetime();
+        if not_after < OffsetDateTime::now_utc() {
+            return Err(CaError::Expired {
+                path: cert_path,
+                expired: utc_date(not_after),
             });
         }
         if parsed.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
@@ -237,8 +258,21 @@ impl CertificateAuthority {
             cert_pem,
             cert_der,
             issuer,
+            not_after,
             created: false,
         })
+    }
+
+    /// When the certificate expires (leaves minted after it expire with it).
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.not_after
+    }
+
+    /// The day the certificate expires (`2026-12-03`), when that is within
+    /// [`EXPIRY_WARNING`]: time to create a new CA and trust it again.
+    pub fn expires_soon(&self) -> Option<String> {
+        (self.not_after - OffsetDateTime::now_utc() < EXPIRY_WARNING)
+            .then(|| utc_date(self.not_after))
     }
 
     /// The directory holding the CA files.
@@ -310,11 +344,24 @@ fn short_id(public_key: &[u8]) -> String {
         .collect()
 }
 
+/// A UTC date as `2026-12-03`.
+fn utc_date(at: OffsetDateTime) -> String {
+    at.to_offset(time::UtcOffset::UTC)
+        .format(time::macros::format_description!("[year]-[month]-[day]"))
+        .unwrap_or_default()
+}
+
 fn pem_certificate(pem: &str) -> Result<Vec<u8>, String> {
-    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::pem::{Error, PemObject};
     CertificateDer::from_pem_slice(pem.as_bytes())
         .map(|c| c.to_vec())
-        .map_err(|e| e.to_string())
+        .map_err(|e| match e {
+            Error::MissingSectionEnd { .. } => {
+                "it is cut short: no -----END CERTIFICATE----- line".to_owned()
+            }
+            Error::NoItemsFound => "it holds no -----BEGIN CERTIFICATE----- block".to_owned(),
+            e => e.to_string(),
+        })
 }
 
 fn read_text(path: &Path) -> Result<String, CaError> {
