@@ -1984,3 +1984,89 @@ fn a_support_report_scrubs_earlier_flows_tokens_but_not_names_a_short_password_i
     assert!(text.contains("Error:       InvalidCredentials"), "{text}");
     assert!(text.contains("app key/secret"), "{text}");
 }
+
+#[test]
+fn bodies_kept_in_part_are_marked_so_and_read_back_so() {
+    use kinspect::flow::{CapturedBody, Flow};
+    let dir = tempfile::tempdir().unwrap();
+    let mut flow = Flow::exchange(
+        1,
+        "127.0.0.1:40000".parse().unwrap(),
+        "POST",
+        "http://example.test/upload",
+        Some(200),
+    );
+    // The first 100 of 600 bytes kept; a response that broke off after 11.
+    flow.request.body = CapturedBody {
+        bytes: vec![b'a'; 100].into(),
+        wire_size: 600,
+        truncated: true,
+        incomplete: false,
+    };
+    flow.response.as_mut().unwrap().body = CapturedBody {
+        bytes: vec![b'b'; 11].into(),
+        wire_size: 11,
+        truncated: false,
+        incomplete: true,
+    };
+    let stored = StoredFlow {
+        flow,
+        kinvey: Default::default(),
+    };
+    let entry = har::har_entry(&stored, Default::default(), &mut 0);
+    assert_eq!(entry["request"]["postData"]["_truncated"], true);
+    assert!(entry["request"]["postData"].get("_incomplete").is_none());
+    assert_eq!(entry["response"]["content"]["_incomplete"], true);
+    assert!(entry["response"]["content"].get("_truncated").is_none());
+    let path = dir.path().join("cut.har");
+    std::fs::write(&path, har_of(&[&entry.to_string()])).unwrap();
+    let back = &har::import(&path).unwrap()[0].flow;
+    let (request, response) = (&back.request.body, &back.response.as_ref().unwrap().body);
+    assert_eq!((request.truncated, request.incomplete), (true, false));
+    assert_eq!((response.truncated, response.incomplete), (false, true));
+    assert_eq!(request.wire_size, 600);
+}
+
+#[test]
+fn urls_without_a_host_and_dates_out_of_range_are_left_out_naming_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let entry = |date: &str, url: &str| {
+        format!(
+            r#"{{"startedDateTime":"{date}","request":{{"method":"GET","url":"{url}"}},"response":{{"status":200}}}}"#
+        )
+    };
+    let ok = "2026-11-20T10:00:01Z";
+    let path = dir.path().join("odd.har");
+    std::fs::write(
+        &path,
+        har_of(&[
+            &entry(ok, "/relative/path"),
+            &entry(ok, "data:image/png;base64,iVBORw0KGgo="),
+            &entry("9999-12-31T23:59:59.999Z", "https://example.test/late"),
+            &entry("2025-01-10T10:00:00", "https://example.test/no-offset"),
+        ]),
+    )
+    .unwrap();
+    let listed = kinspect(&["ls", path.to_str().unwrap(), "--json"]);
+    assert!(listed.status.success(), "{listed:?}");
+    let said = String::from_utf8_lossy(&listed.stderr);
+    assert!(
+        said.contains("entries[0].request.url: not an absolute URL"),
+        "{said}"
+    );
+    assert!(
+        said.contains("entries[1].request.url: a data: URL"),
+        "{said}"
+    );
+    assert!(
+        said.contains("entries[2].startedDateTime: \"9999-12-31T23:59:59.999Z\" is outside"),
+        "{said}"
+    );
+    // Without an offset: UTC.
+    let flows: Vec<serde_json::Value> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(flows.len(), 1);
+    assert_eq!(flows[0]["started_at"], "2025-01-10T10:00:00.000Z");
+}

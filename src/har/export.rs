@@ -325,6 +325,17 @@ struct HarText {
     as_sent: bool,
 }
 
+/// kinspect's marks on a body kept in part: `_truncated` (only its first `--max-body`
+/// bytes), `_incomplete` (it broke off: the client or server stopped sending).
+fn mark_cut(json: &mut Value, body: &CapturedBody) {
+    if body.truncated {
+        json["_truncated"] = json!(true);
+    }
+    if body.incomplete {
+        json["_incomplete"] = json!(true);
+    }
+}
+
 /// A body as HAR text: decoded, UTF-8 as is, anything else base64.
 fn body_content(
     body: &CapturedBody,
@@ -481,6 +492,7 @@ fn entry_after(
         if body.as_sent {
             post["_asSent"] = json!(true);
         }
+        mark_cut(&mut post, &request.body);
         request_json["postData"] = post;
     }
 
@@ -513,9 +525,7 @@ fn entry_after(
                     content["_asSent"] = json!(true);
                 }
             }
-            if response.body.truncated {
-                content["_truncated"] = json!(true);
-            }
+            mark_cut(&mut content, &response.body);
             let reason = http::StatusCode::from_u16(response.status)
                 .ok()
                 .and_then(|s| s.canonical_reason())

@@ -410,6 +410,11 @@ fn timing(
         })
 }
 
+/// True when kinspect's `key` (`_truncated`, `_incomplete`) is true in `object`.
+fn flag(object: Option<&Map<String, Value>>, key: &str) -> bool {
+    object.and_then(|o| o.get(key)).and_then(Value::as_bool) == Some(true)
+}
+
 fn started_at(
     r: &Reader<'_>,
     entry: &Map<String, Value>,
@@ -417,15 +422,28 @@ fn started_at(
 ) -> Result<SystemTime, HarError> {
     let text = r.string(entry, at, "startedDateTime")?;
     use time::format_description::well_known::{Iso8601, Rfc3339};
-    // RFC 3339 first (what browsers write), then any ISO 8601 form (`+0000` offsets).
+    // RFC 3339 first (what browsers write), then any ISO 8601 form (`+0000` offsets),
+    // then one without an offset, taken as UTC.
     let parsed = time::OffsetDateTime::parse(text, &Rfc3339)
         .or_else(|_| time::OffsetDateTime::parse(text, &Iso8601::DEFAULT))
+        .or_else(|e| {
+            time::PrimitiveDateTime::parse(text, &Iso8601::DEFAULT)
+                .map(|local| local.assume_utc())
+                .map_err(|_| e)
+        })
         .map_err(|e| {
             r.error(
                 format!("{at}.startedDateTime"),
                 format!("not an ISO 8601 date ({e}): {text:?}"),
             )
         })?;
+    // Captures keep times in nanoseconds since 1970 (an i64): up to 2262-04-11.
+    if i64::try_from(parsed.unix_timestamp_nanos()).is_err() {
+        return Err(r.error(
+            format!("{at}.startedDateTime"),
+            format!("{text:?} is outside the years 1677 to 2262 kinspect can keep"),
+        ));
+    }
     Ok(SystemTime::from(parsed))
 }
 
@@ -440,12 +458,25 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
     };
     let method = r.string(request, &request_at, "method")?.to_owned();
     let url = escaped_url(r.string(request, &request_at, "url")?);
+    if url.starts_with("data:") {
+        return Err(r.error(
+            format!("{request_at}.url"),
+            "a data: URL (read by the browser itself, no exchange with a server)",
+        ));
+    }
     let uri: http::Uri = url.parse().map_err(|e| {
         r.error(
             format!("{request_at}.url"),
             format!("not a URL ({e}): {url:?}"),
         )
     })?;
+    // A CONNECT's `host:port` has no scheme; every URL names its host.
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(r.error(
+            format!("{request_at}.url"),
+            format!("not an absolute URL (it names no host): {url:?}"),
+        ));
+    }
     // A WebSocket's `wss` (Chrome lists its handshake) is HTTPS's, `ws` HTTP's.
     let https = matches!(uri.scheme_str(), Some("https" | "wss"));
     // A port that is no port (kinspect records such a refused request as sent) is 0.
@@ -481,8 +512,8 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
         body: CapturedBody {
             wire_size: size(request, "bodySize", request_bytes.len()),
             bytes: request_bytes,
-            truncated: false,
-            incomplete: false,
+            truncated: flag(post, "_truncated"),
+            incomplete: flag(post, "_incomplete"),
         },
     };
 
@@ -551,12 +582,9 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
             headers: response_headers,
             body: CapturedBody {
                 wire_size: size(response, "bodySize", bytes.len()),
-                truncated: content
-                    .and_then(|c| c.get("_truncated"))
-                    .and_then(Value::as_bool)
-                    == Some(true),
+                truncated: flag(content, "_truncated"),
+                incomplete: flag(content, "_incomplete"),
                 bytes,
-                incomplete: false,
             },
             from_proxy: false,
         })
