@@ -502,6 +502,12 @@ struct Readable {
 /// imported into.
 fn readable(file: &Path) -> anyhow::Result<Readable> {
     if !is_har(file) {
+        if crate::capture::fold_left_log(file) {
+            notice!(
+                "{}: the flows a kinspect that did not stop cleanly left in its -wal file are folded back in",
+                file.display()
+            );
+        }
         return Ok(Readable {
             import: None,
             capture: file.to_owned(),

@@ -8,7 +8,7 @@ mod writer;
 
 pub use reader::{CaptureReader, Detail};
 pub use recorder::{FlowViewer, Recorder, RecorderStats};
-pub use schema::{APPLICATION_ID, SCHEMA, SCHEMA_VERSION};
+pub use schema::{fold_left_log, APPLICATION_ID, SCHEMA, SCHEMA_VERSION};
 pub use writer::CaptureWriter;
 
 use std::path::{Path, PathBuf};
@@ -98,9 +98,12 @@ fn sqlite_message(error: &rusqlite::Error, path: &Path) -> String {
     let said = message.clone().unwrap_or_else(|| failure.to_string());
     match failure.code {
         rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase => format!(
-            "{said}: the file is damaged. `sqlite3 '{}' .recover | sqlite3 recovered.db` \
-             may save what is left into a new database; record into a new --capture file",
-            path.display()
+            "{said}: the file is damaged. `sqlite3 '{path}' .recover | sqlite3 recovered.db` \
+             may save what is left into a new database (with a sqlite3 whose .recover fails, \
+             as Debian's: `(sqlite3 '{path}' .dump; echo 'PRAGMA application_id = \
+             {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};') | sqlite3 \
+             recovered.db`); record into a new --capture file",
+            path = path.display()
         ),
         rusqlite::ErrorCode::DiskFull => format!("{said}: free space on its disk"),
         _ => said,

@@ -416,11 +416,49 @@ fn cannot_share(error: &rusqlite::Error) -> bool {
 
 /// Opens a capture in WAL mode from a directory this user may not write: as an
 /// immutable file (no locks, no shared memory), which is exact when no log is beside it.
-fn open_immutable(path: &Path) -> Result<Connection, CaptureError> {
-    let wal = path.with_file_name(format!(
+/// The write-ahead log SQLite keeps beside the capture at `path`.
+fn wal_of(path: &Path) -> std::path::PathBuf {
+    path.with_file_name(format!(
         "{}-wal",
         path.file_name().unwrap_or_default().to_string_lossy()
-    ));
+    ))
+}
+
+/// Folds the log a kinspect that was killed left beside the capture at `path` back into
+/// it, so that the file alone holds every flow again, as after a clean stop. Nothing
+/// happens while a kinspect records into it (its lock is held), to a file that is not a
+/// capture, or where the file or its directory cannot be written: readers read the log
+/// as it is. True when a log was folded in. Call it before this process opens the file
+/// otherwise (closing its file here would drop SQLite's locks on it).
+pub fn fold_left_log(path: &Path) -> bool {
+    if !std::fs::metadata(wal_of(path)).is_ok_and(|m| m.len() > 0) {
+        return false;
+    }
+    let Ok(lock) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    else {
+        return false;
+    };
+    if lock.try_lock().is_err() {
+        return false;
+    }
+    let Ok(conn) = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE) else {
+        return false;
+    };
+    if !matches!(inspect(&conn, path), Ok(Contents::Capture(_))) {
+        return false;
+    }
+    let mode = conn.query_row("PRAGMA journal_mode = DELETE", [], |row| {
+        row.get::<_, String>(0)
+    });
+    drop(conn);
+    mode.is_ok_and(|mode| mode.eq_ignore_ascii_case("delete"))
+}
+
+fn open_immutable(path: &Path) -> Result<Connection, CaptureError> {
+    let wal = wal_of(path);
     if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
         return Err(CaptureError::Io {
             path: path.to_owned(),
