@@ -886,6 +886,43 @@ fn firefox_form_params_and_chrome_response_errors_import() {
 }
 
 #[test]
+fn firefox_multipart_params_become_a_multipart_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("upload.har");
+    std::fs::write(
+        &path,
+        har_of(&[r#"{"startedDateTime":"2026-11-20T10:00:00Z",
+             "request":{"method":"POST","url":"https://up.example/files",
+                        "postData":{"mimeType":"multipart/form-data; boundary=---------------------------41184676334",
+                                    "params":[{"name":"note","value":"hi there"},
+                                              {"name":"file","fileName":"a \"b\".txt","contentType":"text/plain","value":"hi"},
+                                              {"name":"password","value":"multipart-pw-77"}]}},
+             "response":{"status":200}}"#]),
+    )
+    .unwrap();
+    let flows = har::import(&path).unwrap();
+    let body = String::from_utf8(flows[0].flow.request.body.bytes.to_vec()).unwrap();
+    let b = "---------------------------41184676334";
+    assert_eq!(
+        body,
+        format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi there\r\n\
+             --{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a %22b%22.txt\"\r\n\
+             Content-Type: text/plain\r\n\r\nhi\r\n\
+             --{b}\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\nmultipart-pw-77\r\n\
+             --{b}--\r\n"
+        )
+    );
+    // Exported again: a multipart body, its password part redacted.
+    let out = dir.path().join("again.har");
+    let exported = kinspect(&["har", path.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(exported.status.success(), "{exported:?}");
+    let again = std::fs::read_to_string(&out).unwrap();
+    assert!(!again.contains("multipart-pw-77"), "{again}");
+    assert!(again.contains("filename=\\\"a %22b%22.txt"), "{again}");
+}
+
+#[test]
 fn bodies_cut_at_max_body_export_their_whole_size_and_decoded_start() {
     use kinspect::flow::{CapturedBody, Flow};
     use std::io::Write;

@@ -130,6 +130,39 @@ fn form_body(params: &[Value]) -> String {
         .join("&")
 }
 
+/// A `multipart/form-data` body with `boundary` made from HAR `postData.params`, as
+/// Firefox lists a form with a file: each part's `name`, `fileName`, `contentType` and
+/// `value`.
+fn multipart_body(params: &[Value], boundary: &str) -> Vec<u8> {
+    fn field<'a>(param: &'a Value, key: &str) -> Option<&'a str> {
+        param.get(key).and_then(Value::as_str)
+    }
+    // As browsers write names: a quote or line break in one is escaped.
+    let quoted = |text: &str| {
+        text.replace('"', "%22")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A")
+    };
+    let mut body = Vec::new();
+    for param in params {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        let name = quoted(field(param, "name").unwrap_or_default());
+        let mut disposition = format!("Content-Disposition: form-data; name=\"{name}\"");
+        if let Some(file) = field(param, "fileName") {
+            disposition.push_str(&format!("; filename=\"{}\"", quoted(file)));
+        }
+        body.extend_from_slice(disposition.as_bytes());
+        if let Some(content_type) = field(param, "contentType").filter(|c| !c.is_empty()) {
+            body.extend_from_slice(format!("\r\nContent-Type: {content_type}").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n\r\n");
+        body.extend_from_slice(field(param, "value").unwrap_or_default().as_bytes());
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    body
+}
+
 /// What a lenient import read: the flows of the entries it could read, and why it left
 /// out the others.
 #[derive(Debug)]
@@ -487,6 +520,17 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
     };
     let mut request_headers = headers(r, request, &request_at)?;
     let post = request.get("postData").and_then(Value::as_object);
+    // A HAR written without the request's fields still says its body's type.
+    let post_type = post
+        .and_then(|p| p.get("mimeType"))
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty());
+    if let (Some(post_type), None) = (post_type, request_headers.get("content-type")) {
+        request_headers.0.push(HeaderField {
+            name: "content-type".into(),
+            value: Bytes::copy_from_slice(post_type.as_bytes()),
+        });
+    }
     let mut request_bytes = match post.and_then(|p| p.get("text")).and_then(Value::as_str) {
         Some(text) => {
             let base64 = post
@@ -495,11 +539,22 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
                 == Some("base64");
             body_bytes(r, text, base64, &format!("{request_at}.postData"))?
         }
-        // Firefox gives a form's fields only as params: the body is made from them.
-        None => post
-            .and_then(|p| p.get("params"))
-            .and_then(Value::as_array)
-            .map_or_else(Bytes::new, |params| Bytes::from(form_body(params))),
+        // Firefox gives a form's fields only as params: the body is made from them, a
+        // multipart one with the boundary its content type names.
+        None => {
+            let boundary = post_type
+                .map(str::to_owned)
+                .or_else(|| request_headers.get("content-type").map(|c| c.into_owned()))
+                .and_then(|content_type| crate::redact::form_data_boundary(&content_type));
+            match (
+                post.and_then(|p| p.get("params")).and_then(Value::as_array),
+                boundary,
+            ) {
+                (None, _) => Bytes::new(),
+                (Some(params), Some(boundary)) => Bytes::from(multipart_body(params, &boundary)),
+                (Some(params), None) => Bytes::from(form_body(params)),
+            }
+        }
     };
     if !as_sent(post) {
         encoded_as_sent(&mut request_bytes, &mut request_headers);
