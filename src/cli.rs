@@ -174,7 +174,7 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "FILE")]
     pub capture: Option<PathBuf>,
 
-    /// Also trust the CA certificates in this PEM file for origins (repeatable).
+    /// Also trust the CA certificates in this PEM (or DER) file for origins (repeatable).
     #[arg(long, value_name = "FILE")]
     pub upstream_ca: Vec<PathBuf>,
 

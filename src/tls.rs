@@ -34,7 +34,7 @@ pub enum TlsSetupError {
         source: std::io::Error,
     },
     /// An `--upstream-ca` file holds no usable certificate.
-    #[error("--upstream-ca file {path} holds no usable PEM certificate{detail}")]
+    #[error("--upstream-ca file {path} holds no usable PEM or DER certificate{detail}")]
     NoCertificate {
         /// The file.
         path: PathBuf,
@@ -60,7 +60,7 @@ pub fn upstream_client_config(
     let mut config = if insecure {
         // Not used, but a file named that cannot be read is still the user's mistake.
         for path in root_files {
-            add_pem_roots(&mut RootCertStore::empty(), path)?;
+            add_roots_from(&mut RootCertStore::empty(), path)?;
         }
         builder
             .dangerous()
@@ -72,7 +72,7 @@ pub fn upstream_client_config(
         let native = rustls_native_certs::load_native_certs();
         store.add_parsable_certificates(native.certs);
         for path in root_files {
-            add_pem_roots(&mut store, path)?;
+            add_roots_from(&mut store, path)?;
         }
         store.add_parsable_certificates(roots.iter().cloned());
         builder.with_root_certificates(store).with_no_client_auth()
@@ -81,17 +81,22 @@ pub fn upstream_client_config(
     Ok(config)
 }
 
-fn add_pem_roots(roots: &mut RootCertStore, path: &Path) -> Result<(), TlsSetupError> {
+fn add_roots_from(roots: &mut RootCertStore, path: &Path) -> Result<(), TlsSetupError> {
     let pem = std::fs::read(path).map_err(|source| TlsSetupError::Read {
         path: path.to_owned(),
         source,
     })?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+    let mut certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
         .map_err(|e| TlsSetupError::NoCertificate {
             path: path.to_owned(),
             detail: format!(": {e}"),
         })?;
+    // No PEM block: one DER certificate (an ASN.1 sequence), as Windows and Android
+    // export them.
+    if certs.is_empty() && pem.first() == Some(&0x30) {
+        certs.push(CertificateDer::from(pem));
+    }
     let (added, _ignored) = roots.add_parsable_certificates(certs);
     if added == 0 {
         return Err(TlsSetupError::NoCertificate {
@@ -149,5 +154,40 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upstream_ca_is_read_from_pem_or_der() {
+        install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        let (pem, der, junk) = (
+            dir.path().join("ca.pem"),
+            dir.path().join("ca.cer"),
+            dir.path().join("junk"),
+        );
+        std::fs::write(&pem, cert.pem()).unwrap();
+        std::fs::write(&der, cert.der()).unwrap();
+        std::fs::write(&junk, "not a certificate").unwrap();
+        for file in [&pem, &der] {
+            let mut roots = RootCertStore::empty();
+            add_roots_from(&mut roots, file).unwrap();
+            assert_eq!(roots.len(), 1, "{}", file.display());
+        }
+        let said = add_roots_from(&mut RootCertStore::empty(), &junk)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            said.contains("holds no usable PEM or DER certificate"),
+            "{said}"
+        );
     }
 }
