@@ -229,6 +229,16 @@ async fn exports_validate_and_round_trip() {
     assert!(failed["_error"].as_str().unwrap().contains("refused"));
     let batch = by_url("/anomaly/batch");
     assert_eq!(batch["_kinvey"]["anomalies"][0]["code"], "batch_errors");
+    // Listed by its gravest element (FIX over RETRY); the other one beside it.
+    assert_eq!(batch["_kinvey"]["error"], "ParameterValueOutOfRange");
+    assert_eq!(batch["_kinvey"]["index"], 2);
+    let others = &batch["_kinvey"]["otherErrors"];
+    assert_eq!(others[0]["error"], "KinveyInternalErrorRetry");
+    assert_eq!(
+        (others[0]["index"].clone(), others[0]["class"].clone()),
+        (1.into(), "retry".into())
+    );
+    assert_eq!(others.as_array().unwrap().len(), 1);
     assert_eq!(by_url("BLTimeoutError")["_kinvey"]["class"], "fix");
 
     // Round trip: the import keeps method, URL, status, headers, bodies and timings.

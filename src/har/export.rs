@@ -621,7 +621,7 @@ fn kinvey_json(
 ) -> Value {
     let analysis = crate::kinvey::analyze(flow);
     let primary = analysis.listed_error(kinvey);
-    json!({
+    let mut json = json!({
         "requestId": kinvey.request_id,
         "error": kinvey.error,
         "description": primary.and_then(|e| e.description.as_deref().map(|d| redactor.text(d))),
@@ -631,5 +631,27 @@ fn kinvey_json(
         "badge": kinvey.badge(),
         "anomalies": kinvey.anomalies,
         "warnings": kinvey.warnings,
-    })
+    });
+    // A 207 batch: the element it is listed by, and every other failed element.
+    if let Some(index) = primary.and_then(|e| e.index) {
+        json["index"] = json!(index);
+    }
+    let others: Vec<Value> = analysis
+        .errors
+        .iter()
+        .filter(|e| !primary.is_some_and(|p| std::ptr::eq(*e, p)))
+        .map(|e| {
+            json!({
+                "error": e.trimmed_name(),
+                "index": e.index,
+                "description": e.description.as_deref().map(|d| redactor.text(d)),
+                "class": e.class.as_str(),
+                "known": e.known,
+            })
+        })
+        .collect();
+    if !others.is_empty() {
+        json["otherErrors"] = Value::Array(others);
+    }
+    json
 }
