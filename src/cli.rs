@@ -548,9 +548,7 @@ fn is_har(file: &Path) -> bool {
     if start.starts_with(b"SQLite format 3\0") {
         return false;
     }
-    let opens_object = start
-        .strip_prefix(har::UTF8_BOM)
-        .unwrap_or(start)
+    let opens_object = har::utf8_json(start)
         .iter()
         .find(|b| !b.is_ascii_whitespace())
         .is_some_and(|b| *b == b'{');

@@ -795,6 +795,23 @@ fn a_har_with_a_byte_order_mark_reads_and_a_broken_har_file_says_why() {
     assert_eq!(line.lines().count(), 1);
     // A HAR does not record the client: shown as unknown, not as 0.0.0.0:0.
     assert!(line.contains("Z - GET https://a/ 200"), "{line}");
+    // In UTF-16 with its byte order mark, as PowerShell's `>` writes it.
+    for (name, bom, unit) in [
+        (
+            "le.json",
+            [0xFF, 0xFE],
+            u16::to_le_bytes as fn(u16) -> [u8; 2],
+        ),
+        ("be.json", [0xFE, 0xFF], u16::to_be_bytes),
+    ] {
+        let path = dir.path().join(name);
+        let mut bytes = bom.to_vec();
+        bytes.extend(entry.encode_utf16().flat_map(unit));
+        std::fs::write(&path, bytes).unwrap();
+        let listed = kinspect(&["ls", path.to_str().unwrap()]);
+        assert!(listed.status.success(), "{name}: {listed:?}");
+        assert_eq!(listed.stdout, line.as_bytes(), "{name}");
+    }
 
     // Named .har, so read as one: the error is about the JSON, not SQLite.
     for (content, expected) in [

@@ -204,10 +204,22 @@ fn strictly(imported: Imported) -> Result<Vec<StoredFlow>, HarError> {
     }
 }
 
+/// A HAR file's bytes as UTF-8 JSON: without the UTF-8 byte order mark some Windows tools
+/// start it with, or decoded from the UTF-16 its byte order mark says (PowerShell's
+/// `>` writes UTF-16).
+pub fn utf8_json(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    match encoding_rs::Encoding::for_bom(bytes) {
+        Some((encoding, bom)) if encoding != encoding_rs::UTF_8 => {
+            let (text, _) = encoding.decode_without_bom_handling(&bytes[bom..]);
+            std::borrow::Cow::Owned(text.into_owned().into_bytes())
+        }
+        _ => std::borrow::Cow::Borrowed(bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes)),
+    }
+}
+
 fn read_entries(bytes: &[u8], path: &Path) -> Result<Imported, HarError> {
-    // Some Windows tools start the file with a UTF-8 byte order mark.
-    let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
-    let har: Value = serde_json::from_slice(bytes).map_err(|source| HarError::Json {
+    let bytes = utf8_json(bytes);
+    let har: Value = serde_json::from_slice(&bytes).map_err(|source| HarError::Json {
         path: path.to_owned(),
         source,
     })?;

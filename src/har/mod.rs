@@ -8,7 +8,8 @@ mod import;
 
 pub use export::{export, har_entry, ExportOptions, ExportStats, HarWriter};
 pub use import::{
-    import, import_bytes, import_leniently, import_to_capture, HarError, Imported, UTF8_BOM,
+    import, import_bytes, import_leniently, import_to_capture, utf8_json, HarError, Imported,
+    UTF8_BOM,
 };
 
 /// `httpVersion` as HAR writers spell it (`HTTP/1.1`, `http/2.0`).
