@@ -283,13 +283,13 @@ impl CapturedBody {
         }
     }
 
-    /// The kept bytes with `content_encoding` undone; a truncated body decodes as far as
-    /// its kept bytes go.
+    /// The kept bytes with `content_encoding` undone; a body cut at `--max-body` or one
+    /// that broke off decodes as far as its kept bytes go.
     pub fn decoded(
         &self,
         content_encoding: Option<&str>,
     ) -> Result<Bytes, crate::decode::DecodeError> {
-        match self.truncated {
+        match self.truncated || self.incomplete {
             true => crate::decode::decode_prefix(&self.bytes, content_encoding),
             false => crate::decode::decode_body(&self.bytes, content_encoding),
         }

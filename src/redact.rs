@@ -1009,16 +1009,37 @@ fn spans_of<'a>(
     })
 }
 
-/// True when `bytes[start..end]` is a value of its own: what is around it is no letter,
-/// digit or character that joins the parts of a name (`.`, `-`, `_`, `/`), nor part of
-/// a character outside ASCII.
+/// True when `bytes[start..end]` is a value of its own, not part of a name: no ASCII
+/// letter or digit touches it, nor one of `.` `-` `_` `/` with a letter or digit beyond
+/// (`baas.kinvey.com`, `kid_abc/login`; a full stop ending a sentence is no part). The
+/// letter of a JSON escape (`\n`) or the digits of a percent-escape (`%22`) before it
+/// part it from what precedes.
 fn stands_alone(bytes: &[u8], start: usize, end: usize) -> bool {
-    let joins = |b: &u8| b.is_ascii_alphanumeric() || b".-_/".contains(b) || *b >= 0x80;
-    !start
-        .checked_sub(1)
-        .and_then(|i| bytes.get(i))
-        .is_some_and(joins)
-        && !bytes.get(end).is_some_and(joins)
+    let letter_or_digit = |i: Option<usize>| {
+        i.and_then(|i| bytes.get(i))
+            .is_some_and(u8::is_ascii_alphanumeric)
+    };
+    let joins = |b: u8| b".-_/".contains(&b);
+    let joined_before = match start.checked_sub(1) {
+        None => false,
+        Some(i) if bytes[i].is_ascii_alphanumeric() => {
+            let json_escape = i >= 1 && bytes[i - 1] == b'\\';
+            let percent_escape = i >= 2
+                && bytes[i - 2] == b'%'
+                && bytes[i - 1].is_ascii_hexdigit()
+                && bytes[i].is_ascii_hexdigit();
+            !(json_escape || percent_escape)
+        }
+        Some(i) if joins(bytes[i]) => letter_or_digit(i.checked_sub(1)),
+        Some(_) => false,
+    };
+    let joined_after = match bytes.get(end) {
+        None => false,
+        Some(b) if b.is_ascii_alphanumeric() => true,
+        Some(&b) if joins(b) => letter_or_digit(Some(end + 1)),
+        Some(_) => false,
+    };
+    !joined_before && !joined_after
 }
 
 /// `bytes` with every stretch the `spans` cover, overlapping or not, replaced by one
@@ -1272,6 +1293,20 @@ mod tests {
             secrets.scrub("password kinvey, user:kinvey@x \"kinvey\""),
             "password [redacted], user:[redacted]@x \"[redacted]\""
         );
+        // Punctuation, quotes and letters outside ASCII part it; escapes too.
+        for (text, scrubbed) in [
+            ("Password kinvey.", "Password [redacted]."),
+            ("\u{201c}kinvey\u{201d}", "\u{201c}[redacted]\u{201d}"),
+            (
+                "\u{30d1}\u{30b9}kinvey\u{304c}",
+                "\u{30d1}\u{30b9}[redacted]\u{304c}",
+            ),
+            (r#"{"d":"\nkinvey"}"#, r#"{"d":"\n[redacted]"}"#),
+            ("%22kinvey%22", "%22[redacted]%22"),
+            ("kinvey_", "[redacted]_"),
+        ] {
+            assert_eq!(secrets.scrub(text), scrubbed, "{text}");
+        }
         // A long one is a secret wherever it is.
         let long = base64::engine::general_purpose::STANDARD.encode("kid_abc:kinvey-secret-1");
         flow.request.headers = [("Authorization", format!("Basic {long}"))]

@@ -79,13 +79,13 @@ pub enum CaptureError {
         /// The file.
         path: PathBuf,
     },
-    /// SQLite failed.
-    #[error("capture {path}: {}", sqlite_message(.source, path))]
+    /// SQLite failed. Its error is in the message (once), not a source to print again.
+    #[error("capture {path}: {}", sqlite_message(.sqlite, path))]
     Sqlite {
         /// The file.
         path: PathBuf,
         /// What SQLite said.
-        source: rusqlite::Error,
+        sqlite: rusqlite::Error,
     },
 }
 
@@ -100,10 +100,11 @@ fn sqlite_message(error: &rusqlite::Error, path: &Path) -> String {
         rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase => format!(
             "{said}: the file is damaged. `sqlite3 '{path}' .recover | sqlite3 recovered.db` \
              may save what is left into a new database (with a sqlite3 whose .recover fails, \
-             as Debian's: `(sqlite3 '{path}' .dump; echo 'PRAGMA application_id = \
-             {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};') | sqlite3 \
-             recovered.db`); record into a new --capture file",
-            path = path.display()
+             as Debian's: `(sqlite3 '{path}' .dump | sed 's/^ROLLBACK; -- due to errors$/COMMIT;/'; \
+             echo \"PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = \
+             $(sqlite3 '{path}' 'PRAGMA user_version');\") | sqlite3 recovered.db`); record into a \
+             new --capture file",
+            path = path.display(),
         ),
         rusqlite::ErrorCode::DiskFull => format!("{said}: free space on its disk"),
         _ => said,

@@ -53,6 +53,9 @@ const SELECT_FLOWS: &str = "SELECT * FROM flows";
 /// How many flows before a support report's are read for secrets to scrub from it.
 pub const SECRETS_LOOKED_BACK: FlowId = 1000;
 
+/// How many bytes of those flows' bodies are read at most.
+pub const SECRETS_BODY_BUDGET: usize = 32 << 20;
+
 /// Flows with one request id (an exact lookup on the request-id index).
 pub(crate) const FIND_REQUEST_ID: &str =
     "SELECT kinvey_request_id, id FROM flows WHERE kinvey_request_id = ?1 ORDER BY id";
@@ -86,7 +89,7 @@ impl CaptureReader {
     fn error(&self, source: rusqlite::Error) -> CaptureError {
         CaptureError::Sqlite {
             path: self.path.clone(),
-            source,
+            sqlite: source,
         }
     }
 
@@ -129,14 +132,26 @@ impl CaptureReader {
         Ok(())
     }
 
-    /// The secrets of the [`SECRETS_LOOKED_BACK`] flows before flow `id`, to scrub from
-    /// its support report: a token a login answered turns up in a later error's `debug`.
+    /// The secrets of the flows before flow `id`, to scrub from its support report: a
+    /// token a login answered turns up in a later error's `debug`. The latest first, at
+    /// most [`SECRETS_LOOKED_BACK`] flows and [`SECRETS_BODY_BUDGET`] bytes of bodies (a
+    /// report is made at once, even in a capture of large downloads).
     pub fn secrets_before(&self, id: FlowId) -> Result<EarlierSecrets, CaptureError> {
         let mut earlier = EarlierSecrets::default();
+        let mut bodies = 0;
         let from = id.saturating_sub(SECRETS_LOOKED_BACK).max(1);
-        self.for_each_in(from..id, Detail::Full, |stored| {
-            earlier.add(&Secrets::of(&stored.flow))
-        })?;
+        for before in (from..id).rev() {
+            let Some(stored) = self.flow(before)? else {
+                continue;
+            };
+            let flow = &stored.flow;
+            earlier.add(&Secrets::of(flow));
+            bodies += flow.request.body.bytes.len()
+                + flow.response.as_ref().map_or(0, |r| r.body.bytes.len());
+            if bodies > SECRETS_BODY_BUDGET {
+                break;
+            }
+        }
         Ok(earlier)
     }
 

@@ -216,7 +216,7 @@ pub(super) fn sqlite_error(path: &Path, error: rusqlite::Error) -> CaptureError 
         }
         _ => CaptureError::Sqlite {
             path: path.to_owned(),
-            source: error,
+            sqlite: error,
         },
     }
 }
@@ -414,8 +414,6 @@ fn cannot_share(error: &rusqlite::Error) -> bool {
     ))
 }
 
-/// Opens a capture in WAL mode from a directory this user may not write: as an
-/// immutable file (no locks, no shared memory), which is exact when no log is beside it.
 /// The write-ahead log SQLite keeps beside the capture at `path`.
 fn wal_of(path: &Path) -> std::path::PathBuf {
     path.with_file_name(format!(
@@ -450,13 +448,16 @@ pub fn fold_left_log(path: &Path) -> bool {
     if !matches!(inspect(&conn, path), Ok(Contents::Capture(_))) {
         return false;
     }
-    let mode = conn.query_row("PRAGMA journal_mode = DELETE", [], |row| {
+    let _ = conn.query_row("PRAGMA journal_mode = DELETE", [], |row| {
         row.get::<_, String>(0)
     });
     drop(conn);
-    mode.is_ok_and(|mode| mode.eq_ignore_ascii_case("delete"))
+    // Folded when the log is gone (a reader in another process keeps it).
+    !wal_of(path).exists()
 }
 
+/// Opens a capture in WAL mode from a directory this user may not write: as an
+/// immutable file (no locks, no shared memory), which is exact when no log is beside it.
 fn open_immutable(path: &Path) -> Result<Connection, CaptureError> {
     let wal = wal_of(path);
     if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {

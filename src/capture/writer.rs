@@ -108,9 +108,9 @@ impl CaptureWriter {
         let (conn, lock) = open_for_writing(path)?;
         // The checkpointer may hold the write lock for a moment.
         conn.busy_timeout(Duration::from_secs(10))
-            .map_err(|source| CaptureError::Sqlite {
+            .map_err(|sqlite| CaptureError::Sqlite {
                 path: path.to_owned(),
-                source,
+                sqlite,
             })?;
         Ok(CaptureWriter {
             conn,
@@ -136,7 +136,7 @@ impl CaptureWriter {
     fn error(&self, source: rusqlite::Error) -> CaptureError {
         CaptureError::Sqlite {
             path: self.path.clone(),
-            source,
+            sqlite: source,
         }
     }
 

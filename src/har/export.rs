@@ -621,15 +621,21 @@ fn kinvey_json(
 ) -> Value {
     let analysis = crate::kinvey::analyze(flow);
     let primary = analysis.listed_error(kinvey);
+    // The server's words (a name, those quoted in anomalies) are scrubbed like its body.
+    let anomalies: Vec<Value> = kinvey
+        .anomalies
+        .iter()
+        .map(|a| json!({"code": a.code, "message": redactor.text(&a.message)}))
+        .collect();
     let mut json = json!({
         "requestId": kinvey.request_id,
-        "error": kinvey.error,
+        "error": kinvey.error.as_deref().map(|e| redactor.text(e)),
         "description": primary.and_then(|e| e.description.as_deref().map(|d| redactor.text(d))),
         "debug": primary.and_then(|e| e.debug.as_deref().map(|d| redactor.text(d))),
         "class": kinvey.class.map(|c| c.as_str()),
         "known": kinvey.known_error(),
         "badge": kinvey.badge(),
-        "anomalies": kinvey.anomalies,
+        "anomalies": anomalies,
         "warnings": kinvey.warnings,
     });
     // A 207 batch: the element it is listed by, and every other failed element.
@@ -642,7 +648,7 @@ fn kinvey_json(
         .filter(|e| !primary.is_some_and(|p| std::ptr::eq(*e, p)))
         .map(|e| {
             json!({
-                "error": e.trimmed_name(),
+                "error": redactor.text(e.trimmed_name()),
                 "index": e.index,
                 "description": e.description.as_deref().map(|d| redactor.text(d)),
                 "class": e.class.as_str(),

@@ -37,26 +37,20 @@ pub fn analyze(flow: &Flow) -> KinveyAnalysis {
     let content_type = response.headers.get("content-type").map(|c| c.into_owned());
     let kinvey = is_kinvey_exchange(flow, &analysis);
     let encoding = response.headers.get("content-encoding");
+    // Kept in part (cut at --max-body, or broken off): read from its start, not flagged
+    // for where it stops.
+    let cut = response.body.truncated || response.body.incomplete;
     let (body, cut, undecodable) = match response.body.decoded(encoding.as_deref()) {
-        Ok(body) => (body, response.body.truncated, None),
-        // Too large once decoded: its start holds the error, as in a body cut at
-        // --max-body.
+        Ok(body) => (body, cut, None),
+        // Too large once decoded: its start holds the error.
         Err(DecodeError::TooLarge { .. }) => {
             match decode_start(&response.body.bytes, encoding.as_deref(), TOO_LARGE_READ) {
                 Ok(start) => (start, true, None),
-                Err(e) => (
-                    response.body.bytes.clone(),
-                    response.body.truncated,
-                    Some(e),
-                ),
+                Err(e) => (response.body.bytes.clone(), cut, Some(e)),
             }
         }
         // SDKs fail on it too: flagged, and read as sent (plain JSON mislabelled).
-        Err(e) => (
-            response.body.bytes.clone(),
-            response.body.truncated,
-            Some(e),
-        ),
+        Err(e) => (response.body.bytes.clone(), cut, Some(e)),
     };
     let errors_before = analysis.errors.len();
     if response.status >= 400 || starts_an_object(&body) {
@@ -234,15 +228,21 @@ fn read_error(
             (name.clone(), description)
         }
         // Kinvey's `error` is a name; anything else in a failed Kinvey exchange (or
-        // beside a `description`) is flagged, and named as it came.
+        // beside a `description`) is flagged, and named by what it is: a number or a
+        // literal as it came, an object or array by its kind (it may hold anything, a
+        // token among it).
         (Some(found), None) if !matches!(at, ErrorAt::Batch(_)) || !found.is_null() => {
             let description = object.get("description");
             if !(kinvey || description.is_some()) {
                 return;
             }
-            let found = found.to_string();
+            let found = match found {
+                Value::Object(_) => "(an object)".to_owned(),
+                Value::Array(_) => "(an array)".to_owned(),
+                scalar => scalar.to_string(),
+            };
             analysis.anomalies.push(Anomaly::ErrorNotAName {
-                found: printable_line(&found).into_owned(),
+                found: found.clone(),
             });
             (found, description)
         }
@@ -466,11 +466,23 @@ mod tests {
         );
         assert_eq!(e.description.as_deref(), Some("numeric"));
         assert_eq!(codes(&a)[0], "error_not_a_name");
-        let a = analyze(&flow(503, &[JSON], r#"{"error":{"code":7}}"#));
-        assert_eq!(a.primary().unwrap().class, ErrorClass::Retry);
+        let a = analyze(&flow(
+            503,
+            &[JSON],
+            r#"{"error":{"code":7,"message":"session TOKEN-0123456789 expired"}}"#,
+        ));
+        let e = a.primary().unwrap();
+        assert_eq!(
+            (e.trimmed_name(), e.class),
+            ("(an object)", ErrorClass::Retry)
+        );
         assert!(a.anomalies[0]
             .message()
-            .starts_with(r#"error is {"code":7}, not a name"#));
+            .starts_with("error is (an object), not a name"));
+        assert!(
+            !format!("{a:?}").contains("TOKEN"),
+            "what it holds stays out"
+        );
         // Another server's error that is not Kinvey's: left alone.
         let mut other = flow(400, &[JSON], r#"{"error":true}"#);
         other.host = "api.example.com".into();
@@ -511,6 +523,26 @@ mod tests {
         let mut huge = flow(500, &[JSON, ("Content-Encoding", "gzip")], "");
         huge.response.as_mut().unwrap().body = CapturedBody::whole(gz.finish().unwrap());
         let a = analyze(&huge);
+        assert_eq!(
+            a.primary().unwrap().trimmed_name(),
+            "KinveyInternalErrorStop"
+        );
+        assert!(a.anomalies.is_empty(), "{:?}", a.anomalies);
+        // A gzip'd body that broke off is read from its start, not taken for undecodable.
+        let mut whole =
+            br#"{"error":"KinveyInternalErrorStop","description":"d","debug":""#.to_vec();
+        whole.extend(std::iter::repeat_n(b'y', 50_000));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&whole).unwrap();
+        let gz = gz.finish().unwrap();
+        let mut broken = flow(500, &[JSON, ("Content-Encoding", "gzip")], "");
+        broken.response.as_mut().unwrap().body = CapturedBody {
+            bytes: Bytes::copy_from_slice(&gz[..gz.len() / 2]),
+            wire_size: gz.len() as u64 / 2,
+            truncated: false,
+            incomplete: true,
+        };
+        let a = analyze(&broken);
         assert_eq!(
             a.primary().unwrap().trimmed_name(),
             "KinveyInternalErrorStop"

@@ -18,8 +18,8 @@ pub fn support_report(
 ) -> String {
     let secrets = Secrets::of(flow);
     let mut out = String::new();
-    // What the flow sent is scrubbed of secrets; kinspect's own words and the error's
-    // name (`Clear`) are not: a short password must not rewrite them.
+    // What the flow sent is scrubbed of secrets; kinspect's own words (`Clear`) are not:
+    // a short password must not rewrite them.
     let mut line = |label: &str, value: &str, scrub: Scrub| {
         let value = match scrub {
             Scrub::Clear => value.to_owned(),
@@ -79,7 +79,7 @@ pub fn support_report(
             line(
                 "Error:",
                 &format!("{}{}", error.trimmed_name(), element(error)),
-                Clear,
+                Scrubbed,
             );
             line(
                 "Class:",
@@ -138,7 +138,7 @@ pub fn support_report(
 /// Whether a line of the report is scrubbed of secrets.
 #[derive(Clone, Copy)]
 enum Scrub {
-    /// kinspect's own words, or an error's name.
+    /// kinspect's own words.
     Clear,
     /// Text the flow carried.
     Secrets,
