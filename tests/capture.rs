@@ -1052,6 +1052,22 @@ fn a_batchs_other_errors_round_trip_and_a_schema_4_capture_gains_their_column() 
     );
 }
 
+/// A capture at `path` of 40 flows with 3,000-byte request bodies (many pages to damage).
+fn capture_of_40_flows(path: &Path) {
+    let mut writer = CaptureWriter::open(path).unwrap();
+    let flows: Vec<StoredFlow> = (1..=40)
+        .map(|id| {
+            let mut flow = full_flow(id);
+            flow.request.body = kinspect::flow::CapturedBody::whole(vec![b'x'; 3000]);
+            StoredFlow {
+                flow,
+                kinvey: KinveySummary::default(),
+            }
+        })
+        .collect();
+    writer.write_batch(&flows).unwrap();
+}
+
 #[test]
 fn the_command_a_damaged_capture_error_gives_saves_what_is_left() {
     if !support::tool_available("sqlite3") {
@@ -1059,20 +1075,7 @@ fn the_command_a_damaged_capture_error_gives_saves_what_is_left() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("damaged.db");
-    {
-        let mut writer = CaptureWriter::open(&path).unwrap();
-        let flows: Vec<StoredFlow> = (1..=40)
-            .map(|id| {
-                let mut flow = full_flow(id);
-                flow.request.body = kinspect::flow::CapturedBody::whole(vec![b'x'; 3000]);
-                StoredFlow {
-                    flow,
-                    kinvey: KinveySummary::default(),
-                }
-            })
-            .collect();
-        writer.write_batch(&flows).unwrap();
-    }
+    capture_of_40_flows(&path);
     // One page of bodies overwritten, near the end of the file.
     let mut bytes = std::fs::read(&path).unwrap();
     let page = bytes.len() / 4096 - 3;
@@ -1110,20 +1113,7 @@ fn the_command_a_damaged_capture_error_gives_saves_what_is_left() {
 fn a_capture_damaged_on_disk_is_an_error_that_says_so_and_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("damaged.db");
-    {
-        let mut writer = CaptureWriter::open(&path).unwrap();
-        let flows: Vec<StoredFlow> = (1..=40)
-            .map(|id| {
-                let mut flow = full_flow(id);
-                flow.request.body = kinspect::flow::CapturedBody::whole(vec![b'x'; 3000]);
-                StoredFlow {
-                    flow,
-                    kinvey: KinveySummary::default(),
-                }
-            })
-            .collect();
-        writer.write_batch(&flows).unwrap();
-    }
+    capture_of_40_flows(&path);
     // Every page but the first (the header, the schema) overwritten.
     let mut bytes = std::fs::read(&path).unwrap();
     assert!(bytes.len() > 16 * 4096, "{} bytes", bytes.len());
