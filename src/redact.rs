@@ -960,10 +960,12 @@ impl Secrets {
 
     /// Adds `value` unless it is too short or known; true when added.
     fn add(&mut self, value: &str) -> bool {
-        // Part of the marker itself (a password `redacted`): scrubbing would mangle the
-        // markers already in place.
+        // Part of the marker itself (a password `redacted`), or a value redacted already
+        // (`Basic [redacted]`, read from a HAR): scrubbing would mangle the markers in
+        // place.
         let added = value.len() >= MIN_SECRET_LEN
             && !REDACTED.contains(value)
+            && !value.contains(REDACTED)
             && !self.values.iter().any(|v| v == value);
         if added {
             self.values.push(value.to_owned());

@@ -379,6 +379,12 @@ async fn redaction_removes_every_secret_unless_asked_not_to() {
         assert!(plain.contains(secret), "--no-redact keeps {secret}");
     }
     assert!(redacted.contains("[redacted]"));
+    // The credentials' scheme stays: which one was used matters (and marks a Kinvey
+    // exchange when the HAR is read again).
+    assert!(
+        redacted.contains(r#""value":"Basic [redacted]""#),
+        "{redacted}"
+    );
     // The form's fields are listed as postData.params, decoded, the password redacted.
     let har: serde_json::Value = serde_json::from_str(&redacted).unwrap();
     let form = har["log"]["entries"]
@@ -2133,4 +2139,36 @@ fn urls_without_a_host_and_dates_out_of_range_are_left_out_naming_why() {
         .collect();
     assert_eq!(flows.len(), 1);
     assert_eq!(flows[0]["started_at"], "2025-01-10T10:00:00.000Z");
+}
+
+#[test]
+fn a_kinvey_exchange_known_by_its_credentials_stays_one_through_a_redacted_har() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = serde_json::to_string(r#"{"error":"ServiceUnavailable"}"#).unwrap();
+    let entry = format!(
+        r#"{{"startedDateTime":"2026-11-20T10:00:01Z",
+          "request":{{"method":"GET","url":"https://api.example.test/appdata/kid_x/books",
+            "headers":[{{"name":"Authorization","value":"Kinvey 0fd7bfe2.JfB4jPZq+k/Bls="}}]}},
+          "response":{{"status":503,"content":{{"mimeType":"application/json","text":{body}}}}}}}"#
+    );
+    let path = dir.path().join("in.har");
+    std::fs::write(&path, har_of(&[&entry])).unwrap();
+    let error_of = |file: &Path| {
+        let out = kinspect(&["ls", file.to_str().unwrap(), "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        let flow: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        flow["kinvey"]["error"].clone()
+    };
+    assert_eq!(error_of(&path), "ServiceUnavailable");
+    let mut from = path;
+    for round in ["a.har", "b.har"] {
+        let out = dir.path().join(round);
+        let exported = kinspect(&["har", from.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+        assert!(exported.status.success(), "{exported:?}");
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(text.contains(r#""value":"Kinvey [redacted]""#), "{text}");
+        assert!(!text.contains("JfB4jPZq"), "{text}");
+        assert_eq!(error_of(&out), "ServiceUnavailable", "{round}");
+        from = out;
+    }
 }

@@ -150,7 +150,14 @@ impl Redactor<'_> {
         if self.on && is_secret_header(name) {
             let cookies = cookie_field(name).and_then(|set| redact_cookie_field(value, set));
             let Some(redacted) = cookies else {
-                return self.replaced(value);
+                return match credentials_scheme(name, value) {
+                    // `Kinvey [redacted]`: which credential was used tells a support
+                    // engineer (and the Kinvey analysis of an import) what went on.
+                    Some((scheme, credentials)) => {
+                        format!("{scheme} {}", self.replaced(credentials))
+                    }
+                    None => self.replaced(value),
+                };
             };
             if redacted != value {
                 *self.count += 1;
@@ -267,6 +274,20 @@ impl Redactor<'_> {
         *self.count += fields as u64;
         self.scrubbed(&redacted)
     }
+}
+
+/// The scheme of an `Authorization` or `Proxy-Authorization` value (`Kinvey`, `Basic`,
+/// `Bearer`) and the credentials after it.
+fn credentials_scheme<'a>(name: &str, value: &'a str) -> Option<(&'a str, &'a str)> {
+    let authorization = name.eq_ignore_ascii_case("authorization")
+        || name.eq_ignore_ascii_case("proxy-authorization");
+    let (scheme, credentials) = value.trim().split_once(' ')?;
+    let is_token = !scheme.is_empty()
+        && scheme.len() <= 32
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    (authorization && is_token).then(|| (scheme, credentials.trim()))
 }
 
 fn headers_json(headers: &Headers, redactor: &mut Redactor<'_>) -> Value {
