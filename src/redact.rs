@@ -937,6 +937,12 @@ impl Secrets {
                                 self.from_json += 1;
                             }
                         }
+                        // `"password": 12345678`, as redact_json_fields redacts it.
+                        serde_json::Value::Number(number) if is_credential_field(name) => {
+                            if self.from_json < MAX_JSON_SECRETS && self.add(&number.to_string()) {
+                                self.from_json += 1;
+                            }
+                        }
                         // `"password": {"value": …}`: every string in it.
                         nested @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))
                             if holds_credentials(name) =>
@@ -1108,8 +1114,9 @@ const UNMATCHED_LIMIT: usize = 32;
 
 /// Secrets shorter than this are not carried to other flows: a flow's `lang=en-US`
 /// cookie is scrubbed from that flow, but scrubbing `en-US` from every later body would
-/// ruin the export; tokens, keys and passwords worth finding elsewhere are longer.
-const MIN_EARLIER_LEN: usize = 10;
+/// ruin the export; tokens, keys and passwords worth finding elsewhere are longer (a
+/// user's password of 8 characters, say).
+const MIN_EARLIER_LEN: usize = 8;
 
 impl EarlierSecrets {
     /// Keeps `secrets` (of a flow just exported) for the flows after it. Full, it forgets
@@ -1318,6 +1325,28 @@ mod tests {
             Secrets::of(&flow).scrub("x.kinvey-secret-1.y"),
             "x.[redacted].y"
         );
+    }
+
+    #[test]
+    fn a_numeric_password_is_a_secret_and_one_of_8_characters_reaches_later_flows() {
+        let mut login = Flow::exchange(
+            1,
+            "127.0.0.1:4000".parse().unwrap(),
+            "POST",
+            "https://baas.kinvey.com/user/kid_x/login",
+            Some(401),
+        );
+        login.request.headers = [("content-type", "application/json")].into_iter().collect();
+        login.request.body =
+            crate::flow::CapturedBody::whole(&br#"{"username":"ada","password":12345678}"#[..]);
+        let secrets = Secrets::of(&login);
+        assert_eq!(
+            secrets.scrub("wrong password 12345678"),
+            "wrong password [redacted]"
+        );
+        let mut earlier = EarlierSecrets::default();
+        earlier.add(&secrets);
+        assert_eq!(earlier.scrub("later: 12345678."), "later: [redacted].");
     }
 
     #[test]

@@ -132,6 +132,8 @@ struct LastAttempt {
     error: Option<(ErrorClass, String)>,
     /// Its [`request_digest`], when it got a fix-class error (and was not redacted).
     request_digest: Option<u64>,
+    /// Its [`body_digest`], when it got a stop-class error.
+    body: Option<u64>,
     /// The gap before this attempt, when it was itself a retry.
     retry_gap: Option<Duration>,
 }
@@ -172,8 +174,7 @@ fn request_digest(flow: &Flow) -> Option<u64> {
         return None;
     }
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    flow.request.body.bytes.hash(&mut hasher);
-    flow.request.body.wire_size.hash(&mut hasher);
+    body_digest(flow).hash(&mut hasher);
     let mut fields: Vec<(compact_str::CompactString, &[u8])> = flow
         .request
         .headers
@@ -184,6 +185,14 @@ fn request_digest(flow: &Flow) -> Option<u64> {
     fields.sort();
     fields.hash(&mut hasher);
     Some(hasher.finish())
+}
+
+/// What tells one document sent to a URL from another: the request body.
+fn body_digest(flow: &Flow) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    flow.request.body.bytes.hash(&mut hasher);
+    flow.request.body.wire_size.hash(&mut hasher);
+    hasher.finish()
 }
 
 impl BehaviourTracker {
@@ -237,10 +246,14 @@ impl BehaviourTracker {
                 .duration_since(previous.ended_at)
                 .unwrap_or_default();
             match &previous.error {
-                Some((ErrorClass::Stop, error)) => warnings.push(BehaviourWarning::StopResent {
-                    previous: previous.id,
-                    error: error.clone(),
-                }),
+                // Sent again: the same body (a different document to the same URL is
+                // another request).
+                Some((ErrorClass::Stop, error)) if previous.body == Some(body_digest(flow)) => {
+                    warnings.push(BehaviourWarning::StopResent {
+                        previous: previous.id,
+                        error: error.clone(),
+                    })
+                }
                 Some((ErrorClass::Fix, error))
                     if failed
                         && previous.request_digest.is_some()
@@ -276,6 +289,8 @@ impl BehaviourTracker {
         let request_digest = matches!(error, Some((ErrorClass::Fix, _)))
             .then(|| digest_of(flow))
             .flatten();
+        // Digested only where it is compared, as the request's.
+        let body = matches!(error, Some((ErrorClass::Stop, _))).then(|| body_digest(flow));
         self.last.put(
             key,
             LastAttempt {
@@ -283,6 +298,7 @@ impl BehaviourTracker {
                 ended_at,
                 error,
                 request_digest,
+                body,
                 retry_gap,
             },
         );
@@ -337,6 +353,8 @@ mod tests {
         let w = t.observe(&attempt(2, 5000, "a"), &stop);
         assert_eq!(codes(&w), ["stop_resent"]);
         assert!(w[0].message().contains("KinveyInternalErrorStop"));
+        // Another document to the same URL is another request, not the one re-sent.
+        assert!(t.observe(&attempt(3, 9000, "b"), &stop).is_empty());
     }
 
     #[test]
