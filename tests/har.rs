@@ -2172,3 +2172,46 @@ fn a_kinvey_exchange_known_by_its_credentials_stays_one_through_a_redacted_har()
         from = out;
     }
 }
+
+#[test]
+fn a_password_that_is_a_word_of_kinspects_leaves_its_sentences_whole() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let basic = base64::engine::general_purpose::STANDARD.encode("kid_abc:Kinvey");
+    let body = serde_json::to_string(
+        r#"{"error":"KinveyInternalErrorStop","description":"Kinvey failed","debug":"x"}"#,
+    )
+    .unwrap();
+    let entry = format!(
+        r#"{{"startedDateTime":"2026-11-20T10:00:01Z",
+          "request":{{"method":"GET","url":"https://baas.kinvey.com/appdata/kid_abc/books",
+            "headers":[{{"name":"Authorization","value":"Basic {basic}"}}]}},
+          "response":{{"status":404,"headers":[{{"name":"X-Kinvey-Request-ID","value":"word0001"}},{{"name":"Content-Type","value":"application/json"}}],
+            "content":{{"mimeType":"application/json","text":{body}}}}}}}"#
+    );
+    let path = dir.path().join("in.har");
+    std::fs::write(&path, har_of(&[&entry])).unwrap();
+    let report = kinspect(&["report", path.to_str().unwrap(), "--request-id", "word0001"]);
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        text.contains("KinveyInternalErrorStop came with status 404; Kinvey sends it with 500"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Kinvey only sends structured errors"),
+        "{text}"
+    );
+    // What the server said is scrubbed still: the password standing alone.
+    assert!(text.contains("Description: [redacted] failed"), "{text}");
+    let out = dir.path().join("out.har");
+    assert!(
+        kinspect(&["har", path.to_str().unwrap(), "-o", out.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let exported = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        exported.contains("; Kinvey sends it with 500"),
+        "{exported}"
+    );
+}

@@ -642,11 +642,12 @@ fn kinvey_json(
 ) -> Value {
     let analysis = crate::kinvey::analyze(flow);
     let primary = analysis.listed_error(kinvey);
-    // The server's words (a name, those quoted in anomalies) are scrubbed like its body.
-    let anomalies: Vec<Value> = kinvey
+    // The server's words (a name, those quoted in anomalies) are scrubbed like its body;
+    // kinspect's own are not.
+    let anomalies: Vec<Value> = analysis
         .anomalies
         .iter()
-        .map(|a| json!({"code": a.code, "message": redactor.text(&a.message)}))
+        .map(|a| json!({"code": a.code(), "message": a.message_with(&mut |t| redactor.text(t))}))
         .collect();
     let mut json = json!({
         "requestId": kinvey.request_id,

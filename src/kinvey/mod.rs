@@ -152,29 +152,43 @@ impl Anomaly {
 
     /// What is wrong, in a sentence.
     pub fn message(&self) -> String {
+        self.message_with(&mut str::to_owned)
+    }
+
+    /// [`Anomaly::message`] with what the server sent in it (a name, a content type, a
+    /// parser's complaint) passed through `quoted`: a redaction scrubs those, not
+    /// kinspect's own words around them.
+    pub fn message_with(&self, quoted: &mut dyn FnMut(&str) -> String) -> String {
         match self {
             Anomaly::StatusMismatch { name, status, expected } => format!(
-                "{name} came with status {status}; Kinvey sends it with {}",
+                "{} came with status {status}; Kinvey sends it with {}",
+                quoted(name),
                 expected.iter().map(u16::to_string).collect::<Vec<_>>().join(" or ")
             ),
             Anomaly::UnknownName { name } => format!(
                 // Quoted as it is: the name is already printable (escapes written out).
-                "\"{name}\" is not in Kinvey's error dictionary: classified by its status"
+                "\"{}\" is not in Kinvey's error dictionary: classified by its status",
+                quoted(name)
             ),
-            Anomaly::StrayWhitespace { name } => {
-                format!("the error name \"{name}\" has stray whitespace; code comparing names exactly will miss it")
-            }
+            Anomaly::StrayWhitespace { name } => format!(
+                "the error name \"{}\" has stray whitespace; code comparing names exactly will miss it",
+                quoted(name)
+            ),
             Anomaly::UnparseableBody { reason } => format!(
-                "the body looks like a Kinvey error but is not valid JSON ({reason}); SDKs cannot parse it"
+                "the body looks like a Kinvey error but is not valid JSON ({}); SDKs cannot parse it",
+                quoted(reason)
             ),
             Anomaly::UndecodableBody { reason } => format!(
-                "the body cannot be decoded as its Content-Encoding says ({reason}); SDKs cannot read it: read as sent"
+                "the body cannot be decoded as its Content-Encoding says ({}); SDKs cannot read it: read as sent",
+                quoted(reason)
             ),
             Anomaly::ErrorNotAName { found } => format!(
-                "error is {found}, not a name: SDKs that read it as a string fail"
+                "error is {}, not a name: SDKs that read it as a string fail",
+                quoted(found)
             ),
             Anomaly::NonJsonContentType { content_type } => format!(
-                "a JSON error body was sent as {content_type:?}; SDKs that trust the content type will not parse it"
+                "a JSON error body was sent as {:?}; SDKs that trust the content type will not parse it",
+                quoted(content_type)
             ),
             Anomaly::NameMessageVariant => {
                 "the body uses name/message instead of error/description".into()

@@ -17,17 +17,24 @@ pub fn support_report(
     earlier: &mut EarlierSecrets,
 ) -> String {
     let secrets = Secrets::of(flow);
+    // What the flow sent is scrubbed of secrets; kinspect's own words are not: a short
+    // password must not rewrite them.
+    let mut scrub = |value: &str| {
+        // A debug is often JSON: its secret-named fields go too, as in a HAR.
+        let (value, _) = redact_json_text(value);
+        earlier.scrub(&secrets.scrub(&value))
+    };
+    // Only what the server said in them.
+    let anomalies: Vec<String> = analysis
+        .anomalies
+        .iter()
+        .map(|anomaly| anomaly.message_with(&mut scrub))
+        .collect();
     let mut out = String::new();
-    // What the flow sent is scrubbed of secrets; kinspect's own words (`Clear`) are not:
-    // a short password must not rewrite them.
-    let mut line = |label: &str, value: &str, scrub: Scrub| {
-        let value = match scrub {
+    let mut line = |label: &str, value: &str, how: Scrub| {
+        let value = match how {
             Scrub::Clear => value.to_owned(),
-            Scrub::Secrets => {
-                // A debug is often JSON: its secret-named fields go too, as in a HAR.
-                let (value, _) = redact_json_text(value);
-                earlier.scrub(&secrets.scrub(&value))
-            }
+            Scrub::Secrets => scrub(value),
         };
         // A value of several lines (a stack trace) keeps them, indented under the first.
         let mut label = label;
@@ -122,8 +129,8 @@ pub fn support_report(
         Scrubbed,
     );
     line("Client app:", &client_app(flow), Scrubbed);
-    for anomaly in &analysis.anomalies {
-        line("Anomaly:", &anomaly.message(), Scrubbed);
+    for anomaly in &anomalies {
+        line("Anomaly:", anomaly, Clear);
     }
     for warning in warnings {
         line("Client:", &warning.message, Clear);
