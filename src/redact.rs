@@ -981,7 +981,9 @@ impl Secrets {
 
     /// `text` with every secret replaced ([`redact_spans`]).
     pub fn scrub(&self, text: &str) -> String {
-        redact_text_spans(text, spans_of(&self.values, text.as_bytes()).collect())
+        scrub_encoded(text, &mut |text| {
+            redact_text_spans(text, spans_of(&self.values, text.as_bytes()).collect())
+        })
     }
 
     /// [`Secrets::scrub`] of bytes that are no text (a binary body, a form with a file):
@@ -1000,6 +1002,94 @@ impl Secrets {
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
     }
+}
+
+/// A JSON string literal that holds an escape (`\u00e4`, `\"`, `\/`).
+static ESCAPED_JSON_STRING: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r#""(?:[^"\\]|\\.)*\\.(?:[^"\\]|\\.)*""#).expect("the pattern is valid")
+});
+
+/// A run of percent-encoded text that holds an escape (`p%40ss%20w0rd`, `Zq%2Bk%2F`).
+static PERCENT_ENCODED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(
+        r"(?:[A-Za-z0-9._~!*'()+-])*%[0-9A-Fa-f]{2}(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9._~!*'()+-])*",
+    )
+    .expect("the pattern is valid")
+});
+
+/// What percent-encoding leaves as it is (RFC 3986's unreserved characters).
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `text` scrubbed by `scrub` as it stands, then where a secret is written otherwise: in
+/// a JSON string literal's escapes (`P\u00e4ssw\u00f6rd`, `pa\"ss`) or percent-encoded
+/// (`p%40ss%20w0rd`, a token's `%2B`). Such a stretch that holds a secret once decoded
+/// is written again, encoded the same way, with the secret redacted.
+fn scrub_encoded(text: &str, scrub: &mut dyn FnMut(&str) -> String) -> String {
+    let mut text = scrub(text);
+    if text.contains('\\') {
+        text = rewrite_decoded(
+            &text,
+            &ESCAPED_JSON_STRING,
+            scrub,
+            |literal| serde_json::from_str::<String>(literal).ok(),
+            |scrubbed| serde_json::to_string(scrubbed).unwrap_or_default(),
+        );
+    }
+    if text.contains('%') {
+        text = rewrite_decoded(
+            &text,
+            &PERCENT_ENCODED,
+            scrub,
+            |run| {
+                percent_encoding::percent_decode_str(run)
+                    .decode_utf8()
+                    .ok()
+                    .map(|decoded| decoded.into_owned())
+            },
+            |scrubbed| {
+                // The marker stays as it is written elsewhere in URLs.
+                scrubbed
+                    .split(REDACTED)
+                    .map(|part| percent_encoding::utf8_percent_encode(part, UNRESERVED).to_string())
+                    .collect::<Vec<_>>()
+                    .join(REDACTED)
+            },
+        );
+    }
+    text
+}
+
+/// `text` with each match of `pattern` that `decode`s to something `scrub` changes
+/// replaced by the scrubbed text, `encode`d.
+fn rewrite_decoded(
+    text: &str,
+    pattern: &regex::Regex,
+    scrub: &mut dyn FnMut(&str) -> String,
+    decode: impl Fn(&str) -> Option<String>,
+    encode: impl Fn(&str) -> String,
+) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for found in pattern.find_iter(text) {
+        let Some(decoded) = decode(found.as_str()) else {
+            continue;
+        };
+        let scrubbed = scrub(&decoded);
+        if scrubbed != decoded {
+            out.push_str(&text[copied..found.start()]);
+            out.push_str(&encode(&scrubbed));
+            copied = found.end();
+        }
+    }
+    if copied == 0 {
+        return text.to_owned();
+    }
+    out.push_str(&text[copied..]);
+    out
 }
 
 /// Where each of `secrets` occurs in `bytes`: (start, end) spans. A short secret only
@@ -1139,8 +1229,10 @@ impl EarlierSecrets {
 
     /// `text` with every earlier secret replaced ([`redact_spans`]).
     pub fn scrub(&mut self, text: &str) -> String {
-        let spans = self.spans(text.as_bytes());
-        redact_text_spans(text, spans)
+        scrub_encoded(text, &mut |text| {
+            let spans = self.spans(text.as_bytes());
+            redact_text_spans(text, spans)
+        })
     }
 
     /// [`EarlierSecrets::scrub`] of bytes that are no text.
@@ -1347,6 +1439,44 @@ mod tests {
         let mut earlier = EarlierSecrets::default();
         earlier.add(&secrets);
         assert_eq!(earlier.scrub("later: 12345678."), "later: [redacted].");
+    }
+
+    #[test]
+    fn a_secret_is_found_escaped_in_json_and_percent_encoded() {
+        let mut login = Flow::exchange(
+            1,
+            "127.0.0.1:4000".parse().unwrap(),
+            "POST",
+            "https://baas.kinvey.com/user/kid_x/login",
+            Some(401),
+        );
+        login.request.headers = [("content-type", "application/json")].into_iter().collect();
+        login.request.body = crate::flow::CapturedBody::whole(
+            r#"{"username":"ada","password":"P\u00e4ss \"w\u00f6rd\""}"#.as_bytes(),
+        );
+        let secrets = Secrets::of(&login);
+        // Escaped in another JSON document; other literals are left as they were.
+        assert_eq!(
+            secrets.scrub(r#"{"debug":"pw P\u00e4ss \"w\u00f6rd\" rejected","x":"\u00e9"}"#),
+            r#"{"debug":"pw [redacted] rejected","x":"\u00e9"}"#
+        );
+        // Percent-encoded in a URL, the marker written as the query's is.
+        assert_eq!(
+            secrets.scrub("https://x.test/e?dbg=pw%20P%C3%A4ss%20%22w%C3%B6rd%22&y=%C3%A9"),
+            "https://x.test/e?dbg=pw%20[redacted]&y=%C3%A9"
+        );
+        // A token with + / =, as a later URL carries it.
+        let mut earlier = EarlierSecrets::default();
+        let mut signed = login.clone();
+        signed.request.headers = [("authorization", "Kinvey 0fd7.JfB4jPZq+k/Bls=")]
+            .into_iter()
+            .collect();
+        signed.request.body = crate::flow::CapturedBody::whole(&b""[..]);
+        earlier.add(&Secrets::of(&signed));
+        assert_eq!(
+            earlier.scrub("/rpc?token=0fd7.JfB4jPZq%2Bk%2FBls%3D&a=1"),
+            "/rpc?token=[redacted]&a=1"
+        );
     }
 
     #[test]

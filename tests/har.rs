@@ -2215,3 +2215,41 @@ fn a_password_that_is_a_word_of_kinspects_leaves_its_sentences_whole() {
         "{exported}"
     );
 }
+
+#[test]
+fn a_password_escaped_in_json_or_percent_encoded_is_redacted_in_the_har() {
+    let dir = tempfile::tempdir().unwrap();
+    let request = serde_json::to_string(r#"{"username":"ada","password":"Pässwörd-ünï"}"#).unwrap();
+    // As Python's json.dumps writes it: every non-ASCII letter escaped.
+    let response = serde_json::to_string(
+        r#"{"error":"InvalidCredentials","description":"d","debug":"pw P\u00e4ssw\u00f6rd-\u00fcn\u00ef"}"#,
+    )
+    .unwrap();
+    let entry = format!(
+        r#"{{"startedDateTime":"2026-11-20T10:00:01Z",
+          "request":{{"method":"POST","url":"https://baas.kinvey.com/echo?dbg=pw%20P%C3%A4ssw%C3%B6rd-%C3%BCn%C3%AF",
+            "headers":[{{"name":"Content-Type","value":"application/json"}}],
+            "postData":{{"mimeType":"application/json","text":{request}}}}},
+          "response":{{"status":401,"headers":[{{"name":"Content-Type","value":"application/json"}}],
+            "content":{{"mimeType":"application/json","text":{response}}}}}}}"#
+    );
+    let path = dir.path().join("in.har");
+    std::fs::write(&path, har_of(&[&entry])).unwrap();
+    let out = dir.path().join("out.har");
+    let exported = kinspect(&["har", path.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(exported.status.success(), "{exported:?}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    for leak in ["Pässwörd", r"P\\u00e4ssw", "P%C3%A4ssw"] {
+        assert!(!text.contains(leak), "{leak} in {text}");
+    }
+    let har: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let entry = &har["log"]["entries"][0];
+    assert_eq!(
+        entry["request"]["url"],
+        "https://baas.kinvey.com/echo?dbg=pw%20[redacted]"
+    );
+    assert!(entry["response"]["content"]["text"]
+        .as_str()
+        .unwrap()
+        .contains(r#""debug":"pw [redacted]""#));
+}
