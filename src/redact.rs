@@ -1072,17 +1072,28 @@ fn rewrite_decoded(
     decode: impl Fn(&str) -> Option<String>,
     encode: impl Fn(&str) -> String,
 ) -> String {
+    let decoded: Vec<(std::ops::Range<usize>, String)> = pattern
+        .find_iter(text)
+        .filter_map(|found| Some((found.range(), decode(found.as_str())?)))
+        .collect();
+    // Looked through all at once first (NUL is in no secret): most texts hold none, and
+    // scrubbing each stretch alone costs a search of every secret per stretch.
+    let all = decoded
+        .iter()
+        .map(|(_, d)| d.as_str())
+        .collect::<Vec<_>>()
+        .join("\0");
+    if decoded.is_empty() || scrub(&all) == all {
+        return text.to_owned();
+    }
     let mut out = String::with_capacity(text.len());
     let mut copied = 0;
-    for found in pattern.find_iter(text) {
-        let Some(decoded) = decode(found.as_str()) else {
-            continue;
-        };
+    for (range, decoded) in decoded {
         let scrubbed = scrub(&decoded);
         if scrubbed != decoded {
-            out.push_str(&text[copied..found.start()]);
+            out.push_str(&text[copied..range.start]);
             out.push_str(&encode(&scrubbed));
-            copied = found.end();
+            copied = range.end;
         }
     }
     if copied == 0 {
