@@ -981,9 +981,7 @@ impl Secrets {
 
     /// `text` with every secret replaced ([`redact_spans`]).
     pub fn scrub(&self, text: &str) -> String {
-        scrub_encoded(text, &mut |text| {
-            redact_text_spans(text, spans_of(&self.values, text.as_bytes()).collect())
-        })
+        scrub_encoded(text, &mut |bytes| spans_of(&self.values, bytes).collect())
     }
 
     /// [`Secrets::scrub`] of bytes that are no text (a binary body, a form with a file):
@@ -1017,90 +1015,161 @@ static PERCENT_ENCODED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock:
     .expect("the pattern is valid")
 });
 
-/// What percent-encoding leaves as it is (RFC 3986's unreserved characters).
-const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+/// Where secrets are in some bytes: (start, end) spans, overlapping or not.
+type SpansOf<'a> = dyn FnMut(&[u8]) -> Vec<(usize, usize)> + 'a;
 
-/// `text` scrubbed by `scrub` as it stands, then where a secret is written otherwise: in
-/// a JSON string literal's escapes (`P\u00e4ssw\u00f6rd`, `pa\"ss`) or percent-encoded
-/// (`p%40ss%20w0rd`, a token's `%2B`). Such a stretch that holds a secret once decoded
-/// is written again, encoded the same way, with the secret redacted.
-fn scrub_encoded(text: &str, scrub: &mut dyn FnMut(&str) -> String) -> String {
-    let mut text = scrub(text);
+/// `text` with every secret `spans_of` finds replaced, as it stands and where a secret is
+/// written otherwise: escaped in a JSON string (`P\u00e4ssw\u00f6rd`, a quote as `\"`) or
+/// percent-encoded (`p%40ss%20w0rd`, a token's `%2B`). There only the escapes that spell
+/// the secret are replaced; every other byte stays as written.
+fn scrub_encoded(text: &str, spans_of: &mut SpansOf<'_>) -> String {
+    let mut text = redact_text_spans(text, spans_of(text.as_bytes()));
     if text.contains('\\') {
-        text = rewrite_decoded(
-            &text,
-            &ESCAPED_JSON_STRING,
-            scrub,
-            |literal| serde_json::from_str::<String>(literal).ok(),
-            |scrubbed| serde_json::to_string(scrubbed).unwrap_or_default(),
-        );
+        // A closing quote may open the next literal: text that is no JSON (a script, a
+        // log) can put a backslash between two literals.
+        text = redact_decoded(&text, &ESCAPED_JSON_STRING, decode_json_string, 1, spans_of);
     }
     if text.contains('%') {
-        text = rewrite_decoded(
-            &text,
-            &PERCENT_ENCODED,
-            scrub,
-            |run| {
-                percent_encoding::percent_decode_str(run)
-                    .decode_utf8()
-                    .ok()
-                    .map(|decoded| decoded.into_owned())
-            },
-            |scrubbed| {
-                // The marker stays as it is written elsewhere in URLs.
-                scrubbed
-                    .split(REDACTED)
-                    .map(|part| percent_encoding::utf8_percent_encode(part, UNRESERVED).to_string())
-                    .collect::<Vec<_>>()
-                    .join(REDACTED)
-            },
-        );
+        text = redact_decoded(&text, &PERCENT_ENCODED, decode_percent, 0, spans_of);
     }
     text
 }
 
-/// `text` with each match of `pattern` that `decode`s to something `scrub` changes
-/// replaced by the scrubbed text, `encode`d.
-fn rewrite_decoded(
-    text: &str,
-    pattern: &regex::Regex,
-    scrub: &mut dyn FnMut(&str) -> String,
-    decode: impl Fn(&str) -> Option<String>,
-    encode: impl Fn(&str) -> String,
-) -> String {
-    let decoded: Vec<(std::ops::Range<usize>, String)> = pattern
-        .find_iter(text)
-        .filter_map(|found| Some((found.range(), decode(found.as_str())?)))
-        .collect();
-    // Looked through all at once first (NUL is in no secret): most texts hold none, and
-    // scrubbing each stretch alone costs a search of every secret per stretch.
-    let all = decoded
-        .iter()
-        .map(|(_, d)| d.as_str())
-        .collect::<Vec<_>>()
-        .join("\0");
-    if decoded.is_empty() || scrub(&all) == all {
-        return text.to_owned();
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut copied = 0;
-    for (range, decoded) in decoded {
-        let scrubbed = scrub(&decoded);
-        if scrubbed != decoded {
-            out.push_str(&text[copied..range.start]);
-            out.push_str(&encode(&scrubbed));
-            copied = range.end;
+/// Bytes decoded from an encoded stretch, and for each the range of the stretch that
+/// spelt it (a whole escape).
+#[derive(Debug, Default)]
+struct Decoded {
+    bytes: Vec<u8>,
+    from: Vec<std::ops::Range<usize>>,
+}
+
+impl Decoded {
+    fn push(&mut self, bytes: &[u8], from: std::ops::Range<usize>) {
+        for &b in bytes {
+            self.bytes.push(b);
+            self.from.push(from.clone());
         }
     }
-    if copied == 0 {
+}
+
+/// A JSON string literal (quotes included) decoded leniently: an escape that is not
+/// JSON's stays as written, a lone surrogate is U+FFFD.
+fn decode_json_string(literal: &str) -> Decoded {
+    let raw = literal.as_bytes();
+    let mut out = Decoded::default();
+    let hex4 = |at: usize| {
+        raw.get(at..at + 4)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+    };
+    let (mut i, end) = (1, raw.len().saturating_sub(1));
+    while i < end {
+        if raw[i] != b'\\' || i + 1 >= end {
+            out.push(&raw[i..i + 1], i..i + 1);
+            i += 1;
+            continue;
+        }
+        let simple = match raw[i + 1] {
+            b'"' => Some(b'"'),
+            b'\\' => Some(b'\\'),
+            b'/' => Some(b'/'),
+            b'b' => Some(8),
+            b'f' => Some(12),
+            b'n' => Some(b'\n'),
+            b'r' => Some(b'\r'),
+            b't' => Some(b'\t'),
+            _ => None,
+        };
+        if let Some(byte) = simple {
+            out.push(&[byte], i..i + 2);
+            i += 2;
+            continue;
+        }
+        let Some(unit) = hex4(i + 2).filter(|_| raw[i + 1] == b'u') else {
+            out.push(&raw[i..i + 1], i..i + 1);
+            i += 1;
+            continue;
+        };
+        let (c, len) = match unit {
+            0xD800..=0xDBFF if raw.get(i + 6..i + 8) == Some(b"\\u") => {
+                match hex4(i + 8).filter(|low| (0xDC00..=0xDFFF).contains(low)) {
+                    Some(low) => (
+                        char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)),
+                        12,
+                    ),
+                    None => (None, 6),
+                }
+            }
+            unit => (char::from_u32(unit), 6),
+        };
+        let c = c.unwrap_or(char::REPLACEMENT_CHARACTER);
+        out.push(c.encode_utf8(&mut [0; 4]).as_bytes(), i..i + len);
+        i += len;
+    }
+    out
+}
+
+/// A percent-encoded run decoded to its bytes (which need not be UTF-8).
+fn decode_percent(run: &str) -> Decoded {
+    let raw = run.as_bytes();
+    let mut out = Decoded::default();
+    let mut i = 0;
+    while i < raw.len() {
+        let escape = raw
+            .get(i + 1..i + 3)
+            .filter(|_| raw[i] == b'%')
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match escape {
+            Some(byte) => {
+                out.push(&[byte], i..i + 3);
+                i += 3;
+            }
+            None => {
+                out.push(&raw[i..i + 1], i..i + 1);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// `text` with the escapes that spell a secret in each match of `pattern` replaced by
+/// [`REDACTED`]. A match is looked for again from `back` bytes before the end of the
+/// last.
+fn redact_decoded(
+    text: &str,
+    pattern: &regex::Regex,
+    decode: fn(&str) -> Decoded,
+    back: usize,
+    spans_of: &mut SpansOf<'_>,
+) -> String {
+    let mut stretches = Vec::new();
+    let mut at = 0;
+    while let Some(found) = pattern.find_at(text, at) {
+        stretches.push((found.start(), decode(found.as_str())));
+        at = (found.end() - back).max(found.start() + 1);
+    }
+    // Looked through all at once first (NUL is in no secret): most texts hold none, and
+    // a search of every secret per stretch costs more.
+    let all = stretches
+        .iter()
+        .map(|(_, d)| &d.bytes[..])
+        .collect::<Vec<_>>()
+        .join(&0u8);
+    if stretches.is_empty() || spans_of(&all).is_empty() {
         return text.to_owned();
     }
-    out.push_str(&text[copied..]);
-    out
+    let mut raw_spans = Vec::new();
+    for (start, decoded) in &stretches {
+        for (from, to) in spans_of(&decoded.bytes) {
+            raw_spans.push((
+                start + decoded.from[from].start,
+                start + decoded.from[to - 1].end,
+            ));
+        }
+    }
+    redact_text_spans(text, raw_spans)
 }
 
 /// Where each of `secrets` occurs in `bytes`: (start, end) spans. A short secret only
@@ -1240,10 +1309,7 @@ impl EarlierSecrets {
 
     /// `text` with every earlier secret replaced ([`redact_spans`]).
     pub fn scrub(&mut self, text: &str) -> String {
-        scrub_encoded(text, &mut |text| {
-            let spans = self.spans(text.as_bytes());
-            redact_text_spans(text, spans)
-        })
+        scrub_encoded(text, &mut |bytes| self.spans(bytes))
     }
 
     /// [`EarlierSecrets::scrub`] of bytes that are no text.
@@ -1476,6 +1542,30 @@ mod tests {
             secrets.scrub("https://x.test/e?dbg=pw%20P%C3%A4ss%20%22w%C3%B6rd%22&y=%C3%A9"),
             "https://x.test/e?dbg=pw%20[redacted]&y=%C3%A9"
         );
+        // Only the escapes that spell it are replaced: the rest stays as written (a
+        // `+` meaning a space, `\/` keeping a script closed), bytes that are no UTF-8
+        // and escapes that are no JSON's too.
+        for (text, scrubbed) in [
+            (
+                "?q=my+pass+is+P%C3%A4ss%20%22w%C3%B6rd%22+(really)!",
+                "?q=my+pass+is+[redacted]+(really)!",
+            ),
+            (
+                "?d=%FF%20P%C3%A4ss%20%22w%C3%B6rd%22",
+                "?d=%FF%20[redacted]",
+            ),
+            (
+                r#"{"m":"P\u00e4ss \"w\u00f6rd\" <\/script> \ud83d C:\temp"}"#,
+                r#"{"m":"[redacted] <\/script> \ud83d C:\temp"}"#,
+            ),
+            // A backslash between two literals (a script, no JSON) hides neither.
+            (
+                r#"var a = "x", re = /\d+/, s = "P\u00e4ss \"w\u00f6rd\"";"#,
+                r#"var a = "x", re = /\d+/, s = "[redacted]";"#,
+            ),
+        ] {
+            assert_eq!(secrets.scrub(text), scrubbed, "{text}");
+        }
         // A token with + / =, as a later URL carries it.
         let mut earlier = EarlierSecrets::default();
         let mut signed = login.clone();
