@@ -739,6 +739,8 @@ fn redact_leaves(value: &mut serde_json::Value) -> usize {
 #[derive(Debug, Default)]
 pub struct Secrets {
     values: Vec<String>,
+    /// The values that are cookies' (carried to other flows only when long).
+    cookies: std::collections::HashSet<String>,
     /// How many came from JSON bodies.
     from_json: usize,
     /// How many came from cookies.
@@ -785,6 +787,7 @@ impl Secrets {
             if let Some(set_cookie) = cookie_field(&field.name) {
                 for cookie in cookie_secret_values(&value, set_cookie) {
                     if secrets.from_cookies < MAX_COOKIE_SECRETS && secrets.add(cookie) {
+                        secrets.cookies.insert(cookie.to_owned());
                         secrets.from_cookies += 1;
                     }
                 }
@@ -1282,11 +1285,14 @@ pub const MAX_EARLIER_SECRETS: usize = 10_000;
 /// Secrets looked for one by one before the automaton is built again with them.
 const UNMATCHED_LIMIT: usize = 32;
 
-/// Secrets shorter than this are not carried to other flows: a flow's `lang=en-US`
-/// cookie is scrubbed from that flow, but scrubbing `en-US` from every later body would
-/// ruin the export; tokens, keys and passwords worth finding elsewhere are longer (a
-/// user's password of 8 characters, say).
+/// Secrets shorter than this are not carried to other flows: tokens, keys and passwords
+/// worth finding elsewhere are longer (a user's password of 8 characters, say).
 const MIN_EARLIER_LEN: usize = 8;
+
+/// Cookie values shorter than this are not carried to other flows: a flow's
+/// `consent=accepted` cookie is scrubbed from that flow, but scrubbing `accepted` from
+/// every later body would ruin the export.
+const MIN_EARLIER_COOKIE_LEN: usize = 10;
 
 impl EarlierSecrets {
     /// Keeps `secrets` (of a flow just exported) for the flows after it. Full, it forgets
@@ -1301,7 +1307,11 @@ impl EarlierSecrets {
                 self.automaton = None;
                 self.matched = 0;
             }
-            if value.len() >= MIN_EARLIER_LEN && self.known.insert(value.clone()) {
+            let least = match secrets.cookies.contains(value) {
+                true => MIN_EARLIER_COOKIE_LEN,
+                false => MIN_EARLIER_LEN,
+            };
+            if value.len() >= least && self.known.insert(value.clone()) {
                 self.values.push(value.clone());
             }
         }
@@ -1516,6 +1526,16 @@ mod tests {
         let mut earlier = EarlierSecrets::default();
         earlier.add(&secrets);
         assert_eq!(earlier.scrub("later: 12345678."), "later: [redacted].");
+        // A cookie of 8 characters is scrubbed from its own flow only.
+        let mut page = login.clone();
+        page.request.headers = [("cookie", "consent=accepted")].into_iter().collect();
+        let secrets = Secrets::of(&page);
+        assert_eq!(secrets.scrub("consent: accepted"), "consent: [redacted]");
+        earlier.add(&secrets);
+        assert_eq!(
+            earlier.scrub(r#"{"status":"accepted"}"#),
+            r#"{"status":"accepted"}"#
+        );
     }
 
     #[test]

@@ -276,18 +276,31 @@ impl Redactor<'_> {
     }
 }
 
-/// The scheme of an `Authorization` or `Proxy-Authorization` value (`Kinvey`, `Basic`,
-/// `Bearer`) and the credentials after it.
+/// Authentication schemes whose name is kept in front of redacted credentials.
+const KNOWN_SCHEMES: [&str; 12] = [
+    "Basic",
+    "Bearer",
+    "Kinvey",
+    "Digest",
+    "Negotiate",
+    "NTLM",
+    "AWS4-HMAC-SHA256",
+    "Token",
+    "ApiKey",
+    "Hawk",
+    "DPoP",
+    "MAC",
+];
+
+/// The scheme of an `Authorization` or `Proxy-Authorization` value and the credentials
+/// after it, when the scheme is a known one (a first word that is no scheme may be a
+/// secret itself).
 fn credentials_scheme<'a>(name: &str, value: &'a str) -> Option<(&'a str, &'a str)> {
     let authorization = name.eq_ignore_ascii_case("authorization")
         || name.eq_ignore_ascii_case("proxy-authorization");
     let (scheme, credentials) = value.trim().split_once(' ')?;
-    let is_token = !scheme.is_empty()
-        && scheme.len() <= 32
-        && scheme
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    (authorization && is_token).then(|| (scheme, credentials.trim()))
+    let known = KNOWN_SCHEMES.iter().any(|k| k.eq_ignore_ascii_case(scheme));
+    (authorization && known).then(|| (scheme, credentials.trim()))
 }
 
 fn headers_json(headers: &Headers, redactor: &mut Redactor<'_>) -> Value {
@@ -628,19 +641,28 @@ fn entry_after(
             entry.insert("_webSocketUnreadable".into(), json!(redactor.text(why)));
         }
     }
-    if kinvey.request_id.is_some() || kinvey.error.is_some() || !kinvey.anomalies.is_empty() {
-        entry.insert("_kinvey".into(), kinvey_json(flow, kinvey, &mut redactor));
+    if let Some(kinvey) = kinvey_json(flow, kinvey, &mut redactor) {
+        entry.insert("_kinvey".into(), kinvey);
     }
     redactor.earlier.add(&redactor.secrets);
     Value::Object(entry)
 }
 
+/// The `_kinvey` object of a flow that is a Kinvey exchange or has anomalies (as the
+/// analysis finds them now; what is stored names the listed error).
 fn kinvey_json(
     flow: &Flow,
     kinvey: &crate::kinvey::KinveySummary,
     redactor: &mut Redactor<'_>,
-) -> Value {
+) -> Option<Value> {
     let analysis = crate::kinvey::analyze(flow);
+    let shown = kinvey.request_id.is_some()
+        || kinvey.error.is_some()
+        || analysis.is_kinvey()
+        || !analysis.anomalies.is_empty();
+    if !shown {
+        return None;
+    }
     let primary = analysis.listed_error(kinvey);
     // The server's words (a name, those quoted in anomalies) are scrubbed like its body;
     // kinspect's own are not.
@@ -651,7 +673,7 @@ fn kinvey_json(
         .collect();
     let mut json = json!({
         "requestId": kinvey.request_id,
-        "error": kinvey.error.as_deref().map(|e| redactor.text(e)),
+        "error": kinvey.error.as_deref().or(primary.map(|e| e.trimmed_name())).map(|e| redactor.text(e)),
         "description": primary.and_then(|e| e.description.as_deref().map(|d| redactor.text(d))),
         "debug": primary.and_then(|e| e.debug.as_deref().map(|d| redactor.text(d))),
         "class": kinvey.class.map(|c| c.as_str()),
@@ -681,5 +703,5 @@ fn kinvey_json(
     if !others.is_empty() {
         json["otherErrors"] = Value::Array(others);
     }
-    json
+    Some(json)
 }

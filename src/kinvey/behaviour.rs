@@ -174,7 +174,8 @@ fn request_digest(flow: &Flow) -> Option<u64> {
         return None;
     }
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    body_digest(flow).hash(&mut hasher);
+    body_digest(flow)?.hash(&mut hasher);
+    flow.request.body.wire_size.hash(&mut hasher);
     let mut fields: Vec<(compact_str::CompactString, &[u8])> = flow
         .request
         .headers
@@ -187,12 +188,34 @@ fn request_digest(flow: &Flow) -> Option<u64> {
     Some(hasher.finish())
 }
 
-/// What tells one document sent to a URL from another: the request body.
-fn body_digest(flow: &Flow) -> u64 {
+/// What tells one document sent to a URL from another: the request body, decoded (a
+/// gzip header's time aside), a multipart body without its boundary (new each attempt).
+/// None for a body with redacted parts (read from a HAR exported so): no telling.
+fn body_digest(flow: &Flow) -> Option<u64> {
+    let body = flow
+        .decoded_request_body()
+        .unwrap_or_else(|| flow.request.body.bytes.clone());
+    if memchr::memmem::find(&body, crate::redact::REDACTED.as_bytes()).is_some() {
+        return None;
+    }
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    flow.request.body.bytes.hash(&mut hasher);
-    flow.request.body.wire_size.hash(&mut hasher);
-    hasher.finish()
+    let boundary = flow
+        .request
+        .headers
+        .get("content-type")
+        .and_then(|content_type| crate::redact::form_data_boundary(&content_type));
+    match boundary {
+        Some(boundary) => {
+            let mut from = 0;
+            for at in memchr::memmem::find_iter(&body, boundary.as_bytes()) {
+                body[from..at].hash(&mut hasher);
+                from = at + boundary.len();
+            }
+            body[from..].hash(&mut hasher);
+        }
+        None => body.hash(&mut hasher),
+    }
+    Some(hasher.finish())
 }
 
 impl BehaviourTracker {
@@ -248,7 +271,9 @@ impl BehaviourTracker {
             match &previous.error {
                 // Sent again: the same body (a different document to the same URL is
                 // another request).
-                Some((ErrorClass::Stop, error)) if previous.body == Some(body_digest(flow)) => {
+                Some((ErrorClass::Stop, error))
+                    if previous.body.is_some() && previous.body == body_digest(flow) =>
+                {
                     warnings.push(BehaviourWarning::StopResent {
                         previous: previous.id,
                         error: error.clone(),
@@ -290,7 +315,9 @@ impl BehaviourTracker {
             .then(|| digest_of(flow))
             .flatten();
         // Digested only where it is compared, as the request's.
-        let body = matches!(error, Some((ErrorClass::Stop, _))).then(|| body_digest(flow));
+        let body = matches!(error, Some((ErrorClass::Stop, _)))
+            .then(|| body_digest(flow))
+            .flatten();
         self.last.put(
             key,
             LastAttempt {
@@ -355,6 +382,32 @@ mod tests {
         assert!(w[0].message().contains("KinveyInternalErrorStop"));
         // Another document to the same URL is another request, not the one re-sent.
         assert!(t.observe(&attempt(3, 9000, "b"), &stop).is_empty());
+        // The same form with the boundary of each attempt is the same body.
+        let form = |id, at, boundary: &str| {
+            let mut flow = attempt(id, at, "");
+            flow.request.headers = [(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )]
+            .into_iter()
+            .collect();
+            flow.request.body = CapturedBody::whole(format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nA\r\n--{boundary}--\r\n"
+            ));
+            flow
+        };
+        let mut t = BehaviourTracker::new();
+        t.observe(&form(1, 0, "XaAaA1"), &stop);
+        assert_eq!(
+            codes(&t.observe(&form(2, 5000, "ZbBbB2"), &stop)),
+            ["stop_resent"]
+        );
+        // Redacted (a HAR exported so): no telling.
+        let mut t = BehaviourTracker::new();
+        t.observe(&attempt(1, 0, r#"{"password":"[redacted]"}"#), &stop);
+        assert!(t
+            .observe(&attempt(2, 5000, r#"{"password":"[redacted]"}"#), &stop)
+            .is_empty());
     }
 
     #[test]
