@@ -755,8 +755,12 @@ impl ExchangeEnd {
             fresh_conn,
             lease,
         } = self;
+        let (request_body, request_end) = {
+            let capture = lock(&req_capture);
+            (capture.snapshot(), capture.ended_at())
+        };
         if matches!(end, BodyEnd::Complete) {
-            lease.release();
+            lease.release(request_end.is_some());
         }
         let (response_body, t_end) = {
             let capture = lock(capture);
@@ -764,10 +768,6 @@ impl ExchangeEnd {
                 capture.snapshot(),
                 capture.ended_at().unwrap_or_else(Instant::now),
             )
-        };
-        let (request_body, request_end) = {
-            let capture = lock(&req_capture);
-            (capture.snapshot(), capture.ended_at())
         };
         flow.request.body = request_body;
         if let Some(response) = flow.response.as_mut() {

@@ -583,13 +583,16 @@ impl Lease {
     }
 
     /// The response has been read to its end: the connection can take the next request.
-    /// (A lease dropped instead closes an HTTP/1.1 connection: what is left of the
-    /// response would be read as the next one's.)
-    pub(crate) fn release(self) {
+    /// `request_sent`: the request body has ended too, so the connection is idle or a
+    /// moment from it (hyper's dispatch may not have seen the response's end yet): it is
+    /// kept for the client's next request, which waits that moment rather than open
+    /// another. (A lease dropped instead closes an HTTP/1.1 connection: what is left of
+    /// the response would be read as the next one's.)
+    pub(crate) fn release(self, request_sent: bool) {
         let Some((conn, kept)) = self.kept else {
             return;
         };
-        if conn.is_ready() {
+        if request_sent || conn.is_ready() {
             kept.keep(conn);
             return;
         }
