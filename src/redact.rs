@@ -1506,8 +1506,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_numeric_password_is_a_secret_and_one_of_8_characters_reaches_later_flows() {
+    /// A refused login sending `body` as JSON.
+    fn json_login(body: &str) -> Flow {
         let mut login = Flow::exchange(
             1,
             "127.0.0.1:4000".parse().unwrap(),
@@ -1516,8 +1516,13 @@ mod tests {
             Some(401),
         );
         login.request.headers = [("content-type", "application/json")].into_iter().collect();
-        login.request.body =
-            crate::flow::CapturedBody::whole(&br#"{"username":"ada","password":12345678}"#[..]);
+        login.request.body = crate::flow::CapturedBody::whole(body.as_bytes().to_vec());
+        login
+    }
+
+    #[test]
+    fn a_numeric_password_is_a_secret_and_one_of_8_characters_reaches_later_flows() {
+        let login = json_login(r#"{"username":"ada","password":12345678}"#);
         let secrets = Secrets::of(&login);
         assert_eq!(
             secrets.scrub("wrong password 12345678"),
@@ -1540,17 +1545,7 @@ mod tests {
 
     #[test]
     fn a_secret_is_found_escaped_in_json_and_percent_encoded() {
-        let mut login = Flow::exchange(
-            1,
-            "127.0.0.1:4000".parse().unwrap(),
-            "POST",
-            "https://baas.kinvey.com/user/kid_x/login",
-            Some(401),
-        );
-        login.request.headers = [("content-type", "application/json")].into_iter().collect();
-        login.request.body = crate::flow::CapturedBody::whole(
-            r#"{"username":"ada","password":"P\u00e4ss \"w\u00f6rd\""}"#.as_bytes(),
-        );
+        let login = json_login(r#"{"username":"ada","password":"P\u00e4ss \"w\u00f6rd\""}"#);
         let secrets = Secrets::of(&login);
         // Escaped in another JSON document; other literals are left as they were.
         assert_eq!(
