@@ -984,6 +984,9 @@ impl Secrets {
 
     /// `text` with every secret replaced ([`redact_spans`]).
     pub fn scrub(&self, text: &str) -> String {
+        if self.values.is_empty() {
+            return text.to_owned();
+        }
         scrub_encoded(text, &mut |bytes| spans_of(&self.values, bytes).collect())
     }
 
@@ -1008,6 +1011,14 @@ impl Secrets {
 /// A JSON string literal that holds an escape (`\u00e4`, `\"`, `\/`).
 static ESCAPED_JSON_STRING: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
     regex::Regex::new(r#""(?:[^"\\]|\\.)*\\.(?:[^"\\]|\\.)*""#).expect("the pattern is valid")
+});
+
+/// A run of form-encoded text that holds a `+` for a space (`my+secret+pw`).
+static FORM_ENCODED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(
+        r"(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9._~!*'()-])*\+(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9._~!*'()+-])*",
+    )
+    .expect("the pattern is valid")
 });
 
 /// A run of percent-encoded text that holds an escape (`p%40ss%20w0rd`, `Zq%2Bk%2F`).
@@ -1035,36 +1046,54 @@ fn scrub_encoded(text: &str, spans_of: &mut SpansOf<'_>) -> String {
     if text.contains('%') {
         text = redact_decoded(&text, &PERCENT_ENCODED, decode_percent, 0, spans_of);
     }
+    if text.contains('+') {
+        text = redact_decoded(&text, &FORM_ENCODED, decode_form, 0, spans_of);
+    }
     text
 }
 
-/// Bytes decoded from an encoded stretch, and for each the range of the stretch that
-/// spelt it (a whole escape).
+/// Bytes decoded from an encoded stretch and, when `mapped`, for each the range of the
+/// stretch that spelt it (a whole escape): kept only for a stretch that holds a secret.
 #[derive(Debug, Default)]
 struct Decoded {
     bytes: Vec<u8>,
+    mapped: bool,
     from: Vec<std::ops::Range<usize>>,
 }
 
 impl Decoded {
+    fn new(mapped: bool) -> Decoded {
+        Decoded {
+            mapped,
+            ..Decoded::default()
+        }
+    }
+
     fn push(&mut self, bytes: &[u8], from: std::ops::Range<usize>) {
-        for &b in bytes {
-            self.bytes.push(b);
-            self.from.push(from.clone());
+        self.bytes.extend_from_slice(bytes);
+        if self.mapped {
+            self.from.extend(std::iter::repeat_n(from, bytes.len()));
         }
     }
 }
 
+/// `text` as a number in base 16 when it is only hex digits (`from_str_radix` takes a
+/// sign too).
+fn hex(text: &[u8]) -> Option<u32> {
+    let digits = std::str::from_utf8(text).ok()?;
+    digits
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit())
+        .then(|| u32::from_str_radix(digits, 16).ok())
+        .flatten()
+}
+
 /// A JSON string literal (quotes included) decoded leniently: an escape that is not
 /// JSON's stays as written, a lone surrogate is U+FFFD.
-fn decode_json_string(literal: &str) -> Decoded {
+fn decode_json_string(literal: &str, mapped: bool) -> Decoded {
     let raw = literal.as_bytes();
-    let mut out = Decoded::default();
-    let hex4 = |at: usize| {
-        raw.get(at..at + 4)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u32::from_str_radix(h, 16).ok())
-    };
+    let mut out = Decoded::new(mapped);
+    let hex4 = |at: usize| raw.get(at..at + 4).and_then(hex);
     let (mut i, end) = (1, raw.len().saturating_sub(1));
     while i < end {
         if raw[i] != b'\\' || i + 1 >= end {
@@ -1113,23 +1142,35 @@ fn decode_json_string(literal: &str) -> Decoded {
 }
 
 /// A percent-encoded run decoded to its bytes (which need not be UTF-8).
-fn decode_percent(run: &str) -> Decoded {
+fn decode_percent(run: &str, mapped: bool) -> Decoded {
+    decode_escapes(run, mapped, false)
+}
+
+/// A form-encoded run decoded: a `+` is a space too.
+fn decode_form(run: &str, mapped: bool) -> Decoded {
+    decode_escapes(run, mapped, true)
+}
+
+fn decode_escapes(run: &str, mapped: bool, plus_is_space: bool) -> Decoded {
     let raw = run.as_bytes();
-    let mut out = Decoded::default();
+    let mut out = Decoded::new(mapped);
     let mut i = 0;
     while i < raw.len() {
         let escape = raw
             .get(i + 1..i + 3)
             .filter(|_| raw[i] == b'%')
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
+            .and_then(hex);
         match escape {
             Some(byte) => {
-                out.push(&[byte], i..i + 3);
+                out.push(&[byte as u8], i..i + 3);
                 i += 3;
             }
             None => {
-                out.push(&raw[i..i + 1], i..i + 1);
+                let byte = match raw[i] {
+                    b'+' if plus_is_space => b' ',
+                    other => other,
+                };
+                out.push(&[byte], i..i + 1);
                 i += 1;
             }
         }
@@ -1143,32 +1184,36 @@ fn decode_percent(run: &str) -> Decoded {
 fn redact_decoded(
     text: &str,
     pattern: &regex::Regex,
-    decode: fn(&str) -> Decoded,
+    decode: fn(&str, bool) -> Decoded,
     back: usize,
     spans_of: &mut SpansOf<'_>,
 ) -> String {
+    // Looked through all at once first, decoded without the map (NUL is in no secret):
+    // most texts hold none, and a search of every secret per stretch costs more.
     let mut stretches = Vec::new();
+    let mut all = Vec::new();
     let mut at = 0;
     while let Some(found) = pattern.find_at(text, at) {
-        stretches.push((found.start(), decode(found.as_str())));
+        stretches.push(found.range());
+        all.extend(decode(found.as_str(), false).bytes);
+        all.push(0);
         at = (found.end() - back).max(found.start() + 1);
     }
-    // Looked through all at once first (NUL is in no secret): most texts hold none, and
-    // a search of every secret per stretch costs more.
-    let all = stretches
-        .iter()
-        .map(|(_, d)| &d.bytes[..])
-        .collect::<Vec<_>>()
-        .join(&0u8);
     if stretches.is_empty() || spans_of(&all).is_empty() {
         return text.to_owned();
     }
+    drop(all);
     let mut raw_spans = Vec::new();
-    for (start, decoded) in &stretches {
+    for stretch in stretches {
+        let raw = &text[stretch.clone()];
+        if spans_of(&decode(raw, false).bytes).is_empty() {
+            continue;
+        }
+        let decoded = decode(raw, true);
         for (from, to) in spans_of(&decoded.bytes) {
             raw_spans.push((
-                start + decoded.from[from].start,
-                start + decoded.from[to - 1].end,
+                stretch.start + decoded.from[from].start,
+                stretch.start + decoded.from[to - 1].end,
             ));
         }
     }
@@ -1319,6 +1364,9 @@ impl EarlierSecrets {
 
     /// `text` with every earlier secret replaced ([`redact_spans`]).
     pub fn scrub(&mut self, text: &str) -> String {
+        if self.values.is_empty() {
+            return text.to_owned();
+        }
         scrub_encoded(text, &mut |bytes| self.spans(bytes))
     }
 
@@ -1581,6 +1629,15 @@ mod tests {
         ] {
             assert_eq!(secrets.scrub(text), scrubbed, "{text}");
         }
+        // A space written as `+` (forms, Java's and Python's URL encoders); a `\u` with a
+        // sign is no escape.
+        let spaced = Secrets::of(&json_login(r#"{"password":"my secret pw"}"#));
+        assert_eq!(spaced.scrub("?q=my+secret+pw&x=1"), "?q=[redacted]&x=1");
+        assert_eq!(spaced.scrub("?q=my+secret%20pw"), "?q=[redacted]");
+        assert_eq!(
+            secrets.scrub(r#"{"m":"P\u+0e4ss"}"#),
+            r#"{"m":"P\u+0e4ss"}"#
+        );
         // A token with + / =, as a later URL carries it.
         let mut earlier = EarlierSecrets::default();
         let mut signed = login.clone();

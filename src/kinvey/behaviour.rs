@@ -175,13 +175,19 @@ fn request_digest(flow: &Flow) -> Option<u64> {
     }
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     body_digest(flow)?.hash(&mut hasher);
-    flow.request.body.wire_size.hash(&mut hasher);
     let mut fields: Vec<(compact_str::CompactString, &[u8])> = flow
         .request
         .headers
         .iter()
         .map(|field| (field.name.to_ascii_lowercase(), &field.value[..]))
         .filter(|(name, _)| !PER_ATTEMPT_FIELDS.contains(&name.as_str()))
+        // A multipart form's boundary is new each attempt, as in the body.
+        .map(
+            |(name, value)| match name == "content-type" && is_multipart(value) {
+                true => (name, &b"multipart/form-data"[..]),
+                false => (name, value),
+            },
+        )
         .collect();
     fields.sort();
     fields.hash(&mut hasher);
@@ -199,6 +205,11 @@ fn body_digest(flow: &Flow) -> Option<u64> {
         return None;
     }
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    // Kept in part: two bodies with the same start may still differ.
+    let kept = &flow.request.body;
+    if kept.truncated || kept.incomplete {
+        (kept.wire_size, kept.truncated, kept.incomplete).hash(&mut hasher);
+    }
     let boundary = flow
         .request
         .headers
@@ -216,6 +227,14 @@ fn body_digest(flow: &Flow) -> Option<u64> {
         None => body.hash(&mut hasher),
     }
     Some(hasher.finish())
+}
+
+/// True for a `multipart/form-data` content type.
+fn is_multipart(content_type: &[u8]) -> bool {
+    std::str::from_utf8(content_type)
+        .ok()
+        .and_then(crate::redact::form_data_boundary)
+        .is_some()
 }
 
 impl BehaviourTracker {
@@ -242,6 +261,8 @@ impl BehaviourTracker {
         // compared with the next attempt after one.
         let mut digest = None;
         let mut digest_of = |flow: &Flow| *digest.get_or_insert_with(|| request_digest(flow));
+        let mut body = None;
+        let mut body_of = |flow: &Flow| *body.get_or_insert_with(|| body_digest(flow));
         // Re-sent unchanged and answered: no fix was needed after all (the data changed).
         // A 207 batch or a wrapped body fails with a 2xx status.
         let failed =
@@ -272,7 +293,7 @@ impl BehaviourTracker {
                 // Sent again: the same body (a different document to the same URL is
                 // another request).
                 Some((ErrorClass::Stop, error))
-                    if previous.body.is_some() && previous.body == body_digest(flow) =>
+                    if previous.body.is_some() && previous.body == body_of(flow) =>
                 {
                     warnings.push(BehaviourWarning::StopResent {
                         previous: previous.id,
@@ -316,7 +337,7 @@ impl BehaviourTracker {
             .flatten();
         // Digested only where it is compared, as the request's.
         let body = matches!(error, Some((ErrorClass::Stop, _)))
-            .then(|| body_digest(flow))
+            .then(|| body_of(flow))
             .flatten();
         self.last.put(
             key,
@@ -402,6 +423,24 @@ mod tests {
             codes(&t.observe(&form(2, 5000, "ZbBbB2"), &stop)),
             ["stop_resent"]
         );
+        // So after a FIX error: the form sent again unchanged.
+        let fix = failed("JSONParseError", ErrorClass::Fix);
+        let mut t = BehaviourTracker::new();
+        t.observe(&form(1, 0, "XaAaA1"), &fix);
+        assert_eq!(
+            codes(&t.observe(&form(2, 5000, "ZbBbB2"), &fix)),
+            ["fix_resent_unchanged"]
+        );
+        // Two bodies cut at --max-body after the same start are told apart by size.
+        let cut = |id, at, size| {
+            let mut flow = attempt(id, at, "same start");
+            flow.request.body.truncated = true;
+            flow.request.body.wire_size = size;
+            flow
+        };
+        let mut t = BehaviourTracker::new();
+        t.observe(&cut(1, 0, 20_000_000), &stop);
+        assert!(t.observe(&cut(2, 5000, 30_000_000), &stop).is_empty());
         // Redacted (a HAR exported so): no telling.
         let mut t = BehaviourTracker::new();
         t.observe(&attempt(1, 0, r#"{"password":"[redacted]"}"#), &stop);
