@@ -8,6 +8,11 @@ use crate::flow::Flow;
 /// What replaces a secret.
 pub const REDACTED: &str = "[redacted]";
 
+/// True when `bytes` hold a [`REDACTED`] marker: what was there cannot be told.
+pub fn holds_redacted(bytes: &[u8]) -> bool {
+    memchr::memmem::find(bytes, REDACTED.as_bytes()).is_some()
+}
+
 /// True for headers whose values are secrets: credentials, cookies, and any field
 /// named for a token, secret, password or API key (`X-Auth-Token`, `X-Api-Key`).
 pub fn is_secret_header(name: &str) -> bool {
@@ -974,7 +979,7 @@ impl Secrets {
         // place.
         let added = value.len() >= MIN_SECRET_LEN
             && !REDACTED.contains(value)
-            && !value.contains(REDACTED)
+            && !holds_redacted(value.as_bytes())
             && !self.values.iter().any(|v| v == value);
         if added {
             self.values.push(value.to_owned());

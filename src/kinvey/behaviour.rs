@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::{ErrorClass, KinveyAnalysis};
 use crate::flow::{Flow, FlowId};
+use crate::redact::holds_redacted;
 
 /// Re-sending a transient error sooner than this is not backing off.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -165,11 +166,13 @@ impl std::fmt::Debug for BehaviourTracker {
 /// `APIVersionNotAvailable`. None for a request whose secrets were redacted (read from
 /// a HAR exported so): a changed credential would look the same.
 fn request_digest(flow: &Flow) -> Option<u64> {
-    let redacted =
-        |bytes: &[u8]| memchr::memmem::find(bytes, crate::redact::REDACTED.as_bytes()).is_some();
-    if redacted(flow.request.url.as_bytes())
-        || redacted(&flow.request.body.bytes)
-        || flow.request.headers.iter().any(|f| redacted(&f.value))
+    // The body's marker: in body_digest.
+    if holds_redacted(flow.request.url.as_bytes())
+        || flow
+            .request
+            .headers
+            .iter()
+            .any(|f| holds_redacted(&f.value))
     {
         return None;
     }
@@ -201,7 +204,7 @@ fn body_digest(flow: &Flow) -> Option<u64> {
     let body = flow
         .decoded_request_body()
         .unwrap_or_else(|| flow.request.body.bytes.clone());
-    if memchr::memmem::find(&body, crate::redact::REDACTED.as_bytes()).is_some() {
+    if holds_redacted(&body) {
         return None;
     }
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
