@@ -125,6 +125,15 @@ pub enum Command {
         /// The address the proxy listens on [default: 127.0.0.1:8080].
         #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
         listen: Option<SocketAddr>,
+        /// The proxy's --proxy-auth credentials, written into the proxy URLs
+        /// (`http://USER:PASS@…`) so that programs send them.
+        #[arg(
+            long,
+            value_name = "USER:PASS",
+            env = "KINSPECT_PROXY_AUTH",
+            hide_env_values = true
+        )]
+        proxy_auth: Option<ProxyCredentials>,
         #[command(flatten)]
         ca: CaDirArg,
     },
@@ -149,11 +158,17 @@ pub enum Command {
 /// Shell syntaxes `kinspect env` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ShellKind {
-    /// `export NAME='value'` (sh, bash, zsh).
-    #[value(alias = "bash", alias = "zsh")]
+    /// `export NAME='value'`.
     Sh,
+    /// `export NAME='value'`.
+    Bash,
+    /// `export NAME='value'`.
+    Zsh,
     /// `set -gx NAME 'value'`.
     Fish,
+    /// `$env:NAME = 'value'`.
+    #[value(alias = "pwsh")]
+    Powershell,
 }
 
 /// Options of the proxy itself.
@@ -431,7 +446,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             with_key,
             ca,
         }) => setup::show_ca(&ca.ca_dir()?, export.as_deref(), with_key),
-        Some(Command::Env { shell, listen, ca }) => {
+        Some(Command::Env {
+            shell,
+            listen,
+            proxy_auth,
+            ca,
+        }) => {
             let listen = listen.unwrap_or(SocketAddr::from(DEFAULT_LISTEN));
             if listen.port() == 0 {
                 anyhow::bail!(
@@ -439,7 +459,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                      port it printed when it started (`proxy http://…:PORT`)"
                 );
             }
-            setup::print_env(&ca.ca_dir()?, listen, shell)
+            setup::print_env(&ca.ca_dir()?, listen, proxy_auth.as_ref(), shell)
         }
         None => run_session(cli.proxy, Mode::Proxy),
     }

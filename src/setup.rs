@@ -10,7 +10,7 @@ use base64::Engine;
 
 use crate::ca::{write_new_file, CertificateAuthority, CERT_DER_FILE, CERT_PEM_FILE, KEY_FILE};
 use crate::cli::ShellKind;
-use crate::proxy::CA_HOST;
+use crate::proxy::{ProxyCredentials, CA_HOST};
 
 /// File name of the CA bundle `kinspect env` points OpenSSL, Python and curl at: the
 /// system's roots plus the kinspect CA, so that programs still reach other hosts.
@@ -131,11 +131,25 @@ pub fn local_proxy_addr(listen: SocketAddr) -> SocketAddr {
     SocketAddr::new(host, listen.port())
 }
 
-/// The `kinspect env` exports for a proxy on `listen` with the CA in `dir`.
-pub fn env_exports(dir: &Path, listen: SocketAddr, shell: ShellKind) -> anyhow::Result<String> {
+/// The `kinspect env` exports for a proxy on `listen` (asking for `credentials`) with the
+/// CA in `dir`.
+pub fn env_exports(
+    dir: &Path,
+    listen: SocketAddr,
+    credentials: Option<&ProxyCredentials>,
+    shell: ShellKind,
+) -> anyhow::Result<String> {
     let ca = CertificateAuthority::load_or_create(dir)?;
     let bundle = write_bundle(&ca)?;
-    let proxy = local_proxy_url(listen);
+    let shown = local_proxy_url(listen);
+    let proxy = match credentials {
+        Some(credentials) => format!(
+            "http://{}@{}",
+            credentials.url_userinfo(),
+            local_proxy_addr(listen)
+        ),
+        None => shown.clone(),
+    };
     // Absolute: the variables outlive a `cd` in the shell that evaluates them.
     let absolute = |path: &Path| {
         std::path::absolute(path)
@@ -164,20 +178,31 @@ pub fn env_exports(dir: &Path, listen: SocketAddr, shell: ShellKind) -> anyhow::
     ];
     let quote = |v: &str| format!("'{}'", v.replace('\'', r"'\''"));
     let mut out = format!(
-        "# kinspect on {proxy}: eval this in a shell to send its programs through kinspect\n"
+        "# kinspect on {shown}: eval this in a shell to send its programs through kinspect\n"
     );
     for (name, value) in vars {
         let _ = match shell {
-            ShellKind::Sh => writeln!(out, "export {name}={}", quote(value)),
+            ShellKind::Sh | ShellKind::Bash | ShellKind::Zsh => {
+                writeln!(out, "export {name}={}", quote(value))
+            }
             ShellKind::Fish => writeln!(out, "set -gx {name} {}", quote(value)),
+            // PowerShell's single quotes take a quote doubled, and nothing else.
+            ShellKind::Powershell => {
+                writeln!(out, "$env:{name} = '{}'", value.replace('\'', "''"))
+            }
         };
     }
     Ok(out)
 }
 
 /// `kinspect env`.
-pub fn print_env(dir: &Path, listen: SocketAddr, shell: ShellKind) -> anyhow::Result<()> {
-    print!("{}", env_exports(dir, listen, shell)?);
+pub fn print_env(
+    dir: &Path,
+    listen: SocketAddr,
+    credentials: Option<&ProxyCredentials>,
+    shell: ShellKind,
+) -> anyhow::Result<()> {
+    print!("{}", env_exports(dir, listen, credentials, shell)?);
     Ok(())
 }
 
@@ -231,10 +256,10 @@ mod tests {
     }
 
     #[test]
-    fn env_exports_in_both_syntaxes() {
+    fn env_exports_in_every_syntax() {
         let dir = tempfile::tempdir().unwrap();
         let listen: SocketAddr = "0.0.0.0:9090".parse().unwrap();
-        let sh = env_exports(dir.path(), listen, ShellKind::Sh).unwrap();
+        let sh = env_exports(dir.path(), listen, None, ShellKind::Sh).unwrap();
         assert!(
             sh.contains("export HTTPS_PROXY='http://127.0.0.1:9090'"),
             "{sh}"
@@ -244,8 +269,24 @@ mod tests {
             "NODE_EXTRA_CA_CERTS='{}'",
             dir.path().join(CERT_PEM_FILE).display()
         )));
-        let fish = env_exports(dir.path(), listen, ShellKind::Fish).unwrap();
+        let fish = env_exports(dir.path(), listen, None, ShellKind::Fish).unwrap();
         assert!(fish.contains("set -gx SSL_CERT_FILE '"), "{fish}");
+        for shell in [ShellKind::Bash, ShellKind::Zsh] {
+            assert_eq!(env_exports(dir.path(), listen, None, shell).unwrap(), sh);
+        }
+        let credentials: ProxyCredentials = "it's:me".parse().unwrap();
+        let powershell = env_exports(
+            dir.path(),
+            listen,
+            Some(&credentials),
+            ShellKind::Powershell,
+        )
+        .unwrap();
+        assert!(
+            powershell.contains("$env:HTTPS_PROXY = 'http://it%27s:me@127.0.0.1:9090'"),
+            "{powershell}"
+        );
+        assert!(powershell.contains("$env:NO_PROXY = ''"), "{powershell}");
         let bundle = std::fs::read_to_string(dir.path().join(BUNDLE_FILE)).unwrap();
         let ca = std::fs::read_to_string(dir.path().join(CERT_PEM_FILE)).unwrap();
         assert!(

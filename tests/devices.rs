@@ -68,11 +68,21 @@ async fn the_ca_page_and_both_downloads() {
 
 /// The variables `kinspect env` exports for `proxy`.
 fn kinspect_env(proxy: &TestProxy) -> HashMap<String, String> {
-    let output = Command::new(env!("CARGO_BIN_EXE_kinspect"))
+    kinspect_env_with(proxy, |_| {})
+}
+
+/// The variables `kinspect env`, adjusted by `configure`, exports for `proxy`.
+fn kinspect_env_with(
+    proxy: &TestProxy,
+    configure: impl FnOnce(&mut Command),
+) -> HashMap<String, String> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kinspect"));
+    command
         .args(["env", "--listen", &proxy.addr.to_string(), "--ca-dir"])
         .arg(proxy.ca_dir.path())
-        .output()
-        .unwrap();
+        .env_remove("KINSPECT_PROXY_AUTH");
+    configure(&mut command);
+    let output = command.output().unwrap();
     assert!(
         output.status.success(),
         "{}",
@@ -190,6 +200,37 @@ async fn curl_python_and_node_configured_by_kinspect_env_go_through_the_proxy() 
             "{client}'s HTTPS was intercepted"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinspect_env_carries_the_proxy_credentials_for_curl() {
+    if !tool_available("curl") {
+        return;
+    }
+    let origin = Origin::start(OriginKind::Https).await;
+    let credentials = "dev:p@ss w:rd%";
+    let mut proxy = TestProxy::start(Some(&origin), |c| {
+        c.proxy_auth = Some(credentials.parse().unwrap());
+    })
+    .await;
+    // Taken from the variable the proxy reads too.
+    let env = kinspect_env_with(&proxy, |c| {
+        c.env("KINSPECT_PROXY_AUTH", credentials);
+    });
+    let expected = format!("http://dev:p%40ss%20w%3Ard%25@{}", proxy.addr);
+    assert_eq!(env["HTTPS_PROXY"], expected);
+    assert_eq!(env["http_proxy"], expected);
+    let mut curl = configured("curl", &env);
+    curl.args(["-sS", "--max-time", "20", &origin.url("/echo?from=curl")]);
+    let output = run(curl).await;
+    assert!(
+        output.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.status(), Some(200), "{:?}", flow.error);
+    assert!(flow.request.url.ends_with("from=curl"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

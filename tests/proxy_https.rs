@@ -288,6 +288,35 @@ async fn a_connect_to_an_ip_whose_tls_names_a_host_goes_to_that_ip() {
     assert_eq!(flow.client_tls.unwrap().sni.as_deref(), Some(name));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_naming_an_ipv6_address_without_brackets_is_served() {
+    // Python's http.client before 3.13 and `openssl s_client -proxy` write the target
+    // of a tunnel to https://[::1]:PORT as `::1:PORT`.
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    // No origin listens there (nor, on a machine without IPv6, can): kinspect's 502.
+    let port = {
+        let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        unused.local_addr().unwrap().port()
+    };
+    let tunnel = proxy.open_tunnel(&format!("::1:{port}")).await;
+    let server_name = rustls_pki_types::ServerName::try_from("::1").unwrap();
+    let mut tls = proxy
+        .tls_connector(&[b"http/1.1"])
+        .connect(server_name, tunnel)
+        .await
+        .expect("a leaf for the address ::1");
+    let request = format!("GET /x HTTP/1.1\r\nHost: [::1]:{port}\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.host, "::1");
+    assert_eq!(flow.request.url, format!("https://[::1]:{port}/x"));
+    assert!(flow.error.is_some());
+}
+
 /// The names of the fields an `/echo` origin received, in order.
 fn echoed_names(echo: &serde_json::Value) -> Vec<String> {
     echo["headers"]

@@ -17,7 +17,17 @@ pub struct ProxyCredentials {
     user: String,
     /// The whole expected header value, `Basic base64(user:pass)`.
     expected: Vec<u8>,
+    /// `user:pass` percent-encoded for a URL's user information.
+    userinfo: String,
 }
+
+/// What a URL's user information may not hold as written: all but RFC 3986's unreserved
+/// characters (`:` parts the user from the password, so it is encoded in either).
+const USERINFO_ENCODED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 impl std::fmt::Debug for ProxyCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -34,9 +44,11 @@ impl std::str::FromStr for ProxyCredentials {
         match text.split_once(':') {
             Some((user, pass)) if !user.is_empty() && !pass.is_empty() => {
                 let token = base64::engine::general_purpose::STANDARD.encode(text);
+                let encode = |part| percent_encoding::utf8_percent_encode(part, USERINFO_ENCODED);
                 Ok(ProxyCredentials {
                     user: user.to_owned(),
                     expected: format!("Basic {token}").into_bytes(),
+                    userinfo: format!("{}:{}", encode(user), encode(pass)),
                 })
             }
             _ => Err("expected USER:PASS with a non-empty user and password".into()),
@@ -48,6 +60,12 @@ impl ProxyCredentials {
     /// The user name (never the password).
     pub fn user(&self) -> &str {
         &self.user
+    }
+
+    /// `user:pass` as a proxy URL carries them (`http://user:pass@host:port`),
+    /// percent-encoded.
+    pub fn url_userinfo(&self) -> &str {
+        &self.userinfo
     }
 
     /// The `Proxy-Authorization` value that carries these credentials.

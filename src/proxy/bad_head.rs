@@ -345,6 +345,10 @@ impl<I: AsyncRead + Unpin> AsyncRead for HeadWatch<I> {
         let before = buf.filled().len();
         let read = this.io().poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = read {
+            if buf.filled()[before..].starts_with(CONNECT_LINE_START) && this.state.phase() == IDLE
+            {
+                bracket_connect_ipv6(buf, before);
+            }
             this.keep(&buf.filled()[before..]);
         }
         read
@@ -408,6 +412,46 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for HeadWatch<I> {
         std::task::ready!(this.poll_answer(cx))?;
         this.io().poll_shutdown(cx)
     }
+}
+
+/// How a CONNECT's request line begins.
+const CONNECT_LINE_START: &[u8] = b"CONNECT ";
+
+/// Puts brackets around an IPv6 address that the CONNECT request line read into `buf`
+/// from `start` names without them (`CONNECT ::1:8443`, as Python's `http.client` before
+/// 3.13 and `openssl s_client -proxy` write it), which no URI parser takes: the port is
+/// what follows the last colon. Left as it is when the line is not there whole, the
+/// rest is no IPv6 address, or the buffer has no room for two more bytes.
+fn bracket_connect_ipv6(buf: &mut ReadBuf<'_>, start: usize) {
+    let read = &buf.filled()[start..];
+    let Some(line_end) = memchr::memchr(b'\n', read) else {
+        return;
+    };
+    let after_method = CONNECT_LINE_START.len();
+    let target_len = read[after_method..line_end]
+        .iter()
+        .position(|&b| b == b' ' || b == b'\r')
+        .unwrap_or(line_end - after_method);
+    let target = &read[after_method..after_method + target_len];
+    let Some(colon) = target.iter().rposition(|&b| b == b':') else {
+        return;
+    };
+    let (host, port) = (&target[..colon], &target[colon + 1..]);
+    let is_ipv6 = std::str::from_utf8(host)
+        .ok()
+        .and_then(|host| host.parse::<std::net::Ipv6Addr>().ok())
+        .is_some();
+    if !is_ipv6 || port.is_empty() || !port.iter().all(u8::is_ascii_digit) || buf.remaining() < 2 {
+        return;
+    }
+    let mut line = Vec::with_capacity(read.len() + 2);
+    line.extend_from_slice(&read[..after_method]);
+    line.push(b'[');
+    line.extend_from_slice(host);
+    line.extend_from_slice(b"]:");
+    line.extend_from_slice(&read[after_method + colon + 1..]);
+    buf.set_filled(start);
+    buf.put_slice(&line);
 }
 
 /// Records a head hyper rejected as a flow from `client`: inside a tunnel to `tunnel`,
@@ -874,6 +918,40 @@ fn answer_bytes(version: &str, failure: &ProxyFailure) -> Bytes {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_ipv6_connect_target_without_brackets_gets_them() {
+        let bracketed = |read: &[u8], capacity: usize| {
+            let mut storage = vec![0u8; capacity];
+            let mut buf = ReadBuf::new(&mut storage);
+            buf.put_slice(b"xx");
+            buf.put_slice(read);
+            bracket_connect_ipv6(&mut buf, 2);
+            String::from_utf8(buf.filled().to_vec()).unwrap()
+        };
+        let line = b"CONNECT ::1:8443 HTTP/1.0\r\nHost: x\r\n\r\n";
+        assert_eq!(
+            bracketed(line, 64),
+            "xxCONNECT [::1]:8443 HTTP/1.0\r\nHost: x\r\n\r\n"
+        );
+        assert_eq!(
+            bracketed(b"CONNECT 2001:db8::7:443 HTTP/1.1\n\n", 64),
+            "xxCONNECT [2001:db8::7]:443 HTTP/1.1\n\n"
+        );
+        // Left alone: already bracketed, a name, no port, not whole, no room.
+        for unchanged in [
+            &b"CONNECT [::1]:8443 HTTP/1.1\r\n\r\n"[..],
+            b"CONNECT example.com:443 HTTP/1.1\r\n\r\n",
+            b"CONNECT ::1 HTTP/1.1\r\n\r\n",
+            b"CONNECT fe80::1:x HTTP/1.1\r\n\r\n",
+            b"CONNECT ::1:8443 HTT",
+        ] {
+            let expected = format!("xx{}", String::from_utf8_lossy(unchanged));
+            assert_eq!(bracketed(unchanged, 64), expected);
+        }
+        let full = format!("xx{}", String::from_utf8_lossy(line));
+        assert_eq!(bracketed(line, line.len() + 3), full);
+    }
+
     use super::*;
 
     #[test]
