@@ -603,6 +603,67 @@ async fn bad_content_lengths_get_a_400() {
     proxy.assert_serves(&origin).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_host_fields_get_a_400_and_are_not_forwarded() {
+    let origin = Origin::start(OriginKind::Plain).await;
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    let target = origin.addr;
+    let request = format!(
+        "GET http://{target}/echo HTTP/1.1\r\nHost: {target}\r\nHost: evil.example\r\n\r\n"
+    );
+    let answer = raw_exchange(proxy.addr, request.as_bytes()).await;
+    let response = RawResponse::parse(&answer).expect("an answer");
+    assert_eq!(response.status, 400, "{response:?}");
+    let body = response.kinspect_error();
+    assert!(body["debug"]
+        .as_str()
+        .unwrap()
+        .contains("more than one Host"));
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.status(), Some(400));
+    assert_eq!(flow.error.unwrap().kind, FlowErrorKind::BadRequest);
+    let hosts = flow
+        .request
+        .headers
+        .iter()
+        .filter(|f| f.name == "host")
+        .count();
+    assert_eq!(hosts, 2, "both are recorded");
+    proxy.assert_serves(&origin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_shuts_its_side_after_the_request_gets_the_answer() {
+    // `nc -N`, scripts and small embedded stacks send the request, then shut down
+    // their sending side and read the answer.
+    let origin = Origin::start(OriginKind::Plain).await;
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    let target = origin.addr;
+    for request in [
+        format!("GET http://{target}/status/200 HTTP/1.1\r\nHost: {target}\r\n\r\n"),
+        format!("GET http://{target}/status/200 HTTP/1.0\r\n\r\n"),
+        format!(
+            "POST http://{target}/echo HTTP/1.1\r\nHost: {target}\r\nContent-Length: 3\r\n\r\nabc"
+        ),
+    ] {
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let answer = read_until_close(&mut stream).await;
+        let response = RawResponse::parse(&answer).unwrap_or_else(|| {
+            panic!(
+                "no answer to {request:?}: {:?}",
+                String::from_utf8_lossy(&answer)
+            )
+        });
+        assert_eq!(response.status, 200, "{request:?}");
+        let flow = proxy.next_flow().await;
+        assert_eq!(flow.status(), Some(200));
+        assert!(flow.error.is_none(), "{:?}", flow.error);
+    }
+    proxy.assert_serves(&origin).await;
+}
+
 /// The first flight of a real TLS client: a ClientHello for `name`.
 fn client_hello(name: &str) -> Vec<u8> {
     let config = rustls::ClientConfig::builder_with_provider(kinspect::tls::crypto_provider())

@@ -662,6 +662,16 @@ fn request_line(head: &[u8], unfinished: bool) -> (String, Option<http::Uri>, Ht
     (method, named, version)
 }
 
+/// How many words (parted by spaces) `head`'s first line has.
+fn words_in_request_line(head: &[u8]) -> usize {
+    let line_end = memchr::memchr(b'\n', head).unwrap_or(head.len());
+    head[..line_end]
+        .trim_ascii()
+        .split(|&b| b == b' ')
+        .filter(|word| !word.is_empty())
+        .count()
+}
+
 /// Records `ended` as a flow from `client`: inside a tunnel to `tunnel`, else sent to
 /// the proxy itself. The method and URL are what the request line names when they are
 /// valid (a token; an absolute URL, a CONNECT's host and port, or a path on the tunnel's
@@ -809,6 +819,9 @@ fn failure_for(status: StatusCode, head: &[u8]) -> ProxyFailure {
         }
         (_, Err(httparse::Error::NewLine)) => "a line does not end with CRLF",
         (_, Err(httparse::Error::Token)) => "the request line's method or target is not valid",
+        (_, Err(httparse::Error::Version)) if words_in_request_line(head) > 3 => {
+            "its request line has more than three words: a space in the URL? (write it as %20)"
+        }
         (_, Err(httparse::Error::Version)) => "its HTTP version is not HTTP/1.0 or HTTP/1.1",
         _ => "its target, Content-Length or Transfer-Encoding is not valid",
     };
@@ -996,6 +1009,23 @@ mod tests {
                 assert!(!message.contains(secret), "{message}");
             }
         }
+    }
+
+    #[test]
+    fn a_space_in_the_url_is_named_as_such() {
+        let spaced = failure_for(
+            StatusCode::BAD_REQUEST,
+            b"GET http://h/a b HTTP/1.1\r\n\r\n",
+        );
+        assert!(
+            spaced.error.message.contains("a space in the URL"),
+            "{spaced:?}"
+        );
+        let version = failure_for(StatusCode::BAD_REQUEST, b"GET http://h/a HTTP/3.0\r\n\r\n");
+        assert!(
+            version.error.message.contains("HTTP version"),
+            "{version:?}"
+        );
     }
 
     #[test]

@@ -236,6 +236,27 @@ pub(crate) async fn forward(
         *req.headers_mut() = kept;
         return refuse(shared, client, target, req, failure).await;
     }
+    if req
+        .headers()
+        .get_all(http::header::HOST)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        // RFC 9112 §3.2: which host is meant cannot be told, and servers behind could
+        // each take another one.
+        let failure = ProxyFailure::new(
+            FlowErrorKind::BadRequest,
+            "the request has more than one Host field: send one",
+        );
+        let mut response = refuse(shared, client, target, req, failure).await;
+        // What the client sends next on this connection is no more to be trusted.
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        return response;
+    }
     if super::ca_page::is_ca_host(&target.host) {
         return super::ca_page::respond(&shared.ca, req.uri().path()).map(full_body);
     }

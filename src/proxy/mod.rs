@@ -380,6 +380,9 @@ pub(crate) fn http1_server(config: &ProxyConfig) -> hyper::server::conn::http1::
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .preserve_header_case(true)
+        // A client may shut its side down once its request is sent (`nc -N`, scripts,
+        // embedded stacks): the answer still goes out, and the exchange is recorded.
+        .half_close(true)
         .auto_date_header(false)
         .timer(TokioTimer::new())
         .header_read_timeout(config.client_header_timeout)
