@@ -13,14 +13,14 @@ const WRITTEN_BY_CURL: [&str; 5] = [
     "proxy-connection",
 ];
 
-/// `flow`'s request as one `curl` command (POSIX shell quoting): its method, URL,
-/// header fields and body as captured. A body that is not UTF-8, or was not captured
-/// whole, is left out with a comment saying so.
+/// `flow`'s request as one `curl` command: its method, URL, header fields and body as
+/// captured, in POSIX shell quoting; a body that is not UTF-8 text (gzip'd, binary) in
+/// the `$'\x1f…'` quoting of bash, zsh and ksh, byte for byte. A body not captured whole
+/// is left out with a comment saying so.
 pub fn curl_command(flow: &Flow) -> String {
     let request = &flow.request;
     let mut words = vec!["curl".to_owned()];
-    let body = std::str::from_utf8(&request.body.bytes).ok();
-    let sends_body = request.body.wire_size > 0 && body.is_some() && !request.body.truncated;
+    let sends_body = request.body.wire_size > 0 && !request.body.truncated;
     let implied = if sends_body { "POST" } else { "GET" };
     if request.method == "HEAD" && !sends_body {
         // With `-X HEAD` curl waits for the body the response's length announces.
@@ -43,18 +43,16 @@ pub fn curl_command(flow: &Flow) -> String {
     }
     if sends_body {
         words.push("--data-binary".into());
-        words.push(quoted(body.unwrap_or_default()));
+        words.push(match std::str::from_utf8(&request.body.bytes) {
+            Ok(text) => quoted(text),
+            Err(_) => bytes_quoted(&request.body.bytes),
+        });
     }
     let mut command = words.join(" ");
     if request.body.wire_size > 0 && !sends_body {
         command.push_str(&format!(
-            "  # its {} byte body is left out: {}",
-            request.body.wire_size,
-            if request.body.truncated {
-                "only part of it was captured (--max-body)"
-            } else {
-                "it is not text"
-            }
+            "  # its {} byte body is left out: only part of it was captured (--max-body)",
+            request.body.wire_size
         ));
     }
     command
@@ -63,6 +61,26 @@ pub fn curl_command(flow: &Flow) -> String {
 /// `text` as one POSIX shell word: in single quotes, a quote in it as `'\''`.
 fn quoted(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// `bytes` as one word in ANSI-C quoting (`$'…'`): printable ASCII as it is, the rest
+/// escaped (`\x1f`, `\n`), so that the shell passes exactly these bytes.
+fn bytes_quoted(bytes: &[u8]) -> String {
+    let mut word = String::with_capacity(bytes.len() * 2 + 3);
+    word.push_str("$'");
+    for &byte in bytes {
+        match byte {
+            b'\\' => word.push_str("\\\\"),
+            b'\'' => word.push_str("\\'"),
+            b'\n' => word.push_str("\\n"),
+            b'\r' => word.push_str("\\r"),
+            b'\t' => word.push_str("\\t"),
+            b' '..=b'~' => word.push(char::from(byte)),
+            _ => word.push_str(&format!("\\x{byte:02x}")),
+        }
+    }
+    word.push('\'');
+    word
 }
 
 #[cfg(test)]
@@ -101,13 +119,23 @@ mod tests {
     }
 
     #[test]
-    fn a_body_that_cannot_be_sent_as_it_was_is_said() {
-        let binary = curl_command(&flow("POST", &[0xff, 0xfe]));
-        assert!(binary.starts_with("curl -X 'POST' "), "{binary}");
+    fn a_body_that_is_no_text_goes_byte_for_byte() {
+        let binary = curl_command(&flow(
+            "POST",
+            &[0x1f, 0x8b, b'a', b'\'', b'\\', b'\n', 0xff],
+        ));
         assert!(
-            binary.ends_with("# its 2 byte body is left out: it is not text"),
+            binary.ends_with(r"--data-binary $'\x1f\x8ba\'\\\n\xff'"),
             "{binary}"
         );
+        assert!(
+            binary.starts_with("curl 'https://"),
+            "POST is implied: {binary}"
+        );
+    }
+
+    #[test]
+    fn a_body_captured_in_part_is_left_out_saying_so() {
         let mut cut = flow("POST", b"{\"a\":");
         cut.request.body.truncated = true;
         assert!(curl_command(&cut).contains("only part of it was captured"));

@@ -51,6 +51,10 @@ impl Test {
             Test::KinveyClass(ClassTest::Unknown) => kinvey.all_errors().any(|(_, _, k)| !k),
             Test::RequestId(p) => kinvey.request_id.as_deref().is_some_and(|r| p.is_match(r)),
             Test::Anomaly => !kinvey.anomalies.is_empty(),
+            Test::Warning => !kinvey.warnings.is_empty(),
+            // A summary has no messages: the switch of protocols tells.
+            Test::WebSocket => flow.websocket.is_some() || flow.status() == Some(101),
+            Test::Replay => flow.replay_of.is_some(),
         }
     }
 }
@@ -522,6 +526,19 @@ mod tests {
             .build();
         check("~anom", &[&odd], &[&clean]);
         check("!~anom", &[&clean], &[&odd]);
+    }
+
+    #[test]
+    fn behaviour_warnings_websockets_and_replays() {
+        let warned = flow().warning("retry_without_backoff").build();
+        let odd = flow().anomaly("stray_whitespace").build();
+        check("~warn", &[&warned], &[&odd]);
+        check("~anom", &[&odd], &[&warned]);
+        let switched = flow().status(101).build();
+        let plain = flow().status(200).build();
+        check("~websocket", &[&switched], &[&plain]);
+        let replayed = flow().status(200).replay_of(7).build();
+        check("~replay", &[&replayed], &[&plain]);
     }
 
     #[test]

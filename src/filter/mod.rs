@@ -132,6 +132,15 @@ pub const OPERATORS: &[(&str, &str)] = &[
     ),
     ("~rid REGEX", "Kinvey request id"),
     ("~anom", "any Kinvey anomaly"),
+    (
+        "~warn",
+        "any client-behaviour warning (re-sent, no backoff)",
+    ),
+    (
+        "~websocket",
+        "a WebSocket (the exchange switched protocols: 101)",
+    ),
+    ("~replay", "a request sent again from kinspect (R, e)"),
     ("!X", "not X"),
     ("X & Y", "both X and Y"),
     ("X Y", "both X and Y (same as X & Y)"),
@@ -196,6 +205,9 @@ enum Test {
     KinveyClass(ClassTest),
     RequestId(TextPattern),
     Anomaly,
+    Warning,
+    WebSocket,
+    Replay,
 }
 
 impl Test {
@@ -406,6 +418,19 @@ mod support {
             });
             self
         }
+
+        pub(super) fn warning(mut self, code: &str) -> Self {
+            self.0.kinvey.warnings.push(Finding {
+                code: code.into(),
+                message: format!("{code} happened"),
+            });
+            self
+        }
+
+        pub(super) fn replay_of(mut self, original: crate::flow::FlowId) -> Self {
+            self.0.flow.replay_of = Some(original);
+            self
+        }
     }
 }
 
@@ -493,7 +518,7 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), names.len());
-        assert_eq!(names.len(), 24);
+        assert_eq!(names.len(), 27);
     }
 
     #[test]

@@ -106,6 +106,9 @@ fn operator(name: &str) -> Option<Kind> {
         "kc" => Kind::Class,
         "rid" => Kind::Text(Test::RequestId),
         "anom" => Kind::Flag(Test::Anomaly),
+        "warn" => Kind::Flag(Test::Warning),
+        "websocket" => Kind::Flag(Test::WebSocket),
+        "replay" => Kind::Flag(Test::Replay),
         _ => return None,
     })
 }
@@ -676,6 +679,9 @@ mod tests {
             ),
             ("~rid abc", Test::RequestId(pattern("abc"))),
             ("~anom", Test::Anomaly),
+            ("~warn", Test::Warning),
+            ("~websocket", Test::WebSocket),
+            ("~replay", Test::Replay),
         ];
         for (text, test) in cases {
             assert_eq!(ok(text), Expr::Test(test), "{text}");
@@ -1020,7 +1026,10 @@ mod tests {
             message.starts_with("unknown operator ~zz; operators are ~m ~u ~d ~c"),
             "{message}"
         );
-        assert!(message.ends_with("~rid ~anom"), "{message}");
+        assert!(
+            message.ends_with("~anom ~warn ~websocket ~replay"),
+            "{message}"
+        );
         assert_eq!(err("~m GET & ~zz x").0, 10);
         assert_eq!(
             err("~mGET").1.split(';').next().unwrap(),

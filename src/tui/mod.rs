@@ -576,9 +576,14 @@ fn copy_curl(app: &App, id: FlowId) -> anyhow::Result<String> {
         std::io::stdout(),
         crossterm::clipboard::CopyToClipboard::to_clipboard_from(&command)
     )?;
+    let body = &stored.flow.request.body;
+    let left_out = match body.truncated && body.wire_size > 0 {
+        true => "; its body is left out: only part of it was captured (--max-body)",
+        false => "",
+    };
     Ok(format!(
         "copied flow {id}'s request as a curl command ({} characters) to the clipboard \
-         (if your terminal allows OSC 52)",
+         (if your terminal allows OSC 52){left_out}",
         command.chars().count()
     ))
 }
@@ -599,7 +604,10 @@ fn save_body(
         (false, _) => ("request", &flow.request.body, &flow.request.headers),
     };
     if body.bytes.is_empty() {
-        anyhow::bail!("the {side} of flow {id} has no body kept");
+        match body.wire_size {
+            0 => anyhow::bail!("flow {id}'s {side} has no body"),
+            _ => anyhow::bail!("flow {id}'s {side} body was not kept (--max-body 0?)"),
+        }
     }
     let encoding = headers.get("content-encoding");
     let (bytes, decoded) = match body.decoded(encoding.as_deref()) {

@@ -389,6 +389,13 @@ pub struct App {
     pub filter: Option<Filter>,
     /// The selected position in `view`.
     pub selected: usize,
+    /// The position in `view` of the list's top row: the selection moves within the
+    /// rows shown, and the list scrolls only when it would leave them.
+    pub top: usize,
+    /// `q` asked whether to stop the proxy: the next key answers.
+    pub asking_to_quit: bool,
+    /// The widest KINVEY cell of any flow received (the column is as wide as it).
+    pub kinvey_cell_width: usize,
     /// Keep the selection on the newest flow.
     pub follow: bool,
     /// The screen shown.
@@ -432,6 +439,9 @@ impl App {
             source,
             flows: Vec::new(),
             largest_id: 0,
+            top: 0,
+            asking_to_quit: false,
+            kinvey_cell_width: 0,
             in_flight: std::collections::HashMap::new(),
             clock: std::time::UNIX_EPOCH,
             cleared: 0,
@@ -487,6 +497,8 @@ impl App {
         }
         let shown = self.filter.as_ref().is_none_or(|f| f.matches(&stored));
         summarize(&mut stored);
+        let kinvey_cell = super::view::kinvey_cell(&stored.kinvey).width();
+        self.kinvey_cell_width = self.kinvey_cell_width.max(kinvey_cell);
         match self.in_flight.remove(&stored.flow.id) {
             // Listed before the view was cleared (`z`): it finishes as a new row, as it
             // would have had it not been listed.
@@ -535,6 +547,18 @@ impl App {
     /// True for a flow listed while under way, not finished yet.
     pub fn is_in_flight(&self, id: FlowId) -> bool {
         self.in_flight.contains_key(&id)
+    }
+
+    /// Moves the list's top row as little as it takes for the selection to be in the
+    /// page, with the page full when the view has enough flows.
+    pub fn scroll_list_to_selection(&mut self) {
+        let page = self.page.max(1);
+        self.top = self.top.min(self.view.len().saturating_sub(page));
+        if self.selected < self.top {
+            self.top = self.selected;
+        } else if self.selected >= self.top + page {
+            self.top = self.selected + 1 - page;
+        }
     }
 
     fn append(&mut self, stored: Box<StoredFlow>, shown: bool) {

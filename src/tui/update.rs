@@ -110,6 +110,15 @@ fn replay_recorded(flow: &crate::flow::Flow, original: FlowId) -> String {
 
 /// Applies `event` to `app`.
 pub fn update(app: &mut App, event: Event) -> Vec<Effect> {
+    // Flows may have come and the terminal changed since the list was drawn: the list's
+    // top row as drawn, so that the selection moves within it.
+    app.scroll_list_to_selection();
+    let effects = apply(app, event);
+    app.scroll_list_to_selection();
+    effects
+}
+
+fn apply(app: &mut App, event: Event) -> Vec<Effect> {
     match event {
         Event::Flow(stored) => {
             let id = stored.flow.id;
@@ -228,6 +237,13 @@ pub fn update(app: &mut App, event: Event) -> Vec<Effect> {
             if event.code == KeyCode::Char('c') && event.modifiers.contains(KeyModifiers::CONTROL) {
                 return vec![Effect::Quit];
             }
+            if std::mem::take(&mut app.asking_to_quit) {
+                if let KeyCode::Char('y' | 'Y' | 'q' | 'Q') = event.code {
+                    return vec![Effect::Quit];
+                }
+                app.message = Some("still proxying".into());
+                return Vec::new();
+            }
             if app.prompt.is_some() {
                 return prompt_key(app, event);
             }
@@ -265,6 +281,11 @@ fn open_prompt(app: &mut App, kind: PromptKind, input: String) {
 fn list_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
     let page = app.page.max(1);
     match event.code {
+        // Quitting stops the proxy the devices use: asked first, as mitmproxy does.
+        KeyCode::Char('q') if app.source.listen.is_some() => {
+            app.asking_to_quit = true;
+            app.message = Some("stop the proxy and quit? y / n (Q quits at once)".into());
+        }
         KeyCode::Char('q') => return vec![Effect::Quit],
         KeyCode::Char('j') | KeyCode::Down => select(app, app.selected + 1),
         KeyCode::Char('k') | KeyCode::Up => select(app, app.selected.saturating_sub(1)),
@@ -812,6 +833,51 @@ mod tests {
         for c in text.chars() {
             press(app, KeyCode::Char(c));
         }
+    }
+
+    #[test]
+    fn q_asks_before_stopping_a_live_proxy() {
+        let mut a = app(3);
+        a.source.listen = Some("127.0.0.1:8080".parse().unwrap());
+        assert_eq!(press(&mut a, KeyCode::Char('q')), []);
+        assert!(a.message.as_deref().unwrap().contains("quit? y / n"));
+        // Anything but yes keeps the proxy running.
+        assert_eq!(press(&mut a, KeyCode::Char('n')), []);
+        assert_eq!(a.message.as_deref(), Some("still proxying"));
+        assert_eq!(press(&mut a, KeyCode::Char('j')), []);
+        assert_eq!(a.screen, Screen::List);
+        press(&mut a, KeyCode::Char('q'));
+        assert_eq!(press(&mut a, KeyCode::Char('y')), [Effect::Quit]);
+        press(&mut a, KeyCode::Char('q'));
+        assert_eq!(press(&mut a, KeyCode::Char('q')), [Effect::Quit], "q q");
+        assert_eq!(press(&mut a, KeyCode::Char('Q')), [Effect::Quit], "at once");
+    }
+
+    #[test]
+    fn the_selection_moves_within_the_page_and_the_list_scrolls_at_its_edges() {
+        let mut a = app(10);
+        // Following: the newest flow on the page's last row.
+        assert_eq!((a.selected, a.top), (9, 7));
+        press(&mut a, KeyCode::Char('k'));
+        press(&mut a, KeyCode::Char('k'));
+        assert_eq!(
+            (a.selected, a.top),
+            (7, 7),
+            "the cursor moved, not the list"
+        );
+        press(&mut a, KeyCode::Char('k'));
+        assert_eq!((a.selected, a.top), (6, 6), "scrolled at the top edge");
+        press(&mut a, KeyCode::Char('j'));
+        assert_eq!((a.selected, a.top), (7, 6));
+        press(&mut a, KeyCode::Char('g'));
+        assert_eq!((a.selected, a.top), (0, 0));
+        // A filter that shows fewer flows fills the page from the top.
+        press(&mut a, KeyCode::Char('G'));
+        press(&mut a, KeyCode::Char('f'));
+        typed(&mut a, "~c 404");
+        press(&mut a, KeyCode::Enter);
+        assert_eq!(a.view.len(), 3);
+        assert_eq!(a.top, 0);
     }
 
     #[test]

@@ -423,7 +423,8 @@ fn short_type(flow: &Flow) -> String {
 /// The list's KINVEY cell: the class badge, ⚑ when the flow has an anomaly and ⚠ when
 /// it drew a behaviour warning (each mark in its own column, so rows line up), then the
 /// error's name, or, without an error, the first anomaly's or warning's code.
-fn kinvey_cell(kinvey: &KinveySummary) -> Line<'static> {
+/// The KINVEY cell of a flow in the list.
+pub(super) fn kinvey_cell(kinvey: &KinveySummary) -> Line<'static> {
     let flagged = if kinvey.anomalies.is_empty() {
         " "
     } else {
@@ -443,9 +444,10 @@ fn kinvey_cell(kinvey: &KinveySummary) -> Line<'static> {
             let Some(code) = kinvey.anomalies.iter().chain(&kinvey.warnings).next() else {
                 return Line::raw("");
             };
+            // `retry_without_backoff` read as words.
             (
                 String::new(),
-                code.code.clone(),
+                code.code.replace('_', " "),
                 Style::new().fg(Color::DarkGray),
             )
         }
@@ -519,7 +521,8 @@ impl Column {
         match self {
             Column::Id => id_digits.max(2),
             Column::Time => 12,
-            Column::Method => 6,
+            // CONNECT, OPTIONS
+            Column::Method => 7,
             Column::Host => 16,
             Column::Path => 24,
             Column::Status => 7,
@@ -541,14 +544,29 @@ const KINVEY_GIVES_FIRST: u16 = 12;
 /// The columns shown in `width` terminal columns when ids have `id_digits` digits, with
 /// the KINVEY column's width: the least useful columns are left out rather than every
 /// column cut to nonsense.
-fn list_columns(width: u16, id_digits: u16) -> (Vec<Column>, u16) {
+fn list_columns(width: u16, id_digits: u16, kinvey_cells: u16) -> (Vec<Column>, u16) {
+    // The KINVEY column is as wide as its widest cell (its title's width when no flow
+    // has one: plain traffic leaves the room to the others).
+    let full = Column::Kinvey
+        .width(id_digits)
+        .min(kinvey_cells.max(Column::Kinvey.title().len() as u16));
     // Each column is followed by one column of spacing.
-    let needed = |shown: &[Column]| shown.iter().map(|c| c.width(id_digits) + 1).sum::<u16>();
+    let needed = |shown: &[Column]| {
+        shown
+            .iter()
+            .map(|&c| match c {
+                Column::Kinvey => full + 1,
+                c => c.width(id_digits) + 1,
+            })
+            .sum::<u16>()
+    };
     let mut shown = Column::ALL.to_vec();
     // The KINVEY column first gives up the room only the longest names need (most are
     // under 22 characters), then the least useful columns go, then it narrows further.
-    let full = Column::Kinvey.width(id_digits);
-    let given = needed(&shown).saturating_sub(width).min(KINVEY_GIVES_FIRST);
+    let given = needed(&shown)
+        .saturating_sub(width)
+        .min(KINVEY_GIVES_FIRST)
+        .min(full.saturating_sub(12));
     for dropped in Column::DROPPED_FIRST {
         if needed(&shown) - given <= width {
             break;
@@ -556,18 +574,17 @@ fn list_columns(width: u16, id_digits: u16) -> (Vec<Column>, u16) {
         shown.retain(|c| *c != dropped);
     }
     let short = needed(&shown).saturating_sub(width);
-    (shown, full.saturating_sub(short).max(12))
+    (shown, full.saturating_sub(short).max(full.min(12)))
 }
 
 fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
     let page = usize::from(area.height.saturating_sub(1)).max(1);
-    let offset = if app.selected >= page {
-        app.selected + 1 - page
-    } else {
-        0
-    };
+    // Fewer rows than the update counted on (a message over several lines): the
+    // selection stays in view.
+    let offset = app.top.max((app.selected + 1).saturating_sub(page));
     let id_digits = app.largest_id.to_string().len() as u16;
-    let (columns, kinvey_width) = list_columns(area.width, id_digits);
+    let kinvey_cells = u16::try_from(app.kinvey_cell_width).unwrap_or(u16::MAX);
+    let (columns, kinvey_width) = list_columns(area.width, id_digits, kinvey_cells);
     let header = Row::new(columns.iter().map(|c| c.title()))
         .style(Style::new().add_modifier(Modifier::BOLD));
     let rows = app
@@ -593,12 +610,7 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
                     Some(_) => format!("↻ {}", path_of(flow)),
                     None => path_of(flow).to_owned(),
                 }),
-                Column::Status => Cell::from(match (&flow.response, &flow.error) {
-                    (Some(r), Some(_)) if !r.from_proxy => r.status.to_string(),
-                    (_, Some(e)) => status_label(e.kind).to_owned(),
-                    (Some(r), None) => r.status.to_string(),
-                    (None, None) => "...".to_owned(),
-                }),
+                Column::Status => Cell::from(status_cell(flow)),
                 Column::Type => Cell::from(short_type(flow)),
                 Column::Size => Cell::from(
                     HumanSize(flow.response.as_ref().map_or(0, |r| r.body.wire_size)).to_string(),
@@ -623,6 +635,17 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
         _ => Constraint::Length(c.width(id_digits)),
     });
     frame.render_widget(Table::new(rows, widths).header(header), area);
+}
+
+/// A flow's STATUS cell: the status, what failed, or `...` while under way.
+fn status_cell(flow: &Flow) -> String {
+    match (&flow.response, &flow.error) {
+        // The origin's answer, then a failure (a body or a WebSocket that broke off).
+        (Some(r), Some(_)) if !r.from_proxy => format!("{} err", r.status),
+        (_, Some(e)) => status_label(e.kind).to_owned(),
+        (Some(r), None) => r.status.to_string(),
+        (None, None) => "...".to_owned(),
+    }
 }
 
 /// A failed flow's error kind in the STATUS column's seven characters.
@@ -765,37 +788,46 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab, view: BodyView) -> Vec<String
                 false => lines.extend(body_lines(&request.body, &request.headers, view)),
             }
         }
-        Tab::Response => match &flow.response {
-            Some(response) => {
-                let by = if response.from_proxy {
-                    "  (made by kinspect)"
-                } else {
-                    ""
-                };
-                let reason = http::StatusCode::from_u16(response.status)
-                    .ok()
-                    .and_then(|s| s.canonical_reason())
-                    .map(|r| format!(" {r}"))
-                    .unwrap_or_default();
-                lines.push(format!(
-                    "{} {}{reason}{by}",
-                    response.version.as_str(),
-                    response.status
-                ));
-                header_lines(&mut lines, &response.headers);
+        Tab::Response => {
+            // What went wrong, where it is looked for first (Timing & TLS says it too).
+            if let Some(error) = &flow.error {
+                lines.push(error_line(error));
                 lines.push(String::new());
-                match is_relayed(flow) {
-                    true => lines.push(relayed_line(response.body.wire_size, "from the server")),
-                    false => lines.extend(body_lines(&response.body, &response.headers, view)),
-                }
-                if let Some(log) = &flow.websocket {
-                    lines.push(String::new());
-                    lines.extend(super::messages::message_lines(log, view));
-                }
             }
-            None if under_way => lines.push(format!("no response yet {UNDER_WAY}")),
-            None => lines.push("(no response)".into()),
-        },
+            match &flow.response {
+                Some(response) => {
+                    let by = if response.from_proxy {
+                        "  (made by kinspect)"
+                    } else {
+                        ""
+                    };
+                    let reason = http::StatusCode::from_u16(response.status)
+                        .ok()
+                        .and_then(|s| s.canonical_reason())
+                        .map(|r| format!(" {r}"))
+                        .unwrap_or_default();
+                    lines.push(format!(
+                        "{} {}{reason}{by}",
+                        response.version.as_str(),
+                        response.status
+                    ));
+                    header_lines(&mut lines, &response.headers);
+                    lines.push(String::new());
+                    match is_relayed(flow) {
+                        true => {
+                            lines.push(relayed_line(response.body.wire_size, "from the server"))
+                        }
+                        false => lines.extend(body_lines(&response.body, &response.headers, view)),
+                    }
+                    if let Some(log) = &flow.websocket {
+                        lines.push(String::new());
+                        lines.extend(super::messages::message_lines(log, view));
+                    }
+                }
+                None if under_way => lines.push(format!("no response yet {UNDER_WAY}")),
+                None => lines.push("(no response)".into()),
+            }
+        }
         Tab::Kinvey => {
             let analysis = kinvey::analyze(flow);
             lines.push(format!(
@@ -910,15 +942,16 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab, view: BodyView) -> Vec<String
             }
             if let Some(error) = &flow.error {
                 lines.push(String::new());
-                lines.push(format!(
-                    "Error        [{}] {}",
-                    error.kind.as_str(),
-                    error.message
-                ));
+                lines.push(error_line(error));
             }
         }
     }
     lines
+}
+
+/// A flow's error as its detail shows it.
+fn error_line(error: &crate::flow::FlowError) -> String {
+    format!("Error        [{}] {}", error.kind.as_str(), error.message)
 }
 
 impl Detail {
@@ -998,7 +1031,10 @@ pub fn help_lines(width: usize) -> Vec<String> {
         ),
         ("z", "clear the view (the capture keeps everything)"),
         ("?", "this help"),
-        ("q Esc / Q Ctrl-C", "back (in the list: quit) / quit"),
+        (
+            "q Esc / Q Ctrl-C",
+            "back (q in the list: quit, asked first while proxying) / quit at once",
+        ),
         (
             "← → Home End",
             "in a prompt: move the cursor (also Ctrl-A, Ctrl-E)",
@@ -1275,6 +1311,50 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_that_broke_off_is_marked_in_the_status_column() {
+        let client = "127.0.0.1:5000".parse().unwrap();
+        let mut flow = Flow::exchange(1, client, "GET", "https://a.test/ws", None);
+        assert_eq!(status_cell(&flow), "...");
+        flow.response = Some(crate::flow::ResponseRecord {
+            status: 101,
+            version: crate::flow::HttpVersion::Http11,
+            headers: Default::default(),
+            body: Default::default(),
+            from_proxy: false,
+        });
+        assert_eq!(status_cell(&flow), "101");
+        flow.error = Some(crate::flow::FlowError {
+            kind: crate::flow::FlowErrorKind::Protocol,
+            message: "the switched connection broke".into(),
+        });
+        assert_eq!(status_cell(&flow), "101 err");
+        assert!(status_cell(&flow).len() <= usize::from(Column::Status.width(2)));
+    }
+
+    #[test]
+    fn the_response_tab_says_what_went_wrong_first() {
+        let client = "127.0.0.1:5000".parse().unwrap();
+        let mut flow = Flow::exchange(1, client, "GET", "https://a.test/", None);
+        flow.error = Some(crate::flow::FlowError {
+            kind: crate::flow::FlowErrorKind::ClientTls,
+            message: "the client rejected kinspect's certificate".into(),
+        });
+        let stored = StoredFlow {
+            flow,
+            kinvey: KinveySummary::default(),
+        };
+        let lines = detail_lines(&stored, Tab::Response, BodyView::Pretty);
+        assert_eq!(
+            lines,
+            [
+                "Error        [client_tls] the client rejected kinspect's certificate",
+                "",
+                "(no response)"
+            ]
+        );
+    }
+
+    #[test]
     fn the_request_tab_lists_query_and_form_fields_decoded() {
         let client = "127.0.0.1:5000".parse().unwrap();
         let url = "http://a.test/p?q=a%20b&flag&long_parameter_name=1+2&nl=x%0Ay#frag";
@@ -1433,9 +1513,9 @@ mod tests {
 
     #[test]
     fn the_id_column_is_as_wide_as_the_largest_id() {
-        let (columns, _) = list_columns(129, 4);
+        let (columns, _) = list_columns(130, 4, 44);
         assert_eq!(columns.len(), 10);
-        let (columns, _) = list_columns(129, 6);
+        let (columns, _) = list_columns(130, 6, 44);
         assert!(
             !columns.contains(&Column::Type),
             "two more digits take its room"
@@ -1447,19 +1527,32 @@ mod tests {
     #[test]
     fn narrow_terminals_leave_columns_out_instead_of_cutting_them_all() {
         // Every column, the longest error name whole, and room for the path.
-        let (all, kinvey) = list_columns(160, 4);
+        let (all, kinvey) = list_columns(160, 4, 60);
         assert_eq!((all.len(), kinvey), (10, 44));
         // The KINVEY column gives up what only long names need, then TYPE and DUR go.
-        let (columns, kinvey) = list_columns(120, 4);
+        let (columns, kinvey) = list_columns(120, 4, 44);
         assert!(!columns.contains(&Column::Type) && !columns.contains(&Column::Duration));
         assert!(columns.contains(&Column::Time) && columns.contains(&Column::Size));
-        assert_eq!(kinvey, 35);
-        let (columns, kinvey) = list_columns(60, 4);
+        assert_eq!(kinvey, 34);
+        let (columns, kinvey) = list_columns(60, 4, 44);
         assert_eq!(
             columns,
             [Column::Method, Column::Path, Column::Status, Column::Kinvey]
         );
-        assert_eq!(kinvey, 19, "the badge and the start of the name still fit");
+        assert_eq!(kinvey, 18, "the badge and the start of the name still fit");
+    }
+
+    #[test]
+    fn the_kinvey_column_is_as_wide_as_its_widest_cell() {
+        // Plain traffic on 80 columns: the title's width; the host and the size kept.
+        let (columns, kinvey) = list_columns(80, 2, 0);
+        assert_eq!(kinvey, 6);
+        assert!(columns.contains(&Column::Host) && columns.contains(&Column::Size));
+        let (all, kinvey) = list_columns(110, 2, 0);
+        assert_eq!((all.len(), kinvey), (10, 6));
+        // Short error names take what they need, and give up nothing before the others.
+        let (all, kinvey) = list_columns(125, 2, 24);
+        assert_eq!((all.len(), kinvey), (10, 24));
     }
 
     #[test]
@@ -1474,7 +1567,7 @@ mod tests {
         };
         assert_eq!(
             text(&kinvey_cell(&warned_ok)),
-            "        ⚠ retry_without_backoff"
+            "        ⚠ retry without backoff"
         );
         let flagged_error = KinveySummary {
             error: Some("QuotaExceeded".into()),
