@@ -23,6 +23,7 @@ use super::idle::IdleWatch;
 use super::pool::KeptConnection;
 use super::relay::RelayRecord;
 use super::sniff::{client_hello_name, sniff_into, Rewind, Sniffed};
+use super::unstarted::Unstarted;
 use super::upstream::{session_info, ConnectError};
 use super::{
     ca_page, http1_server, port_number, split_port, ConnectionPermit, ProxyBody, ProxyFailure,
@@ -144,7 +145,7 @@ pub(crate) fn connect_target(uri: &http::Uri) -> Result<Target, &'static str> {
 
 /// Where a request to the proxy would go: a CONNECT's target, an absolute URL's, or in
 /// reverse-proxy mode the base URL's; `None` for a request to kinspect itself.
-fn request_target(shared: &Shared, req: &Request<Incoming>) -> Option<Target> {
+pub(crate) fn request_target(shared: &Shared, req: &Request<Incoming>) -> Option<Target> {
     if req.method() == Method::CONNECT {
         return connect_target(req.uri()).ok();
     }
@@ -451,11 +452,17 @@ where
     } else {
         let (io, exchanges, stalled) = HeadWatch::new(io);
         let service_exchanges = exchanges.clone();
+        let (h1_shared, h1_ends) = (shared.clone(), ends.clone());
         let service = service_fn(move |req| {
             let exchanges = service_exchanges.clone();
             exchanges.begin();
-            let response = forward_one(req);
-            async move { Ok::<_, Infallible>(exchanges.respond(false, response.await)) }
+            let unstarted = Unstarted::new(req, (h1_shared.clone(), h1_ends.clone()));
+            async move {
+                let (req, (shared, ends)) = unstarted.begin();
+                let (client, target, kept) = &*ends;
+                let response = forward(&shared, client, kept, target, req).await;
+                Ok::<_, Infallible>(exchanges.respond(false, response))
+            }
         });
         let result = http1_server(&config)
             .serve_connection(TokioIo::new(io), service)

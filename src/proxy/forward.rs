@@ -92,13 +92,40 @@ pub(crate) async fn refuse(
     failure: ProxyFailure,
 ) -> Response<ProxyBody> {
     let (mut parts, _unread) = req.into_parts();
-    let url = if parts.method == http::Method::CONNECT {
+    let url = recorded_url(target, &parts);
+    let pending = Pending::start(shared, client, target, &mut parts, url).await;
+    pending.answer(None, failure).await
+}
+
+/// Records `req` (for `target`), which its client gave up on before kinspect began on it
+/// (see [`super::unstarted`]): its connection ended right behind the request.
+pub(crate) async fn record_given_up(
+    shared: &Arc<Shared>,
+    client: &ClientSide,
+    target: &Target,
+    req: Request<Incoming>,
+) {
+    let (mut parts, _unread) = req.into_parts();
+    let url = recorded_url(target, &parts);
+    let mut pending = Pending::start(shared, client, target, &mut parts, url).await;
+    let (slot, mut flow) = pending.take();
+    flow.error = Some(FlowError {
+        kind: FlowErrorKind::ClientAbort,
+        message: "the client's side of the connection ended right behind this request (a close, \
+                  or a shut-down sending side as `nc -N` does): kinspect, like nginx, takes \
+                  that as the client giving up, and did not send the request on"
+            .into(),
+    });
+    slot.publish(flow);
+}
+
+/// The URL a flow of a request for `target` records.
+fn recorded_url(target: &Target, parts: &http::request::Parts) -> String {
+    if parts.method == http::Method::CONNECT {
         target.authority()
     } else {
         target.url(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
-    };
-    let pending = Pending::start(shared, client, target, &mut parts, url).await;
-    pending.answer(None, failure).await
+    }
 }
 
 /// Answers `req` with `failure` and records it with its URL as sent: a request kinspect

@@ -14,6 +14,7 @@ mod pool;
 mod relay;
 pub mod sniff;
 mod tee;
+mod unstarted;
 mod upstream;
 
 pub use access::{is_public, ProxyCredentials, Refusal};
@@ -50,6 +51,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
+use unstarted::Unstarted;
 
 use crate::ca::{CertificateAuthority, LeafCache, LeafError};
 use crate::events::FlowPublisher;
@@ -347,13 +349,14 @@ async fn serve_client(
     let service_shared = shared.clone();
     let service_exchanges = exchanges.clone();
     let service = service_fn(move |req| {
-        let shared = service_shared.clone();
         let permit = permit.clone();
         let kept = kept.clone();
         let exchanges = service_exchanges.clone();
         exchanges.begin();
         let connect = req.method() == http::Method::CONNECT;
+        let unstarted = Unstarted::new(req, (service_shared.clone(), peer));
         async move {
+            let (req, (shared, _)) = unstarted.begin();
             let response = connect::route(shared, peer, permit, &kept, req).await;
             Ok::<_, Infallible>(exchanges.respond(connect, response))
         }
@@ -380,9 +383,6 @@ pub(crate) fn http1_server(config: &ProxyConfig) -> hyper::server::conn::http1::
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .preserve_header_case(true)
-        // A client may shut its side down once its request is sent (`nc -N`, scripts,
-        // embedded stacks): the answer still goes out, and the exchange is recorded.
-        .half_close(true)
         .auto_date_header(false)
         .timer(TokioTimer::new())
         .header_read_timeout(config.client_header_timeout)

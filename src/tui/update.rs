@@ -579,6 +579,8 @@ fn jump_to_match(detail: &mut Detail, forward: bool, width: usize, message: &mut
             "search wrapped to the {}",
             if forward { "first match" } else { "last match" }
         ));
+    } else if wrapped {
+        *message = Some(format!("{term:?}: the only match"));
     }
     match found {
         Some(&line) => detail.scroll = line,
@@ -1382,6 +1384,13 @@ mod tests {
             Some("\"Missing\" not found in this tab"),
             "the term as typed"
         );
+        press(&mut a, KeyCode::Char('/'));
+        typed(&mut a, "gamma");
+        press(&mut a, KeyCode::Enter);
+        let only = scroll(&a);
+        press(&mut a, KeyCode::Char('n'));
+        assert_eq!(scroll(&a), only);
+        assert_eq!(a.message.as_deref(), Some("\"gamma\": the only match"));
     }
 
     #[test]

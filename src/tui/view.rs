@@ -53,7 +53,8 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
                 titles.iter().map(|t| t.chars().count() + 3).sum::<usize>()
             };
             let selected = Tab::ALL.iter().position(|t| *t == detail.tab);
-            let mut view = format!("v body: {} ", detail.body_view.name());
+            // Which flow is open, on every tab (`]` and `[` change it).
+            let mut view = format!("flow {} · v body: {} ", detail.id, detail.body_view.name());
             let width = usize::from(tabs.width);
             let mut titles = make_titles(false);
             // Narrow: the body view's name goes first, then the titles get shorter, so
