@@ -13,10 +13,11 @@ const WRITTEN_BY_CURL: [&str; 5] = [
     "proxy-connection",
 ];
 
-/// `flow`'s request as one `curl` command: its method, URL, header fields and body as
-/// captured, in POSIX shell quoting; a body that is not UTF-8 text (gzip'd, binary) in
-/// the `$'\x1f…'` quoting of bash, zsh and ksh, byte for byte. A body not captured whole
-/// is left out with a comment saying so.
+/// `flow`'s request as one `curl` command in POSIX shell quoting: its method, URL, header
+/// fields and body as captured. A body no shell word can carry — not UTF-8 text (gzip'd,
+/// binary), a NUL byte in it, or a leading `@` (curl would read a file of that name) —
+/// is piped in by `printf`, byte for byte. A body not captured whole is left out with a
+/// comment saying so.
 pub fn curl_command(flow: &Flow) -> String {
     let request = &flow.request;
     let mut words = vec!["curl".to_owned()];
@@ -41,14 +42,25 @@ pub fn curl_command(flow: &Flow) -> String {
         words.push("-H".into());
         words.push(quoted(&format!("{}: {}", field.name, field.value_lossy())));
     }
+    let mut piped = None;
     if sends_body {
+        let bytes = &request.body.bytes;
+        let word = std::str::from_utf8(bytes)
+            .ok()
+            .filter(|text| !text.contains('\0') && !text.starts_with('@'));
         words.push("--data-binary".into());
-        words.push(match std::str::from_utf8(&request.body.bytes) {
-            Ok(text) => quoted(text),
-            Err(_) => bytes_quoted(&request.body.bytes),
-        });
+        match word {
+            Some(text) => words.push(quoted(text)),
+            None => {
+                words.push("@-".into());
+                piped = Some(printf_of(bytes));
+            }
+        }
     }
     let mut command = words.join(" ");
+    if let Some(printf) = piped {
+        command = format!("{printf} | {command}");
+    }
     if request.body.wire_size > 0 && !sends_body {
         command.push_str(&format!(
             "  # its {} byte body is left out: only part of it was captured (--max-body)",
@@ -63,24 +75,23 @@ fn quoted(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-/// `bytes` as one word in ANSI-C quoting (`$'…'`): printable ASCII as it is, the rest
-/// escaped (`\x1f`, `\n`), so that the shell passes exactly these bytes.
-fn bytes_quoted(bytes: &[u8]) -> String {
-    let mut word = String::with_capacity(bytes.len() * 2 + 3);
-    word.push_str("$'");
+/// A `printf` command writing exactly `bytes`: printable ASCII as it is (`%` and `\`
+/// escaped for printf, `'` for the shell), every other byte, NUL included, as a
+/// three-digit octal escape.
+fn printf_of(bytes: &[u8]) -> String {
+    let mut format = String::with_capacity(bytes.len() * 2 + 10);
+    format.push_str("printf '");
     for &byte in bytes {
         match byte {
-            b'\\' => word.push_str("\\\\"),
-            b'\'' => word.push_str("\\'"),
-            b'\n' => word.push_str("\\n"),
-            b'\r' => word.push_str("\\r"),
-            b'\t' => word.push_str("\\t"),
-            b' '..=b'~' => word.push(char::from(byte)),
-            _ => word.push_str(&format!("\\x{byte:02x}")),
+            b'\\' => format.push_str("\\\\"),
+            b'%' => format.push_str("%%"),
+            b'\'' => format.push_str(r"'\''"),
+            b' '..=b'~' => format.push(char::from(byte)),
+            _ => format.push_str(&format!("\\{byte:03o}")),
         }
     }
-    word.push('\'');
-    word
+    format.push('\'');
+    format
 }
 
 #[cfg(test)]
@@ -119,19 +130,25 @@ mod tests {
     }
 
     #[test]
-    fn a_body_that_is_no_text_goes_byte_for_byte() {
-        let binary = curl_command(&flow(
-            "POST",
-            &[0x1f, 0x8b, b'a', b'\'', b'\\', b'\n', 0xff],
-        ));
-        assert!(
-            binary.ends_with(r"--data-binary $'\x1f\x8ba\'\\\n\xff'"),
-            "{binary}"
-        );
-        assert!(
-            binary.starts_with("curl 'https://"),
-            "POST is implied: {binary}"
-        );
+    fn a_body_no_word_can_carry_is_piped_in_byte_for_byte() {
+        let gzip_like = [
+            0x1f, 0x8b, 0x08, 0x00, b'%', b'\'', b'\\', b'\n', 0xff, b'a',
+        ];
+        for body in [&gzip_like[..], b"@/etc/passwd", b"nul\0inside"] {
+            let command = curl_command(&flow("POST", body));
+            let (printf, curl) = command.split_once(" | ").expect("piped");
+            assert!(
+                curl.starts_with("curl 'https://"),
+                "POST is implied: {curl}"
+            );
+            assert!(curl.ends_with(" --data-binary @-"), "{curl}");
+            // What the shell's printf writes is the body.
+            let written = std::process::Command::new("sh")
+                .args(["-c", printf])
+                .output()
+                .expect("sh runs");
+            assert_eq!(written.stdout, body, "{printf}");
+        }
     }
 
     #[test]

@@ -186,13 +186,26 @@ pub fn env_exports(
                 writeln!(out, "export {name}={}", quote(value))
             }
             ShellKind::Fish => writeln!(out, "set -gx {name} {}", quote(value)),
-            // PowerShell's single quotes take a quote doubled, and nothing else.
-            ShellKind::Powershell => {
-                writeln!(out, "$env:{name} = '{}'", value.replace('\'', "''"))
-            }
+            ShellKind::Powershell => writeln!(out, "$env:{name} = {}", powershell_quoted(value)),
         };
     }
     Ok(out)
+}
+
+/// `value` as a PowerShell string in single quotes, where nothing is special but a
+/// single quote, which is doubled; PowerShell takes the typographic ones (U+2018 to
+/// U+201B) for quotes too.
+fn powershell_quoted(value: &str) -> String {
+    let mut quoted = String::with_capacity(value.len() + 2);
+    quoted.push('\'');
+    for c in value.chars() {
+        quoted.push(c);
+        if matches!(c, '\'' | '\u{2018}'..='\u{201B}') {
+            quoted.push(c);
+        }
+    }
+    quoted.push('\'');
+    quoted
 }
 
 /// `kinspect env`.
@@ -287,6 +300,32 @@ mod tests {
             "{powershell}"
         );
         assert!(powershell.contains("$env:NO_PROXY = ''"), "{powershell}");
+        // Quotes in a path, in each syntax.
+        let quoted_dir = dir.path().join("ada's ‘ca’");
+        let ca = quoted_dir.join(CERT_PEM_FILE).display().to_string();
+        let line = |shell| {
+            let exports = env_exports(&quoted_dir, listen, None, shell).unwrap();
+            let line = exports.lines().find(|l| l.contains("NODE_EXTRA_CA_CERTS"));
+            line.unwrap().to_owned()
+        };
+        assert_eq!(
+            line(ShellKind::Sh),
+            format!("export NODE_EXTRA_CA_CERTS='{}'", ca.replace('\'', r"'\''"))
+        );
+        assert_eq!(
+            line(ShellKind::Fish),
+            format!(
+                "set -gx NODE_EXTRA_CA_CERTS '{}'",
+                ca.replace('\'', r"'\''")
+            )
+        );
+        assert_eq!(
+            line(ShellKind::Powershell),
+            format!(
+                "$env:NODE_EXTRA_CA_CERTS = '{}'",
+                ca.replace('\'', "''").replace('‘', "‘‘").replace('’', "’’")
+            )
+        );
         let bundle = std::fs::read_to_string(dir.path().join(BUNDLE_FILE)).unwrap();
         let ca = std::fs::read_to_string(dir.path().join(CERT_PEM_FILE)).unwrap();
         assert!(

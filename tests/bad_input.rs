@@ -630,6 +630,15 @@ async fn two_host_fields_get_a_400_and_are_not_forwarded() {
         .count();
     assert_eq!(hosts, 2, "both are recorded");
     proxy.assert_serves(&origin).await;
+
+    // In reverse-proxy mode, where kinspect writes the origin's name into one Host.
+    let base: http::Uri = format!("http://{target}").parse().unwrap();
+    let mut reverse = TestProxy::start(None, |c| c.reverse = Some(base)).await;
+    let request = "GET /echo HTTP/1.1\r\nHost: kinspect\r\nHost: evil.example\r\n\r\n";
+    let answer = raw_exchange(reverse.addr, request.as_bytes()).await;
+    let response = RawResponse::parse(&answer).expect("an answer");
+    assert_eq!(response.status, 400, "{response:?}");
+    assert_eq!(reverse.next_flow().await.status(), Some(400));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -652,27 +661,35 @@ async fn a_request_whose_client_ends_its_side_right_behind_it_is_recorded() {
         stream.shutdown().await.unwrap();
         let _ = read_until_close(&mut stream).await;
         let flow = proxy.next_flow().await;
-        assert_eq!(
-            flow.request.url,
-            format!(
-                "http://{target}{}",
-                if request.starts_with("POST") {
-                    "/echo"
-                } else {
-                    "/status/200"
-                }
-            )
-        );
+        let path = match request.starts_with("POST") {
+            true => "/echo",
+            false => "/status/200",
+        };
+        assert_eq!(flow.request.url, format!("http://{target}{path}"));
         let error = flow.error.expect("recorded as given up");
         assert_eq!(error.kind, FlowErrorKind::ClientAbort, "{request:?}");
-        // Seen before kinspect began on the request, or while it waited for the answer.
-        assert!(
-            error.message.contains("nc -N") || error.message.contains("went away"),
-            "{}",
-            error.message
-        );
+        given_up(&error.message);
     }
+    // The same inside a tunnel.
+    let mut tunnel = proxy.open_tunnel(&target.to_string()).await;
+    let request = format!("GET /status/200 HTTP/1.1\r\nHost: {target}\r\n\r\n");
+    tunnel.write_all(request.as_bytes()).await.unwrap();
+    tunnel.shutdown().await.unwrap();
+    let _ = read_until_close(&mut tunnel).await;
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.request.url, format!("http://{target}/status/200"));
+    given_up(&flow.error.expect("recorded as given up").message);
     proxy.assert_serves(&origin).await;
+}
+
+/// Asserts that `message` says the client gave up: before kinspect began on its request
+/// (hyper dropped it in the read that brought the end, most often), or while kinspect
+/// waited for the answer (the end came in a read of its own).
+fn given_up(message: &str) {
+    assert!(
+        message.contains("nc -N") || message.contains("went away"),
+        "{message}"
+    );
 }
 
 /// The first flight of a real TLS client: a ClientHello for `name`.

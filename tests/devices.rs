@@ -124,6 +124,18 @@ fn configured(program: &str, env: &HashMap<String, String>) -> Command {
     command
 }
 
+/// Runs curl, configured only by `env`, on `url`; asserts that it succeeds.
+async fn curl_configured_by(env: &HashMap<String, String>, url: &str) {
+    let mut curl = configured("curl", env);
+    curl.args(["-sS", "--max-time", "20", url]);
+    let output = run(curl).await;
+    assert!(
+        output.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 async fn run(mut command: Command) -> std::process::Output {
     tokio::task::spawn_blocking(move || command.output().unwrap())
         .await
@@ -149,14 +161,7 @@ async fn curl_python_and_node_configured_by_kinspect_env_go_through_the_proxy() 
     let mut expected = Vec::new();
 
     if tool_available("curl") {
-        let mut curl = configured("curl", &env);
-        curl.args(["-sS", "--max-time", "20", &origin.url("/echo?from=curl")]);
-        let output = run(curl).await;
-        assert!(
-            output.status.success(),
-            "curl: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        curl_configured_by(&env, &origin.url("/echo?from=curl")).await;
         expected.push("curl");
     }
     if tool_available("python3") {
@@ -220,14 +225,7 @@ async fn kinspect_env_carries_the_proxy_credentials_for_curl() {
     let expected = format!("http://dev:p%40ss%20w%3Ard%25@{}", proxy.addr);
     assert_eq!(env["HTTPS_PROXY"], expected);
     assert_eq!(env["http_proxy"], expected);
-    let mut curl = configured("curl", &env);
-    curl.args(["-sS", "--max-time", "20", &origin.url("/echo?from=curl")]);
-    let output = run(curl).await;
-    assert!(
-        output.status.success(),
-        "curl: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    curl_configured_by(&env, &origin.url("/echo?from=curl")).await;
     let flow = proxy.next_flow().await;
     assert_eq!(flow.status(), Some(200), "{:?}", flow.error);
     assert!(flow.request.url.ends_with("from=curl"));

@@ -17,13 +17,14 @@ use tokio_rustls::LazyConfigAcceptor;
 use super::access::credentials_refused;
 use super::bad_head::{record_left_heads, HeadWatch};
 use super::forward::{
-    empty_body, error_chain, forward, full_body, new_flow, refuse, refuse_as_sent, ClientSide,
+    empty_body, error_chain, forward, full_body, new_flow, record_given_up, refuse, refuse_as_sent,
+    ClientSide,
 };
 use super::idle::IdleWatch;
 use super::pool::KeptConnection;
 use super::relay::RelayRecord;
 use super::sniff::{client_hello_name, sniff_into, Rewind, Sniffed};
-use super::unstarted::Unstarted;
+use super::unstarted::{self, Unstarted, UnstartedSlot};
 use super::upstream::{session_info, ConnectError};
 use super::{
     ca_page, http1_server, port_number, split_port, ConnectionPermit, ProxyBody, ProxyFailure,
@@ -95,28 +96,51 @@ pub(crate) async fn route(
     // An origin-form request: addressed to kinspect itself.
     match shared.config.reverse.as_ref().and_then(Target::of_uri) {
         Some(target) => {
-            let base = shared
-                .config
-                .reverse
-                .as_ref()
-                .map_or("", |b| b.path().trim_end_matches('/'))
-                .to_owned();
-            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-            match format!("{base}{path}").parse() {
-                Ok(uri) => *req.uri_mut() = uri,
-                Err(_) => return refuse_outright(&shared, peer, req, "bad request path").await,
-            }
-            // The origin expects its own name, not kinspect's address: in the client's
-            // Host, where it put it. Without one (an HTTP/2 client), the upstream
-            // connection writes it from the URL.
-            if req.headers().contains_key(http::header::HOST) {
-                if let Ok(host) = http::HeaderValue::from_str(&target.host_header()) {
-                    req.headers_mut().insert(http::header::HOST, host);
-                }
+            if !onto_reverse_base(&shared, &target, &mut req) {
+                return refuse_outright(&shared, peer, req, "bad request path").await;
             }
             forward(&shared, &client, kept, &target, req).await
         }
         None => ca_page::respond(&shared.ca, req.uri().path()).map(full_body),
+    }
+}
+
+/// In reverse-proxy mode, makes `req` (sent to kinspect itself) a request to `target`,
+/// the base URL's origin: its path under the base URL's, and the origin's name in its
+/// `Host` field. False when the path cannot be put there.
+fn onto_reverse_base(shared: &Shared, target: &Target, req: &mut Request<Incoming>) -> bool {
+    let base = (shared.config.reverse.as_ref()).map_or("", |b| b.path().trim_end_matches('/'));
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    match format!("{base}{path}").parse() {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(_) => return false,
+    }
+    // The origin expects its own name, not kinspect's address: in the client's Host,
+    // where it put it. Without one (an HTTP/2 client), the upstream connection writes it
+    // from the URL. Two are left for the forwarding to refuse.
+    let hosts = req.headers().get_all(http::header::HOST).iter().count();
+    if hosts == 1 {
+        if let Ok(host) = http::HeaderValue::from_str(&target.host_header()) {
+            req.headers_mut().insert(http::header::HOST, host);
+        }
+    }
+    true
+}
+
+/// Where [`route`] would have sent `req`, a request given up before it began (see
+/// `unstarted`), made a request to it as route makes it: a CONNECT's target, an absolute
+/// URL's, the reverse proxy's base URL's; kinspect itself for the rest (the CA page, a
+/// target it cannot use). What route refuses (no `--proxy-auth` credentials, a scheme
+/// other than http and https) is recorded as given up all the same.
+pub(crate) fn given_up_target(shared: &Shared, req: &mut Request<Incoming>) -> Target {
+    let origin_form = req.method() != Method::CONNECT && req.uri().authority().is_none();
+    let reverse = shared.config.reverse.as_ref().and_then(Target::of_uri);
+    match reverse.filter(|_| origin_form) {
+        Some(base) => {
+            onto_reverse_base(shared, &base, req);
+            base
+        }
+        None => request_target(shared, req).unwrap_or_else(|| shared.itself.as_target()),
     }
 }
 
@@ -426,17 +450,9 @@ where
     // Shared by every request of the connection instead of cloned for each.
     let ends = Arc::new((client, target, KeptConnection::new(&shared.upstreams)));
     let (service_shared, service_ends) = (shared.clone(), ends.clone());
-    let forward_one = move |req| {
-        let shared = service_shared.clone();
-        let ends = service_ends.clone();
-        async move {
-            let (client, target, kept) = &*ends;
-            forward(&shared, client, kept, target, req).await
-        }
-    };
     let result = if h2 {
         let service = service_fn(move |req| {
-            let response = forward_one(req);
+            let response = forward_in_tunnel(service_shared.clone(), service_ends.clone(), req);
             async move { Ok::<_, Infallible>(response.await) }
         });
         let (io, activity) = IdleWatch::new(io);
@@ -452,15 +468,15 @@ where
     } else {
         let (io, exchanges, stalled) = HeadWatch::new(io);
         let service_exchanges = exchanges.clone();
-        let (h1_shared, h1_ends) = (shared.clone(), ends.clone());
+        let unstarted = UnstartedSlot::default();
+        let service_unstarted = unstarted.clone();
         let service = service_fn(move |req| {
             let exchanges = service_exchanges.clone();
             exchanges.begin();
-            let unstarted = Unstarted::new(req, (h1_shared.clone(), h1_ends.clone()));
+            let (shared, ends) = (service_shared.clone(), service_ends.clone());
+            let unstarted = Unstarted::new(req, &service_unstarted);
             async move {
-                let (req, (shared, ends)) = unstarted.begin();
-                let (client, target, kept) = &*ends;
-                let response = forward(&shared, client, kept, target, req).await;
+                let response = forward_in_tunnel(shared, ends, unstarted.begin()).await;
                 Ok::<_, Infallible>(exchanges.respond(false, response))
             }
         });
@@ -471,11 +487,28 @@ where
         let (client, target, _) = &*ends;
         let error = result.as_ref().err();
         record_left_heads(&shared, client, Some(target), error, &exchanges, &stalled).await;
+        if let Some(req) = unstarted::take(&unstarted) {
+            record_given_up(&shared, client, target, req).await;
+        }
         result
     };
     if let Err(e) = result {
         tracing::debug!("intercepted connection from {peer}: {}", error_chain(&e));
     }
+}
+
+/// What a tunnel's requests are forwarded with: its client, its target, and the origin
+/// connection it keeps.
+type TunnelEnds = (ClientSide, Target, Arc<KeptConnection>);
+
+/// Forwards `req`, sent inside the tunnel to `ends`.
+async fn forward_in_tunnel(
+    shared: Arc<Shared>,
+    ends: Arc<TunnelEnds>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let (client, target, kept) = &*ends;
+    forward(&shared, client, kept, target, req).await
 }
 
 /// A new flow of `kind` for a CONNECT to `target` from `peer`.

@@ -98,7 +98,7 @@ pub(crate) async fn refuse(
 }
 
 /// Records `req` (for `target`), which its client gave up on before kinspect began on it
-/// (see [`super::unstarted`]): its connection ended right behind the request.
+/// (see `unstarted`): its connection ended right behind the request.
 pub(crate) async fn record_given_up(
     shared: &Arc<Shared>,
     client: &ClientSide,
@@ -276,12 +276,16 @@ pub(crate) async fn forward(
             FlowErrorKind::BadRequest,
             "the request has more than one Host field: send one",
         );
+        let http1 = req.version() <= Version::HTTP_11;
         let mut response = refuse(shared, client, target, req, failure).await;
-        // What the client sends next on this connection is no more to be trusted.
-        response.headers_mut().insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
+        // What the client sends next on this connection is no more to be trusted (an
+        // HTTP/2 stream is one request: nothing to close).
+        if http1 {
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
         return response;
     }
     if super::ca_page::is_ca_host(&target.host) {

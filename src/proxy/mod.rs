@@ -51,7 +51,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
-use unstarted::Unstarted;
+use unstarted::{Unstarted, UnstartedSlot};
 
 use crate::ca::{CertificateAuthority, LeafCache, LeafError};
 use crate::events::FlowPublisher;
@@ -348,15 +348,18 @@ async fn serve_client(
     let (stream, exchanges, stalled) = HeadWatch::new(stream);
     let service_shared = shared.clone();
     let service_exchanges = exchanges.clone();
+    let unstarted = UnstartedSlot::default();
+    let service_unstarted = unstarted.clone();
     let service = service_fn(move |req| {
         let permit = permit.clone();
         let kept = kept.clone();
         let exchanges = service_exchanges.clone();
         exchanges.begin();
         let connect = req.method() == http::Method::CONNECT;
-        let unstarted = Unstarted::new(req, (service_shared.clone(), peer));
+        let shared = service_shared.clone();
+        let unstarted = Unstarted::new(req, &service_unstarted);
         async move {
-            let (req, (shared, _)) = unstarted.begin();
+            let req = unstarted.begin();
             let response = connect::route(shared, peer, permit, &kept, req).await;
             Ok::<_, Infallible>(exchanges.respond(connect, response))
         }
@@ -375,6 +378,10 @@ async fn serve_client(
     }
     let error = result.as_ref().err();
     bad_head::record_left_heads(&shared, &client, None, error, &exchanges, &stalled).await;
+    if let Some(mut req) = unstarted::take(&unstarted) {
+        let target = connect::given_up_target(&shared, &mut req);
+        forward::record_given_up(&shared, &client, &target, req).await;
+    }
 }
 
 /// The HTTP/1 server settings for clients: header limits and the header read timeout;

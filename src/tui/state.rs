@@ -394,7 +394,8 @@ pub struct App {
     pub top: usize,
     /// `q` asked whether to stop the proxy: the next key answers.
     pub asking_to_quit: bool,
-    /// The widest KINVEY cell of any flow received (the column is as wide as it).
+    /// The widest KINVEY cell of the flows in the view since it was last filtered or
+    /// cleared (the column is as wide as it).
     pub kinvey_cell_width: usize,
     /// Keep the selection on the newest flow.
     pub follow: bool,
@@ -497,8 +498,10 @@ impl App {
         }
         let shown = self.filter.as_ref().is_none_or(|f| f.matches(&stored));
         summarize(&mut stored);
-        let kinvey_cell = super::view::kinvey_cell(&stored.kinvey).width();
-        self.kinvey_cell_width = self.kinvey_cell_width.max(kinvey_cell);
+        if shown {
+            let cell = super::view::kinvey_cell_width(&stored.kinvey);
+            self.kinvey_cell_width = self.kinvey_cell_width.max(cell);
+        }
         match self.in_flight.remove(&stored.flow.id) {
             // Listed before the view was cleared (`z`): it finishes as a new row, as it
             // would have had it not been listed.
@@ -633,6 +636,12 @@ impl App {
     fn set_view(&mut self, view: Vec<usize>) {
         let keep = self.selected_flow().map(|f| f.flow.id);
         self.view = view;
+        self.kinvey_cell_width = self
+            .view
+            .iter()
+            .map(|&i| super::view::kinvey_cell_width(&self.flows[i].kinvey))
+            .max()
+            .unwrap_or(0);
         self.selected = keep
             .and_then(|id| self.view.iter().position(|&i| self.flows[i].flow.id == id))
             .unwrap_or_else(|| self.view.len().saturating_sub(1));

@@ -283,8 +283,9 @@ fn list_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
     match event.code {
         // Quitting stops the proxy the devices use: asked first, as mitmproxy does.
         KeyCode::Char('q') if app.source.listen.is_some() => {
+            // Asked on the bottom line for as long as the flag is up, whatever else
+            // is said meanwhile.
             app.asking_to_quit = true;
-            app.message = Some("stop the proxy and quit? y / n (Q quits at once)".into());
         }
         KeyCode::Char('q') => return vec![Effect::Quit],
         KeyCode::Char('j') | KeyCode::Down => select(app, app.selected + 1),
@@ -311,6 +312,7 @@ fn list_key(app: &mut App, event: KeyEvent) -> Vec<Effect> {
             app.cleared = app.flows.len();
             app.view.clear();
             app.selected = 0;
+            app.kinvey_cell_width = 0;
             app.message = Some("view cleared (the flows stay in the capture)".into());
         }
         KeyCode::Char('K') => {
@@ -838,11 +840,38 @@ mod tests {
     }
 
     #[test]
+    fn the_kinvey_column_follows_the_flows_in_view() {
+        let mut a = app(3);
+        assert_eq!(a.kinvey_cell_width, 10 + "EntityNotFound".len());
+        press(&mut a, KeyCode::Char('f'));
+        typed(&mut a, "~c 200");
+        press(&mut a, KeyCode::Enter);
+        assert_eq!(a.kinvey_cell_width, 0, "no Kinvey error in view");
+        update(&mut a, Event::Flow(Box::new(stored(4, 200, None))));
+        let error = Some(("EntityNotFound", ErrorClass::Fix));
+        update(&mut a, Event::Flow(Box::new(stored(5, 404, error))));
+        assert_eq!(
+            a.kinvey_cell_width, 0,
+            "a flow the filter hides takes no room"
+        );
+        press(&mut a, KeyCode::Char('f'));
+        let ctrl_u = KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL);
+        update(&mut a, Event::Key(ctrl_u));
+        press(&mut a, KeyCode::Enter);
+        assert_eq!(a.kinvey_cell_width, 24);
+        press(&mut a, KeyCode::Char('z'));
+        assert_eq!(a.kinvey_cell_width, 0, "cleared");
+    }
+
+    #[test]
     fn q_asks_before_stopping_a_live_proxy() {
         let mut a = app(3);
         a.source.listen = Some("127.0.0.1:8080".parse().unwrap());
         assert_eq!(press(&mut a, KeyCode::Char('q')), []);
-        assert!(a.message.as_deref().unwrap().contains("quit? y / n"));
+        assert!(a.asking_to_quit);
+        // Something said meanwhile does not take the question's place.
+        update(&mut a, Event::Message("exported".into()));
+        assert!(a.asking_to_quit);
         // Anything but yes keeps the proxy running.
         assert_eq!(press(&mut a, KeyCode::Char('n')), []);
         assert_eq!(a.message.as_deref(), Some("still proxying"));

@@ -59,7 +59,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
             let mut titles = make_titles(false);
             // Narrow: the body view's name goes first, then the titles get shorter, so
             // that every tab stays in sight.
-            if room(&titles) + view.len() > width {
+            if room(&titles) + view.chars().count() > width {
                 view.clear();
                 if room(&titles) > width {
                     titles = make_titles(true);
@@ -244,6 +244,9 @@ fn prompt_window(before: &str, after: &str, width: usize) -> String {
     }
 }
 
+/// What `q` asks in the list while kinspect is proxying.
+const QUIT_QUESTION: &str = "stop the proxy and quit? y / n (Q quits at once)";
+
 fn bottom_text(app: &App, width: usize) -> Vec<Line<'static>> {
     if let Some(prompt) = &app.prompt {
         let label = match prompt.kind {
@@ -263,6 +266,12 @@ fn bottom_text(app: &App, width: usize) -> Vec<Line<'static>> {
             );
         }
         return lines;
+    }
+    if app.asking_to_quit {
+        return vec![Line::styled(
+            QUIT_QUESTION,
+            Style::new().add_modifier(Modifier::BOLD),
+        )];
     }
     // Sending requests again needs the running proxy.
     let live = app.source.listen.is_some();
@@ -424,6 +433,26 @@ fn short_type(flow: &Flow) -> String {
 /// The list's KINVEY cell: the class badge, ⚑ when the flow has an anomaly and ⚠ when
 /// it drew a behaviour warning (each mark in its own column, so rows line up), then the
 /// error's name, or, without an error, the first anomaly's or warning's code.
+/// What a flow's KINVEY cell names after its badge and marks: its error, else its first
+/// anomaly's or warning's code.
+fn kinvey_cell_text(kinvey: &KinveySummary) -> Option<&str> {
+    match (kinvey.class, &kinvey.error) {
+        (Some(_), Some(error)) => Some(error),
+        _ => kinvey
+            .anomalies
+            .iter()
+            .chain(&kinvey.warnings)
+            .next()
+            .map(|finding| finding.code.as_str()),
+    }
+}
+
+/// Columns a flow's KINVEY cell takes ([`kinvey_cell`]), without drawing it: the badge
+/// (6) and a space, two marks and a space, then the text.
+pub(super) fn kinvey_cell_width(kinvey: &KinveySummary) -> usize {
+    kinvey_cell_text(kinvey).map_or(0, |text| 10 + unicode_width::UnicodeWidthStr::width(text))
+}
+
 /// The KINVEY cell of a flow in the list.
 pub(super) fn kinvey_cell(kinvey: &KinveySummary) -> Line<'static> {
     let flagged = if kinvey.anomalies.is_empty() {
@@ -436,22 +465,20 @@ pub(super) fn kinvey_cell(kinvey: &KinveySummary) -> Line<'static> {
     } else {
         "⚠"
     };
-    let (badge, text, style) = match (kinvey.badge(), &kinvey.error) {
-        (Some(badge), Some(error)) => {
+    let Some(text) = kinvey_cell_text(kinvey) else {
+        return Line::raw("");
+    };
+    let (badge, text, style) = match kinvey.badge() {
+        Some(badge) if kinvey.error.is_some() => {
             let style = badge_style(&badge);
-            (badge, error.clone(), style)
+            (badge, text.to_owned(), style)
         }
-        _ => {
-            let Some(code) = kinvey.anomalies.iter().chain(&kinvey.warnings).next() else {
-                return Line::raw("");
-            };
-            // `retry_without_backoff` read as words.
-            (
-                String::new(),
-                code.code.replace('_', " "),
-                Style::new().fg(Color::DarkGray),
-            )
-        }
+        // An anomaly's or warning's code: `retry_without_backoff` read as words.
+        _ => (
+            String::new(),
+            text.replace('_', " "),
+            Style::new().fg(Color::DarkGray),
+        ),
     };
     Line::from(vec![
         Span::styled(format!("{badge:<6} "), style),
