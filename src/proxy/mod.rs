@@ -350,6 +350,8 @@ async fn serve_client(
     let service_exchanges = exchanges.clone();
     let unstarted = UnstartedSlot::default();
     let service_unstarted = unstarted.clone();
+    // The connection's place is held until what hyper left of it is recorded.
+    let _place = permit.clone();
     let service = service_fn(move |req| {
         let permit = permit.clone();
         let kept = kept.clone();

@@ -149,7 +149,9 @@ fn shown_line(line: &str) -> String {
 
 /// `json` (valid JSON) indented two spaces a level, every literal as it was written:
 /// numbers keep their digits (`1.10`, a 30-digit id), and a key sent twice is shown
-/// twice, where parsing and printing again would round and merge them.
+/// twice, where parsing and printing again would round and merge them. Only a string's
+/// `\u` escapes of printable characters beyond ASCII (`\u00e9`, a surrogate pair for
+/// an emoji), as `ensure_ascii` encoders write all text, are shown as the characters.
 fn pretty_json(json: &str) -> String {
     fn new_line(out: &mut String, depth: usize) {
         out.push('\n');
@@ -165,6 +167,12 @@ fn pretty_json(json: &str) -> String {
             '"' => {
                 out.push('"');
                 while let Some(c) = chars.next() {
+                    if c == '\\' {
+                        if let Some(decoded) = escaped_letter(&mut chars) {
+                            out.push(decoded);
+                            continue;
+                        }
+                    }
                     out.push(c);
                     match c {
                         '\\' => out.extend(chars.next()),
@@ -199,6 +207,44 @@ fn pretty_json(json: &str) -> String {
         }
     }
     out
+}
+
+/// The printable character beyond ASCII a JSON `\uXXXX` escape (or a pair of them, a
+/// surrogate pair) right after a backslash in `chars` stands for, taking the escape;
+/// `None`, taking nothing, for any other escape.
+fn escaped_letter(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<char> {
+    fn code_unit(probe: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<u32> {
+        if probe.next()? != 'u' {
+            return None;
+        }
+        let hex: String = probe.take(4).collect();
+        (hex.len() == 4)
+            .then(|| u32::from_str_radix(&hex, 16).ok())
+            .flatten()
+    }
+    let mut probe = chars.clone();
+    let first = code_unit(&mut probe)?;
+    let decoded = match first {
+        0xD800..=0xDBFF => {
+            if probe.next()? != '\\' {
+                return None;
+            }
+            let low = code_unit(&mut probe).filter(|low| (0xDC00..=0xDFFF).contains(low))?;
+            char::from_u32(0x10000 + ((first - 0xD800) << 10) + (low - 0xDC00))?
+        }
+        _ => char::from_u32(first)?,
+    };
+    // ASCII (quotes, backslashes), controls, and what would not be seen (spaces such as
+    // U+00A0, line separators, U+FEFF) stay escaped as written.
+    let printable = decoded >= '\u{a0}'
+        && !decoded.is_control()
+        && !decoded.is_whitespace()
+        && decoded != '\u{feff}';
+    if !printable {
+        return None;
+    }
+    *chars = probe;
+    Some(decoded)
 }
 
 /// 16 bytes per line: offset, hex, and the printable ASCII.
@@ -284,6 +330,28 @@ mod tests {
                 "}"
             ]
         );
+    }
+
+    #[test]
+    fn escaped_letters_are_shown_as_letters_and_other_escapes_as_written() {
+        let sent = r#"{"name":"\u00dcn\u00efc\u00f8d\u00e9 \u65e5\u672c \ud83c\udf89","kept":"\u0041\"\u0022\n\u2028 \u00a0\\u00e9"}"#;
+        let lines = body_lines(
+            &body(sent.as_bytes()),
+            &Headers::default(),
+            BodyView::Pretty,
+        );
+        assert_eq!(
+            lines,
+            [
+                "{",
+                "  \"name\": \"Ünïcødé 日本 🎉\",",
+                "  \"kept\": \"\\u0041\\\"\\u0022\\n\\u2028 \\u00a0\\\\u00e9\"",
+                "}"
+            ]
+        );
+        // The text view shows the body as sent.
+        let text = body_lines(&body(sent.as_bytes()), &Headers::default(), BodyView::Text);
+        assert_eq!(text, [sent]);
     }
 
     #[test]
