@@ -931,6 +931,8 @@ fn answer_bytes(version: &str, failure: &ProxyFailure) -> Bytes {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn an_ipv6_connect_target_without_brackets_gets_them() {
         let bracketed = |read: &[u8], capacity: usize| {
@@ -964,8 +966,6 @@ mod tests {
         let full = format!("xx{}", String::from_utf8_lossy(line));
         assert_eq!(bracketed(line, line.len() + 3), full);
     }
-
-    use super::*;
 
     #[test]
     fn hypers_own_answers_are_told_from_other_responses() {
