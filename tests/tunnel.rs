@@ -138,6 +138,30 @@ async fn non_tls_bytes_after_connect_pass_through_unchanged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_records_its_connect_fields_but_the_proxy_credential() {
+    let (addr, _server) = greeting_echo_server().await;
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let request = format!(
+        "CONNECT {addr} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: okhttp/4.12.0\r\n\
+         Proxy-Authorization: Basic dTpw\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut tunnel = BufReader::new(stream);
+    let mut status = String::new();
+    tunnel.read_line(&mut status).await.unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(read_line(&mut tunnel).await, "\r\n");
+    assert_eq!(read_line(&mut tunnel).await, "220 greetings\r\n");
+    drop(tunnel);
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.kind, FlowKind::Tunnel);
+    let headers = &flow.request.headers;
+    assert_eq!(headers.get("user-agent").as_deref(), Some("okhttp/4.12.0"));
+    assert_eq!(headers.get("proxy-authorization"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_inside_connect_is_served_as_http() {
     let origin = Origin::start(OriginKind::Plain).await;
     let mut proxy = TestProxy::start(None, |_| {}).await;

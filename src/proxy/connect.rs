@@ -190,7 +190,16 @@ async fn handle_connect(
         let problem = "CONNECT to kinspect itself would loop back into the proxy";
         return refuse_outright(&shared, peer, req, problem).await;
     }
-    let started = (SystemTime::now(), Instant::now());
+    let mut headers = Headers::from_map(req.headers());
+    // kinspect's own credential is never recorded.
+    headers
+        .0
+        .retain(|field| field.name != "proxy-authorization");
+    let started = ConnectRequest {
+        at: SystemTime::now(),
+        t0: Instant::now(),
+        headers,
+    };
     tokio::spawn(async move {
         // The tunnel outlives the HTTP connection it came from: it keeps the permit.
         match hyper::upgrade::on(req).await {
@@ -232,7 +241,7 @@ async fn intercept<I>(
     (peer, permit): (SocketAddr, ConnectionPermit),
     target: Target,
     mut io: I,
-    started: (SystemTime, Instant),
+    started: ConnectRequest,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -361,7 +370,7 @@ async fn terminate_tls<I>(
     (peer, permit): (SocketAddr, ConnectionPermit),
     target: Target,
     io: I,
-    started: (SystemTime, Instant),
+    started: ConnectRequest,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -517,7 +526,7 @@ fn connect_flow(
     kind: FlowKind,
     peer: SocketAddr,
     target: &Target,
-    started: SystemTime,
+    connect: &ConnectRequest,
 ) -> crate::flow::Flow {
     let client = ClientSide {
         addr: peer,
@@ -528,10 +537,20 @@ fn connect_flow(
         method: "CONNECT".into(),
         url: target.authority(),
         version: HttpVersion::Http11,
-        headers: Headers::default(),
+        headers: connect.headers.clone(),
         body: CapturedBody::default(),
     };
-    new_flow(slot, kind, &client, started, target, request)
+    new_flow(slot, kind, &client, connect.at, target, request)
+}
+
+/// A CONNECT request, as the flow of its tunnel (or of its failure) records it.
+struct ConnectRequest {
+    /// When it came.
+    at: SystemTime,
+    t0: Instant,
+    /// Its header fields (`User-Agent` tells which app opened the tunnel), without
+    /// kinspect's own credential.
+    headers: Headers,
 }
 
 /// Records a CONNECT that failed before any HTTP exchange inside it.
@@ -539,13 +558,13 @@ async fn record_tunnel_failure(
     shared: &Shared,
     peer: SocketAddr,
     target: &Target,
-    started: (SystemTime, Instant),
+    started: ConnectRequest,
     kind: FlowErrorKind,
     message: String,
 ) {
     let slot = shared.publisher.reserve().await;
-    let mut flow = connect_flow(&slot, FlowKind::Http, peer, target, started.0);
-    flow.timings.wait = started.1.elapsed();
+    let mut flow = connect_flow(&slot, FlowKind::Http, peer, target, &started);
+    flow.timings.wait = started.t0.elapsed();
     flow.error = Some(FlowError { kind, message });
     slot.publish(flow);
 }
@@ -557,13 +576,13 @@ async fn blind_tunnel<I>(
     peer: SocketAddr,
     target: &Target,
     mut client_io: I,
-    started: (SystemTime, Instant),
+    started: ConnectRequest,
     dialled: Option<Dialled>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let slot = shared.publisher.reserve().await;
-    let mut flow = connect_flow(&slot, FlowKind::Tunnel, peer, target, started.0);
+    let mut flow = connect_flow(&slot, FlowKind::Tunnel, peer, target, &started);
     let connect_started = Instant::now();
     let dialled = match dialled {
         Some(dialled) => Ok(dialled),
