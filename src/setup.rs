@@ -177,9 +177,13 @@ pub fn env_exports(
         ("KINSPECT_CA", &ca_pem),
     ];
     let quote = |v: &str| format!("'{}'", v.replace('\'', r"'\''"));
-    let mut out = format!(
-        "# kinspect on {shown}: eval this in a shell to send its programs through kinspect\n"
-    );
+    let how = match shell {
+        ShellKind::Sh | ShellKind::Bash | ShellKind::Zsh => "eval \"$(kinspect env)\"",
+        ShellKind::Fish => "kinspect env --shell fish | source",
+        ShellKind::Powershell => "kinspect env --shell powershell | Invoke-Expression",
+    };
+    let mut out =
+        format!("# kinspect on {shown}: `{how}` sends this shell's programs through kinspect\n");
     for (name, value) in vars {
         let _ = match shell {
             ShellKind::Sh | ShellKind::Bash | ShellKind::Zsh => {

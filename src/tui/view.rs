@@ -282,8 +282,9 @@ fn bottom_text(app: &App, width: usize) -> Vec<Line<'static>> {
             .collect(),
         None => vec![Line::styled(
             match app.screen {
-                Screen::List if live => "Enter details  f filter  ? help  q quit  i request id  K Kinvey errors  r report  R resend  e edit+send  E export HAR  F follow  z clear",
-                Screen::List => "Enter details  f filter  ? help  q quit  i request id  K Kinvey errors  r report  E export HAR  F follow  z clear",
+                // `? help` is on the status bar above.
+                Screen::List if live => "Enter details  f filter  q quit  i request id  K Kinvey errors  r report  R resend  e edit+send  E export HAR  F follow  z clear",
+                Screen::List => "Enter details  f filter  q quit  i request id  K Kinvey errors  r report  E export HAR  F follow  z clear",
                 Screen::Detail(_) if live => "Tab/←→ tabs  j/k scroll  ? help  q back  / search  n/N next/prev match  v body  r report  R resend  e edit+send",
                 Screen::Detail(_) => "Tab/←→ tabs  j/k scroll  ? help  q back  / search  n/N next/prev match  v body  r report",
                 Screen::KinveySummary { .. } => "j/k move  Enter list those flows  q back",
