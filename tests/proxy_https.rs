@@ -448,3 +448,28 @@ async fn an_http2_stream_cancelled_by_its_client_is_recorded_as_cancelled() {
     next.into_body().collect().await.unwrap();
     assert!(proxy.next_flow().await.error.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_stream_reset_right_behind_its_headers_is_recorded() {
+    let origin = Origin::start(OriginKind::Https).await;
+    let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
+    let target = format!("localhost:{}", origin.addr.port());
+    let tunnel = proxy.open_tunnel(&target).await;
+    let tls = proxy
+        .tls_connector(&[b"h2"])
+        .connect("localhost".try_into().unwrap(), tunnel)
+        .await
+        .unwrap();
+    let (mut client, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get(origin.url("/hang")).body(()).unwrap();
+    let (_response, mut stream) = client.send_request(request, false).unwrap();
+    // Queued behind the HEADERS frame: both go out in one write.
+    stream.send_reset(h2::Reason::CANCEL);
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.request.url, origin.url("/hang"));
+    assert_eq!(
+        flow.error.expect("recorded").kind,
+        kinspect::flow::FlowErrorKind::ClientAbort
+    );
+}
