@@ -573,7 +573,9 @@ const KINVEY_GIVES_FIRST: u16 = 12;
 /// The columns shown in `width` terminal columns when ids have `id_digits` digits, with
 /// the KINVEY column's width: the least useful columns are left out rather than every
 /// column cut to nonsense.
-fn list_columns(width: u16, id_digits: u16, kinvey_cells: u16) -> (Vec<Column>, u16) {
+/// The list's columns on `width` columns: those shown, the KINVEY column's width and the
+/// least the path gets.
+fn list_columns(width: u16, id_digits: u16, kinvey_cells: u16) -> (Vec<Column>, u16, u16) {
     // The KINVEY column is as wide as its widest cell (its title's width when no flow
     // has one: plain traffic leaves the room to the others).
     let full = Column::Kinvey
@@ -603,15 +605,25 @@ fn list_columns(width: u16, id_digits: u16, kinvey_cells: u16) -> (Vec<Column>, 
         shown.retain(|c| *c != dropped);
     }
     let short = needed(&shown).saturating_sub(width);
-    (shown, full.saturating_sub(short).max(full.min(12)))
+    let kinvey = full.saturating_sub(short).max(full.min(12));
+    // Narrower still (a phone's terminal): the path gives way before STATUS is cut.
+    let still_short = short - (full - kinvey);
+    let path = Column::Path
+        .width(id_digits)
+        .saturating_sub(still_short)
+        .max(MIN_PATH);
+    (shown, kinvey, path)
 }
+
+/// The least of the path shown, however narrow the terminal.
+const MIN_PATH: u16 = 8;
 
 fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
     let page = usize::from(area.height.saturating_sub(1)).max(1);
     let offset = list_offset(app.top, app.selected, app.view.len(), page);
     let id_digits = app.largest_id.to_string().len() as u16;
     let kinvey_cells = u16::try_from(app.kinvey_cell_width).unwrap_or(u16::MAX);
-    let (columns, kinvey_width) = list_columns(area.width, id_digits, kinvey_cells);
+    let (columns, kinvey_width, path_width) = list_columns(area.width, id_digits, kinvey_cells);
     let header = Row::new(columns.iter().map(|c| c.title()))
         .style(Style::new().add_modifier(Modifier::BOLD));
     let rows = app
@@ -657,7 +669,7 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
         });
     // The path takes what the other columns leave.
     let widths = columns.iter().map(|&c| match c {
-        Column::Path => Constraint::Min(c.width(id_digits)),
+        Column::Path => Constraint::Min(path_width),
         Column::Kinvey => Constraint::Length(kinvey_width),
         _ => Constraint::Length(c.width(id_digits)),
     });
@@ -1559,9 +1571,9 @@ mod tests {
 
     #[test]
     fn the_id_column_is_as_wide_as_the_largest_id() {
-        let (columns, _) = list_columns(130, 4, 44);
+        let (columns, _, _) = list_columns(130, 4, 44);
         assert_eq!(columns.len(), 10);
-        let (columns, _) = list_columns(130, 6, 44);
+        let (columns, _, _) = list_columns(130, 6, 44);
         assert!(
             !columns.contains(&Column::Type),
             "two more digits take its room"
@@ -1573,14 +1585,14 @@ mod tests {
     #[test]
     fn narrow_terminals_leave_columns_out_instead_of_cutting_them_all() {
         // Every column, the longest error name whole, and room for the path.
-        let (all, kinvey) = list_columns(160, 4, 60);
+        let (all, kinvey, _) = list_columns(160, 4, 60);
         assert_eq!((all.len(), kinvey), (10, 44));
         // The KINVEY column gives up what only long names need, then TYPE and DUR go.
-        let (columns, kinvey) = list_columns(120, 4, 44);
+        let (columns, kinvey, _) = list_columns(120, 4, 44);
         assert!(!columns.contains(&Column::Type) && !columns.contains(&Column::Duration));
         assert!(columns.contains(&Column::Time) && columns.contains(&Column::Size));
         assert_eq!(kinvey, 34);
-        let (columns, kinvey) = list_columns(60, 4, 44);
+        let (columns, kinvey, _) = list_columns(60, 4, 44);
         assert_eq!(
             columns,
             [Column::Method, Column::Path, Column::Status, Column::Kinvey]
@@ -1591,14 +1603,23 @@ mod tests {
     #[test]
     fn the_kinvey_column_is_as_wide_as_its_widest_cell() {
         // Plain traffic on 80 columns: the title's width; the host and the size kept.
-        let (columns, kinvey) = list_columns(80, 2, 0);
+        let (columns, kinvey, _) = list_columns(80, 2, 0);
         assert_eq!(kinvey, 6);
         assert!(columns.contains(&Column::Host) && columns.contains(&Column::Size));
-        let (all, kinvey) = list_columns(110, 2, 0);
+        let (all, kinvey, _) = list_columns(110, 2, 0);
         assert_eq!((all.len(), kinvey), (10, 6));
         // Short error names take what they need, and give up nothing before the others.
-        let (all, kinvey) = list_columns(125, 2, 24);
+        let (all, kinvey, _) = list_columns(125, 2, 24);
         assert_eq!((all.len(), kinvey), (10, 24));
+        // A phone's terminal: METHOD, PATH, STATUS and KINVEY, the path narrower so that
+        // STATUS (`200 err`, `bad-req`) stays whole.
+        let (columns, kinvey, path) = list_columns(44, 2, 0);
+        assert_eq!(
+            columns,
+            [Column::Method, Column::Path, Column::Status, Column::Kinvey]
+        );
+        assert_eq!(8 + (path + 1) + 8 + (kinvey + 1), 44);
+        assert_eq!(list_columns(20, 2, 0).2, MIN_PATH);
     }
 
     #[test]
