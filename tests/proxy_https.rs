@@ -405,6 +405,20 @@ async fn forwarded_fields_keep_their_order_and_http2_origins_get_no_host_field()
     assert_eq!(echoed_names(&echo), ["host", "x-first"]);
 }
 
+/// A TLS connection to `origin`, through a tunnel of `proxy`, that agreed on HTTP/2.
+async fn h2_through_tunnel(
+    proxy: &TestProxy,
+    origin: &Origin,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let target = format!("localhost:{}", origin.addr.port());
+    let tunnel = proxy.open_tunnel(&target).await;
+    proxy
+        .tls_connector(&[b"h2"])
+        .connect("localhost".try_into().unwrap(), tunnel)
+        .await
+        .unwrap()
+}
+
 /// An HTTP/2 client that cancels one download (RST_STREAM) keeps its connection: the
 /// flow says the request was cancelled, and the next request on it is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,13 +426,7 @@ async fn an_http2_stream_cancelled_by_its_client_is_recorded_as_cancelled() {
     use http_body_util::{BodyExt, Empty};
     let origin = Origin::start(OriginKind::Https).await;
     let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
-    let target = format!("localhost:{}", origin.addr.port());
-    let tunnel = proxy.open_tunnel(&target).await;
-    let tls = proxy
-        .tls_connector(&[b"h2"])
-        .connect("localhost".try_into().unwrap(), tunnel)
-        .await
-        .unwrap();
+    let tls = h2_through_tunnel(&proxy, &origin).await;
     let (mut sender, connection) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(tls),
@@ -453,13 +461,7 @@ async fn an_http2_stream_cancelled_by_its_client_is_recorded_as_cancelled() {
 async fn an_http2_stream_reset_right_behind_its_headers_is_recorded() {
     let origin = Origin::start(OriginKind::Https).await;
     let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
-    let target = format!("localhost:{}", origin.addr.port());
-    let tunnel = proxy.open_tunnel(&target).await;
-    let tls = proxy
-        .tls_connector(&[b"h2"])
-        .connect("localhost".try_into().unwrap(), tunnel)
-        .await
-        .unwrap();
+    let tls = h2_through_tunnel(&proxy, &origin).await;
     let (mut client, connection) = h2::client::handshake(tls).await.unwrap();
     tokio::spawn(connection);
     let request = http::Request::get(origin.url("/hang")).body(()).unwrap();

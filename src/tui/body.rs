@@ -305,17 +305,17 @@ mod tests {
         );
     }
 
+    /// The lines of `sent`, a body with no header fields, in `view`.
+    fn shown(sent: &'static str, view: BodyView) -> Vec<String> {
+        body_lines(&body(sent.as_bytes()), &Headers::default(), view)
+    }
+
     #[test]
     fn json_is_shown_as_written_only_indented() {
         let sent = r#" {"id":123456789012345678901234567890, "price":1.10,"n":1e2,
             "a":1,"a":2, "s":"x\"}{,:", "e":{}, "l":[ ], "u":"é"} "#;
-        let lines = body_lines(
-            &body(sent.as_bytes()),
-            &Headers::default(),
-            BodyView::Pretty,
-        );
         assert_eq!(
-            lines,
+            shown(sent, BodyView::Pretty),
             [
                 "{",
                 "  \"id\": 123456789012345678901234567890,",
@@ -335,13 +335,8 @@ mod tests {
     #[test]
     fn escaped_letters_are_shown_as_letters_and_other_escapes_as_written() {
         let sent = r#"{"name":"\u00dcn\u00efc\u00f8d\u00e9 \u65e5\u672c \ud83c\udf89","kept":"\u0041\"\u0022\n\u2028 \u00a0\\u00e9"}"#;
-        let lines = body_lines(
-            &body(sent.as_bytes()),
-            &Headers::default(),
-            BodyView::Pretty,
-        );
         assert_eq!(
-            lines,
+            shown(sent, BodyView::Pretty),
             [
                 "{",
                 "  \"name\": \"Ünïcødé 日本 🎉\",",
@@ -350,8 +345,7 @@ mod tests {
             ]
         );
         // The text view shows the body as sent.
-        let text = body_lines(&body(sent.as_bytes()), &Headers::default(), BodyView::Text);
-        assert_eq!(text, [sent]);
+        assert_eq!(shown(sent, BodyView::Text), [sent]);
     }
 
     #[test]
