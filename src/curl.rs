@@ -77,12 +77,14 @@ fn quoted(text: &str) -> String {
 
 /// A `printf` command writing exactly `bytes`: printable ASCII as it is (`%` and `\`
 /// escaped for printf, `'` for the shell), every other byte, NUL included, as a
-/// three-digit octal escape.
+/// three-digit octal escape; a leading `-` too, which printf would take for an option
+/// (a multipart body begins with `--`).
 fn printf_of(bytes: &[u8]) -> String {
     let mut format = String::with_capacity(bytes.len() * 2 + 10);
     format.push_str("printf '");
-    for &byte in bytes {
+    for (at, &byte) in bytes.iter().enumerate() {
         match byte {
+            b'-' if at == 0 => format.push_str(r"\055"),
             b'\\' => format.push_str("\\\\"),
             b'%' => format.push_str("%%"),
             b'\'' => format.push_str(r"'\''"),
@@ -134,7 +136,8 @@ mod tests {
         let gzip_like = [
             0x1f, 0x8b, 0x08, 0x00, b'%', b'\'', b'\\', b'\n', 0xff, b'a',
         ];
-        for body in [&gzip_like[..], b"@/etc/passwd", b"nul\0inside"] {
+        let multipart = b"--xyz\r\nContent-Type: image/png\r\n\r\n\x89PNG\r\n--xyz--\r\n";
+        for body in [&gzip_like[..], b"@/etc/passwd", b"nul\0inside", multipart] {
             let command = curl_command(&flow("POST", body));
             let (printf, curl) = command.split_once(" | ").expect("piped");
             assert!(
@@ -142,12 +145,18 @@ mod tests {
                 "POST is implied: {curl}"
             );
             assert!(curl.ends_with(" --data-binary @-"), "{curl}");
-            // What the shell's printf writes is the body.
-            let written = std::process::Command::new("sh")
-                .args(["-c", printf])
-                .output()
-                .expect("sh runs");
-            assert_eq!(written.stdout, body, "{printf}");
+            // What the shell's printf writes is the body, in sh (dash on Debian) and in
+            // bash where it is installed.
+            for shell in ["sh", "bash"] {
+                let Ok(written) = std::process::Command::new(shell)
+                    .args(["-c", printf])
+                    .output()
+                else {
+                    assert_ne!(shell, "sh", "sh runs");
+                    continue;
+                };
+                assert_eq!(written.stdout, body, "{shell}: {printf}");
+            }
         }
     }
 

@@ -177,13 +177,14 @@ pub fn env_exports(
         ("KINSPECT_CA", &ca_pem),
     ];
     let quote = |v: &str| format!("'{}'", v.replace('\'', r"'\''"));
+    // The command run may have had other options than the defaults: none is repeated.
     let how = match shell {
-        ShellKind::Sh | ShellKind::Bash | ShellKind::Zsh => "eval \"$(kinspect env)\"",
-        ShellKind::Fish => "kinspect env --shell fish | source",
-        ShellKind::Powershell => "kinspect env --shell powershell | Invoke-Expression",
+        ShellKind::Sh | ShellKind::Bash | ShellKind::Zsh => "eval this output (eval \"$(…)\")",
+        ShellKind::Fish => "pipe this output to `source`",
+        ShellKind::Powershell => "pipe this output to Invoke-Expression",
     };
     let mut out =
-        format!("# kinspect on {shown}: `{how}` sends this shell's programs through kinspect\n");
+        format!("# kinspect on {shown}: {how} to send this shell's programs through it\n");
     for (name, value) in vars {
         let _ = match shell {
             ShellKind::Sh | ShellKind::Bash | ShellKind::Zsh => {

@@ -670,7 +670,8 @@ async fn a_request_whose_client_ends_its_side_right_behind_it_is_recorded() {
         assert_eq!(error.kind, FlowErrorKind::ClientAbort, "{request:?}");
         given_up(&error.message);
     }
-    // The same inside a tunnel.
+    // The same inside a tunnel (recorded by the tunnel's connection, or, when the end
+    // came in a read of its own, by the exchange: never lost either way).
     let mut tunnel = proxy.open_tunnel(&target.to_string()).await;
     let request = format!("GET /status/200 HTTP/1.1\r\nHost: {target}\r\n\r\n");
     tunnel.write_all(request.as_bytes()).await.unwrap();

@@ -466,7 +466,9 @@ async fn an_http2_stream_reset_right_behind_its_headers_is_recorded() {
     tokio::spawn(connection);
     let request = http::Request::get(origin.url("/hang")).body(()).unwrap();
     let (_response, mut stream) = client.send_request(request, false).unwrap();
-    // Queued behind the HEADERS frame: both go out in one write.
+    // Queued behind the HEADERS frame: both go out in one write. Whether the stream's
+    // task begins the exchange before it sees the reset or not, the flow is recorded
+    // (this checks that it is never lost, not which way it went).
     stream.send_reset(h2::Reason::CANCEL);
     let flow = proxy.next_flow().await;
     assert_eq!(flow.request.url, origin.url("/hang"));

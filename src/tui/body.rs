@@ -234,12 +234,26 @@ fn escaped_letter(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Optio
         }
         _ => char::from_u32(first)?,
     };
-    // ASCII (quotes, backslashes), controls, and what would not be seen (spaces such as
-    // U+00A0, line separators, U+FEFF) stay escaped as written.
+    // ASCII (quotes, backslashes), controls, and what would not be seen or would move
+    // what is seen (spaces such as U+00A0, zero-width and combining characters, bidi
+    // controls, soft hyphens, tags, private use) stay escaped as written.
+    let seen = unicode_width::UnicodeWidthChar::width(decoded).is_some_and(|w| w > 0);
     let printable = decoded >= '\u{a0}'
+        && seen
         && !decoded.is_control()
         && !decoded.is_whitespace()
-        && decoded != '\u{feff}';
+        && !matches!(
+            decoded,
+            '\u{ad}'
+                | '\u{61c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{e000}'..='\u{f8ff}'
+                | '\u{e0000}'..='\u{10ffff}'
+        );
     if !printable {
         return None;
     }
@@ -334,13 +348,13 @@ mod tests {
 
     #[test]
     fn escaped_letters_are_shown_as_letters_and_other_escapes_as_written() {
-        let sent = r#"{"name":"\u00dcn\u00efc\u00f8d\u00e9 \u65e5\u672c \ud83c\udf89","kept":"\u0041\"\u0022\n\u2028 \u00a0\\u00e9"}"#;
+        let sent = r#"{"name":"\u00dcn\u00efc\u00f8d\u00e9 \u65e5\u672c \ud83c\udf89","kept":"\u0041\"\u0022\n\u2028 \u00a0\\u00e9 \u200b\u202e\u0301\uE000"}"#;
         assert_eq!(
             shown(sent, BodyView::Pretty),
             [
                 "{",
                 "  \"name\": \"Ünïcødé 日本 🎉\",",
-                "  \"kept\": \"\\u0041\\\"\\u0022\\n\\u2028 \\u00a0\\\\u00e9\"",
+                "  \"kept\": \"\\u0041\\\"\\u0022\\n\\u2028 \\u00a0\\\\u00e9 \\u200b\\u202e\\u0301\\uE000\"",
                 "}"
             ]
         );

@@ -431,9 +431,6 @@ fn short_type(flow: &Flow) -> String {
     short.to_owned()
 }
 
-/// The list's KINVEY cell: the class badge, ⚑ when the flow has an anomaly and ⚠ when
-/// it drew a behaviour warning (each mark in its own column, so rows line up), then the
-/// error's name, or, without an error, the first anomaly's or warning's code.
 /// What a flow's KINVEY cell names after its badge and marks: its error, else its first
 /// anomaly's or warning's code.
 fn kinvey_cell_text(kinvey: &KinveySummary) -> Option<&str> {
@@ -454,7 +451,9 @@ pub(super) fn kinvey_cell_width(kinvey: &KinveySummary) -> usize {
     kinvey_cell_text(kinvey).map_or(0, |text| 10 + unicode_width::UnicodeWidthStr::width(text))
 }
 
-/// The KINVEY cell of a flow in the list.
+/// The list's KINVEY cell: the class badge, ⚑ when the flow has an anomaly and ⚠ when
+/// it drew a behaviour warning (each mark in its own column, so rows line up), then the
+/// error's name, or, without an error, the first anomaly's or warning's code.
 pub(super) fn kinvey_cell(kinvey: &KinveySummary) -> Line<'static> {
     let flagged = if kinvey.anomalies.is_empty() {
         " "
@@ -570,11 +569,10 @@ impl Column {
 /// Columns of the KINVEY column's width given up before any other column is left out.
 const KINVEY_GIVES_FIRST: u16 = 12;
 
-/// The columns shown in `width` terminal columns when ids have `id_digits` digits, with
-/// the KINVEY column's width: the least useful columns are left out rather than every
-/// column cut to nonsense.
-/// The list's columns on `width` columns: those shown, the KINVEY column's width and the
-/// least the path gets.
+/// The columns shown in `width` terminal columns when ids have `id_digits` digits and the
+/// widest KINVEY cell takes `kinvey_cells`, with the KINVEY column's width and the least
+/// the path gets: the least useful columns are left out rather than every column cut to
+/// nonsense.
 fn list_columns(width: u16, id_digits: u16, kinvey_cells: u16) -> (Vec<Column>, u16, u16) {
     // The KINVEY column is as wide as its widest cell (its title's width when no flow
     // has one: plain traffic leaves the room to the others).
