@@ -190,7 +190,11 @@ pub fn env_exports(
             ShellKind::Sh | ShellKind::Bash | ShellKind::Zsh => {
                 writeln!(out, "export {name}={}", quote(value))
             }
-            ShellKind::Fish => writeln!(out, "set -gx {name} {}", quote(value)),
+            // fish's single quotes take `\\` and `\'` as escapes, and nothing else.
+            ShellKind::Fish => {
+                let quoted = value.replace('\\', r"\\").replace('\'', r"\'");
+                writeln!(out, "set -gx {name} '{quoted}'")
+            }
             ShellKind::Powershell => writeln!(out, "$env:{name} = {}", powershell_quoted(value)),
         };
     }
@@ -306,7 +310,7 @@ mod tests {
         );
         assert!(powershell.contains("$env:NO_PROXY = ''"), "{powershell}");
         // Quotes in a path, in each syntax.
-        let quoted_dir = dir.path().join("ada's ‘ca’");
+        let quoted_dir = dir.path().join(r"ada's ‘ca’ \n");
         let ca = quoted_dir.join(CERT_PEM_FILE).display().to_string();
         let line = |shell| {
             let exports = env_exports(&quoted_dir, listen, None, shell).unwrap();
@@ -321,7 +325,7 @@ mod tests {
             line(ShellKind::Fish),
             format!(
                 "set -gx NODE_EXTRA_CA_CERTS '{}'",
-                ca.replace('\'', r"'\''")
+                ca.replace('\\', r"\\").replace('\'', r"\'")
             )
         );
         assert_eq!(
