@@ -583,21 +583,22 @@ pub struct ProxyAddress {
 
 impl ProxyAddress {
     /// The addresses of a listener bound to `listen`: that address, or every address of
-    /// this machine when it is unspecified (`0.0.0.0`, `::`).
+    /// this machine when it is unspecified: its IPv4 ones for `0.0.0.0` (such a socket
+    /// takes no IPv6 connection), all of them for `::` (which takes IPv4 too).
     pub fn of_listener(listen: SocketAddr) -> Self {
         let ip = listen.ip();
         let mut ips = vec![ip];
         if ip.is_unspecified() {
-            ips.extend(
-                if_addrs::get_if_addrs()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|interface| interface.ip()),
-            );
-            ips.extend([
-                IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
-                IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
-            ]);
+            let machine = if_addrs::get_if_addrs()
+                .unwrap_or_default()
+                .iter()
+                .map(|interface| interface.ip())
+                .chain([
+                    IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+                    IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+                ])
+                .collect::<Vec<_>>();
+            ips.extend(machine.into_iter().filter(|a| ip.is_ipv6() || a.is_ipv4()));
         }
         ProxyAddress {
             port: listen.port(),
@@ -741,8 +742,14 @@ mod tests {
         let everywhere = ProxyAddress::of_listener("0.0.0.0:8080".parse().unwrap());
         assert!(everywhere.is_target(&t("127.0.0.1", 8080)));
         assert!(everywhere.is_target(&t("0.0.0.0", 8080)));
+        // An IPv4 socket takes no IPv6 connection: [::1] is another server.
+        assert!(!everywhere.is_target(&t("::1", 8080)));
+        let dual = ProxyAddress::of_listener("[::]:8080".parse().unwrap());
+        assert!(dual.is_target(&t("::1", 8080)) && dual.is_target(&t("127.0.0.1", 8080)));
         for interface in if_addrs::get_if_addrs().unwrap() {
-            assert!(everywhere.is(SocketAddr::new(interface.ip(), 8080)));
+            let addr = SocketAddr::new(interface.ip(), 8080);
+            assert_eq!(everywhere.is(addr), addr.is_ipv4(), "{addr}");
+            assert!(dual.is(addr), "{addr}");
         }
         let lan = ProxyAddress::of_listener("192.0.2.7:8080".parse().unwrap());
         assert!(!lan.is_target(&t("localhost", 8080)));
