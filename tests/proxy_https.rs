@@ -477,3 +477,34 @@ async fn an_http2_stream_reset_right_behind_its_headers_is_recorded() {
         kinspect::flow::FlowErrorKind::ClientAbort
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_upload_ended_by_an_empty_frame_to_an_http1_origin_is_recorded_whole() {
+    // curl --http2 -d '': `content-length: 0`, then an empty DATA frame that ends the
+    // stream; an HTTP/1.1 origin's connection sends the declared bytes and polls no
+    // further, so the end comes after the response (or never).
+    let origin = Origin::start(OriginKind::HttpsH1Only).await;
+    let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
+    let tls = h2_through_tunnel(&proxy, &origin).await;
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    for body in ["", "abc"] {
+        let request = http::Request::post(origin.url("/echo"))
+            .header("content-length", body.len().to_string())
+            .body(())
+            .unwrap();
+        let (response, mut stream) = client.send_request(request, false).unwrap();
+        if !body.is_empty() {
+            stream.send_data(bytes::Bytes::from(body), false).unwrap();
+        }
+        stream.send_data(bytes::Bytes::new(), true).unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 200);
+        let flow = proxy.next_flow().await;
+        assert_eq!(flow.request.method, "POST");
+        assert_eq!(flow.request.body.wire_size, body.len() as u64);
+        assert!(!flow.request.body.incomplete, "{body:?}: {:?}", flow.error);
+        client = client.ready().await.unwrap();
+    }
+}

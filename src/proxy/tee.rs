@@ -196,6 +196,12 @@ pub struct TeeBody<B: Body> {
 impl<B: Body> TeeBody<B> {
     /// Tees `inner` into `capture`, calling `on_end` (if any) when it ends.
     pub fn new(inner: B, capture: SharedCapture, on_end: Option<Box<dyn OnBodyEnd>>) -> Self {
+        // Declared empty (`content-length: 0`) and nobody to tell: it has come whole,
+        // whether or not it is ever polled (an HTTP/1.1 origin's connection sends the
+        // declared nothing without polling, and may hold the body past the response).
+        if on_end.is_none() && declared_all_come(&inner) {
+            capture.lock().unwrap_or_else(|e| e.into_inner()).end();
+        }
         TeeBody {
             inner,
             capture,
@@ -254,8 +260,13 @@ where
                             .push(data);
                     }
                     // Trailers are always the last frame, whether or not the body
-                    // says it has ended yet (HTTP/1.1's does only when polled again).
-                    if frame.is_trailers() || this.inner.is_end_stream() {
+                    // says it has ended yet (HTTP/1.1's does only when polled again);
+                    // so is the one that brings the last declared byte (an HTTP/2
+                    // stream may end in an empty frame nobody polls for).
+                    if frame.is_trailers()
+                        || this.inner.is_end_stream()
+                        || declared_all_come(&this.inner)
+                    {
                         if let Some(stored) = this.finish(BodyEnd::Complete, None) {
                             this.held = Some((Held::Frame(frame), stored));
                             continue;
@@ -286,6 +297,12 @@ where
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// True when `body` declared its length and all of it has come (hyper counts an HTTP/2
+/// body's `content-length` down as its frames come; it ends only at `END_STREAM`).
+fn declared_all_come<B: Body>(body: &B) -> bool {
+    body.size_hint().exact() == Some(0)
 }
 
 impl<B: Body> Drop for TeeBody<B> {
