@@ -213,6 +213,12 @@ impl ReplayRequest {
         };
         let method = Method::from_bytes(method.as_bytes())
             .map_err(|_| format!("{}: {method:?} is not a method", at(0)))?;
+        if method == Method::CONNECT {
+            return Err(format!(
+                "{}: a CONNECT opens a tunnel, which is not sent again: write another method",
+                at(0)
+            ));
+        }
         let url = parse_url(url).map_err(|e| format!("{}: {e}", at(0)))?;
         let mut headers = HeaderMap::new();
         for (index, line) in lines.enumerate() {
@@ -229,6 +235,19 @@ impl ReplayRequest {
                     at(index + 1)
                 )
             })?;
+            // HTTP/2 has no Host but the URL's (`:authority`): one naming another host
+            // would go unsent.
+            if http2 && name == header::HOST {
+                let named = Target::of_uri(&url)
+                    .is_some_and(|target| target.is_named_by_host_field(value.as_bytes()));
+                if !named {
+                    return Err(format!(
+                        "{}: this request goes over HTTP/2, which names the host in the URL \
+                         only: change the URL's host instead of writing a Host field",
+                        at(index + 1)
+                    ));
+                }
+            }
             headers.append(name, value);
         }
         end_to_end(&mut headers, false);
@@ -461,6 +480,22 @@ mod tests {
         assert_eq!((no_body.method, no_body.body.len()), (Method::DELETE, 0));
         let accented = request.edited("GET http://a.test/café\n").unwrap().unwrap();
         assert_eq!(accented.url.path(), "/caf%C3%A9");
+        assert!(error("CONNECT http://a.test/\n").contains("not sent again"));
+        // Over HTTP/2 the URL names the host: a Host naming another is refused, one
+        // naming the URL's is the URL's.
+        let mut http2 = request.clone();
+        http2.http2 = true;
+        let said = http2
+            .edited("GET https://a.test/x\nhost: b.test\n")
+            .unwrap_err();
+        assert!(
+            said.starts_with("line 2:") && said.contains("change the URL's host"),
+            "{said}"
+        );
+        assert!(http2.edited("GET https://a.test/x\nhost: a.test\n").is_ok());
+        assert!(request
+            .edited("GET https://a.test/x\nhost: b.test\n")
+            .is_ok());
     }
 
     #[test]
