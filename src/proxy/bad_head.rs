@@ -640,12 +640,8 @@ const HTTP2_HTTP_1_1_REQUIRED: &[u8] = &[
 /// cut word (`CONNECT api.example.com:44`), which is not taken.
 fn request_line(head: &[u8], unfinished: bool) -> (String, Option<http::Uri>, HttpVersion) {
     let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
-    let line = &head[..line_end];
-    let mut words: Vec<&[u8]> = line
-        .split(|&b| b == b' ')
-        .filter(|word| !word.is_empty())
-        .collect();
-    if unfinished && line_end == head.len() && !line.ends_with(b" ") {
+    let mut words = request_line_words(head);
+    if unfinished && line_end == head.len() && !head.ends_with(b" ") {
         words.pop();
     }
     let mut words = words.into_iter();
@@ -662,14 +658,13 @@ fn request_line(head: &[u8], unfinished: bool) -> (String, Option<http::Uri>, Ht
     (method, named, version)
 }
 
-/// How many words (parted by spaces) `head`'s first line has.
-fn words_in_request_line(head: &[u8]) -> usize {
+/// The words (parted by spaces) of `head`'s first line, its line ending left out.
+fn request_line_words(head: &[u8]) -> Vec<&[u8]> {
     let line_end = memchr::memchr(b'\n', head).unwrap_or(head.len());
     head[..line_end]
-        .trim_ascii()
         .split(|&b| b == b' ')
-        .filter(|word| !word.is_empty())
-        .count()
+        .filter(|word| !word.trim_ascii().is_empty())
+        .collect()
 }
 
 /// Records `ended` as a flow from `client`: inside a tunnel to `tunnel`, else sent to
@@ -819,7 +814,7 @@ fn failure_for(status: StatusCode, head: &[u8]) -> ProxyFailure {
         }
         (_, Err(httparse::Error::NewLine)) => "a line does not end with CRLF",
         (_, Err(httparse::Error::Token)) => "the request line's method or target is not valid",
-        (_, Err(httparse::Error::Version)) if words_in_request_line(head) > 3 => {
+        (_, Err(httparse::Error::Version)) if request_line_words(head).len() > 3 => {
             "its request line has more than three words: a space in the URL? (write it as %20)"
         }
         (_, Err(httparse::Error::Version)) => "its HTTP version is not HTTP/1.0 or HTTP/1.1",

@@ -17,8 +17,8 @@ use tokio_rustls::LazyConfigAcceptor;
 use super::access::credentials_refused;
 use super::bad_head::{record_left_heads, HeadWatch};
 use super::forward::{
-    empty_body, error_chain, forward, full_body, new_flow, record_given_up, refuse, refuse_as_sent,
-    ClientSide,
+    closing, empty_body, error_chain, forward, full_body, new_flow, record_given_up, refuse,
+    refuse_as_sent, without_proxy_credentials, ClientSide,
 };
 use super::idle::IdleWatch;
 use super::pool::KeptConnection;
@@ -180,7 +180,7 @@ async fn handle_connect(
     shared: Arc<Shared>,
     peer: SocketAddr,
     permit: ConnectionPermit,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let target = match connect_target(req.uri()) {
         Ok(target) => target,
@@ -190,15 +190,11 @@ async fn handle_connect(
         let problem = "CONNECT to kinspect itself would loop back into the proxy";
         return refuse_outright(&shared, peer, req, problem).await;
     }
-    let mut headers = Headers::from_map(req.headers());
-    // kinspect's own credential is never recorded.
-    headers
-        .0
-        .retain(|field| field.name != "proxy-authorization");
+    without_proxy_credentials(req.headers_mut());
     let started = ConnectRequest {
         at: SystemTime::now(),
         t0: Instant::now(),
-        headers,
+        headers: Headers::from_map(req.headers()),
     };
     tokio::spawn(async move {
         // The tunnel outlives the HTTP connection it came from: it keeps the permit.
@@ -227,12 +223,8 @@ async fn refuse_outright(
         permit: None,
     };
     let failure = ProxyFailure::new(FlowErrorKind::BadRequest, problem);
-    let mut response = refuse_as_sent(shared, &client, req, failure).await;
-    response.headers_mut().insert(
-        http::header::CONNECTION,
-        http::HeaderValue::from_static("close"),
-    );
-    response
+    let version = req.version();
+    closing(refuse_as_sent(shared, &client, req, failure).await, version)
 }
 
 /// Decides what to do with a CONNECT tunnel and does it.

@@ -71,6 +71,25 @@ pub(crate) fn new_flow(
     flow
 }
 
+/// Takes kinspect's own credential (`--proxy-auth`, right or wrong) out of `headers`:
+/// never recorded, never forwarded.
+pub(crate) fn without_proxy_credentials(headers: &mut http::HeaderMap) {
+    remove_in_order(headers, |name, _| name == http::header::PROXY_AUTHORIZATION);
+}
+
+/// What a client is told with an answer after which kinspect reads no more of its
+/// connection (a request it refuses outright): `Connection: close`, over HTTP/1 (an
+/// HTTP/2 stream is one request: nothing to close).
+pub(crate) fn closing(mut response: Response<ProxyBody>, version: Version) -> Response<ProxyBody> {
+    if version <= Version::HTTP_11 {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
 /// The request side of a flow, its body still to come.
 fn request_record(parts: &http::request::Parts, url: String) -> RequestRecord {
     RequestRecord {
@@ -276,17 +295,9 @@ pub(crate) async fn forward(
             FlowErrorKind::BadRequest,
             "the request has more than one Host field: send one",
         );
-        let http1 = req.version() <= Version::HTTP_11;
-        let mut response = refuse(shared, client, target, req, failure).await;
-        // What the client sends next on this connection is no more to be trusted (an
-        // HTTP/2 stream is one request: nothing to close).
-        if http1 {
-            response.headers_mut().insert(
-                http::header::CONNECTION,
-                http::HeaderValue::from_static("close"),
-            );
-        }
-        return response;
+        // What the client sends next on this connection is no more to be trusted.
+        let version = req.version();
+        return closing(refuse(shared, client, target, req, failure).await, version);
     }
     if super::ca_page::is_ca_host(&target.host) {
         return super::ca_page::respond(&shared.ca, req.uri().path()).map(full_body);
@@ -692,9 +703,7 @@ impl Pending {
         let t0 = Instant::now();
         let started_at = SystemTime::now();
         let slot = shared.publisher.reserve().await;
-        remove_in_order(&mut parts.headers, |name, _| {
-            name == http::header::PROXY_AUTHORIZATION
-        });
+        without_proxy_credentials(&mut parts.headers);
         let request = request_record(parts, url);
         let flow = new_flow(&slot, FlowKind::Http, client, started_at, target, request);
         Pending {

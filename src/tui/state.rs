@@ -37,6 +37,20 @@ pub fn summarize(stored: &mut StoredFlow) {
     }
 }
 
+/// The list's top row for `page` rows of a view of `len` flows, `top` as it was: moved
+/// as little as it takes for the page to be as full as the view allows and `selected`
+/// in it (the update keeps it so; the view applies it again for the rows it really has:
+/// a message over several lines, a terminal resized since).
+pub fn list_top(top: usize, selected: usize, len: usize, page: usize) -> usize {
+    let page = page.max(1);
+    let top = top.min(len.saturating_sub(page));
+    if selected < top {
+        selected
+    } else {
+        top.max((selected + 1).saturating_sub(page))
+    }
+}
+
 /// Where the flows come from, for the status bar.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceInfo {
@@ -552,16 +566,9 @@ impl App {
         self.in_flight.contains_key(&id)
     }
 
-    /// Moves the list's top row as little as it takes for the selection to be in the
-    /// page, with the page full when the view has enough flows.
+    /// Moves the list's top row as [`list_top`] says for the page the update counts on.
     pub fn scroll_list_to_selection(&mut self) {
-        let page = self.page.max(1);
-        self.top = self.top.min(self.view.len().saturating_sub(page));
-        if self.selected < self.top {
-            self.top = self.selected;
-        } else if self.selected >= self.top + page {
-            self.top = self.selected + 1 - page;
-        }
+        self.top = list_top(self.top, self.selected, self.view.len(), self.page);
     }
 
     fn append(&mut self, stored: Box<StoredFlow>, shown: bool) {

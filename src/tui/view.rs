@@ -618,7 +618,7 @@ const MIN_PATH: u16 = 8;
 
 fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
     let page = usize::from(area.height.saturating_sub(1)).max(1);
-    let offset = list_offset(app.top, app.selected, app.view.len(), page);
+    let offset = super::state::list_top(app.top, app.selected, app.view.len(), page);
     let id_digits = app.largest_id.to_string().len() as u16;
     let kinvey_cells = u16::try_from(app.kinvey_cell_width).unwrap_or(u16::MAX);
     let (columns, kinvey_width, path_width) = list_columns(area.width, id_digits, kinvey_cells);
@@ -672,14 +672,6 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
         _ => Constraint::Length(c.width(id_digits)),
     });
     frame.render_widget(Table::new(rows, widths).header(header), area);
-}
-
-/// The first row the list shows: the top row the updates kept, for other rows than they
-/// counted on (a message over several lines, a terminal resized since) moved as little
-/// as it takes for the page to be as full as the view allows and the selection in it.
-fn list_offset(top: usize, selected: usize, len: usize, page: usize) -> usize {
-    top.min(len.saturating_sub(page))
-        .max((selected + 1).saturating_sub(page))
 }
 
 /// A flow's STATUS cell: the status, what failed, or `...` while under way.
@@ -1358,12 +1350,12 @@ mod tests {
     #[test]
     fn the_list_fills_a_page_that_grew_and_keeps_the_selection_in_one_that_shrank() {
         // 26 flows, the top row at 11 on a page of 15 rows (the last rows, 11 to 25).
-        assert_eq!(list_offset(11, 13, 26, 15), 11);
+        assert_eq!(crate::tui::state::list_top(11, 13, 26, 15), 11);
         // Grown to 40 rows: every flow fits.
-        assert_eq!(list_offset(11, 13, 26, 40), 0);
+        assert_eq!(crate::tui::state::list_top(11, 13, 26, 40), 0);
         // Shrunk to 2 rows below the selection: it stays in view.
-        assert_eq!(list_offset(11, 13, 26, 2), 12);
-        assert_eq!(list_offset(0, 0, 0, 10), 0);
+        assert_eq!(crate::tui::state::list_top(11, 13, 26, 2), 12);
+        assert_eq!(crate::tui::state::list_top(0, 0, 0, 10), 0);
     }
 
     #[test]
