@@ -59,19 +59,88 @@ pub struct FlowEvent {
 
 /// Tells a waiting publisher that its flow is safely stored, when dropped.
 #[derive(Debug, Default)]
-pub struct Acknowledgement(Option<oneshot::Sender<()>>);
+pub struct Acknowledgement {
+    tx: Option<oneshot::Sender<()>>,
+    /// Where the publisher waits, if its thread takes acknowledgements in batches.
+    inbox: Option<AcknowledgementInbox>,
+}
 
 impl Acknowledgement {
     /// Acknowledges now (the same as dropping it).
     pub fn done(self) {}
+
+    /// Acknowledges all of `acks`, those of one thread's publishers handed to it at once
+    /// ([`acknowledgement_inbox`]): waking a task from another thread costs a
+    /// system call, waking it from its own thread does not.
+    pub fn done_all(acks: impl IntoIterator<Item = Acknowledgement>) {
+        let mut batches: Vec<(AcknowledgementInbox, Vec<oneshot::Sender<()>>)> = Vec::new();
+        for mut ack in acks {
+            // One without an inbox acknowledges as it goes.
+            let Some(inbox) = ack.inbox.take() else {
+                continue;
+            };
+            let Some(tx) = ack.tx.take() else {
+                continue;
+            };
+            match batches.iter_mut().find(|(to, _)| to.same_channel(&inbox)) {
+                Some((_, batch)) => batch.push(tx),
+                None => batches.push((inbox, vec![tx])),
+            }
+        }
+        for (inbox, batch) in batches {
+            deliver(&inbox, batch);
+        }
+    }
 }
 
 impl Drop for Acknowledgement {
     fn drop(&mut self) {
-        if let Some(tx) = self.0.take() {
+        if let Some(tx) = self.tx.take() {
+            match &self.inbox {
+                Some(inbox) => deliver(inbox, vec![tx]),
+                None => drop(tx.send(())),
+            }
+        }
+    }
+}
+
+/// Where a thread takes the acknowledgements of its publishers.
+pub(crate) type AcknowledgementInbox = mpsc::UnboundedSender<Vec<oneshot::Sender<()>>>;
+
+thread_local! {
+    static ACKNOWLEDGEMENT_INBOX: std::cell::RefCell<Option<AcknowledgementInbox>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Hands `batch` to `inbox`, or acknowledges it here if its thread has stopped.
+fn deliver(inbox: &AcknowledgementInbox, batch: Vec<oneshot::Sender<()>>) {
+    if let Err(mpsc::error::SendError(batch)) = inbox.send(batch) {
+        for tx in batch {
             let _ = tx.send(());
         }
     }
+}
+
+/// Where the acknowledgements of flows published on one thread go in batches: the
+/// inbox, to [`take_acknowledgements_on_this_thread`], and the task that hands them out,
+/// to run on that thread's runtime (a current-thread runtime, as each connection thread
+/// has).
+pub(crate) fn acknowledgement_inbox() -> (AcknowledgementInbox, impl Future<Output = ()> + Send) {
+    let (inbox, mut batches) = mpsc::unbounded_channel::<Vec<oneshot::Sender<()>>>();
+    let hand_out = async move {
+        while let Some(batch) = batches.recv().await {
+            for tx in batch {
+                let _ = tx.send(());
+            }
+        }
+    };
+    (inbox, hand_out)
+}
+
+/// Sends the acknowledgements of the flows published on this thread from now on to
+/// `inbox` ([`acknowledgement_inbox`]).
+pub(crate) fn take_acknowledgements_on_this_thread(inbox: AcknowledgementInbox) {
+    ACKNOWLEDGEMENT_INBOX.with(|here| *here.borrow_mut() = Some(inbox));
 }
 
 /// Longest a response is held back for its flow to be stored. Past it the response is
@@ -295,7 +364,12 @@ impl FlowSlot {
             return Stored::new(None);
         }
         let (tx, rx) = oneshot::channel();
-        self.send(flow, Acknowledgement(Some(tx)));
+        let inbox = ACKNOWLEDGEMENT_INBOX.with(|here| here.borrow().clone());
+        let ack = Acknowledgement {
+            tx: Some(tx),
+            inbox,
+        };
+        self.send(flow, ack);
         Stored::new(Some(rx))
     }
 
@@ -423,5 +497,63 @@ mod tests {
             None,
         ));
         assert!(slot.in_flight.is_none());
+    }
+
+    /// Publishes `n` flows durably on the current runtime.
+    async fn publish_durably(publisher: &FlowPublisher, n: usize) -> Vec<Stored> {
+        let client = "127.0.0.1:5000".parse().unwrap();
+        let mut stored = Vec::new();
+        for _ in 0..n {
+            let slot = publisher.reserve().await;
+            let flow = Flow::exchange(slot.id(), client, "GET", "http://a.test/", Some(200));
+            stored.push(slot.publish_durable(flow));
+        }
+        stored
+    }
+
+    #[test]
+    fn a_thread_that_takes_acknowledgements_in_batches_gets_every_one() {
+        let (publisher, stream) = channel(8);
+        let thread = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (inbox, hand_out) = acknowledgement_inbox();
+        take_acknowledgements_on_this_thread(inbox);
+        thread.spawn(hand_out);
+        let mut stream = thread.block_on(async {
+            let stored = publish_durably(&publisher, 3).await;
+            // The recorder's side, on a thread of its own.
+            let recorder = std::thread::spawn(move || {
+                let mut stream = stream;
+                let acks: Vec<_> = (0..3)
+                    .map(|_| stream.blocking_recv().unwrap().ack)
+                    .collect();
+                assert!(acks.iter().all(|ack| ack.inbox.is_some()));
+                Acknowledgement::done_all(acks);
+                stream
+            });
+            let all = futures_util::future::join_all(stored);
+            // Well within STORE_WAIT_LIMIT, past which a response goes unacknowledged.
+            tokio::time::timeout(Duration::from_secs(5), all)
+                .await
+                .expect("every flow acknowledged");
+            recorder.join().unwrap()
+        });
+
+        // Once the thread's runtime is gone, its flows are acknowledged directly.
+        let stored = thread.block_on(publish_durably(&publisher, 1));
+        drop(thread);
+        Acknowledgement::done_all([stream.try_recv().unwrap().ack]);
+        let elsewhere = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        elsewhere.block_on(async {
+            let all = futures_util::future::join_all(stored);
+            tokio::time::timeout(Duration::from_secs(5), all)
+                .await
+                .expect("acknowledged without the thread's runtime");
+        });
     }
 }

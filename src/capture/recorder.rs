@@ -128,7 +128,7 @@ impl Recorder {
                         }
                     }
                     // Acknowledge the whole batch first: the proxy is waiting on them.
-                    acks.clear();
+                    Acknowledgement::done_all(acks.drain(..));
                     for stored in batch.drain(..) {
                         let id = stored.flow.id;
                         if catch_unwind(AssertUnwindSafe(|| viewer.show(stored))).is_err() {

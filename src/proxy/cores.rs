@@ -99,12 +99,15 @@ impl Core {
             .enable_all()
             .build()?;
         let handle = runtime.handle().clone();
+        let (acknowledgements, hand_out) = crate::events::acknowledgement_inbox();
+        handle.spawn(hand_out);
         let arriving = Arc::new(AtomicUsize::new(0));
         let (accepted, mut incoming) = mpsc::unbounded_channel::<Accepted>();
         let taken = arriving.clone();
         std::thread::Builder::new()
             .name("kinspect-core".into())
             .spawn(move || {
+                crate::events::take_acknowledgements_on_this_thread(acknowledgements);
                 runtime.block_on(async move {
                     while let Some(Accepted { stream, serve }) = incoming.recv().await {
                         match TcpStream::from_std(stream) {
@@ -126,8 +129,9 @@ impl Core {
     }
 
     /// How busy it is: its tasks alive (a connection's own, and its tunnel's, WebSocket
-    /// relay's and upstream connections' once the connection has handed them on) and
-    /// the connections on their way to it.
+    /// relay's and upstream connections' once the connection has handed them on; and
+    /// the one that hands out acknowledgements, on every core) and the connections on
+    /// their way to it.
     fn load(&self) -> usize {
         self.runtime.metrics().num_alive_tasks() + self.arriving.load(Ordering::Relaxed)
     }
@@ -184,12 +188,13 @@ mod tests {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let loads = loop {
             let loads: Vec<usize> = cores.cores.iter().map(Core::load).collect();
-            if loads == [2, 2] || std::time::Instant::now() > deadline {
+            if loads == [3, 3] || std::time::Instant::now() > deadline {
                 break loads;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
-        assert_eq!(loads, [2, 2]);
+        // Two connections' tasks each, and each core's acknowledgement task.
+        assert_eq!(loads, [3, 3]);
 
         // Stopped, the cores drop what they serve.
         drop(cores);
