@@ -606,6 +606,41 @@ async fn a_response_ended_by_a_close_without_close_notify_is_whole() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_connection_thread_shares_an_http2_connection_of_its_own() {
+    let ca = support::TestCa::new();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    let (port, h2) = tls_origin_speaking(&ca, b"h2", move |tls| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let service = hyper::service::service_fn(|_| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(String::from("ok")))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+        }
+    })
+    .await;
+    let mut proxy = TestProxy::start(None, |c| c.upstream_ca.push(ca.pem_path.clone())).await;
+    let url = format!("https://localhost:{port}/");
+    // Two clients, each on a connection of its own to the proxy, which serves the
+    // second on its other connection thread (the less busy).
+    let (a, b) = (proxy.client(), proxy.client());
+    for client in [&a, &b, &a, &b] {
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "ok");
+        assert!(proxy.next_flow().await.error.is_none());
+    }
+    // A request on another thread's connection would wake that thread to go out, and
+    // its own when answered: each thread has one.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+    assert_eq!(connections.load(Ordering::SeqCst), threads);
+    h2.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_with_long_header_fields_pass_and_too_many_fields_are_said() {
     // HTTP/1.1: 300 fields.
     let mut answer = String::from("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n");

@@ -1,8 +1,9 @@
 //! Connections to origins, kept for reuse. An HTTP/1.1 connection stays with the client
 //! connection that used it, so that client's next request goes out on it at once, with
 //! no shared pool to look through and no task to hand it back; it joins an idle list
-//! when that client connection ends, for the next client to the same origin. An HTTP/2
-//! connection is shared by every request to its origin.
+//! when that client connection ends, for the next client to the same origin (one on the
+//! same connection thread first). An HTTP/2 connection is shared by every request to its
+//! origin on its connection thread.
 //!
 //! Measured (an HTTPS proxy on hyper + rustls, nginx origin): hyper-util's pooled client
 //! cost 14% of the throughput a connection kept this way reaches.
@@ -305,7 +306,9 @@ pub(crate) struct Upstreams {
 /// The connections no client connection holds.
 struct Idle {
     http1: HashMap<Target, Vec<Connection>>,
-    http2: HashMap<Target, Connection>,
+    /// One per origin and connection thread: a request on another thread's connection
+    /// would wake that thread to go out, and its own again when answered.
+    http2: HashMap<(Target, Option<tokio::runtime::Id>), Connection>,
     swept_at: Instant,
 }
 
@@ -427,25 +430,28 @@ impl Upstreams {
         }
     }
 
-    /// An idle connection to `target` that is still open: HTTP/2 shared, HTTP/1.1 taken,
-    /// one driven on this connection thread first. One from another thread costs two
-    /// wake-ups across threads for every request it carries (measured, HTTPS to nginx
-    /// after the clients reconnected: 11% more CPU per request).
+    /// An idle connection to `target` that is still open: this connection thread's
+    /// HTTP/2 one shared, or an HTTP/1.1 one taken, one driven on this thread first. One
+    /// from another thread costs two wake-ups across threads for every request it
+    /// carries (measured, HTTPS to nginx after the clients reconnected: 11% more CPU per
+    /// request).
     fn checkout(&self, target: &Target) -> Option<Connection> {
         let key = origin_key(target);
+        let here = current_runtime();
         let now = Instant::now();
         let mut idle = self.idle();
-        if let Some(shared) = idle.http2.get_mut(&key) {
+        let shared_key = (key, here);
+        if let Some(shared) = idle.http2.get_mut(&shared_key) {
             if shared.is_open() {
                 // In use: the sweep leaves it open for another IDLE_TIMEOUT.
                 shared.idle_since = now;
                 return shared.share();
             }
-            idle.http2.remove(&key);
+            idle.http2.remove(&shared_key);
         }
+        let key = shared_key.0;
         let list = idle.http1.get_mut(&key)?;
         list.retain(|conn| conn.is_open() && now.duration_since(conn.idle_since) < IDLE_TIMEOUT);
-        let here = current_runtime();
         let found = match list.iter().rposition(|conn| conn.runtime == here) {
             Some(at) => Some(list.remove(at)),
             None => list.pop(),
@@ -518,7 +524,8 @@ impl Upstreams {
             runtime: current_runtime(),
         };
         if let Some(shared) = conn.share() {
-            self.idle().http2.insert(shared.target.clone(), shared);
+            let key = (shared.target.clone(), shared.runtime);
+            self.idle().http2.insert(key, shared);
         }
         Ok(conn)
     }
