@@ -69,8 +69,8 @@ impl Acknowledgement {
     /// Acknowledges now (the same as dropping it).
     pub fn done(self) {}
 
-    /// Acknowledges all of `acks`, those of one thread's publishers handed to it at once
-    /// ([`acknowledgement_inbox`]): waking a task from another thread costs a
+    /// Acknowledges all of `acks`; those published on a connection thread are handed to
+    /// it at once, to acknowledge there: waking a task from another thread costs a
     /// system call, waking it from its own thread does not.
     pub fn done_all(acks: impl IntoIterator<Item = Acknowledgement>) {
         let mut batches: Vec<(AcknowledgementInbox, Vec<oneshot::Sender<()>>)> = Vec::new();
@@ -112,29 +112,26 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// Hands `batch` to `inbox`, or acknowledges it here if its thread has stopped.
+/// Hands `batch` to `inbox`. If its thread has stopped, the batch is dropped, which
+/// releases its waiters as well ([`Stored`] takes a sender gone for the acknowledgement).
 fn deliver(inbox: &AcknowledgementInbox, batch: Vec<oneshot::Sender<()>>) {
-    if let Err(mpsc::error::SendError(batch)) = inbox.send(batch) {
-        for tx in batch {
-            let _ = tx.send(());
-        }
-    }
+    let _ = inbox.send(batch);
 }
 
-/// Where the acknowledgements of flows published on one thread go in batches: the
-/// inbox, to [`take_acknowledgements_on_this_thread`], and the task that hands them out,
-/// to run on that thread's runtime (a current-thread runtime, as each connection thread
-/// has).
-pub(crate) fn acknowledgement_inbox() -> (AcknowledgementInbox, impl Future<Output = ()> + Send) {
+/// An inbox for the acknowledgements of flows published on one thread, whose batches a
+/// task on `runtime` hands out: the runtime of that thread alone (a current-thread
+/// runtime, as each connection thread has). The thread takes it with
+/// [`take_acknowledgements_on_this_thread`].
+pub(crate) fn acknowledgement_inbox(runtime: &tokio::runtime::Handle) -> AcknowledgementInbox {
     let (inbox, mut batches) = mpsc::unbounded_channel::<Vec<oneshot::Sender<()>>>();
-    let hand_out = async move {
+    runtime.spawn(async move {
         while let Some(batch) = batches.recv().await {
             for tx in batch {
                 let _ = tx.send(());
             }
         }
-    };
-    (inbox, hand_out)
+    });
+    inbox
 }
 
 /// Sends the acknowledgements of the flows published on this thread from now on to
@@ -518,9 +515,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let (inbox, hand_out) = acknowledgement_inbox();
-        take_acknowledgements_on_this_thread(inbox);
-        thread.spawn(hand_out);
+        take_acknowledgements_on_this_thread(acknowledgement_inbox(thread.handle()));
         let mut stream = thread.block_on(async {
             let stored = publish_durably(&publisher, 3).await;
             // The recorder's side, on a thread of its own.
@@ -541,7 +536,7 @@ mod tests {
             recorder.join().unwrap()
         });
 
-        // Once the thread's runtime is gone, its flows are acknowledged directly.
+        // Once the thread's runtime is gone, its flows are released all the same.
         let stored = thread.block_on(publish_durably(&publisher, 1));
         drop(thread);
         Acknowledgement::done_all([stream.try_recv().unwrap().ack]);

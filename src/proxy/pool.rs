@@ -440,7 +440,7 @@ impl Upstreams {
         let here = current_runtime();
         let now = Instant::now();
         let mut idle = self.idle();
-        let shared_key = (key, here);
+        let shared_key = (key.clone(), here);
         if let Some(shared) = idle.http2.get_mut(&shared_key) {
             if shared.is_open() {
                 // In use: the sweep leaves it open for another IDLE_TIMEOUT.
@@ -449,7 +449,6 @@ impl Upstreams {
             }
             idle.http2.remove(&shared_key);
         }
-        let key = shared_key.0;
         let list = idle.http1.get_mut(&key)?;
         list.retain(|conn| conn.is_open() && now.duration_since(conn.idle_since) < IDLE_TIMEOUT);
         let found = match list.iter().rposition(|conn| conn.runtime == here) {
