@@ -20,7 +20,7 @@ use crate::filter::Filter;
 use crate::har::{self, ExportOptions, HarWriter};
 use crate::headless::{HeadlessViewer, LineFormat, LinePrinter};
 use crate::kinvey::{self, report::support_report};
-use crate::proxy::{HostOverrides, Proxy, ProxyConfig, ProxyCredentials};
+use crate::proxy::{HostOverrides, ParentProxy, Proxy, ProxyConfig, ProxyCredentials};
 use crate::setup;
 use crate::tui::{self, state::SourceInfo, Feed};
 
@@ -249,6 +249,17 @@ pub struct ProxyArgs {
     )]
     pub proxy_auth: Option<ProxyCredentials>,
 
+    /// Reach origins through this HTTP proxy, as a network that reaches the internet only
+    /// through a proxy needs: `http://[USER:PASS@]HOST:PORT`. Every connection to an
+    /// origin is a CONNECT tunnel through it.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "KINSPECT_UPSTREAM_PROXY",
+        hide_env_values = true
+    )]
+    pub upstream_proxy: Option<ParentProxy>,
+
     /// No UI: print one line per flow on stdout (the demo exits when its script ends).
     #[arg(long)]
     pub headless: bool,
@@ -405,6 +416,7 @@ impl ProxyArgs {
             allow_public: self.allow_public,
             proxy_auth: self.proxy_auth.clone(),
             reverse: self.reverse.clone(),
+            upstream_proxy: self.upstream_proxy.clone(),
             ..ProxyConfig::default()
         }
     }
@@ -1033,6 +1045,9 @@ async fn serve(
     }
     if let Some(reverse) = &args.reverse {
         notice!("reverse proxy: requests to http://{addr}/ go to {reverse}");
+    }
+    if let Some(parent) = &args.upstream_proxy {
+        notice!("origins are reached through the upstream proxy {parent}");
     }
     if mode == Mode::Proxy && args.reverse.is_none() {
         let credentials = args

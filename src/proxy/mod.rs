@@ -10,6 +10,7 @@ mod errors;
 mod forward;
 pub(crate) mod headers;
 mod idle;
+mod parent;
 mod pool;
 mod relay;
 pub mod sniff;
@@ -22,6 +23,7 @@ pub use ca_page::CA_HOST;
 pub use errors::{ProxyFailure, KINSPECT_ERROR_HEADER};
 pub use forward::http2_header_list_limit;
 pub use headers::strip_hop_by_hop;
+pub use parent::ParentProxy;
 pub(crate) use pool::origin_form;
 pub use tee::{BodyCapture, ReturnedIfUnread, TeeBody};
 
@@ -108,6 +110,8 @@ pub struct ProxyConfig {
     /// Reverse-proxy mode (`--reverse URL`): requests addressed to kinspect itself go
     /// to this base URL.
     pub reverse: Option<http::Uri>,
+    /// The proxy connections to origins go through (`--upstream-proxy URL`).
+    pub upstream_proxy: Option<ParentProxy>,
 }
 
 impl Default for ProxyConfig {
@@ -132,6 +136,7 @@ impl Default for ProxyConfig {
             proxy_auth: None,
             leaf_cache_size: 1024,
             reverse: None,
+            upstream_proxy: None,
         }
     }
 }
@@ -214,6 +219,7 @@ impl Proxy {
             hosts: config.hosts.clone(),
             timeout: config.connect_timeout,
             itself: itself.clone(),
+            parent: config.upstream_proxy.clone(),
         };
         let upstreams = Upstreams::start(
             UpstreamConnector::new(tls, dialer.clone()),

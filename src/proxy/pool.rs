@@ -697,6 +697,7 @@ mod tests {
             hosts: Default::default(),
             timeout: Duration::from_secs(5),
             itself: super::super::ProxyAddress::of_listener("127.0.0.1:9".parse().unwrap()),
+            parent: None,
         };
         let (a, b) = (connection_thread(), connection_thread());
         let upstreams = a.block_on(async {

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::{ProxyAddress, Target};
+use super::{ParentProxy, ProxyAddress, Target};
 use crate::flow::{unbracketed, FlowErrorKind, TlsInfo};
 
 /// Why a connection to an origin could not be made.
@@ -31,7 +31,7 @@ pub struct ConnectError {
 }
 
 impl ConnectError {
-    fn new(kind: FlowErrorKind, message: String) -> Self {
+    pub(crate) fn new(kind: FlowErrorKind, message: String) -> Self {
         ConnectError {
             kind,
             message,
@@ -114,7 +114,8 @@ impl HostOverrides {
 }
 
 /// Opens TCP connections to origins (with `TCP_NODELAY`): host overrides first, then
-/// DNS, each address in turn within the connect timeout, never back into the proxy.
+/// DNS, each address in turn within the connect timeout, never back into the proxy; or
+/// CONNECT tunnels through a parent proxy, which resolves the names.
 #[derive(Debug, Clone)]
 pub struct Dialer {
     /// Host names resolved to fixed addresses.
@@ -123,6 +124,8 @@ pub struct Dialer {
     pub timeout: Duration,
     /// The proxy's own addresses: connections there are refused as loops.
     pub itself: ProxyAddress,
+    /// The proxy every connection goes through (`--upstream-proxy`), if any.
+    pub parent: Option<ParentProxy>,
 }
 
 impl Dialer {
@@ -135,8 +138,42 @@ impl Dialer {
         self.connect_at(host, None, port).await
     }
 
-    /// [`Dialer::connect`], to `dial` instead of `host`'s addresses when given.
+    /// [`Dialer::connect`], to `dial` instead of `host`'s addresses when given. Through
+    /// a parent proxy, the address is the parent's and the DNS time is `None` (the parent
+    /// resolves the name).
     pub(crate) async fn connect_at(
+        &self,
+        host: &str,
+        dial: Option<IpAddr>,
+        port: u16,
+    ) -> Result<(TcpStream, SocketAddr, Option<Duration>), ConnectError> {
+        let Some(parent) = &self.parent else {
+            return self.connect_directly(host, dial, port).await;
+        };
+        let deadline = Instant::now() + self.timeout;
+        let bare = unbracketed(host);
+        let fixed = dial
+            .or_else(|| bare.parse::<IpAddr>().ok())
+            .or_else(|| self.hosts.get(bare));
+        let authority = match fixed {
+            Some(ip) => SocketAddr::new(ip, port).to_string(),
+            None => format!("{bare}:{port}"),
+        };
+        if let Some(ip) = fixed.filter(|ip| self.itself.is(SocketAddr::new(*ip, port))) {
+            return Err(ConnectError::new(
+                FlowErrorKind::BadRequest,
+                format!("{host}:{port} is {ip}, kinspect itself: the request would loop back into the proxy"),
+            ));
+        }
+        let (mut stream, addr, _) = self
+            .connect_directly(&parent.host, None, parent.port)
+            .await?;
+        parent.tunnel(&mut stream, &authority, deadline).await?;
+        Ok((stream, addr, None))
+    }
+
+    /// [`Dialer::connect_at`] without the parent proxy.
+    async fn connect_directly(
         &self,
         host: &str,
         dial: Option<IpAddr>,

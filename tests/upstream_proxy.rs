@@ -1,0 +1,135 @@
+//! `--upstream-proxy`: every connection to an origin is a CONNECT tunnel through a parent
+//! proxy, with its credentials; a parent that refuses is a 502 that says what it answered.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use support::{Origin, OriginKind, TestProxy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A parent proxy that tunnels CONNECTs to 127.0.0.1 and remembers each request head;
+/// with `answer`, it answers that instead of tunnelling.
+struct ParentProxy {
+    port: u16,
+    heads: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ParentProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ParentProxy {
+    async fn start(answer: Option<&'static str>) -> ParentProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let seen = heads.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    while !head.ends_with(b"\r\n\r\n") {
+                        let Ok(byte) = client.read_u8().await else {
+                            return;
+                        };
+                        head.push(byte);
+                    }
+                    let head = String::from_utf8(head).unwrap();
+                    seen.lock().unwrap().push(head.clone());
+                    if let Some(answer) = answer {
+                        let _ = client.write_all(answer.as_bytes()).await;
+                        return;
+                    }
+                    // CONNECT host:port: always to this machine.
+                    let port: u16 = head
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap()
+                        .rsplit(':')
+                        .next()
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    let mut origin = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+                    client
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .await
+                        .unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut origin).await;
+                });
+            }
+        });
+        ParentProxy { port, heads, task }
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origins_are_reached_through_the_upstream_proxy_with_its_credentials() {
+    let parent = ParentProxy::start(None).await;
+    let plain = Origin::start(OriginKind::Plain).await;
+    let tls = Origin::start(OriginKind::Https).await;
+    let url = format!("http://corp%40me:s3cr%3At@127.0.0.1:{}", parent.port);
+    let mut proxy = TestProxy::start(Some(&tls), |c| {
+        c.upstream_proxy = Some(url.parse().unwrap());
+    })
+    .await;
+    let client = proxy.client();
+    for origin in [&plain, &tls] {
+        let response = client.get(origin.url("/echo")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let flow = proxy.next_flow().await;
+        assert!(flow.error.is_none(), "{:?}", flow.error);
+        assert_eq!(flow.status(), Some(200));
+        // The parent's address is the one connected to.
+        assert_eq!(flow.server_ip, Some("127.0.0.1".parse().unwrap()));
+    }
+    let heads = parent.heads();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    // Basic base64("corp@me:s3cr:t").
+    let credentials = "Proxy-Authorization: Basic Y29ycEBtZTpzM2NyOnQ=\r\n";
+    assert!(heads[0].starts_with(&format!(
+        "CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n",
+        port = plain.addr.port()
+    )));
+    assert!(heads[1].starts_with(&format!(
+        "CONNECT localhost:{} HTTP/1.1\r\n",
+        tls.addr.port()
+    )));
+    assert!(
+        heads.iter().all(|head| head.contains(credentials)),
+        "{heads:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_proxy_that_refuses_is_a_502_that_says_what_it_answered() {
+    let parent =
+        ParentProxy::start(Some("HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")).await;
+    let origin = Origin::start(OriginKind::Plain).await;
+    let url = format!("http://127.0.0.1:{}", parent.port);
+    let mut proxy = TestProxy::start(None, |c| c.upstream_proxy = Some(url.parse().unwrap())).await;
+    let response = proxy.client().get(origin.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    let said = response.text().await.unwrap();
+    assert!(said.contains("407 Proxy Authentication Required"), "{said}");
+    assert!(
+        said.contains("--upstream-proxy http://USER:PASS@127.0.0.1:"),
+        "{said}"
+    );
+    let flow = proxy.next_flow().await;
+    assert!(flow.error.unwrap().message.contains("answered"));
+    // The proxy keeps serving.
+    let again = proxy.client().get(origin.url("/")).send().await.unwrap();
+    assert_eq!(again.status(), 502);
+    assert_eq!(parent.heads().len(), 2);
+}
