@@ -251,7 +251,7 @@ pub struct ProxyArgs {
 
     /// Reach origins through this HTTP proxy, as a network that reaches the internet only
     /// through a proxy needs: `http://[USER:PASS@]HOST:PORT`. Every connection to an
-    /// origin is a CONNECT tunnel through it.
+    /// origin is a CONNECT tunnel through it, but to this machine's own (localhost).
     #[arg(
         long,
         value_name = "URL",

@@ -1,5 +1,9 @@
 //! `--upstream-proxy`: every connection to an origin is a CONNECT tunnel through a parent
-//! proxy, with its credentials; a parent that refuses is a 502 that says what it answered.
+//! proxy, with its credentials, but to this machine's own servers; a parent that refuses
+//! is a 502 that says what it answered.
+//!
+//! The origins listen on 127.0.0.1 but are named `origin.test` (a name kinspect never
+//! resolves: the parent does, here to 127.0.0.1), as origins beyond a parent proxy are.
 
 mod support;
 
@@ -9,7 +13,8 @@ use support::{Origin, OriginKind, TestProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// A parent proxy that tunnels CONNECTs to 127.0.0.1 and remembers each request head;
+/// A parent proxy that tunnels CONNECTs to 127.0.0.1, whatever the host, and remembers
+/// each request head;
 /// with `answer`, it answers that instead of tunnelling.
 struct ParentProxy {
     port: u16,
@@ -77,15 +82,19 @@ impl ParentProxy {
 async fn origins_are_reached_through_the_upstream_proxy_with_its_credentials() {
     let parent = ParentProxy::start(None).await;
     let plain = Origin::start(OriginKind::Plain).await;
-    let tls = Origin::start(OriginKind::Https).await;
+    let tls = Origin::start_https_named(&["origin.test"]).await;
     let url = format!("http://corp%40me:s3cr%3At@127.0.0.1:{}", parent.port);
     let mut proxy = TestProxy::start(Some(&tls), |c| {
         c.upstream_proxy = Some(url.parse().unwrap());
     })
     .await;
     let client = proxy.client();
-    for origin in [&plain, &tls] {
-        let response = client.get(origin.url("/echo")).send().await.unwrap();
+    let urls = [
+        format!("http://origin.test:{}/echo", plain.addr.port()),
+        format!("https://origin.test:{}/echo", tls.addr.port()),
+    ];
+    for url in &urls {
+        let response = client.get(url).send().await.unwrap();
         assert_eq!(response.status(), 200);
         let flow = proxy.next_flow().await;
         assert!(flow.error.is_none(), "{:?}", flow.error);
@@ -95,20 +104,32 @@ async fn origins_are_reached_through_the_upstream_proxy_with_its_credentials() {
     }
     let heads = parent.heads();
     assert_eq!(heads.len(), 2, "{heads:?}");
-    // Basic base64("corp@me:s3cr:t").
-    let credentials = "Proxy-Authorization: Basic Y29ycEBtZTpzM2NyOnQ=\r\n";
     assert!(heads[0].starts_with(&format!(
-        "CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n",
+        "CONNECT origin.test:{port} HTTP/1.1\r\nHost: origin.test:{port}\r\n",
         port = plain.addr.port()
     )));
     assert!(heads[1].starts_with(&format!(
-        "CONNECT localhost:{} HTTP/1.1\r\n",
+        "CONNECT origin.test:{} HTTP/1.1\r\n",
         tls.addr.port()
     )));
+    // Basic base64("corp@me:s3cr:t").
+    let credentials = "Proxy-Authorization: Basic Y29ycEBtZTpzM2NyOnQ=\r\n";
     assert!(
         heads.iter().all(|head| head.contains(credentials)),
         "{heads:?}"
     );
+
+    // This machine's own servers are no parent's to reach.
+    let local = [
+        plain.url("/echo"),
+        format!("http://127.0.0.1:{}/echo", plain.addr.port()),
+    ];
+    for url in &local {
+        let response = client.get(url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(proxy.next_flow().await.error.is_none());
+    }
+    assert_eq!(parent.heads().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,9 +137,13 @@ async fn an_upstream_proxy_that_refuses_is_a_502_that_says_what_it_answered() {
     let parent =
         ParentProxy::start(Some("HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")).await;
     let origin = Origin::start(OriginKind::Plain).await;
-    let url = format!("http://127.0.0.1:{}", parent.port);
-    let mut proxy = TestProxy::start(None, |c| c.upstream_proxy = Some(url.parse().unwrap())).await;
-    let response = proxy.client().get(origin.url("/")).send().await.unwrap();
+    let parent_url = format!("http://127.0.0.1:{}", parent.port);
+    let mut proxy = TestProxy::start(None, |c| {
+        c.upstream_proxy = Some(parent_url.parse().unwrap())
+    })
+    .await;
+    let url = format!("http://origin.test:{}/", origin.addr.port());
+    let response = proxy.client().get(&url).send().await.unwrap();
     assert_eq!(response.status(), 502);
     let said = response.text().await.unwrap();
     assert!(said.contains("407 Proxy Authentication Required"), "{said}");
@@ -129,7 +154,7 @@ async fn an_upstream_proxy_that_refuses_is_a_502_that_says_what_it_answered() {
     let flow = proxy.next_flow().await;
     assert!(flow.error.unwrap().message.contains("answered"));
     // The proxy keeps serving.
-    let again = proxy.client().get(origin.url("/")).send().await.unwrap();
+    let again = proxy.client().get(&url).send().await.unwrap();
     assert_eq!(again.status(), 502);
     assert_eq!(parent.heads().len(), 2);
 }

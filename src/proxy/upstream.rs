@@ -140,26 +140,28 @@ impl Dialer {
 
     /// [`Dialer::connect`], to `dial` instead of `host`'s addresses when given. Through
     /// a parent proxy, the address is the parent's and the DNS time is `None` (the parent
-    /// resolves the name).
+    /// resolves the name); this machine's own servers (`localhost`, a loopback address)
+    /// and the host overrides (the demo's simulator) are reached directly, as no parent
+    /// proxy can reach them.
     pub(crate) async fn connect_at(
         &self,
         host: &str,
         dial: Option<IpAddr>,
         port: u16,
     ) -> Result<(TcpStream, SocketAddr, Option<Duration>), ConnectError> {
-        let Some(parent) = &self.parent else {
-            return self.connect_directly(host, dial, port).await;
+        let bare = unbracketed(host);
+        let ip = dial.or_else(|| bare.parse::<IpAddr>().ok());
+        let local = ip.map_or_else(|| is_localhost(bare), |ip| ip.is_loopback());
+        let parent = match &self.parent {
+            Some(parent) if !local && self.hosts.get(bare).is_none() => parent,
+            _ => return self.connect_directly(host, dial, port).await,
         };
         let deadline = Instant::now() + self.timeout;
-        let bare = unbracketed(host);
-        let fixed = dial
-            .or_else(|| bare.parse::<IpAddr>().ok())
-            .or_else(|| self.hosts.get(bare));
-        let authority = match fixed {
+        let authority = match ip {
             Some(ip) => SocketAddr::new(ip, port).to_string(),
             None => format!("{bare}:{port}"),
         };
-        if let Some(ip) = fixed.filter(|ip| self.itself.is(SocketAddr::new(*ip, port))) {
+        if let Some(ip) = ip.filter(|ip| self.itself.is(SocketAddr::new(*ip, port))) {
             return Err(ConnectError::new(
                 FlowErrorKind::BadRequest,
                 format!("{host}:{port} is {ip}, kinspect itself: the request would loop back into the proxy"),
@@ -224,6 +226,15 @@ impl Dialer {
             .await
             .map(|(stream, addr)| (stream, addr, dns))
     }
+}
+
+/// Whether host name `host` names this machine (`localhost`, RFC 6761).
+fn is_localhost(host: &str) -> bool {
+    let host = host.trim_end_matches('.').as_bytes();
+    let subdomain = b".localhost";
+    host.eq_ignore_ascii_case(b"localhost")
+        || host.len() > subdomain.len()
+            && host[host.len() - subdomain.len()..].eq_ignore_ascii_case(subdomain)
 }
 
 /// Connects to the first of `addrs` that accepts before `deadline`.

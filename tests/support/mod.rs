@@ -271,6 +271,14 @@ impl Origin {
         Origin { addr, ca, task }
     }
 
+    /// An HTTPS origin (HTTP/1.1) whose certificate names `names` alone.
+    pub async fn start_https_named(names: &[&str]) -> Origin {
+        kinspect::tls::install_crypto_provider();
+        let ca = TestCa::new();
+        let config = ca.leaf_config(names, None, &[b"http/1.1"]);
+        Origin::serve(Some(ca), Some(config)).await
+    }
+
     /// `https://localhost:PORT{path}` (or http for plain origins).
     pub fn url(&self, path: &str) -> String {
         let scheme = if self.ca.is_some() { "https" } else { "http" };
