@@ -250,15 +250,18 @@ pub struct ProxyArgs {
     pub proxy_auth: Option<ProxyCredentials>,
 
     /// Reach origins through this HTTP proxy, as a network that reaches the internet only
-    /// through a proxy needs: `http://[USER:PASS@]HOST:PORT`. Every connection to an
-    /// origin is a CONNECT tunnel through it, but to this machine's own (localhost).
+    /// through a proxy needs: `http://[USER:PASS@]HOST:PORT` (with a password, better in
+    /// the environment variable than on a command line others can list). Every connection
+    /// to an origin is a CONNECT tunnel through it, but to this machine's own (localhost).
     #[arg(
         long,
         value_name = "URL",
         env = "KINSPECT_UPSTREAM_PROXY",
         hide_env_values = true
     )]
-    pub upstream_proxy: Option<ParentProxy>,
+    // Parsed when the proxy starts, not by clap: clap's errors repeat the value, which
+    // may hold a password, and a bad variable would stop every other command too.
+    pub upstream_proxy: Option<String>,
 
     /// No UI: print one line per flow on stdout (the demo exits when its script ends).
     #[arg(long)]
@@ -399,8 +402,8 @@ pub fn kinspect_home() -> anyhow::Result<PathBuf> {
 const DEFAULT_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 8080);
 
 impl ProxyArgs {
-    fn proxy_config(&self, default_listen: SocketAddr) -> ProxyConfig {
-        ProxyConfig {
+    fn proxy_config(&self, default_listen: SocketAddr) -> anyhow::Result<ProxyConfig> {
+        Ok(ProxyConfig {
             listen: self.listen.unwrap_or(default_listen),
             upstream_ca: self.upstream_ca.clone(),
             insecure_upstream: self.insecure_upstream,
@@ -416,8 +419,19 @@ impl ProxyArgs {
             allow_public: self.allow_public,
             proxy_auth: self.proxy_auth.clone(),
             reverse: self.reverse.clone(),
-            upstream_proxy: self.upstream_proxy.clone(),
+            upstream_proxy: self.parent_proxy()?,
             ..ProxyConfig::default()
+        })
+    }
+
+    /// `--upstream-proxy` (or `KINSPECT_UPSTREAM_PROXY`), parsed.
+    fn parent_proxy(&self) -> anyhow::Result<Option<ParentProxy>> {
+        let Some(url) = &self.upstream_proxy else {
+            return Ok(None);
+        };
+        match url.parse() {
+            Ok(parent) => Ok(Some(parent)),
+            Err(e) => anyhow::bail!("--upstream-proxy (or KINSPECT_UPSTREAM_PROXY): {e}"),
         }
     }
 
@@ -996,7 +1010,8 @@ async fn serve(
             (SocketAddr::from(([127, 0, 0, 1], 0)), Some(simulator))
         }
     };
-    let mut config = args.proxy_config(default_listen);
+    let mut config = args.proxy_config(default_listen)?;
+    let parent = config.upstream_proxy.clone();
     raise_open_files_limit(config.max_connections);
     if let Some(simulator) = &simulator {
         config.upstream_roots.push(simulator.ca_der().clone());
@@ -1046,7 +1061,15 @@ async fn serve(
     if let Some(reverse) = &args.reverse {
         notice!("reverse proxy: requests to http://{addr}/ go to {reverse}");
     }
-    if let Some(parent) = &args.upstream_proxy {
+    if let Some(parent) = &parent {
+        let itself = crate::proxy::ProxyAddress::of_listener(addr);
+        let resolved = tokio::net::lookup_host((parent.host.as_str(), parent.port)).await;
+        if resolved.is_ok_and(|mut addrs| addrs.any(|a| itself.is(a))) {
+            anyhow::bail!(
+                "--upstream-proxy {parent} is kinspect itself: every request would loop; \
+                 give the address of the proxy this network goes out through"
+            );
+        }
         notice!("origins are reached through the upstream proxy {parent}");
     }
     if mode == Mode::Proxy && args.reverse.is_none() {

@@ -158,3 +158,62 @@ async fn an_upstream_proxy_that_refuses_is_a_502_that_says_what_it_answered() {
     assert_eq!(again.status(), 502);
     assert_eq!(parent.heads().len(), 2);
 }
+
+/// Runs the kinspect binary with `args` in a home of its own, `KINSPECT_UPSTREAM_PROXY`
+/// set to `variable` if given; returns whether it succeeded and what it said on stderr.
+fn kinspect(args: &[&str], variable: Option<&str>) -> (bool, String) {
+    let home = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_kinspect"));
+    command
+        .args(args)
+        .env("KINSPECT_HOME", home.path())
+        .env_remove("KINSPECT_UPSTREAM_PROXY")
+        .current_dir(home.path());
+    if let Some(value) = variable {
+        command.env("KINSPECT_UPSTREAM_PROXY", value);
+    }
+    let output = std::process::Command::output(&mut command).unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_bad_upstream_proxy_is_said_without_its_password_and_itself_is_refused() {
+    let secret = "http://me:s3cret@proxy.example";
+    for (args, variable) in [
+        (vec!["--headless", "--upstream-proxy", secret], None),
+        (vec!["--headless"], Some(secret)),
+    ] {
+        let (ok, said) = kinspect(&args, variable);
+        assert!(!ok);
+        assert!(said.contains("--upstream-proxy"), "{said}");
+        assert!(said.contains("no port"), "{said}");
+        assert!(!said.contains("s3cret"), "{said}");
+    }
+    // The variable is the proxy's alone: other commands do not read it.
+    let (ok, said) = kinspect(&["ca"], Some(secret));
+    assert!(ok, "{said}");
+
+    // A parent that is kinspect itself would loop: refused at the start.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let parent = format!("http://localhost:{port}");
+    let (ok, said) = kinspect(
+        &[
+            "--headless",
+            "--listen",
+            &listen,
+            "--upstream-proxy",
+            &parent,
+        ],
+        None,
+    );
+    assert!(!ok);
+    assert!(said.contains("is kinspect itself"), "{said}");
+}

@@ -63,8 +63,18 @@ impl std::str::FromStr for ParentProxy {
             ));
         }
         let host = crate::flow::unbracketed(authority.host()).to_owned();
-        let Some(port) = authority.port_u16() else {
-            return Err(format!("no port: write it, {example}"));
+        if host.is_empty() {
+            return Err(format!("no host: {example}"));
+        }
+        let written_port = authority
+            .as_str()
+            .rsplit_once(':')
+            .map(|(_, port)| port)
+            .filter(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
+        let port = match (authority.port_u16(), written_port) {
+            (Some(port), _) if port > 0 => port,
+            (_, None) => return Err(format!("no port: write it, {example}")),
+            (_, Some(port)) => return Err(format!("port {port} is not one from 1 to 65535")),
         };
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(format!("a proxy URL has no path or query: {example}"));
@@ -81,8 +91,11 @@ impl std::str::FromStr for ParentProxy {
                         .map(|s| s.into_owned())
                         .map_err(|_| "its user or password is not UTF-8 once decoded".to_owned())
                 };
-                let pair = format!("{}:{}", decode(user)?, decode(pass)?);
-                Some(pair.parse::<ProxyCredentials>()?)
+                let user = decode(user)?;
+                if user.contains(':') {
+                    return Err("a user name with a `:` cannot be sent in Basic credentials".into());
+                }
+                Some(format!("{user}:{}", decode(pass)?).parse::<ProxyCredentials>()?)
             }
         };
         Ok(ParentProxy {
@@ -110,15 +123,17 @@ impl ParentProxy {
             request.push_str("\r\n");
         }
         request.push_str("\r\n");
+        let ended = |head: &[u8]| head.ends_with(b"\r\n\r\n") || head.ends_with(b"\n\n");
         let exchange = async {
             stream.write_all(request.as_bytes()).await?;
             // Byte by byte: what follows the head is the origin's, and must stay unread.
             let mut head = Vec::with_capacity(128);
-            while !head.ends_with(b"\r\n\r\n") && head.len() < MAX_HEAD {
+            while !ended(&head) && head.len() < MAX_HEAD {
                 head.push(stream.read_u8().await?);
             }
             Ok::<_, std::io::Error>(head)
         };
+        let waited = deadline.saturating_duration_since(Instant::now());
         let head = match tokio::time::timeout_at(deadline.into(), exchange).await {
             Ok(Ok(head)) => head,
             Ok(Err(e)) => {
@@ -133,7 +148,10 @@ impl ParentProxy {
             Err(_) => {
                 return Err(ConnectError::new(
                     FlowErrorKind::Timeout,
-                    format!("the upstream proxy {self} did not answer CONNECT {authority} in time"),
+                    format!(
+                        "the upstream proxy {self} did not answer CONNECT {authority} within \
+                         {waited:?} (--connect-timeout)"
+                    ),
                 ))
             }
         };
@@ -142,16 +160,34 @@ impl ParentProxy {
             .next()
             .map(|line| String::from_utf8_lossy(line).trim_end().to_owned())
             .unwrap_or_default();
-        let status = status_line.split_whitespace().nth(1).unwrap_or_default();
-        if head.ends_with(b"\r\n\r\n") && status.len() == 3 && status.starts_with('2') {
+        if !ended(&head) {
+            return Err(ConnectError::new(
+                FlowErrorKind::Protocol,
+                format!(
+                    "the upstream proxy {self} answered CONNECT {authority} with a head longer \
+                     than {} KiB",
+                    MAX_HEAD / 1024
+                ),
+            ));
+        }
+        let mut words = status_line.split_whitespace();
+        let (version, status) = (
+            words.next().unwrap_or_default(),
+            words.next().unwrap_or_default(),
+        );
+        if version.starts_with("HTTP/1.") && status.len() == 3 && status.starts_with('2') {
             return Ok(());
         }
+        let port_80 = authority.ends_with(":80");
         let hint = match (status, &self.credentials) {
             ("407", None) => format!(
                 "; it asks for credentials: --upstream-proxy http://USER:PASS@{}",
                 self.to_string().trim_start_matches("http://")
             ),
             ("407", Some(_)) => "; it refused the credentials given in --upstream-proxy".into(),
+            ("403", _) if port_80 => "; many proxies tunnel to port 443 alone, and kinspect \
+                 sends plain HTTP through a CONNECT tunnel too"
+                .into(),
             _ => String::new(),
         };
         Err(ConnectError::new(
@@ -190,9 +226,68 @@ mod tests {
             ("http://proxy.example", "no port"),
             ("http://proxy.example:3128/path", "no path"),
             ("http://user@proxy.example:3128", "no password"),
+            ("http://u:p@:3128", "no host"),
+            ("http://proxy.example:99999", "not one from 1 to 65535"),
+            ("http://u%3Ax:pass@proxy.example:3128", "`:`"),
         ] {
             let error = bad.parse::<ParentProxy>().unwrap_err();
             assert!(error.contains(said), "{bad}: {error}");
         }
+    }
+
+    /// What [`ParentProxy::tunnel`] makes of a parent proxy answering `answer`.
+    async fn tunnel_answered(answer: Vec<u8>, authority: &str) -> Result<(), String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let parent: ParentProxy = format!("http://127.0.0.1:{port}").parse().unwrap();
+        let serve = tokio::spawn(async move {
+            let (mut client, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                head.push(client.read_u8().await.unwrap());
+            }
+            client.write_all(&answer).await.unwrap();
+            // What follows the head is the origin's.
+            client.write_all(b"origin").await.unwrap();
+        });
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let result = parent.tunnel(&mut stream, authority, deadline).await;
+        serve.await.unwrap();
+        match result {
+            Ok(()) => {
+                let mut rest = [0; 6];
+                stream.read_exact(&mut rest).await.unwrap();
+                assert_eq!(&rest, b"origin");
+                Ok(())
+            }
+            Err(e) => Err(e.message),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tunnel_is_any_2xx_and_anything_else_is_said() {
+        for ok in [
+            &b"HTTP/1.1 200 Connection established\r\n\r\n"[..],
+            b"HTTP/1.0 200 OK\r\nProxy-Agent: x\r\n\r\n",
+            b"HTTP/1.1 204 No Content\n\n",
+        ] {
+            assert_eq!(tunnel_answered(ok.to_vec(), "a.test:443").await, Ok(()));
+        }
+        let refused = tunnel_answered(b"HTTP/1.1 403 Forbidden\r\n\r\n".to_vec(), "a.test:80");
+        let said = refused.await.unwrap_err();
+        assert!(
+            said.contains("\"HTTP/1.1 403 Forbidden\" to CONNECT a.test:80"),
+            "{said}"
+        );
+        assert!(said.contains("port 443 alone"), "{said}");
+        let said = tunnel_answered(b"ICY 200 OK\r\n\r\n".to_vec(), "a.test:443")
+            .await
+            .unwrap_err();
+        assert!(said.contains("answered \"ICY 200 OK\""), "{said}");
+        let mut long = b"HTTP/1.1 200 OK\r\n".to_vec();
+        long.extend(std::iter::repeat_n(b'x', MAX_HEAD));
+        let said = tunnel_answered(long, "a.test:443").await.unwrap_err();
+        assert!(said.contains("longer than 16 KiB"), "{said}");
     }
 }

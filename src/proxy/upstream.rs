@@ -169,7 +169,11 @@ impl Dialer {
         }
         let (mut stream, addr, _) = self
             .connect_directly(&parent.host, None, parent.port)
-            .await?;
+            .await
+            .map_err(|mut e| {
+                e.message = format!("the upstream proxy {parent}: {}", e.message);
+                e
+            })?;
         parent.tunnel(&mut stream, &authority, deadline).await?;
         Ok((stream, addr, None))
     }
