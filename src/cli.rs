@@ -249,10 +249,12 @@ pub struct ProxyArgs {
     )]
     pub proxy_auth: Option<ProxyCredentials>,
 
-    /// Reach origins through this HTTP proxy, as a network that reaches the internet only
-    /// through a proxy needs: `http://[USER:PASS@]HOST:PORT` (with a password, better in
-    /// the environment variable than on a command line others can list). Every connection
-    /// to an origin is a CONNECT tunnel through it, but to this machine's own (localhost).
+    /// Reach origins through this HTTP proxy: http://[USER:PASS@]HOST:PORT
+    ///
+    /// For a network that reaches the internet only through a proxy. Every connection to
+    /// an origin, except to this machine's own (localhost), is a CONNECT tunnel through
+    /// it. A password is better given in the environment variable than on a command line
+    /// other users can list.
     #[arg(
         long,
         value_name = "URL",
@@ -1062,9 +1064,10 @@ async fn serve(
         notice!("reverse proxy: requests to http://{addr}/ go to {reverse}");
     }
     if let Some(parent) = &parent {
-        let itself = crate::proxy::ProxyAddress::of_listener(addr);
-        let resolved = tokio::net::lookup_host((parent.host.as_str(), parent.port)).await;
-        if resolved.is_ok_and(|mut addrs| addrs.any(|a| itself.is(a))) {
+        if parent
+            .is_itself(&crate::proxy::ProxyAddress::of_listener(addr))
+            .await
+        {
             anyhow::bail!(
                 "--upstream-proxy {parent} is kinspect itself: every request would loop; \
                  give the address of the proxy this network goes out through"

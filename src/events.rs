@@ -121,7 +121,7 @@ fn deliver(inbox: &AcknowledgementInbox, batch: Vec<oneshot::Sender<()>>) {
 /// An inbox for the acknowledgements of flows published on one thread, whose batches a
 /// task on `runtime` hands out: the runtime of that thread alone (a current-thread
 /// runtime, as each connection thread has). The thread takes it with
-/// [`take_acknowledgements_on_this_thread`].
+/// [`receive_acknowledgements_here`].
 pub(crate) fn acknowledgement_inbox(runtime: &tokio::runtime::Handle) -> AcknowledgementInbox {
     let (inbox, mut batches) = mpsc::unbounded_channel::<Vec<oneshot::Sender<()>>>();
     runtime.spawn(async move {
@@ -136,7 +136,7 @@ pub(crate) fn acknowledgement_inbox(runtime: &tokio::runtime::Handle) -> Acknowl
 
 /// Sends the acknowledgements of the flows published on this thread from now on to
 /// `inbox` ([`acknowledgement_inbox`]).
-pub(crate) fn take_acknowledgements_on_this_thread(inbox: AcknowledgementInbox) {
+pub(crate) fn receive_acknowledgements_here(inbox: AcknowledgementInbox) {
     ACKNOWLEDGEMENT_INBOX.with(|here| *here.borrow_mut() = Some(inbox));
 }
 
@@ -515,7 +515,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        take_acknowledgements_on_this_thread(acknowledgement_inbox(thread.handle()));
+        receive_acknowledgements_here(acknowledgement_inbox(thread.handle()));
         let mut stream = thread.block_on(async {
             let stored = publish_durably(&publisher, 3).await;
             // The recorder's side, on a thread of its own.

@@ -13,23 +13,22 @@ use support::{Origin, OriginKind, TestProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// A parent proxy that tunnels CONNECTs to 127.0.0.1, whatever the host, and remembers
-/// each request head;
-/// with `answer`, it answers that instead of tunnelling.
-struct ParentProxy {
+/// A stand-in parent proxy that tunnels CONNECTs to 127.0.0.1, whatever the host, and
+/// remembers each request head; with `answer`, it answers that instead of tunnelling.
+struct FakeParent {
     port: u16,
     heads: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for ParentProxy {
+impl Drop for FakeParent {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-impl ParentProxy {
-    async fn start(answer: Option<&'static str>) -> ParentProxy {
+impl FakeParent {
+    async fn start(answer: Option<&'static str>) -> FakeParent {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let heads = Arc::new(Mutex::new(Vec::new()));
@@ -70,7 +69,7 @@ impl ParentProxy {
                 });
             }
         });
-        ParentProxy { port, heads, task }
+        FakeParent { port, heads, task }
     }
 
     fn heads(&self) -> Vec<String> {
@@ -80,7 +79,7 @@ impl ParentProxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origins_are_reached_through_the_upstream_proxy_with_its_credentials() {
-    let parent = ParentProxy::start(None).await;
+    let parent = FakeParent::start(None).await;
     let plain = Origin::start(OriginKind::Plain).await;
     let tls = Origin::start_https_named(&["origin.test"]).await;
     let url = format!("http://corp%40me:s3cr%3At@127.0.0.1:{}", parent.port);
@@ -135,7 +134,7 @@ async fn origins_are_reached_through_the_upstream_proxy_with_its_credentials() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_proxy_that_refuses_is_a_502_that_says_what_it_answered() {
     let parent =
-        ParentProxy::start(Some("HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")).await;
+        FakeParent::start(Some("HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")).await;
     let origin = Origin::start(OriginKind::Plain).await;
     let parent_url = format!("http://127.0.0.1:{}", parent.port);
     let mut proxy = TestProxy::start(None, |c| {
@@ -161,6 +160,7 @@ async fn an_upstream_proxy_that_refuses_is_a_502_that_says_what_it_answered() {
 
 /// Runs the kinspect binary with `args` in a home of its own, `KINSPECT_UPSTREAM_PROXY`
 /// set to `variable` if given; returns whether it succeeded and what it said on stderr.
+/// One still running after 20 s (a proxy that started) is stopped, and has failed.
 fn kinspect(args: &[&str], variable: Option<&str>) -> (bool, String) {
     let home = tempfile::tempdir().unwrap();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_kinspect"));
@@ -168,15 +168,28 @@ fn kinspect(args: &[&str], variable: Option<&str>) -> (bool, String) {
         .args(args)
         .env("KINSPECT_HOME", home.path())
         .env_remove("KINSPECT_UPSTREAM_PROXY")
-        .current_dir(home.path());
+        .current_dir(home.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
     if let Some(value) = variable {
         command.env("KINSPECT_UPSTREAM_PROXY", value);
     }
-    let output = std::process::Command::output(&mut command).unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let mut child = command.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut said).unwrap();
+    (status.is_some_and(|s| s.success()), said)
 }
 
 #[test]

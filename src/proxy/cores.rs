@@ -107,7 +107,7 @@ impl Core {
         std::thread::Builder::new()
             .name("kinspect-core".into())
             .spawn(move || {
-                crate::events::take_acknowledgements_on_this_thread(acknowledgements);
+                crate::events::receive_acknowledgements_here(acknowledgements);
                 runtime.block_on(async move {
                     while let Some(Accepted { stream, serve }) = incoming.recv().await {
                         match TcpStream::from_std(stream) {

@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 
 use super::access::ProxyCredentials;
 use super::upstream::ConnectError;
+use super::ProxyAddress;
 use crate::flow::FlowErrorKind;
 
 /// Longest response head taken from the parent proxy for a CONNECT.
@@ -107,8 +108,17 @@ impl std::str::FromStr for ParentProxy {
 }
 
 impl ParentProxy {
+    /// Whether the parent's address is the proxy's own (`itself`): every request would
+    /// loop. A name that does not resolve is not.
+    pub async fn is_itself(&self, itself: &ProxyAddress) -> bool {
+        let resolved = tokio::net::lookup_host((self.host.as_str(), self.port)).await;
+        resolved.is_ok_and(|mut addrs| addrs.any(|addr| itself.is(addr)))
+    }
+
     /// Asks the parent proxy on `stream` for a tunnel to `authority` (`host:port`), before
-    /// `deadline`. On success the stream is the tunnel.
+    /// `deadline`. On success the stream is the tunnel. Written out rather than with
+    /// hyper's client (as the UI's replays open theirs): the dialer hands on the
+    /// `TcpStream` itself.
     pub(crate) async fn tunnel(
         &self,
         stream: &mut TcpStream,

@@ -722,22 +722,15 @@ mod tests {
         let checkout = |thread: &tokio::runtime::Runtime| {
             thread.block_on(async { upstreams.checkout(&target) })
         };
-        let runtime = |conn: Option<Connection>| conn.and_then(|conn| conn.runtime);
+        let runtime = |conn: &Option<Connection>| conn.as_ref().and_then(|conn| conn.runtime);
         let taken_by_a = checkout(&a);
         let taken_by_b = checkout(&b);
-        assert_eq!(runtime(taken_by_a), Some(a.handle().id()));
-        assert_eq!(
-            taken_by_b.as_ref().and_then(|c| c.runtime),
-            Some(b.handle().id())
-        );
-        assert_eq!(
-            checkout(&a).map(|conn| conn.runtime),
-            None,
-            "both were taken"
-        );
+        assert_eq!(runtime(&taken_by_a), Some(a.handle().id()));
+        assert_eq!(runtime(&taken_by_b), Some(b.handle().id()));
+        assert!(checkout(&a).is_none(), "both were taken");
 
         // With none of its own, a thread takes another's rather than open one.
         upstreams.keep_idle(taken_by_b.unwrap());
-        assert_eq!(runtime(checkout(&a)), Some(b.handle().id()));
+        assert_eq!(runtime(&checkout(&a)), Some(b.handle().id()));
     }
 }

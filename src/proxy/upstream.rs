@@ -161,11 +161,11 @@ impl Dialer {
             Some(ip) => SocketAddr::new(ip, port).to_string(),
             None => format!("{bare}:{port}"),
         };
-        if let Some(ip) = ip.filter(|ip| self.itself.is(SocketAddr::new(*ip, port))) {
-            return Err(ConnectError::new(
-                FlowErrorKind::BadRequest,
-                format!("{host}:{port} is {ip}, kinspect itself: the request would loop back into the proxy"),
-            ));
+        if let Some(addr) = ip
+            .map(|ip| SocketAddr::new(ip, port))
+            .filter(|addr| self.itself.is(*addr))
+        {
+            return Err(loop_error(host, port, addr));
         }
         let (mut stream, addr, _) = self
             .connect_directly(&parent.host, None, parent.port)
@@ -221,15 +221,20 @@ impl Dialer {
             }
         };
         if let Some(addr) = addrs.iter().find(|addr| self.itself.is(**addr)) {
-            return Err(ConnectError::new(
-                FlowErrorKind::BadRequest,
-                format!("{host}:{port} resolves to {addr}, which is kinspect itself: the request would loop back into the proxy"),
-            ));
+            return Err(loop_error(host, port, *addr));
         }
         connect_first(host, port, addrs, deadline, timeout)
             .await
             .map(|(stream, addr)| (stream, addr, dns))
     }
+}
+
+/// The error of a connection to `host:port` that would reach kinspect itself at `addr`.
+fn loop_error(host: &str, port: u16, addr: SocketAddr) -> ConnectError {
+    ConnectError::new(
+        FlowErrorKind::BadRequest,
+        format!("{host}:{port} resolves to {addr}, which is kinspect itself: the request would loop back into the proxy"),
+    )
 }
 
 /// Whether host name `host` names this machine (`localhost`, RFC 6761).

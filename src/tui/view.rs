@@ -1131,7 +1131,8 @@ pub fn help_lines(width: usize) -> Vec<String> {
 }
 
 /// `text` broken between words into lines of at most `width` cells (at least 10; a
-/// longer word stands alone).
+/// longer word stands alone), runs of spaces folded: for the help and prompts, which
+/// indent what follows. Text views wrap their lines as they are (`text::row_ends`).
 fn wrap_words(text: &str, width: usize) -> Vec<String> {
     use unicode_width::UnicodeWidthStr;
     let width = width.max(10);
