@@ -251,10 +251,10 @@ pub struct ProxyArgs {
 
     /// Reach origins through this HTTP proxy: http://[USER:PASS@]HOST:PORT
     ///
-    /// For a network that reaches the internet only through a proxy. Every connection to
-    /// an origin, except to this machine's own (localhost), is a CONNECT tunnel through
-    /// it. A password is better given in the environment variable than on a command line
-    /// other users can list.
+    /// For a network that reaches the internet only through a proxy. Requests to origins,
+    /// except to this machine's own (localhost), go through it: HTTPS in a CONNECT tunnel,
+    /// plain HTTP in absolute form. A password is better given in the environment
+    /// variable than on a command line other users can list.
     #[arg(
         long,
         value_name = "URL",

@@ -1,6 +1,6 @@
-//! `--upstream-proxy`: every connection to an origin is a CONNECT tunnel through a parent
-//! proxy, with its credentials, but to this machine's own servers; a parent that refuses
-//! is a 502 that says what it answered.
+//! `--upstream-proxy`: every connection to an origin goes through a parent proxy, with its
+//! credentials (HTTPS in a CONNECT tunnel, plain HTTP in absolute form), but to this
+//! machine's own servers; a parent that refuses is a 502 that says what it answered.
 //!
 //! The origins listen on 127.0.0.1 but are named `origin.test` (a name kinspect never
 //! resolves: the parent does, here to 127.0.0.1), as origins beyond a parent proxy are.
@@ -13,8 +13,9 @@ use support::{Origin, OriginKind, TestProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// A stand-in parent proxy that tunnels CONNECTs to 127.0.0.1, whatever the host, and
-/// remembers each request head; with `answer`, it answers that instead of tunnelling.
+/// A stand-in parent proxy that remembers each request head and passes it on to
+/// 127.0.0.1, whatever the host: a CONNECT as a tunnel, a request in absolute form as it
+/// is (with what follows on its connection). With `answer`, it answers that instead.
 struct FakeParent {
     port: u16,
     heads: Arc<Mutex<Vec<String>>>,
@@ -50,10 +51,10 @@ impl FakeParent {
                         let _ = client.write_all(answer.as_bytes()).await;
                         return;
                     }
-                    // CONNECT host:port: always to this machine.
-                    let port: u16 = head
-                        .split_whitespace()
-                        .nth(1)
+                    // CONNECT host:port, or GET http://host:port/path.
+                    let target = head.split_whitespace().nth(1).unwrap();
+                    let authority = target.trim_start_matches("http://").split('/').next();
+                    let port: u16 = authority
                         .unwrap()
                         .rsplit(':')
                         .next()
@@ -61,10 +62,13 @@ impl FakeParent {
                         .parse()
                         .unwrap();
                     let mut origin = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-                    client
-                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                        .await
-                        .unwrap();
+                    match head.starts_with("CONNECT ") {
+                        true => client
+                            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                            .await
+                            .unwrap(),
+                        false => origin.write_all(head.as_bytes()).await.unwrap(),
+                    }
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut origin).await;
                 });
             }
@@ -103,19 +107,40 @@ async fn origins_are_reached_through_the_upstream_proxy_with_its_credentials() {
     }
     let heads = parent.heads();
     assert_eq!(heads.len(), 2, "{heads:?}");
+    // Plain HTTP as a forward proxy takes it; HTTPS in a tunnel.
     assert!(heads[0].starts_with(&format!(
-        "CONNECT origin.test:{port} HTTP/1.1\r\nHost: origin.test:{port}\r\n",
-        port = plain.addr.port()
+        "GET http://origin.test:{}/echo HTTP/1.1\r\n",
+        plain.addr.port()
     )));
     assert!(heads[1].starts_with(&format!(
-        "CONNECT origin.test:{} HTTP/1.1\r\n",
-        tls.addr.port()
+        "CONNECT origin.test:{port} HTTP/1.1\r\nHost: origin.test:{port}\r\n",
+        port = tls.addr.port()
     )));
     // Basic base64("corp@me:s3cr:t").
-    let credentials = "Proxy-Authorization: Basic Y29ycEBtZTpzM2NyOnQ=\r\n";
+    let credentials = "proxy-authorization: basic y29ycebtztpzm2nyonq=\r\n";
     assert!(
-        heads.iter().all(|head| head.contains(credentials)),
+        heads
+            .iter()
+            .all(|head| head.to_ascii_lowercase().contains(credentials)),
         "{heads:?}"
+    );
+    // The origin got the request whole, the parent's credentials not among its fields.
+    let plain_again = client.get(&urls[0]).send().await.unwrap();
+    let echoed: serde_json::Value = plain_again.json().await.unwrap();
+    assert_eq!(
+        echoed["uri"],
+        format!("http://origin.test:{}/echo", plain.addr.port())
+    );
+    let fields = echoed["headers"].to_string().to_ascii_lowercase();
+    assert!(
+        fields.contains(&format!("origin.test:{}", plain.addr.port())),
+        "{fields}"
+    );
+    assert!(proxy.next_flow().await.error.is_none());
+    assert_eq!(
+        parent.heads().len(),
+        2,
+        "the kept connection to the parent was reused"
     );
 
     // This machine's own servers are no parent's to reach.

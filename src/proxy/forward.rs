@@ -392,6 +392,17 @@ pub(crate) async fn forward(
         }
     };
 
+    // The parent proxy's own refusal, not the origin's answer: never for the client to
+    // take as kinspect asking it for credentials.
+    if let (Some(parent), http::StatusCode::PROXY_AUTHENTICATION_REQUIRED) =
+        (&lease.info.forward_proxy, response.status())
+    {
+        let status_line = format!("{:?} {}", response.version(), response.status());
+        let asked = format!("the request to {}", target.authority());
+        let failure =
+            ProxyFailure::new(FlowErrorKind::Connect, parent.refused(&status_line, &asked));
+        return pending.answer(Some(lease.info.clone()), failure).await;
+    }
     let t_headers = Instant::now();
     if let (Some(client_upgrade), http::StatusCode::SWITCHING_PROTOCOLS) =
         (client_upgrade, response.status())

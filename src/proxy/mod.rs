@@ -219,7 +219,7 @@ impl Proxy {
             hosts: config.hosts.clone(),
             timeout: config.connect_timeout,
             itself: itself.clone(),
-            parent: config.upstream_proxy.clone(),
+            parent: config.upstream_proxy.clone().map(Arc::new),
         };
         let upstreams = Upstreams::start(
             UpstreamConnector::new(tls, dialer.clone()),

@@ -1,7 +1,7 @@
 //! An upstream (parent) proxy: on a network that reaches the internet only through an
-//! HTTP proxy, every connection kinspect makes to an origin is a CONNECT tunnel through
-//! it (`--upstream-proxy http://[USER:PASS@]HOST:PORT`), as Charles's external proxy and
-//! mitmproxy's upstream mode do.
+//! HTTP proxy, kinspect reaches origins through it (`--upstream-proxy
+//! http://[USER:PASS@]HOST:PORT`), as Charles's external proxy and mitmproxy's upstream
+//! mode do: in a CONNECT tunnel, or for plain HTTP with requests in absolute form.
 
 use std::time::Instant;
 
@@ -108,6 +108,13 @@ impl std::str::FromStr for ParentProxy {
 }
 
 impl ParentProxy {
+    /// The `Proxy-Authorization` value it asks for, if any.
+    pub(crate) fn authorization(&self) -> Option<http::HeaderValue> {
+        self.credentials
+            .as_ref()
+            .map(ProxyCredentials::header_value)
+    }
+
     /// Whether the parent's address is the proxy's own (`itself`): every request would
     /// loop. A name that does not resolve is not.
     pub async fn is_itself(&self, itself: &ProxyAddress) -> bool {
@@ -126,8 +133,7 @@ impl ParentProxy {
         deadline: Instant,
     ) -> Result<(), ConnectError> {
         let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
-        if let Some(credentials) = &self.credentials {
-            let value = credentials.header_value();
+        if let Some(value) = self.authorization() {
             request.push_str("Proxy-Authorization: ");
             request.push_str(value.to_str().expect("base64 is ASCII"));
             request.push_str("\r\n");
@@ -188,24 +194,28 @@ impl ParentProxy {
         if version.starts_with("HTTP/1.") && status.len() == 3 && status.starts_with('2') {
             return Ok(());
         }
-        let port_80 = authority.ends_with(":80");
+        Err(ConnectError::new(
+            FlowErrorKind::Connect,
+            self.refused(&status_line, &format!("CONNECT {authority}")),
+        ))
+    }
+
+    /// What kinspect says of the parent answering `status_line` to `asked` (what it was
+    /// sent): the answer, and what to do about a 407, or a 403 to a CONNECT to port 80.
+    pub(crate) fn refused(&self, status_line: &str, asked: &str) -> String {
+        let status = status_line.split_whitespace().nth(1).unwrap_or_default();
         let hint = match (status, &self.credentials) {
             ("407", None) => format!(
                 "; it asks for credentials: --upstream-proxy http://USER:PASS@{}",
                 self.to_string().trim_start_matches("http://")
             ),
             ("407", Some(_)) => "; it refused the credentials given in --upstream-proxy".into(),
-            ("403", _) if port_80 => "; many proxies tunnel to port 443 alone, and kinspect \
-                 sends plain HTTP through a CONNECT tunnel too"
-                .into(),
+            ("403", _) if asked.ends_with(":80") => {
+                "; many proxies tunnel to port 443 alone".into()
+            }
             _ => String::new(),
         };
-        Err(ConnectError::new(
-            FlowErrorKind::Connect,
-            format!(
-                "the upstream proxy {self} answered {status_line:?} to CONNECT {authority}{hint}"
-            ),
-        ))
+        format!("the upstream proxy {self} answered {status_line:?} to {asked}{hint}")
     }
 }
 

@@ -110,7 +110,10 @@ impl Connection {
                 if let Err(e) = sender.ready().await {
                     return Err((e, Some(req)));
                 }
-                let undo = origin_form(&mut req);
+                let undo = match &self.info.forward_proxy {
+                    Some(parent) => proxy_form(&mut req, parent.authorization()),
+                    None => origin_form(&mut req),
+                };
                 sender.try_send_request(req).await.map_err(|mut e| {
                     let unsent = e.take_message().map(|req| undo.apply(req));
                     (e.into_error(), unsent)
@@ -211,24 +214,49 @@ fn refused_unprocessed(error: &hyper::Error) -> bool {
 /// as RFC 9110 §7.2 asks of a client.
 pub(crate) fn origin_form<B>(req: &mut Request<B>) -> OriginForm {
     let absolute = std::mem::take(req.uri_mut());
-    let mut added_host = false;
-    if !req.headers().contains_key(http::header::HOST) {
-        if let Some(host) = absolute.authority().and_then(|a| host_field(&absolute, a)) {
-            let rest = std::mem::take(req.headers_mut());
-            let headers = req.headers_mut();
-            headers.reserve(rest.len() + 1);
-            headers.insert(http::header::HOST, host);
-            headers.extend(rest);
-            added_host = true;
-        }
-    }
+    let added_host = add_host_field(req, &absolute);
     if let Some(path) = absolute.path_and_query().filter(|p| p.as_str() != "/") {
         *req.uri_mut() = Uri::from(path.clone());
     }
     OriginForm {
         absolute,
         added_host,
+        added_authorization: false,
     }
+}
+
+/// Keeps `req`'s absolute URI, as a request to a forward proxy goes (RFC 9112 §3.2.2),
+/// with the `Host` field [`origin_form`] adds and the proxy's `authorization`.
+fn proxy_form<B>(req: &mut Request<B>, authorization: Option<HeaderValue>) -> OriginForm {
+    let absolute = req.uri().clone();
+    let added_host = add_host_field(req, &absolute);
+    let added_authorization = authorization.is_some();
+    if let Some(value) = authorization {
+        req.headers_mut()
+            .insert(http::header::PROXY_AUTHORIZATION, value);
+    }
+    OriginForm {
+        absolute,
+        added_host,
+        added_authorization,
+    }
+}
+
+/// Adds a `Host` field from `absolute` to `req` unless it has one (where the client put
+/// it): first, as RFC 9110 §7.2 asks of a client. Says whether it did.
+fn add_host_field<B>(req: &mut Request<B>, absolute: &Uri) -> bool {
+    if req.headers().contains_key(http::header::HOST) {
+        return false;
+    }
+    let Some(host) = absolute.authority().and_then(|a| host_field(absolute, a)) else {
+        return false;
+    };
+    let rest = std::mem::take(req.headers_mut());
+    let headers = req.headers_mut();
+    headers.reserve(rest.len() + 1);
+    headers.insert(http::header::HOST, host);
+    headers.extend(rest);
+    true
 }
 
 /// The `Host` field for `uri`: its authority, the scheme's default port left out.
@@ -245,12 +273,13 @@ fn host_field(uri: &Uri, authority: &http::uri::Authority) -> Option<HeaderValue
     HeaderValue::from_str(host).ok()
 }
 
-/// What [`origin_form`] changed, to undo for a request that goes out on another
-/// connection (which may speak HTTP/2: absolute URI, no `Host`).
+/// What [`origin_form`] (or [`proxy_form`]) changed, to undo for a request that goes
+/// out on another connection (which may speak HTTP/2: absolute URI, no `Host`).
 pub(crate) struct OriginForm {
     /// The request's absolute URI.
     pub(crate) absolute: Uri,
     added_host: bool,
+    added_authorization: bool,
 }
 
 impl OriginForm {
@@ -258,6 +287,9 @@ impl OriginForm {
         *req.uri_mut() = self.absolute;
         if self.added_host {
             req.headers_mut().remove(http::header::HOST);
+        }
+        if self.added_authorization {
+            req.headers_mut().remove(http::header::PROXY_AUTHORIZATION);
         }
         req
     }

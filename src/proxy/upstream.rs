@@ -59,6 +59,9 @@ pub struct ConnectionInfo {
     pub connect: Duration,
     /// TLS handshake time.
     pub ssl: Option<Duration>,
+    /// The parent proxy this plain-HTTP connection goes to, which takes requests in
+    /// absolute form (`--upstream-proxy`).
+    pub(crate) forward_proxy: Option<Arc<ParentProxy>>,
     fresh: Arc<AtomicBool>,
 }
 
@@ -88,6 +91,7 @@ impl ConnectionInfo {
             dns,
             connect,
             ssl,
+            forward_proxy: None,
             fresh: Arc::new(AtomicBool::new(true)),
         }
     }
@@ -115,7 +119,7 @@ impl HostOverrides {
 
 /// Opens TCP connections to origins (with `TCP_NODELAY`): host overrides first, then
 /// DNS, each address in turn within the connect timeout, never back into the proxy; or
-/// CONNECT tunnels through a parent proxy, which resolves the names.
+/// through a parent proxy, which resolves the names.
 #[derive(Debug, Clone)]
 pub struct Dialer {
     /// Host names resolved to fixed addresses.
@@ -124,8 +128,8 @@ pub struct Dialer {
     pub timeout: Duration,
     /// The proxy's own addresses: connections there are refused as loops.
     pub itself: ProxyAddress,
-    /// The proxy every connection goes through (`--upstream-proxy`), if any.
-    pub parent: Option<ParentProxy>,
+    /// The proxy connections go through (`--upstream-proxy`), if any.
+    pub parent: Option<Arc<ParentProxy>>,
 }
 
 impl Dialer {
@@ -139,24 +143,20 @@ impl Dialer {
     }
 
     /// [`Dialer::connect`], to `dial` instead of `host`'s addresses when given. Through
-    /// a parent proxy, the address is the parent's and the DNS time is `None` (the parent
-    /// resolves the name); this machine's own servers (`localhost`, a loopback address)
-    /// and the host overrides (the demo's simulator) are reached directly, as no parent
-    /// proxy can reach them.
+    /// a parent proxy ([`Dialer::parent_for`]) the stream is a CONNECT tunnel, the
+    /// address the parent's and the DNS time `None` (the parent resolves the name).
     pub(crate) async fn connect_at(
         &self,
         host: &str,
         dial: Option<IpAddr>,
         port: u16,
     ) -> Result<(TcpStream, SocketAddr, Option<Duration>), ConnectError> {
-        let bare = unbracketed(host);
-        let ip = dial.or_else(|| bare.parse::<IpAddr>().ok());
-        let local = ip.map_or_else(|| is_localhost(bare), |ip| ip.is_loopback());
-        let parent = match &self.parent {
-            Some(parent) if !local && self.hosts.get(bare).is_none() => parent,
-            _ => return self.connect_directly(host, dial, port).await,
+        let Some(parent) = self.parent_for(host, dial) else {
+            return self.connect_directly(host, dial, port).await;
         };
         let deadline = Instant::now() + self.timeout;
+        let bare = unbracketed(host);
+        let ip = dial.or_else(|| bare.parse::<IpAddr>().ok());
         let authority = match ip {
             Some(ip) => SocketAddr::new(ip, port).to_string(),
             None => format!("{bare}:{port}"),
@@ -167,15 +167,36 @@ impl Dialer {
         {
             return Err(loop_error(host, port, addr));
         }
-        let (mut stream, addr, _) = self
+        let (mut stream, addr) = self.connect_to_parent(parent).await?;
+        parent.tunnel(&mut stream, &authority, deadline).await?;
+        Ok((stream, addr, None))
+    }
+
+    /// The parent proxy a connection to `host` (or `dial`) goes through: none but with
+    /// `--upstream-proxy`, and none to this machine's own servers (`localhost`, a
+    /// loopback address) and the host overrides (the demo's simulator), which no parent
+    /// proxy can reach.
+    pub(crate) fn parent_for(&self, host: &str, dial: Option<IpAddr>) -> Option<&Arc<ParentProxy>> {
+        let parent = self.parent.as_ref()?;
+        let bare = unbracketed(host);
+        let ip = dial.or_else(|| bare.parse::<IpAddr>().ok());
+        let local = ip.map_or_else(|| is_localhost(bare), |ip| ip.is_loopback());
+        (!local && self.hosts.get(bare).is_none()).then_some(parent)
+    }
+
+    /// A connection to `parent` itself.
+    async fn connect_to_parent(
+        &self,
+        parent: &ParentProxy,
+    ) -> Result<(TcpStream, SocketAddr), ConnectError> {
+        let (stream, addr, _) = self
             .connect_directly(&parent.host, None, parent.port)
             .await
             .map_err(|mut e| {
                 e.message = format!("the upstream proxy {parent}: {}", e.message);
                 e
             })?;
-        parent.tunnel(&mut stream, &authority, deadline).await?;
-        Ok((stream, addr, None))
+        Ok((stream, addr))
     }
 
     /// [`Dialer::connect_at`] without the parent proxy.
@@ -301,11 +322,23 @@ impl UpstreamConnector {
         }
     }
 
-    /// Connects to `target`: DNS, TCP, and TLS for `https`, each timed.
+    /// Connects to `target`: DNS, TCP, and TLS for `https`, each timed. Plain HTTP through
+    /// a parent proxy goes to the parent itself, which takes its requests in absolute
+    /// form (many proxies refuse a CONNECT to any port but 443).
     pub(crate) async fn open(&self, target: &Target) -> Result<UpstreamConnection, ConnectError> {
         let (host, port, https) = (target.host_for_url(), target.port, target.https);
         let started = Instant::now();
-        let (tcp, server_addr, dns) = self.dialer.connect_at(&host, target.dial, port).await?;
+        let forward_proxy = match https {
+            true => None,
+            false => self.dialer.parent_for(&host, target.dial).cloned(),
+        };
+        let (tcp, server_addr, dns) = match &forward_proxy {
+            Some(parent) => {
+                let (tcp, addr) = self.dialer.connect_to_parent(parent).await?;
+                (tcp, addr, None)
+            }
+            None => self.dialer.connect_at(&host, target.dial, port).await?,
+        };
         if !https {
             let info = ConnectionInfo {
                 server_addr,
@@ -313,6 +346,7 @@ impl UpstreamConnector {
                 dns,
                 connect: started.elapsed() - dns.unwrap_or_default(),
                 ssl: None,
+                forward_proxy,
                 fresh: Arc::new(AtomicBool::new(true)),
             };
             return Ok(UpstreamConnection {
@@ -338,6 +372,7 @@ impl UpstreamConnector {
             dns,
             connect: started.elapsed() - dns.unwrap_or_default(),
             ssl: Some(tls_started.elapsed()),
+            forward_proxy: None,
             fresh: Arc::new(AtomicBool::new(true)),
         };
         let stream = match outcome {
@@ -362,6 +397,7 @@ impl UpstreamConnector {
             dns,
             connect: started.elapsed() - dns.unwrap_or_default(),
             ssl: Some(ssl),
+            forward_proxy: None,
             fresh: Arc::new(AtomicBool::new(true)),
         };
         Ok(UpstreamConnection {
