@@ -444,3 +444,27 @@ async fn websocket_messages_are_read_as_they_pass_compressed_or_not() {
         })
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_websockets_go_to_an_upstream_proxy_in_absolute_form() {
+    let origin = ws_origin(None).await;
+    let parent = support::FakeParent::start(None).await;
+    let parent_url = format!("http://127.0.0.1:{}", parent.port);
+    let mut proxy = TestProxy::start(None, |c| {
+        c.upstream_proxy = Some(parent_url.parse().unwrap())
+    })
+    .await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    // A name only the parent resolves (to 127.0.0.1).
+    let authority = format!("ws.test:{}", origin.port());
+    handshake_and_echo(&mut stream, &format!("http://{authority}/live"), &authority).await;
+    drop(stream);
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.status(), Some(101));
+    assert!(flow.error.is_none(), "{:?}", flow.error);
+    let heads = parent.heads();
+    assert!(
+        heads[0].starts_with(&format!("GET http://{authority}/live HTTP/1.1\r\n")),
+        "{heads:?}"
+    );
+}

@@ -719,3 +719,72 @@ pub fn tool_available(program: &str) -> bool {
     }
     found
 }
+
+/// A stand-in parent proxy that remembers each request head and passes it on to
+/// 127.0.0.1, whatever the host: a CONNECT as a tunnel, a request in absolute form as it
+/// is (with what follows on its connection). With `answer`, it answers that instead.
+pub struct FakeParent {
+    pub port: u16,
+    heads: Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeParent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeParent {
+    pub async fn start(answer: Option<&'static str>) -> FakeParent {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = heads.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    while !head.ends_with(b"\r\n\r\n") {
+                        let Ok(byte) = client.read_u8().await else {
+                            return;
+                        };
+                        head.push(byte);
+                    }
+                    let head = String::from_utf8(head).unwrap();
+                    seen.lock().unwrap().push(head.clone());
+                    if let Some(answer) = answer {
+                        let _ = client.write_all(answer.as_bytes()).await;
+                        return;
+                    }
+                    // CONNECT host:port, or GET http://host:port/path.
+                    let target = head.split_whitespace().nth(1).unwrap();
+                    let authority = target.trim_start_matches("http://").split('/').next();
+                    let port: u16 = authority
+                        .unwrap()
+                        .rsplit(':')
+                        .next()
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    let mut origin = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+                    match head.starts_with("CONNECT ") {
+                        true => client
+                            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                            .await
+                            .unwrap(),
+                        false => origin.write_all(head.as_bytes()).await.unwrap(),
+                    }
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut origin).await;
+                });
+            }
+        });
+        FakeParent { port, heads, task }
+    }
+
+    /// The request heads it was sent, in order.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
