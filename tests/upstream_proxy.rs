@@ -30,8 +30,9 @@ async fn origins_are_reached_through_the_upstream_proxy_with_its_credentials() {
         let flow = proxy.next_flow().await;
         assert!(flow.error.is_none(), "{:?}", flow.error);
         assert_eq!(flow.status(), Some(200));
-        // The parent's address is the one connected to.
+        // The parent's address is the one connected to; its password is never recorded.
         assert_eq!(flow.server_ip, Some("127.0.0.1".parse().unwrap()));
+        assert!(flow.request.headers.get("proxy-authorization").is_none());
     }
     let heads = parent.heads();
     assert_eq!(heads.len(), 2, "{heads:?}");
