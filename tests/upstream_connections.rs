@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{Origin, OriginKind, TestProxy};
+use support::{read_head, Origin, OriginKind, TestProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -108,15 +108,6 @@ where
         }
     });
     (port, task)
-}
-
-/// Reads a request head; `None` when the connection ends first.
-async fn read_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Option<Vec<u8>> {
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(stream.read_u8().await.ok()?);
-    }
-    Some(head)
 }
 
 async fn connection_number(client: &reqwest::Client, url: &str) -> String {

@@ -290,6 +290,15 @@ impl Origin {
     }
 }
 
+/// Reads a request head; `None` when the connection ends first.
+pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(stream.read_u8().await.ok()?);
+    }
+    Some(head)
+}
+
 /// A plain origin that reads one request head, writes `answer` as it is, then waits for
 /// the client to close; its port, and its task (to abort or await).
 pub async fn one_answer_origin(answer: impl Into<Vec<u8>>) -> (u16, JoinHandle<()>) {
@@ -298,10 +307,7 @@ pub async fn one_answer_origin(answer: impl Into<Vec<u8>>) -> (u16, JoinHandle<(
     let port = listener.local_addr().unwrap().port();
     let task = tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            head.push(stream.read_u8().await.unwrap());
-        }
+        read_head(&mut stream).await.unwrap();
         stream.write_all(&answer).await.unwrap();
         let _ = stream.read_u8().await;
     });
@@ -745,13 +751,9 @@ impl FakeParent {
             while let Ok((mut client, _)) = listener.accept().await {
                 let seen = seen.clone();
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    while !head.ends_with(b"\r\n\r\n") {
-                        let Ok(byte) = client.read_u8().await else {
-                            return;
-                        };
-                        head.push(byte);
-                    }
+                    let Some(head) = read_head(&mut client).await else {
+                        return;
+                    };
                     let head = String::from_utf8(head).unwrap();
                     seen.lock().unwrap().push(head.clone());
                     if let Some(answer) = answer {
