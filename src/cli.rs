@@ -319,6 +319,12 @@ pub fn parse_reverse(text: &str) -> Result<http::Uri, String> {
     let uri: http::Uri = text
         .parse()
         .map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    if uri.query().is_some() {
+        return Err(format!(
+            "{text:?} has a query: each request keeps its own query under the base URL's \
+             path, so give the base URL without one, e.g. https://baas.kinvey.com"
+        ));
+    }
     match (uri.scheme_str(), uri.host()) {
         (Some("http" | "https"), Some(_)) => Ok(uri),
         _ => Err(format!(
@@ -327,27 +333,40 @@ pub fn parse_reverse(text: &str) -> Result<http::Uri, String> {
     }
 }
 
-/// Parses `16M`, `512K`, `1G` or a plain byte count.
+/// Parses `16M`, `512K`, `1G` or a plain byte count; `KB`/`KiB` and the like read as
+/// `K` (every suffix counts in 1024s).
 pub fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
-    let (digits, multiplier) = match text.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let multiplier = match c.to_ascii_uppercase() {
-                'K' => 1 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                _ => return Err(format!("unknown size suffix {c:?}: use K, M or G")),
-            };
-            (&text[..i], multiplier)
+    let not_a_size = || format!("{text:?} is not a size: write e.g. 16M, 512K or 1048576");
+    let (digits, suffix) = text.split_at(
+        text.find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(text.len()),
+    );
+    let digits = digits.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(not_a_size());
+    }
+    let multiplier: usize = match suffix.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "unknown size suffix {suffix:?} in {text:?}: use K, M or G, e.g. 16M"
+            ))
         }
-        _ => (text, 1),
     };
     digits
-        .trim()
         .parse::<usize>()
         .ok()
         .and_then(|n| n.checked_mul(multiplier))
-        .ok_or_else(|| format!("{text:?} is not a size: write e.g. 16M, 512K or 1048576"))
+        .ok_or_else(|| {
+            format!(
+                "{text:?} is more bytes than kinspect can count: write at most {}G",
+                usize::MAX >> 30
+            )
+        })
 }
 
 /// Parses a `--listen` address: `IP:PORT`, `localhost:PORT` or a bare `PORT` (both on
@@ -360,6 +379,14 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     };
     if let Ok(port) = port_only.parse::<u16>() {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    let port = text.rsplit_once(':').map_or(text, |(_, port)| port);
+    if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_err()
+    {
+        return Err(format!(
+            "{text:?}: port {port} is out of range: write a port from 0 to 65535 \
+             (0 picks a free one)"
+        ));
     }
     text.parse().map_err(|_| {
         format!(
@@ -807,7 +834,10 @@ fn file_beside(dir: &Path, redacted: bool) -> std::io::Result<tempfile::NamedTem
 
 /// `kinspect open`: the UI on a capture file (which may still be growing).
 fn open(file: PathBuf) -> anyhow::Result<()> {
-    tui::require_terminal()?;
+    tui::require_terminal(&format!(
+        "list its flows with `kinspect ls {}` instead",
+        file.display()
+    ))?;
     // The guard keeps a HAR's temporary capture until the UI is done with it.
     let Readable {
         import,
@@ -915,7 +945,9 @@ enum Mode {
 
 fn run_session(args: ProxyArgs, mode: Mode) -> anyhow::Result<()> {
     if !args.headless {
-        tui::require_terminal()?;
+        tui::require_terminal(
+            "run the proxy with --headless, or list a capture with `kinspect ls FILE`",
+        )?;
     }
     // A bad filter is reported before anything is bound or created.
     let filter = args.parsed_filter()?;
@@ -1051,17 +1083,29 @@ async fn serve(
     }
     notice!("capture: {}", capture_path.display());
     let lan_addresses = setup::lan_addresses(addr);
-    for lan in &lan_addresses {
-        notice!("on your network: set a phone's Wi-Fi proxy to {lan} (then open http://kinspect.ca on it)");
-    }
-    if !lan_addresses.is_empty() && args.proxy_auth.is_none() {
-        notice!("  anyone on your network can use this proxy: consider --proxy-auth USER:PASS");
-    }
-    if args.allow_public && args.proxy_auth.is_none() {
-        notice!("  --allow-public without --proxy-auth makes this an open proxy for the internet");
-    }
     if let Some(reverse) = &args.reverse {
-        notice!("reverse proxy: requests to http://{addr}/ go to {reverse}");
+        let local = setup::local_proxy_addr(addr);
+        notice!("reverse proxy: requests to http://{local}/ go to {reverse}");
+        for lan in &lan_addresses {
+            notice!("on your network: set the app's base URL to http://{lan}/");
+        }
+        if args.allow_public {
+            notice!("  --allow-public: anyone on the internet can reach {reverse} through it");
+        } else if !lan_addresses.is_empty() {
+            notice!("  anyone on your network can reach {reverse} through it");
+        }
+    } else {
+        for lan in &lan_addresses {
+            notice!("on your network: set a phone's Wi-Fi proxy to {lan} (then open http://kinspect.ca on it)");
+        }
+        if !lan_addresses.is_empty() && args.proxy_auth.is_none() {
+            notice!("  anyone on your network can use this proxy: consider --proxy-auth USER:PASS");
+        }
+        if args.allow_public && args.proxy_auth.is_none() {
+            notice!(
+                "  --allow-public without --proxy-auth makes this an open proxy for the internet"
+            );
+        }
     }
     if let Some(parent) = &parent {
         if parent
@@ -1210,8 +1254,27 @@ mod tests {
         assert_eq!(parse_size("1048576"), Ok(1048576));
         assert_eq!(parse_size("16M"), Ok(16 << 20));
         assert_eq!(parse_size("512k"), Ok(512 << 10));
-        assert!(parse_size("12X").unwrap_err().contains("suffix"));
-        assert!(parse_size("lots").is_err());
+        assert!(parse_reverse("https://h.test/base/?k=1")
+            .unwrap_err()
+            .contains("has a query"));
+        assert!(parse_reverse("https://h.test/base/").is_ok());
+        assert!(parse_size("12X").unwrap_err().contains("suffix \"X\""));
+        assert!(parse_size("lots").unwrap_err().contains("is not a size"));
+        assert!(parse_size("abc").unwrap_err().contains("is not a size"));
+        assert!(parse_size("1.5M").unwrap_err().contains("is not a size"));
+        assert_eq!(parse_size("16MB"), Ok(16 << 20));
+        assert_eq!(parse_size("1KiB"), Ok(1 << 10));
+        assert_eq!(parse_size("2 gb"), Ok(2 << 30));
+        assert_eq!(parse_size("100B"), Ok(100));
+        assert!(parse_size("99999999999G")
+            .unwrap_err()
+            .contains("more bytes than kinspect can count"));
+        assert!(parse_listen("99999")
+            .unwrap_err()
+            .contains("port 99999 is out of range"));
+        assert!(parse_listen("127.0.0.1:70000")
+            .unwrap_err()
+            .contains("out of range"));
         assert_eq!(parse_listen("8081"), Ok("127.0.0.1:8081".parse().unwrap()));
         assert_eq!(
             parse_listen("localhost:8082"),

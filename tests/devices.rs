@@ -277,6 +277,56 @@ async fn reverse_mode_records_and_classifies_flows() {
         .ends_with("/simulate/error/BLInternalError"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reverse_mode_is_no_forward_proxy() {
+    use tokio::io::AsyncWriteExt;
+    let origin = Origin::start(OriginKind::Plain).await;
+    let base: http::Uri = origin.url("/").parse().unwrap();
+    let mut proxy = TestProxy::start(None, |c| c.reverse = Some(base)).await;
+    // A client that takes kinspect for its proxy: refused, whatever it asks for, and
+    // recorded. The URL names a port nothing listens on: it is never dialled.
+    let elsewhere = "http://127.0.0.1:9/appdata/x";
+    let refused = proxy.client().get(elsewhere).send().await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let said = refused.text().await.unwrap();
+    assert!(said.contains("not proxy requests"), "{said}");
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.request.url, elsewhere);
+    assert!(flow.error.is_some_and(|e| e.message.contains("--reverse")));
+
+    let mut tunnel = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    tunnel
+        .write_all(b"CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\n")
+        .await
+        .unwrap();
+    let head = support::read_head(&mut tunnel).await.unwrap();
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert!(proxy.next_flow().await.error.is_some());
+
+    // A path is a request to the origin, and so is a URL naming kinspect itself (the
+    // absolute form, which a server takes too: RFC 9112 §3.2.2).
+    let sdk = reqwest::Client::new();
+    let answer = sdk.get(format!("{}/status/200", proxy.url())).send().await;
+    assert_eq!(answer.unwrap().status(), 200);
+    assert_eq!(
+        proxy.next_flow().await.request.url,
+        origin.url("/status/200")
+    );
+    let to_itself = format!(
+        "GET http://{}/status/200 HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        proxy.addr, proxy.addr
+    );
+    let mut raw = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    raw.write_all(to_itself.as_bytes()).await.unwrap();
+    let head = support::read_head(&mut raw).await.unwrap();
+    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200"));
+    assert_eq!(
+        proxy.next_flow().await.request.url,
+        origin.url("/status/200")
+    );
+}
+
 #[test]
 fn kinspect_ca_shows_and_exports_without_the_key_unless_asked() {
     let home = tempfile::tempdir().unwrap();

@@ -233,7 +233,8 @@ fn the_ui_without_a_terminal_is_a_clear_error_not_a_panic() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    refused(open, "kinspect ls");
+    let open_advice = format!("kinspect ls {}` instead", capture.display());
+    refused(open, &open_advice);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -101,7 +101,7 @@ async fn an_upstream_proxy_that_refuses_is_a_502_that_says_what_it_answered() {
     let said = response.text().await.unwrap();
     assert!(said.contains("407 Proxy Authentication Required"), "{said}");
     assert!(
-        said.contains("--upstream-proxy http://USER:PASS@127.0.0.1:"),
+        said.contains("KINSPECT_UPSTREAM_PROXY=http://USER:PASS@127.0.0.1:"),
         "{said}"
     );
     let flow = proxy.next_flow().await;

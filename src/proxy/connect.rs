@@ -65,6 +65,11 @@ pub(crate) async fn route(
             };
         }
     }
+    if shared.config.reverse.is_some() {
+        if let Err(problem) = as_reverse_request(&shared, &mut req) {
+            return refuse_outright(&shared, peer, req, problem).await;
+        }
+    }
     if req.method() == Method::CONNECT {
         return handle_connect(shared, peer, permit, req).await;
     }
@@ -102,6 +107,30 @@ pub(crate) async fn route(
             forward(&shared, &client, kept, &target, req).await
         }
         None => ca_page::respond(&shared.ca, req.uri().path()).map(full_body),
+    }
+}
+
+/// In reverse-proxy mode kinspect is the app's server, not a proxy: a CONNECT or a URL
+/// naming another host is refused (nothing could guard such requests: `--proxy-auth`
+/// cannot be set with `--reverse`). A URL naming kinspect itself is taken as its path
+/// (RFC 9112 §3.2.2: a server takes the absolute form too); one naming the CA page
+/// host is served as usual.
+fn as_reverse_request(shared: &Shared, req: &mut Request<Incoming>) -> Result<(), &'static str> {
+    const NOT_A_PROXY: &str = "kinspect runs as a reverse proxy here (--reverse): it answers \
+        requests for its own address, not proxy requests (a CONNECT, or a URL naming \
+        another host); to proxy those too, run a second kinspect without --reverse";
+    if req.method() == Method::CONNECT {
+        return Err(NOT_A_PROXY);
+    }
+    match Target::of_uri(req.uri()) {
+        None => Ok(()),
+        Some(target) if ca_page::is_ca_host(&target.host) => Ok(()),
+        Some(target) if shared.itself.is_target(&target) => {
+            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            *req.uri_mut() = path.parse().map_err(|_| "bad request path")?;
+            Ok(())
+        }
+        Some(_) => Err(NOT_A_PROXY),
     }
 }
 

@@ -206,7 +206,9 @@ impl ParentProxy {
         let status = status_line.split_whitespace().nth(1).unwrap_or_default();
         let hint = match (status, &self.credentials) {
             ("407", None) => format!(
-                "; it asks for credentials: --upstream-proxy http://USER:PASS@{}",
+                "; it asks for credentials: start kinspect with \
+                 KINSPECT_UPSTREAM_PROXY=http://USER:PASS@{} (in the environment, where \
+                 other users cannot list the password as they can a command line)",
                 self.to_string().trim_start_matches("http://")
             ),
             ("407", Some(_)) => "; it refused the credentials given in --upstream-proxy".into(),

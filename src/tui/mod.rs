@@ -64,15 +64,13 @@ pub use state::summarize;
 
 /// Fails with what to do instead when there is no terminal to draw the UI on (output
 /// piped or redirected, no controlling terminal).
-pub fn require_terminal() -> anyhow::Result<()> {
+/// `instead` says what to run without one.
+pub fn require_terminal(instead: &str) -> anyhow::Result<()> {
     use std::io::IsTerminal;
     if std::io::stdout().is_terminal() {
         return Ok(());
     }
-    anyhow::bail!(
-        "the terminal UI needs a terminal, and standard output is not one: run the proxy \
-         with --headless, or list a capture with `kinspect ls FILE`"
-    )
+    anyhow::bail!("the terminal UI needs a terminal, and standard output is not one: {instead}")
 }
 
 /// Runs the UI until the user quits. `initial` flows are shown first, through `filter`
