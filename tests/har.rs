@@ -990,6 +990,25 @@ fn bodies_cut_at_max_body_export_their_whole_size_and_decoded_start() {
     assert_eq!(plain["_truncated"], true);
     assert!(plain.get("compression").is_none());
 
+    // None of it kept (`--max-body 0`): still its size, an empty text marked cut; and a
+    // request body so cut still has its postData.
+    let none_kept = entry(&json, cut(text.as_bytes(), 0));
+    assert_eq!(none_kept["size"], text.len());
+    assert_eq!(none_kept["text"], "");
+    assert_eq!(none_kept["_truncated"], true);
+    let client = "127.0.0.1:40000".parse().unwrap();
+    let mut upload = Flow::exchange(2, client, "POST", "http://localhost/a", Some(200));
+    upload.request.headers = json.iter().copied().collect();
+    upload.request.body = cut(text.as_bytes(), 0);
+    let upload = StoredFlow {
+        flow: upload,
+        kinvey: Default::default(),
+    };
+    let request = har::har_entry(&upload, Default::default(), &mut 0)["request"].clone();
+    assert_eq!(request["bodySize"], text.len());
+    assert_eq!(request["postData"]["text"], "");
+    assert_eq!(request["postData"]["_truncated"], true);
+
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(text.as_bytes()).unwrap();
     let gz = gz.finish().unwrap();
@@ -2007,6 +2026,26 @@ fn a_hars_replays_and_redacted_credentials_raise_no_behaviour_warning() {
     let resent = entry("9", "3", 500, "KinveyInternalErrorStop", "");
     let flows = listed(&[&stop, &resent]);
     assert_eq!(flows[1]["kinvey"]["warnings"][0]["code"], "stop_resent");
+
+    // kinspect's own HAR keeps the verdict it was exported with, made before redaction.
+    let verdict = r#""_kinvey":{"warnings":[{"code":"fix_resent_unchanged","message":"re-sent unchanged"}]},"#;
+    let exported_again = entry("8", "3", 401, "InvalidCredentials", verdict);
+    let flows = listed(&[&denied, &exported_again]);
+    assert_eq!(warnings(&flows[1]), 1, "{}", flows[1]);
+    assert_eq!(
+        flows[1]["kinvey"]["warnings"][0]["code"],
+        "fix_resent_unchanged"
+    );
+    // And one exported without a warning raises none it did not have.
+    let cleared = entry(
+        "9",
+        "3",
+        500,
+        "KinveyInternalErrorStop",
+        r#""_kinvey":{"warnings":[]},"#,
+    );
+    let flows = listed(&[&stop, &cleared]);
+    assert_eq!(warnings(&flows[1]), 0, "{}", flows[1]);
 }
 
 #[test]

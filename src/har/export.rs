@@ -376,10 +376,25 @@ fn body_content(
     headers: &Headers,
     redactor: &mut Redactor<'_>,
 ) -> (u64, Option<HarText>) {
+    let encoding = headers.get("content-encoding");
     if body.bytes.is_empty() {
+        // A body that came with none of it kept (`--max-body 0`): its size when it is
+        // known, and an empty text that `mark_cut` marks.
+        if body.truncated && body.wire_size > 0 {
+            let size = if encoding.is_none() {
+                body.wire_size
+            } else {
+                0
+            };
+            let text = HarText {
+                text: String::new(),
+                base64: false,
+                as_sent: false,
+            };
+            return (size, Some(text));
+        }
         return (0, None);
     }
-    let encoding = headers.get("content-encoding");
     let (decoded, as_sent) = match body.decoded(encoding.as_deref()) {
         Ok(decoded) => (decoded, false),
         Err(_) => (body.bytes.clone(), true),

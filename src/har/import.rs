@@ -249,7 +249,8 @@ fn read_entries(bytes: &[u8], path: &Path) -> Result<Imported, HarError> {
         }
         None => return Err(r.error("log.entries".into(), "missing")),
     };
-    // Each flow with the id kinspect exported it under (its `connection`), if any.
+    // Each flow with the id kinspect exported it under (its `connection`), if any, and
+    // the behaviour warnings it was exported with.
     let (mut flows, mut skipped) = (Vec::new(), Vec::new());
     for (index, entry) in entries.iter().enumerate() {
         match flow_from_entry(&r, index, entry) {
@@ -258,7 +259,7 @@ fn read_entries(bytes: &[u8], path: &Path) -> Result<Imported, HarError> {
                     .get("connection")
                     .and_then(Value::as_str)
                     .and_then(|id| id.parse::<FlowId>().ok());
-                flows.push((exported_id, flow))
+                flows.push((exported_id, flow, exported_warnings(entry)))
             }
             Err(e) => skipped.push(e),
         }
@@ -266,18 +267,18 @@ fn read_entries(bytes: &[u8], path: &Path) -> Result<Imported, HarError> {
     if flows.is_empty() && !skipped.is_empty() {
         return Err(skipped.remove(0));
     }
-    flows.sort_by_key(|(_, f)| f.started_at);
+    flows.sort_by_key(|(_, f, _)| f.started_at);
     // A replay's `_replayOf` names its original by the exported id.
     let renumbered: std::collections::HashMap<FlowId, FlowId> = flows
         .iter()
         .enumerate()
-        .filter_map(|(i, (exported, _))| Some(((*exported)?, i as FlowId + 1)))
+        .filter_map(|(i, (exported, _, _))| Some(((*exported)?, i as FlowId + 1)))
         .collect();
     let mut tracker = BehaviourTracker::new();
     let flows = flows
         .into_iter()
         .enumerate()
-        .map(|(i, (_, mut flow))| {
+        .map(|(i, (_, mut flow, exported))| {
             flow.id = i as u64 + 1;
             let analysis = kinvey::analyze(&flow);
             // Sent again from the UI, not by the app: as when recorded, no behaviour of
@@ -289,13 +290,23 @@ fn read_entries(bytes: &[u8], path: &Path) -> Result<Imported, HarError> {
                 }
                 None => tracker.observe(&flow, &analysis),
             };
-            StoredFlow {
-                kinvey: KinveySummary::new(&analysis, &warnings),
-                flow,
+            let mut kinvey = KinveySummary::new(&analysis, &warnings);
+            // kinspect's own verdict, made on the traffic before it was redacted or
+            // filtered, stands: the checks made again here may no longer tell.
+            if let Some(exported) = exported {
+                kinvey.warnings = exported;
             }
+            StoredFlow { kinvey, flow }
         })
         .collect();
     Ok(Imported { flows, skipped })
+}
+
+/// The behaviour warnings of a kinspect HAR's entry (`_kinvey.warnings`), if it has
+/// them: each a `code` and a `message`.
+fn exported_warnings(entry: &Value) -> Option<Vec<kinvey::Finding>> {
+    let warnings = entry.get("_kinvey")?.get("warnings")?;
+    serde_json::from_value(warnings.clone()).ok()
 }
 
 /// Imports the HAR at `path` leniently into a new capture file in a temporary directory,
