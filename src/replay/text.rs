@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Uri};
 
-use crate::flow::{Flow, FlowKind, HttpVersion};
+use crate::flow::{Flow, FlowErrorKind, FlowKind, HttpVersion};
 use crate::proxy::headers::{remove_in_order, strip_hop_by_hop_and};
 use crate::proxy::Target;
 
@@ -53,6 +53,24 @@ fn without_implied_host(headers: &mut HeaderMap, url: &Uri) {
 }
 
 impl ReplayRequest {
+    /// [`ReplayRequest::of`] for sending unchanged (`R`): also refused when kinspect
+    /// turned the request away as malformed or unroutable (a 400 of its own), since
+    /// what the flow holds of it is then kinspect's reading, not what the client sent,
+    /// and it never reached an origin. `e` may still start from it.
+    pub fn unchanged_of(flow: &Flow) -> Result<ReplayRequest, String> {
+        let answered_by_origin = flow.response.as_ref().is_some_and(|r| !r.from_proxy);
+        if let Some(error) = flow.error.as_ref().filter(|_| !answered_by_origin) {
+            if error.kind == FlowErrorKind::BadRequest {
+                return Err(format!(
+                    "kinspect refused flow {}'s request as sent ({}), so it never reached an \
+                     origin: e writes a corrected one",
+                    flow.id, error.message
+                ));
+            }
+        }
+        ReplayRequest::of(flow)
+    }
+
     /// The request of `flow` as its client sent it, or why it cannot be sent again.
     pub fn of(flow: &Flow) -> Result<ReplayRequest, String> {
         let id = flow.id;
@@ -383,6 +401,22 @@ mod tests {
         let mut tunnel = flow(&[], b"");
         tunnel.kind = FlowKind::Tunnel;
         assert!(ReplayRequest::of(&tunnel).unwrap_err().contains("tunnel"));
+        // kinspect's own 400: what the flow holds is kinspect's reading of the request.
+        let mut refused = flow(&[], b"");
+        refused.response.as_mut().unwrap().from_proxy = true;
+        refused.error = Some(crate::flow::FlowError {
+            kind: FlowErrorKind::BadRequest,
+            message: "a bad header".into(),
+        });
+        let said = ReplayRequest::unchanged_of(&refused).unwrap_err();
+        assert!(
+            said.contains("refused flow 3's request as sent (a bad header)"),
+            "{said}"
+        );
+        assert!(ReplayRequest::of(&refused).is_ok(), "e starts from it");
+        // The origin's own 400 is sent again.
+        refused.response.as_mut().unwrap().from_proxy = false;
+        assert!(ReplayRequest::unchanged_of(&refused).is_ok());
         let mut odd = flow(&[], b"");
         odd.request.url = "/relative".into();
         assert!(ReplayRequest::of(&odd)
