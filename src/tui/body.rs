@@ -85,9 +85,18 @@ pub fn body_lines(body: &CapturedBody, headers: &Headers, view: BodyView) -> Vec
     };
     match text {
         Some(text) => {
+            // A byte-order mark before JSON (which RFC 8259 §8.1 says not to send, and
+            // which many parsers refuse) is said, and the JSON still indented.
+            let (bom, json) = match text.strip_prefix('\u{feff}') {
+                Some(rest) => (true, rest),
+                None => (false, text),
+            };
             let is_json = view == BodyView::Pretty
-                && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
-            let pretty = is_json.then(|| pretty_json(text));
+                && serde_json::from_str::<serde::de::IgnoredAny>(json).is_ok();
+            if is_json && bom {
+                lines.push("(begins with a UTF-8 byte-order mark, EF BB BF)".into());
+            }
+            let pretty = is_json.then(|| pretty_json(json));
             let text = pretty.as_deref().unwrap_or(text);
             lines.extend(text.lines().map(shown_line));
         }
@@ -317,6 +326,20 @@ mod tests {
             ),
             ["(no body)"]
         );
+        // A byte-order mark first: said, and the JSON after it indented.
+        assert_eq!(
+            body_lines(
+                &body(b"\xef\xbb\xbf{\"a\": 1}"),
+                &Headers::default(),
+                BodyView::Pretty
+            ),
+            [
+                "(begins with a UTF-8 byte-order mark, EF BB BF)",
+                "{",
+                "  \"a\": 1",
+                "}"
+            ]
+        );
     }
 
     /// The lines of `sent`, a body with no header fields, in `view`.
@@ -450,8 +473,10 @@ mod tests {
     fn text_and_hex_views_show_the_body_as_sent() {
         let sent = b"\xef\xbb\xbf{ \"error\" : \"X \" }";
         let shown = |view| body_lines(&body(sent), &Headers::default(), view);
-        // Not JSON with its byte-order mark: text in both text views.
-        assert_eq!(shown(BodyView::Pretty), shown(BodyView::Text));
+        // JSON after a byte-order mark: the text view shows it as sent, the pretty one
+        // says it is there.
+        assert_eq!(shown(BodyView::Text), ["\u{feff}{ \"error\" : \"X \" }"]);
+        assert!(shown(BodyView::Pretty)[0].contains("byte-order mark"));
         let json = br#"{ "error" : "X ","n":1.10 }"#;
         let shown = |view| body_lines(&body(json), &Headers::default(), view);
         assert_eq!(shown(BodyView::Text), [r#"{ "error" : "X ","n":1.10 }"#]);

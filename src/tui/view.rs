@@ -782,6 +782,16 @@ fn labelled_lines(lines: &mut Vec<String>, label: &str, text: &str) {
     }
 }
 
+/// True for an HTTP/1 request whose head gives its body no length: it has none.
+fn declares_no_body(request: &crate::flow::RequestRecord) -> bool {
+    request.version != crate::flow::HttpVersion::Http2
+        && request.headers.get("transfer-encoding").is_none()
+        && request
+            .headers
+            .get("content-length")
+            .is_none_or(|length| length.trim() == "0")
+}
+
 /// The text of one detail tab of a fully loaded flow.
 pub fn detail_lines(stored: &StoredFlow, tab: Tab, view: BodyView) -> Vec<String> {
     let flow = &stored.flow;
@@ -818,6 +828,8 @@ pub fn detail_lines(stored: &StoredFlow, tab: Tab, view: BodyView) -> Vec<String
             }
             lines.push(String::new());
             match under_way {
+                // HTTP/1 says whether a request has a body in its head (RFC 9112 §6.3).
+                true if declares_no_body(request) => lines.push("(no body)".into()),
                 true => lines.push(format!("body {UNDER_WAY}")),
                 false if is_relayed(flow) => {
                     lines.push(relayed_line(request.body.wire_size, "from the client"))
@@ -1479,8 +1491,9 @@ mod tests {
     #[test]
     fn a_flow_under_way_says_so_instead_of_no_body_and_zero_timings() {
         let client = "127.0.0.1:5000".parse().unwrap();
-        let flow = crate::flow::Flow::exchange(1, client, "POST", "http://a.test/", None);
-        let stored = StoredFlow {
+        let mut flow = crate::flow::Flow::exchange(1, client, "POST", "http://a.test/", None);
+        flow.request.headers = [("Content-Length", "5")].into_iter().collect();
+        let mut stored = StoredFlow {
             flow,
             kinvey: KinveySummary::default(),
         };
@@ -1494,6 +1507,14 @@ mod tests {
             }
             assert!(!lines.iter().any(|l| l.contains("(no body)")), "{lines:?}");
         }
+        // An HTTP/1.1 head with no length has no body, under way or not; over HTTP/2
+        // only the stream's end tells.
+        stored.flow.request.headers = Default::default();
+        let lines = detail_lines(&stored, Tab::Request, BodyView::Pretty);
+        assert_eq!(lines.last().map(String::as_str), Some("(no body)"));
+        stored.flow.request.version = crate::flow::HttpVersion::Http2;
+        let lines = detail_lines(&stored, Tab::Request, BodyView::Pretty);
+        assert!(lines.last().unwrap().contains("under way"), "{lines:?}");
     }
 
     #[test]
