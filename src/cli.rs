@@ -855,12 +855,18 @@ fn open(file: PathBuf) -> anyhow::Result<()> {
     drop(reader);
     let source = SourceInfo {
         listen: None,
-        capture: file,
+        capture: file.clone(),
         ca: None,
-        har,
+        har: har.clone(),
         har_left_out,
     };
-    tui::run(source, flows, Feed::File, None)
+    let shown = tui::run(source, flows, Feed::File, None);
+    // A kinspect that stopped while this one read its capture could not take the file
+    // out of WAL mode: the last reader out does (every connection of the UI is closed).
+    if har.is_none() {
+        crate::capture::fold_left_log(&file);
+    }
+    shown
 }
 
 /// `kinspect report`: the support report of the flow(s) with a request id.

@@ -482,3 +482,59 @@ fn an_open_websockets_messages_show_as_they_come() {
     origin_thread.join().unwrap();
     tmux.keys(&["Q"]);
 }
+
+#[test]
+fn a_viewer_left_reading_a_stopped_capture_takes_it_out_of_wal_mode_when_it_quits() {
+    if !tool_available("tmux") {
+        return;
+    }
+    use kinspect::capture::{CaptureWriter, StoredFlow};
+    let home = tempfile::tempdir().unwrap();
+    let capture = home.path().join("c.db");
+    let wal = home.path().join("c.db-wal");
+    let mut writer = CaptureWriter::open(&capture).unwrap();
+    let mut write = |id, host: &str| {
+        let client = "127.0.0.1:5000".parse().unwrap();
+        let url = format!("http://{host}/");
+        let flow = kinspect::flow::Flow::exchange(id, client, "GET", &url, Some(200));
+        writer
+            .write_batch(&[StoredFlow {
+                flow,
+                kinvey: Default::default(),
+            }])
+            .unwrap();
+    };
+    write(1, "seen.test");
+    let tmux = Tmux {
+        socket: format!("kinspect-test-wal-{}", std::process::id()),
+    };
+    let command = format!(
+        "KINSPECT_HOME={home} {} open {capture}",
+        env!("CARGO_BIN_EXE_kinspect"),
+        home = home.path().display(),
+        capture = capture.display(),
+    );
+    tmux.start(&command, 120, 30);
+    tmux.wait_for("the flow", |s| s.contains("seen.test"));
+    // Followed as it grows: the viewer has the file open.
+    write(2, "followed.test");
+    tmux.wait_for("the new flow", |s| s.contains("followed.test"));
+    // The recording ends while the viewer reads: the file stays in WAL mode.
+    drop(writer);
+    assert!(wal.exists(), "the writer could not switch WAL mode off");
+    tmux.keys(&["q"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while wal.exists() {
+        assert!(Instant::now() < deadline, "the viewer left the -wal file");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let conn = rusqlite::Connection::open(&capture).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(mode, "delete");
+    let flows: i64 = conn
+        .query_row("SELECT count(*) FROM flows", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(flows, 2);
+}
