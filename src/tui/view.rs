@@ -448,7 +448,9 @@ fn kinvey_cell_text(kinvey: &KinveySummary) -> Option<&str> {
 /// Columns a flow's KINVEY cell takes ([`kinvey_cell`]), without drawing it: the badge
 /// (6) and a space, two marks and a space, then the text.
 pub(super) fn kinvey_cell_width(kinvey: &KinveySummary) -> usize {
-    kinvey_cell_text(kinvey).map_or(0, |text| 10 + unicode_width::UnicodeWidthStr::width(text))
+    kinvey_cell_text(kinvey).map_or(0, |text| {
+        KINVEY_MARKS_WIDTH + unicode_width::UnicodeWidthStr::width(text)
+    })
 }
 
 /// The list's KINVEY cell: the class badge, ⚑ when the flow has an anomaly and ⚠ when
@@ -488,6 +490,37 @@ pub(super) fn kinvey_cell(kinvey: &KinveySummary) -> Line<'static> {
         Span::raw(text),
     ])
 }
+
+/// [`kinvey_cell`] in `width` columns: a name that does not fit ends in `…`, so that a
+/// cut one is not taken for another (`KinveyInternalErrorRetry` and `…Stop` cut alike).
+fn kinvey_cell_within(kinvey: &KinveySummary, width: u16) -> Line<'static> {
+    let mut cell = kinvey_cell(kinvey);
+    let width = usize::from(width);
+    if cell.width() <= width {
+        return cell;
+    }
+    let Some(text) = cell.spans.last_mut() else {
+        return cell;
+    };
+    let room = width.saturating_sub(KINVEY_MARKS_WIDTH + 1);
+    let mut cut = String::new();
+    let mut used = 0;
+    for c in text.content.chars() {
+        let w = unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+        if used + w > room {
+            break;
+        }
+        used += w;
+        cut.push(c);
+    }
+    cut.push('…');
+    text.content = cut.into();
+    cell
+}
+
+/// Columns of a KINVEY cell before its text: the badge (6) and a space, two marks and a
+/// space.
+const KINVEY_MARKS_WIDTH: usize = 10;
 
 /// A column of the flow list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -590,8 +623,14 @@ fn list_columns(width: u16, id_digits: u16, kinvey_cells: u16) -> (Vec<Column>, 
             .sum::<u16>()
     };
     let mut shown = Column::ALL.to_vec();
-    // The KINVEY column first gives up the room only the longest names need (most are
-    // under 22 characters), then the least useful columns go, then it narrows further.
+    // TYPE and DUR go before an error name is cut; then the KINVEY column gives up the
+    // room only the longest names need (most are under 22 characters), then the other
+    // columns go, then it narrows further.
+    for dropped in [Column::Type, Column::Duration] {
+        if needed(&shown) > width {
+            shown.retain(|c| *c != dropped);
+        }
+    }
     let given = needed(&shown)
         .saturating_sub(width)
         .min(KINVEY_GIVES_FIRST)
@@ -661,7 +700,7 @@ fn draw_list(frame: &mut Frame<'_>, area: Rect, app: &App) {
                     ),
                     false => short_duration(flow.duration()),
                 }),
-                Column::Kinvey => Cell::from(kinvey_cell(kinvey)),
+                Column::Kinvey => Cell::from(kinvey_cell_within(kinvey, kinvey_width)),
             };
             Row::new(columns.iter().map(|&c| cell(c))).style(style)
         });
@@ -1583,9 +1622,9 @@ mod tests {
 
     #[test]
     fn the_id_column_is_as_wide_as_the_largest_id() {
-        let (columns, _, _) = list_columns(130, 4, 44);
+        let (columns, _, _) = list_columns(128, 4, 30);
         assert_eq!(columns.len(), 10);
-        let (columns, _, _) = list_columns(130, 6, 44);
+        let (columns, _, _) = list_columns(128, 6, 30);
         assert!(
             !columns.contains(&Column::Type),
             "two more digits take its room"
@@ -1599,10 +1638,15 @@ mod tests {
         // Every column, the longest error name whole, and room for the path.
         let (all, kinvey, _) = list_columns(160, 4, 60);
         assert_eq!((all.len(), kinvey), (10, 44));
-        // The KINVEY column gives up what only long names need, then TYPE and DUR go.
+        // TYPE and DUR go, then the KINVEY column gives up what only long names need.
         let (columns, kinvey, _) = list_columns(120, 4, 44);
         assert!(!columns.contains(&Column::Type) && !columns.contains(&Column::Duration));
         assert!(columns.contains(&Column::Time) && columns.contains(&Column::Size));
+        assert_eq!(kinvey, 34);
+        // The demo's widest cell (`RETRY ⚑ ⚠ KinveyInternalErrorRetry`) on 120 columns:
+        // whole, TYPE and DUR left out for it.
+        let (columns, kinvey, _) = list_columns(120, 2, 34);
+        assert!(!columns.contains(&Column::Type) && !columns.contains(&Column::Duration));
         assert_eq!(kinvey, 34);
         let (columns, kinvey, _) = list_columns(60, 4, 44);
         assert_eq!(
@@ -1632,6 +1676,23 @@ mod tests {
         );
         assert_eq!(8 + (path + 1) + 8 + (kinvey + 1), 44);
         assert_eq!(list_columns(20, 2, 0).2, MIN_PATH);
+    }
+
+    #[test]
+    fn a_kinvey_cell_cut_to_its_column_ends_in_an_ellipsis() {
+        let retry = KinveySummary {
+            error: Some("KinveyInternalErrorRetry".into()),
+            class: Some(crate::kinvey::ErrorClass::Retry),
+            known: true,
+            ..KinveySummary::default()
+        };
+        let whole = text(&kinvey_cell_within(&retry, 34));
+        assert!(whole.ends_with("KinveyInternalErrorRetry"), "{whole}");
+        let cut = kinvey_cell_within(&retry, 20);
+        assert_eq!(cut.width(), 20);
+        assert!(text(&cut).ends_with(" KinveyInt…"), "{}", text(&cut));
+        // Too narrow for any of the name: the mark alone says there is one.
+        assert!(text(&kinvey_cell_within(&retry, 11)).ends_with('…'));
     }
 
     #[test]
