@@ -576,13 +576,20 @@ fn jump_to_match(detail: &mut Detail, forward: bool, width: usize, message: &mut
         (false, Some(&line)) => line >= detail.scroll,
         _ => false,
     };
-    if wrapped && hits.len() > 1 {
-        *message = Some(format!(
-            "search wrapped to the {}",
-            if forward { "first match" } else { "last match" }
-        ));
-    } else if wrapped {
-        *message = Some(format!("{term:?}: the only match"));
+    // Where it is among the lines that have the term, as vim counts `[2/4]`.
+    let place = found.and_then(|line| hits.iter().position(|hit| hit == line));
+    let count = |place: usize| format!("{term:?} {}/{}", place + 1, hits.len());
+    match place {
+        Some(_) if hits.len() == 1 => *message = Some(format!("{term:?}: the only match")),
+        Some(place) if wrapped => {
+            *message = Some(format!(
+                "search wrapped to the {}: {}",
+                if forward { "first match" } else { "last match" },
+                count(place)
+            ))
+        }
+        Some(place) => *message = Some(count(place)),
+        None => {}
     }
     match found {
         Some(&line) => detail.scroll = line,
@@ -1383,21 +1390,22 @@ mod tests {
             _ => panic!(),
         };
         let first = scroll(&a);
+        assert_eq!(a.message.as_deref(), Some("\"needle\" 1/2"));
         press(&mut a, KeyCode::Char('n'));
         let second = scroll(&a);
         assert!(second > first, "{first} then {second}");
-        assert_eq!(a.message, None);
+        assert_eq!(a.message.as_deref(), Some("\"needle\" 2/2"));
         press(&mut a, KeyCode::Char('n'));
         assert_eq!(scroll(&a), first, "wraps around");
         assert_eq!(
             a.message.as_deref(),
-            Some("search wrapped to the first match")
+            Some("search wrapped to the first match: \"needle\" 1/2")
         );
         press(&mut a, KeyCode::Char('N'));
         assert_eq!(scroll(&a), second);
         assert_eq!(
             a.message.as_deref(),
-            Some("search wrapped to the last match")
+            Some("search wrapped to the last match: \"needle\" 2/2")
         );
         // The prompt opens empty; Enter on nothing searches the last term again.
         press(&mut a, KeyCode::Char('/'));
