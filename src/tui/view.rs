@@ -164,13 +164,14 @@ fn status_line(app: &App, width: usize) -> String {
         (false, Some(name)) => name.to_string_lossy().into_owned(),
         _ => path.display().to_string(),
     };
-    let line = |whole_paths: bool, with_ca: bool, help_first: bool| {
+    let filter_text = app.filter.as_ref().map(|f| f.text().to_owned());
+    let line = |whole_paths: bool, with_ca: bool, help_first: bool, filter: Option<&str>| {
         let mut parts = vec![format!("flows {}/{}", app.view.len(), app.flows.len())];
         if help_first {
             parts.push("? help".into());
         }
-        if let Some(filter) = &app.filter {
-            parts.push(format!("filter {}", filter.text()));
+        if let Some(filter) = filter {
+            parts.push(format!("filter {filter}"));
         }
         if app.follow {
             parts.push("follow".into());
@@ -190,11 +191,37 @@ fn status_line(app: &App, width: usize) -> String {
         }
         format!(" kinspect │ {}", parts.join(" │ "))
     };
-    [(true, true), (false, true), (false, false)]
+    let filter = filter_text.as_deref();
+    if let Some(fits) = [(true, true), (false, true), (false, false)]
         .into_iter()
-        .map(|(whole_paths, with_ca)| line(whole_paths, with_ca, false))
+        .map(|(whole_paths, with_ca)| line(whole_paths, with_ca, false, filter))
         .find(|line| line.width() <= width)
-        .unwrap_or_else(|| line(false, false, true))
+    {
+        return fits;
+    }
+    let narrow = line(false, false, true, filter);
+    // Still too wide: the filter (which the user typed) is cut before the proxy's
+    // address (which a device needs) goes past the edge.
+    match filter {
+        Some(filter) if narrow.width() > width => {
+            let room = filter
+                .width()
+                .saturating_sub(narrow.width() - width + 1)
+                .max(8);
+            let cut: String = filter
+                .chars()
+                .scan(0, |used, c| {
+                    *used += unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+                    (*used <= room).then_some(c)
+                })
+                .collect();
+            match cut.len() < filter.len() {
+                true => line(false, false, true, Some(&format!("{cut}…"))),
+                false => narrow,
+            }
+        }
+        _ => narrow,
+    }
 }
 
 /// A prompt's error (or a message) as shown `width` cells wide: its first line wrapped
@@ -1238,6 +1265,11 @@ mod tests {
             }
         }
         assert!(status_line(&app, 240).contains("/home/ada/.kinspect/captures/"));
+        // Narrow: the filter is cut before the proxy's address goes past the edge.
+        let narrow = status_line(&app, 100);
+        let proxy = narrow.find("proxy http://127.0.0.1:8080 ").unwrap();
+        assert!(narrow[..proxy].contains("filter ~k & !~u…"), "{narrow}");
+        assert!(narrow[..proxy].width() + 27 <= 100, "{narrow}");
     }
 
     #[test]
