@@ -271,6 +271,24 @@ fn prompt_window(before: &str, after: &str, width: usize) -> String {
     }
 }
 
+/// The key hints that fit in `width` columns, whole, in their order: one that does not
+/// fit is left out rather than cut.
+fn hints_within<'a>(hints: impl Iterator<Item = &'a &'a str>, width: usize) -> String {
+    use unicode_width::UnicodeWidthStr;
+    let mut line = String::new();
+    for hint in hints {
+        let gap = if line.is_empty() { 0 } else { 2 };
+        if line.width() + gap + hint.width() > width {
+            break;
+        }
+        if gap > 0 {
+            line.push_str("  ");
+        }
+        line.push_str(hint);
+    }
+    line
+}
+
 /// What `q` asks in the list while kinspect is proxying.
 const QUIT_QUESTION: &str = "stop the proxy and quit? y / n (Q quits at once)";
 
@@ -307,18 +325,48 @@ fn bottom_text(app: &App, width: usize) -> Vec<Line<'static>> {
             .into_iter()
             .map(Line::from)
             .collect(),
-        None => vec![Line::styled(
-            match app.screen {
-                // `? help` is on the status bar above.
-                Screen::List if live => "Enter details  f filter  q quit  i request id  K Kinvey errors  r report  R resend  e edit+send  E export HAR  F follow  z clear",
-                Screen::List => "Enter details  f filter  q quit  i request id  K Kinvey errors  r report  E export HAR  F follow  z clear",
-                Screen::Detail(_) if live => "Tab/←→ tabs  j/k scroll  ? help  q back  / search  n/N next/prev match  v body  r report  R resend  e edit+send",
-                Screen::Detail(_) => "Tab/←→ tabs  j/k scroll  ? help  q back  / search  n/N next/prev match  v body  r report",
-                Screen::KinveySummary { .. } => "j/k move  Enter list those flows  q back",
-                _ => "j/k scroll  q back",
-            },
-            Style::new().fg(Color::DarkGray),
-        )],
+        None => {
+            // `? help` is on the status bar above the list.
+            let hints: &[&str] = match app.screen {
+                Screen::List => &[
+                    "Enter details",
+                    "f filter",
+                    "q quit",
+                    "i request id",
+                    "K Kinvey errors",
+                    "r report",
+                    "R resend",
+                    "e edit+send",
+                    "E export HAR",
+                    "F follow",
+                    "z clear",
+                ],
+                Screen::Detail(_) => &[
+                    "Tab/←→ tabs",
+                    "j/k scroll",
+                    "? help",
+                    "q back",
+                    "/ search",
+                    "n/N next/prev match",
+                    "v body",
+                    "r report",
+                    "R resend",
+                    "e edit+send",
+                    "c copy as curl",
+                    "w save body",
+                    "]/[ next/prev flow",
+                ],
+                Screen::KinveySummary { .. } => &["j/k move", "Enter list those flows", "q back"],
+                _ => &["j/k scroll", "q back"],
+            };
+            let shown = hints
+                .iter()
+                .filter(|hint| live || !matches!(**hint, "R resend" | "e edit+send"));
+            vec![Line::styled(
+                hints_within(shown, width),
+                Style::new().fg(Color::DarkGray),
+            )]
+        }
     }
 }
 
@@ -1238,6 +1286,17 @@ mod tests {
 
     fn text(line: &Line<'_>) -> String {
         line.spans.iter().map(|s| s.content.as_ref()).collect()
+    }
+
+    #[test]
+    fn key_hints_that_do_not_fit_are_left_out_whole() {
+        let hints = ["Enter details", "f filter", "z clear"];
+        assert_eq!(
+            hints_within(hints.iter(), 80),
+            "Enter details  f filter  z clear"
+        );
+        assert_eq!(hints_within(hints.iter(), 30), "Enter details  f filter");
+        assert_eq!(hints_within(hints.iter(), 5), "");
     }
 
     #[test]
