@@ -274,7 +274,7 @@ fn read_entries(bytes: &[u8], path: &Path) -> Result<Imported, HarError> {
         .enumerate()
         .filter_map(|(i, (exported, _, _))| Some(((*exported)?, i as FlowId + 1)))
         .collect();
-    let mut tracker = BehaviourTracker::new();
+    let mut tracker = BehaviourTracker::for_imported_times();
     let flows = flows
         .into_iter()
         .enumerate()

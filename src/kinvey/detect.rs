@@ -105,8 +105,18 @@ pub fn analyze(flow: &Flow) -> KinveyAnalysis {
         }
     }
 
-    if analysis.is_kinvey() && analysis.api_version.is_none() {
-        analysis.anomalies.push(Anomaly::MissingApiVersion);
+    if analysis.is_kinvey() {
+        match &analysis.api_version {
+            None => analysis
+                .anomalies
+                .push(Anomaly::MissingApiVersion { sent: None }),
+            // Version 0: the errors of before API version 1.
+            Some(version) if version.parse::<u32>() == Ok(0) => {
+                let sent = Some(version.clone());
+                analysis.anomalies.push(Anomaly::MissingApiVersion { sent });
+            }
+            Some(_) => {}
+        }
     }
     analysis
 }
@@ -167,13 +177,35 @@ fn read_object(
     // Kinvey's X-Kinvey-ResponseWrapper shape; another server's `result` is its own.
     if kinvey && object.contains_key("result") && object.contains_key("headers") {
         analysis.anomalies.push(Anomaly::WrappedBody);
+        // The request id an SDK asked for in the body
+        // (`X-Kinvey-Include-Headers-In-Response`), when the response has none.
+        if analysis.request_id.is_none() {
+            analysis.request_id = object
+                .get("headers")
+                .and_then(Value::as_object)
+                .and_then(|headers| {
+                    headers
+                        .iter()
+                        .find(|(name, _)| name.eq_ignore_ascii_case("x-kinvey-request-id"))
+                })
+                .and_then(|(_, id)| id.as_str())
+                .map(|id| id.trim().to_owned())
+                .filter(|id| !id.is_empty());
+        }
         let status = object
             .get("statusCode")
             .and_then(Value::as_u64)
-            .and_then(|s| u16::try_from(s).ok())
-            .unwrap_or(http_status);
-        if let Some(Value::Object(inner)) = object.get("result") {
-            read_object(inner, status, kinvey, analysis);
+            .and_then(|s| u16::try_from(s).ok());
+        match (object.get("result"), status) {
+            (Some(Value::Object(inner)), Some(status)) => {
+                read_object(inner, status, kinvey, analysis)
+            }
+            // No status inside: an error in the result is one all the same, with no
+            // status to hold it against.
+            (Some(Value::Object(inner)), None) if inner.get("error").is_some() => {
+                read_error(inner, http_status, ErrorAt::Wrapped, kinvey, analysis)
+            }
+            _ => {}
         }
         return;
     }
@@ -195,7 +227,13 @@ fn read_object(
         }
         return;
     }
-    if http_status >= 400 {
+    // A known Kinvey error under a status below 400 is an error still, flagged for its
+    // status: an app that reads the status alone takes it for a success.
+    let known = object
+        .get("error")
+        .and_then(Value::as_str)
+        .is_some_and(|name| lookup(name.trim()).is_some());
+    if http_status >= 400 || known {
         read_error(object, http_status, ErrorAt::Body, kinvey, analysis);
     }
 }
@@ -208,6 +246,8 @@ fn read_object(
 enum ErrorAt {
     Body,
     Batch(Option<u64>),
+    /// The result of an `X-Kinvey-ResponseWrapper` body that gives no `statusCode`.
+    Wrapped,
 }
 
 fn read_error(
@@ -334,7 +374,7 @@ fn push_error(
         known,
         index: match at {
             ErrorAt::Batch(index) => index,
-            ErrorAt::Body => None,
+            ErrorAt::Body | ErrorAt::Wrapped => None,
         },
     });
 }
@@ -829,9 +869,24 @@ mod tests {
         assert!(starts_an_object(b" \r\n\t{\"a\":1}"));
         assert!(!starts_an_object(b"[{\"error\":\"EntityNotFound\"}]"));
         assert!(!starts_an_object(b""));
-        let wrapped = "\n {\"result\":{\"error\":\"EntityNotFound\"},\"headers\":{}}";
+        // A wrapper without a statusCode: the error in its result is read all the same
+        // (no status to hold it against), and the request id the SDK asked for in it.
+        let wrapped = "\n {\"result\":{\"error\":\"EntityNotFound\"},\"headers\":{\"X-Kinvey-Request-Id\":\"inner1\"}}";
         let a = analyze(&flow(200, &[JSON], wrapped));
         assert_eq!(codes(&a), ["wrapped_body"]);
+        assert_eq!(a.primary().unwrap().class, ErrorClass::Fix);
+        assert_eq!(a.request_id.as_deref(), Some("inner1"));
+        // A known Kinvey error under a success status: an error, flagged for its status;
+        // an app's own document with an `error` field is none.
+        let a = analyze(&flow(
+            200,
+            &[JSON],
+            r#"{"error":"KinveyInternalErrorRetry","description":"x"}"#,
+        ));
+        assert_eq!(codes(&a), ["status_mismatch"]);
+        assert_eq!(a.primary().unwrap().class, ErrorClass::Retry);
+        let own = analyze(&flow(200, &[JSON], r#"{"error":"jam","description":"d"}"#));
+        assert!(own.errors.is_empty() && own.anomalies.is_empty(), "{own:?}");
         // At 400 and above anything is read: a body that is not JSON may still name one.
         let a = analyze(&flow(401, &[JSON], "“error”: “InvalidCredentials”"));
         assert_eq!(codes(&a), ["unparseable_body"]);
@@ -898,6 +953,17 @@ mod tests {
             analyze(&other).anomalies.is_empty(),
             "not a Kinvey exchange"
         );
+        // Version 0 asks for the errors of before version 1.
+        f.request.headers = headers(&[("X-Kinvey-API-Version", " 0 ")]);
+        let a = analyze(&f);
+        assert_eq!(codes(&a), ["missing_api_version"]);
+        assert!(
+            a.anomalies[0].message().contains("API-Version 0:"),
+            "{}",
+            a.anomalies[0].message()
+        );
+        f.request.headers = headers(&[("X-Kinvey-API-Version", "1")]);
+        assert!(analyze(&f).anomalies.is_empty());
     }
 
     #[test]

@@ -127,8 +127,12 @@ pub enum Anomaly {
         /// How many elements failed.
         count: usize,
     },
-    /// A request to Kinvey without `X-Kinvey-API-Version` (no structured errors).
-    MissingApiVersion,
+    /// A request to Kinvey without `X-Kinvey-API-Version`, or asking for version 0 (no
+    /// structured errors).
+    MissingApiVersion {
+        /// The version it asked for, when it named one below 1.
+        sent: Option<String>,
+    },
 }
 
 impl Anomaly {
@@ -146,7 +150,7 @@ impl Anomaly {
             Anomaly::DebugIsObject => "debug_is_object",
             Anomaly::WrappedBody => "wrapped_body",
             Anomaly::BatchErrors { .. } => "batch_errors",
-            Anomaly::MissingApiVersion => "missing_api_version",
+            Anomaly::MissingApiVersion { .. } => "missing_api_version",
         }
     }
 
@@ -195,14 +199,18 @@ impl Anomaly {
             }
             Anomaly::DebugIsObject => "debug is an object, not a string".into(),
             Anomaly::WrappedBody => {
-                "the body is wrapped as {result, headers} (X-Kinvey-ResponseWrapper); the real status is inside".into()
+                "the body is wrapped as {result, headers} (X-Kinvey-ResponseWrapper): what the exchange returned, and any headers the SDK asked for, are inside it".into()
             }
             Anomaly::BatchErrors { count } => {
                 format!("the 207 batch response carries {count} failed element(s) in errors[]")
             }
-            Anomaly::MissingApiVersion => {
+            Anomaly::MissingApiVersion { sent: None } => {
                 "the request has no X-Kinvey-API-Version header: Kinvey only sends structured errors from API version 1 on".into()
             }
+            Anomaly::MissingApiVersion { sent: Some(version) } => format!(
+                "the request asks for X-Kinvey-API-Version {}: Kinvey only sends structured errors from API version 1 on",
+                crate::flow::printable_line(version)
+            ),
         }
     }
 }
