@@ -329,7 +329,13 @@ impl BehaviourTracker {
                         error: error.clone(),
                     })
                 }
-                Some((ErrorClass::Retry, _)) => {
+                // Another document to the same URL is another request, as for STOP
+                // (when both bodies can be told apart).
+                Some((ErrorClass::Retry, _))
+                    if previous.body.is_none()
+                        || body_of(flow).is_none()
+                        || previous.body == body_of(flow) =>
+                {
                     retry_gap = Some(gap).filter(|gap| *gap < SERIES_BREAK);
                     if gap < MIN_BACKOFF {
                         warnings.push(BehaviourWarning::RetryWithoutBackoff {
@@ -355,7 +361,7 @@ impl BehaviourTracker {
             .then(|| digest_of(flow))
             .flatten();
         // Digested only where it is compared, as the request's.
-        let body = matches!(error, Some((ErrorClass::Stop, _)))
+        let body = matches!(error, Some((ErrorClass::Stop | ErrorClass::Retry, _)))
             .then(|| body_of(flow))
             .flatten();
         self.last.put(
@@ -539,6 +545,12 @@ mod tests {
             codes(&t.observe(&attempt(2, 30, ""), &retry)),
             ["retry_without_backoff"]
         );
+        // Another document to the same URL is another request, no retry of the first.
+        let mut other = BehaviourTracker::new();
+        other.observe(&attempt(1, 0, "{}"), &retry);
+        assert!(other
+            .observe(&attempt(2, 30, "{\"other\":1}"), &retry)
+            .is_empty());
 
         let mut good = BehaviourTracker::new();
         good.observe(&attempt(1, 0, ""), &retry);
