@@ -265,7 +265,14 @@ fn read_error(
             if !is_taken(kinvey, name, description.is_some()) {
                 return;
             }
-            (name.clone(), description)
+            // Batch elements have a shape of their own.
+            if description.is_none() && !matches!(at, ErrorAt::Batch(_)) {
+                let message_instead = object.contains_key("message");
+                analysis
+                    .anomalies
+                    .push(Anomaly::MissingDescription { message_instead });
+            }
+            (name.clone(), description.or(object.get("message")))
         }
         // Kinvey's `error` is a name; anything else in a failed Kinvey exchange (or
         // beside a `description`) is flagged, and named by what it is: a number or a
@@ -758,7 +765,7 @@ mod tests {
             let a = analyze(&flow(
                 status,
                 &[JSON],
-                r#"{"error":"APIVersionNotAvailable"}"#,
+                r#"{"error":"APIVersionNotAvailable","description":"d"}"#,
             ));
             assert!(a.anomalies.is_empty(), "{status}");
         }
@@ -798,7 +805,7 @@ mod tests {
         let a = analyze(&flow(
             500,
             &[("content-type", "text/html")],
-            r#"{"error":"KinveyInternalErrorStop"}"#,
+            r#"{"error":"KinveyInternalErrorStop","description":"d"}"#,
         ));
         assert_eq!(codes(&a), ["non_json_content_type"]);
         assert_eq!(a.primary().unwrap().class, ErrorClass::Stop);
@@ -810,11 +817,22 @@ mod tests {
         ));
         assert_eq!(codes(&a), ["name_message_variant"]);
         assert_eq!(a.primary().unwrap().description.as_deref(), Some("gone"));
+        // No description (Kinvey's page: always there), or half the variant.
+        let a = analyze(&flow(404, &[JSON], r#"{"error":"EntityNotFound"}"#));
+        assert_eq!(codes(&a), ["missing_description"]);
+        let a = analyze(&flow(
+            404,
+            &[JSON],
+            r#"{"error":"EntityNotFound","message":"gone"}"#,
+        ));
+        assert_eq!(codes(&a), ["missing_description"]);
+        assert!(a.anomalies[0].message().contains("message instead"));
+        assert_eq!(a.primary().unwrap().description.as_deref(), Some("gone"));
 
         let a = analyze(&flow(
             400,
             &[JSON],
-            r#"{"error":"JSONParseError","debug":{"line":3}}"#,
+            r#"{"error":"JSONParseError","description":"d","debug":{"line":3}}"#,
         ));
         assert_eq!(codes(&a), ["debug_is_object"]);
         assert_eq!(a.primary().unwrap().debug.as_deref(), Some(r#"{"line":3}"#));
@@ -871,7 +889,7 @@ mod tests {
         assert!(!starts_an_object(b""));
         // A wrapper without a statusCode: the error in its result is read all the same
         // (no status to hold it against), and the request id the SDK asked for in it.
-        let wrapped = "\n {\"result\":{\"error\":\"EntityNotFound\"},\"headers\":{\"X-Kinvey-Request-Id\":\"inner1\"}}";
+        let wrapped = "\n {\"result\":{\"error\":\"EntityNotFound\",\"description\":\"d\"},\"headers\":{\"X-Kinvey-Request-Id\":\"inner1\"}}";
         let a = analyze(&flow(200, &[JSON], wrapped));
         assert_eq!(codes(&a), ["wrapped_body"]);
         assert_eq!(a.primary().unwrap().class, ErrorClass::Fix);

@@ -118,6 +118,11 @@ pub enum Anomaly {
     },
     /// `name`/`message` used instead of `error`/`description`.
     NameMessageVariant,
+    /// An `error` without the `description` Kinvey's page says is always there.
+    MissingDescription {
+        /// A `message` came instead (half of the `name`/`message` variant).
+        message_instead: bool,
+    },
     /// A `debug` that is an object instead of a string.
     DebugIsObject,
     /// A body wrapped as `{result, headers}` (`X-Kinvey-ResponseWrapper`).
@@ -147,6 +152,7 @@ impl Anomaly {
             Anomaly::ErrorNotAName { .. } => "error_not_a_name",
             Anomaly::NonJsonContentType { .. } => "non_json_content_type",
             Anomaly::NameMessageVariant => "name_message_variant",
+            Anomaly::MissingDescription { .. } => "missing_description",
             Anomaly::DebugIsObject => "debug_is_object",
             Anomaly::WrappedBody => "wrapped_body",
             Anomaly::BatchErrors { .. } => "batch_errors",
@@ -196,6 +202,13 @@ impl Anomaly {
             ),
             Anomaly::NameMessageVariant => {
                 "the body uses name/message instead of error/description".into()
+            }
+            Anomaly::MissingDescription { message_instead: false } => {
+                "the error has no description, which Kinvey always sends with it".into()
+            }
+            Anomaly::MissingDescription { message_instead: true } => {
+                "the error has a message instead of its description (SDKs read description)"
+                    .into()
             }
             Anomaly::DebugIsObject => "debug is an object, not a string".into(),
             Anomaly::WrappedBody => {
