@@ -174,3 +174,77 @@ async fn a_response_with_trailers_is_recorded_whole() {
     }
     origin.abort();
 }
+
+/// An origin that answers its one request with a head and the start of a small body at
+/// once, then the rest of the body `after` later; its port.
+async fn slow_small_body_origin(after: std::time::Duration) -> u16 {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if support::read_head(&mut stream).await.is_none() {
+                    return;
+                }
+                let head = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nfirst";
+                stream.write_all(head.as_bytes()).await.unwrap();
+                tokio::time::sleep(after).await;
+                let _ = stream.write_all(b"-rest").await;
+                let _ = tokio::io::AsyncReadExt::read_u8(&mut stream).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_body_that_comes_slowly_streams_after_its_head() {
+    let port = slow_small_body_origin(std::time::Duration::from_millis(1500)).await;
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    let started = std::time::Instant::now();
+    let mut response = proxy
+        .client()
+        .get(format!("http://127.0.0.1:{port}/slow"))
+        .send()
+        .await
+        .unwrap();
+    let head_after = started.elapsed();
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await.unwrap().unwrap();
+    let first_after = started.elapsed();
+    assert_eq!(&first[..], b"first");
+    // The head and the first bytes as the origin sent them, not after its last byte.
+    assert!(
+        head_after < std::time::Duration::from_millis(1000)
+            && first_after < std::time::Duration::from_millis(1000),
+        "head after {head_after:?}, first bytes after {first_after:?}"
+    );
+    assert_eq!(&response.bytes().await.unwrap()[..], b"-rest");
+    let flow = proxy.next_flow().await;
+    assert!(flow.error.is_none(), "{:?}", flow.error);
+    assert_eq!(&flow.response.unwrap().body.bytes[..], b"first-rest");
+
+    // A client that gives up while the body is still coming is recorded giving up.
+    let port = slow_small_body_origin(std::time::Duration::from_secs(30)).await;
+    let quick = proxy
+        .client_builder()
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gave_up = quick
+        .get(format!("http://127.0.0.1:{port}/gone"))
+        .send()
+        .await;
+    if let Ok(response) = gave_up {
+        assert!(response.bytes().await.is_err(), "the body never ended");
+    }
+    let flow = proxy.next_flow().await;
+    assert!(flow.request.url.ends_with("/gone"));
+    let error = flow.error.expect("an error");
+    assert_eq!(
+        error.kind,
+        kinspect::flow::FlowErrorKind::ClientAbort,
+        "{error:?}"
+    );
+}

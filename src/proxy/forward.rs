@@ -18,8 +18,8 @@ use super::headers::{remove_in_order, strip_hop_by_hop};
 use super::pool::{KeptConnection, Lease, SendError};
 use super::relay::RelayRecord;
 use super::tee::{
-    take_unread, BodyCapture, BodyEnd, OnBodyEnd, ReturnedIfUnread, SharedCapture, TeeBody,
-    UnreadSlot,
+    take_unread, BodyCapture, BodyEnd, OnBodyEnd, Resumed, ReturnedIfUnread, SharedCapture,
+    TeeBody, UnreadSlot,
 };
 use super::upstream::ConnectionInfo;
 use super::{port_number, split_port, BoxError, ConnectionPermit, ProxyBody, Shared, Target};
@@ -469,13 +469,37 @@ pub(crate) async fn forward(
         .exact()
         .is_some_and(|length| length <= WHOLE_BODY_LIMIT);
     if small {
-        // Held back until stored anyway: send head and body in one write, not two.
-        let tee = TeeBody::new(rbody, capture.clone(), None);
-        return match tee.collect().await {
-            Ok(whole) => {
+        // The last frame waits for the store in any case: a body that comes at once (with
+        // its head, as it mostly does) goes out with the head in one write. One still
+        // coming after WHOLE_BODY_WAIT streams as any other, so that an origin that
+        // sends its head first is not held back to its last byte.
+        let mut tee = TeeBody::new(rbody, capture.clone(), None);
+        let unfinished = Unfinished(Some((end, capture.clone())));
+        let mut read = Vec::new();
+        let waited = tokio::time::sleep(WHOLE_BODY_WAIT);
+        tokio::pin!(waited);
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                frame = tee.frame() => match frame {
+                    Some(Ok(frame)) => read.push(frame),
+                    None => break Ok(true),
+                    Some(Err(e)) => break Err(e),
+                },
+                () = &mut waited => break Ok(false),
+            }
+        };
+        let end = unfinished.take();
+        return match outcome {
+            Ok(true) => {
                 let (slot, flow) = end.into_flow(&capture, BodyEnd::Complete, None);
                 slot.publish_durable(flow).await;
+                let whole = Resumed::new(read, http_body_util::Empty::new());
                 Response::from_parts(rparts, whole.map_err(|never| match never {}).boxed_unsync())
+            }
+            Ok(false) => {
+                let rest = Resumed::new(read, tee.ending_with(Box::new(end)));
+                Response::from_parts(rparts, rest.map_err(BoxError::from).boxed_unsync())
             }
             // Nothing has gone to the client yet: it gets kinspect's 502 instead of a
             // connection closed unanswered, and the flow records that 502.
@@ -512,8 +536,31 @@ fn expecting(max_body: usize, body: &Incoming) -> BodyCapture {
 }
 
 /// Responses with a declared length up to this are read whole before their head goes
-/// out: the last frame waits for the store in any case.
+/// out, when they come within [`WHOLE_BODY_WAIT`]: the last frame waits for the store in
+/// any case.
 const WHOLE_BODY_LIMIT: u64 = 64 * 1024;
+
+/// Longest a response head waits for the rest of a small body (see [`WHOLE_BODY_LIMIT`]).
+const WHOLE_BODY_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// An exchange's end while its small response body is read before the head goes out:
+/// a client that goes away meanwhile (the exchange is dropped) leaves its flow recorded
+/// as given up, not lost.
+struct Unfinished(Option<(ExchangeEnd, SharedCapture)>);
+
+impl Unfinished {
+    fn take(mut self) -> ExchangeEnd {
+        self.0.take().expect("taken once").0
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some((end, capture)) = self.0.take() {
+            drop(Box::new(end).body_ended(&capture, BodyEnd::Abandoned, None));
+        }
+    }
+}
 
 /// Longest spent reading a request body the origin never got, to record it.
 const UNSENT_BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);

@@ -215,6 +215,13 @@ impl<B: Body> TeeBody<B> {
         &self.capture
     }
 
+    /// Calls `on_end` when the body ends, from now on (a tee made without one, read in
+    /// part, then passed on).
+    pub fn ending_with(mut self, on_end: Box<dyn OnBodyEnd>) -> Self {
+        self.on_end = Some(on_end);
+        self
+    }
+
     fn finish(&mut self, end: BodyEnd, failure: Option<BodyFailure>) -> Option<Stored> {
         let error = failure.as_ref().map(|f| f.message.clone());
         {
@@ -296,6 +303,58 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A body some of whose frames were read already: those first, then the rest of `inner`.
+pub struct Resumed<B> {
+    read: std::collections::VecDeque<Frame<Bytes>>,
+    inner: B,
+}
+
+impl<B> Resumed<B> {
+    /// `read`, the frames taken from `inner` so far, then `inner`.
+    pub fn new(read: Vec<Frame<Bytes>>, inner: B) -> Self {
+        Resumed {
+            read: read.into(),
+            inner,
+        }
+    }
+}
+
+impl<B> Body for Resumed<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.read.pop_front() {
+            Some(frame) => Poll::Ready(Some(Ok(frame))),
+            None => Pin::new(&mut self.inner).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.read.is_empty() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let read: u64 = (self.read.iter())
+            .filter_map(|frame| frame.data_ref())
+            .map(|data| data.len() as u64)
+            .sum();
+        let rest = self.inner.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + read);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + read);
+        }
+        hint
     }
 }
 
