@@ -248,3 +248,94 @@ async fn a_small_body_that_comes_slowly_streams_after_its_head() {
         "{error:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_waits_for_the_origin_to_ask_for_the_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let proxy = TestProxy::start(None, |_| {}).await;
+    let ask = |port: u16, length: usize| {
+        format!(
+            "POST http://127.0.0.1:{port}/up HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+             Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+        )
+    };
+
+    // An origin that turns the upload down at once: the client is not told to send it,
+    // and the origin gets none of it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refusing = listener.local_addr().unwrap().port();
+    let (count_tx, count) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let head = support::read_head(&mut stream).await.unwrap();
+        assert!(String::from_utf8_lossy(&head)
+            .to_ascii_lowercase()
+            .contains("expect: 100-continue"));
+        let no = "HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n";
+        stream.write_all(no.as_bytes()).await.unwrap();
+        let mut received = 0;
+        let mut buffer = [0u8; 65536];
+        let reading = async {
+            while let Ok(n @ 1..) = stream.read(&mut buffer).await {
+                received += n;
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(1500), reading).await;
+        let _ = count_tx.send(received);
+    });
+    let mut client = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    client
+        .write_all(ask(refusing, 100_000).as_bytes())
+        .await
+        .unwrap();
+    let head = support::read_head(&mut client).await.unwrap();
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    drop(client);
+    assert_eq!(
+        count.await.unwrap(),
+        0,
+        "no byte of the body reached the origin"
+    );
+
+    // An origin that asks for it: its 100 Continue reaches the client at once (well
+    // within the second kinspect would wait for one), then the body goes through.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let asking = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        support::read_head(&mut stream).await.unwrap();
+        stream
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = [0u8; 5];
+        stream.read_exact(&mut body).await.unwrap();
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\ngot {}",
+            String::from_utf8_lossy(&body[1..])
+        );
+        stream.write_all(answer.as_bytes()).await.unwrap();
+        let _ = stream.read_u8().await;
+    });
+    let mut client = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    client.write_all(ask(asking, 5).as_bytes()).await.unwrap();
+    let interim = support::read_head(&mut client).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&interim).starts_with("HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&interim)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+    client.write_all(b"hello").await.unwrap();
+    let head = support::read_head(&mut client).await.unwrap();
+    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200"));
+    let mut body = [0u8; 8];
+    client.read_exact(&mut body).await.unwrap();
+    assert_eq!(&body, b"got ello");
+}

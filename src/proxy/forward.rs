@@ -18,8 +18,8 @@ use super::headers::{remove_in_order, strip_hop_by_hop};
 use super::pool::{KeptConnection, Lease, SendError};
 use super::relay::RelayRecord;
 use super::tee::{
-    take_unread, BodyCapture, BodyEnd, OnBodyEnd, Resumed, ReturnedIfUnread, SharedCapture,
-    TeeBody, UnreadSlot,
+    take_unread, BodyCapture, BodyEnd, ContinueGate, OnBodyEnd, Resumed, ReturnedIfUnread,
+    SharedCapture, TeeBody, UnreadSlot,
 };
 use super::upstream::ConnectionInfo;
 use super::{port_number, split_port, BoxError, ConnectionPermit, ProxyBody, Shared, Target};
@@ -353,8 +353,28 @@ pub(crate) async fn forward(
     // An empty body has nothing to give back: no slot, no allocation.
     let unread: Option<UnreadSlot<TeeBody<Incoming>>> =
         (!body.is_end_stream()).then(|| Arc::new(Mutex::new(None)));
+    let expects_continue = !body.is_end_stream()
+        && parts
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|e| e.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let teed = TeeBody::new(body, req_capture.clone(), None);
-    let upstream_req = Request::from_parts(parts, ReturnedIfUnread::new(teed, unread.clone()));
+    let mut upstream_body = ReturnedIfUnread::new(teed, unread.clone());
+    let gate = expects_continue.then(ContinueGate::default);
+    if let Some(gate) = &gate {
+        upstream_body = upstream_body.held_at(gate.clone());
+    }
+    let mut upstream_req = Request::from_parts(parts, upstream_body);
+    if let Some(gate) = gate {
+        let continued = gate.clone();
+        hyper::ext::on_informational(&mut upstream_req, move |answer| {
+            if answer.status() == http::StatusCode::CONTINUE {
+                continued.open();
+            }
+        });
+        // For the connection to open when it cannot pass the origin's 100 on (HTTP/2).
+        upstream_req.extensions_mut().insert(gate);
+    }
     let timeout = shared.config.upstream_timeout;
     let sent = shared.upstreams.send(
         kept,

@@ -123,6 +123,10 @@ impl Connection {
                 if let Err(e) = sender.ready().await {
                     return Err((e, Some(req)));
                 }
+                // hyper passes no interim answer on from HTTP/2: the body goes at once.
+                if let Some(gate) = req.extensions().get::<super::tee::ContinueGate>() {
+                    gate.open();
+                }
                 // `:authority` names the target: origins such as nginx refuse a `Host`
                 // field beside it (400). One naming something else is the client's own.
                 let target = &self.target;

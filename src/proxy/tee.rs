@@ -383,6 +383,48 @@ impl<B: Body> Drop for TeeBody<B> {
     }
 }
 
+/// Holds back a request body whose client asked `Expect: 100-continue` until the origin
+/// says to send it (its 100 Continue opens the gate), or [`CONTINUE_WAIT`] passes (an
+/// origin that ignores the field, as curl waits for one), or the connection it goes out
+/// on opens it (HTTP/2, whose interim answers hyper does not pass on). Until then the
+/// client's body is not read, so the client is not told to send it: an origin that
+/// answers at once (a 401, a 413) does not get the whole upload first.
+#[derive(Debug, Clone, Default)]
+pub struct ContinueGate(Arc<Mutex<GateState>>);
+
+#[derive(Debug, Default)]
+struct GateState {
+    open: bool,
+    waiting: Option<std::task::Waker>,
+}
+
+/// Longest a request body waits at its [`ContinueGate`].
+pub const CONTINUE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl ContinueGate {
+    /// Lets the body through.
+    pub fn open(&self) {
+        let waiting = {
+            let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            state.open = true;
+            state.waiting.take()
+        };
+        if let Some(waker) = waiting {
+            waker.wake();
+        }
+    }
+
+    /// Ready once open; until then `cx` is woken when it opens.
+    fn poll_open(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if state.open {
+            return Poll::Ready(());
+        }
+        state.waiting = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
 /// Where a request body goes back to when the upstream side let go of it unread.
 pub type UnreadSlot<B> = Arc<Mutex<Option<B>>>;
 
@@ -402,6 +444,8 @@ pub struct ReturnedIfUnread<B> {
     /// For a request sent again: its whole body, already read from the client and
     /// recorded the first time (sent as one frame, not teed again).
     again: Option<Bytes>,
+    /// Held back until the origin asks for it, with the wait's end once it began.
+    gate: Option<(ContinueGate, Option<Pin<Box<tokio::time::Sleep>>>)>,
 }
 
 impl<B> ReturnedIfUnread<B> {
@@ -412,7 +456,14 @@ impl<B> ReturnedIfUnread<B> {
             slot,
             read: false,
             again: None,
+            gate: None,
         }
+    }
+
+    /// Holds the body back at `gate` (see [`ContinueGate`]).
+    pub fn held_at(mut self, gate: ContinueGate) -> Self {
+        self.gate = Some((gate, None));
+        self
     }
 
     /// The body of a request sent again: `bytes`, read and recorded the first time.
@@ -422,6 +473,7 @@ impl<B> ReturnedIfUnread<B> {
             slot: None,
             read: false,
             again: (!bytes.is_empty()).then_some(bytes),
+            gate: None,
         }
     }
 
@@ -443,6 +495,14 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        if let Some((gate, waited)) = self.gate.as_mut() {
+            if gate.poll_open(cx).is_pending() {
+                let waited =
+                    waited.get_or_insert_with(|| Box::pin(tokio::time::sleep(CONTINUE_WAIT)));
+                ready!(waited.as_mut().poll(cx));
+            }
+            self.gate = None;
+        }
         self.read = true;
         match self.inner.as_mut() {
             Some(inner) => Pin::new(inner).poll_frame(cx),
