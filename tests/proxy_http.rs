@@ -339,3 +339,36 @@ async fn expect_100_continue_waits_for_the_origin_to_ask_for_the_body() {
     client.read_exact(&mut body).await.unwrap();
     assert_eq!(&body, b"got ello");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_upgrade_goes_on_as_a_plain_request() {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (head_tx, head_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let head = support::read_head(&mut stream).await.unwrap();
+        let _ = head_tx.send(String::from_utf8_lossy(&head).to_ascii_lowercase());
+        let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        stream.write_all(answer.as_bytes()).await.unwrap();
+        let _ = tokio::io::AsyncReadExt::read_u8(&mut stream).await;
+    });
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    let response = proxy
+        .client()
+        .get(format!("http://127.0.0.1:{port}/h2c"))
+        .header("connection", "Upgrade, HTTP2-Settings")
+        .header("upgrade", "h2c")
+        .header("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), "ok");
+    let head = head_rx.await.unwrap();
+    assert!(
+        !head.contains("upgrade") && !head.contains("http2-settings"),
+        "{head}"
+    );
+    assert!(proxy.next_flow().await.error.is_none());
+}

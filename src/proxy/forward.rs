@@ -653,8 +653,12 @@ fn upgrade_protocol(headers: &http::HeaderMap) -> Option<http::HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    // HTTP/2 over cleartext by upgrade (RFC 9113 dropped it) is the hop's own business:
+    // the request goes on as a plain one, without the upgrade half its fields were
+    // stripped from.
     asks.then(|| headers.get(http::header::UPGRADE).cloned())
         .flatten()
+        .filter(|protocol| !protocol.as_bytes().eq_ignore_ascii_case(b"h2c"))
 }
 
 /// Puts back the hop-by-hop fields an upgrade needs on the next hop.
