@@ -203,6 +203,17 @@ async fn malformed_request_lines_get_a_400() {
         let flow = assert_rejected_head(&mut proxy, &answer, 400).await;
         eprintln!("{request:.40?}: {}", flow.error.unwrap().message);
     }
+    // A URL with characters hyper refuses in a target (curl sends `"` as it is): still a
+    // 400, listed with the URL it names, those characters percent-encoded.
+    let request =
+        format!("GET http://{target}/echo?q=\"json\"&<é> HTTP/1.1\r\nHost: {target}\r\n\r\n");
+    let answer = raw_exchange(proxy.addr, request.as_bytes()).await;
+    let flow = assert_rejected_head(&mut proxy, &answer, 400).await;
+    assert_eq!(
+        flow.request.url,
+        format!("http://{target}/echo?q=%22json%22&%3C%C3%A9%3E")
+    );
+    assert_eq!(flow.port, target.port());
     // A CONNECT target needs its port, and only http and https are proxied (kinspect's
     // own 400s).
     for (request, url) in [

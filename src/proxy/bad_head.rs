@@ -650,13 +650,28 @@ fn request_line(head: &[u8], unfinished: bool) -> (String, Option<http::Uri>, Ht
         .and_then(|word| http::Method::from_bytes(word).ok())
         .filter(|method| method.as_str().len() <= 32)
         .map_or_else(|| "?".to_owned(), |method| method.as_str().to_owned());
-    let named = words.next().and_then(|word| http::Uri::try_from(word).ok());
+    // A target with characters a URL may not hold (`"`, `<`, bytes past ASCII), which
+    // is why hyper refused it, is named with them percent-encoded: where it went shows.
+    let named = words.next().and_then(|word| {
+        http::Uri::try_from(word).ok().or_else(|| {
+            let encoded = percent_encoding::percent_encode(word, NOT_IN_URLS).to_string();
+            http::Uri::try_from(encoded).ok()
+        })
+    });
     let version = match words.next().map(<[u8]>::trim_ascii) {
         Some(b"HTTP/1.0") => HttpVersion::Http10,
         _ => HttpVersion::Http11,
     };
     (method, named, version)
 }
+
+/// Bytes a request target may not hold as they are (beside those past ASCII).
+const NOT_IN_URLS: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b'"')
+    .add(b'<')
+    .add(b'>')
+    .add(b'`')
+    .add(b'\\');
 
 /// The words (parted by spaces) of `head`'s first line, its line ending left out.
 fn request_line_words(head: &[u8]) -> Vec<&[u8]> {
