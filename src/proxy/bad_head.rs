@@ -652,10 +652,11 @@ fn request_line(head: &[u8], unfinished: bool) -> (String, Option<http::Uri>, Ht
         .map_or_else(|| "?".to_owned(), |method| method.as_str().to_owned());
     // A target with characters a URL may not hold (`"`, `<`, bytes past ASCII), which
     // is why hyper refused it, is named with them percent-encoded: where it went shows.
+    // Not behind a method that is none: such a line is no request's.
     let named = words.next().and_then(|word| {
         http::Uri::try_from(word).ok().or_else(|| {
             let encoded = percent_encoding::percent_encode(word, NOT_IN_URLS).to_string();
-            http::Uri::try_from(encoded).ok()
+            (method != "?").then(|| http::Uri::try_from(encoded).ok())?
         })
     });
     let version = match words.next().map(<[u8]>::trim_ascii) {
