@@ -836,7 +836,7 @@ fn file_beside(dir: &Path, redacted: bool) -> std::io::Result<tempfile::NamedTem
 fn open(file: PathBuf) -> anyhow::Result<()> {
     tui::require_terminal(&format!(
         "list its flows with `kinspect ls {}` instead",
-        file.display()
+        crate::curl::quoted(&file.display().to_string())
     ))?;
     // The guard keeps a HAR's temporary capture until the UI is done with it.
     let Readable {

@@ -71,7 +71,7 @@ pub fn curl_command(flow: &Flow) -> String {
 }
 
 /// `text` as one POSIX shell word: in single quotes, a quote in it as `'\''`.
-fn quoted(text: &str) -> String {
+pub(crate) fn quoted(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 

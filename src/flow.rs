@@ -659,6 +659,32 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     escape_controls(text, |c| c.is_control() && c != '\n' && c != '\t')
 }
 
+/// What a URL may not hold as it is, though clients and HAR writers leave it in (curl's
+/// `?q="json"`, a Kinvey query's `{"name":"a b"}`), beside bytes past ASCII.
+const NOT_IN_URLS: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'<')
+    .add(b'>')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// `url` as it is when it parses as a URI, else with what a URL may not hold
+/// percent-encoded, as a client would have sent it.
+pub fn escaped_url(url: &[u8]) -> String {
+    match std::str::from_utf8(url)
+        .ok()
+        .filter(|u| u.parse::<http::Uri>().is_ok())
+    {
+        Some(url) => url.to_owned(),
+        None => percent_encoding::percent_encode(url, NOT_IN_URLS).to_string(),
+    }
+}
+
 /// [`printable`] on one line: newlines and tabs escaped too (a server's text must not
 /// start a line of its own in a report or a listing).
 pub fn printable_line(text: &str) -> std::borrow::Cow<'_, str> {

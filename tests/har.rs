@@ -2028,14 +2028,21 @@ fn a_hars_replays_and_redacted_credentials_raise_no_behaviour_warning() {
     assert_eq!(flows[1]["kinvey"]["warnings"][0]["code"], "stop_resent");
 
     // kinspect's own HAR keeps the verdict it was exported with, made before redaction.
-    let verdict = r#""_kinvey":{"warnings":[{"code":"fix_resent_unchanged","message":"re-sent unchanged"}]},"#;
+    let verdict = r#""_kinvey":{"warnings":[{"code":"fix_resent_unchanged","message":"re-sent unchanged after InvalidCredentials (flow 7): change it"},{"code":"fix_resent_unchanged","message":"after (flow 99) too"}]},"#;
     let exported_again = entry("8", "3", 401, "InvalidCredentials", verdict);
     let flows = listed(&[&denied, &exported_again]);
-    assert_eq!(warnings(&flows[1]), 1, "{}", flows[1]);
+    assert_eq!(warnings(&flows[1]), 2, "{}", flows[1]);
     assert_eq!(
         flows[1]["kinvey"]["warnings"][0]["code"],
         "fix_resent_unchanged"
     );
+    // The flows it names are named by their ids once imported; one the file does not
+    // hold (a filtered export) is left out.
+    assert_eq!(
+        flows[1]["kinvey"]["warnings"][0]["message"],
+        "re-sent unchanged after InvalidCredentials (flow 1): change it"
+    );
+    assert_eq!(flows[1]["kinvey"]["warnings"][1]["message"], "after too");
     // And one exported without a warning raises none it did not have.
     let cleared = entry(
         "9",

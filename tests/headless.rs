@@ -233,7 +233,7 @@ fn the_ui_without_a_terminal_is_a_clear_error_not_a_panic() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let open_advice = format!("kinspect ls {}` instead", capture.display());
+    let open_advice = format!("kinspect ls '{}'` instead", capture.display());
     refused(open, &open_advice);
 }
 

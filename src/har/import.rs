@@ -294,12 +294,36 @@ fn read_entries(bytes: &[u8], path: &Path) -> Result<Imported, HarError> {
             // kinspect's own verdict, made on the traffic before it was redacted or
             // filtered, stands: the checks made again here may no longer tell.
             if let Some(exported) = exported {
-                kinvey.warnings = exported;
+                kinvey.warnings = exported
+                    .into_iter()
+                    .map(|mut warning| {
+                        warning.message = renumbered_flows(&warning.message, &renumbered);
+                        warning
+                    })
+                    .collect();
             }
             StoredFlow { kinvey, flow }
         })
         .collect();
     Ok(Imported { flows, skipped })
+}
+
+/// `message` with the flows it names by their exported ids (`(flow 17)`) named by their
+/// ids once imported, or left out when the file does not hold them (a filtered export).
+fn renumbered_flows(
+    message: &str,
+    renumbered: &std::collections::HashMap<FlowId, FlowId>,
+) -> String {
+    static FLOW: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"( ?)\(flow (\d+)\)").expect("valid"));
+    FLOW.replace_all(message, |found: &regex::Captures<'_>| {
+        let exported = found[2].parse::<FlowId>().ok();
+        match exported.and_then(|id| renumbered.get(&id)) {
+            Some(id) => format!("{}(flow {id})", &found[1]),
+            None => String::new(),
+        }
+    })
+    .into_owned()
 }
 
 /// The behaviour warnings of a kinspect HAR's entry (`_kinvey.warnings`), if it has
@@ -350,29 +374,6 @@ fn encoded_as_sent(bytes: &mut Bytes, headers: &mut Headers) {
         None => headers
             .0
             .retain(|h| !h.name.eq_ignore_ascii_case("content-encoding")),
-    }
-}
-
-/// What a URL may not hold unescaped but HAR writers leave in (a Kinvey query's
-/// `{"name":"a b"}`): escaped as a client would have sent it.
-const NOT_IN_URLS: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'<')
-    .add(b'>')
-    .add(b'\\')
-    .add(b'^')
-    .add(b'`')
-    .add(b'{')
-    .add(b'|')
-    .add(b'}');
-
-/// `url` as it is when it parses, else with the characters in [`NOT_IN_URLS`] (and
-/// any beyond ASCII) percent-escaped.
-fn escaped_url(url: &str) -> String {
-    match url.parse::<http::Uri>() {
-        Ok(_) => url.to_owned(),
-        Err(_) => percent_encoding::utf8_percent_encode(url.trim(), NOT_IN_URLS).to_string(),
     }
 }
 
@@ -513,7 +514,7 @@ fn flow_from_entry(r: &Reader<'_>, index: usize, entry: &Value) -> Result<Flow, 
         None => return Err(r.error(request_at, "missing")),
     };
     let method = r.string(request, &request_at, "method")?.to_owned();
-    let url = escaped_url(r.string(request, &request_at, "url")?);
+    let url = crate::flow::escaped_url(r.string(request, &request_at, "url")?.trim().as_bytes());
     if url.starts_with("data:") {
         return Err(r.error(
             format!("{request_at}.url"),

@@ -138,7 +138,7 @@ struct LastAttempt {
     error: Option<(ErrorClass, String)>,
     /// Its [`request_digest`], when it got a fix-class error (and was not redacted).
     request_digest: Option<u64>,
-    /// Its [`body_digest`], when it got a stop-class error.
+    /// Its [`body_digest`], when it got a stop- or retry-class error.
     body: Option<u64>,
     /// The gap before this attempt, when it was itself a retry.
     retry_gap: Option<Duration>,

@@ -227,12 +227,14 @@ fn read_object(
         }
         return;
     }
-    // A known Kinvey error under a status below 400 is an error still, flagged for its
-    // status: an app that reads the status alone takes it for a success.
-    let known = object
-        .get("error")
-        .and_then(Value::as_str)
-        .is_some_and(|name| lookup(name.trim()).is_some());
+    // A known Kinvey error under a status below 400 on a Kinvey exchange is an error
+    // still, flagged for its status: an app that reads the status alone takes it for a
+    // success. (Another API's `{"error":"UserNotFound"}` at 200 is its own business.)
+    let known = kinvey
+        && object
+            .get("error")
+            .and_then(Value::as_str)
+            .is_some_and(|name| lookup(name.trim()).is_some());
     if http_status >= 400 || known {
         read_error(object, http_status, ErrorAt::Body, kinvey, analysis);
     }
@@ -905,6 +907,19 @@ mod tests {
         assert_eq!(a.primary().unwrap().class, ErrorClass::Retry);
         let own = analyze(&flow(200, &[JSON], r#"{"error":"jam","description":"d"}"#));
         assert!(own.errors.is_empty() && own.anomalies.is_empty(), "{own:?}");
+        // Nor is another API's document naming a dictionary error.
+        let mut other = flow(
+            200,
+            &[JSON],
+            r#"{"error":"UserNotFound","description":"d"}"#,
+        );
+        other.request.headers = Headers::default();
+        other.host = "api.example.com".into();
+        let other = analyze(&other);
+        assert!(
+            other.errors.is_empty() && other.anomalies.is_empty(),
+            "{other:?}"
+        );
         // At 400 and above anything is read: a body that is not JSON may still name one.
         let a = analyze(&flow(401, &[JSON], "“error”: “InvalidCredentials”"));
         assert_eq!(codes(&a), ["unparseable_body"]);

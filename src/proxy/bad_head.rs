@@ -655,8 +655,7 @@ fn request_line(head: &[u8], unfinished: bool) -> (String, Option<http::Uri>, Ht
     // Not behind a method that is none: such a line is no request's.
     let named = words.next().and_then(|word| {
         http::Uri::try_from(word).ok().or_else(|| {
-            let encoded = percent_encoding::percent_encode(word, NOT_IN_URLS).to_string();
-            (method != "?").then(|| http::Uri::try_from(encoded).ok())?
+            (method != "?").then(|| http::Uri::try_from(crate::flow::escaped_url(word)).ok())?
         })
     });
     let version = match words.next().map(<[u8]>::trim_ascii) {
@@ -665,14 +664,6 @@ fn request_line(head: &[u8], unfinished: bool) -> (String, Option<http::Uri>, Ht
     };
     (method, named, version)
 }
-
-/// Bytes a request target may not hold as they are (beside those past ASCII).
-const NOT_IN_URLS: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-    .add(b'"')
-    .add(b'<')
-    .add(b'>')
-    .add(b'`')
-    .add(b'\\');
 
 /// The words (parted by spaces) of `head`'s first line, its line ending left out.
 fn request_line_words(head: &[u8]) -> Vec<&[u8]> {

@@ -112,9 +112,10 @@ pub(crate) async fn route(
 
 /// In reverse-proxy mode kinspect is the app's server, not a proxy: a CONNECT or a URL
 /// naming another host is refused (nothing could guard such requests: `--proxy-auth`
-/// cannot be set with `--reverse`). A URL naming kinspect itself is taken as its path
-/// (RFC 9112 §3.2.2: a server takes the absolute form too); one naming the CA page
-/// host is served as usual.
+/// cannot be set with `--reverse`). A URL naming kinspect itself by an address of its
+/// own or `localhost` is taken as its path (a server takes the absolute form too, RFC
+/// 9112 §3.2.2; another name of the machine's is refused with the rest); one naming the
+/// CA page host is served as usual.
 fn as_reverse_request(shared: &Shared, req: &mut Request<Incoming>) -> Result<(), &'static str> {
     const NOT_A_PROXY: &str = "kinspect runs as a reverse proxy here (--reverse): it answers \
         requests for its own address, not proxy requests (a CONNECT, or a URL naming \

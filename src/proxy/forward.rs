@@ -365,6 +365,8 @@ pub(crate) async fn forward(
         upstream_body = upstream_body.held_at(gate.clone());
     }
     let mut upstream_req = Request::from_parts(parts, upstream_body);
+    // Refused when this exchange ends, unless the response's end takes it over.
+    let mut waiting_body = RefusedAtEnd(gate.clone());
     if let Some(gate) = gate {
         let continued = gate.clone();
         hyper::ext::on_informational(&mut upstream_req, move |answer| {
@@ -384,7 +386,12 @@ pub(crate) async fn forward(
         &mut pending.used,
     );
     let (mut response, lease) = match headers_within(timeout, sent, &req_capture).await {
-        Ok(Ok(answered)) => answered,
+        Ok(Ok(answered)) => {
+            if let Some(gate) = &waiting_body.0 {
+                gate.answered();
+            }
+            answered
+        }
         Ok(Err(e)) => {
             let (reached, failure) = match e {
                 SendError::Connect(e) => (e.reached, ProxyFailure::new(e.kind, e.message)),
@@ -474,6 +481,7 @@ pub(crate) async fn forward(
         t_headers,
         fresh_conn: lease.info.take_fresh().then(|| lease.info.clone()),
         lease,
+        waiting_body: waiting_body.0.take(),
     };
     let capture = Arc::new(Mutex::new(expecting(max_body, &rbody)));
     if rbody.is_end_stream() {
@@ -502,7 +510,13 @@ pub(crate) async fn forward(
             tokio::select! {
                 biased;
                 frame = tee.frame() => match frame {
-                    Some(Ok(frame)) => read.push(frame),
+                    // Its last declared byte ends it, whenever the end is signalled.
+                    Some(Ok(frame)) => {
+                        read.push(frame);
+                        if lock(&capture).ended_at().is_some() {
+                            break Ok(true);
+                        }
+                    }
                     None => break Ok(true),
                     Some(Err(e)) => break Err(e),
                 },
@@ -879,6 +893,21 @@ struct ExchangeEnd {
     fresh_conn: Option<ConnectionInfo>,
     /// Released for the next request once the response body has been read whole.
     lease: Lease,
+    /// A request body held for the origin's 100 Continue: refused once the response ends
+    /// (while the response streams, ending the request unsent would cut it).
+    waiting_body: Option<ContinueGate>,
+}
+
+/// Refuses a request body still held for a 100 Continue when dropped: the exchange is
+/// over without the origin asking for it.
+struct RefusedAtEnd(Option<ContinueGate>);
+
+impl Drop for RefusedAtEnd {
+    fn drop(&mut self) {
+        if let Some(gate) = &self.0 {
+            gate.refuse();
+        }
+    }
 }
 
 impl ExchangeEnd {
@@ -897,7 +926,9 @@ impl ExchangeEnd {
             t_headers,
             fresh_conn,
             lease,
+            waiting_body,
         } = self;
+        drop(RefusedAtEnd(waiting_body));
         let (request_body, request_end) = {
             let capture = lock(&req_capture);
             (capture.snapshot(), capture.ended_at())

@@ -388,25 +388,60 @@ impl<B: Body> Drop for TeeBody<B> {
 /// origin that ignores the field, as curl waits for one), or the connection it goes out
 /// on opens it (HTTP/2, whose interim answers hyper does not pass on). Until then the
 /// client's body is not read, so the client is not told to send it: an origin that
-/// answers at once (a 401, a 413) does not get the whole upload first.
+/// answers at once (a 401, a 413) does not get the whole upload first. Such a final
+/// answer stops the wait ([`ContinueGate::answered`]), and at the exchange's end the
+/// body is refused ([`ContinueGate::refuse`]): it ends unsent, the client never having
+/// been told to send it.
 #[derive(Debug, Clone, Default)]
 pub struct ContinueGate(Arc<Mutex<GateState>>);
 
 #[derive(Debug, Default)]
 struct GateState {
-    open: bool,
+    at: Gate,
     waiting: Option<std::task::Waker>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// Waiting for the origin's word, or for [`CONTINUE_WAIT`].
+    #[default]
+    Shut,
+    /// The origin answered without asking for the body: no more waiting for the time.
+    Answered,
+    /// The body goes.
+    Open,
+    /// The exchange ended before the body was asked for: it ends unsent.
+    Refused,
 }
 
 /// Longest a request body waits at its [`ContinueGate`].
 pub const CONTINUE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl ContinueGate {
-    /// Lets the body through.
+    /// Lets the body through, unless the origin has answered already.
     pub fn open(&self) {
+        self.moved(Gate::Shut, Gate::Open);
+    }
+
+    /// The origin's final answer came while the body waited: it waits on, for
+    /// [`ContinueGate::refuse`], not for the time.
+    pub fn answered(&self) {
+        self.moved(Gate::Shut, Gate::Answered);
+    }
+
+    /// The exchange is over: a body still waiting ends unsent.
+    pub fn refuse(&self) {
+        self.moved(Gate::Shut, Gate::Refused);
+        self.moved(Gate::Answered, Gate::Refused);
+    }
+
+    fn moved(&self, from: Gate, to: Gate) {
         let waiting = {
             let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            state.open = true;
+            if state.at != from {
+                return;
+            }
+            state.at = to;
             state.waiting.take()
         };
         if let Some(waker) = waiting {
@@ -414,14 +449,13 @@ impl ContinueGate {
         }
     }
 
-    /// Ready once open; until then `cx` is woken when it opens.
-    fn poll_open(&self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Where it is; `cx` is woken when it moves on from waiting.
+    fn poll_at(&self, cx: &mut Context<'_>) -> Gate {
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if state.open {
-            return Poll::Ready(());
+        if matches!(state.at, Gate::Shut | Gate::Answered) {
+            state.waiting = Some(cx.waker().clone());
         }
-        state.waiting = Some(cx.waker().clone());
-        Poll::Pending
+        state.at
     }
 }
 
@@ -496,10 +530,25 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         if let Some((gate, waited)) = self.gate.as_mut() {
-            if gate.poll_open(cx).is_pending() {
-                let waited =
-                    waited.get_or_insert_with(|| Box::pin(tokio::time::sleep(CONTINUE_WAIT)));
-                ready!(waited.as_mut().poll(cx));
+            loop {
+                match gate.poll_at(cx) {
+                    Gate::Open => break,
+                    // The time's up: open, unless the origin answered meanwhile.
+                    Gate::Shut => {
+                        let waited = waited
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(CONTINUE_WAIT)));
+                        ready!(waited.as_mut().poll(cx));
+                        gate.open();
+                    }
+                    Gate::Answered => return Poll::Pending,
+                    Gate::Refused => {
+                        // Never read: the client was not told to send it.
+                        self.gate = None;
+                        self.read = true;
+                        self.inner = None;
+                        return Poll::Ready(None);
+                    }
+                }
             }
             self.gate = None;
         }

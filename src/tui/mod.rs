@@ -483,9 +483,13 @@ fn send_again(
             match request.edited(&edited) {
                 Ok(Some(changed)) => break changed,
                 Ok(None) => {
+                    let hint = match ReplayRequest::unchanged_of(&stored.flow) {
+                        Ok(_) => " (R sends it unchanged)",
+                        Err(_) => "",
+                    };
                     return Ok(format!(
-                        "flow {id} not sent again: the request was left as it was (R sends it unchanged)"
-                    ))
+                        "flow {id} not sent again: the request was left as it was{hint}"
+                    ));
                 }
                 Err(e) => {
                     const SAID: &str = "# kinspect could not read this request: ";
