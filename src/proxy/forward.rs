@@ -22,7 +22,9 @@ use super::tee::{
     SharedCapture, TeeBody, UnreadSlot,
 };
 use super::upstream::ConnectionInfo;
-use super::{port_number, split_port, BoxError, ConnectionPermit, ProxyBody, Shared, Target};
+use super::{
+    port_number, split_port, BoxError, ConnectionPermit, ProxyBody, Shared, Target, UpstreamBody,
+};
 use crate::events::{FlowSlot, Stored};
 use crate::flow::{
     unbracketed, CapturedBody, Flow, FlowError, FlowErrorKind, FlowKind, Headers, RequestRecord,
@@ -353,30 +355,10 @@ pub(crate) async fn forward(
     // An empty body has nothing to give back: no slot, no allocation.
     let unread: Option<UnreadSlot<TeeBody<Incoming>>> =
         (!body.is_end_stream()).then(|| Arc::new(Mutex::new(None)));
-    let expects_continue = !body.is_end_stream()
-        && parts
-            .headers
-            .get(http::header::EXPECT)
-            .is_some_and(|e| e.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let teed = TeeBody::new(body, req_capture.clone(), None);
-    let mut upstream_body = ReturnedIfUnread::new(teed, unread.clone());
-    let gate = expects_continue.then(ContinueGate::default);
-    if let Some(gate) = &gate {
-        upstream_body = upstream_body.held_at(gate.clone());
-    }
-    let mut upstream_req = Request::from_parts(parts, upstream_body);
+    let mut upstream_req = Request::from_parts(parts, ReturnedIfUnread::new(teed, unread.clone()));
     // Refused when this exchange ends, unless the response's end takes it over.
-    let mut waiting_body = RefusedAtEnd(gate.clone());
-    if let Some(gate) = gate {
-        let continued = gate.clone();
-        hyper::ext::on_informational(&mut upstream_req, move |answer| {
-            if answer.status() == http::StatusCode::CONTINUE {
-                continued.open();
-            }
-        });
-        // For the connection to open when it cannot pass the origin's 100 on (HTTP/2).
-        upstream_req.extensions_mut().insert(gate);
-    }
+    let mut waiting_body = held_for_continue(&mut upstream_req);
     let timeout = shared.config.upstream_timeout;
     let sent = shared.upstreams.send(
         kept,
@@ -901,6 +883,28 @@ struct ExchangeEnd {
 /// Refuses a request body still held for a 100 Continue when dropped: the exchange is
 /// over without the origin asking for it.
 struct RefusedAtEnd(Option<ContinueGate>);
+
+/// Holds `req`'s body for the origin's 100 Continue when its client asked for one (see
+/// [`ContinueGate`]); the gate comes back in a guard that refuses the body when dropped.
+fn held_for_continue(req: &mut Request<UpstreamBody>) -> RefusedAtEnd {
+    let asks = !req.body().is_end_stream()
+        && (req.headers().get(http::header::EXPECT))
+            .is_some_and(|e| e.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !asks {
+        return RefusedAtEnd(None);
+    }
+    let gate = ContinueGate::default();
+    req.body_mut().hold_at(gate.clone());
+    let continued = gate.clone();
+    hyper::ext::on_informational(req, move |answer| {
+        if answer.status() == http::StatusCode::CONTINUE {
+            continued.open();
+        }
+    });
+    // For the connection to open when it cannot pass the origin's 100 on (HTTP/2).
+    req.extensions_mut().insert(gate.clone());
+    RefusedAtEnd(Some(gate))
+}
 
 impl Drop for RefusedAtEnd {
     fn drop(&mut self) {

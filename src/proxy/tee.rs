@@ -420,25 +420,24 @@ pub const CONTINUE_WAIT: std::time::Duration = std::time::Duration::from_secs(1)
 impl ContinueGate {
     /// Lets the body through, unless the origin has answered already.
     pub fn open(&self) {
-        self.moved(Gate::Shut, Gate::Open);
+        self.moved(&[Gate::Shut], Gate::Open);
     }
 
     /// The origin's final answer came while the body waited: it waits on, for
     /// [`ContinueGate::refuse`], not for the time.
     pub fn answered(&self) {
-        self.moved(Gate::Shut, Gate::Answered);
+        self.moved(&[Gate::Shut], Gate::Answered);
     }
 
     /// The exchange is over: a body still waiting ends unsent.
     pub fn refuse(&self) {
-        self.moved(Gate::Shut, Gate::Refused);
-        self.moved(Gate::Answered, Gate::Refused);
+        self.moved(&[Gate::Shut, Gate::Answered], Gate::Refused);
     }
 
-    fn moved(&self, from: Gate, to: Gate) {
+    fn moved(&self, from: &[Gate], to: Gate) {
         let waiting = {
             let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            if state.at != from {
+            if !from.contains(&state.at) {
                 return;
             }
             state.at = to;
@@ -495,9 +494,8 @@ impl<B> ReturnedIfUnread<B> {
     }
 
     /// Holds the body back at `gate` (see [`ContinueGate`]).
-    pub fn held_at(mut self, gate: ContinueGate) -> Self {
+    pub fn hold_at(&mut self, gate: ContinueGate) {
         self.gate = Some((gate, None));
-        self
     }
 
     /// The body of a request sent again: `bytes`, read and recorded the first time.

@@ -204,21 +204,8 @@ fn status_line(app: &App, width: usize) -> String {
     // address (which a device needs) goes past the edge.
     match filter {
         Some(filter) if narrow.width() > width => {
-            let room = filter
-                .width()
-                .saturating_sub(narrow.width() - width + 1)
-                .max(8);
-            let cut: String = filter
-                .chars()
-                .scan(0, |used, c| {
-                    *used += unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
-                    (*used <= room).then_some(c)
-                })
-                .collect();
-            match cut.len() < filter.len() {
-                true => line(false, false, true, Some(&format!("{cut}…"))),
-                false => narrow,
-            }
+            let room = filter.width().saturating_sub(narrow.width() - width).max(9);
+            line(false, false, true, Some(&cut_with_ellipsis(filter, room)))
         }
         _ => narrow,
     }
@@ -237,27 +224,7 @@ fn error_lines(error: &str, width: usize) -> Vec<String> {
 /// A prompt's input as shown in `width` cells, `▏` at the cursor: all of it when it
 /// fits; else the cursor stays in view and `…` marks the text cut off.
 fn prompt_window(before: &str, after: &str, width: usize) -> String {
-    use unicode_segmentation::UnicodeSegmentation;
     use unicode_width::UnicodeWidthStr;
-    // The graphemes of `text` (from its end when `from_end`) that fit in `room` cells.
-    fn fitting(text: &str, room: usize, from_end: bool) -> String {
-        let mut graphemes: Vec<&str> = text.graphemes(true).collect();
-        if from_end {
-            graphemes.reverse();
-        }
-        let mut used = 0;
-        let mut kept: Vec<&str> = graphemes
-            .into_iter()
-            .take_while(|g| {
-                used += g.width();
-                used <= room
-            })
-            .collect();
-        if from_end {
-            kept.reverse();
-        }
-        kept.concat()
-    }
     let room = width.saturating_sub(1);
     let (wide_before, wide_after) = (before.width(), after.width());
     if wide_before + wide_after <= room {
@@ -268,6 +235,36 @@ fn prompt_window(before: &str, after: &str, width: usize) -> String {
     } else {
         let shown = fitting(before, room.saturating_sub(1), true);
         format!("…{shown}▏")
+    }
+}
+
+/// The graphemes of `text` (from its end when `from_end`) that fit in `room` cells.
+fn fitting(text: &str, room: usize, from_end: bool) -> String {
+    use unicode_segmentation::UnicodeSegmentation;
+    use unicode_width::UnicodeWidthStr;
+    let mut graphemes: Vec<&str> = text.graphemes(true).collect();
+    if from_end {
+        graphemes.reverse();
+    }
+    let mut used = 0;
+    let mut kept: Vec<&str> = graphemes
+        .into_iter()
+        .take_while(|g| {
+            used += g.width();
+            used <= room
+        })
+        .collect();
+    if from_end {
+        kept.reverse();
+    }
+    kept.concat()
+}
+
+/// `text` in at most `width` cells: whole when it fits, else its start and `…`.
+fn cut_with_ellipsis(text: &str, width: usize) -> String {
+    match unicode_width::UnicodeWidthStr::width(text) <= width {
+        true => text.to_owned(),
+        false => format!("{}…", fitting(text, width.saturating_sub(1), false)),
     }
 }
 
@@ -574,22 +571,10 @@ fn kinvey_cell_within(kinvey: &KinveySummary, width: u16) -> Line<'static> {
     if cell.width() <= width {
         return cell;
     }
-    let Some(text) = cell.spans.last_mut() else {
-        return cell;
-    };
-    let room = width.saturating_sub(KINVEY_MARKS_WIDTH + 1);
-    let mut cut = String::new();
-    let mut used = 0;
-    for c in text.content.chars() {
-        let w = unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
-        if used + w > room {
-            break;
-        }
-        used += w;
-        cut.push(c);
+    if let Some(text) = cell.spans.last_mut() {
+        let room = width.saturating_sub(KINVEY_MARKS_WIDTH);
+        text.content = cut_with_ellipsis(&text.content, room).into();
     }
-    cut.push('…');
-    text.content = cut.into();
     cell
 }
 
