@@ -249,6 +249,56 @@ async fn a_small_body_that_comes_slowly_streams_after_its_head() {
     );
 }
 
+/// A client that leaves while kinspect waits (at most 10 ms) for the rest of a small
+/// body, before any byte of the response went to it, still has its flow recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_while_a_small_body_is_awaited_has_its_flow_recorded() {
+    use tokio::io::AsyncWriteExt;
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    // The client must leave after kinspect has the origin's head and within the wait:
+    // a try where it left before the head was read is made again.
+    for attempt in 1..=5 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (head_sent_tx, head_sent) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            support::read_head(&mut stream).await.unwrap();
+            let head = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nfirst";
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let _ = head_sent_tx.send(());
+            // The rest never comes while the client is there.
+            let _ = tokio::io::AsyncReadExt::read_u8(&mut stream).await;
+        });
+        let mut client = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let request =
+            format!("GET http://127.0.0.1:{port}/left HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+        client.write_all(request.as_bytes()).await.unwrap();
+        head_sent.await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(4)).await;
+        // Gone without a byte of the answer.
+        drop(client);
+        let flow = proxy.next_flow().await;
+        assert!(flow.request.url.ends_with("/left"), "{}", flow.request.url);
+        let error = flow.error.expect("an error");
+        assert_eq!(
+            error.kind,
+            kinspect::flow::FlowErrorKind::ClientAbort,
+            "{error:?}"
+        );
+        if flow.response.is_none() && attempt < 5 {
+            assert!(error
+                .message
+                .contains("before the response headers arrived"));
+            continue;
+        }
+        let response = flow.response.expect("its head recorded");
+        assert_eq!(response.status, 200);
+        assert_eq!(&response.body.bytes[..], b"first");
+        return;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_100_continue_waits_for_the_origin_to_ask_for_the_body() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

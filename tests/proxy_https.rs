@@ -508,3 +508,43 @@ async fn an_http2_upload_ended_by_an_empty_frame_to_an_http1_origin_is_recorded_
         client = client.ready().await.unwrap();
     }
 }
+
+/// An HTTP/1.1 client's `Expect: 100-continue` upload to an HTTP/2 origin: hyper passes
+/// no interim answer on from HTTP/2, so the body goes at once (the client is told to
+/// send it straight away, not after the second kinspect waits for an origin's 100).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expect_100_continue_upload_to_an_http2_origin_goes_at_once() {
+    let origin = Origin::start(OriginKind::Https).await;
+    let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
+    let target = format!("localhost:{}", origin.addr.port());
+    let tunnel = proxy.open_tunnel(&target).await;
+    let mut tls = proxy
+        .tls_connector(&[b"http/1.1"])
+        .connect("localhost".try_into().unwrap(), tunnel)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let ask = format!(
+        "POST /echo HTTP/1.1\r\nHost: {target}\r\nContent-Length: 5\r\n\
+         Expect: 100-continue\r\n\r\n"
+    );
+    tls.write_all(ask.as_bytes()).await.unwrap();
+    let interim = support::read_head(&mut tls).await.unwrap();
+    let interim = String::from_utf8_lossy(&interim).into_owned();
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(800),
+        "told to send after {:?}",
+        started.elapsed()
+    );
+    tls.write_all(b"hello").await.unwrap();
+    let head = support::read_head(&mut tls).await.unwrap();
+    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200"));
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.status(), Some(200));
+    assert_eq!(&flow.request.body.bytes[..], b"hello");
+    let echo: serde_json::Value =
+        serde_json::from_slice(&flow.response.unwrap().body.bytes).unwrap();
+    assert_eq!(echo["version"], "HTTP/2.0");
+    assert_eq!(echo["body"], "hello");
+}
