@@ -315,6 +315,7 @@ async fn business_logic_and_odd_answers(c: &mut DemoClient) -> Result<(), Script
         "name-message",
         "debug-object",
         "wrapped",
+        "gateway",
     ] {
         c.send(Call::new(
             Method::GET,

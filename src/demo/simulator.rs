@@ -925,6 +925,12 @@ fn simulate_error(name: &str, req: &SimRequest) -> Reply {
     }
 }
 
+/// A load balancer's own 503 page (nginx's).
+const GATEWAY_PAGE: &str =
+    "<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>\r\n\
+<body>\r\n<center><h1>503 Service Temporarily Unavailable</h1></center>\r\n\
+<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+
 fn anomaly(kind: &str, request_id: &str) -> Option<Reply> {
     let reply = match kind {
         "status-mismatch" => Reply::error_at(
@@ -951,6 +957,14 @@ fn anomaly(kind: &str, request_id: &str) -> Option<Reply> {
             "JSONParseError",
             json!({"line": 3, "column": 14, "reason": "Unexpected token }"}),
         ),
+        // What a load balancer in front of the backend answers while it has none to
+        // pass the request to.
+        "gateway" => Reply {
+            status: 503,
+            body: GATEWAY_PAGE.as_bytes().to_vec(),
+            content_type: "text/html",
+            extra_headers: Vec::new(),
+        },
         "wrapped" => {
             let mut reply = Reply::json(
                 200,
@@ -1643,6 +1657,11 @@ mod tests {
             Some("text/html; charset=utf-8")
         );
         assert_error(&html, 500, "KinveyInternalErrorRetry");
+
+        let gateway = get("/simulate/anomaly/gateway");
+        assert_eq!(gateway.status, 503);
+        assert_eq!(header(&gateway, "content-type"), Some("text/html"));
+        assert!(String::from_utf8_lossy(&gateway.body).contains("<h1>503 Service"));
 
         let name_message = get("/simulate/anomaly/name-message");
         assert_eq!(name_message.status, 404);

@@ -96,11 +96,20 @@ pub fn analyze(flow: &Flow) -> KinveyAnalysis {
             Err(_) => {}
         }
     }
+    let found = analysis.errors.len() > errors_before;
     if let Some(e) = undecodable {
-        let found = analysis.errors.len() > errors_before;
         if found || (kinvey && response.status >= 400) {
             analysis.anomalies.push(Anomaly::UndecodableBody {
                 reason: e.to_string(),
+            });
+        }
+    } else if kinvey && response.status >= 400 && !found {
+        // A body cut to nothing at --max-body says nothing; a HEAD's answer has none.
+        let unread = body.is_empty() && response.body.wire_size > 0;
+        if !unread && !flow.request.method.eq_ignore_ascii_case("HEAD") {
+            analysis.anomalies.push(Anomaly::NoErrorBody {
+                status: response.status,
+                found: what_body_is(&body, content_type.as_deref()),
             });
         }
     }
@@ -148,6 +157,27 @@ fn unparseable_because(body: &[u8], error: &serde_json::Error) -> String {
     match body.starts_with(b"\xEF\xBB\xBF") {
         true => "it starts with a UTF-8 byte-order mark (EF BB BF), which JSON forbids".into(),
         false => error.to_string(),
+    }
+}
+
+/// What a failed Kinvey exchange's body holds instead of an error, in a few words.
+fn what_body_is(body: &[u8], content_type: Option<&str>) -> &'static str {
+    let start = body.iter().position(|b| !b.is_ascii_whitespace());
+    let Some(start) = start else {
+        return "no body";
+    };
+    let html = content_type.is_some_and(|c| c.to_ascii_lowercase().contains("html"));
+    if html || body[start] == b'<' {
+        return "an HTML page";
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Array(_)) => "a JSON array",
+        Ok(Value::Object(object)) => match object.get("error") {
+            Some(Value::String(name)) if name.is_empty() => "an empty error name",
+            _ => "JSON without an error name",
+        },
+        Ok(_) => "JSON that is no object",
+        Err(_) => "text that is not JSON",
     }
 }
 
@@ -794,12 +824,67 @@ mod tests {
                 debug: Some(String::new()),
             }
         );
-        let not_kinvey = analyze(&flow(
+    }
+
+    #[test]
+    fn a_failed_kinvey_exchange_without_an_error_body_is_flagged() {
+        let found = |status: u16, content_type: &str, body: &str| {
+            let a = analyze(&flow(status, &[("content-type", content_type)], body));
+            assert!(a.errors.is_empty(), "{:?}", a.errors);
+            assert_eq!(codes(&a), ["no_error_body"], "{body}");
+            match &a.anomalies[0] {
+                Anomaly::NoErrorBody { found, .. } => (*found, a.anomalies[0].message()),
+                other => panic!("{other:?}"),
+            }
+        };
+        let (what, message) = found(502, "text/html", "<h1>Bad gateway</h1>");
+        assert_eq!(what, "an HTML page");
+        assert!(
+            message
+                .starts_with("the 502 has an HTML page, not Kinvey's {error, description, debug}"),
+            "{message}"
+        );
+        assert!(message.ends_with("retry with backoff"), "{message}");
+        assert_eq!(found(503, "text/plain", "").0, "no body");
+        assert_eq!(found(500, JSON.1, r#"[{"error":"x"}]"#).0, "a JSON array");
+        assert_eq!(
+            found(400, JSON.1, r#"{"error":""}"#).0,
+            "an empty error name"
+        );
+        assert_eq!(
+            found(403, JSON.1, r#"{"message":"Forbidden"}"#).0,
+            "JSON without an error name"
+        );
+        let (what, message) = found(401, "text/plain", "Unauthorized");
+        assert_eq!(what, "text that is not JSON");
+        assert!(!message.contains("retry"), "{message}");
+
+        // Not on exchanges that are not Kinvey's, not for a HEAD, nor for a body kept
+        // to nothing (--max-body 0), nor where an error was read.
+        let mut elsewhere = flow(
             502,
             &[("content-type", "text/html")],
             "<h1>Bad gateway</h1>",
+        );
+        elsewhere.host = "example.com".into();
+        elsewhere.request.headers = headers(&[]);
+        assert!(analyze(&elsewhere).anomalies.is_empty());
+        let mut head = flow(404, &[], "");
+        head.request.method = "HEAD".into();
+        assert!(codes(&analyze(&head)).is_empty());
+        let mut unkept = flow(500, &[JSON], "");
+        unkept.response.as_mut().unwrap().body = CapturedBody {
+            wire_size: 120,
+            truncated: true,
+            ..CapturedBody::default()
+        };
+        assert!(codes(&analyze(&unkept)).is_empty());
+        let named = analyze(&flow(
+            404,
+            &[JSON],
+            r#"{"error":"EntityNotFound","description":"d"}"#,
         ));
-        assert!(not_kinvey.errors.is_empty() && not_kinvey.anomalies.is_empty());
+        assert!(codes(&named).is_empty());
     }
 
     #[test]

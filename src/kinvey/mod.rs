@@ -132,6 +132,14 @@ pub enum Anomaly {
         /// How many elements failed.
         count: usize,
     },
+    /// A failed Kinvey exchange whose body holds no Kinvey error: a gateway's HTML page,
+    /// an empty body, a JSON array, an empty name.
+    NoErrorBody {
+        /// The status it came with.
+        status: u16,
+        /// What the body is instead, in kinspect's words ("an HTML page").
+        found: &'static str,
+    },
     /// A request to Kinvey without `X-Kinvey-API-Version`, or asking for version 0 (no
     /// structured errors).
     MissingApiVersion {
@@ -156,6 +164,7 @@ impl Anomaly {
             Anomaly::DebugIsObject => "debug_is_object",
             Anomaly::WrappedBody => "wrapped_body",
             Anomaly::BatchErrors { .. } => "batch_errors",
+            Anomaly::NoErrorBody { .. } => "no_error_body",
             Anomaly::MissingApiVersion { .. } => "missing_api_version",
         }
     }
@@ -217,6 +226,15 @@ impl Anomaly {
             Anomaly::BatchErrors { count } => {
                 format!("the 207 batch response carries {count} failed element(s) in errors[]")
             }
+            Anomaly::NoErrorBody { status, found } => format!(
+                "the {status} has {found}, not Kinvey's {{error, description, debug}}: it came \
+                 from something between the app and Kinvey (a gateway, load balancer or proxy), \
+                 not from Kinvey; SDKs can report only a generic failure{}",
+                match status {
+                    429 | 502 | 503 | 504 => ": most likely transient, retry with backoff",
+                    _ => "",
+                }
+            ),
             Anomaly::MissingApiVersion { sent: None } => {
                 "the request has no X-Kinvey-API-Version header: Kinvey only sends structured errors from API version 1 on".into()
             }
