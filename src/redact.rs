@@ -189,10 +189,11 @@ fn is_credential_field(name: &str) -> bool {
 }
 
 /// True for a JSON field that is a credential as a whole (`password`, `credentials`,
-/// `client_secret`): all its value is secret, objects and arrays too. Not
-/// `passwordPolicy` or `tokenUsage`, whose contents are ordinary settings and counts.
+/// `client_secret`, `token`): all its value is secret, objects and arrays too. Not
+/// `passwordPolicy` or `tokenUsage`, whose contents are ordinary settings and counts,
+/// nor `tokens` (a count of them, as often as a list).
 pub fn holds_credentials(name: &str) -> bool {
-    credential_word(name, true)
+    credential_word(name, true) || name.eq_ignore_ascii_case("token")
 }
 
 fn credential_word(name: &str, whole: bool) -> bool {
@@ -1723,6 +1724,18 @@ mod tests {
         assert!(is_credential_field("client_secret") && is_credential_field("refreshToken"));
         assert!(is_secret_json_field("access_token") && !is_secret_json_field("Key"));
         assert!(!is_credential_field("prompt_tokens") && !is_credential_field("key"));
+    }
+
+    #[test]
+    fn a_token_that_holds_an_object_or_array_is_redacted_whole() {
+        let (text, count) = redact_json_text(
+            r#"{"token":["TA-123456789"],"Token":{"v":"TC-123456789"},"a":{"token":{"value":"TV-123456789","n":7}},"tokens":{"prompt":12},"tokenUsage":{"total":3}}"#,
+        );
+        assert_eq!(
+            text,
+            r#"{"token":["[redacted]"],"Token":{"v":"[redacted]"},"a":{"token":{"value":"[redacted]","n":"[redacted]"}},"tokens":{"prompt":12},"tokenUsage":{"total":3}}"#
+        );
+        assert_eq!(count, 4);
     }
 
     #[test]

@@ -423,10 +423,12 @@ async fn oversized_headers_and_too_many_fields_get_a_431() {
             .map(|i| format!("X-F{i}: {i}\r\n"))
             .collect::<String>()
     );
-    for (name, request) in [
-        ("one huge field", &big),
-        ("many large fields", &many_bytes),
-        ("too many fields", &many_fields),
+    let larger = "its head is larger than --max-header-bytes (65536) allows";
+    let more = "it has 101 header fields, more than --max-headers (100) allows";
+    for (name, request, said) in [
+        ("one huge field", &big, larger),
+        ("many large fields", &many_bytes, larger),
+        ("too many fields", &many_fields, more),
     ] {
         let answer = raw_exchange(proxy.addr, request.as_bytes()).await;
         let flow = assert_rejected_head(&mut proxy, &answer, 431).await;
@@ -435,6 +437,8 @@ async fn oversized_headers_and_too_many_fields_get_a_431() {
             format!("http://{target}/status/200"),
             "{name}"
         );
+        let message = flow.error.expect("an error").message;
+        assert!(message.contains(said), "{name}: {message}");
     }
     // Just under both limits is served.
     let fine = format!(

@@ -208,7 +208,7 @@ async fn app_session(c: &mut DemoClient) -> Result<(), ScriptError> {
     let login = format!("/user/{APP_KEY}/login");
     c.send(Call::new(Method::GET, &format!("/appdata/{APP_KEY}")).auth(Auth::None))
         .await?;
-    let wrong = format!(r#"{{"username":"{DEMO_USERNAME}","password":"wrong"}}"#);
+    let wrong = format!(r#"{{"username":"{DEMO_USERNAME}","password":"babbage"}}"#);
     c.send(Call::new(Method::POST, &login).body(&wrong).auth(Auth::App))
         .await?;
     let right = format!(r#"{{"username":"{DEMO_USERNAME}","password":"{DEMO_PASSWORD}"}}"#);

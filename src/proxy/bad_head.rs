@@ -163,6 +163,30 @@ pub(crate) struct HeadWatch<I> {
     answer: Option<(Bytes, usize)>,
     /// Where the connection goes when hyper drops it in the middle of a head.
     stalled: StalledSlot<I>,
+    limits: HeadLimits,
+}
+
+/// The request-head limits hyper holds a head to (`--max-header-bytes`,
+/// `--max-headers`), answering a bare 431 past either: kinspect's answer says which.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadLimits {
+    pub(crate) bytes: usize,
+    pub(crate) fields: usize,
+}
+
+impl HeadLimits {
+    pub(crate) fn of(config: &super::ProxyConfig) -> HeadLimits {
+        HeadLimits {
+            bytes: config.max_header_bytes,
+            fields: config.max_headers,
+        }
+    }
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits::of(&super::ProxyConfig::default())
+    }
 }
 
 /// A request head hyper gave up on before it was whole (the client stalled past
@@ -182,7 +206,10 @@ pub(crate) type StalledSlot<I> = Arc<Mutex<Option<StalledHead<I>>>>;
 impl<I> HeadWatch<I> {
     /// Watches `io`; the state is for the connection's service, the slot for the
     /// connection after hyper is done with it.
-    pub(crate) fn new(io: I) -> (HeadWatch<I>, Arc<ExchangeState>, StalledSlot<I>) {
+    pub(crate) fn new(
+        io: I,
+        limits: HeadLimits,
+    ) -> (HeadWatch<I>, Arc<ExchangeState>, StalledSlot<I>) {
         let state = Arc::new(ExchangeState::default());
         let stalled = StalledSlot::default();
         let watch = HeadWatch {
@@ -194,6 +221,7 @@ impl<I> HeadWatch<I> {
             bodiless: false,
             answer: None,
             stalled: stalled.clone(),
+            limits,
         };
         (watch, state, stalled)
     }
@@ -261,7 +289,7 @@ impl<I> HeadWatch<I> {
             return false;
         };
         let head = self.rejected_head().map(<[u8]>::to_vec).unwrap_or_default();
-        let failure = failure_for(status, &head);
+        let failure = failure_for(status, &head, self.limits);
         self.answer = Some((answer_bytes(version, &failure), 0));
         *self
             .state
@@ -788,8 +816,8 @@ fn hypers_answer(written: &[u8]) -> Option<(&'static str, StatusCode)> {
 }
 
 /// kinspect's error for a head hyper answered with `status`, saying what is wrong with
-/// it as far as the head shows.
-fn failure_for(status: StatusCode, head: &[u8]) -> ProxyFailure {
+/// it as far as the head shows (held to `limits`).
+fn failure_for(status: StatusCode, head: &[u8], limits: HeadLimits) -> ProxyFailure {
     let mut fields = [httparse::EMPTY_HEADER; 256];
     if super::sniff::detect(head) == Some(super::sniff::Sniffed::Tls) {
         let mut failure = ProxyFailure::new(
@@ -805,10 +833,7 @@ fn failure_for(status: StatusCode, head: &[u8]) -> ProxyFailure {
         _ if head.is_empty() => {
             "it came behind another request on this connection, and kinspect did not keep it"
         }
-        (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, _) => {
-            "its head is larger than --max-header-bytes or has more fields than --max-headers \
-             allows"
-        }
+        (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, _) => &too_large(head, limits),
         (StatusCode::URI_TOO_LONG, _) => "its URL is longer than kinspect accepts",
         (_, Ok(httparse::Status::Partial)) if head.len() >= HEAD_KEPT => {
             "something past its first 16 KiB (all kinspect keeps of a head) is not valid"
@@ -831,6 +856,39 @@ fn failure_for(status: StatusCode, head: &[u8]) -> ProxyFailure {
     let mut failure = ProxyFailure::new(FlowErrorKind::BadRequest, message);
     failure.status = status;
     failure
+}
+
+/// Which of `limits` a head hyper found too large passed, as far as the kept bytes show.
+fn too_large(head: &[u8], limits: HeadLimits) -> String {
+    let lines = head.split(|&b| b == b'\n').map(<[u8]>::trim_ascii);
+    // The request line, then fields up to the empty line that ends the head.
+    let fields = lines.skip(1).take_while(|line| !line.is_empty()).count();
+    let whole = head
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|end| end + 4);
+    if fields > limits.fields {
+        let at_least = if whole.is_some() { "" } else { "at least " };
+        return format!(
+            "it has {at_least}{fields} header fields, more than --max-headers ({}) allows",
+            limits.fields
+        );
+    }
+    match whole {
+        Some(size) if size > limits.bytes => format!(
+            "its head is {size} bytes, more than --max-header-bytes ({}) allows",
+            limits.bytes
+        ),
+        None if head.len() > limits.bytes || head.len() >= HEAD_KEPT => format!(
+            "its head is larger than --max-header-bytes ({}) allows",
+            limits.bytes
+        ),
+        _ => format!(
+            "its head is larger than --max-header-bytes ({}) or has more fields than \
+             --max-headers ({}) allows",
+            limits.bytes, limits.fields
+        ),
+    }
 }
 
 /// `; it began: …` quoting the start of `head` escaped, its secret fields redacted;
@@ -1006,7 +1064,9 @@ mod tests {
             b"GET http://h.test/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa?access_token=CUTTOKEN4ABCDEFGHIJKLMNOPQRSTUVWXYZ HTTP/1.1\r\nBad Header: x\r\n\r\n",
         ];
         for head in heads {
-            let message = failure_for(StatusCode::BAD_REQUEST, head).error.message;
+            let message = failure_for(StatusCode::BAD_REQUEST, head, HeadLimits::default())
+                .error
+                .message;
             for secret in ["BARECR", "FOLDED3", "CUTTOKEN4"] {
                 assert!(!message.contains(secret), "{message}");
             }
@@ -1018,12 +1078,17 @@ mod tests {
         let spaced = failure_for(
             StatusCode::BAD_REQUEST,
             b"GET http://h/a b HTTP/1.1\r\n\r\n",
+            HeadLimits::default(),
         );
         assert!(
             spaced.error.message.contains("a space in the URL"),
             "{spaced:?}"
         );
-        let version = failure_for(StatusCode::BAD_REQUEST, b"GET http://h/a HTTP/3.0\r\n\r\n");
+        let version = failure_for(
+            StatusCode::BAD_REQUEST,
+            b"GET http://h/a HTTP/3.0\r\n\r\n",
+            HeadLimits::default(),
+        );
         assert!(
             version.error.message.contains("HTTP version"),
             "{version:?}"
@@ -1046,7 +1111,7 @@ mod tests {
         assert_eq!(fields, [("Host", "h"), ("X-A", "1")].into_iter().collect());
         assert_eq!(whole_header_lines(b"GET / HTT"), Headers::default());
 
-        let (mut watch, state, stalled) = HeadWatch::new(());
+        let (mut watch, state, stalled) = HeadWatch::new((), HeadLimits::default());
         watch.keep(b"GET / HTTP/1.1\r\n\r\n");
         state.begin();
         drop(state.respond(false, Response::new(ProxyBody::default())));
@@ -1071,7 +1136,9 @@ mod tests {
     #[test]
     fn the_quoted_head_has_no_secret_field_values() {
         let head = b"GET http://h/secret:x HTTP/1.1\r\nCookie: sid=SECRET1\r\nAuthorization: Bearer SECRET2\r\nX-Auth-Token: SECRET3\nBad Header: x\r\n\r\n";
-        let message = failure_for(StatusCode::BAD_REQUEST, head).error.message;
+        let message = failure_for(StatusCode::BAD_REQUEST, head, HeadLimits::default())
+            .error
+            .message;
         assert!(!message.contains("SECRET"), "{message}");
         assert!(
             message.contains(r"GET http://h/secret:x HTTP/1.1\r\nCookie: [redacted]\r\nAuthorization: [redacted]\r\nX-Auth-Token: [redacted]\nBad"),
@@ -1082,7 +1149,7 @@ mod tests {
     #[test]
     fn the_error_says_what_is_wrong_and_quotes_the_head() {
         let head = b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n";
-        let failure = failure_for(StatusCode::BAD_REQUEST, head);
+        let failure = failure_for(StatusCode::BAD_REQUEST, head, HeadLimits::default());
         let message = &failure.error.message;
         assert!(message.contains("name is not valid"), "{message}");
         assert!(
@@ -1101,12 +1168,49 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(json["error"], "BadProxyRequest");
 
-        let large = failure_for(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &[b'a'; 4096]);
+        let large = failure_for(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            &[b'a'; 4096],
+            HeadLimits::default(),
+        );
         assert_eq!(large.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
         assert!(
             large.error.message.ends_with("..."),
             "{}",
             large.error.message
+        );
+
+        // Which limit a 431 is for.
+        let limits = HeadLimits {
+            bytes: 1024,
+            fields: 5,
+        };
+        let said = |head: &[u8]| {
+            let failure = failure_for(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, head, limits);
+            failure.error.message
+        };
+        let many = b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n\r\n";
+        assert!(
+            said(many).contains(": it has 6 header fields, more than --max-headers (5) allows"),
+            "{}",
+            said(many)
+        );
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: h\r\nCookie: {}\r\n\r\n",
+            "c".repeat(1100)
+        );
+        assert!(
+            said(big.as_bytes())
+                .contains(": its head is 1137 bytes, more than --max-header-bytes (1024) allows"),
+            "{}",
+            said(big.as_bytes())
+        );
+        let unended = format!("GET / HTTP/1.1\r\nCookie: {}", "c".repeat(1100));
+        assert!(
+            said(unended.as_bytes())
+                .contains(": its head is larger than --max-header-bytes (1024) allows;"),
+            "{}",
+            said(unended.as_bytes())
         );
 
         // Past the first kilobytes of valid fields, the bad one is still found.
@@ -1115,7 +1219,9 @@ mod tests {
             long.extend_from_slice(format!("X-Field-{i}: {}\r\n", "v".repeat(40)).as_bytes());
         }
         long.extend_from_slice(b"Bad Header: y\r\n\r\n");
-        let message = failure_for(StatusCode::BAD_REQUEST, &long).error.message;
+        let message = failure_for(StatusCode::BAD_REQUEST, &long, HeadLimits::default())
+            .error
+            .message;
         assert!(message.contains("name is not valid"), "{message}");
     }
 
@@ -1146,7 +1252,7 @@ mod tests {
 
     #[test]
     fn a_head_kept_behind_bodiless_requests_is_found_and_behind_a_body_is_not() {
-        let (mut watch, state, _) = HeadWatch::new(());
+        let (mut watch, state, _) = HeadWatch::new((), HeadLimits::default());
         let good = b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n";
         let bad = b"GET /two HTTP/1.1\r\nBad Header: x\r\n\r\n";
         watch.keep(&[&good[..], &bad[..]].concat());
@@ -1158,7 +1264,7 @@ mod tests {
         state.begin();
         assert_eq!(watch.rejected_head(), Some(&bad[..]));
 
-        let (mut watch, state, _) = HeadWatch::new(());
+        let (mut watch, state, _) = HeadWatch::new((), HeadLimits::default());
         let post = b"POST /one HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}";
         watch.keep(&[&post[..], &bad[..]].concat());
         state.begin();
@@ -1168,12 +1274,12 @@ mod tests {
             "where the body ends is not known here"
         );
         // Read on while the first is answered, a long head is kept whole; a body is not.
-        let (mut watch, state, _) = HeadWatch::new(());
+        let (mut watch, state, _) = HeadWatch::new((), HeadLimits::default());
         watch.keep(&[&good[..], &bad[..10]].concat());
         state.begin();
         watch.keep(&bad[10..]);
         assert_eq!(watch.rejected_head(), Some(&bad[..]));
-        let (mut watch, state, _) = HeadWatch::new(());
+        let (mut watch, state, _) = HeadWatch::new((), HeadLimits::default());
         watch.keep(&post[..]);
         state.begin();
         watch.keep(b"more of the body");
@@ -1186,7 +1292,7 @@ mod tests {
             "the next head, not the body"
         );
 
-        let failure = failure_for(StatusCode::BAD_REQUEST, &[]);
+        let failure = failure_for(StatusCode::BAD_REQUEST, &[], HeadLimits::default());
         assert!(
             failure.error.message.contains("behind another request"),
             "{}",

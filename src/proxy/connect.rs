@@ -497,7 +497,7 @@ where
             .close_when_idle(connection, config.idle_timeout, |c| c.graceful_shutdown())
             .await
     } else {
-        let (io, exchanges, stalled) = HeadWatch::new(io);
+        let (io, exchanges, stalled) = HeadWatch::new(io, super::bad_head::HeadLimits::of(&config));
         let service_exchanges = exchanges.clone();
         let unstarted = UnstartedSlot::default();
         let service_unstarted = unstarted.clone();

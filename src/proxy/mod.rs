@@ -351,7 +351,8 @@ async fn serve_client(
     let _ = stream.set_nodelay(true);
     let builder = http1_server(&shared.config);
     let kept = KeptConnection::new(&shared.upstreams);
-    let (stream, exchanges, stalled) = HeadWatch::new(stream);
+    let (stream, exchanges, stalled) =
+        HeadWatch::new(stream, bad_head::HeadLimits::of(&shared.config));
     let service_shared = shared.clone();
     let service_exchanges = exchanges.clone();
     let unstarted = UnstartedSlot::default();
