@@ -3,6 +3,7 @@
 mod support;
 
 use kinspect::flow::{FlowKind, HttpVersion};
+use std::time::Duration;
 use support::{Origin, OriginKind, TestCa, TestProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -547,4 +548,100 @@ async fn an_expect_100_continue_upload_to_an_http2_origin_goes_at_once() {
         serde_json::from_slice(&flow.response.unwrap().body.bytes).unwrap();
     assert_eq!(echo["version"], "HTTP/2.0");
     assert_eq!(echo["body"], "hello");
+}
+
+/// An HTTP/2 origin that declares `declared` bytes, sends `sent` of them and resets the
+/// stream with `NO_ERROR` `after` that (hyper reads such a reset as the body's end).
+async fn short_http2_origin(declared: usize, sent: usize, after: Duration) -> Origin {
+    let ca = TestCa::new();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(ca.server_config(&[b"h2"])));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let tls = acceptor.accept(stream).await.unwrap();
+                let mut connection = h2::server::handshake(tls).await.unwrap();
+                // The reset is sent from this loop, which drives the connection.
+                let mut cut = None;
+                let mut at = tokio::time::Instant::now();
+                loop {
+                    tokio::select! {
+                        next = connection.accept() => {
+                            let Some(Ok((_request, mut respond))) = next else { break };
+                            let response = http::Response::builder()
+                                .header("content-length", declared)
+                                .body(())
+                                .unwrap();
+                            let mut stream = respond.send_response(response, false).unwrap();
+                            let data = bytes::Bytes::from(vec![b'x'; sent]);
+                            stream.send_data(data, false).unwrap();
+                            cut = Some(stream);
+                            at = tokio::time::Instant::now() + after;
+                        }
+                        () = tokio::time::sleep_until(at), if cut.is_some() => {
+                            cut.take().unwrap().send_reset(h2::Reason::NO_ERROR);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Origin::from_parts(addr, ca, task)
+}
+
+/// An HTTP/2 origin that ends a response short of its `content-length` with a
+/// `NO_ERROR` reset: the flow says the body broke off (hyper takes it for the end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_response_ended_short_of_its_declared_length_is_recorded_broken() {
+    // Streamed: the client gets what came and no more.
+    let origin = short_http2_origin(100_000, 40_000, Duration::from_millis(100)).await;
+    let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
+    let response = proxy.client().get(origin.url("/big")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.bytes().await.is_err(), "the body is short");
+    let flow = proxy.next_flow().await;
+    let response = flow.response.expect("its head");
+    assert_eq!(response.status, 200);
+    assert!(response.body.incomplete);
+    assert_eq!(response.body.wire_size, 40_000);
+    let error = flow.error.expect("an error");
+    assert_eq!(error.kind, kinspect::flow::FlowErrorKind::Protocol);
+    assert!(
+        error
+            .message
+            .ends_with("it ended after 40000 of the 100000 bytes its Content-Length declared"),
+        "{}",
+        error.message
+    );
+
+    // Small, so read (for at most 10 ms) before its head goes out: broken off within
+    // that, the client gets kinspect's 502 (past it, the head has gone as above).
+    let origin = short_http2_origin(1000, 400, Duration::from_millis(2)).await;
+    let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
+    let response = proxy
+        .client()
+        .get(origin.url("/small"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.status(), Some(status.as_u16()));
+    if status == 502 {
+        let body = flow.response.as_ref().unwrap().body.bytes.clone();
+        assert!(String::from_utf8_lossy(&body).contains("UpstreamProtocolError"));
+    } else {
+        assert_eq!(status, 200);
+        assert!(flow.response.as_ref().unwrap().body.incomplete);
+    }
+    let error = flow.error.expect("an error");
+    assert!(
+        error
+            .message
+            .contains("it ended after 400 of the 1000 bytes"),
+        "{}",
+        error.message
+    );
 }

@@ -506,6 +506,14 @@ pub(crate) async fn forward(
             }
         };
         let end = unfinished.take();
+        // A body that ended short of its declared length is one that broke off.
+        let short = lock(&capture)
+            .failure()
+            .map(|failure| failure.message.clone());
+        let outcome = match (outcome, short) {
+            (Ok(true), Some(short)) => Err(short),
+            (outcome, _) => outcome.map_err(|e| error_chain(&e)),
+        };
         return match outcome {
             Ok(true) => {
                 let (slot, flow) = end.into_flow(&capture, BodyEnd::Complete, None);
@@ -519,9 +527,8 @@ pub(crate) async fn forward(
             }
             // Nothing has gone to the client yet: it gets kinspect's 502 instead of a
             // connection closed unanswered, and the flow records that 502.
-            Err(e) => {
-                let cause = Some(error_chain(&e));
-                let (slot, mut flow) = end.into_flow(&capture, BodyEnd::SourceFailed, cause);
+            Err(cause) => {
+                let (slot, mut flow) = end.into_flow(&capture, BodyEnd::SourceFailed, Some(cause));
                 let broke = flow.error.take().map(|e| e.message).unwrap_or_default();
                 let failure = ProxyFailure::new(
                     FlowErrorKind::Protocol,

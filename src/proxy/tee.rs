@@ -27,6 +27,8 @@ pub struct BodyCapture {
     ended_at: Option<Instant>,
     failed: bool,
     failure: Option<BodyFailure>,
+    /// The length the body declared (`Content-Length`), when it did.
+    declared: Option<u64>,
 }
 
 /// Why a body's source failed.
@@ -73,12 +75,14 @@ impl BodyCapture {
             ended_at: None,
             failed: false,
             failure: None,
+            declared: None,
         }
     }
 
     /// Makes room up front for a body of declared `length` (up to the limit), so a large
     /// body is kept in one allocation instead of a chain of doubling copies.
     pub fn expect(&mut self, length: u64) {
+        self.declared = Some(length);
         let keep = usize::try_from(length).unwrap_or(usize::MAX).min(self.max);
         self.kept.reserve(keep.saturating_sub(self.kept.len()));
     }
@@ -115,6 +119,21 @@ impl BodyCapture {
     pub fn whole(&self) -> Option<Bytes> {
         let whole = self.ended_at.is_some() && !self.failed && !self.truncated;
         whole.then(|| self.frozen.clone().unwrap_or_default())
+    }
+
+    /// Why a body that ends now is short, when fewer bytes came than it declared: an
+    /// HTTP/2 peer that resets a stream with `NO_ERROR` ends it for hyper as if whole.
+    fn short_of_declared(&self) -> Option<BodyFailure> {
+        let declared = self
+            .declared
+            .filter(|&declared| self.wire_size < declared)?;
+        Some(BodyFailure {
+            message: format!(
+                "it ended after {} of the {declared} bytes its Content-Length declared",
+                self.wire_size
+            ),
+            malformed: false,
+        })
     }
 
     /// Why the body's source failed, when it did.
@@ -222,15 +241,21 @@ impl<B: Body> TeeBody<B> {
         self
     }
 
-    fn finish(&mut self, end: BodyEnd, failure: Option<BodyFailure>) -> Option<Stored> {
-        let error = failure.as_ref().map(|f| f.message.clone());
+    fn finish(&mut self, mut end: BodyEnd, mut failure: Option<BodyFailure>) -> Option<Stored> {
         {
             let mut capture = self.capture.lock().unwrap_or_else(|e| e.into_inner());
+            if end == BodyEnd::Complete {
+                if let Some(short) = capture.short_of_declared() {
+                    end = BodyEnd::SourceFailed;
+                    failure = Some(short);
+                }
+            }
             match end {
                 BodyEnd::Complete => capture.end(),
-                BodyEnd::SourceFailed | BodyEnd::Abandoned => capture.fail(failure),
+                BodyEnd::SourceFailed | BodyEnd::Abandoned => capture.fail(failure.clone()),
             }
         }
+        let error = failure.map(|f| f.message);
         let on_end = self.on_end.take()?;
         on_end.body_ended(&self.capture, end, error)
     }

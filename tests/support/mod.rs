@@ -271,6 +271,15 @@ impl Origin {
         Origin { addr, ca, task }
     }
 
+    /// An HTTPS origin served by `task` (a test's own) on `addr`, with a certificate of `ca`.
+    pub fn from_parts(addr: SocketAddr, ca: TestCa, task: JoinHandle<()>) -> Origin {
+        Origin {
+            addr,
+            ca: Some(ca),
+            task,
+        }
+    }
+
     /// An HTTPS origin (HTTP/1.1) whose certificate names `names` alone.
     pub async fn start_https_named(names: &[&str]) -> Origin {
         kinspect::tls::install_crypto_provider();
