@@ -650,6 +650,10 @@ impl Lease {
         let Some((conn, kept)) = self.kept else {
             return;
         };
+        // The origin stopped reading the request (and closes): it takes no other.
+        if conn.info.stopped_taking() {
+            return;
+        }
         if request_sent || conn.is_ready() {
             kept.keep(conn);
             return;
@@ -660,7 +664,8 @@ impl Lease {
         let mut conn = conn;
         tokio::spawn(async move {
             let ready = std::future::poll_fn(|cx| conn.poll_ready(cx));
-            if let Ok(Ok(())) = tokio::time::timeout(IDLE_TIMEOUT, ready).await {
+            let ready = tokio::time::timeout(IDLE_TIMEOUT, ready).await;
+            if matches!(ready, Ok(Ok(()))) && !conn.info.stopped_taking() {
                 upstreams.keep_idle(conn);
             }
         });

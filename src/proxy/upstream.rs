@@ -63,6 +63,8 @@ pub struct ConnectionInfo {
     /// absolute form (`--upstream-proxy`).
     pub(crate) forward_proxy: Option<Arc<ParentProxy>>,
     fresh: Arc<AtomicBool>,
+    /// Set once the origin took no more of what kinspect wrote (see [`taken_or_lost`]).
+    stopped_taking: Arc<AtomicBool>,
 }
 
 impl ConnectionInfo {
@@ -79,6 +81,12 @@ impl ConnectionInfo {
         self.fresh.swap(false, Ordering::Relaxed)
     }
 
+    /// True once the origin closed or reset the connection while kinspect wrote to it
+    /// (an upload it answered early and stopped reading): it takes no other request.
+    pub(crate) fn stopped_taking(&self) -> bool {
+        self.stopped_taking.load(Ordering::Relaxed)
+    }
+
     #[cfg(test)]
     pub(crate) fn for_test(
         dns: Option<Duration>,
@@ -93,6 +101,7 @@ impl ConnectionInfo {
             ssl,
             forward_proxy: None,
             fresh: Arc::new(AtomicBool::new(true)),
+            stopped_taking: Arc::default(),
         }
     }
 }
@@ -348,6 +357,7 @@ impl UpstreamConnector {
                 ssl: None,
                 forward_proxy,
                 fresh: Arc::new(AtomicBool::new(true)),
+                stopped_taking: Arc::default(),
             };
             return Ok(UpstreamConnection {
                 io: Stream::Plain(TokioIo::new(tcp)),
@@ -374,6 +384,7 @@ impl UpstreamConnector {
             ssl: Some(tls_started.elapsed()),
             forward_proxy: None,
             fresh: Arc::new(AtomicBool::new(true)),
+            stopped_taking: Arc::default(),
         };
         let stream = match outcome {
             Ok(Ok(stream)) => stream,
@@ -399,6 +410,7 @@ impl UpstreamConnector {
             ssl: Some(ssl),
             forward_proxy: None,
             fresh: Arc::new(AtomicBool::new(true)),
+            stopped_taking: Arc::default(),
         };
         Ok(UpstreamConnection {
             io: Stream::Tls(Box::new(TokioIo::new(stream))),
@@ -513,16 +525,48 @@ impl hyper::rt::Read for UpstreamConnection {
     }
 }
 
+/// The outcome of a write of `all` to an origin (`write`), unless the origin no longer
+/// takes what is written: it closed or reset the connection, typically after answering
+/// an upload early (a 413, a 401) without reading it. That write, and every one after it,
+/// counts as done, so that hyper goes on to read the answer the origin sent before it
+/// closed (as curl and browsers read it) instead of failing the exchange over the lost
+/// write.
+fn taken_or_lost<T>(
+    info: &ConnectionInfo,
+    all: T,
+    write: impl FnOnce() -> Poll<std::io::Result<T>>,
+) -> Poll<std::io::Result<T>> {
+    if info.stopped_taking() {
+        return Poll::Ready(Ok(all));
+    }
+    match write() {
+        Poll::Ready(Err(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+            ) =>
+        {
+            tracing::debug!("upstream {} took no more writes: {e}", info.server_addr);
+            info.stopped_taking.store(true, Ordering::Relaxed);
+            Poll::Ready(Ok(all))
+        }
+        other => other,
+    }
+}
+
 impl hyper::rt::Write for UpstreamConnection {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match &mut self.get_mut().io {
+        let UpstreamConnection { io, info } = self.get_mut();
+        taken_or_lost(info, buf.len(), || match io {
             Stream::Plain(io) => Pin::new(io).poll_write(cx, buf),
             Stream::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
-        }
+        })
     }
 
     fn poll_write_vectored(
@@ -530,10 +574,12 @@ impl hyper::rt::Write for UpstreamConnection {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        match &mut self.get_mut().io {
+        let UpstreamConnection { io, info } = self.get_mut();
+        let all = bufs.iter().map(|buf| buf.len()).sum();
+        taken_or_lost(info, all, || match io {
             Stream::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
             Stream::Tls(io) => Pin::new(io.as_mut()).poll_write_vectored(cx, bufs),
-        }
+        })
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -544,16 +590,18 @@ impl hyper::rt::Write for UpstreamConnection {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match &mut self.get_mut().io {
+        let UpstreamConnection { io, info } = self.get_mut();
+        taken_or_lost(info, (), || match io {
             Stream::Plain(io) => Pin::new(io).poll_flush(cx),
             Stream::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
-        }
+        })
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match &mut self.get_mut().io {
+        let UpstreamConnection { io, info } = self.get_mut();
+        taken_or_lost(info, (), || match io {
             Stream::Plain(io) => Pin::new(io).poll_shutdown(cx),
             Stream::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
-        }
+        })
     }
 }
