@@ -58,6 +58,40 @@ async fn curl_through_kinspect_over_http1_and_http2() {
     }
 }
 
+/// An HTTP/2 origin that answers an upload at once without reading it resets its
+/// stream (`NO_ERROR`): kinspect reads on the rest of the client's upload, so that curl,
+/// over HTTP/1.1 or HTTP/2, finishes sending and reads the answer. Before, its stream
+/// was reset mid-upload (curl: "stream 1 closed", no answer; exit 92) or its
+/// connection closed (exit 55).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_gets_the_answer_an_http2_origin_gives_an_upload_early() {
+    if !tool_available("curl") {
+        return;
+    }
+    let origin = Origin::start(OriginKind::Https).await;
+    let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
+    let upload = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(upload.path(), vec![b'u'; 5_000_000]).unwrap();
+    let data = format!("@{}", upload.path().display());
+    for flag in ["--http1.1", "--http2"] {
+        for attempt in 0..3 {
+            let mut command = curl(&proxy, flag, &origin.url("/status/413"));
+            command.args(["-H", "Expect:", "--data-binary", &data]);
+            let output = run(command).await;
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                output.status.success(),
+                "curl {flag}, attempt {attempt}: {:?} {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(stdout.starts_with("{\"status\":413}"), "{stdout}");
+            let flow = proxy.next_flow().await;
+            assert_eq!(flow.status(), Some(413), "{:?}", flow.error);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openssl_verifies_the_served_chain() {
     if !tool_available("openssl") {

@@ -356,7 +356,8 @@ pub(crate) async fn forward(
     let unread: Option<UnreadSlot<TeeBody<Incoming>>> =
         (!body.is_end_stream()).then(|| Arc::new(Mutex::new(None)));
     let teed = TeeBody::new(body, req_capture.clone(), None);
-    let mut upstream_req = Request::from_parts(parts, ReturnedIfUnread::new(teed, unread.clone()));
+    let body = ReturnedIfUnread::new(teed, unread.clone()).lingering(linger);
+    let mut upstream_req = Request::from_parts(parts, body);
     // Refused when this exchange ends, unless the response's end takes it over.
     let mut waiting_body = held_for_continue(&mut upstream_req);
     let timeout = shared.config.upstream_timeout;
@@ -595,6 +596,20 @@ async fn read_unsent(mut body: TeeBody<Incoming>) {
         while let Some(Ok(_)) = body.frame().await {}
     })
     .await;
+}
+
+/// Reads on (and keeps, within `--max-body`) a request body the origin stopped reading
+/// part-way, for at most [`UNSENT_BODY_WAIT`]: the client finishes its upload and reads
+/// the answer, instead of having its stream reset or its connection closed mid-upload
+/// (as nginx lingers). An origin that answers an upload early (a 413) and resets its
+/// HTTP/2 stream lets go of it so.
+fn linger(body: TeeBody<Incoming>) {
+    if body.is_end_stream() {
+        return;
+    }
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(read_unsent(body));
+    }
 }
 
 /// Awaits `response`, giving up when no response head came within `limit` of the

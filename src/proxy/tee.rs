@@ -504,6 +504,8 @@ pub struct ReturnedIfUnread<B> {
     again: Option<Bytes>,
     /// Held back until the origin asks for it, with the wait's end once it began.
     gate: Option<(ContinueGate, Option<Pin<Box<tokio::time::Sleep>>>)>,
+    /// Takes the body when it is dropped read in part (see [`ReturnedIfUnread::lingering`]).
+    linger: Option<fn(B)>,
 }
 
 impl<B> ReturnedIfUnread<B> {
@@ -515,7 +517,16 @@ impl<B> ReturnedIfUnread<B> {
             read: false,
             again: None,
             gate: None,
+            linger: None,
         }
+    }
+
+    /// Hands the body to `linger` if the upstream side lets go of it after reading part
+    /// of it (an origin that answered early and reset its stream, or whose connection
+    /// failed): the client may still be sending it.
+    pub fn lingering(mut self, linger: fn(B)) -> Self {
+        self.linger = Some(linger);
+        self
     }
 
     /// Holds the body back at `gate` (see [`ContinueGate`]).
@@ -531,6 +542,7 @@ impl<B> ReturnedIfUnread<B> {
             read: false,
             again: (!bytes.is_empty()).then_some(bytes),
             gate: None,
+            linger: None,
         }
     }
 
@@ -597,8 +609,13 @@ where
 
 impl<B> Drop for ReturnedIfUnread<B> {
     fn drop(&mut self) {
-        if let (false, Some(slot), Some(inner)) = (self.read, &self.slot, self.inner.take()) {
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(inner);
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
+        match (self.read, &self.slot, self.linger) {
+            (false, Some(slot), _) => *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(inner),
+            (true, _, Some(linger)) => linger(inner),
+            _ => {}
         }
     }
 }
