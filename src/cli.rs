@@ -227,7 +227,8 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "BYTES", value_parser = parse_head_size, default_value = "64K")]
     pub max_header_bytes: usize,
 
-    /// Most header fields accepted in one request; more gets 431.
+    /// Most header fields accepted in one request (more gets 431); raised past 100, in
+    /// an origin's HTTP/1.1 response too (more is a 502).
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = parse_count)]
     pub max_headers: usize,
 

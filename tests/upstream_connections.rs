@@ -639,6 +639,7 @@ async fn responses_with_long_header_fields_pass_and_too_many_fields_are_said() {
         answer.push_str(&format!("x-field-{i}: {i}\r\n"));
     }
     answer.push_str("\r\nok");
+    let answer_of_300 = answer.clone();
     let (plain_port, plain) = support::one_answer_origin(answer).await;
     // HTTP/2: one field of 40 KB (hyper's default takes 16 KiB in all).
     let ca = support::TestCa::new();
@@ -667,8 +668,34 @@ async fn responses_with_long_header_fields_pass_and_too_many_fields_are_said() {
         .unwrap();
     assert_eq!(response.status(), 502);
     let said = response.text().await.unwrap();
-    assert!(said.contains("more than 100 header fields"), "{said}");
+    assert!(
+        said.contains("more than 100 header fields (raise --max-headers)"),
+        "{said}"
+    );
     assert!(proxy.next_flow().await.error.is_some());
+    // With --max-headers raised past them, they pass.
+    let (again_port, again) = support::one_answer_origin(answer_of_300.clone()).await;
+    let mut raised = TestProxy::start(None, |c| c.max_headers = 400).await;
+    // (A raw client: reqwest's hyper takes 100 fields too.)
+    let mut client_stream = tokio::net::TcpStream::connect(raised.addr).await.unwrap();
+    let ask = format!(
+        "GET http://127.0.0.1:{again_port}/ HTTP/1.1\r\nHost: 127.0.0.1:{again_port}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut client_stream, ask.as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut client_stream, &mut got)
+        .await
+        .unwrap();
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.contains("x-field-299: 299\r\n"), "{got}");
+    let flow = raised.next_flow().await;
+    assert!(flow.error.is_none(), "{:?}", flow.error);
+    assert_eq!(flow.response.unwrap().headers.len(), 301);
+    again.abort();
 
     let response = client
         .get(format!("https://localhost:{h2_port}/"))

@@ -379,7 +379,9 @@ pub(crate) async fn forward(
             let (reached, failure) = match e {
                 SendError::Connect(e) => (e.reached, ProxyFailure::new(e.kind, e.message)),
                 SendError::Http(error) => {
-                    (None, classify_upstream_error(&error, target, &req_capture))
+                    let fields = shared.config.max_headers;
+                    let failure = classify_upstream_error(&error, target, &req_capture, fields);
+                    (None, failure)
                 }
             };
             // The origin was never reached: the body is still the client's to send, and
@@ -1070,6 +1072,7 @@ fn classify_upstream_error(
     error: &hyper::Error,
     target: &Target,
     req_capture: &SharedCapture,
+    max_headers: usize,
 ) -> ProxyFailure {
     let capture = lock(req_capture);
     if let Some(failure) = capture.failure().filter(|f| f.malformed) {
@@ -1095,9 +1098,9 @@ fn classify_upstream_error(
             FlowErrorKind::Protocol,
             format!(
                 "upstream {} sent a response head kinspect cannot take: more than {} header \
-                 fields, or over {} KiB over HTTP/1.1",
+                 fields (raise --max-headers), or over {} KiB over HTTP/1.1",
                 target.authority(),
-                super::pool::MAX_RESPONSE_FIELDS,
+                max_headers.max(super::pool::MAX_RESPONSE_FIELDS),
                 super::pool::MAX_RESPONSE_HEAD_BYTES / 1024
             ),
         );

@@ -224,6 +224,7 @@ impl Proxy {
         let upstreams = Upstreams::start(
             UpstreamConnector::new(tls, dialer.clone()),
             UpstreamConnector::new(http1_tls, dialer.clone()),
+            config.max_headers,
         );
         let leaves = LeafCache::new(ca.clone(), config.leaf_cache_size)?;
         Ok(Proxy {

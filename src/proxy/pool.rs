@@ -26,7 +26,10 @@ use super::{ReturnedIfUnread, Target, UpstreamBody};
 /// How long an unused connection is kept open.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Most header fields hyper's HTTP/1.1 client takes in a response (its default).
+/// Most header fields hyper's HTTP/1.1 client takes in a response by default: kept
+/// unless `--max-headers` asks for more (any other limit parses every response into a
+/// heap-allocated table: measured 1-2 µs per request against nginx, 2-3% of kinspect's
+/// CPU).
 pub(crate) const MAX_RESPONSE_FIELDS: usize = 100;
 
 /// Most bytes of header fields taken in an origin's HTTP/2 response: what hyper's
@@ -337,6 +340,8 @@ pub(crate) struct Upstreams {
     /// since upgrades do not exist in HTTP/2.
     http1_connector: UpstreamConnector,
     idle: Mutex<Idle>,
+    /// Most header fields taken in an HTTP/1.1 response (see [`MAX_RESPONSE_FIELDS`]).
+    response_fields: usize,
 }
 
 /// The connections no client connection holds.
@@ -365,15 +370,19 @@ impl Idle {
 const SWEEP_EVERY: Duration = Duration::from_secs(IDLE_TIMEOUT.as_secs() / 4);
 
 impl Upstreams {
-    /// Connects through `connector`, and through `http1_connector` to switch protocols.
-    /// Unused connections are closed in the background until the last handle goes.
+    /// Connects through `connector`, and through `http1_connector` to switch protocols;
+    /// HTTP/1.1 responses may carry `response_fields` header fields (at least
+    /// [`MAX_RESPONSE_FIELDS`]). Unused connections are closed in the background until
+    /// the last handle goes.
     pub(crate) fn start(
         connector: UpstreamConnector,
         http1_connector: UpstreamConnector,
+        response_fields: usize,
     ) -> Arc<Self> {
         let upstreams = Arc::new(Upstreams {
             connector,
             http1_connector,
+            response_fields: response_fields.max(MAX_RESPONSE_FIELDS),
             idle: Mutex::new(Idle {
                 http1: HashMap::new(),
                 http2: HashMap::new(),
@@ -539,15 +548,13 @@ impl Upstreams {
             tokio::spawn(connection);
             Sender::Http2(sender)
         } else {
-            let (sender, connection) = http1::Builder::new()
-                .preserve_header_case(true)
-                // hyper's default of 100 response fields stays: any other limit parses
-                // every response into a heap-allocated table (measured: 1-2 µs per
-                // request against nginx, 2-3% of kinspect's CPU). A response with more
-                // is a 502 that says so (`classify_upstream_error`).
-                .handshake(io)
-                .await
-                .map_err(failed)?;
+            let mut builder = http1::Builder::new();
+            builder.preserve_header_case(true);
+            // A response with more is a 502 that says so (`classify_upstream_error`).
+            if self.response_fields > MAX_RESPONSE_FIELDS {
+                builder.max_headers(self.response_fields);
+            }
+            let (sender, connection) = builder.handshake(io).await.map_err(failed)?;
             tokio::spawn(connection.with_upgrades());
             Sender::Http1(sender)
         };
@@ -745,6 +752,7 @@ mod tests {
             Upstreams::start(
                 UpstreamConnector::new(tls.clone(), dialer.clone()),
                 UpstreamConnector::new(tls, dialer),
+                MAX_RESPONSE_FIELDS,
             )
         });
         let open = |thread: &tokio::runtime::Runtime| {
