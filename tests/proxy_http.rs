@@ -431,3 +431,42 @@ async fn an_h2c_upgrade_goes_on_as_a_plain_request() {
     );
     assert!(proxy.next_flow().await.error.is_none());
 }
+
+/// `localhost` and `*.localhost` are this machine whatever the resolver says (RFC 6761):
+/// kinspect tries both loopback addresses, as browsers and curl do, so a server on
+/// `[::1]` alone and a name such as `app.localhost` are reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn localhost_names_reach_either_loopback_address() {
+    let mut proxy = TestProxy::start(None, |_| {}).await;
+    let origin = Origin::start(OriginKind::Plain).await;
+    let port = origin.addr.port();
+    let url = format!("http://app.localhost:{port}/status/200");
+    let response = proxy.client().get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.server_ip, Some("127.0.0.1".parse().unwrap()));
+
+    let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {
+        eprintln!("skipped the [::1] part: this machine has no IPv6 loopback");
+        return;
+    };
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let (mut stream, _) = listener.accept().await.unwrap();
+        support::read_head(&mut stream).await.unwrap();
+        let answer = "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nv6!!";
+        stream.write_all(answer.as_bytes()).await.unwrap();
+        let _ = tokio::io::AsyncReadExt::read_u8(&mut stream).await;
+    });
+    let response = proxy
+        .client()
+        .get(format!("http://localhost:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "v6!!");
+    let flow = proxy.next_flow().await;
+    assert_eq!(flow.server_ip, Some("::1".parse().unwrap()));
+}

@@ -1,7 +1,7 @@
 //! Connections to origins: DNS, TCP and TLS with each phase timed, HTTP/2 when the
 //! origin offers it by ALPN.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -223,6 +223,16 @@ impl Dialer {
             .or_else(|| self.hosts.get(bare));
         let (addrs, dns) = match fixed {
             Some(ip) => (vec![SocketAddr::new(ip, port)], None),
+            // This machine, whatever the resolver says of the name (RFC 6761; `*.localhost`
+            // mostly resolves to nothing): both loopback addresses, as browsers and curl
+            // try them, for a server listening on one of them alone.
+            None if is_localhost(bare) => {
+                let loopback = [
+                    IpAddr::from([127, 0, 0, 1]),
+                    IpAddr::from(Ipv6Addr::LOCALHOST),
+                ];
+                (loopback.map(|ip| SocketAddr::new(ip, port)).to_vec(), None)
+            }
             None => {
                 let started = Instant::now();
                 let lookup = tokio::time::timeout(timeout, tokio::net::lookup_host((bare, port)));
