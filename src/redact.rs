@@ -319,7 +319,9 @@ fn form_fields_in<'a>(
 
 /// The fields of a form body (`application/x-www-form-urlencoded`, as `headers` say),
 /// decoded from its content-encoding and its charset; a form cut at `--max-body` leaves
-/// its last field out, as it may be cut too. `None` for a body that is no form.
+/// its last field out, as it may be cut too. `None` for a body that is no form, or is
+/// binary whatever its label (a file sent with curl's `--data-binary`, labelled a form
+/// by default): it has no fields, only bytes.
 pub fn form_body_fields(
     body: &crate::flow::CapturedBody,
     headers: &crate::flow::Headers,
@@ -329,6 +331,12 @@ pub fn form_body_fields(
     }
     let encoding = headers.get("content-encoding");
     let form = body.decoded(encoding.as_deref()).ok()?;
+    let binary = form
+        .iter()
+        .any(|&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'));
+    if binary {
+        return None;
+    }
     let charset = crate::flow::declared_charset(headers);
     let form = match charset {
         Some(charset) => charset.decode_without_bom_handling(&form).0,
@@ -1736,6 +1744,19 @@ mod tests {
             r#"{"token":["[redacted]"],"Token":{"v":"[redacted]"},"a":{"token":{"value":"[redacted]","n":"[redacted]"}},"tokens":{"prompt":12},"tokenUsage":{"total":3}}"#
         );
         assert_eq!(count, 4);
+    }
+
+    #[test]
+    fn a_binary_body_labelled_a_form_has_no_fields() {
+        use crate::flow::{CapturedBody, Headers};
+        let headers: Headers = [("Content-Type", "application/x-www-form-urlencoded")]
+            .into_iter()
+            .collect();
+        let form = CapturedBody::whole("user=ada&note=caf%C3%A9");
+        let fields = form_body_fields(&form, &headers).unwrap();
+        assert_eq!(fields[1], ("note".to_owned(), "café".to_owned()));
+        let binary = CapturedBody::whole(&b"\x89PNG\r\n\x1a\n\x00\x00a=b&c=d"[..]);
+        assert_eq!(form_body_fields(&binary, &headers), None);
     }
 
     #[test]
