@@ -65,6 +65,8 @@ pub fn write_text_line(
     websocket: Option<&MessageCounts>,
 ) -> std::io::Result<()> {
     let StoredFlow { flow, kinvey } = stored;
+    // The id first, as the UI's list shows it: warnings and replays name flows by it.
+    write!(out, "{} ", flow.id)?;
     write_utc_timestamp(out, flow.started_at)?;
     write!(
         out,
@@ -325,7 +327,7 @@ mod tests {
         assert_eq!(
             String::from_utf8(line).unwrap(),
             format!(
-                "1970-01-01T00:00:00.000Z 127.0.0.1:40000 GET {url} 500 RETRY \
+                "7 1970-01-01T00:00:00.000Z 127.0.0.1:40000 GET {url} 500 RETRY \
                  KinveyInternalErrorRetry 1.5 KiB 0ms warning[retry_storm] \
                  anomalies[missing_api_version,wrapped_body] replay_of[3] error[protocol]: reset"
             )
