@@ -206,7 +206,12 @@ impl TextCache {
                 }
             }
         };
-        let text = Arc::new(LaidOutText::shared(lines, width));
+        // The Kinvey and Timing tabs are labelled lines (see `labelled_lines`).
+        let hanging = match shown.0 {
+            Tab::Kinvey | Tab::Timing => super::view::LABEL_COLUMN,
+            Tab::Request | Tab::Response => 0,
+        };
+        let text = Arc::new(LaidOutText::shared(lines, width, hanging));
         *self.laid_out.borrow_mut() = Some((shown, text.clone()));
         text
     }

@@ -15,6 +15,9 @@ pub struct LaidOutText {
     pub rows: usize,
     /// The width they are laid out in.
     pub width: usize,
+    /// The label column of labelled lines (`Description  text`): their rows after the
+    /// first start under their text, this far in (0: none). See [`LaidOutText::hang_of`].
+    pub hanging: usize,
 }
 
 /// Where the screen rows of `line` end, `width` columns each, measured as the terminal
@@ -24,8 +27,10 @@ pub struct LaidOutText {
 /// fit (a word longer than a row is cut); spaces that do not fit hang past its edge, as
 /// in a word processor, rather than begin the next. Each end is a byte offset; the last
 /// is the line's length. ASCII takes the short way.
-fn row_ends(line: &str, width: usize) -> impl Iterator<Item = usize> + '_ {
-    let width = width.max(1);
+/// Rows after the first are `hang` columns narrower (they start that far in).
+fn row_ends(line: &str, width: usize, hang: usize) -> impl Iterator<Item = usize> + '_ {
+    let first = width.max(1);
+    let rest = width.saturating_sub(hang).max(1);
     let ascii = line.is_ascii();
     let mut start = 0;
     let mut done = false;
@@ -33,6 +38,7 @@ fn row_ends(line: &str, width: usize) -> impl Iterator<Item = usize> + '_ {
         if done {
             return None;
         }
+        let width = if start == 0 { first } else { rest };
         let end = match ascii {
             true => ascii_row_end(line.as_bytes(), start, width),
             false => row_end(line, start, width),
@@ -88,33 +94,57 @@ fn row_end(line: &str, start: usize, width: usize) -> usize {
 /// more bytes than `width` fits in one row, as no character takes more columns than it
 /// has bytes in UTF-8: only longer lines are measured (laying out 100,000 WebSocket
 /// message lines, each with its arrow, took 166 ms by grapheme).
-fn rows_of(line: &str, width: usize) -> usize {
+fn rows_of(line: &str, width: usize, hang: usize) -> usize {
     match line.len() <= width.max(1) {
         true => 1,
-        false => row_ends(line, width).count(),
+        false => row_ends(line, width, hang).count(),
     }
+}
+
+/// One screen row of a line: its text, `indent` columns in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Row<'a> {
+    pub indent: usize,
+    pub text: &'a str,
 }
 
 impl LaidOutText {
     /// Lays `lines` out in rows `width` columns wide.
     pub fn new(lines: Vec<String>, width: usize) -> LaidOutText {
-        LaidOutText::shared(Arc::new(lines), width)
+        LaidOutText::shared(Arc::new(lines), width, 0)
     }
 
-    /// Lays out `lines` made before (another width, another time).
-    pub fn shared(lines: Arc<Vec<String>>, width: usize) -> LaidOutText {
+    /// Lays out `lines` made before (another width, another time); labelled lines, if
+    /// `hanging` is their label column, with a hanging indent.
+    pub fn shared(lines: Arc<Vec<String>>, width: usize, hanging: usize) -> LaidOutText {
         let width = width.max(1);
-        let mut starts = Vec::with_capacity(lines.len());
-        let mut rows = 0;
-        for line in lines.iter() {
-            starts.push(rows);
-            rows += rows_of(line, width);
-        }
-        LaidOutText {
-            lines,
-            starts,
-            rows,
+        let mut text = LaidOutText {
+            lines: Arc::default(),
+            starts: Vec::with_capacity(lines.len()),
+            rows: 0,
             width,
+            hanging,
+        };
+        for line in lines.iter() {
+            text.starts.push(text.rows);
+            text.rows += rows_of(line, width, text.hang_of(line));
+        }
+        text.lines = lines;
+        text
+    }
+
+    /// How far in the rows of `line` after its first start: to its text when it is a
+    /// labelled line (its label column ends in a space) and the width leaves room for
+    /// its text beside the label, else 0.
+    fn hang_of(&self, line: &str) -> usize {
+        let hang = self.hanging;
+        let labelled = hang > 0
+            && line.len() > self.width
+            && line.as_bytes().get(hang - 1) == Some(&b' ')
+            && line.is_char_boundary(hang);
+        match labelled && self.width >= hang * 2 {
+            true => hang,
+            false => 0,
         }
     }
 
@@ -131,14 +161,17 @@ impl LaidOutText {
             .saturating_sub(1)
     }
 
-    /// The screen rows `line` takes, each at most `width` columns; an empty line is one
-    /// empty row. Made as they are taken: a line of megabytes costs only the rows shown.
-    pub fn rows_of_line<'a>(&self, line: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    /// The screen rows `line` takes, each at most `width` columns with its indent; an
+    /// empty line is one empty row. Made as they are taken: a line of megabytes costs
+    /// only the rows shown.
+    pub fn rows_of_line<'a>(&self, line: &'a str) -> impl Iterator<Item = Row<'a>> + 'a {
+        let hang = self.hang_of(line);
         let mut start = 0;
-        row_ends(line, self.width).map(move |end| {
-            let row = &line[start..end];
+        row_ends(line, self.width, hang).map(move |end| {
+            let indent = if start == 0 { 0 } else { hang };
+            let text = &line[start..end];
             start = end;
-            row
+            Row { indent, text }
         })
     }
 }
@@ -146,6 +179,45 @@ impl LaidOutText {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn texts<'a>(text: &LaidOutText, line: &'a str) -> Vec<&'a str> {
+        text.rows_of_line(line).map(|row| row.text).collect()
+    }
+
+    #[test]
+    fn labelled_lines_hang_under_their_text() {
+        let lines = vec![
+            "Description  The server could not do it. Please retry".to_owned(),
+            "             a second line of the same field, long too".to_owned(),
+            "a line that is not labelled at all, long".to_owned(),
+            "Short        fits".to_owned(),
+        ];
+        let text = LaidOutText::shared(Arc::new(lines), 30, 13);
+        let rows = |i: usize| {
+            let line = &text.lines[i];
+            text.rows_of_line(line)
+                .map(|row| format!("{}{}", " ".repeat(row.indent), row.text))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            rows(0),
+            [
+                "Description  The server could ",
+                "             not do it. Please ",
+                "             retry"
+            ]
+        );
+        assert_eq!(rows(1)[1], "             the same field, ");
+        assert_eq!(rows(2), ["a line that is not labelled at ", "all, long"]);
+        assert_eq!(rows(3), ["Short        fits"]);
+        // (Spaces that do not fit hang past the edge.)
+        assert!(rows(0).iter().all(|row| row.trim_end().chars().count() <= 30));
+        assert_eq!(text.rows, 3 + 3 + 2 + 1);
+        // Too narrow to hang beside the label: rows wrap from the edge.
+        let narrow = LaidOutText::shared(text.lines.clone(), 20, 13);
+        let first: Vec<_> = narrow.rows_of_line(&narrow.lines[0]).collect();
+        assert!(first.iter().all(|row| row.indent == 0));
+    }
 
     #[test]
     fn the_short_way_counts_the_rows_the_graphemes_take() {
@@ -159,8 +231,8 @@ mod tests {
         for line in lines {
             for width in 1..60 {
                 assert_eq!(
-                    rows_of(line, width),
-                    row_ends(line, width).count(),
+                    rows_of(line, width, 0),
+                    row_ends(line, width, 0).count(),
                     "{line:?} in {width} columns"
                 );
             }
@@ -174,10 +246,10 @@ mod tests {
             (text.starts.as_slice(), text.rows),
             ([0, 3, 4].as_slice(), 5)
         );
-        let rows: Vec<&str> = text.rows_of_line(&text.lines[0]).collect();
+        let rows: Vec<&str> = text.rows_of_line(&text.lines[0]).map(|r| r.text).collect();
         assert_eq!(rows, ["aaaa", "aaaa", "aa"]);
-        assert_eq!(text.rows_of_line("ééé").collect::<Vec<_>>(), ["ééé"]);
-        assert_eq!(text.rows_of_line("").collect::<Vec<_>>(), [""]);
+        assert_eq!(texts(&text, "ééé"), ["ééé"]);
+        assert_eq!(texts(&text, ""), [""]);
         assert_eq!(
             (
                 text.line_at(0),
@@ -194,7 +266,7 @@ mod tests {
     fn rows_end_between_words() {
         let rows = |line: &str, width| {
             let text = LaidOutText::new(vec![line.to_owned()], width);
-            let rows: Vec<String> = text.rows_of_line(line).map(str::to_owned).collect();
+            let rows: Vec<String> = text.rows_of_line(line).map(|r| r.text.to_owned()).collect();
             assert_eq!(rows.len(), text.rows, "{line:?} in {width}");
             rows
         };
@@ -212,22 +284,12 @@ mod tests {
     #[test]
     fn wide_characters_take_two_columns_and_never_straddle_rows() {
         let text = LaidOutText::new(vec!["漢字かなab🙂c".into()], 5);
-        let rows: Vec<&str> = text.rows_of_line(&text.lines[0]).collect();
-        assert_eq!(rows, ["漢字", "かなa", "b🙂c"]);
+        assert_eq!(texts(&text, &text.lines[0]), ["漢字", "かなa", "b🙂c"]);
         assert_eq!(text.rows, 3);
         // A combining accent stays with its letter; an emoji with its variation
         // selector is two columns, a ZWJ family one emoji.
-        assert_eq!(
-            text.rows_of_line("abcde\u{301}f").collect::<Vec<_>>(),
-            ["abcde\u{301}", "f"]
-        );
-        assert_eq!(
-            text.rows_of_line("abcd❤️e").collect::<Vec<_>>(),
-            ["abcd", "❤️e"]
-        );
-        assert_eq!(
-            text.rows_of_line("ab👨‍👩‍👧cd").collect::<Vec<_>>(),
-            ["ab👨‍👩‍👧c", "d"]
-        );
+        assert_eq!(texts(&text, "abcde\u{301}f"), ["abcde\u{301}", "f"]);
+        assert_eq!(texts(&text, "abcd❤️e"), ["abcd", "❤️e"]);
+        assert_eq!(texts(&text, "ab👨‍👩‍👧cd"), ["ab👨‍👩‍👧c", "d"]);
     }
 }

@@ -395,7 +395,13 @@ fn draw_text(
             .rows_of_line(line)
             .skip(std::mem::take(&mut skip))
             .take(room);
-        rows.extend(chunks.map(|chunk| Line::styled(chunk, style)));
+        rows.extend(chunks.map(|row| match row.indent {
+            0 => Line::styled(row.text, style),
+            indent => Line::from(vec![
+                Span::raw(" ".repeat(indent)),
+                Span::styled(row.text, style),
+            ]),
+        }));
     }
     frame.render_widget(Paragraph::new(rows), area);
 }
@@ -869,8 +875,13 @@ fn millis(d: Option<std::time::Duration>) -> String {
     )
 }
 
+/// Where the text of a labelled line starts (see [`labelled_lines`]): a label of at
+/// most 12 columns and a space.
+pub const LABEL_COLUMN: usize = 13;
+
 /// `text` under `label`, a line of its own for each of its lines (a Business Logic stack
-/// trace in `debug`), indented under the first; tabs as spaces.
+/// trace in `debug`), indented under the first; tabs as spaces. Laid out, the rows of a
+/// long one hang under its text ([`LABEL_COLUMN`]).
 fn labelled_lines(lines: &mut Vec<String>, label: &str, text: &str) {
     for (i, line) in text.lines().enumerate() {
         let label = if i == 0 { label } else { "" };
