@@ -209,6 +209,31 @@ fn every_flow_field_round_trips_through_the_store() {
     assert_eq!(api, "5");
 }
 
+/// A capture holds every credential that crossed the proxy: only its owner reads it.
+#[test]
+#[cfg(unix)]
+fn a_new_capture_and_its_directory_are_its_owners_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("made/for/it/capture.db");
+    let mut writer = CaptureWriter::open(&path).unwrap();
+    let stored = StoredFlow {
+        flow: full_flow(1),
+        kinvey: KinveySummary::default(),
+    };
+    writer.write_batch(&[stored]).unwrap();
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&path.with_file_name("capture.db-wal")), 0o600);
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+    assert_eq!(mode(&dir.path().join("made")), 0o700);
+    drop(writer);
+
+    // Not a file: refused before SQLite makes a journal beside it.
+    let err = CaptureWriter::open(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+}
+
 #[test]
 fn newer_unrelated_and_non_sqlite_files_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();

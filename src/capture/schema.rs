@@ -264,9 +264,17 @@ fn inspect(conn: &Connection, path: &Path) -> Result<Contents, CaptureError> {
 /// The returned file holds an exclusive advisory lock (`flock`; SQLite's own locks are
 /// `fcntl` ones, which it does not touch) for as long as it is kept: two writers would
 /// hand out the same flow ids, and the second one's flows would fail to store.
+///
+/// A capture holds every credential that crossed the proxy: a new one is made readable
+/// by its owner alone (0600; SQLite gives its `-wal` and `-shm` files the same mode),
+/// and so are the directories made for it (0700).
 pub(crate) fn open_for_writing(path: &Path) -> Result<(Connection, std::fs::File), CaptureError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|source| CaptureError::Io {
+        let mut dirs = std::fs::DirBuilder::new();
+        dirs.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut dirs, 0o700);
+        dirs.create(parent).map_err(|source| CaptureError::Io {
             path: parent.to_owned(),
             source,
         })?;
@@ -275,14 +283,21 @@ pub(crate) fn open_for_writing(path: &Path) -> Result<(Connection, std::fs::File
         path: path.to_owned(),
         source,
     };
+    // SQLite would take a device (`/dev/null`) and fail later with "disk I/O error",
+    // leaving a journal beside it.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(CaptureError::NotACapture {
+            path: path.to_owned(),
+            reason: "it is not a regular file (a directory or a device): record into a file"
+                .into(),
+        });
+    }
     // An empty file is what SQLite makes of a new database anyway.
-    let lock = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(io_error)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let lock = options.open(path).map_err(io_error)?;
     match lock.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {

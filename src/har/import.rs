@@ -340,8 +340,12 @@ pub fn import_to_capture(
     path: &Path,
 ) -> Result<(tempfile::TempDir, PathBuf, Vec<HarError>), HarError> {
     let Imported { flows, skipped } = import_leniently(path)?;
-    let dir = tempfile::Builder::new()
-        .prefix("kinspect-har-")
+    let mut dir = tempfile::Builder::new();
+    dir.prefix("kinspect-har-");
+    // The copy holds the HAR's credentials (all of them, if it was not redacted).
+    #[cfg(unix)]
+    dir.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
+    let dir = dir
         .tempdir()
         .map_err(|source| HarError::Io {
             path: std::env::temp_dir(),
