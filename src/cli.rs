@@ -560,6 +560,7 @@ fn list(file: &Path, json: bool, filter: Option<&str>) -> anyhow::Result<()> {
         printer.print_counted(&stored, counts.as_ref());
     })?;
     printer.flush();
+    say_flows_left_out(&reader);
     Ok(())
 }
 
@@ -591,20 +592,34 @@ fn readable(file: &Path) -> anyhow::Result<Readable> {
         });
     }
     let (guard, capture, skipped) = har::import_to_capture(file)?;
-    const SHOWN: usize = 5;
-    for entry in skipped.iter().take(SHOWN) {
-        notice!("left out: {entry}");
-    }
-    if skipped.len() > SHOWN {
-        let more = skipped.len() - SHOWN;
-        let entries = if more == 1 { "entry" } else { "entries" };
-        notice!("left out {more} more {entries}");
-    }
+    say_left_out(&skipped, "", ("entry", "entries"));
     Ok(Readable {
         import: Some(guard),
         capture,
         har_left_out: skipped.len(),
     })
+}
+
+/// Says on stderr what a read left out (`what`: its name, one and many), the first few
+/// in full: `left out: {prefix}{item}`.
+fn say_left_out(items: &[impl std::fmt::Display], prefix: &str, what: (&str, &str)) {
+    const SHOWN: usize = 5;
+    for item in items.iter().take(SHOWN) {
+        notice!("left out: {prefix}{item}");
+    }
+    if items.len() > SHOWN {
+        let more = items.len() - SHOWN;
+        let what = if more == 1 { what.0 } else { what.1 };
+        notice!("left out {more} more {what}");
+    }
+}
+
+/// The flows `reader` passed over so far, said on stderr: how many.
+fn say_flows_left_out(reader: &CaptureReader) -> usize {
+    let left_out = reader.take_left_out();
+    let prefix = format!("{}: ", reader.path().display());
+    say_left_out(&left_out, &prefix, ("flow", "flows"));
+    left_out.len()
 }
 
 /// True when both paths name one existing file.
@@ -781,6 +796,7 @@ fn export_har(
             failure = writer.push(&stored).err();
         }
     })?;
+    progress.suspend(|| say_flows_left_out(&reader));
     if let Some(e) = failure {
         return Err(e).with_context(cannot_write);
     }
@@ -853,13 +869,14 @@ fn open(file: PathBuf) -> anyhow::Result<()> {
         tui::summarize(&mut stored);
         flows.push(Box::new(stored))
     })?;
+    let flows_left_out = say_flows_left_out(&reader);
     drop(reader);
     let source = SourceInfo {
         listen: None,
         capture: file.clone(),
         ca: None,
         har: har.clone(),
-        har_left_out,
+        left_out: har_left_out + flows_left_out,
     };
     let shown = tui::run(source, flows, Feed::File, None);
     // A kinspect that stopped while this one read its capture could not take the file
@@ -1190,7 +1207,7 @@ async fn serve(
             capture: capture_path,
             ca: Some(ca.cert_pem_path()),
             har: None,
-            har_left_out: 0,
+            left_out: 0,
         };
         let replay =
             crate::replay::Replayer::new(addr, ca.cert_der(), proxy_authorization, replays)

@@ -234,6 +234,78 @@ fn a_new_capture_and_its_directory_are_its_owners_alone() {
     assert!(err.to_string().contains("not a regular file"), "{err}");
 }
 
+/// A flow whose row is damaged (a hand edit, a flipped byte) is left out, said with its
+/// id; the flows after it are still read, by the reader and by `ls` and `har`.
+#[test]
+fn a_damaged_row_leaves_out_its_flow_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("damaged.db");
+    let mut writer = CaptureWriter::open(&path).unwrap();
+    let flows: Vec<StoredFlow> = (1..=4)
+        .map(|id| StoredFlow {
+            flow: full_flow(id),
+            kinvey: KinveySummary::default(),
+        })
+        .collect();
+    writer.write_batch(&flows).unwrap();
+    drop(writer);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "UPDATE flows SET client_addr = 'garbage' WHERE id = 2;
+         UPDATE flows SET status = 'abc' WHERE id = 3;",
+    )
+    .unwrap();
+    drop(conn);
+
+    let reader = CaptureReader::open(&path).unwrap();
+    let mut read = Vec::new();
+    reader
+        .for_each(Detail::Full, |stored| read.push(stored.flow.id))
+        .unwrap();
+    assert_eq!(read, [1, 4]);
+    let left_out = reader.take_left_out();
+    assert_eq!(left_out.iter().map(|l| l.id).collect::<Vec<_>>(), [2, 3]);
+    assert!(left_out[0]
+        .to_string()
+        .starts_with("flow 2: it cannot be read ("));
+    assert!(
+        left_out[0].reason.contains("client_addr"),
+        "{}",
+        left_out[0]
+    );
+    assert!(reader.take_left_out().is_empty(), "taken once");
+    drop(reader);
+
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_kinspect"))
+            .args(args)
+            .arg(&path)
+            .env("KINSPECT_HOME", dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let out = String::from_utf8(output.stdout).unwrap();
+        (out, String::from_utf8(output.stderr).unwrap())
+    };
+    let (listed, said) = run(&["ls"]);
+    let ids: Vec<&str> = listed
+        .lines()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(ids, ["1", "4"]);
+    let prefix = format!("left out: {}: flow 2: it cannot be read (", path.display());
+    assert!(said.contains(&prefix), "{said}");
+    assert!(said.contains(": flow 3: it cannot be read ("), "{said}");
+    let (har, said) = run(&["har", "-o", "-"]);
+    let har: serde_json::Value = serde_json::from_str(&har).unwrap();
+    assert_eq!(har["log"]["entries"].as_array().unwrap().len(), 2);
+    assert!(said.contains(": flow 2: it cannot be read ("), "{said}");
+}
+
 #[test]
 fn newer_unrelated_and_non_sqlite_files_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();

@@ -184,7 +184,7 @@ fn app() -> App {
         capture: "/home/ada/.kinspect/captures/2026-11-25T00-00-00Z.db".into(),
         ca: Some("/home/ada/.kinspect/kinspect-ca.pem".into()),
         har: None,
-        har_left_out: 0,
+        left_out: 0,
     });
     for stored in flows() {
         update(&mut app, Event::Flow(Box::new(stored)));

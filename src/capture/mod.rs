@@ -6,7 +6,7 @@ mod recorder;
 mod schema;
 mod writer;
 
-pub use reader::{CaptureReader, Detail};
+pub use reader::{CaptureReader, Detail, LeftOut};
 pub use recorder::{FlowViewer, Recorder, RecorderStats};
 pub use schema::{fold_left_log, APPLICATION_ID, SCHEMA, SCHEMA_VERSION};
 pub use writer::CaptureWriter;

@@ -38,6 +38,36 @@ pub struct CaptureReader {
     /// The file's schema version: from 2 on, headers are columns of `flows`; from 3 on,
     /// a flow's bodies are one row of `bodies`; from 4 on, WebSocket messages are kept.
     schema: i64,
+    /// The flows passed over so far because their row could not be read.
+    left_out: std::sync::Mutex<Vec<LeftOut>>,
+}
+
+/// A flow a reader passed over: its row cannot be read (a damaged file, a hand edit
+/// that broke a column), while the flows around it can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftOut {
+    /// The flow.
+    pub id: FlowId,
+    /// What could not be read.
+    pub reason: String,
+}
+
+impl std::fmt::Display for LeftOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "flow {}: it cannot be read ({})", self.id, self.reason)
+    }
+}
+
+/// True for an error of one row's contents (a value of the wrong type or out of range,
+/// text that is no UTF-8, JSON that does not parse), as opposed to the file's.
+fn is_row_damage(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::Utf8Error(..)
+    )
 }
 
 impl std::fmt::Debug for CaptureReader {
@@ -78,7 +108,14 @@ impl CaptureReader {
             conn,
             path: path.to_owned(),
             schema,
+            left_out: Default::default(),
         })
+    }
+
+    /// The flows passed over since the last call, because their rows could not be read
+    /// ([`CaptureReader::for_each_in`]).
+    pub fn take_left_out(&self) -> Vec<LeftOut> {
+        std::mem::take(&mut *self.left_out.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The capture file.
@@ -111,7 +148,9 @@ impl CaptureReader {
         self.for_each_in(after.saturating_add(1)..FlowId::MAX, detail, each)
     }
 
-    /// Calls `each` with every flow whose id is in `ids`, in id order.
+    /// Calls `each` with every flow whose id is in `ids`, in id order. A flow whose row
+    /// cannot be read is passed over, and kept for [`CaptureReader::take_left_out`]: one
+    /// damaged row does not hide every flow after it.
     pub fn for_each_in(
         &self,
         ids: std::ops::Range<FlowId>,
@@ -125,9 +164,24 @@ impl CaptureReader {
             .query(params![bound(ids.start), bound(ids.end)])
             .map_err(|e| self.error(e))?;
         while let Some(row) = rows.next().map_err(|e| self.error(e))? {
-            let mut stored = stored_from_row(row).map_err(|e| self.error(e))?;
-            self.load_detail(row, &mut stored.flow, detail)?;
-            each(stored);
+            let read = stored_from_row(row)
+                .map_err(|e| self.error(e))
+                .and_then(|mut stored| {
+                    self.load_detail(row, &mut stored.flow, detail)?;
+                    Ok(stored)
+                });
+            match read {
+                Ok(stored) => each(stored),
+                Err(CaptureError::Sqlite { sqlite, .. }) if is_row_damage(&sqlite) => {
+                    let id = row.get::<_, i64>("id").unwrap_or_default();
+                    let left_out = LeftOut {
+                        id: FlowId::try_from(id).unwrap_or_default(),
+                        reason: sqlite.to_string(),
+                    };
+                    (self.left_out.lock().unwrap_or_else(|e| e.into_inner())).push(left_out);
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }

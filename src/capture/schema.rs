@@ -288,8 +288,7 @@ pub(crate) fn open_for_writing(path: &Path) -> Result<(Connection, std::fs::File
     if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
         return Err(CaptureError::NotACapture {
             path: path.to_owned(),
-            reason: "it is not a regular file (a directory or a device): record into a file"
-                .into(),
+            reason: "it is not a regular file (a directory or a device): record into a file".into(),
         });
     }
     // An empty file is what SQLite makes of a new database anyway.

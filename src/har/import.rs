@@ -345,12 +345,10 @@ pub fn import_to_capture(
     // The copy holds the HAR's credentials (all of them, if it was not redacted).
     #[cfg(unix)]
     dir.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
-    let dir = dir
-        .tempdir()
-        .map_err(|source| HarError::Io {
-            path: std::env::temp_dir(),
-            source,
-        })?;
+    let dir = dir.tempdir().map_err(|source| HarError::Io {
+        path: std::env::temp_dir(),
+        source,
+    })?;
     let name = path
         .file_stem()
         .map_or_else(|| "import".into(), |s| s.to_string_lossy().into_owned());

@@ -779,7 +779,7 @@ mod tests {
             capture: capture.clone(),
             ca: None,
             har: None,
-            har_left_out: 0,
+            left_out: 0,
         });
         app.filter = Some(crate::filter::Filter::parse("~b Ada").unwrap());
         filter_by_capture(&mut app, &mut reader);

@@ -62,8 +62,9 @@ pub struct SourceInfo {
     pub ca: Option<PathBuf>,
     /// The HAR the capture was imported from (into a temporary file): what is shown.
     pub har: Option<PathBuf>,
-    /// Entries of that HAR that could not be read, left out (each said on stderr).
-    pub har_left_out: usize,
+    /// Entries of that HAR, or flows of the capture, that could not be read, left out
+    /// (each said on stderr).
+    pub left_out: usize,
 }
 
 /// The tabs of the flow detail.
@@ -445,15 +446,21 @@ impl App {
     /// An empty UI for `source`, following new flows.
     pub fn new(source: SourceInfo) -> App {
         // Said on stderr too, which the UI's screen then covers.
-        let message = match (&source.har, source.har_left_out) {
-            (Some(har), n @ 1..) => Some(format!(
-                "{} of {} could not be read and {} left out (`kinspect ls {}` says why)",
-                crate::headless::counted(n as u64, "entry", "entries"),
-                har.display(),
-                if n == 1 { "is" } else { "are" },
-                har.display()
-            )),
-            _ => None,
+        let message = match (&source.har, source.left_out) {
+            (_, 0) => None,
+            (har, n) => {
+                let (file, one, many) = match har {
+                    Some(har) => (har, "entry", "entries"),
+                    None => (&source.capture, "flow", "flows"),
+                };
+                Some(format!(
+                    "{} of {} could not be read and {} left out (`kinspect ls {}` says why)",
+                    crate::headless::counted(n as u64, one, many),
+                    file.display(),
+                    if n == 1 { "is" } else { "are" },
+                    crate::curl::quoted(&file.display().to_string())
+                ))
+            }
         };
         App {
             source,
@@ -699,10 +706,10 @@ mod tests {
     use crate::flow::{CapturedBody, Flow};
 
     #[test]
-    fn entries_left_out_of_a_har_are_said_when_the_ui_opens() {
-        let source = |har_left_out| SourceInfo {
+    fn entries_or_flows_left_out_are_said_when_the_ui_opens() {
+        let source = |left_out| SourceInfo {
             har: Some("trip.har".into()),
-            har_left_out,
+            left_out,
             ..SourceInfo::default()
         };
         assert_eq!(App::new(source(0)).message, None);
@@ -711,7 +718,18 @@ mod tests {
             said.starts_with("2 entries of trip.har could not be read and are left out"),
             "{said}"
         );
-        assert!(said.contains("kinspect ls trip.har"), "{said}");
+        assert!(said.contains("`kinspect ls 'trip.har'` says why"), "{said}");
+        // Flows of a capture whose rows could not be read.
+        let capture = SourceInfo {
+            capture: "trip.db".into(),
+            left_out: 1,
+            ..SourceInfo::default()
+        };
+        let said = App::new(capture).message.unwrap();
+        assert!(
+            said.starts_with("1 flow of trip.db could not be read and is left out"),
+            "{said}"
+        );
     }
 
     #[test]

@@ -211,7 +211,9 @@ mod tests {
         assert_eq!(rows(2), ["a line that is not labelled at ", "all, long"]);
         assert_eq!(rows(3), ["Short        fits"]);
         // (Spaces that do not fit hang past the edge.)
-        assert!(rows(0).iter().all(|row| row.trim_end().chars().count() <= 30));
+        assert!(rows(0)
+            .iter()
+            .all(|row| row.trim_end().chars().count() <= 30));
         assert_eq!(text.rows, 3 + 3 + 2 + 1);
         // Too narrow to hang beside the label: rows wrap from the edge.
         let narrow = LaidOutText::shared(text.lines.clone(), 20, 13);
