@@ -1028,7 +1028,29 @@ fn run_session(args: ProxyArgs, mode: Mode) -> anyhow::Result<()> {
     // left and closes the capture, and SQLite folds its WAL back into the file, so the
     // .db file alone holds every flow.
     runtime.shutdown_timeout(Duration::from_secs(2));
+    let stats = recorder.stats().clone();
     recorder.finish_within(Duration::from_secs(5));
+    let failed = stats.failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        // A full disk, say: the file could not be folded either, and is not whole alone.
+        let mut wal = capture_path.clone().into_os_string();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
+        let keep = match wal.exists() {
+            true => format!(
+                "; keep {} beside it (it holds flows the .db does not yet): a `kinspect ls`                  of the capture with room on its disk folds it in",
+                wal.display()
+            ),
+            false => String::new(),
+        };
+        anyhow::bail!(
+            "{} could not be stored in {} (the errors above say why: a full disk?); the \
+             {} others are in it{keep}",
+            crate::headless::counted(failed, "flow", "flows"),
+            capture_path.display(),
+            stats.stored.load(Ordering::Relaxed),
+        );
+    }
     Ok(())
 }
 

@@ -872,6 +872,57 @@ fn a_reader_in_the_writers_process_leaves_the_writers_locks_alone() {
     assert_eq!(CaptureReader::open(&path).unwrap().count().unwrap(), 2);
 }
 
+/// Flows that could not be stored (a full disk; here the file size limit of
+/// `ulimit -f`) make kinspect end with an error that says how many, instead of a
+/// success that leaves the user believing the capture whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg(target_os = "linux")]
+async fn flows_that_could_not_be_stored_are_said_when_kinspect_stops() {
+    use std::os::unix::process::CommandExt;
+    let origin = Origin::start(OriginKind::Plain).await;
+    let home = tempfile::tempdir().unwrap();
+    let capture = home.path().join("small.db");
+    let mut kinspect = KinspectProcess::start(home.path(), &capture, |command| {
+        // SAFETY: only async-signal-safe calls between fork and exec. An ignored signal
+        // stays ignored across exec: writes past the limit fail (EFBIG) instead of
+        // killing the process.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                let limit = libc::rlimit {
+                    rlim_cur: 1 << 20,
+                    rlim_max: 1 << 20,
+                };
+                libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
+                Ok(())
+            });
+        }
+    });
+    let client = kinspect.client();
+    for _ in 0..12 {
+        let response = client
+            .get(origin.url("/bytes/200000"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.bytes().await.unwrap().len(), 200_000);
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(kinspect.child.id() as i32, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + support::STEP;
+    let status = loop {
+        if let Some(status) = kinspect.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "kinspect stops");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let said = kinspect.stderr.lock().unwrap().join("\n");
+    assert!(!status.success(), "{said}");
+    assert!(said.contains("could not be stored in"), "{said}");
+    assert!(said.contains("others are in it"), "{said}");
+}
+
 #[test]
 #[cfg(unix)]
 fn stopping_kinspect_records_the_tunnels_and_requests_still_open() {
