@@ -759,6 +759,7 @@ fn export_har(
     // failed export leaves no half-written file, and an existing one stays until the new
     // one is whole.
     let mut temporary = None;
+    let mut removed_if_interrupted = None;
     let sink: Box<dyn std::io::Write> = match &destination {
         HarOutput::Stdout => Box::new(std::io::stdout().lock()),
         HarOutput::Special(path) => Box::new(
@@ -772,6 +773,7 @@ fn export_har(
             let file = file_beside(parent_dir(path), redact)
                 .map_err(|e| std::io::Error::from(e.kind()))
                 .with_context(cannot_write)?;
+            removed_if_interrupted = RemovedIfInterrupted::new(file.path());
             Box::new(
                 temporary
                     .insert(file)
@@ -802,6 +804,7 @@ fn export_har(
     }
     let stats = writer.finish().with_context(cannot_write)?;
     if let (Some(file), HarOutput::File(path)) = (temporary, &destination) {
+        drop(removed_if_interrupted);
         file.persist(path)
             .map_err(|e| e.error)
             .with_context(cannot_write)?;
@@ -835,6 +838,49 @@ fn export_har(
 /// A temporary file in `dir` that becomes the user's export: with the permissions a new
 /// file gets there (0666 less the umask) when `redacted`, else private to the user
 /// (0600), as it holds credentials.
+/// While kept, Ctrl-C or SIGTERM removes a file being written before kinspect exits (as
+/// the signal would have it, 130 or 143): an export broken off leaves no hidden partial
+/// file of megabytes beside its destination.
+struct RemovedIfInterrupted(Vec<signal_hook::SigId>);
+
+impl RemovedIfInterrupted {
+    fn new(path: &Path) -> Option<RemovedIfInterrupted> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+            let path = std::sync::Arc::new(path);
+            let mut ids = Vec::new();
+            for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                let path = path.clone();
+                // SAFETY: unlink(2) and _exit(2) are async-signal-safe; the path was made
+                // before, and is only read.
+                let id = unsafe {
+                    signal_hook::low_level::register(signal, move || {
+                        libc::unlink(path.as_ptr());
+                        libc::_exit(128 + signal);
+                    })
+                };
+                ids.extend(id.ok());
+            }
+            Some(RemovedIfInterrupted(ids))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = path;
+            None
+        }
+    }
+}
+
+impl Drop for RemovedIfInterrupted {
+    fn drop(&mut self) {
+        for id in self.0.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}
+
 fn file_beside(dir: &Path, redacted: bool) -> std::io::Result<tempfile::NamedTempFile> {
     let mut builder = tempfile::Builder::new();
     builder.prefix(".kinspect-export-");

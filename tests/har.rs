@@ -227,6 +227,8 @@ async fn exports_validate_and_round_trip() {
     assert_eq!(failed["response"]["status"], 0);
     assert_eq!(failed["response"]["content"]["mimeType"], "x-unknown");
     assert!(failed["_error"].as_str().unwrap().contains("refused"));
+    // Also where Chrome writes it.
+    assert_eq!(failed["response"]["_error"], failed["_error"]);
     let batch = by_url("/anomaly/batch");
     assert_eq!(batch["_kinvey"]["anomalies"][0]["code"], "batch_errors");
     // Listed by its gravest element (FIX over RETRY); the other one beside it.
@@ -664,6 +666,74 @@ fn one_flow_capture(path: &Path) {
     };
     let mut writer = CaptureWriter::open(path).unwrap();
     writer.write_batch([&stored]).unwrap();
+}
+
+/// An export broken off by Ctrl-C leaves neither its destination nor the hidden file it
+/// was writing beside it.
+#[test]
+#[cfg(unix)]
+fn an_interrupted_export_leaves_no_partial_file() {
+    use kinspect::capture::CaptureWriter;
+    use kinspect::flow::{CapturedBody, Flow};
+    use kinspect::kinvey::KinveySummary;
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("big.db");
+    let client = "127.0.0.1:40000".parse().unwrap();
+    let mut writer = CaptureWriter::open(&capture).unwrap();
+    for batch in 0..10u64 {
+        let flows: Vec<StoredFlow> = (1..=50)
+            .map(|i| {
+                let id = batch * 50 + i;
+                let url = format!("https://kvy.example/{id}");
+                let mut flow = Flow::exchange(id, client, "GET", &url, Some(200));
+                let body = (0..200_000u32)
+                    .map(|n| (n * 7 + id as u32) as u8)
+                    .collect::<Vec<u8>>();
+                flow.response.as_mut().unwrap().body = CapturedBody::whole(body);
+                StoredFlow {
+                    flow,
+                    kinvey: KinveySummary::default(),
+                }
+            })
+            .collect();
+        writer.write_batch(&flows).unwrap();
+    }
+    drop(writer);
+    let out = dir.path().join("out.har");
+    let mut export = Command::new(env!("CARGO_BIN_EXE_kinspect"))
+        .arg("har")
+        .arg(&capture)
+        .arg("-o")
+        .arg(&out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let partial = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".kinspect-export-")
+            })
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while partial() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the export began");
+        assert!(
+            export.try_wait().unwrap().is_none(),
+            "the export ended too soon to interrupt"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(export.id() as i32, libc::SIGINT) };
+    let status = export.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert_eq!(partial(), 0, "the partial file is gone");
+    assert!(!out.exists());
 }
 
 #[test]

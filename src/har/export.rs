@@ -638,7 +638,13 @@ fn entry_after(
         entry.insert("_clientAddress".into(), json!(flow.client_addr.to_string()));
     }
     if let Some(error) = &flow.error {
-        entry.insert("_error".into(), json!(redactor.text(&error.message)));
+        let message = json!(redactor.text(&error.message));
+        // Where Chrome writes a failed request's reason, and on the entry, where
+        // kinspect wrote it first (import reads either).
+        if let Some(response) = entry.get_mut("response").and_then(|r| r.as_object_mut()) {
+            response.insert("_error".into(), message.clone());
+        }
+        entry.insert("_error".into(), message);
         entry.insert("_errorKind".into(), json!(error.kind.as_str()));
     }
     if let Some(original) = flow.replay_of {
