@@ -50,7 +50,7 @@ pub fn body_lines(body: &CapturedBody, headers: &Headers, view: BodyView) -> Vec
             if let Some(encoding) = encoding.as_deref().filter(|e| !e.trim().is_empty()) {
                 lines.push(format!(
                     "({encoding}: {} bytes on the wire, {} decoded)",
-                    body.bytes.len(),
+                    body.wire_size,
                     decoded.len()
                 ));
             }
@@ -514,5 +514,13 @@ mod tests {
         let lines = body_lines(&b, &headers, BodyView::Pretty);
         assert!(lines[0].starts_with("(gzip:"));
         assert_eq!(&lines[1..], ["{", "  \"ok\": true", "}"]);
+        // The size on the wire is what came, not what is kept: a HAR's body encoded
+        // again on import (its bodySize), or one cut at --max-body.
+        let imported = CapturedBody {
+            wire_size: 46,
+            ..b
+        };
+        let lines = body_lines(&imported, &headers, BodyView::Pretty);
+        assert_eq!(lines[0], "(gzip: 46 bytes on the wire, 11 decoded)");
     }
 }
