@@ -1084,7 +1084,8 @@ fn run_session(args: ProxyArgs, mode: Mode) -> anyhow::Result<()> {
         let wal = PathBuf::from(wal);
         let keep = match wal.exists() {
             true => format!(
-                "; keep {} beside it (it holds flows the .db does not yet): a `kinspect ls`                  of the capture with room on its disk folds it in",
+                "; keep {} beside it (it holds flows the .db does not yet): a `kinspect ls` \
+                 of the capture with room on its disk folds it in",
                 wal.display()
             ),
             false => String::new(),

@@ -708,8 +708,10 @@ fn an_interrupted_export_leaves_no_partial_file() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // Partial files, and whether one has begun to be written (its removal on a signal
+    // is set up between its creation and its first byte).
     let partial = || {
-        std::fs::read_dir(dir.path())
+        let files: Vec<u64> = std::fs::read_dir(dir.path())
             .unwrap()
             .filter_map(Result::ok)
             .filter(|e| {
@@ -717,10 +719,12 @@ fn an_interrupted_export_leaves_no_partial_file() {
                     .to_string_lossy()
                     .starts_with(".kinspect-export-")
             })
-            .count()
+            .map(|e| e.metadata().map_or(0, |m| m.len()))
+            .collect();
+        (files.len(), files.iter().any(|&len| len > 0))
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while partial() == 0 {
+    while !partial().1 {
         assert!(std::time::Instant::now() < deadline, "the export began");
         assert!(
             export.try_wait().unwrap().is_none(),
@@ -732,7 +736,7 @@ fn an_interrupted_export_leaves_no_partial_file() {
     unsafe { libc::kill(export.id() as i32, libc::SIGINT) };
     let status = export.wait().unwrap();
     assert_eq!(status.code(), Some(130), "{status:?}");
-    assert_eq!(partial(), 0, "the partial file is gone");
+    assert_eq!(partial().0, 0, "the partial file is gone");
     assert!(!out.exists());
 }
 

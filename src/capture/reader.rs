@@ -38,8 +38,9 @@ pub struct CaptureReader {
     /// The file's schema version: from 2 on, headers are columns of `flows`; from 3 on,
     /// a flow's bodies are one row of `bodies`; from 4 on, WebSocket messages are kept.
     schema: i64,
-    /// The flows passed over so far because their row could not be read.
-    left_out: std::sync::Mutex<Vec<LeftOut>>,
+    /// The flows passed over because their row could not be read, not taken yet, and
+    /// the ids of all those passed over (each is kept once, however often it is read).
+    left_out: std::sync::Mutex<(Vec<LeftOut>, std::collections::HashSet<FlowId>)>,
 }
 
 /// A flow a reader passed over: its row cannot be read (a damaged file, a hand edit
@@ -113,9 +114,9 @@ impl CaptureReader {
     }
 
     /// The flows passed over since the last call, because their rows could not be read
-    /// ([`CaptureReader::for_each_in`]).
+    /// ([`CaptureReader::for_each_in`]); each once, however often it was read.
     pub fn take_left_out(&self) -> Vec<LeftOut> {
-        std::mem::take(&mut *self.left_out.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut self.left_out.lock().unwrap_or_else(|e| e.into_inner()).0)
     }
 
     /// The capture file.
@@ -178,7 +179,11 @@ impl CaptureReader {
                         id: FlowId::try_from(id).unwrap_or_default(),
                         reason: sqlite.to_string(),
                     };
-                    (self.left_out.lock().unwrap_or_else(|e| e.into_inner())).push(left_out);
+                    let mut left_out_so_far =
+                        self.left_out.lock().unwrap_or_else(|e| e.into_inner());
+                    if left_out_so_far.1.insert(left_out.id) {
+                        left_out_so_far.0.push(left_out);
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -195,8 +200,12 @@ impl CaptureReader {
         let mut bodies = 0;
         let from = id.saturating_sub(SECRETS_LOOKED_BACK).max(1);
         for before in (from..id).rev() {
-            let Some(stored) = self.flow(before)? else {
-                continue;
+            // A damaged row holds no secret to read: the flows around it still count.
+            let stored = match self.flow(before) {
+                Ok(Some(stored)) => stored,
+                Ok(None) => continue,
+                Err(CaptureError::Sqlite { sqlite, .. }) if is_row_damage(&sqlite) => continue,
+                Err(e) => return Err(e),
             };
             let flow = &stored.flow;
             earlier.add(&Secrets::of(flow));

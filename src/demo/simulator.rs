@@ -488,6 +488,10 @@ fn finish(reply: Reply, req: &SimRequest, request_id: String) -> SimResponse {
         ("X-Kinvey-API-Version".to_owned(), api_version),
         ("Content-Type".to_owned(), reply.content_type.to_owned()),
     ];
+    // The load balancer's own page never reached Kinvey.
+    if reply.content_type == GATEWAY_CONTENT_TYPE {
+        headers.drain(..2);
+    }
     headers.extend(
         reply
             .extra_headers
@@ -925,6 +929,10 @@ fn simulate_error(name: &str, req: &SimRequest) -> Reply {
     }
 }
 
+/// The content type of [`GATEWAY_PAGE`], and of no answer of the backend's own: an
+/// answer of this type is the load balancer's, without Kinvey's headers.
+const GATEWAY_CONTENT_TYPE: &str = "text/html";
+
 /// A load balancer's own 503 page (nginx's).
 const GATEWAY_PAGE: &str =
     "<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>\r\n\
@@ -962,7 +970,7 @@ fn anomaly(kind: &str, request_id: &str) -> Option<Reply> {
         "gateway" => Reply {
             status: 503,
             body: GATEWAY_PAGE.as_bytes().to_vec(),
-            content_type: "text/html",
+            content_type: GATEWAY_CONTENT_TYPE,
             extra_headers: Vec::new(),
         },
         "wrapped" => {
@@ -1662,6 +1670,7 @@ mod tests {
         assert_eq!(gateway.status, 503);
         assert_eq!(header(&gateway, "content-type"), Some("text/html"));
         assert!(String::from_utf8_lossy(&gateway.body).contains("<h1>503 Service"));
+        assert_eq!(header(&gateway, "x-kinvey-request-id"), None);
 
         let name_message = get("/simulate/anomaly/name-message");
         assert_eq!(name_message.status, 404);

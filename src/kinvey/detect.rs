@@ -104,12 +104,13 @@ pub fn analyze(flow: &Flow) -> KinveyAnalysis {
             });
         }
     } else if kinvey && response.status >= 400 && !found {
-        // A body cut to nothing at --max-body says nothing; a HEAD's answer has none.
-        let unread = body.is_empty() && response.body.wire_size > 0;
-        if !unread && !flow.request.method.eq_ignore_ascii_case("HEAD") {
+        // A body kept in part (--max-body) or broken off says nothing of what it held;
+        // a HEAD's answer has none.
+        if !cut && !flow.request.method.eq_ignore_ascii_case("HEAD") {
             analysis.anomalies.push(Anomaly::NoErrorBody {
                 status: response.status,
                 found: what_body_is(&body, content_type.as_deref()),
+                from_kinvey: analysis.request_id.is_some(),
             });
         }
     }
@@ -837,6 +838,11 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         };
+        let from_kinvey = |status: u16, body: &str| {
+            let mut flow = flow(status, &[JSON, ("X-Kinvey-Request-ID", "abc123")], body);
+            flow.request.method = "POST".into();
+            analyze(&flow).anomalies[0].message()
+        };
         let (what, message) = found(502, "text/html", "<h1>Bad gateway</h1>");
         assert_eq!(what, "an HTML page");
         assert!(
@@ -858,6 +864,13 @@ mod tests {
         let (what, message) = found(401, "text/plain", "Unauthorized");
         assert_eq!(what, "text that is not JSON");
         assert!(!message.contains("retry"), "{message}");
+        // With a request id, Kinvey itself answered (custom code, say): no gateway.
+        let message = from_kinvey(400, r#"{"message":"bad input"}"#);
+        assert!(
+            message.contains("Kinvey answered (it sent a request id)"),
+            "{message}"
+        );
+        assert!(!message.contains("gateway"), "{message}");
 
         // Not on exchanges that are not Kinvey's, not for a HEAD, nor for a body kept
         // to nothing (--max-body 0), nor where an error was read.
@@ -879,6 +892,9 @@ mod tests {
             ..CapturedBody::default()
         };
         assert!(codes(&analyze(&unkept)).is_empty());
+        let mut cut = flow(404, &[JSON], r#"{"error":"Ent"#);
+        cut.response.as_mut().unwrap().body.truncated = true;
+        assert!(codes(&analyze(&cut)).is_empty());
         let named = analyze(&flow(
             404,
             &[JSON],

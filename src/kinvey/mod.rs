@@ -139,6 +139,9 @@ pub enum Anomaly {
         status: u16,
         /// What the body is instead, in kinspect's words ("an HTML page").
         found: &'static str,
+        /// The response carries a request id: Kinvey itself answered so (custom
+        /// endpoint code, say), not something in front of it.
+        from_kinvey: bool,
     },
     /// A request to Kinvey without `X-Kinvey-API-Version`, or asking for version 0 (no
     /// structured errors).
@@ -226,10 +229,19 @@ impl Anomaly {
             Anomaly::BatchErrors { count } => {
                 format!("the 207 batch response carries {count} failed element(s) in errors[]")
             }
-            Anomaly::NoErrorBody { status, found } => format!(
-                "the {status} has {found}, not Kinvey's {{error, description, debug}}: it came \
-                 from something between the app and Kinvey (a gateway, load balancer or proxy), \
-                 not from Kinvey; SDKs can report only a generic failure{}",
+            Anomaly::NoErrorBody {
+                status,
+                found,
+                from_kinvey,
+            } => format!(
+                "the {status} has {found}, not Kinvey's {{error, description, debug}}: {}; SDKs \
+                 can report only a generic failure{}",
+                match from_kinvey {
+                    true => "Kinvey answered (it sent a request id) without one of its errors, \
+                             as custom endpoint or Business Logic code may",
+                    false => "it came from something between the app and Kinvey (a gateway, \
+                              load balancer or proxy), not from Kinvey",
+                },
                 match status {
                     429 | 502 | 503 | 504 => ": most likely transient, retry with backoff",
                     _ => "",

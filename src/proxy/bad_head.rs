@@ -879,9 +879,18 @@ fn too_large(head: &[u8], limits: HeadLimits) -> String {
             "its head is {size} bytes, more than --max-header-bytes ({}) allows",
             limits.bytes
         ),
-        None if head.len() > limits.bytes || head.len() >= HEAD_KEPT => format!(
+        None if head.len() > limits.bytes => format!(
             "its head is larger than --max-header-bytes ({}) allows",
             limits.bytes
+        ),
+        // Cut at what kinspect keeps, under both limits so far: either may be passed.
+        None if head.len() >= HEAD_KEPT => format!(
+            "its head is longer than the {} KiB kinspect keeps, with at least {fields} header \
+             fields: larger than --max-header-bytes ({}) or with more fields than \
+             --max-headers ({}) allows",
+            HEAD_KEPT / 1024,
+            limits.bytes,
+            limits.fields
         ),
         _ => format!(
             "its head is larger than --max-header-bytes ({}) or has more fields than \
@@ -1211,6 +1220,28 @@ mod tests {
                 .contains(": its head is larger than --max-header-bytes (1024) allows;"),
             "{}",
             said(unended.as_bytes())
+        );
+
+        // Cut at the 16 KiB kept, under both limits so far: both are named.
+        let mut cut = b"GET / HTTP/1.1\r\n".to_vec();
+        while cut.len() < HEAD_KEPT {
+            cut.extend_from_slice(format!("X-F: {}\r\n", "v".repeat(170)).as_bytes());
+        }
+        cut.truncate(HEAD_KEPT);
+        let message = failure_for(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            &cut,
+            HeadLimits::default(),
+        )
+        .error
+        .message;
+        assert!(
+            message.contains(
+                "longer than the 16 KiB kinspect keeps, with at least 93 header \
+                 fields: larger than --max-header-bytes (65536) or with more fields than \
+                 --max-headers (100) allows"
+            ),
+            "{message}"
         );
 
         // Past the first kilobytes of valid fields, the bad one is still found.

@@ -420,6 +420,7 @@ pub(crate) async fn forward(
         (client_upgrade, response.status())
     {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
+        lease.info.relay_begins();
         let (slot, flow) = pending.take();
         return switch_protocols(
             slot,
@@ -468,7 +469,14 @@ pub(crate) async fn forward(
         lease,
         waiting_body: waiting_body.0.take(),
     };
-    let capture = Arc::new(Mutex::new(expecting(max_body, &rbody)));
+    let mut capture = expecting(max_body, &rbody);
+    // An answer to a HEAD, a 204 and a 304 carry no body whatever length they declare
+    // (hyper's HTTP/2 client takes it for the body's all the same).
+    let bodiless_status = matches!(rparts.status.as_u16(), 204 | 304);
+    if bodiless_status || end.flow.request.method.eq_ignore_ascii_case("HEAD") {
+        capture.declares_nothing();
+    }
+    let capture = Arc::new(Mutex::new(capture));
     if rbody.is_end_stream() {
         // An empty body is never polled, so there is no last frame to hold back: store
         // the flow before the head goes out.

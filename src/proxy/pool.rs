@@ -73,10 +73,12 @@ impl Connection {
     }
 
     fn is_open(&self) -> bool {
-        match &self.sender {
-            Sender::Http1(sender) => !sender.is_closed(),
-            Sender::Http2(sender) => !sender.is_closed(),
-        }
+        // One whose origin stopped taking writes takes no other request.
+        let closed = match &self.sender {
+            Sender::Http1(sender) => sender.is_closed(),
+            Sender::Http2(sender) => sender.is_closed(),
+        };
+        !closed && !self.info.stopped_taking()
     }
 
     fn is_http2(&self) -> bool {

@@ -121,6 +121,12 @@ impl BodyCapture {
         whole.then(|| self.frozen.clone().unwrap_or_default())
     }
 
+    /// The body's message carries none, whatever length it declares (an answer to a
+    /// HEAD, a 204, a 304): it is not short of it.
+    pub fn declares_nothing(&mut self) {
+        self.declared = None;
+    }
+
     /// Why a body that ends now is short, when fewer bytes came than it declared: an
     /// HTTP/2 peer that resets a stream with `NO_ERROR` ends it for hyper as if whole.
     fn short_of_declared(&self) -> Option<BodyFailure> {

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -63,9 +63,18 @@ pub struct ConnectionInfo {
     /// absolute form (`--upstream-proxy`).
     pub(crate) forward_proxy: Option<Arc<ParentProxy>>,
     fresh: Arc<AtomicBool>,
-    /// Set once the origin took no more of what kinspect wrote (see [`taken_or_lost`]).
-    stopped_taking: Arc<AtomicBool>,
+    /// What becomes of kinspect's writes the origin no longer takes (see
+    /// [`taken_or_lost`]): [`WRITES_TAKEN`], [`WRITES_LOST`] or [`WRITES_RELAYED`].
+    writes: Arc<AtomicU8>,
 }
+
+/// An HTTP exchange's writes, taken by the origin so far.
+const WRITES_TAKEN: u8 = 0;
+/// The origin took no more of them (it closed or reset the connection).
+const WRITES_LOST: u8 = 1;
+/// The connection relays a switched protocol (a WebSocket): its write errors are the
+/// relay's to see.
+const WRITES_RELAYED: u8 = 2;
 
 impl ConnectionInfo {
     /// True when the origin chose HTTP/2 by ALPN.
@@ -84,7 +93,13 @@ impl ConnectionInfo {
     /// True once the origin closed or reset the connection while kinspect wrote to it
     /// (an upload it answered early and stopped reading): it takes no other request.
     pub(crate) fn stopped_taking(&self) -> bool {
-        self.stopped_taking.load(Ordering::Relaxed)
+        self.writes.load(Ordering::Relaxed) == WRITES_LOST
+    }
+
+    /// The connection switched protocols: from now on it relays bytes, and a write the
+    /// origin does not take is the relay's error (see [`taken_or_lost`]).
+    pub(crate) fn relay_begins(&self) {
+        self.writes.store(WRITES_RELAYED, Ordering::Relaxed);
     }
 
     #[cfg(test)]
@@ -101,7 +116,7 @@ impl ConnectionInfo {
             ssl,
             forward_proxy: None,
             fresh: Arc::new(AtomicBool::new(true)),
-            stopped_taking: Arc::default(),
+            writes: Arc::default(),
         }
     }
 }
@@ -294,7 +309,7 @@ async fn connect_first(
     deadline: Instant,
     timeout: Duration,
 ) -> Result<(TcpStream, SocketAddr), ConnectError> {
-    let mut last_error = None;
+    let mut reported = None;
     for addr in addrs {
         let remaining = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(remaining, TcpStream::connect(addr)).await {
@@ -302,7 +317,15 @@ async fn connect_first(
                 let _ = stream.set_nodelay(true);
                 return Ok((stream, addr));
             }
-            Ok(Err(e)) => last_error = Some((addr, e)),
+            // The first error is kept, unless a later one is a refusal: for
+            // `localhost`, 127.0.0.1's "connection refused" says more than a missing
+            // IPv6 loopback's "cannot assign requested address".
+            Ok(Err(e)) => {
+                let refused = e.kind() == std::io::ErrorKind::ConnectionRefused;
+                if reported.is_none() || refused {
+                    reported = Some((addr, e));
+                }
+            }
             Err(_) => {
                 return Err(ConnectError::new(
                     FlowErrorKind::Timeout,
@@ -313,7 +336,7 @@ async fn connect_first(
             }
         }
     }
-    let (addr, e) = last_error.expect("at least one address was tried");
+    let (addr, e) = reported.expect("at least one address was tried");
     let hint = if e.kind() == std::io::ErrorKind::ConnectionRefused {
         "is the server running on that port?"
     } else {
@@ -367,7 +390,7 @@ impl UpstreamConnector {
                 ssl: None,
                 forward_proxy,
                 fresh: Arc::new(AtomicBool::new(true)),
-                stopped_taking: Arc::default(),
+                writes: Arc::default(),
             };
             return Ok(UpstreamConnection {
                 io: Stream::Plain(TokioIo::new(tcp)),
@@ -394,7 +417,7 @@ impl UpstreamConnector {
             ssl: Some(tls_started.elapsed()),
             forward_proxy: None,
             fresh: Arc::new(AtomicBool::new(true)),
-            stopped_taking: Arc::default(),
+            writes: Arc::default(),
         };
         let stream = match outcome {
             Ok(Ok(stream)) => stream,
@@ -420,7 +443,7 @@ impl UpstreamConnector {
             ssl: Some(ssl),
             forward_proxy: None,
             fresh: Arc::new(AtomicBool::new(true)),
-            stopped_taking: Arc::default(),
+            writes: Arc::default(),
         };
         Ok(UpstreamConnection {
             io: Stream::Tls(Box::new(TokioIo::new(stream))),
@@ -546,8 +569,10 @@ fn taken_or_lost<T>(
     all: T,
     write: impl FnOnce() -> Poll<std::io::Result<T>>,
 ) -> Poll<std::io::Result<T>> {
-    if info.stopped_taking() {
-        return Poll::Ready(Ok(all));
+    match info.writes.load(Ordering::Relaxed) {
+        WRITES_TAKEN => {}
+        WRITES_LOST => return Poll::Ready(Ok(all)),
+        _relayed => return write(),
     }
     match write() {
         Poll::Ready(Err(e))
@@ -559,7 +584,7 @@ fn taken_or_lost<T>(
             ) =>
         {
             tracing::debug!("upstream {} took no more writes: {e}", info.server_addr);
-            info.stopped_taking.store(true, Ordering::Relaxed);
+            info.writes.store(WRITES_LOST, Ordering::Relaxed);
             Poll::Ready(Ok(all))
         }
         other => other,

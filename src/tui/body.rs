@@ -516,10 +516,7 @@ mod tests {
         assert_eq!(&lines[1..], ["{", "  \"ok\": true", "}"]);
         // The size on the wire is what came, not what is kept: a HAR's body encoded
         // again on import (its bodySize), or one cut at --max-body.
-        let imported = CapturedBody {
-            wire_size: 46,
-            ..b
-        };
+        let imported = CapturedBody { wire_size: 46, ..b };
         let lines = body_lines(&imported, &headers, BodyView::Pretty);
         assert_eq!(lines[0], "(gzip: 46 bytes on the wire, 11 decoded)");
     }

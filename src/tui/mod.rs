@@ -246,8 +246,26 @@ fn event_loop(
                 let after = app.flows.last().map_or(0, |f| f.flow.id);
                 let detail = needed_detail(app);
                 let mut new = Vec::new();
-                let read = open_reader(app, &mut reader)
-                    .and_then(|reader| Ok(reader.for_each_after(after, detail, |f| new.push(f))?));
+                let read = open_reader(app, &mut reader).and_then(|reader| {
+                    reader.for_each_after(after, detail, |f| new.push(f))?;
+                    Ok(reader.take_left_out())
+                });
+                match &read {
+                    // Rows written damaged since: said as they come (each once).
+                    Ok(left_out) if !left_out.is_empty() => {
+                        let said = format!(
+                            "left out of {}: {}{}",
+                            app.source.capture.display(),
+                            left_out[0],
+                            match left_out.len() {
+                                1 => String::new(),
+                                n => format!(" (and {} more)", n - 1),
+                            }
+                        );
+                        update(app, Event::Message(said));
+                    }
+                    _ => {}
+                }
                 if let Err(e) = read {
                     file_unreadable = true;
                     let said = format!(
