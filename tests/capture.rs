@@ -20,6 +20,14 @@ use support::{
     headless_command, headless_command_on, refused_at_start, KinspectProcess, Origin, OriginKind,
 };
 
+/// Runs `command` (the kinspect binary), expecting it to succeed: its stdout and stderr.
+fn succeeded(mut command: Command) -> (String, String) {
+    let output = command.output().unwrap();
+    let said = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "{said}");
+    (String::from_utf8(output.stdout).unwrap(), said)
+}
+
 fn header(name: &str, value: &[u8]) -> HeaderField {
     HeaderField {
         name: name.into(),
@@ -282,19 +290,12 @@ fn a_damaged_row_leaves_out_its_flow_alone() {
     drop(reader);
 
     let run = |args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_kinspect"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kinspect"));
+        command
             .args(args)
             .arg(&path)
-            .env("KINSPECT_HOME", dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let out = String::from_utf8(output.stdout).unwrap();
-        (out, String::from_utf8(output.stderr).unwrap())
+            .env("KINSPECT_HOME", dir.path());
+        succeeded(command)
     };
     let (listed, said) = run(&["ls"]);
     let ids: Vec<&str> = listed
@@ -477,17 +478,9 @@ async fn a_growing_capture_can_be_listed_while_the_proxy_writes() {
     let running = start_capturing(home.path(), &capture, &origin);
     let client = running.client();
     let ls = |capture: &Path| {
-        let output = Command::new(env!("CARGO_BIN_EXE_kinspect"))
-            .arg("ls")
-            .arg(capture)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kinspect"));
+        command.arg("ls").arg(capture);
+        succeeded(command).0
     };
 
     for i in 0..5 {
