@@ -644,4 +644,19 @@ async fn an_http2_response_ended_short_of_its_declared_length_is_recorded_broken
         "{}",
         error.message
     );
+
+    // The answer to a HEAD declares a length it does not carry: not short of it, even
+    // when its stream ends after the head.
+    let origin = short_http2_origin(1000, 0, Duration::from_millis(2)).await;
+    let mut proxy = TestProxy::start(Some(&origin), |_| {}).await;
+    let response = proxy
+        .client()
+        .head(origin.url("/head"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let flow = proxy.next_flow().await;
+    assert!(flow.error.is_none(), "{:?}", flow.error);
+    assert_eq!(flow.status(), Some(200));
 }
