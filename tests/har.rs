@@ -637,6 +637,34 @@ fn a_broken_har_is_an_error_naming_the_entry_and_field() {
     let output = kinspect(&["ls", broken.to_str().unwrap()]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("log.entries[0].request.url"));
+    // An entry JSON cannot hold (a lone UTF-16 surrogate, which serde_json will not
+    // read into a string) is left out alone.
+    let surrogate = r#"{"startedDateTime":"2026-11-20T10:00:02Z","request":{"method":"GET","url":"https://a/\ud800x"},"response":{"status":200}}"#;
+    std::fs::write(&broken, har_of(&[A_GET, surrogate, A_GET])).unwrap();
+    let output = kinspect(&["ls", broken.to_str().unwrap()]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 2);
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("log.entries[1]: not valid JSON"), "{said}");
+    // Entries that are no array, a log that is no object: said as what they are.
+    std::fs::write(&broken, r#"{"log": {"entries": 7}}"#).unwrap();
+    let said = har::import(&broken).unwrap_err().to_string();
+    assert!(
+        said.contains("log.entries: expected an array, found a number"),
+        "{said}"
+    );
+    std::fs::write(&broken, r#"{"log": null}"#).unwrap();
+    let said = har::import(&broken).unwrap_err().to_string();
+    assert!(
+        said.contains("log: expected an object, found null"),
+        "{said}"
+    );
+    std::fs::write(&broken, "[1, 2]").unwrap();
+    let said = har::import(&broken).unwrap_err().to_string();
+    assert!(
+        said.contains("expected an object, found an array"),
+        "{said}"
+    );
     // JSON that is no HAR says so.
     std::fs::write(&broken, r#"{"entries": []}"#).unwrap();
     let said = har::import(&broken).unwrap_err().to_string();

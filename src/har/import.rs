@@ -107,6 +107,56 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
+/// The entries of the HAR in `bytes`, each as the raw JSON it is in the file.
+fn raw_entries<'b>(
+    r: &Reader<'_>,
+    bytes: &'b [u8],
+) -> Result<Vec<&'b serde_json::value::RawValue>, HarError> {
+    type RawObject<'b> = std::collections::HashMap<String, &'b serde_json::value::RawValue>;
+    let json_error = |source| HarError::Json {
+        path: r.path.to_owned(),
+        source,
+    };
+    // What a raw value is, as errors name it (read again whole: it is not what it must be).
+    let kind_of = |raw: &serde_json::value::RawValue| {
+        serde_json::from_str::<Value>(raw.get()).map_or("not JSON", |value| kind(&value))
+    };
+    let top: RawObject<'b> = match serde_json::from_slice(bytes) {
+        Ok(top) => top,
+        Err(e) => {
+            // No object at the top: said as what it is, if it is JSON at all.
+            let top: Value = serde_json::from_slice(bytes).map_err(json_error)?;
+            return Err(match top.is_object() {
+                true => json_error(e),
+                false => r.error(
+                    "the top level".into(),
+                    format!("expected an object, found {}", kind(&top)),
+                ),
+            });
+        }
+    };
+    let Some(log) = top.get("log") else {
+        return Err(r.error(
+            "the top level".into(),
+            "no \"log\" object: this JSON is not a HAR",
+        ));
+    };
+    let log: RawObject<'b> = serde_json::from_str(log.get()).map_err(|_| {
+        let found = kind_of(log);
+        r.error("log".into(), format!("expected an object, found {found}"))
+    })?;
+    let Some(entries) = log.get("entries") else {
+        return Err(r.error("log.entries".into(), "missing"));
+    };
+    serde_json::from_str(entries.get()).map_err(|_| {
+        let found = kind_of(entries);
+        r.error(
+            "log.entries".into(),
+            format!("expected an array, found {found}"),
+        )
+    })
+}
+
 /// The UTF-8 byte order mark, which may open a HAR.
 pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -219,47 +269,31 @@ pub fn utf8_json(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 
 fn read_entries(bytes: &[u8], path: &Path) -> Result<Imported, HarError> {
     let bytes = utf8_json(bytes);
-    let har: Value = serde_json::from_slice(&bytes).map_err(|source| HarError::Json {
-        path: path.to_owned(),
-        source,
-    })?;
     let r = Reader { path };
-    let log = match har.get("log") {
-        Some(log) => r.object(log, "log")?,
-        None if har.is_object() => {
-            return Err(r.error(
-                "the top level".into(),
-                "no \"log\" object: this JSON is not a HAR",
-            ))
-        }
-        None => {
-            return Err(r.error(
-                "the top level".into(),
-                format!("expected an object, found {}", kind(&har)),
-            ))
-        }
-    };
-    let entries = match log.get("entries") {
-        Some(Value::Array(entries)) => entries,
-        Some(other) => {
-            return Err(r.error(
-                "log.entries".into(),
-                format!("expected an array, found {}", kind(other)),
-            ))
-        }
-        None => return Err(r.error("log.entries".into(), "missing")),
-    };
+    // The levels above the entries are read as raw JSON, and each entry is parsed alone
+    // and dropped once it is a flow: a HAR's whole tree of values takes many times the
+    // file's size (7.5 times was measured), and one entry JSON cannot hold (a lone
+    // UTF-16 surrogate) is that entry's error, not the file's.
+    let entries = raw_entries(&r, &bytes)?;
     // Each flow with the id kinspect exported it under (its `connection`), if any, and
     // the behaviour warnings it was exported with.
     let (mut flows, mut skipped) = (Vec::new(), Vec::new());
-    for (index, entry) in entries.iter().enumerate() {
-        match flow_from_entry(&r, index, entry) {
+    for (index, raw) in entries.into_iter().enumerate() {
+        let entry: Value = match serde_json::from_str(raw.get()) {
+            Ok(entry) => entry,
+            Err(e) => {
+                let at = format!("log.entries[{index}]");
+                skipped.push(r.error(at, format!("not valid JSON ({e})")));
+                continue;
+            }
+        };
+        match flow_from_entry(&r, index, &entry) {
             Ok(flow) => {
                 let exported_id = entry
                     .get("connection")
                     .and_then(Value::as_str)
                     .and_then(|id| id.parse::<FlowId>().ok());
-                flows.push((exported_id, flow, exported_warnings(entry)))
+                flows.push((exported_id, flow, exported_warnings(&entry)))
             }
             Err(e) => skipped.push(e),
         }
