@@ -646,6 +646,12 @@ fn a_broken_har_is_an_error_naming_the_entry_and_field() {
     assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 2);
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(said.contains("log.entries[1]: not valid JSON"), "{said}");
+    // A header's null value is no value; a number is as written.
+    let odd_values = r#"{"startedDateTime":"2026-11-20T10:00:03Z","request":{"method":"GET","url":"https://a/","headers":[{"name":"x-null","value":null},{"name":"x-number","value":5}]},"response":{"status":200}}"#;
+    let flows = har::import_bytes(har_of(&[odd_values]).as_bytes(), &broken).unwrap();
+    let headers = &flows[0].flow.request.headers;
+    assert_eq!(headers.get("x-null").as_deref(), Some(""));
+    assert_eq!(headers.get("x-number").as_deref(), Some("5"));
     // Entries that are no array, a log that is no object: said as what they are.
     std::fs::write(&broken, r#"{"log": {"entries": 7}}"#).unwrap();
     let said = har::import(&broken).unwrap_err().to_string();

@@ -441,10 +441,11 @@ fn headers(r: &Reader<'_>, object: &Map<String, Value>, at: &str) -> Result<Head
         if name.starts_with(':') {
             continue;
         }
+        // A number as it was written; a null is no value (not the text "null").
         let value = match header.get("value") {
             Some(Value::String(v)) => v.clone(),
+            None | Some(Value::Null) => String::new(),
             Some(other) => other.to_string(),
-            None => String::new(),
         };
         fields.push(HeaderField {
             name: name.into(),
