@@ -1079,9 +1079,7 @@ fn run_session(args: ProxyArgs, mode: Mode) -> anyhow::Result<()> {
     let failed = stats.failed.load(Ordering::Relaxed);
     if failed > 0 {
         // A full disk, say: the file could not be folded either, and is not whole alone.
-        let mut wal = capture_path.clone().into_os_string();
-        wal.push("-wal");
-        let wal = PathBuf::from(wal);
+        let wal = crate::capture::wal_of(&capture_path);
         let keep = match wal.exists() {
             true => format!(
                 "; keep {} beside it (it holds flows the .db does not yet): a `kinspect ls` \

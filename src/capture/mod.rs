@@ -8,7 +8,7 @@ mod writer;
 
 pub use reader::{CaptureReader, Detail, LeftOut};
 pub use recorder::{FlowViewer, Recorder, RecorderStats};
-pub use schema::{fold_left_log, APPLICATION_ID, SCHEMA, SCHEMA_VERSION};
+pub use schema::{fold_left_log, wal_of, APPLICATION_ID, SCHEMA, SCHEMA_VERSION};
 pub use writer::CaptureWriter;
 
 use std::path::{Path, PathBuf};

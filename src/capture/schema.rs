@@ -429,7 +429,7 @@ fn cannot_share(error: &rusqlite::Error) -> bool {
 }
 
 /// The write-ahead log SQLite keeps beside the capture at `path`.
-fn wal_of(path: &Path) -> std::path::PathBuf {
+pub fn wal_of(path: &Path) -> std::path::PathBuf {
     path.with_file_name(format!(
         "{}-wal",
         path.file_name().unwrap_or_default().to_string_lossy()

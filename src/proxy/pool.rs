@@ -598,6 +598,10 @@ impl KeptConnection {
     /// The kept connection if it goes to `target`; one to elsewhere goes idle.
     fn take_for(&self, target: &Target) -> Option<Connection> {
         let conn = self.slot().take()?;
+        // Closed, or its origin stopped taking writes, since it was kept: it goes.
+        if !conn.is_open() {
+            return None;
+        }
         if same_origin(&conn.target, target) {
             return Some(conn);
         }
@@ -659,10 +663,6 @@ impl Lease {
         let Some((conn, kept)) = self.kept else {
             return;
         };
-        // The origin stopped reading the request (and closes): it takes no other.
-        if conn.info.stopped_taking() {
-            return;
-        }
         if request_sent || conn.is_ready() {
             kept.keep(conn);
             return;
@@ -674,7 +674,7 @@ impl Lease {
         tokio::spawn(async move {
             let ready = std::future::poll_fn(|cx| conn.poll_ready(cx));
             let ready = tokio::time::timeout(IDLE_TIMEOUT, ready).await;
-            if matches!(ready, Ok(Ok(()))) && !conn.info.stopped_taking() {
+            if let Ok(Ok(())) = ready {
                 upstreams.keep_idle(conn);
             }
         });
